@@ -1,0 +1,40 @@
+/* The snapshot of one node's state that the agent publishes after every HA tick and the
+ * REST API answers from. Plain data, copied under a lock; no pointers. */
+#ifndef PGVIGIL_NODE_STATUS_H
+#define PGVIGIL_NODE_STATUS_H
+
+#include "common/common.h"
+#include "common/lsn.h"
+#include "config/config.h"
+
+typedef struct NodeStatus {
+    char name[64];
+    char scope[64];
+    char role[16];            /* "primary", "replica", "uninitialized" */
+    char state[32];           /* "running", "starting", "stopped", "crashed", "creating replica",
+                                 "restarting", "rewinding", "demoting" */
+    bool pg_running;          /* postmaster alive and accepting connections */
+    bool in_recovery;         /* pg_is_in_recovery() */
+    bool is_leader;           /* this agent holds the leader key on a live lease */
+    bool streaming;           /* replica: walreceiver is streaming from a primary */
+    bool paused;              /* cluster in maintenance mode */
+    bool sync_mode;           /* synchronous_mode on */
+    bool sync_standby;        /* this node is listed in the sync key */
+    bool pending_restart;
+    bool dcs_ok;              /* last etcd operation succeeded */
+    Lsn wal_lsn;              /* primary: pg_current_wal_lsn() */
+    Lsn receive_lsn;          /* replica: pg_last_wal_receive_lsn() */
+    Lsn replay_lsn;           /* replica: pg_last_wal_replay_lsn() */
+    Lsn leader_lsn;           /* leader's last published position (for lag), 0 unknown */
+    int64_t lag_bytes;        /* replica: leader_lsn - replay_lsn, -1 unknown */
+    int timeline;
+    int server_version;       /* e.g. 150004 */
+    double postmaster_start_time; /* epoch seconds, 0 unknown */
+    char sysid[32];
+    char leader_name[64];     /* current leader key value, "" none */
+    Tags tags;
+    int64_t dcs_last_seen;    /* epoch seconds of last successful DCS read */
+    int64_t failovers;        /* role changes to primary since agent start (metrics) */
+} NodeStatus;
+
+#endif

@@ -1,0 +1,41 @@
+/* Running external programs (initdb, pg_ctl, pg_basebackup, pg_rewind, callbacks):
+ * synchronously with a timeout and captured output, or in the background.
+ * When pgvigil runs as root, PostgreSQL programs run as an unprivileged user
+ * (PostgreSQL refuses root): see proc_set_run_as(). */
+#ifndef PGVIGIL_PROC_H
+#define PGVIGIL_PROC_H
+
+#include "common/common.h"
+
+#include <sys/types.h>
+
+typedef struct ProcOpts {
+    bool as_pg_user;         /* drop to the run-as user (if one is set) in the child */
+    int timeout_ms;          /* proc_run only: 0 = wait forever; on expiry the child gets SIGKILL */
+    const char *const *env;  /* extra "KEY=value" entries, NULL-terminated; may be NULL */
+    const char *log_path;    /* child's stdout+stderr appended here (else inherited or captured) */
+    bool new_session;        /* setsid() in the child so signals to our group don't reach it */
+} ProcOpts;
+
+/* Run argv and wait. Returns the exit status (0-255), or -1 when it could not be started,
+ * was killed by a signal or timed out (err says which). When output is non-NULL, stdout and
+ * stderr are captured into a malloc'd string the caller frees (even on failure). */
+int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err *err);
+
+/* Start argv in the background; returns its pid or -1. The caller reaps it (proc_reap). */
+pid_t proc_spawn(const char *const argv[], const ProcOpts *opts, Err *err);
+
+/* Non-blocking reap: true when pid has exited (status in *status, may be NULL). */
+bool proc_reap(pid_t pid, int *status);
+
+/* Resolve the OS user PostgreSQL runs as. Only takes effect when geteuid() == 0. */
+bool proc_set_run_as(const char *user, Err *err);
+/* True when a run-as user is active; fills uid/gid (either may be NULL). */
+bool proc_run_as(uid_t *uid, gid_t *gid);
+/* chown path to the run-as user when one is active; no-op otherwise. */
+bool proc_chown_run_as(const char *path, Err *err);
+
+/* Join argv into one printable line (for logs). Caller frees. */
+char *proc_argv_str(const char *const argv[]);
+
+#endif

@@ -1,0 +1,14 @@
+/* Monotonic clock (shared by all processes on the host, so the fencing process and the agent
+ * agree on deadlines) and wall-clock helpers. */
+#ifndef PGVIGIL_TIMEUTIL_H
+#define PGVIGIL_TIMEUTIL_H
+
+#include "common/common.h"
+
+int64_t mono_ms(void);              /* CLOCK_MONOTONIC in milliseconds */
+double wall_now(void);              /* seconds since the epoch */
+void sleep_ms(int64_t ms);
+/* ISO 8601 UTC timestamp with milliseconds, e.g. 2026-11-22T05:53:49.123+00:00 */
+void wall_iso8601(char *buf, size_t sz);
+
+#endif

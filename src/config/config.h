@@ -1,0 +1,118 @@
+/* Node configuration: a YAML file with Patroni's key names where the meaning is the same,
+ * plus the dynamic cluster settings that live in the etcd `config` key.
+ * Ownership: config_load() returns a Config the caller frees with config_free(). */
+#ifndef PGVIGIL_CONFIG_H
+#define PGVIGIL_CONFIG_H
+
+#include "common/common.h"
+
+typedef struct KeyValue {
+    char *key;
+    char *value;              /* scalar values are kept as text, as PostgreSQL takes them */
+} KeyValue;
+
+typedef struct KvList {
+    KeyValue *items;
+    int n;
+} KvList;
+
+/* Settings shared by the cluster, stored as JSON in the etcd `config` key (Patroni shape):
+ * {"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,
+ *  "synchronous_mode":false,"synchronous_mode_strict":false,"synchronous_node_count":1,
+ *  "pause":false,"primary_start_timeout":300,
+ *  "postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}} */
+typedef struct DynConfig {
+    int ttl;                        /* seconds, leader lease TTL; default 10 */
+    int loop_wait;                  /* seconds between HA ticks; default 1 */
+    int retry_timeout;              /* seconds for DCS/PG operation retries; default 3 */
+    int64_t maximum_lag_on_failover;/* bytes; default 1048576 */
+    bool synchronous_mode;
+    bool synchronous_mode_strict;
+    int synchronous_node_count;     /* default 1 */
+    bool pause;
+    int primary_start_timeout;      /* seconds; default 300 */
+    bool use_pg_rewind;             /* default true */
+    bool use_slots;                 /* default true */
+    KvList pg_parameters;           /* postgresql.parameters */
+} DynConfig;
+
+typedef struct Credentials {
+    char *username;
+    char *password;
+} Credentials;
+
+typedef struct Tags {
+    bool nofailover;
+    bool noloadbalance;
+    bool nosync;
+    bool clonefrom;
+    int failover_priority;          /* default 1; 0 means never promote (like nofailover) */
+} Tags;
+
+typedef struct Config {
+    char *path;                     /* file it was read from */
+    char *scope;                    /* required */
+    char *namespace_;               /* default "/service/" (always ends with '/') */
+    char *name;                     /* required */
+    char *log_level;                /* log.level; default "info" */
+
+    char **etcd_hosts;              /* etcd3.hosts (list or "h1:p,h2:p") or etcd3.host; "127.0.0.1:2379" */
+    int n_etcd_hosts;
+    char *etcd_protocol;            /* etcd3.protocol: "http" (default) */
+    char *etcd_username, *etcd_password;
+
+    char *restapi_listen;           /* "127.0.0.1:8008" */
+    char *restapi_connect_address;  /* default: restapi_listen */
+    Credentials restapi_auth;       /* restapi.authentication.username/password; NULL = no auth */
+
+    char *pg_listen;                /* postgresql.listen "127.0.0.1:5432" (host may be a list "a,b:port") */
+    char *pg_connect_address;       /* default: pg_listen */
+    char *pg_data_dir;              /* required */
+    char *pg_bin_dir;               /* default "/usr/lib/postgresql/15/bin" */
+    char *pg_run_as;                /* postgresql.run_as: OS user when started as root; default "postgres" */
+    char *pg_socket_dir;            /* postgresql.unix_socket_directories; default "/tmp" */
+    Credentials pg_superuser;       /* postgresql.authentication.superuser; default postgres/(none) */
+    Credentials pg_replication;     /* postgresql.authentication.replication; default replicator/(none) */
+    Credentials pg_rewind;          /* postgresql.authentication.rewind; default = superuser */
+    KvList pg_parameters;           /* postgresql.parameters (local, override dynamic ones) */
+    char **pg_hba;                  /* postgresql.pg_hba: list of lines; NULL = built-in default */
+    int n_pg_hba;
+    bool remove_data_directory_on_rewind_failure;  /* postgresql.remove_data_directory_on_rewind_failure */
+    bool remove_data_directory_on_diverged_timelines;
+    char *cb_on_start, *cb_on_stop, *cb_on_role_change, *cb_on_restart, *cb_on_reload; /* postgresql.callbacks.* */
+
+    Tags tags;
+    DynConfig bootstrap_dcs;        /* bootstrap.dcs: written to etcd once, at cluster creation */
+    KvList initdb_options;          /* bootstrap.initdb: list of "key: value" or flags ("data-checksums") */
+} Config;
+
+/* Load and validate a YAML file. On error returns NULL and err names file, line and key,
+ * e.g. "node.yml:7: postgresql.data_dir: expected a string". */
+Config *config_load(const char *path, Err *err);
+/* Same file format for CLI use: only `scope` (and etcd3 hosts, defaulted) are required;
+ * node-only keys (name, postgresql.data_dir) may be absent. */
+Config *config_load_client(const char *path, Err *err);
+void config_free(Config *cfg);
+
+/* Defaults for DynConfig (used before etcd has a config key). */
+void dynconfig_defaults(DynConfig *dc);
+void dynconfig_free(DynConfig *dc);     /* frees members, not dc itself */
+void dynconfig_copy(DynConfig *dst, const DynConfig *src); /* deep copy; dst must be free/zeroed */
+/* JSON (etcd `config` key) <-> DynConfig. Unknown keys are ignored by parse; parse starts
+ * from defaults. to_json returns a malloc'd compact JSON string. */
+bool dynconfig_from_json(const char *json, DynConfig *out, Err *err);
+char *dynconfig_to_json(const DynConfig *dc);
+/* Apply "key=value" edits (edit-config --set): "ttl=20", "postgresql.parameters.work_mem=8MB",
+ * "synchronous_mode=true". Works on the JSON text; returns new malloc'd JSON or NULL + err. */
+char *dynconfig_json_set(const char *json, const char *assignment, Err *err);
+/* Merge a JSON object patch (PATCH /config: RFC 7386 style, null deletes) into json. */
+char *dynconfig_json_merge(const char *json, const char *patch, Err *err);
+
+const char *kvlist_get(const KvList *l, const char *key);
+void kvlist_set(KvList *l, const char *key, const char *value); /* replace or append, copies */
+void kvlist_free(KvList *l);
+
+/* Split "host:port" (port required). host is malloc'd. */
+bool config_split_hostport(const char *s, char **host, int *port, Err *err);
+
+#endif

@@ -1,0 +1,60 @@
+/* The distributed configuration store boundary. The HA logic sees only this interface;
+ * etcd.c implements it over etcd's v3 HTTP/JSON gateway, dcs_mem.c in memory for tests.
+ * All keys are relative to the cluster prefix (<namespace><scope>/).
+ * Every call is bounded in time (the implementation's timeout); none blocks forever. */
+#ifndef PGVIGIL_DCS_H
+#define PGVIGIL_DCS_H
+
+#include "common/common.h"
+#include "dcs/cluster.h"
+
+typedef struct Dcs Dcs;
+
+typedef struct DcsOps {
+    /* One consistent read of every key under the prefix. */
+    bool (*load)(Dcs *d, Cluster *out, Err *err);
+    /* Make sure our lease exists (grant one with ttl when there is none or it expired) and
+     * renew it. *expired is set when the previous lease was found gone (keys on it vanished).
+     * Returns false when etcd could not be reached or refused. */
+    bool (*keepalive)(Dcs *d, int ttl, bool *expired, Err *err);
+    /* Create key only if absent (create_revision == 0). *created tells who won. */
+    bool (*create)(Dcs *d, const char *key, const char *value, bool on_lease, bool *created, Err *err);
+    /* Unconditional put. */
+    bool (*put)(Dcs *d, const char *key, const char *value, bool on_lease, Err *err);
+    /* Put only if the key's current value equals expected (NULL expected: key must be absent). */
+    bool (*cas)(Dcs *d, const char *key, const char *expected, const char *value, bool on_lease,
+                bool *swapped, Err *err);
+    /* Put only if mod_revision matches (0: key must be absent). */
+    bool (*cas_rev)(Dcs *d, const char *key, int64_t mod_revision, const char *value,
+                    bool *swapped, Err *err);
+    /* Delete key, only if its value equals expected when expected is non-NULL. */
+    bool (*del)(Dcs *d, const char *key, const char *expected, bool *deleted, Err *err);
+    /* Delete every key under the prefix (used by `pgvigil remove` and tests). */
+    bool (*del_prefix)(Dcs *d, Err *err);
+    /* Block until something under the prefix changes after revision `after_rev`, or timeout.
+     * Returns true when a change was seen, false on timeout or error (err set on error only). */
+    bool (*watch)(Dcs *d, int64_t after_rev, int timeout_ms, Err *err);
+    /* Revoke our lease (clean shutdown: our leader and member keys go at once). */
+    bool (*revoke)(Dcs *d, Err *err);
+    void (*free)(Dcs *d);
+} DcsOps;
+
+struct Dcs {
+    const DcsOps *ops;
+    char *prefix;          /* e.g. "/service/demo/" */
+};
+
+/* etcd v3 gateway client. hosts: "127.0.0.1:2379" entries; tried in turn on failure.
+ * timeout_ms bounds each HTTP call. */
+Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const char *user,
+                  const char *password, int timeout_ms, Err *err);
+/* In-memory implementation for unit tests; time is advanced by dcs_mem_advance(). */
+Dcs *dcs_mem_new(const char *prefix);
+void dcs_mem_advance(Dcs *d, int64_t ms);   /* expire leases whose TTL passed */
+void dcs_mem_set_down(Dcs *d, bool down);   /* simulate unreachable store */
+
+void dcs_free(Dcs *d);  /* NULL is a no-op */
+/* Build "<namespace><scope>/" from config values (namespace may lack slashes). Caller frees. */
+char *dcs_prefix(const char *namespace_, const char *scope);
+
+#endif
