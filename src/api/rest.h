@@ -30,6 +30,8 @@ typedef struct RestServer RestServer;
 RestServer *rest_start(const char *listen, const RestBackend *backend, const char *auth_user,
                        const char *auth_pass, Err *err);
 void rest_stop(RestServer *srv);      /* NULL is a no-op */
+/* The TCP port actually bound (useful with "127.0.0.1:0"), -1 when unknown. */
+int rest_port(const RestServer *srv);
 
 /* Pure status logic (rest_status.c), unit-tested with tables:
  * the HTTP code for a health-check path (no leading API prefix, e.g. "/replica") and raw

@@ -215,6 +215,19 @@ int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err 
             sleep_ms(20);
         }
         pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r < 0 && errno == ECHILD) {
+            /* someone else reaped it: the exit status is lost */
+            if (output && pfd[0] >= 0)
+                close(pfd[0]);
+            if (output) {
+                if (!buf)
+                    buf = xcalloc(1, 1);
+                buf[len] = '\0';
+                *output = buf;
+            }
+            err_set(err, "%s: exit status lost (reaped elsewhere)", argv[0]);
+            return -1;
+        }
         if (r == pid) {
             /* drain what is left */
             while (output && pfd[0] >= 0) {

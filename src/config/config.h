@@ -108,11 +108,26 @@ char *dynconfig_json_set(const char *json, const char *assignment, Err *err);
 /* Merge a JSON object patch (PATCH /config: RFC 7386 style, null deletes) into json. */
 char *dynconfig_json_merge(const char *json, const char *patch, Err *err);
 
+/* Range checks shared by config_load (bootstrap.dcs) and dynconfig_from_json: ttl >= 2,
+ * 1 <= loop_wait < ttl, retry_timeout >= 1, synchronous_node_count >= 1, the rest >= 0.
+ * Returns NULL when valid, else the offending key as named in the JSON ("loop_wait") with
+ * err holding the reason alone ("must be less than ttl (10), got 10"). */
+const char *dynconfig_check(const DynConfig *dc, Err *err);
+/* Note: dynconfig_from_json overwrites *out (treat it as uninitialised; on failure it holds
+ * the defaults). NULL or blank json gives the defaults. dynconfig_json_set/merge check JSON
+ * syntax only: run dynconfig_from_json on the final text to check types and ranges. */
+
+/* Scalar parsing shared by the YAML and JSON readers. Booleans: true/false, yes/no, on/off,
+ * 1/0 (any case). Integers: optional sign and decimal digits only. */
+bool config_parse_bool(const char *s, bool *out);
+bool config_parse_int64(const char *s, int64_t *out);
+
 const char *kvlist_get(const KvList *l, const char *key);
 void kvlist_set(KvList *l, const char *key, const char *value); /* replace or append, copies */
 void kvlist_free(KvList *l);
 
-/* Split "host:port" (port required). host is malloc'd. */
+/* Split "host:port" (port required, 1..65535). host is malloc'd; "[v6addr]:port" gives the
+ * address without brackets. host and port may be NULL to only validate. */
 bool config_split_hostport(const char *s, char **host, int *port, Err *err);
 
 #endif

@@ -44,14 +44,27 @@ struct Dcs {
     char *prefix;          /* e.g. "/service/demo/" */
 };
 
+/* Every implementation: a handle is used from one thread at a time; load() leaves *out
+ * initialized (cluster_free it) whether or not it succeeds; watch() clears err->msg first, so
+ * an empty message after false means a plain timeout. */
+
 /* etcd v3 gateway client. hosts: "127.0.0.1:2379" entries; tried in turn on failure.
  * timeout_ms bounds each HTTP call. */
 Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const char *user,
                   const char *password, int timeout_ms, Err *err);
+/* Change the per-call bound of an etcd handle (e.g. after a ttl change); ignored for other
+ * handles and for timeout_ms <= 0. */
+void dcs_etcd_set_timeout(Dcs *d, int timeout_ms);
 /* In-memory implementation for unit tests; time is advanced by dcs_mem_advance(). */
 Dcs *dcs_mem_new(const char *prefix);
 void dcs_mem_advance(Dcs *d, int64_t ms);   /* expire leases whose TTL passed */
 void dcs_mem_set_down(Dcs *d, bool down);   /* simulate unreachable store */
+/* A second handle on the same in-memory store (another simulated agent), same prefix, with its
+ * own lease and its own down flag. The store is freed with its last handle. */
+Dcs *dcs_mem_attach(Dcs *other);
+/* Test inspection, ignores the down flag: a malloc'd copy of the value of key (relative to the
+ * prefix) or NULL when absent; *mod_revision (may be NULL) gets the key's mod revision. */
+char *dcs_mem_get(Dcs *d, const char *key, int64_t *mod_revision);
 
 void dcs_free(Dcs *d);  /* NULL is a no-op */
 /* Build "<namespace><scope>/" from config values (namespace may lack slashes). Caller frees. */

@@ -1,0 +1,957 @@
+/* Node configuration: read a Patroni-style YAML file with libyaml, fill in defaults and
+ * validate. Every error is one line naming the file, the line and the dotted key. */
+#include "common/common.h"
+#include "config/config.h"
+#include "common/log.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <yaml.h>
+
+#define MAX_CONFIG_BYTES (16 * 1024 * 1024)
+#define ETCD_DEFAULT_PORT "2379"
+
+typedef enum {
+    K_SECTION,  /* a mapping of further known keys */
+    K_STR,      /* any scalar, kept as text */
+    K_ABSPATH,  /* a string that must be an absolute path */
+    K_ADDR,     /* "host:port" */
+    K_HOSTS,    /* etcd3.hosts: a list, or "h1:p,h2:p" */
+    K_HOST,     /* etcd3.host: one "host[:port]" */
+    K_INT,
+    K_INT64,
+    K_BOOL,
+    K_LINES,    /* a list of strings */
+    K_KVMAP,    /* a mapping of scalars, into a KvList */
+    K_INITDB,   /* a list of flags and mappings, into a KvList */
+} KeyKind;
+
+typedef struct KeySpec {
+    const char *path;
+    KeyKind kind;
+    size_t off;                 /* field in Config */
+    size_t off_n;               /* K_HOSTS, K_LINES: the int count in Config */
+} KeySpec;
+
+#define C(f) offsetof(Config, f)
+#define D(f) offsetof(Config, bootstrap_dcs.f)
+
+/* The known keys; anything else in the file is ignored. */
+static const KeySpec keys[] = {
+    {"scope", K_STR, C(scope), 0},
+    {"namespace", K_STR, C(namespace_), 0},
+    {"name", K_STR, C(name), 0},
+    {"log", K_SECTION, 0, 0},
+    {"log.level", K_STR, C(log_level), 0},
+    {"etcd3", K_SECTION, 0, 0},
+    {"etcd3.hosts", K_HOSTS, C(etcd_hosts), C(n_etcd_hosts)},
+    {"etcd3.host", K_HOST, 0, 0},
+    {"etcd3.protocol", K_STR, C(etcd_protocol), 0},
+    {"etcd3.username", K_STR, C(etcd_username), 0},
+    {"etcd3.password", K_STR, C(etcd_password), 0},
+    {"restapi", K_SECTION, 0, 0},
+    {"restapi.listen", K_ADDR, C(restapi_listen), 0},
+    {"restapi.connect_address", K_ADDR, C(restapi_connect_address), 0},
+    {"restapi.authentication", K_SECTION, 0, 0},
+    {"restapi.authentication.username", K_STR, C(restapi_auth.username), 0},
+    {"restapi.authentication.password", K_STR, C(restapi_auth.password), 0},
+    {"postgresql", K_SECTION, 0, 0},
+    {"postgresql.listen", K_ADDR, C(pg_listen), 0},
+    {"postgresql.connect_address", K_ADDR, C(pg_connect_address), 0},
+    {"postgresql.data_dir", K_ABSPATH, C(pg_data_dir), 0},
+    {"postgresql.bin_dir", K_STR, C(pg_bin_dir), 0},
+    {"postgresql.run_as", K_STR, C(pg_run_as), 0},
+    {"postgresql.unix_socket_directories", K_STR, C(pg_socket_dir), 0},
+    {"postgresql.authentication", K_SECTION, 0, 0},
+    {"postgresql.authentication.superuser", K_SECTION, 0, 0},
+    {"postgresql.authentication.superuser.username", K_STR, C(pg_superuser.username), 0},
+    {"postgresql.authentication.superuser.password", K_STR, C(pg_superuser.password), 0},
+    {"postgresql.authentication.replication", K_SECTION, 0, 0},
+    {"postgresql.authentication.replication.username", K_STR, C(pg_replication.username), 0},
+    {"postgresql.authentication.replication.password", K_STR, C(pg_replication.password), 0},
+    {"postgresql.authentication.rewind", K_SECTION, 0, 0},
+    {"postgresql.authentication.rewind.username", K_STR, C(pg_rewind.username), 0},
+    {"postgresql.authentication.rewind.password", K_STR, C(pg_rewind.password), 0},
+    {"postgresql.parameters", K_KVMAP, C(pg_parameters), 0},
+    {"postgresql.pg_hba", K_LINES, C(pg_hba), C(n_pg_hba)},
+    {"postgresql.remove_data_directory_on_rewind_failure", K_BOOL,
+     C(remove_data_directory_on_rewind_failure), 0},
+    {"postgresql.remove_data_directory_on_diverged_timelines", K_BOOL,
+     C(remove_data_directory_on_diverged_timelines), 0},
+    {"postgresql.callbacks", K_SECTION, 0, 0},
+    {"postgresql.callbacks.on_start", K_STR, C(cb_on_start), 0},
+    {"postgresql.callbacks.on_stop", K_STR, C(cb_on_stop), 0},
+    {"postgresql.callbacks.on_role_change", K_STR, C(cb_on_role_change), 0},
+    {"postgresql.callbacks.on_restart", K_STR, C(cb_on_restart), 0},
+    {"postgresql.callbacks.on_reload", K_STR, C(cb_on_reload), 0},
+    {"tags", K_SECTION, 0, 0},
+    {"tags.nofailover", K_BOOL, C(tags.nofailover), 0},
+    {"tags.noloadbalance", K_BOOL, C(tags.noloadbalance), 0},
+    {"tags.nosync", K_BOOL, C(tags.nosync), 0},
+    {"tags.clonefrom", K_BOOL, C(tags.clonefrom), 0},
+    {"tags.failover_priority", K_INT, C(tags.failover_priority), 0},
+    {"bootstrap", K_SECTION, 0, 0},
+    {"bootstrap.dcs", K_SECTION, 0, 0},
+    {"bootstrap.dcs.ttl", K_INT, D(ttl), 0},
+    {"bootstrap.dcs.loop_wait", K_INT, D(loop_wait), 0},
+    {"bootstrap.dcs.retry_timeout", K_INT, D(retry_timeout), 0},
+    {"bootstrap.dcs.maximum_lag_on_failover", K_INT64, D(maximum_lag_on_failover), 0},
+    {"bootstrap.dcs.synchronous_mode", K_BOOL, D(synchronous_mode), 0},
+    {"bootstrap.dcs.synchronous_mode_strict", K_BOOL, D(synchronous_mode_strict), 0},
+    {"bootstrap.dcs.synchronous_node_count", K_INT, D(synchronous_node_count), 0},
+    {"bootstrap.dcs.pause", K_BOOL, D(pause), 0},
+    {"bootstrap.dcs.primary_start_timeout", K_INT, D(primary_start_timeout), 0},
+    {"bootstrap.dcs.master_start_timeout", K_INT, D(primary_start_timeout), 0}, /* old name */
+    {"bootstrap.dcs.postgresql", K_SECTION, 0, 0},
+    {"bootstrap.dcs.postgresql.use_pg_rewind", K_BOOL, D(use_pg_rewind), 0},
+    {"bootstrap.dcs.postgresql.use_slots", K_BOOL, D(use_slots), 0},
+    {"bootstrap.dcs.postgresql.parameters", K_KVMAP, D(pg_parameters), 0},
+    {"bootstrap.initdb", K_INITDB, C(initdb_options), 0},
+};
+
+typedef struct Loader {
+    const char *file;
+    yaml_document_t doc;
+    Config *cfg;
+    char *etcd_host;                /* etcd3.host, used when etcd3.hosts is absent */
+    int lines[ARRAY_LEN(keys)];     /* line of each key seen, 0 = absent */
+    int merge_depth, merges;        /* bounds on "<<" merge keys */
+    Err *err;
+} Loader;
+
+bool config_parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"};
+    static const char *no[] = {"false", "no", "off", "0"};
+    if (!s)
+        return false;
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool config_parse_int64(const char *s, int64_t *out)
+{
+    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '-' || s[0] == '+'))
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || !isdigit((unsigned char)end[-1]))
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+bool config_split_hostport(const char *s, char **host, int *port, Err *err)
+{
+    if (host)
+        *host = NULL;
+    if (str_empty(s)) {
+        err_set(err, "empty address: expected host:port");
+        return false;
+    }
+    const char *h = s, *colon;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') {
+            err_set(err, "invalid address \"%s\": expected [address]:port", s);
+            return false;
+        }
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) {
+            err_set(err, "invalid address \"%s\": expected host:port", s);
+            return false;
+        }
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen == 0) {
+        err_set(err, "invalid address \"%s\": the host is empty", s);
+        return false;
+    }
+    const char *p = colon + 1;
+    size_t plen = strlen(p);
+    long v = 0;
+    bool digits = plen > 0 && plen <= 5;
+    for (size_t i = 0; digits && i < plen; i++) {
+        digits = isdigit((unsigned char)p[i]);
+        v = v * 10 + (p[i] - '0');
+    }
+    if (!digits || v < 1 || v > 65535) {
+        err_set(err, "invalid port in \"%s\" (expected 1..65535)", s);
+        return false;
+    }
+    if (host) {
+        *host = xmalloc(hlen + 1);
+        memcpy(*host, h, hlen);
+        (*host)[hlen] = '\0';
+    }
+    if (port)
+        *port = (int)v;
+    return true;
+}
+
+/* ---- errors ---- */
+
+static int node_line(const yaml_node_t *n)
+{
+    return (int)n->start_mark.line + 1;
+}
+
+/* Copy user text for a message: one line, bounded, cut on a UTF-8 boundary. */
+static void one_line(const char *s, char *buf, size_t sz, size_t max)
+{
+    size_t n = strlen(s);
+    bool cut = n > max;
+    if (cut) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    if (n + 4 > sz)
+        n = sz > 4 ? sz - 4 : 0;
+    size_t i = 0;
+    for (; i < n; i++)
+        buf[i] = iscntrl((unsigned char)s[i]) ? ' ' : s[i];
+    buf[i] = '\0';
+    if (cut)
+        str_copy(buf + i, sz - i, "...");
+}
+
+static bool fail_at(Loader *ld, int line, const char *key, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+static bool fail_at(Loader *ld, int line, const char *key, const char *fmt, ...)
+{
+    char msg[400], k[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    one_line(key, k, sizeof(k), 120);
+    if (line > 0)
+        err_set(ld->err, "%s:%d: %s: %s", ld->file, line, k, msg);
+    else
+        err_set(ld->err, "%s: %s: %s", ld->file, k, msg);
+    return false;
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+static bool is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *s = scalar(n);
+    return s[0] == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
+           strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
+}
+
+static void describe(const yaml_node_t *n, char *buf, size_t sz)
+{
+    if (n->type == YAML_MAPPING_NODE) {
+        str_copy(buf, sz, "a mapping");
+    } else if (n->type == YAML_SEQUENCE_NODE) {
+        str_copy(buf, sz, "a list");
+    } else if (is_null(n)) {
+        str_copy(buf, sz, "null");
+    } else {
+        char t[64];
+        one_line(scalar(n), t, sizeof(t), 40);
+        str_fmt(buf, sz, "\"%s\"", t);
+    }
+}
+
+static bool type_error(Loader *ld, int line, const char *key, const char *expected, const yaml_node_t *got)
+{
+    char desc[80];
+    describe(got, desc, sizeof(desc));
+    return fail_at(ld, line, key, "expected %s, got %s", expected, desc);
+}
+
+/* The text of a scalar that is not null; anything else is a type error. */
+static bool get_text(Loader *ld, int line, const char *key, const char *expected, const yaml_node_t *v,
+                     const char **out)
+{
+    if (v->type != YAML_SCALAR_NODE || is_null(v))
+        return type_error(ld, line, key, expected, v);
+    if (strlen(scalar(v)) != v->data.scalar.length)
+        return fail_at(ld, line, key, "contains a NUL character");
+    *out = scalar(v);
+    return true;
+}
+
+/* ---- values ---- */
+
+static void set_str(char **field, const char *s)
+{
+    char *copy = str_dup(s);
+    free(*field);
+    *field = copy;
+}
+
+static void free_strv(char **v, int n)
+{
+    if (!v)
+        return;
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* An etcd host with the default port added when it has none. Caller frees. */
+static char *etcd_host_with_port(const char *s)
+{
+    const char *after = s[0] == '[' && strchr(s, ']') ? strchr(s, ']') : s;
+    if (strchr(after, ':'))
+        return str_dup(s);
+    return str_printf("%s:%s", s, ETCD_DEFAULT_PORT);
+}
+
+static bool check_etcd_host(Loader *ld, int line, const char *key, const char *host)
+{
+    Err e;
+    if (strstr(host, "://"))
+        return fail_at(ld, line, key, "expected host:port, got the URL \"%s\" (set the scheme with etcd3.protocol)",
+                       host);
+    if (!config_split_hostport(host, NULL, NULL, &e))
+        return fail_at(ld, line, key, "%s", e.msg);
+    return true;
+}
+
+/* Append one host (trimmed; empty ones skipped) to a NULL-terminated growing array. */
+static bool add_etcd_host(Loader *ld, int line, const char *key, const char *text, size_t len,
+                          char ***hosts, int *n)
+{
+    while (len > 0 && isspace((unsigned char)*text)) {
+        text++;
+        len--;
+    }
+    while (len > 0 && isspace((unsigned char)text[len - 1]))
+        len--;
+    if (len == 0)
+        return true;
+    char *raw = xmalloc(len + 1);
+    memcpy(raw, text, len);
+    raw[len] = '\0';
+    char *host = etcd_host_with_port(raw);
+    free(raw);
+    if (!check_etcd_host(ld, line, key, host)) {
+        free(host);
+        return false;
+    }
+    *hosts = xrealloc(*hosts, (size_t)(*n + 2) * sizeof(char *));
+    (*hosts)[(*n)++] = host;
+    (*hosts)[*n] = NULL;
+    return true;
+}
+
+static bool load_hosts(Loader *ld, const KeySpec *ks, int line, const char *key, const yaml_node_t *v)
+{
+    char **hosts = xcalloc(1, sizeof(char *));
+    int n = 0;
+    bool ok = true;
+    if (v->type == YAML_SEQUENCE_NODE) {
+        int i = 0;
+        for (yaml_node_item_t *it = v->data.sequence.items.start; ok && it < v->data.sequence.items.top;
+             it++, i++) {
+            const yaml_node_t *e = yaml_document_get_node(&ld->doc, *it);
+            char ekey[96];
+            str_fmt(ekey, sizeof(ekey), "%s[%d]", key, i);
+            const char *s;
+            ok = get_text(ld, node_line(e), ekey, "a string", e, &s) &&
+                 add_etcd_host(ld, node_line(e), ekey, s, strlen(s), &hosts, &n);
+        }
+    } else {
+        const char *s;
+        ok = get_text(ld, line, key, "a list or a string", v, &s);
+        while (ok) {
+            const char *comma = strchr(s, ',');
+            size_t len = comma ? (size_t)(comma - s) : strlen(s);
+            ok = add_etcd_host(ld, line, key, s, len, &hosts, &n);
+            if (!comma)
+                break;
+            s = comma + 1;
+        }
+    }
+    if (ok && n == 0)
+        ok = fail_at(ld, line, key, "must name at least one host");
+    if (!ok) {
+        free_strv(hosts, n);
+        return false;
+    }
+    char ***field = (char ***)(void *)((char *)ld->cfg + ks->off);
+    int *count = (int *)(void *)((char *)ld->cfg + ks->off_n);
+    free_strv(*field, *count);
+    *field = hosts;
+    *count = n;
+    return true;
+}
+
+static bool load_lines(Loader *ld, const KeySpec *ks, int line, const char *key, const yaml_node_t *v)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return type_error(ld, line, key, "a list of strings", v);
+    size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    char **lines = xcalloc(cap + 1, sizeof(char *));
+    int n = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        const yaml_node_t *e = yaml_document_get_node(&ld->doc, *it);
+        char ekey[96];
+        str_fmt(ekey, sizeof(ekey), "%s[%d]", key, n);
+        const char *s;
+        if (!get_text(ld, node_line(e), ekey, "a string", e, &s)) {
+            free_strv(lines, n);
+            return false;
+        }
+        lines[n++] = str_dup(s);
+    }
+    char ***field = (char ***)(void *)((char *)ld->cfg + ks->off);
+    int *count = (int *)(void *)((char *)ld->cfg + ks->off_n);
+    free_strv(*field, *count);
+    *field = lines;
+    *count = n;
+    return true;
+}
+
+#define MAX_MERGE_SOURCES 16
+
+static bool is_merge_key(const yaml_node_t *k)
+{
+    return k->type == YAML_SCALAR_NODE && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           strcmp(scalar(k), "<<") == 0;
+}
+
+/* YAML merge keys ("<<: *defaults"), which PyYAML and so Patroni accept: the mappings to load,
+ * lowest precedence first. Aliases can make merges cyclic or exponential, hence the depth and
+ * total limits. On success the caller loads maps[] and then decrements ld->merge_depth. */
+static bool merge_sources(Loader *ld, const yaml_node_t *k, const yaml_node_t *v, const char *prefix,
+                          const yaml_node_t **maps, int *n)
+{
+    char key[192];
+    str_fmt(key, sizeof(key), "%s%s<<", prefix, prefix[0] ? "." : "");
+    *n = 0;
+    if (v->type == YAML_MAPPING_NODE) {
+        maps[(*n)++] = v;
+    } else if (v->type == YAML_SEQUENCE_NODE) {
+        /* Earlier mappings in the list win, so they are loaded last. */
+        for (yaml_node_item_t *it = v->data.sequence.items.top; it > v->data.sequence.items.start; it--) {
+            const yaml_node_t *e = yaml_document_get_node(&ld->doc, it[-1]);
+            if (e->type != YAML_MAPPING_NODE)
+                return type_error(ld, node_line(e), key, "a mapping", e);
+            if (*n == MAX_MERGE_SOURCES)
+                return fail_at(ld, node_line(k), key, "more than %d mappings to merge", MAX_MERGE_SOURCES);
+            maps[(*n)++] = e;
+        }
+    } else if (!is_null(v)) {
+        return type_error(ld, node_line(k), key, "a mapping or a list of mappings", v);
+    }
+    ld->merges += *n;
+    if (ld->merge_depth >= 8 || ld->merges > 1000)
+        return fail_at(ld, node_line(k), key, "merge keys nested or repeated too much");
+    ld->merge_depth++;
+    return true;
+}
+
+/* Pairs of a mapping of scalars into l; a null value means "" when null_is_empty, else skip. */
+static bool load_pairs(Loader *ld, const char *key, const yaml_node_t *map, KvList *l, bool null_is_empty)
+{
+    /* Merged pairs first, so that pairs written in the mapping itself override them. */
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(&ld->doc, p->value);
+        if (!is_merge_key(k))
+            continue;
+        const yaml_node_t *maps[MAX_MERGE_SOURCES];
+        int n;
+        if (!merge_sources(ld, k, v, key, maps, &n))
+            return false;
+        bool ok = true;
+        for (int m = 0; ok && m < n; m++)
+            ok = load_pairs(ld, key, maps[m], l, null_is_empty);
+        ld->merge_depth--;
+        if (!ok)
+            return false;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(&ld->doc, p->value);
+        const char *name, *val;
+        if (is_merge_key(k))
+            continue;
+        if (!get_text(ld, node_line(k), key, "scalar keys", k, &name))
+            return false;
+        char ekey[192];
+        str_fmt(ekey, sizeof(ekey), "%s.%s", key, name);
+        if (is_null(v)) {
+            if (null_is_empty)
+                kvlist_set(l, name, "");
+            continue;
+        }
+        if (!get_text(ld, node_line(k), ekey, "a scalar", v, &val))
+            return false;
+        kvlist_set(l, name, val);
+    }
+    return true;
+}
+
+static KvList *kv_field(Loader *ld, const KeySpec *ks)
+{
+    return (KvList *)(void *)((char *)ld->cfg + ks->off);
+}
+
+static bool load_kvmap(Loader *ld, const KeySpec *ks, int line, const char *key, const yaml_node_t *v)
+{
+    if (v->type != YAML_MAPPING_NODE)
+        return type_error(ld, line, key, "a mapping", v);
+    KvList l = {0};
+    if (!load_pairs(ld, key, v, &l, false)) {
+        kvlist_free(&l);
+        return false;
+    }
+    kvlist_free(kv_field(ld, ks));
+    *kv_field(ld, ks) = l;
+    return true;
+}
+
+/* bootstrap.initdb: ["data-checksums", {encoding: UTF8}], or a plain mapping. */
+static bool load_initdb(Loader *ld, const KeySpec *ks, int line, const char *key, const yaml_node_t *v)
+{
+    KvList l = {0};
+    bool ok = true;
+    if (v->type == YAML_MAPPING_NODE) {
+        ok = load_pairs(ld, key, v, &l, true);
+    } else if (v->type == YAML_SEQUENCE_NODE) {
+        int i = 0;
+        for (yaml_node_item_t *it = v->data.sequence.items.start; ok && it < v->data.sequence.items.top;
+             it++, i++) {
+            const yaml_node_t *e = yaml_document_get_node(&ld->doc, *it);
+            char ekey[96];
+            str_fmt(ekey, sizeof(ekey), "%s[%d]", key, i);
+            const char *s;
+            if (e->type == YAML_MAPPING_NODE)
+                ok = load_pairs(ld, ekey, e, &l, true);
+            else if ((ok = get_text(ld, node_line(e), ekey, "a string or a mapping", e, &s)))
+                kvlist_set(&l, s, "");
+        }
+    } else {
+        ok = type_error(ld, line, key, "a list", v);
+    }
+    if (!ok) {
+        kvlist_free(&l);
+        return false;
+    }
+    kvlist_free(kv_field(ld, ks));
+    *kv_field(ld, ks) = l;
+    return true;
+}
+
+static bool load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix);
+
+static bool load_value(Loader *ld, const KeySpec *ks, int line, const yaml_node_t *v)
+{
+    const char *key = ks->path;
+    char *field = (char *)ld->cfg + ks->off;
+    const char *s;
+    int64_t n;
+    Err e;
+
+    if (is_null(v))
+        return true;    /* "key:" with no value keeps the default */
+    switch (ks->kind) {
+    case K_SECTION:
+        if (v->type != YAML_MAPPING_NODE)
+            return type_error(ld, line, key, "a mapping", v);
+        return load_mapping(ld, v, key);
+    case K_STR:
+    case K_ABSPATH:
+    case K_ADDR:
+        if (!get_text(ld, line, key, "a string", v, &s))
+            return false;
+        if (ks->kind == K_ABSPATH && s[0] != '/')
+            return fail_at(ld, line, key, "must be an absolute path, got \"%s\"", s);
+        if (ks->kind == K_ADDR && !config_split_hostport(s, NULL, NULL, &e))
+            return fail_at(ld, line, key, "%s", e.msg);
+        set_str((char **)(void *)field, s);
+        return true;
+    case K_HOST: {
+        if (!get_text(ld, line, key, "a string", v, &s))
+            return false;
+        char *host = etcd_host_with_port(s);
+        if (!check_etcd_host(ld, line, key, host)) {
+            free(host);
+            return false;
+        }
+        free(ld->etcd_host);
+        ld->etcd_host = host;
+        return true;
+    }
+    case K_INT:
+    case K_INT64:
+        if (!get_text(ld, line, key, "an integer", v, &s))
+            return false;
+        if (!config_parse_int64(s, &n))
+            return type_error(ld, line, key, "an integer", v);
+        if (ks->kind == K_INT64) {
+            *(int64_t *)(void *)field = n;
+        } else {
+            if (n < INT_MIN || n > INT_MAX)
+                return fail_at(ld, line, key, "integer out of range: %s", s);
+            *(int *)(void *)field = (int)n;
+        }
+        return true;
+    case K_BOOL:
+        if (!get_text(ld, line, key, "a boolean", v, &s))
+            return false;
+        if (!config_parse_bool(s, (bool *)(void *)field))
+            return type_error(ld, line, key, "a boolean (true/false, yes/no, on/off)", v);
+        return true;
+    case K_HOSTS:
+        return load_hosts(ld, ks, line, key, v);
+    case K_LINES:
+        return load_lines(ld, ks, line, key, v);
+    case K_KVMAP:
+        return load_kvmap(ld, ks, line, key, v);
+    case K_INITDB:
+        return load_initdb(ld, ks, line, key, v);
+    }
+    return true;
+}
+
+static int find_key(const char *path)
+{
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++)
+        if (strcmp(keys[i].path, path) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix)
+{
+    /* Merged keys first, so that keys written in the mapping itself override them. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+            const yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
+            const yaml_node_t *v = yaml_document_get_node(&ld->doc, p->value);
+            if (!k || !v || k->type != YAML_SCALAR_NODE || strlen(scalar(k)) != k->data.scalar.length)
+                continue;
+            if (is_merge_key(k)) {
+                if (pass == 0) {
+                    const yaml_node_t *maps[MAX_MERGE_SOURCES];
+                    int n;
+                    if (!merge_sources(ld, k, v, prefix, maps, &n))
+                        return false;
+                    bool ok = true;
+                    for (int m = 0; ok && m < n; m++)
+                        ok = load_mapping(ld, maps[m], prefix);
+                    ld->merge_depth--;
+                    if (!ok)
+                        return false;
+                }
+                continue;
+            }
+            if (pass == 0)
+                continue;
+            char path[256];
+            if (!str_fmt(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "", scalar(k)))
+                continue;   /* too long to be one of ours */
+            int i = find_key(path);
+            if (i < 0)
+                continue;   /* keys we don't use are ignored (Patroni files carry many) */
+            ld->lines[i] = node_line(k);
+            if (!load_value(ld, &keys[i], node_line(k), v))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* ---- file, defaults, validation ---- */
+
+static char *read_file(const char *path, size_t *len, Err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_set(err, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) {
+            if (cap >= MAX_CONFIG_BYTES) {
+                err_set(err, "%s: file too large (over %d bytes)", path, MAX_CONFIG_BYTES);
+                goto fail;
+            }
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                err_set(err, "cannot read %s: %s", path, strerror(errno));
+                goto fail;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    *len = n;
+    return buf;
+fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+static int key_line(const Loader *ld, const char *path)
+{
+    int i = find_key(path);
+    return i < 0 ? 0 : ld->lines[i];
+}
+
+static bool require(Loader *ld, const char *key, char *value)
+{
+    if (value == NULL) {
+        err_set(ld->err, "%s: missing required key: %s", ld->file, key);
+        return false;
+    }
+    if (value[0] == '\0')
+        return fail_at(ld, key_line(ld, key), key, "must not be empty");
+    return true;
+}
+
+static void default_str(char **field, const char *value)
+{
+    if (*field == NULL)
+        *field = str_dup(value);
+}
+
+/* "service", "/service" and "/service/" all mean "/service/". */
+static char *normalize_namespace(const char *ns)
+{
+    while (*ns == '/')
+        ns++;
+    size_t n = strlen(ns);
+    while (n > 0 && ns[n - 1] == '/')
+        n--;
+    return n == 0 ? str_dup("/") : str_printf("/%.*s/", (int)n, ns);
+}
+
+static bool finish(Loader *ld, bool node)
+{
+    Config *cfg = ld->cfg;
+    default_str(&cfg->namespace_, "/service/");
+    char *ns = normalize_namespace(cfg->namespace_);
+    free(cfg->namespace_);
+    cfg->namespace_ = ns;
+
+    default_str(&cfg->log_level, "info");
+    LogLevel lvl;
+    if (!log_parse_level(cfg->log_level, &lvl))
+        return fail_at(ld, key_line(ld, "log.level"), "log.level",
+                       "expected debug, info, warning or error, got \"%s\"", cfg->log_level);
+
+    if (!cfg->etcd_hosts) {
+        cfg->etcd_hosts = xcalloc(2, sizeof(char *));
+        cfg->etcd_hosts[0] = ld->etcd_host ? ld->etcd_host : str_dup("127.0.0.1:" ETCD_DEFAULT_PORT);
+        ld->etcd_host = NULL;
+        cfg->n_etcd_hosts = 1;
+    }
+    default_str(&cfg->etcd_protocol, "http");
+    if (strcmp(cfg->etcd_protocol, "http") != 0 && strcmp(cfg->etcd_protocol, "https") != 0)
+        return fail_at(ld, key_line(ld, "etcd3.protocol"), "etcd3.protocol", "expected http or https, got \"%s\"",
+                       cfg->etcd_protocol);
+
+    default_str(&cfg->restapi_listen, "127.0.0.1:8008");
+    default_str(&cfg->restapi_connect_address, cfg->restapi_listen);
+    default_str(&cfg->pg_listen, "127.0.0.1:5432");
+    default_str(&cfg->pg_connect_address, cfg->pg_listen);
+    default_str(&cfg->pg_bin_dir, "/usr/lib/postgresql/15/bin");
+    default_str(&cfg->pg_run_as, "postgres");
+
+    /* Patroni files often set the socket directory as a server parameter instead. */
+    const char *sockets = kvlist_get(&cfg->pg_parameters, "unix_socket_directories");
+    if (!cfg->pg_socket_dir && sockets) {
+        while (isspace((unsigned char)*sockets))
+            sockets++;
+        size_t n = strcspn(sockets, ",");
+        while (n > 0 && isspace((unsigned char)sockets[n - 1]))
+            n--;
+        if (n > 0)
+            cfg->pg_socket_dir = str_printf("%.*s", (int)n, sockets);
+    }
+    default_str(&cfg->pg_socket_dir, "/tmp");
+
+    default_str(&cfg->pg_superuser.username, "postgres");
+    default_str(&cfg->pg_replication.username, "replicator");
+    if (!cfg->pg_rewind.username && !cfg->pg_rewind.password) {
+        cfg->pg_rewind.username = str_dup(cfg->pg_superuser.username);
+        cfg->pg_rewind.password = str_dup(cfg->pg_superuser.password);
+    }
+    default_str(&cfg->pg_rewind.username, cfg->pg_superuser.username);
+
+    if (cfg->tags.failover_priority < 0)
+        return fail_at(ld, key_line(ld, "tags.failover_priority"), "tags.failover_priority",
+                       "must not be negative, got %d", cfg->tags.failover_priority);
+
+    Err e;
+    const char *bad = dynconfig_check(&cfg->bootstrap_dcs, &e);
+    if (bad) {
+        char path[96];
+        str_fmt(path, sizeof(path), "bootstrap.dcs.%s", bad);
+        int line = key_line(ld, path);
+        if (line == 0 && strcmp(bad, "loop_wait") == 0)
+            line = key_line(ld, "bootstrap.dcs.ttl");   /* loop_wait defaulted; ttl is too small */
+        if (line == 0)
+            line = key_line(ld, "bootstrap.dcs");
+        return fail_at(ld, line, path, "%s", e.msg);
+    }
+
+    /* Last, so that a bad value on a known line is reported before an absent key. */
+    if (!require(ld, "scope", cfg->scope))
+        return false;
+    if (node && (!require(ld, "name", cfg->name) || !require(ld, "postgresql.data_dir", cfg->pg_data_dir)))
+        return false;
+    return true;
+}
+
+static void syntax_error(Loader *ld, const yaml_parser_t *p)
+{
+    const char *problem = p->problem ? p->problem : "unknown error";
+    switch (p->error) {
+    case YAML_MEMORY_ERROR:
+        err_set(ld->err, "%s: out of memory while parsing YAML", ld->file);
+        break;
+    case YAML_READER_ERROR:
+        err_set(ld->err, "%s: YAML syntax error: %s at byte %zu", ld->file, problem, p->problem_offset);
+        break;
+    default:
+        err_set(ld->err, "%s:%zu:%zu: YAML syntax error: %s", ld->file, p->problem_mark.line + 1,
+                p->problem_mark.column + 1, problem);
+        break;
+    }
+}
+
+static Config *load(const char *path, bool node, Err *err)
+{
+    Err scratch;
+    if (!err)
+        err = &scratch;
+    if (!path) {
+        err_set(err, "no configuration file given");
+        return NULL;
+    }
+    size_t len;
+    char *text = read_file(path, &len, err);
+    if (!text)
+        return NULL;
+
+    Loader ld;
+    memset(&ld, 0, sizeof(ld));
+    ld.file = path;
+    ld.err = err;
+    ld.cfg = xcalloc(1, sizeof(Config));
+    ld.cfg->path = str_dup(path);
+    dynconfig_defaults(&ld.cfg->bootstrap_dcs);
+    ld.cfg->tags.failover_priority = 1;
+
+    yaml_parser_t parser;
+    bool ok = false;
+    if (!yaml_parser_initialize(&parser)) {
+        err_set(err, "%s: out of memory while parsing YAML", path);
+        goto out_text;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &ld.doc)) {
+        syntax_error(&ld, &parser);
+        goto out_parser;
+    }
+    const yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+    if (!root)
+        err_set(err, "%s: the file is empty", path);
+    else if (root->type != YAML_MAPPING_NODE)
+        type_error(&ld, node_line(root), "(top level)", "a mapping of settings", root);
+    else
+        ok = load_mapping(&ld, root, "") && finish(&ld, node);
+    yaml_document_delete(&ld.doc);
+out_parser:
+    yaml_parser_delete(&parser);
+out_text:
+    free(text);
+    free(ld.etcd_host);
+    if (!ok) {
+        config_free(ld.cfg);
+        return NULL;
+    }
+    return ld.cfg;
+}
+
+Config *config_load(const char *path, Err *err)
+{
+    return load(path, true, err);
+}
+
+Config *config_load_client(const char *path, Err *err)
+{
+    return load(path, false, err);
+}
+
+static void free_credentials(Credentials *c)
+{
+    free(c->username);
+    free(c->password);
+}
+
+void config_free(Config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->path);
+    free(cfg->scope);
+    free(cfg->namespace_);
+    free(cfg->name);
+    free(cfg->log_level);
+    free_strv(cfg->etcd_hosts, cfg->n_etcd_hosts);
+    free(cfg->etcd_protocol);
+    free(cfg->etcd_username);
+    free(cfg->etcd_password);
+    free(cfg->restapi_listen);
+    free(cfg->restapi_connect_address);
+    free_credentials(&cfg->restapi_auth);
+    free(cfg->pg_listen);
+    free(cfg->pg_connect_address);
+    free(cfg->pg_data_dir);
+    free(cfg->pg_bin_dir);
+    free(cfg->pg_run_as);
+    free(cfg->pg_socket_dir);
+    free_credentials(&cfg->pg_superuser);
+    free_credentials(&cfg->pg_replication);
+    free_credentials(&cfg->pg_rewind);
+    kvlist_free(&cfg->pg_parameters);
+    free_strv(cfg->pg_hba, cfg->n_pg_hba);
+    free(cfg->cb_on_start);
+    free(cfg->cb_on_stop);
+    free(cfg->cb_on_role_change);
+    free(cfg->cb_on_restart);
+    free(cfg->cb_on_reload);
+    dynconfig_free(&cfg->bootstrap_dcs);
+    kvlist_free(&cfg->initdb_options);
+    free(cfg);
+}

@@ -1,0 +1,511 @@
+/* `pgvigil agent`: the HA loop of one node. Every tick: renew the lease, read the cluster,
+ * observe PostgreSQL, (during an election) ask the peers, decide, act, publish; then wait for
+ * an etcd change or loop_wait, whichever comes first. */
+#include "common/common.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "common/timeutil.h"
+#include "cli/cli.h"
+#include "ha/agent.h"
+#include "ha/peers.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <unistd.h>
+
+static Agent *g_agent;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_agent)
+        g_agent->stop = 1;
+}
+
+static int64_t dcs_timeout_for(int ttl)
+{
+    int64_t t = (int64_t)ttl * 1000 / 5;
+    return t < 500 ? 500 : (t > 2000 ? 2000 : t);
+}
+
+/* How long before the lease deadline a primary that cannot renew must stop writes: one etcd
+ * timeout (the renewal in flight) plus time to stop postgres. */
+static int64_t demote_margin(const Agent *a)
+{
+    int64_t m = a->dcs_timeout_ms + 1500;
+    int64_t ttl_ms = (int64_t)a->cluster.config.ttl * 1000;
+    return m > ttl_ms / 2 ? ttl_ms / 2 : m;
+}
+
+static void renew_lease(Agent *a)
+{
+    Err err = {{0}};
+    bool expired = false;
+    int64_t sent = mono_ms();
+    int ttl = a->cluster.config.ttl > 0 ? a->cluster.config.ttl : a->cfg->bootstrap_dcs.ttl;
+    if (a->dcs->ops->keepalive(a->dcs, ttl, &expired, &err)) {
+        a->lease_ok = true;
+        /* etcd counts the TTL from when it received the renewal, which is after `sent` */
+        a->lease_deadline_ms = sent + (int64_t)ttl * 1000;
+        if (expired)
+            log_warn("my previous lease had expired; keys on it are gone");
+    } else {
+        a->lease_ok = false;
+        log_warn("lease renewal failed: %s", err.msg);
+    }
+}
+
+static void load_cluster(Agent *a)
+{
+    Cluster c;
+    cluster_init(&c);
+    Err err = {{0}};
+    if (a->dcs->ops->load(a->dcs, &c, &err)) {
+        if (!c.has_config) {
+            /* until the bootstrapping member stores it, use our bootstrap.dcs */
+            dynconfig_free(&c.config);
+            dynconfig_copy(&c.config, &a->cfg->bootstrap_dcs);
+        }
+        cluster_free(&a->cluster);
+        a->cluster = c;
+        if (!a->dcs_ok)
+            log_info("etcd reachable again");
+        a->dcs_ok = true;
+    } else {
+        cluster_free(&c);
+        if (a->dcs_ok)
+            log_error("etcd unreachable: %s", err.msg);
+        a->dcs_ok = false;
+    }
+}
+
+static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
+{
+    PgState *st = &a->pgst;
+    pg_observe(&a->pg, st);
+    int64_t now = mono_ms();
+    if (st->running) {
+        a->pg_down_since = 0;
+    } else if (!a->pg_down_since) {
+        a->pg_down_since = now;
+    }
+    bool replica_following = st->running && st->accepting && st->in_recovery && a->following[0];
+    if (replica_following && !st->streaming) {
+        if (!a->not_streaming_since)
+            a->not_streaming_since = now;
+    } else {
+        a->not_streaming_since = 0;
+    }
+    memset(ci, 0, sizeof(*ci));
+    if (st->data_dir_valid && !st->running) {
+        Err err;
+        if (!pg_controldata_info(&a->pg, ci, &err))
+            log_debug("%s", err.msg);
+    }
+    o->data_dir_valid = st->data_dir_valid;
+    o->pg_running = st->running;
+    o->pg_accepting = st->accepting;
+    o->pg_in_recovery = st->in_recovery;
+    /* only an unclean stop of a primary can hold writes no standby has seen */
+    o->was_primary = ci->was_primary && !ci->clean_shutdown;
+    o->my_lsn = st->in_recovery ? (st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn) : st->wal_lsn;
+    o->my_timeline = st->timeline;
+    o->my_sysid = st->sysid;
+    o->pg_down_ms = a->pg_down_since ? now - a->pg_down_since : 0;
+    o->not_streaming_ms = a->not_streaming_since ? now - a->not_streaming_since : 0;
+}
+
+static const char *state_name(const Agent *a)
+{
+    const PgState *st = &a->pgst;
+    if (agent_job_running((Agent *)a)) {
+        switch (a->job.kind) {
+        case JOB_CLONE: case JOB_REINIT: return "creating replica";
+        case JOB_REWIND: return "rewinding";
+        case JOB_BOOTSTRAP: return "initializing new cluster";
+        case JOB_RELEASE: return "stopping";
+        default: return "starting";
+        }
+    }
+    if (st->running && st->accepting)
+        return "running";
+    if (st->running)
+        return "starting";
+    if (!st->data_dir_valid)
+        return "stopped";
+    return a->last_action == ACT_DEMOTE ? "stopped" : (a->pg_down_since ? "stopped" : "crashed");
+}
+
+static void publish(Agent *a)
+{
+    const Config *cfg = a->cfg;
+    const PgState *st = &a->pgst;
+    Member m;
+    memset(&m, 0, sizeof(m));
+    str_copy(m.name, sizeof(m.name), cfg->name);
+    str_fmt(m.conn_url, sizeof(m.conn_url), "postgres://%s:%d/postgres", a->pg.conn_host, a->pg.conn_port);
+    str_fmt(m.api_url, sizeof(m.api_url), "http://%s/patroni", cfg->restapi_connect_address);
+    str_copy(m.state, sizeof(m.state), state_name(a));
+    const char *role = !st->data_dir_valid ? "uninitialized" : (st->running && st->accepting && !st->in_recovery) ? "primary" : "replica";
+    str_copy(m.role, sizeof(m.role), role);
+    str_copy(m.version, sizeof(m.version), PGVIGIL_VERSION);
+    m.xlog_location = st->in_recovery ? st->replay_lsn : st->wal_lsn;
+    if (st->in_recovery && st->receive_lsn > m.xlog_location)
+        m.xlog_location = st->receive_lsn;
+    m.timeline = st->timeline;
+    if (st->in_recovery)
+        str_copy(m.replication_state, sizeof(m.replication_state), st->streaming ? "streaming" : "in archive recovery");
+    m.tags = cfg->tags;
+    m.pending_restart = st->pending_restart;
+    char *json = member_to_json(&m);
+    int64_t now = mono_ms();
+    /* skip identical rewrites (the key lives on our lease anyway); refresh the position at
+     * most once per loop_wait so our own writes don't keep waking every agent's watch */
+    bool same = strcmp(json, a->last_member_json) == 0;
+    bool recent = now - a->last_member_write_ms < (int64_t)a->cluster.config.loop_wait * 1000;
+    bool only_position = false;
+    if (!same && recent) {
+        Member prev;
+        Err e;
+        if (member_from_json(cfg->name, a->last_member_json, &prev, &e)) {
+            prev.xlog_location = m.xlog_location;
+            char *pj = member_to_json(&prev);
+            only_position = strcmp(pj, json) == 0;
+            free(pj);
+        }
+    }
+    if (a->dcs_ok && (!same || !recent) && !(only_position && recent)) {
+        Err err = {{0}};
+        char key[128];
+        str_fmt(key, sizeof(key), "members/%s", cfg->name);
+        if (a->dcs->ops->put(a->dcs, key, json, true, &err)) {
+            str_copy(a->last_member_json, sizeof(a->last_member_json), json);
+            a->last_member_write_ms = now;
+        } else {
+            log_warn("cannot publish member key: %s", err.msg);
+        }
+    }
+    free(json);
+
+    /* snapshot for the REST thread */
+    NodeStatus ns;
+    memset(&ns, 0, sizeof(ns));
+    str_copy(ns.name, sizeof(ns.name), cfg->name);
+    str_copy(ns.scope, sizeof(ns.scope), cfg->scope);
+    str_copy(ns.role, sizeof(ns.role), role);
+    str_copy(ns.state, sizeof(ns.state), state_name(a));
+    ns.pg_running = st->running && st->accepting;
+    ns.in_recovery = st->in_recovery;
+    ns.is_leader = a->dcs_ok && strcmp(a->cluster.leader, cfg->name) == 0 && a->lease_ok;
+    ns.streaming = st->streaming;
+    ns.paused = a->cluster.config.pause;
+    ns.sync_mode = a->cluster.config.synchronous_mode;
+    ns.sync_standby = sync_has(&a->cluster.sync, cfg->name) && st->in_recovery;
+    ns.pending_restart = st->pending_restart;
+    ns.dcs_ok = a->dcs_ok;
+    ns.wal_lsn = st->wal_lsn;
+    ns.receive_lsn = st->receive_lsn;
+    ns.replay_lsn = st->replay_lsn;
+    const Member *lm = cluster_member(&a->cluster, a->cluster.leader);
+    ns.leader_lsn = a->cluster.status_optime;
+    if (lm && lm->xlog_location > ns.leader_lsn)
+        ns.leader_lsn = lm->xlog_location;
+    ns.lag_bytes = -1;
+    if (st->in_recovery && ns.leader_lsn) {
+        Lsn mine = st->replay_lsn > st->receive_lsn ? st->replay_lsn : st->receive_lsn;
+        ns.lag_bytes = ns.leader_lsn > mine ? (int64_t)(ns.leader_lsn - mine) : 0;
+    }
+    ns.timeline = st->timeline;
+    ns.server_version = st->server_version;
+    ns.postmaster_start_time = st->postmaster_start_time;
+    str_copy(ns.sysid, sizeof(ns.sysid), st->sysid[0] ? st->sysid : a->cluster.sysid);
+    str_copy(ns.leader_name, sizeof(ns.leader_name), a->cluster.leader);
+    ns.tags = cfg->tags;
+    ns.dcs_last_seen = a->dcs_ok ? (int64_t)wall_now() : a->status.dcs_last_seen;
+    ns.failovers = a->failovers;
+    pthread_mutex_lock(&a->mu);
+    a->status = ns;
+    if (a->dcs_ok) {
+        free(a->history_json);
+        a->history_json = str_dup(a->cluster.history_json);
+        free(a->config_json);
+        a->config_json = a->cluster.config_json ? str_dup(a->cluster.config_json) : dynconfig_to_json(&a->cluster.config);
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* The fence may stop postgres at the lease deadline unless we renew first. Armed only while
+ * postgres may be a primary; extended only by a renewal made while holding the leader key. */
+static void feed_fence(Agent *a)
+{
+    const PgState *st = &a->pgst;
+    bool maybe_primary = st->running && !(st->accepting && st->in_recovery);
+    bool i_lead = a->dcs_ok && strcmp(a->cluster.leader, a->cfg->name) == 0;
+    if (!maybe_primary) {
+        fence_disarm(&a->fence);
+        return;
+    }
+    if (i_lead && a->lease_ok)
+        fence_arm(&a->fence, a->lease_deadline_ms - 1000);
+    else if (a->fence.armed_until == 0)
+        fence_arm(&a->fence, a->lease_deadline_ms > 0 ? a->lease_deadline_ms - 1000 : mono_ms());
+}
+
+static void handle_requests(Agent *a, Decision *d)
+{
+    pthread_mutex_lock(&a->mu);
+    bool restart = a->req_restart, reinit = a->req_reinit;
+    a->req_restart = a->req_reinit = false;
+    pthread_mutex_unlock(&a->mu);
+    if (reinit && strcmp(a->cluster.leader, a->cfg->name) != 0 && a->cluster.leader[0]) {
+        d->action = ACT_REINIT;
+        str_copy(d->target, sizeof(d->target), a->cluster.leader);
+        str_copy(d->reason, sizeof(d->reason), "reinitialize requested through the REST API");
+    } else if (restart) {
+        log_info("restart requested through the REST API");
+        pthread_mutex_lock(&a->mu);
+        bool busy = a->busy;
+        if (!busy) {
+            memset(&a->job, 0, sizeof(a->job));
+            a->job.kind = JOB_RESTART;
+            str_copy(a->job.target, sizeof(a->job.target), a->following);
+            if (a->following[0])
+                agent_member_pg_addr(&a->cluster, a->following, a->job.host, sizeof(a->job.host), &a->job.port);
+            if (a->cluster.config.use_slots)
+                pg_slot_name(a->cfg->name, a->job.slot, sizeof(a->job.slot));
+            str_copy(a->job.sync_names, sizeof(a->job.sync_names), a->sync_applied);
+            for (int i = 0; i < a->cluster.config.pg_parameters.n; i++)
+                kvlist_set(&a->job.dyn_params, a->cluster.config.pg_parameters.items[i].key,
+                           a->cluster.config.pg_parameters.items[i].value);
+            a->busy = true;
+            a->job_done = false;
+            pthread_cond_signal(&a->job_cv);
+        }
+        pthread_mutex_unlock(&a->mu);
+        d->action = ACT_WAIT;
+        str_copy(d->reason, sizeof(d->reason), "restart in progress");
+    }
+}
+
+static void tick(Agent *a)
+{
+    agent_collect_job(a);
+    agent_reap_children();
+    renew_lease(a);
+    load_cluster(a);
+
+    Observation o;
+    memset(&o, 0, sizeof(o));
+    ControlInfo ci;
+    observe_pg(a, &o, &ci);
+    o.name = a->cfg->name;
+    o.tags = a->cfg->tags;
+    o.now_ms = mono_ms();
+    o.action_running = agent_job_running(a);
+    o.following = a->following;
+    o.rewind_failed = a->rewind_failed;
+    o.start_failed = a->start_failed;
+    o.reinit_on_rewind_failure = a->cfg->remove_data_directory_on_rewind_failure;
+    o.dcs_ok = a->dcs_ok;
+    o.lease_ok = a->lease_ok;
+    o.lease_deadline_ms = a->lease_deadline_ms;
+    o.demote_margin_ms = demote_margin(a);
+    o.cluster = &a->cluster;
+
+    PeerPos peers[32];
+    if (a->dcs_ok && !a->cluster.leader[0] && a->cluster.initialized && a->pgst.running && !o.action_running) {
+        o.n_peers = peers_fetch(&a->cluster, a->cfg->name, (int)a->dcs_timeout_ms, peers, 32);
+        o.peers = peers;
+    }
+    Decision d;
+    ha_decide(&o, &d);
+    if (a->dcs_ok && !o.action_running)
+        handle_requests(a, &d);
+    /* one line per decision that changes something, or whose reason changed */
+    if (d.action != ACT_WAIT || strcmp(d.reason, a->last_reason) != 0 || d.action != a->last_action) {
+        if (d.action == ACT_KEEP_LEADER && a->last_action == ACT_KEEP_LEADER && strcmp(d.reason, a->last_reason) == 0)
+            log_debug("%s: %s", ha_action_name(d.action), d.reason);
+        else
+            log_info("%s: %s", ha_action_name(d.action), d.reason);
+    }
+    str_copy(a->last_reason, sizeof(a->last_reason), d.reason);
+    agent_act(a, &d);
+    a->last_action = d.action;
+    if (d.action == ACT_DEMOTE || d.action == ACT_GIVE_UP_LEADER)
+        pg_observe(&a->pg, &a->pgst);
+    feed_fence(a);
+    publish(a);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: pgvigil agent -c FILE [--log-level debug|info|warning|error]\n"
+                 "Runs the HA agent for the PostgreSQL node described in FILE (YAML).\n");
+}
+
+static void shutdown_agent(Agent *a)
+{
+    log_info("shutting down");
+    bool paused = a->cluster.config.pause;
+    /* let a long action finish its current step: stop waits for the worker */
+    agent_worker_stop(a);
+    rest_stop(a->rest);
+    a->rest = NULL;
+    Err err = {{0}};
+    if (!paused && a->pgst.running) {
+        if (!pg_stop(&a->pg, "fast", 30, &err))
+            log_error("stopping postgres: %s", err.msg);
+        else
+            agent_run_callback(a, "on_stop", a->role);
+    }
+    pg_node_close(&a->pg);
+    fence_stop(&a->fence);
+    if (a->dcs_ok) {
+        bool deleted;
+        if (!paused)
+            a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &err);
+        a->dcs->ops->revoke(a->dcs, &err);
+    }
+}
+
+int cmd_agent(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = getenv("PGVIGIL_CONFIG");
+    const char *level = NULL;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': path = optarg; break;
+        case 'l': level = optarg; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (!path) {
+        cli_error("pass the node's YAML file with -c FILE", "no configuration file given");
+        return EXIT_USAGE;
+    }
+    Err err = {{0}};
+    Config *cfg = config_load(path, &err);
+    if (!cfg) {
+        cli_error("fix the file and run again", "%s", err.msg);
+        return EXIT_CONFIG;
+    }
+    log_set_name(cfg->name);
+    LogLevel lv;
+    if (level || cfg->log_level) {
+        if (!log_parse_level(level ? level : cfg->log_level, &lv)) {
+            cli_error("use debug, info, warning or error", "unknown log level \"%s\"", level ? level : cfg->log_level);
+            config_free(cfg);
+            return EXIT_USAGE;
+        }
+        log_set_level(lv);
+    }
+    if (!proc_set_run_as(cfg->pg_run_as, &err)) {
+        cli_error("set postgresql.run_as to an existing unprivileged user", "%s: %s", path, err.msg);
+        config_free(cfg);
+        return EXIT_CONFIG;
+    }
+
+    Agent *a = xcalloc(1, sizeof(*a));
+    a->cfg = cfg;
+    a->fence.fd = -1;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->api_mu, NULL);
+    cluster_init(&a->cluster);
+    dynconfig_free(&a->cluster.config);
+    dynconfig_copy(&a->cluster.config, &cfg->bootstrap_dcs);
+    a->dcs_timeout_ms = dcs_timeout_for(cfg->bootstrap_dcs.ttl);
+    pg_node_init(&a->pg, cfg);
+    int rc = EXIT_OK;
+
+    /* fork the fencing process before any thread exists */
+    if (!fence_start(&a->fence, cfg->pg_data_dir, &err)) {
+        cli_error(NULL, "%s", err.msg);
+        rc = EXIT_FAILED;
+        goto out;
+    }
+    char *prefix = dcs_prefix(cfg->namespace_, cfg->scope);
+    a->dcs = dcs_etcd_new(cfg->etcd_hosts, cfg->n_etcd_hosts, prefix, cfg->etcd_username, cfg->etcd_password,
+                          (int)a->dcs_timeout_ms, &err);
+    if (a->dcs)
+        a->api_dcs = dcs_etcd_new(cfg->etcd_hosts, cfg->n_etcd_hosts, prefix, cfg->etcd_username,
+                                  cfg->etcd_password, 3000, &err);
+    free(prefix);
+    if (!a->dcs || !a->api_dcs) {
+        cli_error("check etcd3.hosts", "%s: %s", path, err.msg);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
+    RestBackend be = agent_rest_backend(a);
+    a->rest = rest_start(cfg->restapi_listen, &be, cfg->restapi_auth.username, cfg->restapi_auth.password, &err);
+    if (!a->rest) {
+        cli_error("choose a free port in restapi.listen", "%s", err.msg);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
+    if (!agent_worker_start(a, &err)) {
+        cli_error(NULL, "%s", err.msg);
+        rc = EXIT_FAILED;
+        goto out;
+    }
+    g_agent = a;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    log_info("agent %s of cluster %s starting (postgres %s:%d, REST %s)", cfg->name, cfg->scope, a->pg.host,
+             a->pg.port, cfg->restapi_listen);
+
+    while (!a->stop) {
+        int64_t t0 = mono_ms();
+        tick(a);
+        a->dcs_timeout_ms = dcs_timeout_for(a->cluster.config.ttl);
+        int64_t wait = (int64_t)a->cluster.config.loop_wait * 1000 - (mono_ms() - t0);
+        /* a busy worker finishing should be noticed quickly */
+        if (agent_job_running(a) && wait > 200)
+            wait = 200;
+        if (wait <= 0 || a->stop)
+            continue;
+        if (a->dcs_ok) {
+            Err werr = {{0}};
+            int64_t before = mono_ms();
+            if (a->dcs->ops->watch(a->dcs, a->cluster.revision, (int)wait, &werr)) {
+                /* something changed: tick again soon, but not in a tight loop */
+                int64_t spent = mono_ms() - before;
+                if (spent < 50)
+                    sleep_ms(50 - spent);
+            } else if (mono_ms() - before < wait / 2) {
+                sleep_ms(wait - (mono_ms() - before));
+            }
+        } else {
+            sleep_ms(wait);
+        }
+    }
+    shutdown_agent(a);
+out:
+    g_agent = NULL;
+    agent_worker_stop(a);
+    rest_stop(a->rest);
+    if (a->fence.fd >= 0)
+        fence_stop(&a->fence);
+    dcs_free(a->dcs);
+    dcs_free(a->api_dcs);
+    cluster_free(&a->cluster);
+    free(a->cluster_json);
+    free(a->history_json);
+    free(a->config_json);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+    config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,108 @@
+/* The agent of one node: the HA loop (observe -> decide -> act -> publish), its long-running
+ * actions on a worker thread, the fencing process, and the REST API backend.
+ * Threads: the loop thread owns everything except `mu`-protected fields, which the worker
+ * and the REST thread also touch. */
+#ifndef PGVIGIL_AGENT_H
+#define PGVIGIL_AGENT_H
+
+#include "api/node_status.h"
+#include "api/rest.h"
+#include "common/common.h"
+#include "config/config.h"
+#include "dcs/dcs.h"
+#include "ha/fence.h"
+#include "ha/ha_decide.h"
+#include "pg/pg.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+typedef enum JobKind {
+    JOB_NONE = 0,
+    JOB_BOOTSTRAP,
+    JOB_CLONE,
+    JOB_START_REPLICA,
+    JOB_START_PRIMARY,
+    JOB_PROMOTE,
+    JOB_REWIND,
+    JOB_REINIT,
+    JOB_RELEASE,
+    JOB_RESTART,
+} JobKind;
+
+typedef struct Job {
+    JobKind kind;
+    char target[NAME_MAX_LEN];  /* member to clone/rewind from / follow */
+    char host[128];             /* its PostgreSQL address */
+    int port;
+    char slot[64];
+    char sync_names[256];
+    KvList dyn_params;          /* copy of the cluster's postgresql.parameters */
+} Job;
+
+typedef struct Agent {
+    Config *cfg;
+    Dcs *dcs;                   /* loop thread only */
+    PgNode pg;                  /* loop thread only (the worker has its own copy) */
+    RestServer *rest;
+    Fence fence;
+
+    Cluster cluster;            /* last successful read */
+    bool dcs_ok;
+    bool lease_ok;
+    int64_t lease_deadline_ms;  /* monotonic: etcd may expire our lease from then on */
+    int64_t dcs_timeout_ms;
+    PgState pgst;
+    char following[NAME_MAX_LEN];
+    bool rewind_failed;
+    bool start_failed;
+    int64_t pg_down_since;      /* 0 when up */
+    int64_t not_streaming_since;
+    char role[16];              /* last published role */
+    char last_reason[256];
+    Action last_action;
+    int64_t last_member_write_ms;
+    char last_member_json[1024];
+    int64_t failovers;
+    bool was_leader;            /* held the leader key at the end of the last tick */
+    char sync_applied[256];     /* synchronous_standby_names we last applied */
+
+    /* worker thread */
+    pthread_t worker;
+    bool worker_started;
+    Job job;                    /* owned by the worker while busy */
+    bool busy;                  /* mu */
+    bool job_done;              /* mu: finished, result not yet consumed by the loop */
+    bool job_ok;                /* mu */
+    char job_err[512];          /* mu */
+    pthread_cond_t job_cv;
+
+    /* shared with the REST thread */
+    pthread_mutex_t mu;
+    NodeStatus status;          /* mu */
+    char *cluster_json;         /* mu: for GET /cluster */
+    char *history_json;         /* mu */
+    char *config_json;          /* mu */
+    bool req_restart;           /* mu */
+    bool req_reinit;            /* mu */
+    bool req_reload;            /* mu */
+    Dcs *api_dcs;               /* REST thread's own etcd handle (guarded by api_mu) */
+    pthread_mutex_t api_mu;
+
+    volatile sig_atomic_t stop;
+} Agent;
+
+/* agent_act.c */
+void agent_act(Agent *a, const Decision *d);
+bool agent_worker_start(Agent *a, Err *err);
+void agent_worker_stop(Agent *a);
+bool agent_job_running(Agent *a);
+void agent_collect_job(Agent *a);          /* consume a finished job's result (loop thread) */
+void agent_run_callback(Agent *a, const char *which, const char *role);
+void agent_reap_children(void);
+bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port);
+
+/* agent_api.c */
+RestBackend agent_rest_backend(Agent *a);
+
+#endif

@@ -1,0 +1,586 @@
+/* Carrying out HA decisions. Quick steps (etcd writes, reload, demote) run on the loop thread;
+ * long ones (initdb, clone, start, promote, rewind) run as a Job on the worker thread so the
+ * loop keeps renewing the lease meanwhile. */
+#include "common/common.h"
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "common/timeutil.h"
+#include "ha/agent.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port)
+{
+    const Member *m = cluster_member(c, name);
+    if (!m)
+        return false;
+    /* conn_url: postgres://host:port/dbname */
+    const char *p = strstr(m->conn_url, "://");
+    if (!p)
+        return false;
+    p += 3;
+    const char *at = strchr(p, '@');
+    if (at)
+        p = at + 1;
+    const char *colon = strrchr(p, ':');
+    const char *slash = strchr(p, '/');
+    if (!colon || (slash && colon > slash))
+        return false;
+    size_t n = (size_t)(colon - p);
+    if (n + 1 > hsz)
+        return false;
+    memcpy(host, p, n);
+    host[n] = '\0';
+    *port = atoi(colon + 1);
+    return *port > 0;
+}
+
+/* Callback scripts run detached; we reap only those. waitpid(-1) here would steal the exit
+ * status of programs the worker thread is waiting for (pg_basebackup, pg_ctl). */
+static pid_t callback_pids[32];
+
+void agent_reap_children(void)
+{
+    for (size_t i = 0; i < ARRAY_LEN(callback_pids); i++)
+        if (callback_pids[i] > 0 && proc_reap(callback_pids[i], NULL))
+            callback_pids[i] = 0;
+}
+
+static void remember_callback(pid_t pid)
+{
+    for (size_t i = 0; i < ARRAY_LEN(callback_pids); i++)
+        if (callback_pids[i] <= 0) {
+            callback_pids[i] = pid;
+            return;
+        }
+    /* table full: wait for the oldest so zombies never pile up */
+    waitpid(callback_pids[0], NULL, 0);
+    callback_pids[0] = pid;
+}
+
+void agent_run_callback(Agent *a, const char *which, const char *role)
+{
+    const Config *cfg = a->cfg;
+    const char *script = NULL;
+    if (strcmp(which, "on_start") == 0)
+        script = cfg->cb_on_start;
+    else if (strcmp(which, "on_stop") == 0)
+        script = cfg->cb_on_stop;
+    else if (strcmp(which, "on_role_change") == 0)
+        script = cfg->cb_on_role_change;
+    else if (strcmp(which, "on_restart") == 0)
+        script = cfg->cb_on_restart;
+    else if (strcmp(which, "on_reload") == 0)
+        script = cfg->cb_on_reload;
+    if (str_empty(script))
+        return;
+    /* Patroni's calling convention: script <action> <role> <scope>; never waited for here */
+    const char *argv[] = {"/bin/sh", "-c", "exec $0 \"$@\"", script, which, role, cfg->scope, NULL};
+    ProcOpts o = {.new_session = true};
+    Err err;
+    pid_t pid = proc_spawn(argv, &o, &err);
+    if (pid < 0) {
+        log_warn("callback %s (%s): %s", which, script, err.msg);
+    } else {
+        remember_callback(pid);
+        log_info("callback %s %s started", which, role);
+    }
+}
+
+static void set_role(Agent *a, const char *role, const char *reason)
+{
+    if (strcmp(a->role, role) == 0)
+        return;
+    log_info("role %s -> %s: %s", a->role[0] ? a->role : "none", role, reason);
+    str_copy(a->role, sizeof(a->role), role);
+    agent_run_callback(a, "on_role_change", role);
+}
+
+static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
+{
+    memset(j, 0, sizeof(*j));
+    j->kind = kind;
+    str_copy(j->target, sizeof(j->target), target ? target : "");
+    if (target && target[0] && !agent_member_pg_addr(&a->cluster, target, j->host, sizeof(j->host), &j->port))
+        j->host[0] = '\0';
+    if (a->cluster.config.use_slots)
+        pg_slot_name(a->cfg->name, j->slot, sizeof(j->slot));
+    str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
+    for (int i = 0; i < a->cluster.config.pg_parameters.n; i++)
+        kvlist_set(&j->dyn_params, a->cluster.config.pg_parameters.items[i].key,
+                   a->cluster.config.pg_parameters.items[i].value);
+}
+
+static void submit(Agent *a, JobKind kind, const char *target)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->busy) {
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    job_prepare(a, &a->job, kind, target);
+    a->busy = true;
+    a->job_done = false;
+    pthread_cond_signal(&a->job_cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+bool agent_job_running(Agent *a)
+{
+    pthread_mutex_lock(&a->mu);
+    bool b = a->busy;
+    pthread_mutex_unlock(&a->mu);
+    return b;
+}
+
+static bool dcs_del_if_mine(Agent *a, const char *key)
+{
+    Err err = {{0}};
+    bool deleted = false;
+    if (!a->dcs->ops->del(a->dcs, key, a->cfg->name, &deleted, &err)) {
+        log_warn("cannot delete %s: %s", key, err.msg);
+        return false;
+    }
+    return deleted;
+}
+
+static void delete_failover_key(Agent *a)
+{
+    Err err = {{0}};
+    bool deleted;
+    if (a->cluster.failover.present && !a->dcs->ops->del(a->dcs, "failover", NULL, &deleted, &err))
+        log_warn("cannot delete the failover key: %s", err.msg);
+}
+
+/* ---- worker thread ---------------------------------------------------------------------- */
+
+static bool write_conf(PgNode *pg, const Job *j, bool replica, Err *err)
+{
+    PgConfSpec spec = {
+        .replica = replica,
+        .primary_host = j->host,
+        .primary_port = j->port,
+        .slot_name = j->slot[0] ? j->slot : NULL,
+        .sync_names = j->sync_names,
+        .dyn_params = &j->dyn_params,
+    };
+    return pg_write_config(pg, &spec, err);
+}
+
+static bool run_job(Agent *a, Job *j, Err *err)
+{
+    const Config *cfg = a->cfg;
+    PgNode pg;
+    pg_node_init(&pg, cfg);
+    int start_timeout = a->cluster.config.primary_start_timeout > 0 ? a->cluster.config.primary_start_timeout : 300;
+    bool ok = false;
+    char path[4200];
+    switch (j->kind) {
+    case JOB_BOOTSTRAP: {
+        PgState st;
+        pg_observe(&pg, &st);
+        if (!st.data_dir_valid) {
+            log_info("bootstrap: running initdb in %s", cfg->pg_data_dir);
+            if (!pg_initdb(&pg, err))
+                break;
+        }
+        if (!st.running && (!write_conf(&pg, j, false, err) || !pg_start(&pg, start_timeout, err)))
+            break;
+        ok = pg_ensure_replication_role(&pg, err);
+        break;
+    }
+    case JOB_CLONE:
+    case JOB_REINIT:
+        if (!j->host[0]) {
+            err_set(err, "no address known for %s", j->target);
+            break;
+        }
+        if (j->kind == JOB_REINIT) {
+            Err e2;
+            pg_stop(&pg, "immediate", 30, &e2);
+        }
+        log_info("cloning from %s (%s:%d) with pg_basebackup", j->target, j->host, j->port);
+        ok = pg_basebackup(&pg, j->host, j->port, err) && write_conf(&pg, j, true, err) &&
+             pg_start(&pg, start_timeout, err);
+        break;
+    case JOB_START_REPLICA:
+        ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
+        break;
+    case JOB_START_PRIMARY:
+        ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
+        break;
+    case JOB_PROMOTE:
+        ok = write_conf(&pg, j, false, err) && pg_promote(&pg, 60, err);
+        break;
+    case JOB_REWIND: {
+        if (!j->host[0]) {
+            err_set(err, "no address known for %s", j->target);
+            break;
+        }
+        PgState st;
+        pg_observe(&pg, &st);
+        if (st.running && !pg_stop(&pg, "fast", 30, err))
+            break;
+        /* single-user crash recovery (done by pg_rewind) refuses standby mode */
+        str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
+        unlink(path);
+        log_info("pg_rewind from %s (%s:%d)", j->target, j->host, j->port);
+        if (!pg_rewind(&pg, j->host, j->port, err))
+            break;
+        ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
+        break;
+    }
+    case JOB_RELEASE: {
+        Err e2 = {{0}};
+        if (!pg_checkpoint(&pg, &e2))
+            log_warn("switchover: checkpoint failed: %s", e2.msg);
+        ok = pg_stop(&pg, "fast", 60, err);
+        break;
+    }
+    case JOB_RESTART: {
+        PgState st;
+        pg_observe(&pg, &st);
+        bool replica = st.in_recovery || st.standby_signal;
+        if (st.running && !pg_stop(&pg, "fast", 60, err))
+            break;
+        ok = write_conf(&pg, j, replica, err) && pg_start(&pg, start_timeout, err);
+        break;
+    }
+    case JOB_NONE:
+        ok = true;
+        break;
+    }
+    pg_node_close(&pg);
+    return ok;
+}
+
+static void *worker_main(void *arg)
+{
+    Agent *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->stop && (!a->busy || a->job_done))
+            pthread_cond_wait(&a->job_cv, &a->mu);
+        if (a->stop)
+            break;
+        Job *j = &a->job;
+        pthread_mutex_unlock(&a->mu);
+        Err err = {{0}};
+        bool ok = run_job(a, j, &err);
+        pthread_mutex_lock(&a->mu);
+        a->job_ok = ok;
+        str_copy(a->job_err, sizeof(a->job_err), err.msg);
+        a->job_done = true;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+bool agent_worker_start(Agent *a, Err *err)
+{
+    pthread_cond_init(&a->job_cv, NULL);
+    if (pthread_create(&a->worker, NULL, worker_main, a) != 0) {
+        err_set(err, "cannot start the worker thread");
+        return false;
+    }
+    a->worker_started = true;
+    return true;
+}
+
+void agent_worker_stop(Agent *a)
+{
+    if (!a->worker_started)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->job_cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->worker, NULL);
+    kvlist_free(&a->job.dyn_params);
+    a->worker_started = false;
+}
+
+static const char *job_name(JobKind k)
+{
+    static const char *names[] = {"none", "bootstrap", "clone", "start as replica", "start as primary",
+                                  "promote", "rewind", "reinitialize", "release", "restart"};
+    return names[k];
+}
+
+void agent_collect_job(Agent *a)
+{
+    pthread_mutex_lock(&a->mu);
+    if (!a->busy || !a->job_done) {
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    Job j = a->job;
+    memset(&a->job.dyn_params, 0, sizeof(a->job.dyn_params));
+    bool ok = a->job_ok;
+    char errmsg[512];
+    str_copy(errmsg, sizeof(errmsg), a->job_err);
+    a->busy = false;
+    a->job_done = false;
+    pthread_mutex_unlock(&a->mu);
+    kvlist_free(&j.dyn_params);
+
+    if (ok)
+        log_info("%s finished", job_name(j.kind));
+    else
+        log_error("%s failed: %s", job_name(j.kind), errmsg);
+    Err err = {{0}};
+    switch (j.kind) {
+    case JOB_BOOTSTRAP:
+        if (ok) {
+            char sysid[32];
+            if (pg_read_sysid(&a->pg, sysid, sizeof(sysid), &err) &&
+                a->dcs->ops->put(a->dcs, "initialize", sysid, false, &err)) {
+                log_info("bootstrap complete: cluster %s, system identifier %s", a->cfg->scope, sysid);
+                if (!a->cluster.has_config) {
+                    char *json = dynconfig_to_json(&a->cfg->bootstrap_dcs);
+                    bool sw;
+                    if (!a->dcs->ops->cas_rev(a->dcs, "config", 0, json, &sw, &err))
+                        log_warn("cannot store the initial config: %s", err.msg);
+                    free(json);
+                }
+            } else {
+                log_error("bootstrap: cannot record the system identifier: %s", err.msg);
+            }
+            set_role(a, "primary", "bootstrapped a new cluster");
+            agent_run_callback(a, "on_start", "primary");
+        } else {
+            /* give the race back so another member (or we, later) can try again */
+            bool d;
+            a->dcs->ops->del(a->dcs, "initialize", "", &d, &err);
+            dcs_del_if_mine(a, "leader");
+            Err e2;
+            PgNode pg;
+            pg_node_init(&pg, a->cfg);
+            pg_stop(&pg, "immediate", 10, &e2);
+            if (!dir_remove_all(a->cfg->pg_data_dir, &e2))
+                log_warn("%s", e2.msg);
+        }
+        break;
+    case JOB_CLONE:
+    case JOB_REINIT:
+    case JOB_REWIND:
+        if (j.kind == JOB_REWIND)
+            a->rewind_failed = !ok;
+        a->start_failed = !ok && j.kind != JOB_REWIND;
+        if (ok) {
+            str_copy(a->following, sizeof(a->following), j.target);
+            set_role(a, "replica", "following the leader");
+            agent_run_callback(a, "on_start", "replica");
+        }
+        break;
+    case JOB_START_REPLICA:
+        a->start_failed = !ok;
+        if (ok) {
+            str_copy(a->following, sizeof(a->following), j.target);
+            set_role(a, "replica", j.target[0] ? "started as a replica" : "started read-only, no leader yet");
+            agent_run_callback(a, "on_start", "replica");
+        }
+        break;
+    case JOB_START_PRIMARY:
+        a->start_failed = !ok;
+        if (ok)
+            agent_run_callback(a, "on_start", "primary");
+        break;
+    case JOB_PROMOTE:
+        if (ok) {
+            a->failovers++;
+            a->following[0] = '\0';
+            PgState st;
+            pg_observe(&a->pg, &st);
+            char *hist = history_append(a->cluster.history_json, st.timeline > 1 ? st.timeline - 1 : 1, st.wal_lsn,
+                                        a->cluster.failover.present ? "switchover" : "failover", a->cfg->name);
+            if (!a->dcs->ops->put(a->dcs, "history", hist, false, &err))
+                log_warn("cannot write history: %s", err.msg);
+            free(hist);
+            delete_failover_key(a);
+            set_role(a, "primary", "promoted");
+        } else {
+            /* could not promote: let someone else try */
+            dcs_del_if_mine(a, "leader");
+        }
+        break;
+    case JOB_RELEASE:
+        if (dcs_del_if_mine(a, "leader"))
+            log_info("switchover: leader key released for %s", j.target);
+        set_role(a, "replica", "switchover: stepped down");
+        agent_run_callback(a, "on_stop", "primary");
+        break;
+    case JOB_RESTART:
+        a->start_failed = !ok;
+        agent_run_callback(a, "on_restart", a->role);
+        break;
+    case JOB_NONE:
+        break;
+    }
+}
+
+/* ---- leader maintenance ----------------------------------------------------------------- */
+
+static void maintain_slots(Agent *a)
+{
+    if (!a->cluster.config.use_slots)
+        return;
+    char names[64][64];
+    int n = 0;
+    for (int i = 0; i < a->cluster.n_members && n < 64; i++)
+        if (strcmp(a->cluster.members[i].name, a->cfg->name) != 0)
+            pg_slot_name(a->cluster.members[i].name, names[n++], 64);
+    Err err = {{0}};
+    if (!pg_sync_slots(&a->pg, names, n, &err))
+        log_warn("replication slots: %s", err.msg);
+}
+
+static void keep_leader(Agent *a, const Decision *d)
+{
+    Err err = {{0}};
+    bool swapped = false;
+    /* re-attach the key to our current lease (an agent restarted within the TTL finds the key
+     * on its previous lease) and prove we still hold it */
+    if (!a->dcs->ops->cas(a->dcs, "leader", a->cfg->name, a->cfg->name, true, &swapped, &err)) {
+        log_warn("cannot refresh the leader key: %s", err.msg);
+        return;
+    }
+    if (!swapped) {
+        log_warn("leader key is no longer mine");
+        return;
+    }
+    if (d->clear_failover)
+        delete_failover_key(a);
+    maintain_slots(a);
+    if (a->pgst.wal_lsn) {
+        char status[64];
+        str_fmt(status, sizeof(status), "{\"optime\":%llu}", (unsigned long long)a->pgst.wal_lsn);
+        if (!a->dcs->ops->put(a->dcs, "status", status, false, &err))
+            log_warn("cannot write status: %s", err.msg);
+    }
+    set_role(a, "primary", d->reason);
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static bool take_leader_key(Agent *a)
+{
+    Err err = {{0}};
+    bool created = false;
+    if (!a->dcs->ops->create(a->dcs, "leader", a->cfg->name, true, &created, &err)) {
+        log_warn("cannot create the leader key: %s", err.msg);
+        return false;
+    }
+    if (!created)
+        log_info("another member took the leader key first");
+    return created;
+}
+
+static void demote_now(Agent *a, const char *mode)
+{
+    Err err = {{0}};
+    if (!pg_stop(&a->pg, mode, 10, &err))
+        log_error("demote: cannot stop postgres: %s", err.msg);
+    pg_node_close(&a->pg);
+    a->following[0] = '\0';
+    fence_disarm(&a->fence);
+    set_role(a, "demoted", "stopped writes");
+    agent_run_callback(a, "on_stop", "primary");
+}
+
+void agent_act(Agent *a, const Decision *d)
+{
+    Err err = {{0}};
+    switch (d->action) {
+    case ACT_WAIT:
+        if (d->clear_failover)
+            delete_failover_key(a);
+        break;
+    case ACT_BOOTSTRAP: {
+        bool created = false;
+        if (a->pgst.running && !a->pgst.in_recovery && a->pgst.sysid[0]) {
+            if (!a->dcs->ops->create(a->dcs, "initialize", a->pgst.sysid, false, &created, &err) || !created)
+                break;
+            if (take_leader_key(a))
+                set_role(a, "primary", "registered the running primary as a new cluster");
+            break;
+        }
+        if (!a->dcs->ops->create(a->dcs, "initialize", "", false, &created, &err)) {
+            log_warn("bootstrap: %s", err.msg);
+            break;
+        }
+        if (!created) {
+            log_info("bootstrap: another member won the initialize key");
+            break;
+        }
+        if (!take_leader_key(a)) {
+            bool del;
+            a->dcs->ops->del(a->dcs, "initialize", "", &del, &err);
+            break;
+        }
+        submit(a, JOB_BOOTSTRAP, NULL);
+        break;
+    }
+    case ACT_CLONE:
+        set_role(a, "replica", "creating replica");
+        submit(a, JOB_CLONE, d->target);
+        break;
+    case ACT_START_REPLICA:
+        submit(a, JOB_START_REPLICA, d->target);
+        break;
+    case ACT_START_PRIMARY:
+        submit(a, JOB_START_PRIMARY, NULL);
+        break;
+    case ACT_KEEP_LEADER:
+        keep_leader(a, d);
+        break;
+    case ACT_ACQUIRE:
+        if (take_leader_key(a))
+            set_role(a, "primary", d->reason);
+        break;
+    case ACT_PROMOTE:
+        if (strcmp(a->cluster.leader, a->cfg->name) != 0 && !take_leader_key(a))
+            break;
+        submit(a, JOB_PROMOTE, NULL);
+        break;
+    case ACT_DEMOTE:
+        demote_now(a, "immediate");
+        if (strcmp(a->cluster.leader, a->cfg->name) == 0 && a->dcs_ok)
+            dcs_del_if_mine(a, "leader");
+        break;
+    case ACT_FOLLOW: {
+        Job j;
+        job_prepare(a, &j, JOB_NONE, d->target);
+        PgConfSpec spec = {.replica = true, .primary_host = j.host, .primary_port = j.port,
+                           .slot_name = j.slot[0] ? j.slot : NULL, .dyn_params = &j.dyn_params};
+        if (pg_write_config(&a->pg, &spec, &err) && pg_reload(&a->pg, &err)) {
+            str_copy(a->following, sizeof(a->following), d->target);
+            set_role(a, "replica", d->reason);
+        } else {
+            log_error("follow %s: %s", d->target, err.msg);
+        }
+        kvlist_free(&j.dyn_params);
+        break;
+    }
+    case ACT_REWIND:
+        submit(a, JOB_REWIND, d->target);
+        break;
+    case ACT_REINIT:
+        submit(a, JOB_REINIT, d->target);
+        break;
+    case ACT_RELEASE:
+        submit(a, JOB_RELEASE, d->target);
+        break;
+    case ACT_GIVE_UP_LEADER:
+        if (a->pgst.running)
+            demote_now(a, "immediate");
+        dcs_del_if_mine(a, "leader");
+        break;
+    case ACT__COUNT:
+        break;
+    }
+}

@@ -1,0 +1,340 @@
+/* ha_decide(): observation -> one action + reason. Pure: no I/O, no clock, no globals.
+ * Rules are checked from the most safety-critical (etcd lost, another leader) down. */
+#include "common/common.h"
+#include "ha/ha_decide.h"
+
+/* replica that did not stream from its leader for this long is considered diverged */
+#define NOT_STREAMING_REWIND_MS 15000
+
+static const char *action_names[ACT__COUNT] = {
+    [ACT_WAIT] = "wait",
+    [ACT_BOOTSTRAP] = "bootstrap",
+    [ACT_CLONE] = "clone",
+    [ACT_START_REPLICA] = "start as replica",
+    [ACT_START_PRIMARY] = "start as primary",
+    [ACT_KEEP_LEADER] = "keep leader",
+    [ACT_ACQUIRE] = "acquire leader key",
+    [ACT_PROMOTE] = "promote",
+    [ACT_DEMOTE] = "demote",
+    [ACT_FOLLOW] = "follow",
+    [ACT_REWIND] = "rewind",
+    [ACT_REINIT] = "reinitialize",
+    [ACT_RELEASE] = "release leader key",
+    [ACT_GIVE_UP_LEADER] = "give up leader key",
+};
+
+const char *ha_action_name(Action a)
+{
+    return (a >= 0 && a < ACT__COUNT && action_names[a]) ? action_names[a] : "unknown";
+}
+
+static void decide(Decision *d, Action a, const char *target, const char *fmt, ...) PRINTF_LIKE(4, 5);
+static void decide(Decision *d, Action a, const char *target, const char *fmt, ...)
+{
+    d->action = a;
+    str_copy(d->target, sizeof(d->target), target ? target : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->reason, sizeof(d->reason), fmt, ap);
+    va_end(ap);
+}
+
+static bool eligible_tags(const Tags *t)
+{
+    return !t->nofailover && t->failover_priority > 0;
+}
+
+static bool member_is_healthy_replica(const Member *m)
+{
+    return m && strcmp(m->state, "running") == 0 && strcmp(m->role, "replica") == 0 && eligible_tags(&m->tags);
+}
+
+/* Best switchover target when none was named: the most advanced healthy eligible replica. */
+static const Member *best_replica(const Cluster *c, const char *me)
+{
+    const Member *best = NULL;
+    for (int i = 0; i < c->n_members; i++) {
+        const Member *m = &c->members[i];
+        if (strcmp(m->name, me) == 0 || !member_is_healthy_replica(m))
+            continue;
+        if (c->config.synchronous_mode && !sync_has(&c->sync, m->name))
+            continue;
+        if (!best || m->xlog_location > best->xlog_location)
+            best = m;
+    }
+    return best;
+}
+
+static void decide_leader(const Observation *o, Decision *d)
+{
+    const Cluster *c = o->cluster;
+    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    if (!o->lease_ok) {
+        if (maybe_primary && o->now_ms >= o->lease_deadline_ms - o->demote_margin_ms) {
+            decide(d, ACT_DEMOTE, "", "cannot renew the leader lease and it may expire in %lld ms: stopping writes",
+                   (long long)(o->lease_deadline_ms - o->now_ms));
+            return;
+        }
+        decide(d, ACT_WAIT, "", "cannot renew the leader lease; retrying (lease valid for %lld ms)",
+               (long long)(o->lease_deadline_ms - o->now_ms));
+        return;
+    }
+    if (!o->pg_running) {
+        int64_t limit = (int64_t)c->config.primary_start_timeout * 1000;
+        if (o->start_failed || o->pg_down_ms > limit) {
+            decide(d, ACT_GIVE_UP_LEADER, "", "postgres did not come back (%s): releasing the leader key",
+                   o->start_failed ? "start failed" : "down longer than primary_start_timeout");
+            return;
+        }
+        decide(d, ACT_START_PRIMARY, "", "I hold the leader key but postgres is down: restarting it in place");
+        return;
+    }
+    if (!o->pg_accepting) {
+        decide(d, ACT_WAIT, "", "holding the leader key; postgres is not answering yet");
+        return;
+    }
+    if (o->pg_in_recovery) {
+        decide(d, ACT_PROMOTE, "", "I hold the leader key but postgres is in recovery: promoting");
+        return;
+    }
+    const FailoverReq *f = &c->failover;
+    if (f->present) {
+        bool for_me = f->leader[0] == '\0' || strcmp(f->leader, o->name) == 0;
+        if (!for_me || strcmp(f->candidate, o->name) == 0) {
+            decide(d, ACT_KEEP_LEADER, "", "ignoring a failover request that does not apply to this leader");
+            d->clear_failover = true;
+            return;
+        }
+        const Member *cand = f->candidate[0] ? cluster_member(c, f->candidate) : best_replica(c, o->name);
+        if (!cand) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover refused: %s", f->candidate[0] ? "candidate is not a member" : "no healthy replica");
+            d->clear_failover = true;
+            return;
+        }
+        if (!member_is_healthy_replica(cand)) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not a healthy eligible replica", cand->name);
+            d->clear_failover = true;
+            return;
+        }
+        if (c->config.synchronous_mode && !sync_has(&c->sync, cand->name)) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: not a synchronous standby", cand->name);
+            d->clear_failover = true;
+            return;
+        }
+        decide(d, ACT_RELEASE, cand->name, "switchover to %s requested: stopping cleanly and releasing the leader key",
+               cand->name);
+        return;
+    }
+    decide(d, ACT_KEEP_LEADER, "", "holding the leader key with a live lease");
+}
+
+static void decide_follower(const Observation *o, Decision *d)
+{
+    const Cluster *c = o->cluster;
+    const char *leader = c->leader;
+    const Member *lm = cluster_member(c, leader);
+    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    if (maybe_primary) {
+        decide(d, ACT_DEMOTE, leader, "%s holds the leader key but I am running as primary: demoting", leader);
+        return;
+    }
+    bool leader_running = lm && strcmp(lm->state, "running") == 0;
+    if (!o->pg_running) {
+        if (o->was_primary && c->config.use_pg_rewind) {
+            if (o->rewind_failed) {
+                if (o->reinit_on_rewind_failure) {
+                    decide(d, ACT_REINIT, leader, "pg_rewind failed: rebuilding the data directory from %s", leader);
+                    return;
+                }
+                decide(d, ACT_WAIT, "", "pg_rewind from %s failed; run 'pgvigil reinit %s' to rebuild", leader, o->name);
+                return;
+            }
+            if (!leader_running) {
+                decide(d, ACT_WAIT, "", "former primary: waiting for leader %s to run before pg_rewind", leader);
+                return;
+            }
+            decide(d, ACT_REWIND, leader, "former primary rejoining: pg_rewind from %s, then follow it", leader);
+            return;
+        }
+        decide(d, ACT_START_REPLICA, leader, "starting as a replica of %s", leader);
+        return;
+    }
+    if (!o->pg_accepting) {
+        decide(d, ACT_WAIT, "", "postgres is starting; leader is %s", leader);
+        return;
+    }
+    if (strcmp(o->following, leader) != 0) {
+        decide(d, ACT_FOLLOW, leader, "leader is %s: re-pointing replication (was following %s)", leader,
+               o->following[0] ? o->following : "nobody");
+        return;
+    }
+    if (leader_running && o->not_streaming_ms > NOT_STREAMING_REWIND_MS && c->config.use_pg_rewind) {
+        decide(d, ACT_REWIND, leader, "not streaming from %s for %lld s: timelines diverged, rewinding", leader,
+               (long long)(o->not_streaming_ms / 1000));
+        return;
+    }
+    decide(d, ACT_WAIT, "", "following leader %s", leader);
+}
+
+/* No leader key: either take it for a running primary, or run the election. */
+static void decide_no_leader(const Observation *o, Decision *d)
+{
+    const Cluster *c = o->cluster;
+    char buf[LSN_BUFSZ], buf2[LSN_BUFSZ];
+    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    if (maybe_primary) {
+        if (!o->pg_accepting) {
+            decide(d, ACT_WAIT, "", "no leader key; postgres is not answering yet");
+            return;
+        }
+        for (int i = 0; i < o->n_peers; i++)
+            if (o->peers[i].reachable && o->peers[i].is_primary) {
+                decide(d, ACT_DEMOTE, "", "no leader key and %s is also running as primary: demoting", o->peers[i].name);
+                return;
+            }
+        decide(d, ACT_ACQUIRE, "", "no leader key and I am the running primary: taking the key");
+        return;
+    }
+    if (!o->pg_running) {
+        decide(d, ACT_START_REPLICA, "", "no leader: starting read-only to take part in the election");
+        return;
+    }
+    if (!o->pg_accepting) {
+        decide(d, ACT_WAIT, "", "no leader; postgres is not answering yet");
+        return;
+    }
+    const FailoverReq *f = &c->failover;
+    if (f->present && f->candidate[0]) {
+        if (strcmp(f->candidate, o->name) == 0) {
+            if (c->config.synchronous_mode && !sync_has(&c->sync, o->name)) {
+                decide(d, ACT_WAIT, "", "failover to me requested, but I am not a synchronous standby");
+                d->clear_failover = true;
+                return;
+            }
+            decide(d, ACT_PROMOTE, "", "failover to me requested: promoting (%s)", lsn_format(o->my_lsn, buf));
+            return;
+        }
+        for (int i = 0; i < o->n_peers; i++)
+            if (strcmp(o->peers[i].name, f->candidate) == 0 && o->peers[i].reachable && o->peers[i].pg_running) {
+                decide(d, ACT_WAIT, "", "failover to %s requested: waiting for it to take over", f->candidate);
+                return;
+            }
+        /* the named candidate is gone: fall through to a normal election */
+    }
+    if (!eligible_tags(&o->tags)) {
+        decide(d, ACT_WAIT, "", "no leader, but this member may not be promoted (nofailover)");
+        return;
+    }
+    if (c->config.synchronous_mode && !sync_has(&c->sync, o->name)) {
+        decide(d, ACT_WAIT, "", "no leader, but in synchronous mode only a synchronous standby may be promoted");
+        return;
+    }
+    if (c->status_optime > o->my_lsn && c->status_optime - o->my_lsn > (Lsn)c->config.maximum_lag_on_failover) {
+        decide(d, ACT_WAIT, "", "no leader, but my lag %llu bytes exceeds maximum_lag_on_failover",
+               (unsigned long long)(c->status_optime - o->my_lsn));
+        return;
+    }
+    for (int i = 0; i < o->n_peers; i++) {
+        const PeerPos *p = &o->peers[i];
+        if (!p->reachable)
+            continue;
+        if (p->is_primary) {
+            decide(d, ACT_WAIT, "", "no leader key, but %s is still running as primary", p->name);
+            return;
+        }
+        if (!p->pg_running || !eligible_tags(&p->tags))
+            continue;
+        if (c->config.synchronous_mode && !sync_has(&c->sync, p->name))
+            continue;
+        if (p->lsn > o->my_lsn) {
+            decide(d, ACT_WAIT, "", "%s is more advanced (%s > %s)", p->name, lsn_format(p->lsn, buf),
+                   lsn_format(o->my_lsn, buf2));
+            return;
+        }
+        if (p->lsn == o->my_lsn && p->tags.failover_priority > o->tags.failover_priority) {
+            decide(d, ACT_WAIT, "", "%s is as advanced and has a higher failover_priority", p->name);
+            return;
+        }
+    }
+    decide(d, ACT_PROMOTE, "", "leader key is gone, I am the most advanced (%s)", lsn_format(o->my_lsn, buf));
+}
+
+void ha_decide(const Observation *o, Decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+
+    if (!o->dcs_ok) {
+        if (maybe_primary && o->lease_deadline_ms > 0 && o->now_ms >= o->lease_deadline_ms - o->demote_margin_ms) {
+            decide(d, ACT_DEMOTE, "", "etcd unreachable and my lease may expire in %lld ms: stopping writes",
+                   (long long)(o->lease_deadline_ms - o->now_ms));
+            return;
+        }
+        if (maybe_primary && o->lease_deadline_ms <= 0) {
+            decide(d, ACT_DEMOTE, "", "etcd unreachable and I hold no lease: a primary may not run without one");
+            return;
+        }
+        decide(d, ACT_WAIT, "", "etcd unreachable%s", maybe_primary ? "; lease still valid" : "");
+        return;
+    }
+    const Cluster *c = o->cluster;
+    bool i_lead = c->leader[0] && strcmp(c->leader, o->name) == 0;
+
+    if (o->action_running) {
+        decide(d, ACT_WAIT, "", "an action is in progress%s", i_lead ? " (holding the leader key)" : "");
+        return;
+    }
+    if (!c->initialized && !c->leader[0]) {
+        if (o->data_dir_valid && maybe_primary && o->pg_accepting) {
+            decide(d, ACT_BOOTSTRAP, "", "cluster not initialized and I run a primary: registering its data");
+            return;
+        }
+        if (!eligible_tags(&o->tags)) {
+            decide(d, ACT_WAIT, "", "cluster not initialized; nofailover member waits for another to bootstrap");
+            return;
+        }
+        decide(d, ACT_BOOTSTRAP, "", "cluster not initialized: racing for the initialize key");
+        return;
+    }
+    if (c->initialized && c->sysid[0] && o->my_sysid && o->my_sysid[0] && strcmp(c->sysid, o->my_sysid) != 0) {
+        decide(d, ACT_WAIT, "", "data directory belongs to another cluster (system identifier %s, cluster has %s): not touching it",
+               o->my_sysid, c->sysid);
+        return;
+    }
+    if (!o->data_dir_valid) {
+        if (o->pg_running) {
+            decide(d, ACT_WAIT, "", "postgres runs but the data directory looks invalid");
+            return;
+        }
+        if (i_lead) {
+            decide(d, ACT_GIVE_UP_LEADER, "", "I hold the leader key but have no data directory");
+            return;
+        }
+        const Member *lm = c->leader[0] ? cluster_member(c, c->leader) : NULL;
+        if (c->config.pause) {
+            decide(d, ACT_WAIT, "", "paused: not creating a replica");
+            return;
+        }
+        if (!lm || strcmp(lm->state, "running") != 0) {
+            decide(d, ACT_WAIT, "", "no data directory and no running leader to clone from");
+            return;
+        }
+        decide(d, ACT_CLONE, lm->name, "no data directory: cloning from leader %s", lm->name);
+        return;
+    }
+    if (c->config.pause) {
+        if (i_lead && maybe_primary)
+            decide(d, ACT_KEEP_LEADER, "", "paused: holding the leader key, no automatic actions");
+        else if (!c->leader[0] && maybe_primary && o->pg_accepting)
+            decide(d, ACT_ACQUIRE, "", "paused: the running primary takes the leader key");
+        else
+            decide(d, ACT_WAIT, "", "paused: no automatic actions");
+        return;
+    }
+    if (i_lead)
+        decide_leader(o, d);
+    else if (c->leader[0])
+        decide_follower(o, d);
+    else
+        decide_no_leader(o, d);
+}

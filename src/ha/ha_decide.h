@@ -1,0 +1,85 @@
+/* The HA brain: a pure function from what this agent observed (local PostgreSQL, one etcd
+ * read, the peers' positions) to one action and a human-readable reason. No I/O here: every
+ * safety rule of DESIGN.md lives in ha_decide.c and is unit-tested with tables. */
+#ifndef PGVIGIL_HA_DECIDE_H
+#define PGVIGIL_HA_DECIDE_H
+
+#include "common/common.h"
+#include "common/lsn.h"
+#include "config/config.h"
+#include "dcs/cluster.h"
+
+/* A peer's answer to GET /patroni during an election. */
+typedef struct PeerPos {
+    char name[NAME_MAX_LEN];
+    bool reachable;
+    bool pg_running;
+    bool is_primary;           /* running and not in recovery */
+    Lsn lsn;                   /* max(received, replayed) for a replica, write LSN for a primary */
+    int timeline;
+    Tags tags;
+} PeerPos;
+
+typedef struct Observation {
+    const char *name;          /* this member */
+    Tags tags;                 /* this member's tags */
+    int64_t now_ms;            /* monotonic */
+
+    /* local PostgreSQL */
+    bool action_running;       /* a long action (start, clone, rewind...) is in progress */
+    bool data_dir_valid;
+    bool pg_running;           /* postmaster alive */
+    bool pg_accepting;         /* answered a query this tick */
+    bool pg_in_recovery;
+    bool was_primary;          /* stopped data dir whose last run was as a primary (controldata) */
+    Lsn my_lsn;                /* write LSN (primary) or max(receive, replay) (replica) */
+    int my_timeline;
+    const char *my_sysid;      /* "" when unknown */
+    int64_t pg_down_ms;        /* how long the postmaster has been seen down (0 when up) */
+    const char *following;     /* member our primary_conninfo points at, "" none */
+    bool rewind_failed;        /* the last pg_rewind attempt failed */
+    bool start_failed;         /* the last start attempt failed */
+    int64_t not_streaming_ms;  /* replica following a leader but not streaming for this long */
+    bool reinit_on_rewind_failure; /* postgresql.remove_data_directory_on_rewind_failure */
+
+    /* etcd */
+    bool dcs_ok;               /* this tick's read succeeded */
+    bool lease_ok;             /* our lease was renewed this tick */
+    int64_t lease_deadline_ms; /* monotonic time by which etcd may expire our lease */
+    int64_t demote_margin_ms;  /* demote this long before the lease deadline */
+    const Cluster *cluster;    /* valid when dcs_ok */
+
+    /* election: positions of the other members, gathered only when there is no leader */
+    const PeerPos *peers;
+    int n_peers;
+} Observation;
+
+typedef enum Action {
+    ACT_WAIT = 0,         /* nothing to do now */
+    ACT_BOOTSTRAP,        /* win the initialize key, initdb, start as primary, take the leader key */
+    ACT_CLONE,            /* pg_basebackup from the leader, then start as replica */
+    ACT_START_REPLICA,    /* start PostgreSQL as a standby of `target` ("" = none yet) */
+    ACT_START_PRIMARY,    /* restart PostgreSQL in place as primary (we hold the leader key) */
+    ACT_KEEP_LEADER,      /* leader with a live lease: maintain slots, sync, status */
+    ACT_ACQUIRE,          /* take the leader key for an already-running primary (no promote) */
+    ACT_PROMOTE,          /* take the leader key, then promote */
+    ACT_DEMOTE,           /* stop now (immediate) and come back as a read-only standby */
+    ACT_FOLLOW,           /* re-point primary_conninfo to `target` and reload */
+    ACT_REWIND,           /* stop, pg_rewind from `target`, start as its standby */
+    ACT_REINIT,           /* wipe the data directory and clone from `target` */
+    ACT_RELEASE,          /* switchover: checkpoint, stop cleanly, delete the leader key */
+    ACT_GIVE_UP_LEADER,   /* postgres will not come back: delete the leader key */
+    ACT__COUNT
+} Action;
+
+typedef struct Decision {
+    Action action;
+    char target[NAME_MAX_LEN];  /* member to follow / clone / rewind from */
+    char reason[256];
+    bool clear_failover;        /* the failover key is stale or refused: delete it */
+} Decision;
+
+void ha_decide(const Observation *obs, Decision *out);
+const char *ha_action_name(Action a);
+
+#endif

@@ -1,0 +1,109 @@
+/* Control and observation of the local PostgreSQL: initdb, start, stop, promote, pg_basebackup,
+ * pg_rewind, the configuration files pgvigil owns, slots, and libpq queries with deadlines.
+ * Every call is bounded in time; none may hang the HA loop on a frozen server. */
+#ifndef PGVIGIL_PG_H
+#define PGVIGIL_PG_H
+
+#include "common/common.h"
+#include "common/lsn.h"
+#include "config/config.h"
+
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+typedef struct PgNode {
+    const Config *cfg;           /* not owned */
+    char host[128];              /* first listen host, where the agent connects */
+    int port;
+    char conn_host[128];         /* connect_address host, what peers use */
+    int conn_port;
+    PGconn *conn;                /* cached superuser connection; NULL when closed */
+    char log_path[4096];         /* server log (outside data_dir so clones don't copy it) */
+} PgNode;
+
+typedef struct WalSender {
+    char application_name[64];
+    char state[32];              /* streaming, catchup, ... */
+    char sync_state[16];         /* sync, quorum, potential, async */
+    Lsn flush_lsn, replay_lsn;
+} WalSender;
+
+typedef struct PgState {
+    bool data_dir_nonempty;
+    bool data_dir_valid;         /* PG_VERSION and global/pg_control present */
+    bool running;                /* postmaster process alive */
+    bool accepting;              /* a query succeeded this tick */
+    bool in_recovery;
+    bool standby_signal;         /* standby.signal present */
+    Lsn wal_lsn;                 /* primary: pg_current_wal_lsn() */
+    Lsn receive_lsn, replay_lsn; /* replica */
+    int timeline;
+    char sysid[32];
+    bool streaming;              /* walreceiver status = streaming */
+    char upstream[128];          /* walreceiver sender_host:port */
+    double postmaster_start_time;
+    int server_version;
+    bool pending_restart;
+    pid_t postmaster_pid;
+    WalSender senders[32];
+    int n_senders;
+} PgState;
+
+void pg_node_init(PgNode *pg, const Config *cfg);
+void pg_node_close(PgNode *pg);        /* close the cached connection */
+
+/* Look at the data directory and the server. Never fails: what it cannot learn stays false/0. */
+void pg_observe(PgNode *pg, PgState *st);
+/* The system identifier from pg_controldata (works with the server stopped). */
+bool pg_read_sysid(PgNode *pg, char *buf, size_t sz, Err *err);
+/* What pg_controldata says about a stopped (or running) data directory. */
+typedef struct ControlInfo {
+    int timeline;                /* latest checkpoint's TimeLineID */
+    Lsn checkpoint;              /* latest checkpoint location */
+    char state[48];              /* "shut down", "in production", "shut down in recovery", ... */
+    bool was_primary;            /* last run as a primary (state not "... recovery") */
+    bool clean_shutdown;
+} ControlInfo;
+bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err);
+
+/* Desired configuration of one start or reload. */
+typedef struct PgConfSpec {
+    bool replica;                /* write standby.signal and primary_conninfo */
+    const char *primary_host;    /* replica: upstream host/port ("" = no upstream yet) */
+    int primary_port;
+    const char *slot_name;       /* replica: primary_slot_name (NULL = none) */
+    const char *sync_names;      /* primary: synchronous_standby_names value ("" = async) */
+    const KvList *dyn_params;    /* dynamic parameters from etcd config (may be NULL) */
+} PgConfSpec;
+
+/* Write postgresql.conf (including postgresql.base.conf), pg_hba.conf and standby.signal. */
+bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err);
+
+bool pg_initdb(PgNode *pg, Err *err);
+bool pg_start(PgNode *pg, int timeout_s, Err *err);
+/* mode: "fast" or "immediate"; falls back to immediate after timeout_s. */
+bool pg_stop(PgNode *pg, const char *mode, int timeout_s, Err *err);
+bool pg_reload(PgNode *pg, Err *err);
+bool pg_promote(PgNode *pg, int timeout_s, Err *err);
+bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err);
+/* pg_rewind from a running primary; the local server must be stopped. */
+bool pg_rewind(PgNode *pg, const char *host, int port, Err *err);
+bool pg_checkpoint(PgNode *pg, Err *err);
+/* Stop the postmaster with SIGQUIT (immediate), then SIGKILL; used by fencing. */
+bool pg_kill_postmaster(const char *data_dir, int grace_ms);
+
+/* Run SQL on the local server as superuser with a deadline. Returns the PGresult (caller
+ * PQclear's) only on PGRES_COMMAND_OK / PGRES_TUPLES_OK, else NULL + err. */
+PGresult *pg_query(PgNode *pg, const char *sql, int timeout_ms, Err *err);
+bool pg_exec(PgNode *pg, const char *sql, int timeout_ms, Err *err);
+
+/* Make the physical slots on this primary exactly `names` (creating missing ones, dropping
+ * our other inactive ones). */
+bool pg_sync_slots(PgNode *pg, char names[][64], int n, Err *err);
+/* Slot name for a member: lowercase, [a-z0-9_] only. */
+void pg_slot_name(const char *member, char *out, size_t sz);
+/* Create (or update the password of) the replication role. */
+bool pg_ensure_replication_role(PgNode *pg, Err *err);
+
+/* Environment entries for libpq-based child programs (PGPASSWORD etc.). */
+#endif

@@ -1,0 +1,334 @@
+/* Running PostgreSQL's own programs for the node: initdb, pg_ctl, pg_basebackup, pg_rewind,
+ * pg_controldata; and the fencing kill of a postmaster. */
+#include "common/common.h"
+#include "common/fileutil.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "common/timeutil.h"
+#include "pg/pg.h"
+
+#include <libgen.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void pg_node_init(PgNode *pg, const Config *cfg)
+{
+    memset(pg, 0, sizeof(*pg));
+    pg->cfg = cfg;
+    char *h = NULL;
+    Err err;
+    if (config_split_hostport(cfg->pg_listen, &h, &pg->port, &err)) {
+        char *comma = strchr(h, ',');
+        if (comma)
+            *comma = '\0';
+        /* "*" or 0.0.0.0 listen: connect locally over loopback */
+        str_copy(pg->host, sizeof(pg->host), (strcmp(h, "*") == 0 || strcmp(h, "0.0.0.0") == 0) ? "127.0.0.1" : h);
+        free(h);
+    }
+    h = NULL;
+    if (config_split_hostport(cfg->pg_connect_address, &h, &pg->conn_port, &err)) {
+        str_copy(pg->conn_host, sizeof(pg->conn_host), h);
+        free(h);
+    }
+    char dd[4096];
+    str_copy(dd, sizeof(dd), cfg->pg_data_dir);
+    char *parent = dirname(dd);
+    str_fmt(pg->log_path, sizeof(pg->log_path), "%s/%s.postgresql.log", parent, cfg->name);
+}
+
+static void bin_path(const PgNode *pg, const char *prog, char *out, size_t sz)
+{
+    str_fmt(out, sz, "%s/%s", pg->cfg->pg_bin_dir, prog);
+}
+
+/* Environment for libpq clients connecting with the given credentials. Static storage:
+ * only used in the parent right before fork. */
+static const char *const *client_env(const Credentials *cred)
+{
+    static char pw[512];
+    static const char *env[3];
+    int i = 0;
+    if (cred && cred->password) {
+        str_fmt(pw, sizeof(pw), "PGPASSWORD=%s", cred->password);
+        env[i++] = pw;
+    }
+    env[i++] = "PGCONNECT_TIMEOUT=5";
+    env[i] = NULL;
+    return env;
+}
+
+static bool run_pg(const PgNode *pg, const char *const argv[], int timeout_ms, const Credentials *cred,
+                   bool log_to_server_log, Err *err)
+{
+    ProcOpts o = {.as_pg_user = true, .timeout_ms = timeout_ms, .env = client_env(cred),
+                  .log_path = log_to_server_log ? pg->log_path : NULL, .new_session = true};
+    char *out = NULL;
+    char *cmd = proc_argv_str(argv);
+    log_debug("running %s", cmd);
+    int rc = proc_run(argv, &o, log_to_server_log ? NULL : &out, err);
+    if (rc != 0) {
+        /* keep the program's last line: it usually says why */
+        if (out) {
+            size_t n = strlen(out);
+            while (n && (out[n - 1] == '\n' || out[n - 1] == ' '))
+                out[--n] = '\0';
+            char *last = strrchr(out, '\n');
+            err_prefix(err, "%s", cmd);
+            if (n)
+                snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), ": %s",
+                         last ? last + 1 : out);
+        } else {
+            err_prefix(err, "%s", cmd);
+        }
+    }
+    free(out);
+    free(cmd);
+    return rc == 0;
+}
+
+static bool prepare_data_dir_parent(const PgNode *pg, Err *err)
+{
+    char dd[4096];
+    str_copy(dd, sizeof(dd), pg->cfg->pg_data_dir);
+    char *parent = dirname(dd);
+    if (!dir_make_all(parent, 0755, err))
+        return false;
+    /* the log file lives beside the data dir; create it so the run-as user can write it */
+    FILE *f = fopen(pg->log_path, "a");
+    if (f)
+        fclose(f);
+    proc_chown_run_as(pg->log_path, NULL);
+    return true;
+}
+
+bool pg_initdb(PgNode *pg, Err *err)
+{
+    const Config *cfg = pg->cfg;
+    if (!prepare_data_dir_parent(pg, err))
+        return false;
+    if (!dir_make_all(cfg->pg_data_dir, 0700, err) || !proc_chown_run_as(cfg->pg_data_dir, err))
+        return false;
+    chmod(cfg->pg_data_dir, 0700);
+    char pwfile[] = "/tmp/pgvigil-pw-XXXXXX";
+    int fd = -1;
+    if (cfg->pg_superuser.password) {
+        fd = mkstemp(pwfile);
+        if (fd < 0) {
+            err_set(err, "mkstemp %s: %s", pwfile, strerror(errno));
+            return false;
+        }
+        size_t n = strlen(cfg->pg_superuser.password);
+        if (write(fd, cfg->pg_superuser.password, n) != (ssize_t)n || write(fd, "\n", 1) != 1) {
+            err_set(err, "cannot write %s", pwfile);
+            close(fd);
+            unlink(pwfile);
+            return false;
+        }
+        close(fd);
+        proc_chown_run_as(pwfile, NULL);
+    }
+    char initdb[4200], user_opt[256], pw_opt[300];
+    bin_path(pg, "initdb", initdb, sizeof(initdb));
+    str_fmt(user_opt, sizeof(user_opt), "--username=%s", cfg->pg_superuser.username);
+    str_fmt(pw_opt, sizeof(pw_opt), "--pwfile=%s", pwfile);
+    const char *argv[64];
+    char extra[32][256];
+    int a = 0;
+    argv[a++] = initdb;
+    argv[a++] = "-D";
+    argv[a++] = cfg->pg_data_dir;
+    argv[a++] = user_opt;
+    if (fd >= 0)
+        argv[a++] = pw_opt;
+    argv[a++] = "--auth-local=trust";
+    argv[a++] = fd >= 0 ? "--auth-host=scram-sha-256" : "--auth-host=trust";
+    for (int i = 0; i < cfg->initdb_options.n && i < 32; i++) {
+        const KeyValue *kv = &cfg->initdb_options.items[i];
+        if (str_empty(kv->value))
+            str_fmt(extra[i], sizeof(extra[i]), "--%s", kv->key);
+        else
+            str_fmt(extra[i], sizeof(extra[i]), "--%s=%s", kv->key, kv->value);
+        argv[a++] = extra[i];
+    }
+    argv[a] = NULL;
+    bool ok = run_pg(pg, argv, 300000, NULL, false, err);
+    if (fd >= 0)
+        unlink(pwfile);
+    return ok;
+}
+
+bool pg_start(PgNode *pg, int timeout_s, Err *err)
+{
+    char pg_ctl[4200], t[16];
+    bin_path(pg, "pg_ctl", pg_ctl, sizeof(pg_ctl));
+    str_fmt(t, sizeof(t), "%d", timeout_s);
+    if (!prepare_data_dir_parent(pg, err))
+        return false;
+    const char *argv[] = {pg_ctl, "start", "-D", pg->cfg->pg_data_dir, "-w", "-t", t, "-s", NULL};
+    return run_pg(pg, argv, (timeout_s + 10) * 1000, NULL, true, err);
+}
+
+bool pg_stop(PgNode *pg, const char *mode, int timeout_s, Err *err)
+{
+    char pg_ctl[4200], t[16];
+    bin_path(pg, "pg_ctl", pg_ctl, sizeof(pg_ctl));
+    str_fmt(t, sizeof(t), "%d", timeout_s);
+    const char *argv[] = {pg_ctl, "stop", "-D", pg->cfg->pg_data_dir, "-m", mode, "-w", "-t", t, "-s", NULL};
+    if (run_pg(pg, argv, (timeout_s + 5) * 1000, NULL, true, err))
+        return true;
+    if (strcmp(mode, "immediate") == 0)
+        return false;
+    log_warn("stop -m %s failed (%s); stopping -m immediate", mode, err ? err->msg : "");
+    const char *argv2[] = {pg_ctl, "stop", "-D", pg->cfg->pg_data_dir, "-m", "immediate", "-w", "-t", "30", "-s", NULL};
+    return run_pg(pg, argv2, 35000, NULL, true, err);
+}
+
+bool pg_reload(PgNode *pg, Err *err)
+{
+    char pg_ctl[4200];
+    bin_path(pg, "pg_ctl", pg_ctl, sizeof(pg_ctl));
+    const char *argv[] = {pg_ctl, "reload", "-D", pg->cfg->pg_data_dir, "-s", NULL};
+    return run_pg(pg, argv, 10000, NULL, true, err);
+}
+
+bool pg_promote(PgNode *pg, int timeout_s, Err *err)
+{
+    char pg_ctl[4200], t[16];
+    bin_path(pg, "pg_ctl", pg_ctl, sizeof(pg_ctl));
+    str_fmt(t, sizeof(t), "%d", timeout_s);
+    const char *argv[] = {pg_ctl, "promote", "-D", pg->cfg->pg_data_dir, "-w", "-t", t, "-s", NULL};
+    return run_pg(pg, argv, (timeout_s + 5) * 1000, NULL, true, err);
+}
+
+bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err)
+{
+    const Config *cfg = pg->cfg;
+    if (!prepare_data_dir_parent(pg, err))
+        return false;
+    if (!dir_remove_all(cfg->pg_data_dir, err))
+        return false;
+    if (!dir_make_all(cfg->pg_data_dir, 0700, err) || !proc_chown_run_as(cfg->pg_data_dir, err))
+        return false;
+    char prog[4200], p[16];
+    bin_path(pg, "pg_basebackup", prog, sizeof(prog));
+    str_fmt(p, sizeof(p), "%d", port);
+    const char *argv[] = {prog, "-D", cfg->pg_data_dir, "-h", host, "-p", p, "-U", cfg->pg_replication.username,
+                          "-X", "stream", "-c", "fast", "-w", NULL};
+    bool ok = run_pg(pg, argv, 3600 * 1000, &cfg->pg_replication, false, err);
+    if (!ok) {
+        Err e2;
+        dir_remove_all(cfg->pg_data_dir, &e2); /* never leave a half-copied data dir behind */
+    }
+    return ok;
+}
+
+bool pg_rewind(PgNode *pg, const char *host, int port, Err *err)
+{
+    const Config *cfg = pg->cfg;
+    char prog[4200], src[512];
+    bin_path(pg, "pg_rewind", prog, sizeof(prog));
+    str_fmt(src, sizeof(src), "--source-server=host=%s port=%d user=%s dbname=postgres", host, port,
+            cfg->pg_rewind.username);
+    const char *argv[] = {prog, "-D", cfg->pg_data_dir, src, NULL};
+    return run_pg(pg, argv, 3600 * 1000, &cfg->pg_rewind, false, err);
+}
+
+static bool controldata(PgNode *pg, char **out, Err *err)
+{
+    char prog[4200];
+    bin_path(pg, "pg_controldata", prog, sizeof(prog));
+    const char *argv[] = {prog, "-D", pg->cfg->pg_data_dir, NULL};
+    ProcOpts o = {.as_pg_user = true, .timeout_ms = 10000, .env = (const char *const[]){"LC_ALL=C", NULL}};
+    int rc = proc_run(argv, &o, out, err);
+    if (rc != 0) {
+        free(*out);
+        *out = NULL;
+        return false;
+    }
+    return true;
+}
+
+static const char *field(const char *txt, const char *name)
+{
+    const char *p = strstr(txt, name);
+    if (!p)
+        return NULL;
+    p = strchr(p, ':');
+    if (!p)
+        return NULL;
+    p++;
+    while (*p == ' ')
+        p++;
+    return p;
+}
+
+bool pg_read_sysid(PgNode *pg, char *buf, size_t sz, Err *err)
+{
+    char *out = NULL;
+    if (!controldata(pg, &out, err))
+        return false;
+    const char *v = field(out, "Database system identifier");
+    bool ok = v != NULL;
+    if (ok) {
+        size_t n = strcspn(v, "\n");
+        char tmp[64];
+        str_copy(tmp, n + 1 < sizeof(tmp) ? n + 1 : sizeof(tmp), v);
+        str_copy(buf, sz, tmp);
+    } else {
+        err_set(err, "pg_controldata %s: no system identifier", pg->cfg->pg_data_dir);
+    }
+    free(out);
+    return ok;
+}
+
+bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err)
+{
+    memset(out, 0, sizeof(*out));
+    char *txt = NULL;
+    if (!controldata(pg, &txt, err))
+        return false;
+    const char *t = field(txt, "Latest checkpoint's TimeLineID");
+    const char *c = field(txt, "Latest checkpoint location");
+    const char *s = field(txt, "Database cluster state");
+    bool ok = t && c && s;
+    if (ok) {
+        out->timeline = atoi(t);
+        char tmp[48];
+        size_t n = strcspn(c, "\n");
+        str_copy(tmp, n + 1 < sizeof(tmp) ? n + 1 : sizeof(tmp), c);
+        if (!lsn_parse(tmp, &out->checkpoint))
+            out->checkpoint = 0;
+        n = strcspn(s, "\n");
+        str_copy(out->state, n + 1 < sizeof(out->state) ? n + 1 : sizeof(out->state), s);
+        out->clean_shutdown = strncmp(out->state, "shut down", 9) == 0;
+        out->was_primary = strstr(out->state, "recovery") == NULL || strcmp(out->state, "in crash recovery") == 0;
+    } else {
+        err_set(err, "pg_controldata %s: unexpected output", pg->cfg->pg_data_dir);
+    }
+    free(txt);
+    return ok;
+}
+
+bool pg_kill_postmaster(const char *data_dir, int grace_ms)
+{
+    char path[4096];
+    str_fmt(path, sizeof(path), "%s/postmaster.pid", data_dir);
+    char *txt = file_read_all(path, NULL, NULL);
+    if (!txt)
+        return true;
+    long pid = strtol(txt, NULL, 10);
+    free(txt);
+    if (pid <= 0 || kill((pid_t)pid, 0) != 0)
+        return true;
+    /* SIGQUIT = immediate shutdown: the postmaster kills every backend at once */
+    kill((pid_t)pid, SIGQUIT);
+    int64_t deadline = mono_ms() + grace_ms;
+    while (mono_ms() < deadline) {
+        if (kill((pid_t)pid, 0) != 0)
+            return true;
+        sleep_ms(20);
+    }
+    kill((pid_t)pid, SIGKILL);
+    return kill((pid_t)pid, 0) != 0;
+}

@@ -1,0 +1,817 @@
+/* Unit tests for src/config: YAML loading and its error messages, defaults, the dynamic
+ * configuration JSON and its edits, key/value lists and host:port splitting. */
+#include "common/common.h"
+#include "config/config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <unistd.h>
+
+static char tmpdir[] = "/tmp/pgvigil-test-config-XXXXXX";
+static char node_path[sizeof(tmpdir) + 16];
+
+static int setup_dir(void **state)
+{
+    if (!mkdtemp(tmpdir))
+        return -1;
+    str_fmt(node_path, sizeof(node_path), "%s/node.yml", tmpdir);
+    return 0;
+}
+
+static int remove_dir(void **state)
+{
+    unlink(node_path);
+    return rmdir(tmpdir);
+}
+
+static void write_node(const char *text)
+{
+    FILE *f = fopen(node_path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Write text as node.yml, load it, remove it. */
+static Config *load_text(const char *text, bool client, Err *err)
+{
+    write_node(text);
+    Config *cfg = client ? config_load_client(node_path, err) : config_load(node_path, err);
+    unlink(node_path);
+    return cfg;
+}
+
+/* Loading text must fail with a message containing want (e.g. "node.yml:7: postgresql.data_dir"). */
+static void expect_error(const char *text, const char *want)
+{
+    Err err = {{0}};
+    Config *cfg = load_text(text, false, &err);
+    if (cfg || !strstr(err.msg, want))
+        fail_msg("want error containing '%s', got '%s'", want, cfg ? "(loaded)" : err.msg);
+    config_free(cfg);
+    assert_null(strchr(err.msg, '\n'));
+}
+
+static const char *full_yaml =
+    "scope: demo\n"
+    "namespace: /pgv\n"
+    "name: node1\n"
+    "log:\n"
+    "  level: DEBUG\n"
+    "  dir: /var/log/patroni\n"
+    "restapi:\n"
+    "  listen: 0.0.0.0:8008\n"
+    "  connect_address: 10.0.0.1:8008\n"
+    "  authentication:\n"
+    "    username: admin\n"
+    "    password: s3cret\n"
+    "etcd3:\n"
+    "  hosts:\n"
+    "    - 10.0.0.5:2379\n"
+    "    - 10.0.0.6\n"
+    "  protocol: https\n"
+    "  username: etcduser\n"
+    "  password: etcdpass\n"
+    "bootstrap:\n"
+    "  dcs:\n"
+    "    ttl: 30\n"
+    "    loop_wait: 10\n"
+    "    retry_timeout: 10\n"
+    "    maximum_lag_on_failover: 33554432\n"
+    "    synchronous_mode: on\n"
+    "    synchronous_mode_strict: \"no\"\n"
+    "    synchronous_node_count: 2\n"
+    "    pause: false\n"
+    "    primary_start_timeout: 120\n"
+    "    slots: {}\n"
+    "    postgresql:\n"
+    "      use_pg_rewind: false\n"
+    "      use_slots: yes\n"
+    "      parameters:\n"
+    "        max_connections: 200\n"
+    "        wal_level: replica\n"
+    "        hot_standby: on\n"
+    "  initdb:\n"
+    "    - encoding: UTF8\n"
+    "    - data-checksums\n"
+    "    - locale: en_US.UTF-8\n"
+    "postgresql:\n"
+    "  listen: 0.0.0.0:5432\n"
+    "  connect_address: 10.0.0.1:5432\n"
+    "  data_dir: /var/lib/postgresql/15/main\n"
+    "  bin_dir: /usr/lib/postgresql/16/bin\n"
+    "  run_as: pgowner\n"
+    "  unix_socket_directories: /var/run/postgresql\n"
+    "  pgpass: /tmp/pgpass0\n"
+    "  authentication:\n"
+    "    superuser:\n"
+    "      username: admin_pg\n"
+    "      password: supersecret\n"
+    "    replication:\n"
+    "      username: repl\n"
+    "      password: 12345\n"
+    "    rewind:\n"
+    "      username: rewind_user\n"
+    "      password: rewindpass\n"
+    "  parameters:\n"
+    "    shared_buffers: 256MB\n"
+    "    work_mem: '8MB'\n"
+    "    port: 5432\n"
+    "  pg_hba:\n"
+    "    - host replication repl 10.0.0.0/24 md5\n"
+    "    - host all all 0.0.0.0/0 md5\n"
+    "  remove_data_directory_on_rewind_failure: true\n"
+    "  remove_data_directory_on_diverged_timelines: YES\n"
+    "  callbacks:\n"
+    "    on_start: /usr/local/bin/cb.sh\n"
+    "    on_stop: /usr/local/bin/cb.sh stop\n"
+    "    on_role_change: /usr/local/bin/role.sh\n"
+    "    on_restart: /bin/true\n"
+    "    on_reload: /bin/false\n"
+    "tags:\n"
+    "  nofailover: false\n"
+    "  noloadbalance: true\n"
+    "  nosync: off\n"
+    "  clonefrom: True\n"
+    "  failover_priority: 3\n"
+    "watchdog:\n"
+    "  mode: off\n";
+
+static void test_full_file(void **state)
+{
+    Err err = {{0}};
+    Config *c = load_text(full_yaml, false, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->path, node_path);
+    assert_string_equal(c->scope, "demo");
+    assert_string_equal(c->namespace_, "/pgv/");
+    assert_string_equal(c->name, "node1");
+    assert_string_equal(c->log_level, "DEBUG");
+
+    assert_int_equal(c->n_etcd_hosts, 2);
+    assert_string_equal(c->etcd_hosts[0], "10.0.0.5:2379");
+    assert_string_equal(c->etcd_hosts[1], "10.0.0.6:2379");
+    assert_string_equal(c->etcd_protocol, "https");
+    assert_string_equal(c->etcd_username, "etcduser");
+    assert_string_equal(c->etcd_password, "etcdpass");
+
+    assert_string_equal(c->restapi_listen, "0.0.0.0:8008");
+    assert_string_equal(c->restapi_connect_address, "10.0.0.1:8008");
+    assert_string_equal(c->restapi_auth.username, "admin");
+    assert_string_equal(c->restapi_auth.password, "s3cret");
+
+    assert_string_equal(c->pg_listen, "0.0.0.0:5432");
+    assert_string_equal(c->pg_connect_address, "10.0.0.1:5432");
+    assert_string_equal(c->pg_data_dir, "/var/lib/postgresql/15/main");
+    assert_string_equal(c->pg_bin_dir, "/usr/lib/postgresql/16/bin");
+    assert_string_equal(c->pg_run_as, "pgowner");
+    assert_string_equal(c->pg_socket_dir, "/var/run/postgresql");
+    assert_string_equal(c->pg_superuser.username, "admin_pg");
+    assert_string_equal(c->pg_superuser.password, "supersecret");
+    assert_string_equal(c->pg_replication.username, "repl");
+    assert_string_equal(c->pg_replication.password, "12345");
+    assert_string_equal(c->pg_rewind.username, "rewind_user");
+    assert_string_equal(c->pg_rewind.password, "rewindpass");
+
+    assert_int_equal(c->pg_parameters.n, 3);
+    assert_string_equal(kvlist_get(&c->pg_parameters, "shared_buffers"), "256MB");
+    assert_string_equal(kvlist_get(&c->pg_parameters, "work_mem"), "8MB");
+    assert_string_equal(kvlist_get(&c->pg_parameters, "port"), "5432");
+
+    assert_int_equal(c->n_pg_hba, 2);
+    assert_string_equal(c->pg_hba[0], "host replication repl 10.0.0.0/24 md5");
+    assert_string_equal(c->pg_hba[1], "host all all 0.0.0.0/0 md5");
+    assert_true(c->remove_data_directory_on_rewind_failure);
+    assert_true(c->remove_data_directory_on_diverged_timelines);
+    assert_string_equal(c->cb_on_start, "/usr/local/bin/cb.sh");
+    assert_string_equal(c->cb_on_stop, "/usr/local/bin/cb.sh stop");
+    assert_string_equal(c->cb_on_role_change, "/usr/local/bin/role.sh");
+    assert_string_equal(c->cb_on_restart, "/bin/true");
+    assert_string_equal(c->cb_on_reload, "/bin/false");
+
+    assert_false(c->tags.nofailover);
+    assert_true(c->tags.noloadbalance);
+    assert_false(c->tags.nosync);
+    assert_true(c->tags.clonefrom);
+    assert_int_equal(c->tags.failover_priority, 3);
+
+    const DynConfig *d = &c->bootstrap_dcs;
+    assert_int_equal(d->ttl, 30);
+    assert_int_equal(d->loop_wait, 10);
+    assert_int_equal(d->retry_timeout, 10);
+    assert_int_equal(d->maximum_lag_on_failover, 33554432);
+    assert_true(d->synchronous_mode);
+    assert_false(d->synchronous_mode_strict);
+    assert_int_equal(d->synchronous_node_count, 2);
+    assert_false(d->pause);
+    assert_int_equal(d->primary_start_timeout, 120);
+    assert_false(d->use_pg_rewind);
+    assert_true(d->use_slots);
+    assert_int_equal(d->pg_parameters.n, 3);
+    assert_string_equal(kvlist_get(&d->pg_parameters, "max_connections"), "200");
+    assert_string_equal(kvlist_get(&d->pg_parameters, "wal_level"), "replica");
+    assert_string_equal(kvlist_get(&d->pg_parameters, "hot_standby"), "on");
+
+    assert_int_equal(c->initdb_options.n, 3);
+    assert_string_equal(kvlist_get(&c->initdb_options, "encoding"), "UTF8");
+    assert_string_equal(kvlist_get(&c->initdb_options, "data-checksums"), "");
+    assert_string_equal(kvlist_get(&c->initdb_options, "locale"), "en_US.UTF-8");
+    assert_string_equal(c->initdb_options.items[1].key, "data-checksums");
+    config_free(c);
+}
+
+static void test_defaults(void **state)
+{
+    Err err = {{0}};
+    Config *c = load_text("scope: demo\nname: n1\npostgresql:\n  data_dir: /data/pg\n", false, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->namespace_, "/service/");
+    assert_string_equal(c->log_level, "info");
+    assert_int_equal(c->n_etcd_hosts, 1);
+    assert_string_equal(c->etcd_hosts[0], "127.0.0.1:2379");
+    assert_null(c->etcd_hosts[1]);
+    assert_string_equal(c->etcd_protocol, "http");
+    assert_null(c->etcd_username);
+    assert_null(c->etcd_password);
+    assert_string_equal(c->restapi_listen, "127.0.0.1:8008");
+    assert_string_equal(c->restapi_connect_address, "127.0.0.1:8008");
+    assert_null(c->restapi_auth.username);
+    assert_null(c->restapi_auth.password);
+    assert_string_equal(c->pg_listen, "127.0.0.1:5432");
+    assert_string_equal(c->pg_connect_address, "127.0.0.1:5432");
+    assert_string_equal(c->pg_bin_dir, "/usr/lib/postgresql/15/bin");
+    assert_string_equal(c->pg_run_as, "postgres");
+    assert_string_equal(c->pg_socket_dir, "/tmp");
+    assert_string_equal(c->pg_superuser.username, "postgres");
+    assert_null(c->pg_superuser.password);
+    assert_string_equal(c->pg_replication.username, "replicator");
+    assert_null(c->pg_replication.password);
+    assert_string_equal(c->pg_rewind.username, "postgres");
+    assert_null(c->pg_rewind.password);
+    assert_int_equal(c->pg_parameters.n, 0);
+    assert_null(c->pg_hba);
+    assert_int_equal(c->n_pg_hba, 0);
+    assert_false(c->remove_data_directory_on_rewind_failure);
+    assert_false(c->remove_data_directory_on_diverged_timelines);
+    assert_null(c->cb_on_start);
+    assert_null(c->cb_on_role_change);
+    assert_false(c->tags.nofailover);
+    assert_false(c->tags.noloadbalance);
+    assert_false(c->tags.nosync);
+    assert_false(c->tags.clonefrom);
+    assert_int_equal(c->tags.failover_priority, 1);
+    assert_int_equal(c->bootstrap_dcs.ttl, 10);
+    assert_int_equal(c->bootstrap_dcs.loop_wait, 1);
+    assert_int_equal(c->bootstrap_dcs.retry_timeout, 3);
+    assert_int_equal(c->bootstrap_dcs.maximum_lag_on_failover, 1048576);
+    assert_int_equal(c->bootstrap_dcs.synchronous_node_count, 1);
+    assert_int_equal(c->bootstrap_dcs.primary_start_timeout, 300);
+    assert_true(c->bootstrap_dcs.use_pg_rewind);
+    assert_true(c->bootstrap_dcs.use_slots);
+    assert_false(c->bootstrap_dcs.synchronous_mode);
+    assert_false(c->bootstrap_dcs.pause);
+    assert_int_equal(c->initdb_options.n, 0);
+    config_free(c);
+}
+
+static void test_variants(void **state)
+{
+    Err err = {{0}};
+    /* Comma-separated hosts, rewind falling back to the superuser, socket dir taken from the
+     * server parameters, namespace without slashes, superuser password only. */
+    Config *c = load_text("scope: s\n"
+                          "namespace: pgv\n"
+                          "name: n\n"
+                          "etcd3:\n"
+                          "  hosts: 'e1:2379, e2:2380,,e3'\n"
+                          "  host: ignored:1\n"
+                          "restapi:\n"
+                          "  listen: '[::1]:8009'\n"
+                          "postgresql:\n"
+                          "  listen: 'localhost,127.0.0.1:5433'\n"
+                          "  data_dir: /d\n"
+                          "  authentication:\n"
+                          "    superuser:\n"
+                          "      password: pw\n"
+                          "  parameters:\n"
+                          "    unix_socket_directories: ' /run/pg , /tmp'\n"
+                          "  pg_hba: []\n"
+                          "  callbacks:\n"
+                          "tags:\n"
+                          "  nofailover: yes\n"
+                          "  failover_priority: 0\n"
+                          "bootstrap:\n"
+                          "  dcs:\n"
+                          "    master_start_timeout: 42\n"
+                          "  initdb: {encoding: UTF8, data-checksums: ~}\n",
+                          false, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->namespace_, "/pgv/");
+    assert_int_equal(c->n_etcd_hosts, 3);
+    assert_string_equal(c->etcd_hosts[0], "e1:2379");
+    assert_string_equal(c->etcd_hosts[1], "e2:2380");
+    assert_string_equal(c->etcd_hosts[2], "e3:2379");
+    assert_null(c->etcd_hosts[3]);
+    assert_string_equal(c->restapi_connect_address, "[::1]:8009");
+    assert_string_equal(c->pg_connect_address, "localhost,127.0.0.1:5433");
+    assert_string_equal(c->pg_rewind.username, "postgres");
+    assert_string_equal(c->pg_rewind.password, "pw");
+    assert_string_equal(c->pg_socket_dir, "/run/pg");
+    assert_non_null(c->pg_hba);
+    assert_int_equal(c->n_pg_hba, 0);
+    assert_true(c->tags.nofailover);
+    assert_int_equal(c->tags.failover_priority, 0);
+    assert_int_equal(c->bootstrap_dcs.primary_start_timeout, 42);
+    assert_int_equal(c->initdb_options.n, 2);
+    assert_string_equal(kvlist_get(&c->initdb_options, "data-checksums"), "");
+    config_free(c);
+
+    /* etcd3.host alone, and booleans in every accepted spelling. */
+    c = load_text("scope: s\nname: n\npostgresql: {data_dir: /d, remove_data_directory_on_rewind_failure: On}\n"
+                  "etcd3: {host: 'etcd.local'}\n"
+                  "tags: {noloadbalance: 'TRUE', nosync: No, clonefrom: 1}\n",
+                  false, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c->n_etcd_hosts, 1);
+    assert_string_equal(c->etcd_hosts[0], "etcd.local:2379");
+    assert_true(c->remove_data_directory_on_rewind_failure);
+    assert_true(c->tags.noloadbalance);
+    assert_false(c->tags.nosync);
+    assert_true(c->tags.clonefrom);
+    config_free(c);
+}
+
+static void test_merge_keys(void **state)
+{
+    Err err = {{0}};
+    Config *c = load_text("common: &common\n"
+                          "  max_connections: 100\n"
+                          "  work_mem: 4MB\n"
+                          "auth: &auth\n"
+                          "  superuser: {username: su, password: one}\n"
+                          "scope: s\n"
+                          "name: n\n"
+                          "postgresql:\n"
+                          "  data_dir: /d\n"
+                          "  authentication:\n"
+                          "    <<: *auth\n"
+                          "  parameters:\n"
+                          "    work_mem: 8MB\n"
+                          "    <<: *common\n"
+                          "bootstrap:\n"
+                          "  dcs:\n"
+                          "    <<: [{ttl: 40}, {ttl: 50, loop_wait: 5}]\n"
+                          "    postgresql:\n"
+                          "      parameters: *common\n",
+                          false, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->pg_superuser.username, "su");
+    assert_string_equal(c->pg_superuser.password, "one");
+    assert_string_equal(kvlist_get(&c->pg_parameters, "max_connections"), "100");
+    assert_string_equal(kvlist_get(&c->pg_parameters, "work_mem"), "8MB");
+    assert_int_equal(c->bootstrap_dcs.ttl, 40);
+    assert_int_equal(c->bootstrap_dcs.loop_wait, 5);
+    assert_int_equal(c->bootstrap_dcs.pg_parameters.n, 2);
+    config_free(c);
+
+    /* A mapping that merges itself, and an exponential fan-out, stop with an error. */
+    expect_error("scope: s\npostgresql: &p\n  <<: *p\n", "node.yml:3: postgresql.<<: merge keys nested or repeated too much");
+    expect_error("a: &a {x: 1}\n"
+                 "b: &b {<<: [*a, *a, *a, *a, *a, *a, *a, *a]}\n"
+                 "c: &c {<<: [*b, *b, *b, *b, *b, *b, *b, *b]}\n"
+                 "d: &d {<<: [*c, *c, *c, *c, *c, *c, *c, *c]}\n"
+                 "scope: s\ntags: {<<: [*d, *d, *d, *d, *d, *d, *d, *d]}\n",
+                 "merge keys nested or repeated too much");
+    expect_error("scope: s\ntags:\n  <<: 5\n", "node.yml:3: tags.<<: expected a mapping or a list of mappings, got \"5\"");
+}
+
+static void test_client(void **state)
+{
+    Err err = {{0}};
+    Config *c = load_text("scope: demo\n", true, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->scope, "demo");
+    assert_null(c->name);
+    assert_null(c->pg_data_dir);
+    assert_int_equal(c->n_etcd_hosts, 1);
+    assert_string_equal(c->etcd_hosts[0], "127.0.0.1:2379");
+    assert_string_equal(c->namespace_, "/service/");
+    config_free(c);
+
+    /* The client still needs a scope. */
+    c = load_text("name: n1\n", true, &err);
+    assert_null(c);
+    assert_non_null(strstr(err.msg, "node.yml: missing required key: scope"));
+}
+
+static void test_missing_and_empty(void **state)
+{
+    Err err = {{0}};
+    char path[sizeof(tmpdir) + 32];
+    str_fmt(path, sizeof(path), "%s/absent.yml", tmpdir);
+    assert_null(config_load(path, &err));
+    char want[sizeof(path) + 64];
+    str_fmt(want, sizeof(want), "cannot open %s: No such file or directory", path);
+    assert_string_equal(err.msg, want);
+
+    assert_null(config_load(tmpdir, &err));   /* a directory */
+    assert_non_null(strstr(err.msg, "Is a directory"));
+
+    config_free(NULL);
+    expect_error("", "node.yml: the file is empty");
+    expect_error("# only a comment\n\n", "node.yml: the file is empty");
+    expect_error("- a\n- b\n", "node.yml:1: (top level): expected a mapping of settings, got a list");
+}
+
+static void test_syntax_error(void **state)
+{
+    expect_error("scope: demo\nname: n1\npostgresql:\n  data_dir: /x: y\n",
+                 "node.yml:4:15: YAML syntax error: mapping values are not allowed in this context");
+    expect_error("scope: [demo\n", "node.yml:2:1: YAML syntax error:");
+    expect_error("scope: \"\xff\xfe\"\n", "node.yml: YAML syntax error: invalid leading UTF-8 octet at byte 8");
+    expect_error("scope: *nothing\n", "node.yml:1:8: YAML syntax error: found undefined alias");
+}
+
+static void test_type_errors(void **state)
+{
+    expect_error("scope: demo\nname: n1\nrestapi:\n  listen: 127.0.0.1:8008\n\npostgresql:\n  data_dir:\n"
+                 "    a: b\n",
+                 "node.yml:7: postgresql.data_dir: expected a string, got a mapping");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    ttl: abc\n",
+                 "node.yml:4: bootstrap.dcs.ttl: expected an integer, got \"abc\"");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    maximum_lag_on_failover: 1.5\n",
+                 "node.yml:4: bootstrap.dcs.maximum_lag_on_failover: expected an integer, got \"1.5\"");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    ttl: 99999999999\n",
+                 "node.yml:4: bootstrap.dcs.ttl: integer out of range");
+    expect_error("scope: [a, b]\n", "node.yml:1: scope: expected a string, got a list");
+    expect_error("scope: s\ntags:\n  nofailover: maybe\n",
+                 "node.yml:3: tags.nofailover: expected a boolean (true/false, yes/no, on/off), got \"maybe\"");
+    expect_error("scope: s\npostgresql: on\n", "node.yml:2: postgresql: expected a mapping, got \"on\"");
+    expect_error("scope: s\npostgresql:\n  pg_hba:\n    - host all all 0/0 md5\n    - {a: b}\n",
+                 "node.yml:5: postgresql.pg_hba[1]: expected a string, got a mapping");
+    expect_error("scope: s\npostgresql:\n  pg_hba: 'host all all 0/0 md5'\n",
+                 "node.yml:3: postgresql.pg_hba: expected a list of strings, got \"host all all 0/0 md5\"");
+    expect_error("scope: s\npostgresql:\n  parameters:\n    work_mem: [1]\n",
+                 "node.yml:4: postgresql.parameters.work_mem: expected a scalar, got a list");
+    expect_error("scope: s\nbootstrap:\n  initdb:\n    - data-checksums\n    - [x]\n",
+                 "node.yml:5: bootstrap.initdb[1]: expected a string or a mapping, got a list");
+    expect_error("scope: s\netcd3:\n  hosts:\n    - e1:2379\n    - {h: 1}\n",
+                 "node.yml:5: etcd3.hosts[1]: expected a string, got a mapping");
+    expect_error("scope: s\nlog: {level: loud}\n",
+                 "node.yml:2: log.level: expected debug, info, warning or error, got \"loud\"");
+    expect_error("scope: s\netcd3: {protocol: ftp}\n",
+                 "node.yml:2: etcd3.protocol: expected http or https, got \"ftp\"");
+    expect_error("scope: s\ntags: {failover_priority: -1}\n",
+                 "node.yml:2: tags.failover_priority: must not be negative, got -1");
+    /* A long scalar is cut short and stays on one line. */
+    expect_error("scope: s\ntags:\n  nosync: \"line one\\nline two and a great deal more text after it\"\n",
+                 "node.yml:3: tags.nosync: expected a boolean (true/false, yes/no, on/off), got \"line one line two");
+}
+
+static void test_required(void **state)
+{
+    expect_error("name: n1\npostgresql:\n  data_dir: /d\n", "node.yml: missing required key: scope");
+    expect_error("scope: demo\npostgresql:\n  data_dir: /d\n", "node.yml: missing required key: name");
+    expect_error("scope: demo\nname: n1\n", "node.yml: missing required key: postgresql.data_dir");
+    expect_error("scope: demo\nname: n1\npostgresql:\n  data_dir:\n",
+                 "node.yml: missing required key: postgresql.data_dir");
+    expect_error("scope: ''\nname: n1\npostgresql:\n  data_dir: /d\n", "node.yml:1: scope: must not be empty");
+    expect_error("scope: demo\nname: n1\npostgresql:\n  data_dir: data/pg\n",
+                 "node.yml:4: postgresql.data_dir: must be an absolute path, got \"data/pg\"");
+}
+
+static void test_addresses(void **state)
+{
+    expect_error("scope: demo\nrestapi:\n  listen: 127.0.0.1:99999\n",
+                 "node.yml:3: restapi.listen: invalid port in \"127.0.0.1:99999\" (expected 1..65535)");
+    expect_error("scope: demo\npostgresql:\n  listen: 127.0.0.1:0\n",
+                 "node.yml:3: postgresql.listen: invalid port in \"127.0.0.1:0\"");
+    expect_error("scope: demo\npostgresql:\n  connect_address: db1\n",
+                 "node.yml:3: postgresql.connect_address: invalid address \"db1\": expected host:port");
+    expect_error("scope: demo\netcd3:\n  hosts: e1:2379,e2:70000\n",
+                 "node.yml:3: etcd3.hosts: invalid port in \"e2:70000\"");
+    expect_error("scope: demo\netcd3:\n  hosts: ' , '\n", "node.yml:3: etcd3.hosts: must name at least one host");
+    expect_error("scope: demo\netcd3:\n  host: http://e1:2379\n", "node.yml:3: etcd3.host: expected host:port, got the URL");
+}
+
+static void test_dcs_ranges(void **state)
+{
+    expect_error("scope: demo\nname: n\npostgresql: {data_dir: /d}\nbootstrap:\n  dcs:\n    ttl: 10\n"
+                 "    loop_wait: 10\n",
+                 "node.yml:7: bootstrap.dcs.loop_wait: must be less than ttl (10), got 10");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: 30\n    ttl: 20\n",
+                 "node.yml:4: bootstrap.dcs.loop_wait: must be less than ttl (20), got 30");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    ttl: 1\n", "node.yml:4: bootstrap.dcs.ttl: must be at least 2, got 1");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: 0\n",
+                 "node.yml:4: bootstrap.dcs.loop_wait: must be at least 1, got 0");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    synchronous_node_count: 0\n",
+                 "node.yml:4: bootstrap.dcs.synchronous_node_count: must be at least 1");
+}
+
+static void test_dynconfig_defaults_json(void **state)
+{
+    DynConfig d;
+    dynconfig_defaults(&d);
+    char *js = dynconfig_to_json(&d);
+    assert_string_equal(js, "{\"loop_wait\":1,\"maximum_lag_on_failover\":1048576,\"pause\":false,"
+                            "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true,\"use_slots\":true},"
+                            "\"primary_start_timeout\":300,\"retry_timeout\":3,\"synchronous_mode\":false,"
+                            "\"synchronous_mode_strict\":false,\"synchronous_node_count\":1,\"ttl\":10}");
+    free(js);
+    dynconfig_free(&d);
+
+    Err err = {{0}};
+    assert_true(dynconfig_from_json(NULL, &d, &err));
+    assert_int_equal(d.ttl, 10);
+    assert_true(dynconfig_from_json("  ", &d, &err));
+    assert_int_equal(d.loop_wait, 1);
+    assert_true(dynconfig_from_json("{}", &d, &err));
+    assert_int_equal(d.primary_start_timeout, 300);
+    assert_int_equal(d.pg_parameters.n, 0);
+}
+
+static void test_dynconfig_round_trip(void **state)
+{
+    const char *in = "{\"ttl\":30,\"loop_wait\":10,\"retry_timeout\":10,\"maximum_lag_on_failover\":5000000000,"
+                     "\"synchronous_mode\":true,\"synchronous_mode_strict\":\"on\",\"synchronous_node_count\":2,"
+                     "\"pause\":true,\"master_start_timeout\":99,\"check_timeline\":true,\"slots\":{\"x\":{}},"
+                     "\"postgresql\":{\"use_pg_rewind\":false,\"use_slots\":false,\"pg_hba\":[\"x\"],"
+                     "\"parameters\":{\"max_connections\":100,\"wal_level\":\"logical\",\"hot_standby\":true,"
+                     "\"fsync\":false,\"checkpoint_completion_target\":0.9,\"track_io_timing\":null,"
+                     "\"work_mem\":\"8MB\",\"port\":\"05432\"}}}";
+    DynConfig d;
+    Err err = {{0}};
+    if (!dynconfig_from_json(in, &d, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(d.ttl, 30);
+    assert_int_equal(d.loop_wait, 10);
+    assert_int_equal(d.retry_timeout, 10);
+    assert_true(d.maximum_lag_on_failover == 5000000000LL);
+    assert_true(d.synchronous_mode);
+    assert_true(d.synchronous_mode_strict);
+    assert_int_equal(d.synchronous_node_count, 2);
+    assert_true(d.pause);
+    assert_int_equal(d.primary_start_timeout, 99);
+    assert_false(d.use_pg_rewind);
+    assert_false(d.use_slots);
+    assert_int_equal(d.pg_parameters.n, 7);
+    assert_string_equal(kvlist_get(&d.pg_parameters, "max_connections"), "100");
+    assert_string_equal(kvlist_get(&d.pg_parameters, "hot_standby"), "on");
+    assert_string_equal(kvlist_get(&d.pg_parameters, "fsync"), "off");
+    assert_string_equal(kvlist_get(&d.pg_parameters, "checkpoint_completion_target"), "0.9");
+    assert_null(kvlist_get(&d.pg_parameters, "track_io_timing"));
+
+    char *out = dynconfig_to_json(&d);
+    assert_string_equal(out, "{\"loop_wait\":10,\"maximum_lag_on_failover\":5000000000,\"pause\":true,"
+                             "\"postgresql\":{\"parameters\":{\"checkpoint_completion_target\":\"0.9\","
+                             "\"fsync\":\"off\",\"hot_standby\":\"on\",\"max_connections\":100,"
+                             "\"port\":\"05432\",\"wal_level\":\"logical\",\"work_mem\":\"8MB\"},"
+                             "\"use_pg_rewind\":false,\"use_slots\":false},\"primary_start_timeout\":99,"
+                             "\"retry_timeout\":10,\"synchronous_mode\":true,\"synchronous_mode_strict\":true,"
+                             "\"synchronous_node_count\":2,\"ttl\":30}");
+
+    /* Reading our own output gives the same settings back. */
+    DynConfig again;
+    assert_true(dynconfig_from_json(out, &again, &err));
+    char *out2 = dynconfig_to_json(&again);
+    assert_string_equal(out, out2);
+
+    /* A deep copy survives freeing the original. */
+    DynConfig copy;
+    dynconfig_copy(&copy, &again);
+    dynconfig_free(&again);
+    char *out3 = dynconfig_to_json(&copy);
+    assert_string_equal(out, out3);
+    dynconfig_free(&copy);
+    dynconfig_free(&d);
+    free(out);
+    free(out2);
+    free(out3);
+}
+
+static void expect_json_error(const char *json, const char *want)
+{
+    DynConfig d;
+    Err err = {{0}};
+    if (dynconfig_from_json(json, &d, &err) || !strstr(err.msg, want))
+        fail_msg("want error containing '%s', got '%s'", want, err.msg);
+    /* On failure the output holds the defaults, nothing allocated. */
+    assert_int_equal(d.ttl, 10);
+    assert_int_equal(d.pg_parameters.n, 0);
+    dynconfig_free(&d);
+}
+
+static void test_dynconfig_json_errors(void **state)
+{
+    expect_json_error("{\"ttl\":\"abc\"}", "ttl: expected an integer, got \"abc\"");
+    expect_json_error("{\"ttl\":[1]}", "ttl: expected an integer, got an array");
+    expect_json_error("{\"pause\":\"maybe\"}", "pause: expected a boolean, got \"maybe\"");
+    expect_json_error("{\"postgresql\":[]}", "postgresql: expected an object, got an array");
+    expect_json_error("{\"postgresql\":{\"use_slots\":7}}", "postgresql.use_slots: expected a boolean, got 7");
+    expect_json_error("{\"postgresql\":{\"parameters\":{\"a\":1,\"work_mem\":{}}}}",
+                      "postgresql.parameters.work_mem: expected a scalar, got an object");
+    expect_json_error("{\"ttl\":10,\"loop_wait\":10}", "loop_wait: must be less than ttl (10), got 10");
+    expect_json_error("{\"ttl\":1e12}", "ttl: integer out of range");
+    expect_json_error("[1]", "config: expected a JSON object");
+    expect_json_error("{\"ttl\":", "config: invalid JSON at line 1");
+
+    /* Strings holding numbers and integral reals are accepted. */
+    DynConfig d;
+    Err err = {{0}};
+    assert_true(dynconfig_from_json("{\"ttl\":\"20\",\"loop_wait\":5.0}", &d, &err));
+    assert_int_equal(d.ttl, 20);
+    assert_int_equal(d.loop_wait, 5);
+    dynconfig_free(&d);
+}
+
+static void expect_set(const char *json, const char *assignment, const char *want)
+{
+    Err err = {{0}};
+    char *out = dynconfig_json_set(json, assignment, &err);
+    if (!out)
+        fail_msg("%s: %s", assignment, err.msg);
+    assert_string_equal(out, want);
+    free(out);
+}
+
+static void expect_set_error(const char *json, const char *assignment, const char *want)
+{
+    Err err = {{0}};
+    char *out = dynconfig_json_set(json, assignment, &err);
+    if (out || !strstr(err.msg, want))
+        fail_msg("%s: want error containing '%s', got '%s'", assignment, want, out ? out : err.msg);
+}
+
+static void test_json_set(void **state)
+{
+    expect_set("{\"ttl\":10,\"loop_wait\":1}", "ttl=20", "{\"loop_wait\":1,\"ttl\":20}");
+    expect_set("{}", "synchronous_mode=true", "{\"synchronous_mode\":true}");
+    expect_set("{\"pause\":true}", "pause=false", "{\"pause\":false}");
+    expect_set(NULL, "maximum_lag_on_failover=1.5", "{\"maximum_lag_on_failover\":1.5}");
+    expect_set("{\"ttl\":10}", "postgresql.parameters.work_mem=8MB",
+               "{\"postgresql\":{\"parameters\":{\"work_mem\":\"8MB\"}},\"ttl\":10}");
+    expect_set("{}", "postgresql.parameters.pg_stat_statements.track=all",
+               "{\"postgresql\":{\"parameters\":{\"pg_stat_statements.track\":\"all\"}}}");
+    expect_set("{\"postgresql\":{\"parameters\":{\"a\":1,\"b\":2},\"use_slots\":true}}", "postgresql.parameters.a=null",
+               "{\"postgresql\":{\"parameters\":{\"b\":2},\"use_slots\":true}}");
+    expect_set("{\"ttl\":10}", "x.y=null", "{\"ttl\":10}");
+    expect_set("{\"ttl\":10}", "ttl=", "{\"ttl\":\"\"}");
+    expect_set("{}", "name=a=b", "{\"name\":\"a=b\"}");
+    expect_set("{}", "x={\"a\":1}", "{\"x\":\"{\\\"a\\\":1}\"}");
+
+    expect_set_error("{}", "ttl", "invalid assignment \"ttl\": expected key=value");
+    expect_set_error("{}", "=5", "invalid assignment");
+    expect_set_error("{}", "a..b=1", "invalid key \"a..b\"");
+    expect_set_error("{}", "a.=1", "invalid key \"a.\"");
+    expect_set_error("{\"ttl\":10}", "ttl.x=1", "cannot set ttl.x: ttl is not an object");
+    expect_set_error("{bad", "ttl=1", "config: invalid JSON");
+    expect_set_error("[]", "ttl=1", "config: expected a JSON object");
+}
+
+static void expect_merge(const char *json, const char *patch, const char *want)
+{
+    Err err = {{0}};
+    char *out = dynconfig_json_merge(json, patch, &err);
+    if (!out)
+        fail_msg("%s", err.msg);
+    assert_string_equal(out, want);
+    free(out);
+}
+
+static void test_json_merge(void **state)
+{
+    expect_merge("{\"ttl\":10,\"loop_wait\":1}", "{\"ttl\":30}", "{\"loop_wait\":1,\"ttl\":30}");
+    expect_merge("{\"ttl\":10,\"pause\":true}", "{\"pause\":null}", "{\"ttl\":10}");
+    expect_merge("{\"postgresql\":{\"parameters\":{\"a\":\"1\",\"b\":\"2\"},\"use_slots\":true}}",
+                 "{\"postgresql\":{\"parameters\":{\"a\":null,\"c\":\"3\"}}}",
+                 "{\"postgresql\":{\"parameters\":{\"b\":\"2\",\"c\":\"3\"},\"use_slots\":true}}");
+    /* RFC 7386 appendix A cases. */
+    expect_merge("{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}");
+    expect_merge("{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}");
+    expect_merge("{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}");
+    expect_merge("{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}");
+    expect_merge("{\"a\":{\"b\":\"c\"}}", "{\"a\":{\"b\":\"d\",\"c\":null}}", "{\"a\":{\"b\":\"d\"}}");
+    expect_merge("{\"a\":[{\"b\":\"c\"}]}", "{\"a\":[1]}", "{\"a\":[1]}");
+    expect_merge("{\"e\":null}", "{\"a\":1}", "{\"a\":1,\"e\":null}");
+    expect_merge("{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}");
+    expect_merge(NULL, "{\"ttl\":20}", "{\"ttl\":20}");
+
+    Err err = {{0}};
+    assert_null(dynconfig_json_merge("{}", "[1]", &err));
+    assert_non_null(strstr(err.msg, "patch: expected a JSON object"));
+    assert_null(dynconfig_json_merge("{}", "{", &err));
+    assert_non_null(strstr(err.msg, "patch: invalid JSON"));
+    assert_null(dynconfig_json_merge("nope", "{}", &err));
+    assert_non_null(strstr(err.msg, "config: invalid JSON"));
+    assert_null(dynconfig_json_merge("{}", NULL, &err));
+}
+
+static void test_kvlist(void **state)
+{
+    KvList l = {0};
+    assert_null(kvlist_get(&l, "a"));
+    kvlist_set(&l, "a", "1");
+    kvlist_set(&l, "b", "2");
+    kvlist_set(&l, "a", "3");
+    kvlist_set(&l, "c", NULL);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(kvlist_get(&l, "a"), "3");
+    assert_string_equal(kvlist_get(&l, "b"), "2");
+    assert_string_equal(kvlist_get(&l, "c"), "");
+    assert_string_equal(l.items[0].key, "a");
+    assert_null(kvlist_get(NULL, "a"));
+    kvlist_free(&l);
+    assert_int_equal(l.n, 0);
+    assert_null(l.items);
+    kvlist_free(&l);
+}
+
+static void test_split_hostport(void **state)
+{
+    char *host;
+    int port;
+    Err err = {{0}};
+    assert_true(config_split_hostport("127.0.0.1:5432", &host, &port, &err));
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 5432);
+    free(host);
+    assert_true(config_split_hostport("[::1]:8008", &host, &port, &err));
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 8008);
+    free(host);
+    assert_true(config_split_hostport("a,b:65535", &host, &port, &err));
+    assert_string_equal(host, "a,b");
+    assert_int_equal(port, 65535);
+    free(host);
+    assert_true(config_split_hostport("h:1", NULL, NULL, &err));
+
+    const char *bad[] = {"", "host", ":5432", "h:", "h:0", "h:65536", "h:12a", "h:-1", "[::1]", "[::1:5", "h:000001"};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        host = (char *)"untouched";
+        if (config_split_hostport(bad[i], &host, &port, &err))
+            fail_msg("accepted '%s'", bad[i]);
+        assert_null(host);
+    }
+    assert_false(config_split_hostport(NULL, NULL, NULL, NULL));
+}
+
+static void test_parse_scalars(void **state)
+{
+    bool b = false;
+    const char *yes[] = {"true", "TRUE", "Yes", "on", "ON", "1"};
+    const char *no[] = {"false", "False", "no", "NO", "off", "0"};
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+        assert_true(config_parse_bool(yes[i], &b));
+        assert_true(b);
+        assert_true(config_parse_bool(no[i], &b));
+        assert_false(b);
+    }
+    assert_false(config_parse_bool("y", &b));
+    assert_false(config_parse_bool("", &b));
+    assert_false(config_parse_bool(NULL, &b));
+
+    int64_t v;
+    assert_true(config_parse_int64("-42", &v));
+    assert_int_equal(v, -42);
+    assert_true(config_parse_int64("+7", &v));
+    assert_int_equal(v, 7);
+    assert_false(config_parse_int64(" 1", &v));
+    assert_false(config_parse_int64("1 ", &v));
+    assert_false(config_parse_int64("0x10", &v));
+    assert_false(config_parse_int64("-", &v));
+    assert_false(config_parse_int64("99999999999999999999", &v));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_variants),
+        cmocka_unit_test(test_merge_keys),
+        cmocka_unit_test(test_client),
+        cmocka_unit_test(test_missing_and_empty),
+        cmocka_unit_test(test_syntax_error),
+        cmocka_unit_test(test_type_errors),
+        cmocka_unit_test(test_required),
+        cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_dcs_ranges),
+        cmocka_unit_test(test_dynconfig_defaults_json),
+        cmocka_unit_test(test_dynconfig_round_trip),
+        cmocka_unit_test(test_dynconfig_json_errors),
+        cmocka_unit_test(test_json_set),
+        cmocka_unit_test(test_json_merge),
+        cmocka_unit_test(test_kvlist),
+        cmocka_unit_test(test_split_hostport),
+        cmocka_unit_test(test_parse_scalars),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, remove_dir);
+}
