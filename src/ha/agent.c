@@ -106,6 +106,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     o->pg_running = st->running;
     o->pg_accepting = st->accepting;
     o->pg_in_recovery = st->in_recovery;
+    o->standby_signal = st->standby_signal;
     /* only an unclean stop of a primary can hold writes no standby has seen */
     o->was_primary = ci->was_primary && !ci->clean_shutdown;
     o->my_lsn = st->in_recovery ? (st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn) : st->wal_lsn;
@@ -239,7 +240,7 @@ static void publish(Agent *a)
 static void feed_fence(Agent *a)
 {
     const PgState *st = &a->pgst;
-    bool maybe_primary = st->running && !(st->accepting && st->in_recovery);
+    bool maybe_primary = st->running && (st->accepting ? !st->in_recovery : !st->standby_signal);
     bool i_lead = a->dcs_ok && strcmp(a->cluster.leader, a->cfg->name) == 0;
     if (!maybe_primary) {
         fence_disarm(&a->fence);

@@ -158,9 +158,10 @@ static void delete_failover_key(Agent *a)
 
 /* ---- worker thread ---------------------------------------------------------------------- */
 
-static bool write_conf(PgNode *pg, const Job *j, bool replica, Err *err)
+static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_signal, Err *err)
 {
     PgConfSpec spec = {
+        .keep_signal = keep_signal,
         .replica = replica,
         .primary_host = j->host,
         .primary_port = j->port,
@@ -169,6 +170,11 @@ static bool write_conf(PgNode *pg, const Job *j, bool replica, Err *err)
         .dyn_params = &j->dyn_params,
     };
     return pg_write_config(pg, &spec, err);
+}
+
+static bool write_conf(PgNode *pg, const Job *j, bool replica, Err *err)
+{
+    return write_conf_ex(pg, j, replica, false, err);
 }
 
 static bool run_job(Agent *a, Job *j, Err *err)
@@ -214,7 +220,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
     case JOB_PROMOTE:
-        ok = write_conf(&pg, j, false, err) && pg_promote(&pg, 60, err);
+        ok = write_conf_ex(&pg, j, false, true, err) && pg_promote(&pg, 60, err) && pg_reload(&pg, err);
         break;
     case JOB_REWIND: {
         if (!j->host[0]) {

@@ -39,6 +39,17 @@ static void decide(Decision *d, Action a, const char *target, const char *fmt, .
     va_end(ap);
 }
 
+/* Could the local server be accepting writes? Unknown counts as yes, except that a server
+ * started with standby.signal cannot have left recovery unless it answered as a primary. */
+static bool may_be_primary(const Observation *o)
+{
+    if (!o->pg_running)
+        return false;
+    if (o->pg_accepting)
+        return !o->pg_in_recovery;
+    return !o->standby_signal;
+}
+
 static bool eligible_tags(const Tags *t)
 {
     return !t->nofailover && t->failover_priority > 0;
@@ -68,7 +79,7 @@ static const Member *best_replica(const Cluster *c, const char *me)
 static void decide_leader(const Observation *o, Decision *d)
 {
     const Cluster *c = o->cluster;
-    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    bool maybe_primary = may_be_primary(o);
     if (!o->lease_ok) {
         if (maybe_primary && o->now_ms >= o->lease_deadline_ms - o->demote_margin_ms) {
             decide(d, ACT_DEMOTE, "", "cannot renew the leader lease and it may expire in %lld ms: stopping writes",
@@ -133,7 +144,7 @@ static void decide_follower(const Observation *o, Decision *d)
     const Cluster *c = o->cluster;
     const char *leader = c->leader;
     const Member *lm = cluster_member(c, leader);
-    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    bool maybe_primary = may_be_primary(o);
     if (maybe_primary) {
         decide(d, ACT_DEMOTE, leader, "%s holds the leader key but I am running as primary: demoting", leader);
         return;
@@ -181,7 +192,7 @@ static void decide_no_leader(const Observation *o, Decision *d)
 {
     const Cluster *c = o->cluster;
     char buf[LSN_BUFSZ], buf2[LSN_BUFSZ];
-    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    bool maybe_primary = may_be_primary(o);
     if (maybe_primary) {
         if (!o->pg_accepting) {
             decide(d, ACT_WAIT, "", "no leader key; postgres is not answering yet");
@@ -204,16 +215,10 @@ static void decide_no_leader(const Observation *o, Decision *d)
         return;
     }
     const FailoverReq *f = &c->failover;
-    if (f->present && f->candidate[0]) {
-        if (strcmp(f->candidate, o->name) == 0) {
-            if (c->config.synchronous_mode && !sync_has(&c->sync, o->name)) {
-                decide(d, ACT_WAIT, "", "failover to me requested, but I am not a synchronous standby");
-                d->clear_failover = true;
-                return;
-            }
-            decide(d, ACT_PROMOTE, "", "failover to me requested: promoting (%s)", lsn_format(o->my_lsn, buf));
-            return;
-        }
+    /* A failover to me still obeys every promotion rule below (only the priority tie-break is
+     * waived); a refusal clears the key so that the others, who wait for me, hold an election. */
+    bool to_me = f->present && f->candidate[0] && strcmp(f->candidate, o->name) == 0;
+    if (f->present && f->candidate[0] && !to_me) {
         for (int i = 0; i < o->n_peers; i++)
             if (strcmp(o->peers[i].name, f->candidate) == 0 && o->peers[i].reachable && o->peers[i].pg_running) {
                 decide(d, ACT_WAIT, "", "failover to %s requested: waiting for it to take over", f->candidate);
@@ -223,15 +228,21 @@ static void decide_no_leader(const Observation *o, Decision *d)
     }
     if (!eligible_tags(&o->tags)) {
         decide(d, ACT_WAIT, "", "no leader, but this member may not be promoted (nofailover)");
+        d->clear_failover = to_me;
         return;
     }
     if (c->config.synchronous_mode && !sync_has(&c->sync, o->name)) {
-        decide(d, ACT_WAIT, "", "no leader, but in synchronous mode only a synchronous standby may be promoted");
+        if (to_me)
+            decide(d, ACT_WAIT, "", "failover to me requested, but I am not a synchronous standby");
+        else
+            decide(d, ACT_WAIT, "", "no leader, but in synchronous mode only a synchronous standby may be promoted");
+        d->clear_failover = to_me;
         return;
     }
     if (c->status_optime > o->my_lsn && c->status_optime - o->my_lsn > (Lsn)c->config.maximum_lag_on_failover) {
         decide(d, ACT_WAIT, "", "no leader, but my lag %llu bytes exceeds maximum_lag_on_failover",
                (unsigned long long)(c->status_optime - o->my_lsn));
+        d->clear_failover = to_me;
         return;
     }
     for (int i = 0; i < o->n_peers; i++) {
@@ -249,20 +260,24 @@ static void decide_no_leader(const Observation *o, Decision *d)
         if (p->lsn > o->my_lsn) {
             decide(d, ACT_WAIT, "", "%s is more advanced (%s > %s)", p->name, lsn_format(p->lsn, buf),
                    lsn_format(o->my_lsn, buf2));
+            d->clear_failover = to_me;
             return;
         }
-        if (p->lsn == o->my_lsn && p->tags.failover_priority > o->tags.failover_priority) {
+        if (!to_me && p->lsn == o->my_lsn && p->tags.failover_priority > o->tags.failover_priority) {
             decide(d, ACT_WAIT, "", "%s is as advanced and has a higher failover_priority", p->name);
             return;
         }
     }
-    decide(d, ACT_PROMOTE, "", "leader key is gone, I am the most advanced (%s)", lsn_format(o->my_lsn, buf));
+    if (to_me)
+        decide(d, ACT_PROMOTE, "", "failover to me requested: promoting (%s)", lsn_format(o->my_lsn, buf));
+    else
+        decide(d, ACT_PROMOTE, "", "leader key is gone, I am the most advanced (%s)", lsn_format(o->my_lsn, buf));
 }
 
 void ha_decide(const Observation *o, Decision *d)
 {
     memset(d, 0, sizeof(*d));
-    bool maybe_primary = o->pg_running && !(o->pg_accepting && o->pg_in_recovery);
+    bool maybe_primary = may_be_primary(o);
 
     if (!o->dcs_ok) {
         if (maybe_primary && o->lease_deadline_ms > 0 && o->now_ms >= o->lease_deadline_ms - o->demote_margin_ms) {
@@ -280,6 +295,13 @@ void ha_decide(const Observation *o, Decision *d)
     const Cluster *c = o->cluster;
     bool i_lead = c->leader[0] && strcmp(c->leader, o->name) == 0;
 
+    /* Whatever else is going on (a long action, pause, a foreign or invalid data directory),
+     * a leader that cannot renew stops writes before its lease can expire. */
+    if (i_lead && maybe_primary && !o->lease_ok && o->now_ms >= o->lease_deadline_ms - o->demote_margin_ms) {
+        decide(d, ACT_DEMOTE, "", "cannot renew the leader lease and it may expire in %lld ms: stopping writes",
+               (long long)(o->lease_deadline_ms - o->now_ms));
+        return;
+    }
     if (o->action_running) {
         decide(d, ACT_WAIT, "", "an action is in progress%s", i_lead ? " (holding the leader key)" : "");
         return;
@@ -325,6 +347,9 @@ void ha_decide(const Observation *o, Decision *d)
     if (c->config.pause) {
         if (i_lead && maybe_primary)
             decide(d, ACT_KEEP_LEADER, "", "paused: holding the leader key, no automatic actions");
+        else if (c->leader[0] && maybe_primary && o->pg_accepting)
+            decide(d, ACT_DEMOTE, c->leader, "paused, but %s holds the leader key and I am running as primary: demoting",
+                   c->leader);
         else if (!c->leader[0] && maybe_primary && o->pg_accepting)
             decide(d, ACT_ACQUIRE, "", "paused: the running primary takes the leader key");
         else

@@ -31,6 +31,7 @@ typedef struct Observation {
     bool pg_running;           /* postmaster alive */
     bool pg_accepting;         /* answered a query this tick */
     bool pg_in_recovery;
+    bool standby_signal;       /* standby.signal present: a running server is read-only */
     bool was_primary;          /* stopped data dir whose last run was as a primary (controldata) */
     Lsn my_lsn;                /* write LSN (primary) or max(receive, replay) (replica) */
     int my_timeline;

@@ -74,6 +74,7 @@ typedef struct PgConfSpec {
     const char *slot_name;       /* replica: primary_slot_name (NULL = none) */
     const char *sync_names;      /* primary: synchronous_standby_names value ("" = async) */
     const KvList *dyn_params;    /* dynamic parameters from etcd config (may be NULL) */
+    bool keep_signal;            /* leave standby.signal as it is (promotion removes it itself) */
 } PgConfSpec;
 
 /* Write postgresql.conf (including postgresql.base.conf), pg_hba.conf and standby.signal. */

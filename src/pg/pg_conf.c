@@ -198,7 +198,9 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
     if (!ok)
         return false;
 
-    if (spec->replica) {
+    if (spec->keep_signal) {
+        /* pg_ctl promote removes it; removing it first makes the promotion fail */
+    } else if (spec->replica) {
         Buf s = {0};
         if (!file_exists(sig) && !write_owned(sig, &s, err))
             return false;

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Install what pgvigil needs to build, test and run its demo (Debian 12, as root), then build.
+set -euo pipefail
+PKGS=(build-essential pkg-config libpq-dev libcurl4-openssl-dev libmicrohttpd-dev libyaml-dev
+      libjansson-dev libcmocka-dev valgrind postgresql-15 postgresql-client-15 etcd-server etcd-client
+      iproute2 procps curl bc jq)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts a default cluster and etcd as services; pgvigil runs its own on other ports,
+# but free the well-known ones so the demo gets 5432 and 2379.
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+    pg_lsclusters -h | awk '$4=="online"{print $1, $2}' | while read -r v c; do pg_ctlcluster "$v" "$c" stop || true; done
+fi
+if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
+cd "$(dirname "$0")/.."
+make -s -j2 all
+echo "setup: built $(pwd)/build/pgvigil"

@@ -1,0 +1,31 @@
+#!/bin/bash
+# Run every test: unit tests under ASan/UBSan and valgrind, then the integration tests against
+# real PostgreSQL 15 and etcd on 127.0.0.1. Prints "N passed, N failed" at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+set -e
+make -s -j2 asan
+make -s -j2 BUILD=build-asan SAN=1 $(ls tests/unit/test_*.c | sed 's#tests/unit/\(.*\)\.c#build-asan/tests/\1#')
+set +e
+unit_pass=0; unit_fail=0
+for t in build-asan/tests/test_*; do
+    echo "== unit (asan) $t"
+    if "$t"; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); echo "FAILED: $t"; fi
+done
+make -s -j2 $(ls tests/unit/test_*.c | sed 's#tests/unit/\(.*\)\.c#build/tests/\1#')
+for t in build/tests/test_*; do
+    echo "== unit (valgrind) $t"
+    if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+        --error-exitcode=9 "$t" >/tmp/pgvigil-valgrind.out 2>&1; then
+        unit_pass=$((unit_pass+1))
+    else
+        unit_fail=$((unit_fail+1)); echo "FAILED under valgrind: $t"; tail -30 /tmp/pgvigil-valgrind.out
+    fi
+done
+echo "unit: $unit_pass passed, $unit_fail failed"
+PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh
+int_rc=$?
+total_fail=$unit_fail
+[ $int_rc -ne 0 ] && total_fail=$((total_fail+1))
+[ $total_fail -eq 0 ]

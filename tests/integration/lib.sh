@@ -1,0 +1,208 @@
+# Integration test harness, sourced by each tests/integration/test_*.sh.
+# Starts a real etcd and real PostgreSQL 15 nodes (each run by a pgvigil agent) on 127.0.0.1,
+# in a fresh directory with free ports; everything started is stopped by PID on exit.
+set -uo pipefail
+
+IT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BIN="${PGVIGIL_BIN:-$IT_ROOT/build-asan/pgvigil}"
+# agents end through signal handlers while threads run; leak reports there are noise
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+T_NAME="$(basename "$0" .sh)"
+T_DIR="$(mktemp -d /tmp/pgvigil-it.XXXXXX)"
+chmod 755 "$T_DIR"
+SCOPE="it"
+T_TTL="${T_TTL:-5}"
+declare -a PG_PORT API_PORT AGENT_PID
+ETCD_PID=""
+E_PORT=""
+E_PEER=""
+NEXT_PORT=$(( 20000 + (RANDOM % 2000) * 10 ))
+
+log() { echo "[$T_NAME $(date +%H:%M:%S.%N | cut -c1-12)] $*"; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# alloc_port VAR: store a free port in VAR (no subshell, so NEXT_PORT advances)
+alloc_port() {
+    while port_in_use "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    printf -v "$1" '%s' "$NEXT_PORT"
+    NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+dump_logs() {
+    for f in "$T_DIR"/*.log "$T_DIR"/node*/*.log; do
+        [ -f "$f" ] || continue
+        echo "----- tail of $f"
+        grep -v " DEBUG: " "$f" | tail -40
+    done
+}
+
+cleanup() {
+    local rc=$?
+    for i in "${!AGENT_PID[@]}"; do
+        local p="${AGENT_PID[$i]}"
+        [ -n "$p" ] && kill -CONT "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null
+    done
+    for i in "${!AGENT_PID[@]}"; do
+        local p="${AGENT_PID[$i]}"
+        [ -z "$p" ] && continue
+        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$p" 2>/dev/null
+    done
+    # postmasters left behind (agents killed on purpose)
+    for d in "$T_DIR"/node*/data; do
+        [ -f "$d/postmaster.pid" ] || continue
+        local pm; pm=$(head -1 "$d/postmaster.pid")
+        [ -n "$pm" ] && kill -QUIT "$pm" 2>/dev/null
+    done
+    # fencing processes are the agents' children: they exit when their agent is gone
+    [ -n "$ETCD_PID" ] && kill -CONT "$ETCD_PID" 2>/dev/null && kill -TERM "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
+    sleep 0.5
+    if [ "$rc" -ne 0 ] || [ -n "${KEEP:-}" ]; then
+        echo "test directory kept: $T_DIR"
+    else
+        rm -rf "$T_DIR"
+    fi
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL [$T_NAME]: $*"
+    dump_logs
+    exit 1
+}
+
+# wait_until TIMEOUT_S DESCRIPTION COMMAND...: poll every 0.2 s
+wait_until() {
+    local timeout="$1" what="$2"
+    shift 2
+    local deadline=$(( $(date +%s) + timeout ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    fail "timed out after ${timeout}s waiting for: $what"
+}
+
+start_etcd() {
+    if [ -z "$E_PORT" ]; then alloc_port E_PORT; alloc_port E_PEER; fi
+    /usr/bin/etcd --name it --data-dir "$T_DIR/etcd" \
+        --listen-client-urls "http://127.0.0.1:$E_PORT" --advertise-client-urls "http://127.0.0.1:$E_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$E_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$E_PEER" \
+        --initial-cluster "it=http://127.0.0.1:$E_PEER" --heartbeat-interval 100 --election-timeout 1000 \
+        >>"$T_DIR/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    wait_until 30 "etcd on port $E_PORT" curl -sf "http://127.0.0.1:$E_PORT/health"
+}
+
+stop_etcd() {
+    kill -TERM "$ETCD_PID" 2>/dev/null
+    wait "$ETCD_PID" 2>/dev/null
+    ETCD_PID=""
+}
+
+etcdctl_() { ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$E_PORT" "$@"; }
+leader() { etcdctl_ get --print-value-only "/service/$SCOPE/leader" 2>/dev/null; }
+
+# node_config N [EXTRA_YAML]: write $T_DIR/nodeN.yml
+node_config() {
+    local n="$1" extra="${2:-}"
+    if [ -z "${PG_PORT[$n]:-}" ]; then alloc_port "PG_PORT[$n]"; alloc_port "API_PORT[$n]"; fi
+    cat >"$T_DIR/node$n.yml" <<YML
+scope: $SCOPE
+name: node$n
+log:
+  level: ${LOG_LEVEL:-info}
+etcd3:
+  hosts: 127.0.0.1:$E_PORT
+restapi:
+  listen: 127.0.0.1:${API_PORT[$n]}
+  connect_address: 127.0.0.1:${API_PORT[$n]}
+bootstrap:
+  dcs:
+    ttl: $T_TTL
+    loop_wait: 1
+    retry_timeout: 2
+    maximum_lag_on_failover: 10485760
+${BOOTSTRAP_EXTRA:-}
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+        max_connections: 30
+        shared_buffers: 16MB
+postgresql:
+  listen: 127.0.0.1:${PG_PORT[$n]}
+  connect_address: 127.0.0.1:${PG_PORT[$n]}
+  data_dir: $T_DIR/node$n/data
+  bin_dir: /usr/lib/postgresql/15/bin
+  authentication:
+    superuser:
+      username: postgres
+      password: it-super
+    replication:
+      username: replicator
+      password: it-repl
+  remove_data_directory_on_rewind_failure: true
+$extra
+YML
+}
+
+start_agent() {
+    local n="$1"
+    "$BIN" agent -c "$T_DIR/node$n.yml" >>"$T_DIR/node$n.log" 2>&1 &
+    AGENT_PID[$n]=$!
+}
+
+stop_agent() {
+    local n="$1" p="${AGENT_PID[$1]:-}"
+    [ -z "$p" ] && return 0
+    kill -TERM "$p" 2>/dev/null
+    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    AGENT_PID[$n]=""
+}
+
+postmaster_pid() { head -1 "$T_DIR/node$1/data/postmaster.pid" 2>/dev/null; }
+
+# kill -9 the node: its agent and its postmaster
+kill9_node() {
+    local n="$1" pm
+    pm=$(postmaster_pid "$n")
+    kill -9 "${AGENT_PID[$n]}" ${pm:+$pm} 2>/dev/null
+    AGENT_PID[$n]=""
+}
+
+psql_n() {
+    local n="$1"; shift
+    PGPASSWORD=it-super PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PG_PORT[$n]}" -U postgres -d postgres -At "$@"
+}
+
+is_primary() { [ "$(psql_n "$1" -c 'select pg_is_in_recovery()' 2>/dev/null)" = "f" ]; }
+is_replica() { [ "$(psql_n "$1" -c 'select pg_is_in_recovery()' 2>/dev/null)" = "t" ]; }
+is_streaming() { [ "$(psql_n "$1" -c 'select status from pg_stat_wal_receiver' 2>/dev/null)" = "streaming" ]; }
+accepts_writes() { psql_n "$1" -c "create table if not exists it_probe(x int); insert into it_probe values (1)" >/dev/null 2>&1; }
+node_of() { echo "${1#node}"; }
+
+# the cluster as `pgvigil list --json`
+cluster_json() { "$BIN" list --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" --json 2>/dev/null; }
+
+# one leader that is a writable primary, every other listed node streaming from it
+cluster_healthy() {
+    local want="$1" l n
+    l=$(leader); [ -n "$l" ] || return 1
+    is_primary "$(node_of "$l")" || return 1
+    for n in $want; do
+        [ "node$n" = "$l" ] && continue
+        is_streaming "$n" || return 1
+    done
+}
+
+# start etcd and N nodes (node1 first so it bootstraps), wait until healthy
+start_cluster() {
+    local count="$1" n all=""
+    start_etcd
+    for n in $(seq 1 "$count"); do node_config "$n" "${NODE_EXTRA:-}"; all="$all $n"; done
+    start_agent 1
+    wait_until 60 "node1 bootstraps as primary" is_primary 1
+    for n in $(seq 2 "$count"); do start_agent "$n"; done
+    wait_until 90 "cluster of $count healthy" cluster_healthy "$all"
+}
