@@ -370,6 +370,28 @@ bool sync_from_json(const char *json, SyncState *out, Err *err)
                 ok = sync_split(json_string_value(v), out, err);
         }
     }
+    json_t *cu = ok ? json_object_get(root, "pgvigil_catchup") : NULL;
+    if (cu && !json_is_null(cu)) {
+        if (!json_is_object(cu)) {
+            ok = field_error(&c, "pgvigil_catchup", "expected an object");
+        } else {
+            const char *k;
+            json_t *v;
+            json_object_foreach(cu, k, v) {
+                Lsn l = 0;
+                if (!json_is_string(v) ||
+                    (strcmp(json_string_value(v), "pending") != 0 && !lsn_parse(json_string_value(v), &l))) {
+                    ok = field_error(&c, "pgvigil_catchup", "expected \"pending\" or an LSN per member");
+                    break;
+                }
+                if (strcmp(json_string_value(v), "pending") == 0)
+                    l = LSN_PENDING;
+                for (int i = 0; i < out->n_members; i++)
+                    if (strcasecmp(out->members[i], k) == 0)
+                        out->catchup[i] = l;
+            }
+        }
+    }
     json_decref(root);
     if (!ok) {
         memset(out, 0, sizeof(*out));
@@ -399,10 +421,31 @@ char *sync_to_json(const SyncState *s)
         }
         set_new(root, "sync_standby", json_text(list));
         free(list);
+        json_t *cu = NULL;
+        for (int i = 0; i < s->n_members; i++) {
+            if (!s->catchup[i])
+                continue;
+            if (!cu)
+                cu = json_object();
+            char buf[LSN_BUFSZ];
+            set_new(cu, s->members[i], json_text(s->catchup[i] == LSN_PENDING ? "pending" : lsn_format(s->catchup[i], buf)));
+        }
+        if (cu)
+            set_new(root, "pgvigil_catchup", cu);
     } else {
         set_new(root, "sync_standby", json_null());
     }
     return dump_compact(root);
+}
+
+Lsn sync_catchup(const SyncState *s, const char *name)
+{
+    if (!s || !s->present || str_empty(name))
+        return 0;
+    for (int i = 0; i < s->n_members && i < MAX_SYNC; i++)
+        if (strcasecmp(s->members[i], name) == 0)
+            return s->catchup[i];
+    return 0;
 }
 
 bool sync_has(const SyncState *s, const char *name)

@@ -37,11 +37,17 @@ typedef struct FailoverReq {
     int64_t mod_revision;
 } FailoverReq;
 
-/* sync: {"leader":"node1","sync_standby":"node2,node3"} */
+/* sync: {"leader":"node1","sync_standby":"node2,node3","pgvigil_catchup":{"node3":"0/5000000"}}
+ * pgvigil_catchup (ignored by Patroni tooling) guards a newly added synchronous standby: it may
+ * be promoted only once its position reaches the LSN given ("pending": not yet, whatever its
+ * position), so it cannot win an election while it lacks commits the previous synchronous
+ * standby acknowledged. */
+#define LSN_PENDING UINT64_MAX
 typedef struct SyncState {
     bool present;
     char leader[NAME_MAX_LEN];
     char members[MAX_SYNC][NAME_MAX_LEN];
+    Lsn catchup[MAX_SYNC];          /* per member: 0 none, LSN_PENDING, or the LSN to reach */
     int n_members;
     int64_t mod_revision;
 } SyncState;
@@ -77,6 +83,8 @@ char *failover_to_json(const FailoverReq *f);
 bool sync_from_json(const char *json, SyncState *out, Err *err);
 char *sync_to_json(const SyncState *s);
 bool sync_has(const SyncState *s, const char *name);
+/* The catch-up LSN of a member (0 when none or not listed). */
+Lsn sync_catchup(const SyncState *s, const char *name);
 /* Append one entry to a history JSON array (NULL/invalid history starts a new one). */
 char *history_append(const char *history_json, int timeline, Lsn switch_lsn, const char *reason,
                      const char *new_leader);

@@ -332,6 +332,9 @@ static void tick(Agent *a)
     str_copy(a->last_reason, sizeof(a->last_reason), d.reason);
     agent_act(a, &d);
     a->last_action = d.action;
+    if (d.action == ACT_WAIT || d.action == ACT_KEEP_LEADER)
+        if (!agent_job_running(a))
+            agent_apply_params(a);
     if (d.action == ACT_DEMOTE || d.action == ACT_GIVE_UP_LEADER)
         pg_observe(&a->pg, &a->pgst);
     feed_fence(a);
@@ -505,6 +508,7 @@ out:
     free(a->cluster_json);
     free(a->history_json);
     free(a->config_json);
+    free(a->params_applied);
     pthread_mutex_destroy(&a->mu);
     free(a);
     config_free(cfg);

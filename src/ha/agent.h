@@ -66,6 +66,8 @@ typedef struct Agent {
     int64_t failovers;
     bool was_leader;            /* held the leader key at the end of the last tick */
     char sync_applied[256];     /* synchronous_standby_names we last applied */
+    int64_t sync_changed_ms;    /* monotonic time of that change (0 unknown) */
+    char *params_applied;       /* dynamic postgresql.parameters last written (JSON-ish text) */
 
     /* worker thread */
     pthread_t worker;
@@ -100,6 +102,8 @@ bool agent_job_running(Agent *a);
 void agent_collect_job(Agent *a);          /* consume a finished job's result (loop thread) */
 void agent_run_callback(Agent *a, const char *which, const char *role);
 void agent_reap_children(void);
+/* Rewrite the configuration and reload when the cluster's dynamic parameters changed. */
+void agent_apply_params(Agent *a);
 bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port);
 
 /* agent_api.c */

@@ -7,6 +7,7 @@
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "ha/agent.h"
+#include "ha/sync_plan.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -445,6 +446,142 @@ static void maintain_slots(Agent *a)
         log_warn("replication slots: %s", err.msg);
 }
 
+static bool apply_ssn(Agent *a, const char *ssn)
+{
+    Err err = {{0}};
+    Job j;
+    job_prepare(a, &j, JOB_NONE, NULL);
+    PgConfSpec spec = {.replica = false, .sync_names = ssn, .dyn_params = &j.dyn_params};
+    bool ok = pg_write_config(&a->pg, &spec, &err) && pg_reload(&a->pg, &err);
+    kvlist_free(&j.dyn_params);
+    if (!ok) {
+        log_error("cannot apply synchronous_standby_names: %s", err.msg);
+        return false;
+    }
+    str_copy(a->sync_applied, sizeof(a->sync_applied), ssn);
+    a->sync_changed_ms = mono_ms();
+    return true;
+}
+
+/* Synchronous replication on the leader: one step of sync_plan() per tick. */
+static void maintain_sync(Agent *a)
+{
+    const Cluster *c = &a->cluster;
+    Err err = {{0}};
+    PGresult *r = pg_query(&a->pg, "SHOW synchronous_standby_names", 2000, &err);
+    if (!r) {
+        log_warn("synchronous replication: %s", err.msg);
+        return;
+    }
+    char current[256];
+    str_copy(current, sizeof(current), PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    if (!c->config.synchronous_mode) {
+        if (c->sync.present) {
+            bool deleted;
+            if (!a->dcs->ops->del(a->dcs, "sync", NULL, &deleted, &err))
+                log_warn("cannot delete the sync key: %s", err.msg);
+        }
+        if (current[0] && apply_ssn(a, ""))
+            log_info("synchronous mode off: synchronous_standby_names cleared");
+        return;
+    }
+    SsnSet applied;
+    ssn_parse(current, &applied);
+    SyncInput in = {
+        .me = a->cfg->name,
+        .node_count = c->config.synchronous_node_count,
+        .strict = c->config.synchronous_mode_strict,
+        .key = &c->sync,
+        .applied = &applied,
+        .applied_age_ms = a->sync_changed_ms ? mono_ms() - a->sync_changed_ms : INT64_MAX,
+        .senders = a->pgst.senders,
+        .n_senders = a->pgst.n_senders,
+        .cluster = c,
+        .wal_lsn = a->pgst.wal_lsn,
+    };
+    SyncStep st;
+    sync_plan(&in, &st);
+    if (st.kind == SYNC_NOTHING) {
+        log_debug("sync: %s", st.reason);
+        return;
+    }
+    log_info("sync: %s", st.reason);
+    if (st.kind == SYNC_SET_SSN) {
+        char text[512];
+        ssn_format(&st.ssn, text, sizeof(text));
+        apply_ssn(a, text);
+    } else {
+        char *json = sync_to_json(&st.key);
+        bool swapped = false;
+        if (!a->dcs->ops->cas_rev(a->dcs, "sync", c->sync.present ? c->sync.mod_revision : 0, json, &swapped, &err))
+            log_warn("cannot write the sync key: %s", err.msg);
+        else if (!swapped)
+            log_warn("sync key changed concurrently; retrying next tick");
+        free(json);
+    }
+}
+
+static char *params_text(const KvList *l)
+{
+    size_t cap = 64, len = 0;
+    char *s = xmalloc(cap);
+    s[0] = '\0';
+    for (int i = 0; i < l->n; i++) {
+        char *item = str_printf("%s=%s\n", l->items[i].key, l->items[i].value ? l->items[i].value : "");
+        size_t n = strlen(item);
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            s = xrealloc(s, cap);
+        }
+        memcpy(s + len, item, n + 1);
+        len += n;
+        free(item);
+    }
+    return s;
+}
+
+void agent_apply_params(Agent *a)
+{
+    if (!a->pgst.running || !a->pgst.accepting || !a->dcs_ok)
+        return;
+    char *now = params_text(&a->cluster.config.pg_parameters);
+    if (a->params_applied && strcmp(now, a->params_applied) == 0) {
+        free(now);
+        return;
+    }
+    bool first = a->params_applied == NULL;
+    if (!a->pgst.in_recovery && a->sync_changed_ms == 0) {
+        /* agent restarted under a running primary: keep its synchronous_standby_names */
+        Err e = {{0}};
+        PGresult *r = pg_query(&a->pg, "SHOW synchronous_standby_names", 2000, &e);
+        if (!r) {
+            free(now);
+            return;
+        }
+        str_copy(a->sync_applied, sizeof(a->sync_applied), PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "");
+        PQclear(r);
+        a->sync_changed_ms = mono_ms();
+    }
+    Job j;
+    job_prepare(a, &j, JOB_NONE, a->pgst.in_recovery ? a->following : NULL);
+    PgConfSpec spec = {.replica = a->pgst.in_recovery, .primary_host = j.host, .primary_port = j.port,
+                       .slot_name = j.slot[0] ? j.slot : NULL, .sync_names = a->sync_applied,
+                       .dyn_params = &j.dyn_params};
+    Err err = {{0}};
+    if (pg_write_config(&a->pg, &spec, &err) && pg_reload(&a->pg, &err)) {
+        if (!first)
+            log_info("postgresql parameters changed in the cluster config: configuration rewritten and reloaded");
+        free(a->params_applied);
+        a->params_applied = now;
+        now = NULL;
+    } else {
+        log_warn("cannot apply postgresql parameters: %s", err.msg);
+    }
+    free(now);
+    kvlist_free(&j.dyn_params);
+}
+
 static void keep_leader(Agent *a, const Decision *d)
 {
     Err err = {{0}};
@@ -462,6 +599,7 @@ static void keep_leader(Agent *a, const Decision *d)
     if (d->clear_failover)
         delete_failover_key(a);
     maintain_slots(a);
+    maintain_sync(a);
     if (a->pgst.wal_lsn) {
         char status[64];
         str_fmt(status, sizeof(status), "{\"optime\":%llu}", (unsigned long long)a->pgst.wal_lsn);
@@ -539,6 +677,8 @@ void agent_act(Agent *a, const Decision *d)
         submit(a, JOB_START_REPLICA, d->target);
         break;
     case ACT_START_PRIMARY:
+        str_copy(a->sync_applied, sizeof(a->sync_applied), a->cluster.config.synchronous_mode ? SSN_BLOCK : "");
+        a->sync_changed_ms = mono_ms();
         submit(a, JOB_START_PRIMARY, NULL);
         break;
     case ACT_KEEP_LEADER:
@@ -551,6 +691,10 @@ void agent_act(Agent *a, const Decision *d)
     case ACT_PROMOTE:
         if (strcmp(a->cluster.leader, a->cfg->name) != 0 && !take_leader_key(a))
             break;
+        /* in synchronous mode the new primary acknowledges nothing until a synchronous
+         * standby of its own is confirmed (see sync_plan.c) */
+        str_copy(a->sync_applied, sizeof(a->sync_applied), a->cluster.config.synchronous_mode ? SSN_BLOCK : "");
+        a->sync_changed_ms = mono_ms();
         submit(a, JOB_PROMOTE, NULL);
         break;
     case ACT_DEMOTE:

@@ -2,6 +2,7 @@
  * Rules are checked from the most safety-critical (etcd lost, another leader) down. */
 #include "common/common.h"
 #include "ha/ha_decide.h"
+#include "ha/sync_plan.h"
 
 /* replica that did not stream from its leader for this long is considered diverged */
 #define NOT_STREAMING_REWIND_MS 15000
@@ -68,7 +69,7 @@ static const Member *best_replica(const Cluster *c, const char *me)
         const Member *m = &c->members[i];
         if (strcmp(m->name, me) == 0 || !member_is_healthy_replica(m))
             continue;
-        if (c->config.synchronous_mode && !sync_has(&c->sync, m->name))
+        if (c->config.synchronous_mode && !sync_may_promote(&c->sync, m->name, m->xlog_location))
             continue;
         if (!best || m->xlog_location > best->xlog_location)
             best = m;
@@ -127,7 +128,7 @@ static void decide_leader(const Observation *o, Decision *d)
             d->clear_failover = true;
             return;
         }
-        if (c->config.synchronous_mode && !sync_has(&c->sync, cand->name)) {
+        if (c->config.synchronous_mode && !sync_may_promote(&c->sync, cand->name, cand->xlog_location)) {
             decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: not a synchronous standby", cand->name);
             d->clear_failover = true;
             return;
@@ -236,6 +237,15 @@ static void decide_no_leader(const Observation *o, Decision *d)
             decide(d, ACT_WAIT, "", "failover to me requested, but I am not a synchronous standby");
         else
             decide(d, ACT_WAIT, "", "no leader, but in synchronous mode only a synchronous standby may be promoted");
+        d->clear_failover = to_me;
+        return;
+    }
+    if (c->config.synchronous_mode && !sync_may_promote(&c->sync, o->name, o->my_lsn)) {
+        Lsn need = sync_catchup(&c->sync, o->name);
+        if (need == LSN_PENDING)
+            decide(d, ACT_WAIT, "", "synchronous standby not yet confirmed by the old leader: may not be promoted");
+        else
+            decide(d, ACT_WAIT, "", "synchronous standby still catching up to %s: may not be promoted", lsn_format(need, buf));
         d->clear_failover = to_me;
         return;
     }

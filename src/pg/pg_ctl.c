@@ -223,9 +223,87 @@ bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err)
     return ok;
 }
 
+/* One query on a remote server as `cred`, bounded by connect_timeout and statement_timeout.
+ * Returns the first column of the first row in out (may be empty) or false + err. */
+static bool remote_value(const char *host, int port, const Credentials *cred, const char *sql, char *out,
+                         size_t osz, Err *err)
+{
+    char p[16];
+    str_fmt(p, sizeof(p), "%d", port);
+    const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "options", "application_name",
+                          cred->password ? "password" : NULL, NULL};
+    const char *vals[] = {host, p, "postgres", cred->username, "3", "-c statement_timeout=10000", "pgvigil",
+                          cred->password, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        err_set(err, "postgres %s:%d: %s", host, port, c ? PQerrorMessage(c) : "out of memory");
+        PQfinish(c);
+        return false;
+    }
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType s = PQresultStatus(r);
+    bool ok = s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK;
+    if (ok) {
+        str_copy(out, osz, s == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    } else {
+        err_set(err, "postgres %s:%d: %s", host, port, PQresultErrorMessage(r));
+        size_t n = strlen(err->msg);
+        if (n && err->msg[n - 1] == '\n')
+            err->msg[n - 1] = '\0';
+    }
+    PQclear(r);
+    PQfinish(c);
+    return ok;
+}
+
+/* pg_rewind takes the source's timeline from its control file, which a freshly promoted server
+ * updates only at the end of its first checkpoint (a spread one, seconds later). Rewinding
+ * before that (or before the promotion itself) makes pg_rewind see one timeline, answer "no
+ * rewind required", and leave a server whose WAL is ahead of the fork point: it can never
+ * stream. So wait until the source is out of recovery, ask it for a checkpoint, and wait until
+ * its control file shows its current timeline. */
+#define REWIND_SOURCE_WAIT_MS 30000
+
+static bool rewind_source_ready(PgNode *pg, const char *host, int port, Err *err)
+{
+    const Credentials *cred = &pg->cfg->pg_rewind;
+    int64_t deadline = mono_ms() + REWIND_SOURCE_WAIT_MS;
+    bool asked = false;
+    char v[64];
+    for (;;) {
+        Err e = {{0}};
+        if (remote_value(host, port, cred,
+                         "SELECT CASE WHEN pg_is_in_recovery() THEN 'recovery' ELSE"
+                         " (SELECT (timeline_id = ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text"
+                         "  FROM pg_control_checkpoint()) END",
+                         v, sizeof(v), &e)) {
+            if (strcmp(v, "true") == 0)
+                return true;
+            if (strcmp(v, "false") == 0 && !asked) {
+                Err e2 = {{0}};
+                if (remote_value(host, port, cred, "CHECKPOINT", v, sizeof(v), &e2))
+                    continue;  /* check again at once */
+                log_warn("rewind: cannot checkpoint the source: %s; waiting for its own checkpoint", e2.msg);
+                asked = true;
+            }
+            str_fmt(e.msg, sizeof(e.msg), "%s:%d %s", host, port,
+                    strcmp(v, "recovery") == 0 ? "is still in recovery" : "has not checkpointed its new timeline yet");
+        }
+        if (mono_ms() >= deadline) {
+            err_set(err, "rewind source not ready after %d s: %s", REWIND_SOURCE_WAIT_MS / 1000, e.msg);
+            return false;
+        }
+        log_debug("rewind: waiting for the source: %s", e.msg);
+        sleep_ms(250);
+    }
+}
+
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err)
 {
     const Config *cfg = pg->cfg;
+    Err e = {{0}};
+    if (!rewind_source_ready(pg, host, port, &e))
+        log_warn("%s; running pg_rewind anyway", e.msg);
     char prog[4200], src[512];
     bin_path(pg, "pg_rewind", prog, sizeof(prog));
     str_fmt(src, sizeof(src), "--source-server=host=%s port=%d user=%s dbname=postgres", host, port,

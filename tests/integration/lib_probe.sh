@@ -1,0 +1,91 @@
+# Helpers for the safety tests (sigstop, etcd outage, switchover, pause), sourced after lib.sh.
+# Short-timeout write probes, a background sampler that probes every node at once, and a
+# background writer that measures write unavailability. Background loops stop by themselves
+# when the test shell is gone, and are stopped by PID with stop_bg.
+
+now_ms() { date +%s%3N; }
+
+# probe_write N: one INSERT on node N with short timeouts; 0 when the write was acknowledged
+probe_write() {
+    PGPASSWORD=it-super PGCONNECT_TIMEOUT=2 PGOPTIONS="-c statement_timeout=1500" \
+        timeout -k 1 3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PG_PORT[$1]}" -U postgres -d postgres \
+        -At -c "insert into it_probe values ($1)" >/dev/null 2>&1
+}
+
+# create the probe table on node N (the primary) and wait until every node in NODES has it
+probe_table_init() {
+    local n="$1" nodes="$2" m
+    psql_n "$n" -c "create table if not exists it_probe(x int)" || fail "cannot create it_probe on node$n"
+    for m in $nodes; do
+        [ "$m" = "$n" ] && continue
+        wait_until 30 "it_probe replicated to node$m" psql_n "$m" -c "select 1 from it_probe limit 1"
+    done
+}
+
+declare -a BG_PIDS=()
+SAMPLER_PID=""
+
+# start_sampler FILE NODES...: every 0.2 s probe all NODES at once (in parallel); append one line
+# per round: "<start_ms> <end_ms> <nodes that accepted the write, space separated>"
+start_sampler() {
+    local out="$1"; shift
+    local nodes="$*" parent=$$
+    rm -f "$out.stop"
+    (
+        while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
+            t0=$(now_ms)
+            ok=$(for n in $nodes; do (probe_write "$n" && echo -n "$n ") & done; wait)
+            t1=$(now_ms)
+            echo "$t0 $t1 ${ok% }" >>"$out"
+            sleep 0.2
+        done
+    ) &
+    SAMPLER_PID=$!
+    BG_PIDS+=("$SAMPLER_PID")
+}
+
+# start_writer FILE NODES...: write as fast as possible to whichever of NODES accepts (the
+# last one that did first); append "<ms> <node>" per acknowledged write
+start_writer() {
+    local out="$1"; shift
+    local nodes="$*" parent=$$
+    rm -f "$out.stop"
+    (
+        last=""
+        while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
+            done_=""
+            for n in $last $nodes; do
+                if probe_write "$n"; then
+                    echo "$(now_ms) $n" >>"$out"; last=$n; done_=1; break
+                fi
+            done
+            [ -z "$done_" ] && sleep 0.02
+        done
+    ) &
+    BG_PIDS+=("$!")
+    WRITER_PID=$!
+}
+
+# stop_bg FILE PID: ask a sampler/writer to finish its round, then wait for it
+stop_bg() {
+    local out="$1" pid="$2"
+    touch "$out.stop"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# sampler rounds in which more than one node acknowledged a write
+sampler_double_primaries() { awk 'NF > 3' "$1"; }
+# last round end (ms) at which node N acknowledged a write, empty if never
+sampler_last_ok() { awk -v n="$2" '{for (i = 3; i <= NF; i++) if ($i == n) t = $2} END {print t}' "$1"; }
+# first round start (ms) at which node N acknowledged a write at or after ms AFTER
+sampler_first_ok_after() { awk -v n="$2" -v a="$3" '$1 >= a && !t {for (i = 3; i <= NF; i++) if ($i == n) t = $1} END {print t}' "$1"; }
+
+# largest gap (ms) between consecutive acknowledged writes in a writer file, with its start
+writer_max_gap() { awk 'NR > 1 && $1 - p > g {g = $1 - p; s = p} {p = $1} END {printf "%d %d\n", g, s}' "$1"; }
+
+# node that the replica N streams from, as a PG port number (empty when not streaming)
+streaming_from_port() { psql_n "$1" -c "select sender_port from pg_stat_wal_receiver where status = 'streaming'" 2>/dev/null; }
+streams_from() { [ "$(streaming_from_port "$1")" = "${PG_PORT[$2]}" ]; }
