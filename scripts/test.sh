@@ -24,8 +24,8 @@ for t in build/tests/test_*; do
     fi
 done
 echo "unit: $unit_pass passed, $unit_fail failed"
-PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh
-int_rc=$?
-total_fail=$unit_fail
-[ $int_rc -ne 0 ] && total_fail=$((total_fail+1))
-[ $total_fail -eq 0 ]
+PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
+read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
+int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
+echo "total: $((unit_pass + int_pass)) passed, $((unit_fail + int_fail)) failed"
+[ $((unit_fail + int_fail)) -eq 0 ]

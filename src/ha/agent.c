@@ -17,8 +17,11 @@ static Agent *g_agent;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    if (g_agent)
+    if (!g_agent)
+        return;
+    if (sig == SIGHUP)
+        g_agent->hup = 1;
+    else
         g_agent->stop = 1;
 }
 
@@ -255,9 +258,12 @@ static void feed_fence(Agent *a)
 static void handle_requests(Agent *a, Decision *d)
 {
     pthread_mutex_lock(&a->mu);
-    bool restart = a->req_restart, reinit = a->req_reinit;
-    a->req_restart = a->req_reinit = false;
+    bool restart = a->req_restart, reinit = a->req_reinit, reload = a->req_reload || a->hup;
+    a->req_restart = a->req_reinit = a->req_reload = false;
+    a->hup = 0;
     pthread_mutex_unlock(&a->mu);
+    if (reload)
+        agent_reload_config(a);
     if (reinit && strcmp(a->cluster.leader, a->cfg->name) != 0 && a->cluster.leader[0]) {
         d->action = ACT_REINIT;
         str_copy(d->target, sizeof(d->target), a->cluster.leader);
@@ -466,6 +472,7 @@ int cmd_agent(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     log_info("agent %s of cluster %s starting (postgres %s:%d, REST %s)", cfg->name, cfg->scope, a->pg.host,
              a->pg.port, cfg->restapi_listen);
@@ -509,6 +516,10 @@ out:
     free(a->history_json);
     free(a->config_json);
     free(a->params_applied);
+    for (int i = 0; i < a->n_old_cfgs; i++)
+        config_free(a->old_cfgs[i]);
+    free(a->old_cfgs);
+    cfg = a->cfg;
     pthread_mutex_destroy(&a->mu);
     free(a);
     config_free(cfg);

@@ -91,7 +91,12 @@ typedef struct Agent {
     Dcs *api_dcs;               /* REST thread's own etcd handle (guarded by api_mu) */
     pthread_mutex_t api_mu;
 
+    Config **old_cfgs;          /* configs replaced by reloads, freed at exit (other threads may
+                                   still hold pointers into them) */
+    int n_old_cfgs;
+
     volatile sig_atomic_t stop;
+    volatile sig_atomic_t hup;
 } Agent;
 
 /* agent_act.c */
@@ -104,6 +109,8 @@ void agent_run_callback(Agent *a, const char *which, const char *role);
 void agent_reap_children(void);
 /* Rewrite the configuration and reload when the cluster's dynamic parameters changed. */
 void agent_apply_params(Agent *a);
+/* Re-read the YAML file (REST POST /reload, SIGHUP) and apply what can change live. */
+void agent_reload_config(Agent *a);
 bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port);
 
 /* agent_api.c */

@@ -734,3 +734,40 @@ void agent_act(Agent *a, const Decision *d)
         break;
     }
 }
+
+static bool same_str(const char *x, const char *y)
+{
+    return strcmp(x ? x : "", y ? y : "") == 0;
+}
+
+void agent_reload_config(Agent *a)
+{
+    Err err = {{0}};
+    Config *n = config_load(a->cfg->path, &err);
+    if (!n) {
+        log_error("reload: keeping the current configuration: %s", err.msg);
+        return;
+    }
+    const Config *o = a->cfg;
+    if (!same_str(n->name, o->name) || !same_str(n->scope, o->scope) || !same_str(n->pg_data_dir, o->pg_data_dir) ||
+        !same_str(n->pg_listen, o->pg_listen) || !same_str(n->restapi_listen, o->restapi_listen) ||
+        !same_str(n->namespace_, o->namespace_)) {
+        log_error("reload: name, scope, namespace, data_dir, postgresql.listen and restapi.listen need an agent restart; "
+                  "keeping the current configuration");
+        config_free(n);
+        return;
+    }
+    a->old_cfgs = xrealloc(a->old_cfgs, sizeof(*a->old_cfgs) * (size_t)(a->n_old_cfgs + 1));
+    a->old_cfgs[a->n_old_cfgs++] = a->cfg;
+    a->cfg = n;
+    a->pg.cfg = n;
+    LogLevel lv;
+    if (n->log_level && log_parse_level(n->log_level, &lv))
+        log_set_level(lv);
+    /* rewrite postgresql.conf / pg_hba.conf with the new local settings on the next tick */
+    free(a->params_applied);
+    a->params_applied = NULL;
+    a->last_member_json[0] = '\0';
+    log_info("reload: configuration re-read from %s", n->path);
+    agent_run_callback(a, "on_reload", a->role);
+}

@@ -281,10 +281,10 @@ static bool rewind_source_ready(PgNode *pg, const char *host, int port, Err *err
                 return true;
             if (strcmp(v, "false") == 0 && !asked) {
                 Err e2 = {{0}};
+                asked = true;
                 if (remote_value(host, port, cred, "CHECKPOINT", v, sizeof(v), &e2))
                     continue;  /* check again at once */
                 log_warn("rewind: cannot checkpoint the source: %s; waiting for its own checkpoint", e2.msg);
-                asked = true;
             }
             str_fmt(e.msg, sizeof(e.msg), "%s:%d %s", host, port,
                     strcmp(v, "recovery") == 0 ? "is still in recovery" : "has not checkpointed its new timeline yet");

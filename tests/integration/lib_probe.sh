@@ -44,22 +44,26 @@ start_sampler() {
     BG_PIDS+=("$SAMPLER_PID")
 }
 
-# start_writer FILE NODES...: write as fast as possible to whichever of NODES accepts (the
-# last one that did first); append "<ms> <node>" per acknowledged write
+# start_writer FILE NODES...: write in a loop to whichever of NODES is read-write (libpq's
+# multi-host connection with target_session_attrs=read-write picks it); append "<ms> <node>"
+# per acknowledged write
 start_writer() {
     local out="$1"; shift
-    local nodes="$*" parent=$$
+    local parent=$$ n hosts="" ports="" map=""
+    for n in "$@"; do
+        hosts="${hosts:+$hosts,}127.0.0.1"; ports="${ports:+$ports,}${PG_PORT[$n]}"; map="$map ${PG_PORT[$n]}=$n"
+    done
     rm -f "$out.stop"
     (
-        last=""
         while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
-            done_=""
-            for n in $last $nodes; do
-                if probe_write "$n"; then
-                    echo "$(now_ms) $n" >>"$out"; last=$n; done_=1; break
-                fi
-            done
-            [ -z "$done_" ] && sleep 0.02
+            port=$(PGPASSWORD=it-super PGOPTIONS="-c statement_timeout=1500" timeout -k 1 4 psql -X -q -At \
+                "host=$hosts port=$ports dbname=postgres user=postgres connect_timeout=2 target_session_attrs=read-write" \
+                -c "insert into it_probe values (0) returning inet_server_port()" 2>/dev/null)
+            if [ -n "$port" ]; then
+                for m in $map; do [ "${m%%=*}" = "$port" ] && echo "$(now_ms) ${m#*=}" >>"$out"; done
+            else
+                sleep 0.02
+            fi
         done
     ) &
     BG_PIDS+=("$!")
@@ -84,7 +88,9 @@ sampler_last_ok() { awk -v n="$2" '{for (i = 3; i <= NF; i++) if ($i == n) t = $
 sampler_first_ok_after() { awk -v n="$2" -v a="$3" '$1 >= a && !t {for (i = 3; i <= NF; i++) if ($i == n) t = $1} END {print t}' "$1"; }
 
 # largest gap (ms) between consecutive acknowledged writes in a writer file, with its start
-writer_max_gap() { awk 'NR > 1 && $1 - p > g {g = $1 - p; s = p} {p = $1} END {printf "%d %d\n", g, s}' "$1"; }
+writer_max_gap() { awk 'NR > 1 && $1 - p > g {g = $1 - p; s = p} {p = $1} END {printf "%.0f %.0f\n", g, s}' "$1"; }
+# median interval (ms) between consecutive acknowledged writes: the resolution of the gap
+writer_median_interval() { awk 'NR > 1 {print $1 - p} {p = $1}' "$1" | sort -n | awk '{a[NR] = $1} END {print (NR ? a[int((NR + 1) / 2)] : 0)}'; }
 
 # node that the replica N streams from, as a PG port number (empty when not streaming)
 streaming_from_port() { psql_n "$1" -c "select sender_port from pg_stat_wal_receiver where status = 'streaming'" 2>/dev/null; }
