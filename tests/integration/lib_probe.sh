@@ -95,3 +95,8 @@ writer_median_interval() { awk 'NR > 1 {print $1 - p} {p = $1}' "$1" | sort -n |
 # node that the replica N streams from, as a PG port number (empty when not streaming)
 streaming_from_port() { psql_n "$1" -c "select sender_port from pg_stat_wal_receiver where status = 'streaming'" 2>/dev/null; }
 streams_from() { [ "$(streaming_from_port "$1")" = "${PG_PORT[$2]}" ]; }
+
+# ms timestamp of the last line of an agent log containing TEXT (logs start "YYYY-MM-DD HH:MM:SS.mmm")
+log_time_ms() { local l; l=$(grep -F -- "$2" "$1" | tail -1 | cut -c1-23); [ -n "$l" ] && date -d "$l" +%s%3N; }
+# log_span_ms LOG1 TEXT1 LOG2 TEXT2: ms from the last TEXT1 line in LOG1 to the last TEXT2 line in LOG2
+log_span_ms() { local a b; a=$(log_time_ms "$1" "$2"); b=$(log_time_ms "$3" "$4"); [ -n "$a" ] && [ -n "$b" ] && echo $((b - a)) || echo "?"; }

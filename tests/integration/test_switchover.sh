@@ -44,7 +44,9 @@ grep -q "cloning from" "$T_DIR/node1.log" && fail "node1 was re-cloned after a c
 read -r gap1 gap1_at < <(writer_max_gap "$W")
 [ -n "$(sampler_double_primaries "$S")" ] && fail "two nodes accepted writes in one sample round:
 $(sampler_double_primaries "$S")"
-log "CLI switchover: longest write gap $gap1 ms (starting $((gap1_at - t0)) ms after the request), $(wc -l <"$W") writes"
+res1=$(writer_median_interval "$W")
+agent1=$(log_span_ms "$T_DIR/node1.log" "release leader key: switchover" "$T_DIR/node2.log" "promote finished")
+log "CLI switchover: longest write gap $gap1 ms (starting $((gap1_at - t0)) ms after the request; writer resolution ~$res1 ms, $(wc -l <"$W") writes); agent logs: release decision -> promote finished $agent1 ms"
 
 hist=$("$BIN" history --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" 2>&1) || fail "history failed: $hist"
 echo "$hist"
@@ -78,7 +80,9 @@ grep -q "pg_rewind from" "$T_DIR/node2.log" && fail "node2 needed pg_rewind afte
 read -r gap2 gap2_at < <(writer_max_gap "$W")
 [ -n "$(sampler_double_primaries "$S")" ] && fail "two nodes accepted writes in one sample round:
 $(sampler_double_primaries "$S")"
-log "REST switchover: longest write gap $gap2 ms (starting $((gap2_at - t0)) ms after the request), $(wc -l <"$W") writes"
+res2=$(writer_median_interval "$W")
+agent2=$(log_span_ms "$T_DIR/node2.log" "release leader key: switchover" "$T_DIR/node3.log" "promote finished")
+log "REST switchover: longest write gap $gap2 ms (starting $((gap2_at - t0)) ms after the request; writer resolution ~$res2 ms, $(wc -l <"$W") writes); agent logs: release decision -> promote finished $agent2 ms"
 n_sw=$("$BIN" history --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" | grep -c switchover)
 [ "$n_sw" -ge 2 ] || fail "expected two switchover entries in the history, got $n_sw"
 
@@ -87,5 +91,5 @@ for n in 1 2 3; do wait_until 30 "node$n has the 1000 rows" rows_on "$n" 1000; d
 acked=$(( $(wc -l <"$T_DIR/writes1") + $(wc -l <"$T_DIR/writes2") ))
 have=$(psql_n 3 -c "select count(*) from it_probe")
 [ "$have" -ge "$acked" ] || fail "acknowledged writes lost: $acked acknowledged by the writers, $have rows on node3"
-echo "MEASURE switchover: cli_write_gap_ms=$gap1 rest_write_gap_ms=$gap2 rest_http=$code"
+echo "MEASURE switchover: cli_write_gap_ms=$gap1 (resolution ~$res1) cli_release_to_promoted_ms=$agent1 rest_write_gap_ms=$gap2 (resolution ~$res2) rest_release_to_promoted_ms=$agent2"
 echo "PASS [$T_NAME]"
