@@ -253,8 +253,11 @@ bool cli_parse_dcs_urls(const char *urls, char ***hosts, int *n_hosts, char **us
 
 static void cli_where_hint(const CliCtx *ctx, char *hint, size_t sz)
 {
-    str_fmt(hint, sz, "is etcd running? check --dcs-url or etcd3.hosts in %s",
-            ctx->cfg ? ctx->cfg->path ? ctx->cfg->path : ctx->where : "FILE");
+    if (ctx->cfg)
+        str_fmt(hint, sz, "is etcd running? check --dcs-url or etcd3.hosts in %s",
+                ctx->cfg->path ? ctx->cfg->path : ctx->where);
+    else   /* no file involved: the endpoints came from --dcs-url or PGVIGIL_DCS_URL */
+        str_fmt(hint, sz, "is etcd running? check --dcs-url (or PGVIGIL_DCS_URL)");
 }
 
 int cli_dcs_error(const CliCtx *ctx, const Err *err)

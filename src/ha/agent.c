@@ -53,8 +53,12 @@ static void renew_lease(Agent *a)
         if (expired)
             log_warn("my previous lease had expired; keys on it are gone");
     } else {
+        if (a->lease_ok || !a->lease_fail_logged)
+            log_warn("lease renewal failed: %s", err.msg);
+        else
+            log_debug("lease renewal failed: %s", err.msg);
+        a->lease_fail_logged = true;
         a->lease_ok = false;
-        log_warn("lease renewal failed: %s", err.msg);
     }
 }
 
@@ -92,7 +96,15 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     } else if (!a->pg_down_since) {
         a->pg_down_since = now;
     }
-    bool replica_following = st->running && st->accepting && st->in_recovery && a->following[0];
+    /* Count "not streaming" (which ha_decide reads as diverged timelines) only while the leader
+     * we follow runs as a primary and we may act: a leader whose postgres is down, restarting
+     * or paused explains the missing stream by itself, and must not trigger a rewind the moment
+     * it is back (the walreceiver retries every wal_retrieve_retry_interval). */
+    const Member *lm = a->dcs_ok && a->cluster.leader[0] ? cluster_member(&a->cluster, a->cluster.leader) : NULL;
+    bool leader_serving = lm && strcmp(a->following, lm->name) == 0 && strcmp(lm->state, "running") == 0 &&
+                          (strcmp(lm->role, "primary") == 0 || strcmp(lm->role, "master") == 0) &&
+                          !a->cluster.config.pause;
+    bool replica_following = st->running && st->accepting && st->in_recovery && a->following[0] && leader_serving;
     if (replica_following && !st->streaming) {
         if (!a->not_streaming_since)
             a->not_streaming_since = now;
@@ -312,6 +324,8 @@ static void tick(Agent *a)
     o.following = a->following;
     o.rewind_failed = a->rewind_failed;
     o.start_failed = a->start_failed;
+    o.start_failed_ago_ms = a->start_failed ? mono_ms() - a->start_failed_at : 0;
+    o.data_dir_foreign = a->pgst.data_dir_foreign;
     o.reinit_on_rewind_failure = a->cfg->remove_data_directory_on_rewind_failure;
     o.dcs_ok = a->dcs_ok;
     o.lease_ok = a->lease_ok;
@@ -433,6 +447,7 @@ int cmd_agent(int argc, char **argv)
     dynconfig_free(&a->cluster.config);
     dynconfig_copy(&a->cluster.config, &cfg->bootstrap_dcs);
     a->dcs_timeout_ms = dcs_timeout_for(cfg->bootstrap_dcs.ttl);
+    a->dcs_ok = true; /* so that a first failure is logged */
     pg_node_init(&a->pg, cfg);
     int rc = EXIT_OK;
 

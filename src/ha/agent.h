@@ -50,12 +50,14 @@ typedef struct Agent {
     Cluster cluster;            /* last successful read */
     bool dcs_ok;
     bool lease_ok;
+    bool lease_fail_logged;
     int64_t lease_deadline_ms;  /* monotonic: etcd may expire our lease from then on */
     int64_t dcs_timeout_ms;
     PgState pgst;
     char following[NAME_MAX_LEN];
     bool rewind_failed;
     bool start_failed;
+    int64_t start_failed_at;    /* monotonic time of the last failed start */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
     char role[16];              /* last published role */

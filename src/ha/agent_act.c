@@ -378,6 +378,8 @@ void agent_collect_job(Agent *a)
         if (j.kind == JOB_REWIND)
             a->rewind_failed = !ok;
         a->start_failed = !ok && j.kind != JOB_REWIND;
+        if (a->start_failed)
+            a->start_failed_at = mono_ms();
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             set_role(a, "replica", "following the leader");
@@ -386,6 +388,8 @@ void agent_collect_job(Agent *a)
         break;
     case JOB_START_REPLICA:
         a->start_failed = !ok;
+        if (!ok)
+            a->start_failed_at = mono_ms();
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             set_role(a, "replica", j.target[0] ? "started as a replica" : "started read-only, no leader yet");
@@ -394,6 +398,8 @@ void agent_collect_job(Agent *a)
         break;
     case JOB_START_PRIMARY:
         a->start_failed = !ok;
+        if (!ok)
+            a->start_failed_at = mono_ms();
         if (ok)
             agent_run_callback(a, "on_start", "primary");
         break;
@@ -423,6 +429,8 @@ void agent_collect_job(Agent *a)
         break;
     case JOB_RESTART:
         a->start_failed = !ok;
+        if (!ok)
+            a->start_failed_at = mono_ms();
         agent_run_callback(a, "on_restart", a->role);
         break;
     case JOB_NONE:

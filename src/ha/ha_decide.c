@@ -6,6 +6,8 @@
 
 /* replica that did not stream from its leader for this long is considered diverged */
 #define NOT_STREAMING_REWIND_MS 15000
+/* after a failed start of postgres, wait this long before trying again */
+#define START_RETRY_MS 5000
 
 static const char *action_names[ACT__COUNT] = {
     [ACT_WAIT] = "wait",
@@ -168,6 +170,11 @@ static void decide_follower(const Observation *o, Decision *d)
             decide(d, ACT_REWIND, leader, "former primary rejoining: pg_rewind from %s, then follow it", leader);
             return;
         }
+        if (o->start_failed && o->start_failed_ago_ms < START_RETRY_MS) {
+            decide(d, ACT_WAIT, "", "starting postgres failed; retrying in %lld s",
+                   (long long)((START_RETRY_MS - o->start_failed_ago_ms + 999) / 1000));
+            return;
+        }
         decide(d, ACT_START_REPLICA, leader, "starting as a replica of %s", leader);
         return;
     }
@@ -208,6 +215,11 @@ static void decide_no_leader(const Observation *o, Decision *d)
         return;
     }
     if (!o->pg_running) {
+        if (o->start_failed && o->start_failed_ago_ms < START_RETRY_MS) {
+            decide(d, ACT_WAIT, "", "starting postgres failed; retrying in %lld s",
+                   (long long)((START_RETRY_MS - o->start_failed_ago_ms + 999) / 1000));
+            return;
+        }
         decide(d, ACT_START_REPLICA, "", "no leader: starting read-only to take part in the election");
         return;
     }
@@ -343,6 +355,10 @@ void ha_decide(const Observation *o, Decision *d)
             return;
         }
         const Member *lm = c->leader[0] ? cluster_member(c, c->leader) : NULL;
+        if (o->data_dir_foreign) {
+            decide(d, ACT_WAIT, "", "data_dir holds files but is not a PostgreSQL data directory: refusing to overwrite it (empty it or fix postgresql.data_dir)");
+            return;
+        }
         if (c->config.pause) {
             decide(d, ACT_WAIT, "", "paused: not creating a replica");
             return;
@@ -351,7 +367,7 @@ void ha_decide(const Observation *o, Decision *d)
             decide(d, ACT_WAIT, "", "no data directory and no running leader to clone from");
             return;
         }
-        decide(d, ACT_CLONE, lm->name, "no data directory: cloning from leader %s", lm->name);
+        decide(d, ACT_CLONE, lm->name, "no usable data directory: cloning from leader %s", lm->name);
         return;
     }
     if (c->config.pause) {

@@ -8,8 +8,11 @@
  *   confirm: ssn == T for a moment and pg_stat_replication agrees -> pending := wal_lsn now
  *            (every commit acknowledged by the old set is below it).
  *   shrink:  every catch-up LSN reached by its member -> key := T, no catch-up entries.
- *   remove:  T is a subset of the key -> ssn := T first, then key := T; when T is empty,
- *            strict mode keeps waiting, otherwise the key is emptied first, then ssn := ''. */
+ *   remove:  members not wanted any more leave the key first, then ssn := T (commits
+ *            acknowledged once ssn stops naming a member need not be on it); when T is empty,
+ *            strict mode keeps waiting, otherwise the key is emptied first, then ssn := ''.
+ *            While members are pending or catching up, those that stop streaming leave the key
+ *            the same way before the switch, so a dead standby never holds commits forever. */
 #include "common/common.h"
 #include "ha/sync_plan.h"
 
@@ -222,9 +225,25 @@ void sync_plan(const SyncInput *in, SyncStep *out)
         return;
     }
 
+    if (has_pending || has_catchup) {
+        /* the wanted set may have changed meanwhile: members no longer wanted leave the key
+         * before ssn stops naming them (or is switched without them) */
+        bool drop = false;
+        for (int i = 0; i < key->n_members; i++)
+            if (!set_has(&t, key->members[i]))
+                drop = true;
+        if (drop) {
+            key_from(out, in->me);
+            for (int i = 0; i < key->n_members; i++)
+                if (set_has(&t, key->members[i]))
+                    key_add(&out->key, key->members[i], key->catchup[i]);
+            step(out, SYNC_WRITE_KEY, "removing standbys no longer wanted from the sync key before synchronous_standby_names changes");
+            return;
+        }
+    }
+
     if (has_pending) {
-        /* the wanted set may have changed meanwhile: switch to the pending ones plus the
-         * confirmed members still wanted */
+        /* every member of the key is wanted now (see above) */
         SsnSet target;
         memset(&target, 0, sizeof(target));
         for (int i = 0; i < key->n_members; i++)
@@ -297,8 +316,23 @@ void sync_plan(const SyncInput *in, SyncStep *out)
         step(out, SYNC_WRITE_KEY, "no synchronous standby available: emptying the sync key before acknowledging asynchronously");
         return;
     }
+    /* members leave the key before ssn stops naming them: commits acknowledged afterwards
+     * need not be on them */
+    bool extra = false;
+    for (int i = 0; i < key->n_members; i++)
+        if (!set_has(&target, key->members[i]))
+            extra = true;
+    if (extra) {
+        key_from(out, in->me);
+        for (int i = 0; i < key->n_members; i++)
+            if (set_has(&target, key->members[i]))
+                key_add(&out->key, key->members[i], 0);
+        step(out, SYNC_WRITE_KEY, "removing standbys no longer synchronous from the sync key before synchronous_standby_names stops naming them");
+        return;
+    }
     if (!ssn_equal(applied, &target)) {
-        /* shrinking to a subset of the key keeps the invariant: its members have everything */
+        /* the key is a subset of the target now; a target within the key keeps the invariant:
+         * its members have everything */
         bool subset = true;
         for (int i = 0; i < target.n; i++)
             if (!sync_has(key, target.names[i]))
@@ -310,16 +344,7 @@ void sync_plan(const SyncInput *in, SyncStep *out)
             return;
         }
     }
-    bool key_matches = key->n_members == target.n;
-    for (int i = 0; i < target.n && key_matches; i++)
-        if (!sync_has(key, target.names[i]))
-            key_matches = false;
-    if (!key_matches && ssn_equal(applied, &target)) {
-        key_from(out, in->me);
-        for (int i = 0; i < target.n; i++)
-            key_add(&out->key, target.names[i], 0);
-        step(out, SYNC_WRITE_KEY, "sync key follows synchronous_standby_names");
-        return;
-    }
+    /* never the other way round: a member enters the key only as pending (strict mode keeping
+     * the applied standbys does not make them complete) */
     step(out, SYNC_NOTHING, "synchronous replication stable");
 }

@@ -31,6 +31,7 @@ typedef struct WalSender {
 typedef struct PgState {
     bool data_dir_nonempty;
     bool data_dir_valid;         /* PG_VERSION and global/pg_control present */
+    bool data_dir_foreign;       /* not empty, yet no PG_VERSION: not ours to overwrite */
     bool running;                /* postmaster process alive */
     bool accepting;              /* a query succeeded this tick */
     bool in_recovery;

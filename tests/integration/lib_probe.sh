@@ -3,6 +3,15 @@
 # background writer that measures write unavailability. Background loops stop by themselves
 # when the test shell is gone, and are stopped by PID with stop_bg.
 
+# lib.sh picks ports in 20000-40000, whose upper part is inside Linux's ephemeral range
+# (32768-60999 by default): a client connection's local port there cannot be seen by
+# port_in_use and makes a later bind fail (seen: etcd "bind: address already in use"). These
+# tests restart etcd and postgres on the same ports, so stay below the ephemeral range.
+read -r _eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || _eph_lo=32768
+if [ "$_eph_lo" -gt 21000 ]; then
+    NEXT_PORT=$(( 20000 + (RANDOM % ((_eph_lo - 20000 - 200) / 10)) * 10 ))
+fi
+
 now_ms() { date +%s%3N; }
 
 # probe_write N: one INSERT on node N with short timeouts; 0 when the write was acknowledged

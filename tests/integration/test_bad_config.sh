@@ -107,6 +107,8 @@ log "the CLI against the closed etcd port"
 rc=$?
 [ "$rc" = 4 ] || fail "list against a closed etcd port exited $rc, expected 4: $(cat "$T_DIR/bad/err")"
 grep -q "^error: .*127\.0\.0\.1:$E_PORT" "$T_DIR/bad/err" || fail "list: the error does not name 127.0.0.1:$E_PORT: $(cat "$T_DIR/bad/err")"
+grep -q "^hint: .*--dcs-url" "$T_DIR/bad/err" || fail "list: the hint does not point at --dcs-url: $(cat "$T_DIR/bad/err")"
+grep -q "FILE" "$T_DIR/bad/err" && fail "list --dcs-url: the hint talks about a FILE that was not given: $(cat "$T_DIR/bad/err")"
 log "list: $(head -1 "$T_DIR/bad/err")"
 "$BIN" list -c "$good" >/dev/null 2>"$T_DIR/bad/err"
 rc=$?

@@ -52,7 +52,8 @@ hist=$("$BIN" history --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" 2>&1
 echo "$hist"
 echo "$hist" | grep -q "switchover" || fail "the history has no switchover entry"
 echo "$hist" | grep "switchover" | grep -q "node2" || fail "the switchover entry does not name node2"
-etcdctl_ get --print-value-only "/service/$SCOPE/failover" | grep -q . && fail "the failover key is still present after the switchover"
+no_failover_key() { [ -z "$(etcdctl_ get --print-value-only "/service/$SCOPE/failover")" ]; }
+wait_until 30 "the failover key removed after the switchover" no_failover_key
 
 # ---- 2. REST switchover node2 -> node3 --------------------------------------------------------
 wait_until 30 "node1 and node3 published as running replicas" running_replicas 1 3

@@ -195,6 +195,8 @@ static void t_pg_down(Fx *f)
 static void t_down_limit(Fx *f) { f->o.pg_down_ms = 300000; }
 static void t_down_long(Fx *f) { f->o.pg_down_ms = 300001; }
 static void t_start_failed(Fx *f) { f->o.start_failed = true; }
+static void t_start_failed_long_ago(Fx *f) { f->o.start_failed = true; f->o.start_failed_ago_ms = 60000; }
+static void t_foreign_dir(Fx *f) { f->o.data_dir_foreign = true; }
 static void t_start_timeout0(Fx *f) { f->c.config.primary_start_timeout = 0; f->o.pg_down_ms = 1; }
 static void t_not_accepting(Fx *f) { f->o.pg_accepting = false; }
 static void t_in_recovery(Fx *f) { f->o.pg_in_recovery = true; }
@@ -439,6 +441,20 @@ static void test_no_data_directory(void **state)
         {"leader lost its data directory", as_leader, {t_pg_down, t_no_data}, ACT_GIVE_UP_LEADER, NULL, "no data directory", false},
         {"leader lost its data directory, paused", as_leader, {t_pause, t_pg_down, t_no_data}, ACT_GIVE_UP_LEADER, NULL, NULL, false},
         {"leader with no data directory gives up the key", as_empty, {t_leader_node3}, ACT_GIVE_UP_LEADER, NULL, "no data directory", false},
+        {"foreign files in data_dir are never overwritten", as_empty, {t_foreign_dir}, ACT_WAIT, NULL, "refusing to overwrite", false},
+    };
+    RUN(rows);
+}
+
+/* a failed start is retried with a pause, not in a tight loop */
+static void test_start_retry(void **state)
+{
+    (void)state;
+    static const Row rows[] = {
+        {"replica start just failed: wait", as_replica, {t_pg_down, t_start_failed}, ACT_WAIT, NULL, "retrying in", false},
+        {"replica start failed long ago: retry", as_replica, {t_pg_down, t_start_failed_long_ago}, ACT_START_REPLICA, "node1", NULL, false},
+        {"election start just failed: wait", as_election, {t_pg_down, t_start_failed}, ACT_WAIT, NULL, "retrying in", false},
+        {"election start failed long ago: retry", as_election, {t_pg_down, t_start_failed_long_ago}, ACT_START_REPLICA, "", NULL, false},
     };
     RUN(rows);
 }
@@ -956,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_not_initialized),
         cmocka_unit_test(test_sysid_mismatch),
         cmocka_unit_test(test_no_data_directory),
+        cmocka_unit_test(test_start_retry),
         cmocka_unit_test(test_leader),
         cmocka_unit_test(test_follower),
         cmocka_unit_test(test_election),
