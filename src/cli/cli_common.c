@@ -526,6 +526,15 @@ static bool is_leader(const Cluster *c, const Member *m)
     return c->leader[0] && strcmp(c->leader, m->name) == 0;
 }
 
+const char *cli_member_state(const Cluster *c, const Member *m)
+{
+    /* like patronictl: a running replica that streams from the primary shows "streaming" */
+    if (strcmp(m->name, c->leader) != 0 && strcmp(m->state, "running") == 0 &&
+        strcmp(m->replication_state, "streaming") == 0)
+        return "streaming";
+    return m->state;
+}
+
 const char *cli_member_role(const Cluster *c, const Member *m)
 {
     if (is_leader(c, m))
@@ -691,7 +700,7 @@ char *cli_format_members(const Cluster *c, const char *scope)
         row[MCOL_MEMBER] = str_dup(m->name);
         row[MCOL_HOST] = str_dup(host);
         row[MCOL_ROLE] = str_dup(cli_member_role(c, m));
-        row[MCOL_STATE] = str_dup(m->state);
+        row[MCOL_STATE] = str_dup(cli_member_state(c, m));
         row[MCOL_TL] = m->timeline > 0 ? str_printf("%d", m->timeline) : str_dup("");
         row[MCOL_LAG] = str_dup(lag);
         row[MCOL_TAGS] = m->pending_restart && tags[0] ? str_printf("%s, pending restart", tags)
@@ -736,7 +745,7 @@ char *cli_members_json(const Cluster *c, const char *scope)
         json_object_set_new(o, "Member", json_string(m->name));
         json_object_set_new(o, "Host", json_string(host));
         json_object_set_new(o, "Role", json_string(cli_member_role(c, m)));
-        json_object_set_new(o, "State", json_string(m->state));
+        json_object_set_new(o, "State", json_string(cli_member_state(c, m)));
         if (m->timeline > 0)
             json_object_set_new(o, "TL", json_integer(m->timeline));
         if (lag_bytes >= 0)
