@@ -36,7 +36,7 @@ typedef struct Job {
     char host[128];             /* its PostgreSQL address */
     int port;
     char slot[64];
-    char sync_names[256];
+    char sync_names[1200];      /* synchronous_standby_names (>= SSN_TEXT_MAX) */
     KvList dyn_params;          /* copy of the cluster's postgresql.parameters */
 } Job;
 
@@ -67,7 +67,7 @@ typedef struct Agent {
     char last_member_json[1024];
     int64_t failovers;
     bool was_leader;            /* held the leader key at the end of the last tick */
-    char sync_applied[256];     /* synchronous_standby_names we last applied */
+    char sync_applied[1200];    /* synchronous_standby_names we last applied (>= SSN_TEXT_MAX) */
     int64_t sync_changed_ms;    /* monotonic time of that change (0 unknown) */
     char *params_applied;       /* dynamic postgresql.parameters last written (JSON-ish text) */
 

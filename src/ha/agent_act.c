@@ -12,6 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+_Static_assert(sizeof(((Agent *)0)->sync_applied) >= SSN_TEXT_MAX, "sync_applied too small");
+_Static_assert(sizeof(((Job *)0)->sync_names) >= SSN_TEXT_MAX, "sync_names too small");
+
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port)
@@ -476,13 +479,22 @@ static void maintain_sync(Agent *a)
 {
     const Cluster *c = &a->cluster;
     Err err = {{0}};
-    PGresult *r = pg_query(&a->pg, "SHOW synchronous_standby_names", 2000, &err);
+    /* sample the WAL position now, with the setting: a confirmation step records it as the
+     * catch-up LSN, and it must not predate the moment the new setting was in force */
+    PGresult *r = pg_query(&a->pg, "SELECT current_setting('synchronous_standby_names'), pg_current_wal_lsn()::text",
+                           2000, &err);
     if (!r) {
         log_warn("synchronous replication: %s", err.msg);
         return;
     }
-    char current[256];
+    char current[SSN_TEXT_MAX];
+    Lsn wal_now = 0;
     str_copy(current, sizeof(current), PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "");
+    if (PQntuples(r) != 1 || !lsn_parse(PQgetvalue(r, 0, 1), &wal_now)) {
+        PQclear(r);
+        log_warn("synchronous replication: unexpected answer from postgres");
+        return;
+    }
     PQclear(r);
     if (!c->config.synchronous_mode) {
         if (c->sync.present) {
@@ -506,7 +518,7 @@ static void maintain_sync(Agent *a)
         .senders = a->pgst.senders,
         .n_senders = a->pgst.n_senders,
         .cluster = c,
-        .wal_lsn = a->pgst.wal_lsn,
+        .wal_lsn = wal_now,
     };
     SyncStep st;
     sync_plan(&in, &st);
@@ -516,7 +528,7 @@ static void maintain_sync(Agent *a)
     }
     log_info("sync: %s", st.reason);
     if (st.kind == SYNC_SET_SSN) {
-        char text[512];
+        char text[SSN_TEXT_MAX];
         ssn_format(&st.ssn, text, sizeof(text));
         apply_ssn(a, text);
     } else {

@@ -299,7 +299,7 @@ void sync_plan(const SyncInput *in, SyncStep *out)
         return;
     }
 
-    /* stable key: drop members no longer wanted; ssn first, then the key */
+    /* stable key: drop members no longer wanted; the key first, then ssn */
     SsnSet target = t;
     if (target.n == 0) {
         bool keep_blocking = in->strict;

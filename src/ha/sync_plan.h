@@ -12,6 +12,8 @@
 /* synchronous_standby_names that names no standby: commits wait (strict mode, and right
  * after a promotion until a synchronous standby is established) */
 #define SSN_BLOCK "\"pgvigil_no_sync_standby\""
+/* room for "FIRST 16 (" + 16 quoted names of NAME_MAX_LEN + ")" */
+#define SSN_TEXT_MAX (16 + MAX_SYNC * (NAME_MAX_LEN + 3))
 
 typedef struct SsnSet {
     bool block;                          /* SSN_BLOCK applied */
