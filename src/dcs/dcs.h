@@ -36,6 +36,8 @@ typedef struct DcsOps {
     bool (*watch)(Dcs *d, int64_t after_rev, int timeout_ms, Err *err);
     /* Revoke our lease (clean shutdown: our leader and member keys go at once). */
     bool (*revoke)(Dcs *d, Err *err);
+    /* Our current lease id (0 before the first keepalive); no I/O. */
+    int64_t (*lease_id)(Dcs *d);
     void (*free)(Dcs *d);
 } DcsOps;
 

@@ -372,6 +372,11 @@ static void store_release(MemStore *s)
 }
 
 /* Like a process exit against etcd: the lease is not revoked, its keys live until it expires. */
+static int64_t mem_lease_id(Dcs *d)
+{
+    return ((MemDcs *)d)->lease;
+}
+
 static void mem_free(Dcs *d)
 {
     MemDcs *m = mem_of(d);
@@ -391,6 +396,7 @@ static const DcsOps mem_ops = {
     .del_prefix = mem_del_prefix,
     .watch = mem_watch,
     .revoke = mem_revoke,
+    .lease_id = mem_lease_id,
     .free = mem_free,
 };
 

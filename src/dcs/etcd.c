@@ -1021,6 +1021,11 @@ static bool etcd_revoke(Dcs *d, Err *err)
 
 /* Does not revoke the lease (a crashed agent cannot either): call revoke first to release
  * the leader key at once on a clean shutdown. */
+static int64_t etcd_lease_id(Dcs *d)
+{
+    return ((EtcdDcs *)d)->lease;
+}
+
 static void etcd_free(Dcs *d)
 {
     EtcdDcs *e = etcd_of(d);
@@ -1052,6 +1057,7 @@ static const DcsOps etcd_ops = {
     .del_prefix = etcd_del_prefix,
     .watch = etcd_watch,
     .revoke = etcd_revoke,
+    .lease_id = etcd_lease_id,
     .free = etcd_free,
 };
 

@@ -58,12 +58,14 @@ typedef struct Agent {
     bool rewind_failed;
     bool start_failed;
     int64_t start_failed_at;    /* monotonic time of the last failed start */
+    int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
     char role[16];              /* last published role */
     char last_reason[256];
     Action last_action;
     int64_t last_member_write_ms;
+    int64_t status_written_ms;  /* last write of the status key (leader) */
     char last_member_json[1024];
     int64_t failovers;
     bool was_leader;            /* held the leader key at the end of the last tick */

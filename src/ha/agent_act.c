@@ -383,6 +383,8 @@ void agent_collect_job(Agent *a)
         a->start_failed = !ok && j.kind != JOB_REWIND;
         if (a->start_failed)
             a->start_failed_at = mono_ms();
+        if (j.kind != JOB_REWIND)
+            a->start_failures = ok ? 0 : a->start_failures + 1;
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             set_role(a, "replica", "following the leader");
@@ -393,6 +395,7 @@ void agent_collect_job(Agent *a)
         a->start_failed = !ok;
         if (!ok)
             a->start_failed_at = mono_ms();
+        a->start_failures = ok ? 0 : a->start_failures + 1;
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             set_role(a, "replica", j.target[0] ? "started as a replica" : "started read-only, no leader yet");
@@ -403,6 +406,7 @@ void agent_collect_job(Agent *a)
         a->start_failed = !ok;
         if (!ok)
             a->start_failed_at = mono_ms();
+        a->start_failures = ok ? 0 : a->start_failures + 1;
         if (ok)
             agent_run_callback(a, "on_start", "primary");
         break;
@@ -434,6 +438,7 @@ void agent_collect_job(Agent *a)
         a->start_failed = !ok;
         if (!ok)
             a->start_failed_at = mono_ms();
+        a->start_failures = ok ? 0 : a->start_failures + 1;
         agent_run_callback(a, "on_restart", a->role);
         break;
     case JOB_NONE:
@@ -606,21 +611,28 @@ static void keep_leader(Agent *a, const Decision *d)
 {
     Err err = {{0}};
     bool swapped = false;
-    /* re-attach the key to our current lease (an agent restarted within the TTL finds the key
-     * on its previous lease) and prove we still hold it */
-    if (!a->dcs->ops->cas(a->dcs, "leader", a->cfg->name, a->cfg->name, true, &swapped, &err)) {
-        log_warn("cannot refresh the leader key: %s", err.msg);
-        return;
-    }
-    if (!swapped) {
-        log_warn("leader key is no longer mine");
-        return;
+    /* re-attach the key to our current lease when it sits on another one (an agent restarted
+     * within the TTL finds the key on its previous lease, and a TTL change grants a new lease).
+     * Otherwise leave it alone: every write wakes every agent's watch. */
+    if (a->cluster.leader_lease != a->dcs->ops->lease_id(a->dcs)) {
+        if (!a->dcs->ops->cas(a->dcs, "leader", a->cfg->name, a->cfg->name, true, &swapped, &err)) {
+            log_warn("cannot refresh the leader key: %s", err.msg);
+            return;
+        }
+        if (!swapped) {
+            log_warn("leader key is no longer mine");
+            return;
+        }
+        log_info("leader key moved to my current lease");
     }
     if (d->clear_failover)
         delete_failover_key(a);
     maintain_slots(a);
     maintain_sync(a);
-    if (a->pgst.wal_lsn) {
+    int64_t now = mono_ms();
+    if (a->pgst.wal_lsn && a->pgst.wal_lsn != a->cluster.status_optime &&
+        now - a->status_written_ms >= (int64_t)a->cluster.config.loop_wait * 1000) {
+        a->status_written_ms = now;
         char status[64];
         str_fmt(status, sizeof(status), "{\"optime\":%llu}", (unsigned long long)a->pgst.wal_lsn);
         if (!a->dcs->ops->put(a->dcs, "status", status, false, &err))

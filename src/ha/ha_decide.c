@@ -8,6 +8,10 @@
 #define NOT_STREAMING_REWIND_MS 15000
 /* after a failed start of postgres, wait this long before trying again */
 #define START_RETRY_MS 5000
+/* the leader retries a restart in place this often, this many times (a killed postmaster's
+ * backends may still hold its shared memory for a moment) */
+#define LEADER_START_RETRY_MS 1000
+#define LEADER_START_ATTEMPTS 3
 
 static const char *action_names[ACT__COUNT] = {
     [ACT_WAIT] = "wait",
@@ -95,9 +99,13 @@ static void decide_leader(const Observation *o, Decision *d)
     }
     if (!o->pg_running) {
         int64_t limit = (int64_t)c->config.primary_start_timeout * 1000;
-        if (o->start_failed || o->pg_down_ms > limit) {
+        if (o->start_failures >= LEADER_START_ATTEMPTS || o->pg_down_ms > limit) {
             decide(d, ACT_GIVE_UP_LEADER, "", "postgres did not come back (%s): releasing the leader key",
-                   o->start_failed ? "start failed" : "down longer than primary_start_timeout");
+                   o->pg_down_ms > limit ? "down longer than primary_start_timeout" : "start failed repeatedly");
+            return;
+        }
+        if (o->start_failed && o->start_failed_ago_ms < LEADER_START_RETRY_MS) {
+            decide(d, ACT_WAIT, "", "restarting postgres in place failed; retrying");
             return;
         }
         decide(d, ACT_START_PRIMARY, "", "I hold the leader key but postgres is down: restarting it in place");

@@ -41,6 +41,7 @@ typedef struct Observation {
     bool rewind_failed;        /* the last pg_rewind attempt failed */
     bool start_failed;         /* the last start attempt failed */
     int64_t start_failed_ago_ms; /* time since that failed attempt */
+    int start_failures;        /* consecutive failed starts */
     bool data_dir_foreign;     /* not empty and not a PostgreSQL data directory at all */
     int64_t not_streaming_ms;  /* replica following a leader but not streaming for this long */
     bool reinit_on_rewind_failure; /* postgresql.remove_data_directory_on_rewind_failure */

@@ -80,6 +80,8 @@ static bool run_pg(const PgNode *pg, const char *const argv[], int timeout_ms, c
                          last ? last + 1 : out);
         } else {
             err_prefix(err, "%s", cmd);
+            if (err)
+                snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), " (see %s)", pg->log_path);
         }
     }
     free(out);
@@ -388,22 +390,6 @@ bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err)
     return ok;
 }
 
-/* Exists and is not a zombie (a dead postmaster waits for init to reap it; it is gone for us). */
-static bool pid_alive(pid_t pid)
-{
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return false;
-    char path[64];
-    str_fmt(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-    char *txt = file_read_all(path, NULL, NULL);
-    if (!txt)
-        return false;
-    const char *close = strrchr(txt, ')');
-    bool alive = !(close && close[1] == ' ' && (close[2] == 'Z' || close[2] == 'X'));
-    free(txt);
-    return alive;
-}
-
 bool pg_kill_postmaster(const char *data_dir, int grace_ms)
 {
     char path[4096];
@@ -419,11 +405,10 @@ bool pg_kill_postmaster(const char *data_dir, int grace_ms)
     kill((pid_t)pid, SIGQUIT);
     int64_t deadline = mono_ms() + grace_ms;
     while (mono_ms() < deadline) {
-        if (!pid_alive((pid_t)pid))
+        if (kill((pid_t)pid, 0) != 0)
             return true;
         sleep_ms(20);
     }
     kill((pid_t)pid, SIGKILL);
-    sleep_ms(20);
-    return !pid_alive((pid_t)pid);
+    return kill((pid_t)pid, 0) != 0;
 }

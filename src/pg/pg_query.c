@@ -159,20 +159,17 @@ static pid_t postmaster_pid(const char *data_dir)
         return 0;
     if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
         return 0;
-    /* a stale pid file can name a reused pid: check it is a postgres process; and a postmaster
-     * that died (kill -9, OOM killer) stays a zombie until its parent - init, since pg_ctl
-     * daemonizes it - reaps it, which some container inits do late or never: dead all the same */
-    str_fmt(path, sizeof(path), "/proc/%ld/stat", pid);
+    /* a stale pid file can name a reused pid: check it is a postgres process */
+    char comm[64];
+    str_fmt(path, sizeof(path), "/proc/%ld/comm", pid);
     char *c = file_read_all(path, NULL, NULL);
     if (!c)
         return 0;
-    /* "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ')' */
-    const char *open = strchr(c, '(');
-    const char *close = strrchr(c, ')');
-    bool alive = open && close && close > open && close[1] == ' ' && close[2] != 'Z' && close[2] != 'X' &&
-                 (strncmp(open + 1, "postgres", 8) == 0 || strncmp(open + 1, "postmaster", 10) == 0);
+    str_copy(comm, sizeof(comm), c);
     free(c);
-    return alive ? (pid_t)pid : 0;
+    if (strncmp(comm, "postgres", 8) != 0 && strncmp(comm, "postmaster", 10) != 0)
+        return 0;
+    return (pid_t)pid;
 }
 
 static Lsn col_lsn(PGresult *r, int row, int col)

@@ -196,6 +196,7 @@ static void t_down_limit(Fx *f) { f->o.pg_down_ms = 300000; }
 static void t_down_long(Fx *f) { f->o.pg_down_ms = 300001; }
 static void t_start_failed(Fx *f) { f->o.start_failed = true; }
 static void t_start_failed_long_ago(Fx *f) { f->o.start_failed = true; f->o.start_failed_ago_ms = 60000; }
+static void t_start_failed_3x(Fx *f) { f->o.start_failed = true; f->o.start_failures = 3; f->o.start_failed_ago_ms = 2000; }
 static void t_foreign_dir(Fx *f) { f->o.data_dir_foreign = true; }
 static void t_start_timeout0(Fx *f) { f->c.config.primary_start_timeout = 0; f->o.pg_down_ms = 1; }
 static void t_not_accepting(Fx *f) { f->o.pg_accepting = false; }
@@ -467,7 +468,9 @@ static void test_leader(void **state)
         {"leader, postgres down", as_leader, {t_pg_down}, ACT_START_PRIMARY, NULL, "restarting", false},
         {"leader, postgres down exactly primary_start_timeout", as_leader, {t_pg_down, t_down_limit}, ACT_START_PRIMARY, NULL, NULL, false},
         {"leader, postgres down longer than primary_start_timeout", as_leader, {t_pg_down, t_down_long}, ACT_GIVE_UP_LEADER, NULL, "primary_start_timeout", false},
-        {"leader, start failed", as_leader, {t_pg_down, t_start_failed}, ACT_GIVE_UP_LEADER, NULL, "start failed", false},
+        {"leader, start just failed: retry shortly", as_leader, {t_pg_down, t_start_failed}, ACT_WAIT, NULL, "retrying", false},
+        {"leader, start failed a while ago: restart again", as_leader, {t_pg_down, t_start_failed_long_ago}, ACT_START_PRIMARY, NULL, NULL, false},
+        {"leader, start failed three times", as_leader, {t_pg_down, t_start_failed_3x}, ACT_GIVE_UP_LEADER, NULL, "start failed", false},
         {"leader, primary_start_timeout 0", as_leader, {t_pg_down, t_start_timeout0}, ACT_GIVE_UP_LEADER, NULL, NULL, false},
         {"leader in recovery", as_leader, {t_in_recovery}, ACT_PROMOTE, NULL, "in recovery", false},
         {"leader not answering yet", as_leader, {t_not_accepting}, ACT_WAIT, NULL, "not answering", false},
