@@ -311,7 +311,15 @@ static void tick(Agent *a)
     agent_collect_job(a);
     agent_reap_children();
     renew_lease(a);
-    load_cluster(a);
+    if (a->lease_ok) {
+        load_cluster(a);
+    } else {
+        /* etcd did not answer the renewal: more calls this tick would only spend, in
+         * timeouts, the margin a primary needs to stop writes before its lease may expire */
+        if (a->dcs_ok)
+            log_error("etcd unreachable: lease renewal failed");
+        a->dcs_ok = false;
+    }
 
     Observation o;
     memset(&o, 0, sizeof(o));

@@ -17,7 +17,8 @@ declare -a PG_PORT API_PORT AGENT_PID
 ETCD_PID=""
 E_PORT=""
 E_PEER=""
-NEXT_PORT=$(( 20000 + (RANDOM % 2000) * 10 ))
+# below Linux's ephemeral range (32768-60999), where client sockets could take our ports
+NEXT_PORT=$(( 10000 + (RANDOM % 1000) * 20 ))
 
 log() { echo "[$T_NAME $(date +%H:%M:%S.%N | cut -c1-12)] $*"; }
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# etcd goes away: the primary stops accepting writes before its lease could expire, the
+# etcd goes away (stopped, then in a second phase frozen by SIGSTOP): the primary stops accepting writes before its lease could expire, the
 # replicas stay read-only, nobody accepts writes while etcd is down. etcd comes back (same data
 # directory and ports): exactly one writable primary, the others streaming, no data lost.
 source "$(dirname "$0")/lib.sh"
@@ -75,4 +75,45 @@ for n in 1 2 3; do
 done
 grep -q "etcd unreachable" "$T_DIR/$l.log" || fail "$l did not log losing etcd"
 echo "MEASURE etcd_outage: writes_stopped_ms=$((nowrite_ms - stop_ms)) healthy_after_restart_ms=$((recovered_ms - restart_ms)) writable_after_restart_ms=$((writable_ms - restart_ms)) new_leader=$nl_name old_leader=$l rounds=$(wc -l <"$S")"
+
+# ---- phase 2: etcd frozen (SIGSTOP) instead of gone: every call times out instead of being
+# refused, like a network partition. Same strict rule; when etcd resumes its leases have run out.
+l=$nl_name; ln=$nl
+S="$T_DIR/samples2"
+start_sampler "$S" 1 2 3
+sleep 1.5
+[ -n "$(sampler_last_ok "$S" "$ln")" ] || fail "the sampler saw no write accepted by leader $l before etcd froze"
+stop_ms=$(now_ms)
+kill -STOP "$ETCD_PID"
+log "etcd frozen (SIGSTOP)"
+limit_ms=$((stop_ms + (T_TTL + 2) * 1000))
+while probe_write "$ln"; do
+    [ "$(now_ms)" -gt "$limit_ms" ] && { kill -CONT "$ETCD_PID"; fail "$l still accepts writes $(( $(now_ms) - stop_ms )) ms after etcd froze"; }
+    sleep 0.1
+done
+nowrite2_ms=$(now_ms)
+log "$l stopped accepting writes $((nowrite2_ms - stop_ms)) ms after etcd froze"
+sleep $((T_TTL * 2))
+restart_ms=$(now_ms)
+kill -CONT "$ETCD_PID"
+log "etcd resumed (SIGCONT)"
+wait_until 180 "cluster healthy after etcd resumed" cluster_healthy "1 2 3"
+nl_name=$(leader); nl=$(node_of "$nl_name")
+wait_until 30 "the leader $nl_name accepts writes" probe_write "$nl"
+recovered2_ms=$(now_ms)
+for n in 1 2 3; do
+    [ "$n" = "$nl" ] && continue
+    wait_until 60 "node$n streaming from $nl_name" streams_from "$n" "$nl"
+    probe_write "$n" && fail "node$n accepts writes beside leader $nl_name"
+done
+for n in 1 2 3; do wait_until 30 "node$n still has the 1000 rows" rows_on "$n" 1000; done
+sleep 1
+stop_bg "$S" "$SAMPLER_PID"
+dbl=$(sampler_double_primaries "$S")
+[ -z "$dbl" ] || fail "two nodes accepted writes in the same sample round (etcd frozen):
+$dbl"
+late=$(awk -v a="$limit_ms" -v b="$restart_ms" '$2 > a && $1 < b && NF > 2' "$S")
+[ -z "$late" ] || fail "a node accepted writes while etcd was frozen:
+$late"
+echo "MEASURE etcd_frozen: writes_stopped_ms=$((nowrite2_ms - stop_ms)) writable_after_resume_ms=$((recovered2_ms - restart_ms)) leader_before=$l leader_after=$nl_name"
 echo "PASS [$T_NAME]"
