@@ -73,7 +73,7 @@ static const Member *best_replica(const Cluster *c, const char *me)
     const Member *best = NULL;
     for (int i = 0; i < c->n_members; i++) {
         const Member *m = &c->members[i];
-        if (strcmp(m->name, me) == 0 || !member_is_healthy_replica(m))
+        if (strcmp(m->name, me) == 0 || !member_is_healthy_replica(m) || strcmp(m->replication_state, "streaming") != 0)
             continue;
         if (c->config.synchronous_mode && !sync_may_promote(&c->sync, m->name, m->xlog_location))
             continue;
@@ -135,6 +135,13 @@ static void decide_leader(const Observation *o, Decision *d)
         }
         if (!member_is_healthy_replica(cand)) {
             decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not a healthy eligible replica", cand->name);
+            d->clear_failover = true;
+            return;
+        }
+        /* a clean stop hands every WAL record to the standbys connected at that moment; one
+         * that does not stream would miss the last ones */
+        if (strcmp(cand->replication_state, "streaming") != 0) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not streaming from me", cand->name);
             d->clear_failover = true;
             return;
         }

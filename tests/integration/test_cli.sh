@@ -141,8 +141,9 @@ wait_until 120 "cluster healthy under node2" cluster_healthy "1 2 3"
 expect_rc 0 history
 h=$(cat "$T_DIR/cli.out")
 echo "$h" | grep -Eq '^\| +1 \| +[0-9A-F]+/[0-9A-F]+ \| .* \| node2 +\|$' || fail "history has no entry for TL 1 -> node2: $h"
-cli list --json | jq -e '[.[] | select(.Role == "Leader") | .Member] == ["node2"] and ([.[].TL] | unique) == [2]' >/dev/null \
-    || fail "list after failover: $(cli list --json)"
+# member records are republished within loop_wait: give list a moment to catch up
+list_after_failover() { cli list --json | jq -e '[.[] | select(.Role == "Leader") | .Member] == ["node2"] and ([.[].TL] | unique) == [2]' >/dev/null; }
+wait_until 15 "list shows node2 leading on TL 2 everywhere" list_after_failover
 agents_alive
 
 log "exit codes"

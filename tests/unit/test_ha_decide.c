@@ -198,6 +198,12 @@ static void t_start_failed(Fx *f) { f->o.start_failed = true; }
 static void t_start_failed_long_ago(Fx *f) { f->o.start_failed = true; f->o.start_failed_ago_ms = 60000; }
 static void t_start_failed_3x(Fx *f) { f->o.start_failed = true; f->o.start_failures = 3; f->o.start_failed_ago_ms = 2000; }
 static void t_foreign_dir(Fx *f) { f->o.data_dir_foreign = true; }
+static void t_m2_not_streaming(Fx *f)
+{
+    for (int i = 0; i < f->c.n_members; i++)
+        if (strcmp(f->c.members[i].name, "node2") == 0)
+            str_copy(f->c.members[i].replication_state, sizeof(f->c.members[i].replication_state), "in archive recovery");
+}
 static void t_start_timeout0(Fx *f) { f->c.config.primary_start_timeout = 0; f->o.pg_down_ms = 1; }
 static void t_not_accepting(Fx *f) { f->o.pg_accepting = false; }
 static void t_in_recovery(Fx *f) { f->o.pg_in_recovery = true; }
@@ -615,6 +621,8 @@ static void test_switchover(void **state)
         {"switchover to a failover_priority 0 replica", as_leader, {t_so_node2, t_m2_prio0}, ACT_KEEP_LEADER, NULL, "refused", true},
         {"switchover to a member that says it is primary", as_leader, {t_so_node2, t_m2_primary}, ACT_KEEP_LEADER, NULL, "refused", true},
         {"switchover to an unknown member", as_leader, {t_so_node9}, ACT_KEEP_LEADER, NULL, "not a member", true},
+        {"switchover to a replica that does not stream", as_leader, {t_so_node2, t_m2_not_streaming}, ACT_KEEP_LEADER, NULL, "not streaming", true},
+        {"switchover, no candidate: the streaming one", as_leader, {t_so_any, t_m2_not_streaming}, ACT_RELEASE, "node3", NULL, false},
         {"switchover to myself", as_leader, {t_so_to_me}, ACT_KEEP_LEADER, NULL, "does not apply", true},
         {"switchover for another leader", as_leader, {t_so_other_leader}, ACT_KEEP_LEADER, NULL, "does not apply", true},
         {"switchover, no candidate: most advanced healthy replica", as_leader, {t_so_any}, ACT_RELEASE, "node2", NULL, false},
