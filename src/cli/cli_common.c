@@ -931,3 +931,30 @@ char *cli_config_diff(const char *old_json, const char *new_json, const char *fa
     json_decref(fb);
     return buf_take(&b);
 }
+
+int cli_parse_conn_only(const char *cmd, int argc, char **argv, void (*usage)(FILE *out), CliConnOpts *conn)
+{
+    static const struct option longopts[] = {
+        CLI_CONN_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, CLI_CONN_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_conn_opt(conn, opt, optarg))
+            continue;
+        if (opt == 'h') {
+            usage(stdout);
+            return EXIT_OK;
+        }
+        return cli_bad_option(cmd, opt, argv);
+    }
+    if (optind < argc) {
+        char hint[128];
+        str_fmt(hint, sizeof(hint), "run 'pgvigil %s --help' for its options", cmd);
+        cli_error(hint, "unexpected argument \"%s\"", argv[optind]);
+        return EXIT_USAGE;
+    }
+    return -1;
+}

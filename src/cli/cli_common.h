@@ -57,6 +57,10 @@ bool cli_conn_opt(CliConnOpts *o, int opt, const char *arg);
  * Returns EXIT_USAGE. */
 int cli_bad_option(const char *cmd, int opt, char **argv);
 
+/* Option parsing of a command that takes only the connection options: returns -1 to go on,
+ * or the exit code to return at once (after --help, or after printing a usage error). */
+int cli_parse_conn_only(const char *cmd, int argc, char **argv, void (*usage)(FILE *out), CliConnOpts *conn);
+
 /* An open connection to one cluster. Owned fields are freed by cli_close(). */
 typedef struct CliCtx {
     Config *cfg;            /* NULL when the cluster came from --dcs-url/--scope */

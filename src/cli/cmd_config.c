@@ -28,27 +28,10 @@ static void edit_usage(FILE *out)
 
 int cmd_show_config(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CLI_CONN_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
     CliConnOpts conn = {0};
-    int opt;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, CLI_CONN_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_conn_opt(&conn, opt, optarg))
-            continue;
-        if (opt == 'h') {
-            show_usage(stdout);
-            return EXIT_OK;
-        }
-        return cli_bad_option("show-config", opt, argv);
-    }
-    if (optind < argc) {
-        cli_error("run 'pgvigil show-config --help' for its options", "unexpected argument \"%s\"", argv[optind]);
-        return EXIT_USAGE;
-    }
+    int done = cli_parse_conn_only("show-config", argc, argv, show_usage, &conn);
+    if (done >= 0)
+        return done;
     CliCtx ctx;
     int rc = cli_open(&conn, &ctx);
     if (rc != EXIT_OK)
