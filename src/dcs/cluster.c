@@ -587,6 +587,26 @@ static void read_status(Cluster *c, const DcsKv *kv)
     json_decref(root);
 }
 
+/* Each history entry records the timeline a promotion ended; the one after it was reached. */
+static int history_max_timeline(const char *json)
+{
+    json_error_t je;
+    json_t *h = json ? json_loads(json, 0, &je) : NULL;
+    int max = 0;
+    if (json_is_array(h)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(h, i, e) {
+            json_t *t = json_is_array(e) ? json_array_get(e, 0) : NULL;
+            if (json_is_integer(t) && json_integer_value(t) > 0 && json_integer_value(t) < INT32_MAX &&
+                (int)json_integer_value(t) + 1 > max)
+                max = (int)json_integer_value(t) + 1;
+        }
+    }
+    json_decref(h);
+    return max;
+}
+
 bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, Err *err)
 {
     cluster_init(out);
@@ -619,6 +639,7 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
         } else if (strcmp(key, "history") == 0) {
             free(out->history_json);
             out->history_json = str_dup(kv->value ? kv->value : "");
+            out->history_timeline = history_max_timeline(out->history_json);
         } else if (strcmp(key, "status") == 0) {
             read_status(out, kv);
         }

@@ -67,6 +67,7 @@ typedef struct Cluster {
     FailoverReq failover;
     SyncState sync;
     char *history_json;            /* raw history key: [[timeline, lsn, "reason", "time", "new leader"], ...] */
+    int history_timeline;          /* highest timeline the history says was reached (0 unknown) */
     Lsn status_optime;             /* status key {"optime": N} */
     int64_t revision;              /* etcd header revision of the read */
 } Cluster;

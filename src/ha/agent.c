@@ -35,7 +35,8 @@ static int64_t dcs_timeout_for(int ttl)
  * timeout (the renewal in flight) plus time to stop postgres. */
 static int64_t demote_margin(const Agent *a)
 {
-    int64_t m = a->dcs_timeout_ms + 1500;
+    /* one etcd call may try every host in turn */
+    int64_t m = a->dcs_timeout_ms * (a->cfg->n_etcd_hosts > 0 ? a->cfg->n_etcd_hosts : 1) + 1500;
     int64_t ttl_ms = (int64_t)a->cluster.config.ttl * 1000;
     return m > ttl_ms / 2 ? ttl_ms / 2 : m;
 }
@@ -125,8 +126,9 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     /* only an unclean stop of a primary can hold writes no standby has seen */
     o->was_primary = ci->was_primary && !ci->clean_shutdown;
     o->my_lsn = st->in_recovery ? (st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn) : st->wal_lsn;
-    o->my_timeline = st->timeline;
-    o->my_sysid = st->sysid;
+    o->my_timeline = st->timeline > st->history_tli ? st->timeline : st->history_tli;
+    /* a stopped data dir is checked too: never rewind, reclone or start another cluster's data */
+    o->my_sysid = st->sysid[0] ? st->sysid : ci->sysid;
     o->pg_down_ms = a->pg_down_since ? now - a->pg_down_since : 0;
     o->not_streaming_ms = a->not_streaming_since ? now - a->not_streaming_since : 0;
 }
@@ -321,6 +323,20 @@ static void tick(Agent *a)
         a->dcs_ok = false;
     }
 
+    if (a->dcs_ok && a->lease_ok && strcmp(a->cluster.leader, a->cfg->name) == 0 &&
+        a->cluster.leader_lease != a->dcs->ops->lease_id(a->dcs)) {
+        /* the key names us but sits on another lease (our agent restarted within the TTL):
+         * that lease expires on its own, so move the key to ours before acting as leader */
+        Err err = {{0}};
+        bool swapped = false;
+        if (a->dcs->ops->cas(a->dcs, "leader", a->cfg->name, a->cfg->name, true, &swapped, &err) && swapped) {
+            a->cluster.leader_lease = a->dcs->ops->lease_id(a->dcs);
+            log_info("leader key moved to my current lease");
+        } else {
+            log_warn("leader key on a stale lease could not be taken over%s%s", err.msg[0] ? ": " : "", err.msg);
+            a->cluster.leader[0] = '\0'; /* not ours: decide as if there were no leader */
+        }
+    }
     Observation o;
     memset(&o, 0, sizeof(o));
     ControlInfo ci;
@@ -349,7 +365,7 @@ static void tick(Agent *a)
     }
     Decision d;
     ha_decide(&o, &d);
-    if (a->dcs_ok && !o.action_running)
+    if (a->dcs_ok && !o.action_running && (d.action == ACT_WAIT || d.action == ACT_KEEP_LEADER))
         handle_requests(a, &d);
     /* one line per decision that changes something, or whose reason changed */
     if (d.action != ACT_WAIT || strcmp(d.reason, a->last_reason) != 0 || d.action != a->last_action) {
@@ -386,10 +402,13 @@ static void shutdown_agent(Agent *a)
     a->rest = NULL;
     Err err = {{0}};
     if (!paused && a->pgst.running) {
-        if (!pg_stop(&a->pg, "fast", 30, &err))
-            log_error("stopping postgres: %s", err.msg);
-        else
-            agent_run_callback(a, "on_stop", a->role);
+        if (!pg_stop(&a->pg, "fast", 30, &err)) {
+            /* postgres may still run: leave the key to expire and the fence armed */
+            log_error("stopping postgres: %s; leaving the leader key to expire and the fence to act", err.msg);
+            pg_node_close(&a->pg);
+            return;
+        }
+        agent_run_callback(a, "on_stop", a->role);
     }
     pg_node_close(&a->pg);
     fence_stop(&a->fence);
@@ -504,8 +523,17 @@ int cmd_agent(int argc, char **argv)
     while (!a->stop) {
         int64_t t0 = mono_ms();
         tick(a);
-        a->dcs_timeout_ms = dcs_timeout_for(a->cluster.config.ttl);
+        int64_t t = dcs_timeout_for(a->cluster.config.ttl);
+        if (t != a->dcs_timeout_ms) {
+            a->dcs_timeout_ms = t;
+            dcs_etcd_set_timeout(a->dcs, (int)t);
+        }
         int64_t wait = (int64_t)a->cluster.config.loop_wait * 1000 - (mono_ms() - t0);
+        /* a primary that could not renew retries often, so that it stops writes before
+         * lease_deadline - margin rather than a whole loop_wait later */
+        bool may_be_primary = a->pgst.running && !(a->pgst.accepting && a->pgst.in_recovery);
+        if (may_be_primary && !a->lease_ok && wait > 500)
+            wait = 500;
         /* a busy worker finishing should be noticed quickly */
         if (agent_job_running(a) && wait > 200)
             wait = 200;

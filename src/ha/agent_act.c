@@ -9,6 +9,7 @@
 #include "ha/agent.h"
 #include "ha/sync_plan.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,7 +62,10 @@ static void remember_callback(pid_t pid)
             callback_pids[i] = pid;
             return;
         }
-    /* table full: wait for the oldest so zombies never pile up */
+    /* table full of hung scripts: kill the oldest (its own session) rather than block the loop */
+    log_warn("too many callbacks still running: killing the oldest (pid %d)", (int)callback_pids[0]);
+    kill(-callback_pids[0], SIGKILL);
+    kill(callback_pids[0], SIGKILL);
     waitpid(callback_pids[0], NULL, 0);
     callback_pids[0] = pid;
 }
@@ -114,6 +118,7 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
     if (a->cluster.config.use_slots)
         pg_slot_name(a->cfg->name, j->slot, sizeof(j->slot));
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
+    j->start_timeout = a->cluster.config.primary_start_timeout;
     for (int i = 0; i < a->cluster.config.pg_parameters.n; i++)
         kvlist_set(&j->dyn_params, a->cluster.config.pg_parameters.items[i].key,
                    a->cluster.config.pg_parameters.items[i].value);
@@ -186,18 +191,21 @@ static bool run_job(Agent *a, Job *j, Err *err)
     const Config *cfg = a->cfg;
     PgNode pg;
     pg_node_init(&pg, cfg);
-    int start_timeout = a->cluster.config.primary_start_timeout > 0 ? a->cluster.config.primary_start_timeout : 300;
+    int start_timeout = j->start_timeout > 0 ? j->start_timeout : 300;
     bool ok = false;
     char path[4200];
     switch (j->kind) {
     case JOB_BOOTSTRAP: {
         PgState st;
         pg_observe(&pg, &st);
-        if (!st.data_dir_valid) {
-            log_info("bootstrap: running initdb in %s", cfg->pg_data_dir);
-            if (!pg_initdb(&pg, err))
-                break;
+        if (st.data_dir_valid || st.data_dir_foreign) {
+            err_set(err, "bootstrap: %s is not empty; refusing to initialize over it", cfg->pg_data_dir);
+            break;
         }
+        log_info("bootstrap: running initdb in %s", cfg->pg_data_dir);
+        j->did_initdb = true;
+        if (!pg_initdb(&pg, err))
+            break;
         if (!st.running && (!write_conf(&pg, j, false, err) || !pg_start(&pg, start_timeout, err)))
             break;
         ok = pg_ensure_replication_role(&pg, err);
@@ -224,7 +232,25 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
     case JOB_PROMOTE:
-        ok = write_conf_ex(&pg, j, false, true, err) && pg_promote(&pg, 60, err) && pg_reload(&pg, err);
+        ok = write_conf_ex(&pg, j, false, true, err) && pg_reload(&pg, err);
+        if (ok && j->sync_names[0]) {
+            /* synchronous mode: the blocking synchronous_standby_names must be in force before
+             * the first commit the new primary could acknowledge */
+            ok = false;
+            for (int i = 0; i < 50 && !ok; i++) {
+                Err qe = {{0}};
+                PGresult *r = pg_query(&pg, "SHOW synchronous_standby_names", 1000, &qe);
+                ok = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), j->sync_names) == 0;
+                PQclear(r);
+                if (!ok)
+                    sleep_ms(100);
+            }
+            if (!ok)
+                err_set(err, "synchronous_standby_names did not take effect before promotion");
+            else
+                sleep_ms(200); /* the checkpointer applies it to shared memory on the same reload */
+        }
+        ok = ok && pg_promote(&pg, 60, err);
         break;
     case JOB_REWIND: {
         if (!j->host[0]) {
@@ -367,12 +393,19 @@ void agent_collect_job(Agent *a)
             bool d;
             a->dcs->ops->del(a->dcs, "initialize", "", &d, &err);
             dcs_del_if_mine(a, "leader");
-            Err e2;
+            Err e2 = {{0}};
             PgNode pg;
             pg_node_init(&pg, a->cfg);
-            pg_stop(&pg, "immediate", 10, &e2);
-            if (!dir_remove_all(a->cfg->pg_data_dir, &e2))
-                log_warn("%s", e2.msg);
+            /* remove only a data directory this bootstrap created, and only once stopped */
+            if (j.did_initdb) {
+                PgState st;
+                pg_observe(&pg, &st);
+                if (st.running && !pg_stop(&pg, "immediate", 10, &e2))
+                    log_error("bootstrap: cannot stop the new postgres: %s", e2.msg);
+                else if (!dir_remove_all(a->cfg->pg_data_dir, &e2))
+                    log_warn("%s", e2.msg);
+            }
+            pg_node_close(&pg);
         }
         break;
     case JOB_CLONE:
@@ -429,6 +462,12 @@ void agent_collect_job(Agent *a)
         }
         break;
     case JOB_RELEASE:
+        if (!ok) {
+            /* postgres may still run: keeping the key (and the fence) is the safe side */
+            log_error("switchover: postgres did not stop; keeping the leader key");
+            delete_failover_key(a);
+            break;
+        }
         if (dcs_del_if_mine(a, "leader"))
             log_info("switchover: leader key released for %s", j.target);
         set_role(a, "replica", "switchover: stepped down");

@@ -19,6 +19,7 @@ static void fence_main(int rfd, const char *data_dir)
     prctl(PR_SET_NAME, "pgvigil-fence", 0, 0, 0);
     signal(SIGINT, SIG_IGN);   /* the agent decides when we stop, not the terminal */
     signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     int64_t deadline = 0;
     bool agent_gone = false;

@@ -171,7 +171,7 @@ static void decide_follower(const Observation *o, Decision *d)
     if (!o->pg_running) {
         if (o->was_primary && c->config.use_pg_rewind) {
             if (o->rewind_failed) {
-                if (o->reinit_on_rewind_failure) {
+                if (o->reinit_on_rewind_failure && leader_running) {
                     decide(d, ACT_REINIT, leader, "pg_rewind failed: rebuilding the data directory from %s", leader);
                     return;
                 }
@@ -226,6 +226,11 @@ static void decide_no_leader(const Observation *o, Decision *d)
                 decide(d, ACT_DEMOTE, "", "no leader key and %s is also running as primary: demoting", o->peers[i].name);
                 return;
             }
+        if (c->history_timeline > o->my_timeline) {
+            decide(d, ACT_DEMOTE, "", "no leader key, and I run a primary on timeline %d while the cluster reached timeline %d: demoting",
+                   o->my_timeline, c->history_timeline);
+            return;
+        }
         decide(d, ACT_ACQUIRE, "", "no leader key and I am the running primary: taking the key");
         return;
     }
@@ -282,10 +287,24 @@ static void decide_no_leader(const Observation *o, Decision *d)
         d->clear_failover = to_me;
         return;
     }
+    /* a node behind the cluster's timeline may hold writes nobody else has, and lacks the
+     * newer timeline's ones: it never wins on its LSN alone */
+    if (c->history_timeline > o->my_timeline) {
+        decide(d, ACT_WAIT, "", "I am on timeline %d but the cluster reached timeline %d: may not be promoted",
+               o->my_timeline, c->history_timeline);
+        d->clear_failover = to_me;
+        return;
+    }
     for (int i = 0; i < o->n_peers; i++) {
         const PeerPos *p = &o->peers[i];
         if (!p->reachable)
             continue;
+        if (p->pg_running && eligible_tags(&p->tags) && p->timeline > o->my_timeline &&
+            (!c->config.synchronous_mode || sync_has(&c->sync, p->name))) {
+            decide(d, ACT_WAIT, "", "%s is on a newer timeline (%d > %d)", p->name, p->timeline, o->my_timeline);
+            d->clear_failover = to_me;
+            return;
+        }
         if (p->is_primary) {
             decide(d, ACT_WAIT, "", "no leader key, but %s is still running as primary", p->name);
             return;
@@ -346,6 +365,12 @@ void ha_decide(const Observation *o, Decision *d)
     if (!c->initialized && !c->leader[0]) {
         if (o->data_dir_valid && maybe_primary && o->pg_accepting) {
             decide(d, ACT_BOOTSTRAP, "", "cluster not initialized and I run a primary: registering its data");
+            return;
+        }
+        if (o->data_dir_valid || o->data_dir_foreign) {
+            /* only an empty data directory may be initialized; existing data is registered
+             * only from a running primary (above), never overwritten */
+            decide(d, ACT_WAIT, "", "cluster not initialized, but data_dir already holds data: not bootstrapping over it (start it as a primary to register it, or empty it)");
             return;
         }
         if (!eligible_tags(&o->tags)) {

@@ -39,6 +39,7 @@ typedef struct PgState {
     Lsn wal_lsn;                 /* primary: pg_current_wal_lsn() */
     Lsn receive_lsn, replay_lsn; /* replica */
     int timeline;
+    int history_tli;             /* highest NNNNNNNN.history file in pg_wal (timelines we know) */
     char sysid[32];
     bool streaming;              /* walreceiver status = streaming */
     char upstream[128];          /* walreceiver sender_host:port */
@@ -64,6 +65,7 @@ typedef struct ControlInfo {
     char state[48];              /* "shut down", "in production", "shut down in recovery", ... */
     bool was_primary;            /* last run as a primary (state not "... recovery") */
     bool clean_shutdown;
+    char sysid[32];              /* database system identifier */
 } ControlInfo;
 bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err);
 

@@ -42,26 +42,30 @@ static void bin_path(const PgNode *pg, const char *prog, char *out, size_t sz)
     str_fmt(out, sz, "%s/%s", pg->cfg->pg_bin_dir, prog);
 }
 
-/* Environment for libpq clients connecting with the given credentials. Static storage:
- * only used in the parent right before fork. */
-static const char *const *client_env(const Credentials *cred)
+/* Environment for libpq clients connecting with the given credentials, in storage the caller
+ * owns (both the loop and the worker thread run programs). */
+typedef struct ClientEnv {
+    char pw[512];
+    const char *env[3];
+} ClientEnv;
+
+static const char *const *client_env(ClientEnv *ce, const Credentials *cred)
 {
-    static char pw[512];
-    static const char *env[3];
     int i = 0;
     if (cred && cred->password) {
-        str_fmt(pw, sizeof(pw), "PGPASSWORD=%s", cred->password);
-        env[i++] = pw;
+        str_fmt(ce->pw, sizeof(ce->pw), "PGPASSWORD=%s", cred->password);
+        ce->env[i++] = ce->pw;
     }
-    env[i++] = "PGCONNECT_TIMEOUT=5";
-    env[i] = NULL;
-    return env;
+    ce->env[i++] = "PGCONNECT_TIMEOUT=5";
+    ce->env[i] = NULL;
+    return ce->env;
 }
 
 static bool run_pg(const PgNode *pg, const char *const argv[], int timeout_ms, const Credentials *cred,
                    bool log_to_server_log, Err *err)
 {
-    ProcOpts o = {.as_pg_user = true, .timeout_ms = timeout_ms, .env = client_env(cred),
+    ClientEnv ce;
+    ProcOpts o = {.as_pg_user = true, .timeout_ms = timeout_ms, .env = client_env(&ce, cred),
                   .log_path = log_to_server_log ? pg->log_path : NULL, .new_session = true};
     char *out = NULL;
     char *cmd = proc_argv_str(argv);
@@ -232,10 +236,12 @@ static bool remote_value(const char *host, int port, const Credentials *cred, co
 {
     char p[16];
     str_fmt(p, sizeof(p), "%d", port);
+    /* keepalives and tcp_user_timeout bound a peer that vanishes mid-query (no server answer) */
     const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "options", "application_name",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
                           cred->password ? "password" : NULL, NULL};
     const char *vals[] = {host, p, "postgres", cred->username, "3", "-c statement_timeout=10000", "pgvigil",
-                          cred->password, NULL};
+                          "2", "1", "3", "12000", cred->password, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 0);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         err_set(err, "postgres %s:%d: %s", host, port, c ? PQerrorMessage(c) : "out of memory");
@@ -382,6 +388,11 @@ bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err)
         n = strcspn(s, "\n");
         str_copy(out->state, n + 1 < sizeof(out->state) ? n + 1 : sizeof(out->state), s);
         out->clean_shutdown = strncmp(out->state, "shut down", 9) == 0;
+        const char *id = field(txt, "Database system identifier");
+        if (id) {
+            n = strcspn(id, "\n");
+            str_copy(out->sysid, n + 1 < sizeof(out->sysid) ? n + 1 : sizeof(out->sysid), id);
+        }
         out->was_primary = strstr(out->state, "recovery") == NULL || strcmp(out->state, "in crash recovery") == 0;
     } else {
         err_set(err, "pg_controldata %s: unexpected output", pg->cfg->pg_data_dir);
@@ -400,6 +411,14 @@ bool pg_kill_postmaster(const char *data_dir, int grace_ms)
     long pid = strtol(txt, NULL, 10);
     free(txt);
     if (pid <= 0 || kill((pid_t)pid, 0) != 0)
+        return true;
+    /* a stale pid file may name a pid reused by another program: never signal that */
+    char cpath[64];
+    str_fmt(cpath, sizeof(cpath), "/proc/%ld/comm", pid);
+    char *comm = file_read_all(cpath, NULL, NULL);
+    bool is_pg = comm && (strncmp(comm, "postgres", 8) == 0 || strncmp(comm, "postmaster", 10) == 0);
+    free(comm);
+    if (!is_pg)
         return true;
     /* SIGQUIT = immediate shutdown: the postmaster kills every backend at once */
     kill((pid_t)pid, SIGQUIT);

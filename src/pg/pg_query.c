@@ -6,6 +6,7 @@
 #include "common/timeutil.h"
 #include "pg/pg.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -172,6 +173,30 @@ static pid_t postmaster_pid(const char *data_dir)
     return (pid_t)pid;
 }
 
+/* The newest timeline this data directory has a history file for: a standby that followed a
+ * promotion has the new timeline's history file even before any restartpoint. */
+static int wal_history_tli(const char *data_dir)
+{
+    char path[4096];
+    str_fmt(path, sizeof(path), "%s/pg_wal", data_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int max = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strlen(n) != 16 || strcmp(n + 8, ".history") != 0)
+            continue;
+        char *end = NULL;
+        long t = strtol(n, &end, 16);
+        if (end == n + 8 && t > max && t < INT32_MAX)
+            max = (int)t;
+    }
+    closedir(d);
+    return max;
+}
+
 static Lsn col_lsn(PGresult *r, int row, int col)
 {
     Lsn l = 0;
@@ -193,6 +218,7 @@ void pg_observe(PgNode *pg, PgState *st)
     st->data_dir_foreign = st->data_dir_nonempty && !has_version;
     str_fmt(path, sizeof(path), "%s/standby.signal", dd);
     st->standby_signal = file_exists(path);
+    st->history_tli = st->data_dir_valid ? wal_history_tli(dd) : 0;
     st->postmaster_pid = st->data_dir_valid ? postmaster_pid(dd) : 0;
     st->running = st->postmaster_pid > 0;
     if (!st->running) {

@@ -266,6 +266,9 @@ static void t_sync_key_gone(Fx *f) { f->c.sync.present = false; }
 
 /* election peers */
 static void t_p3_ahead(Fx *f) { peer(f, "node3")->lsn = L_NODE2 + 1; }
+static void t_p3_newer_tl(Fx *f) { peer(f, "node3")->timeline = 3; peer(f, "node3")->lsn = 1; }
+static void t_history_tl3(Fx *f) { f->c.history_timeline = 3; }
+static void t_history_tl2(Fx *f) { f->c.history_timeline = 2; }
 static void t_p3_equal(Fx *f) { peer(f, "node3")->lsn = L_NODE2; }
 static void t_p3_prio2(Fx *f) { peer(f, "node3")->tags.failover_priority = 2; }
 static void t_p3_prio0(Fx *f) { peer(f, "node3")->tags.failover_priority = 0; }
@@ -402,13 +405,13 @@ static void test_not_initialized(void **state)
     (void)state;
     static const Row rows[] = {
         {"fresh cluster, empty node", as_uninit, {0}, ACT_BOOTSTRAP, NULL, "initialize key", false},
-        {"fresh cluster, stopped data directory", as_uninit, {t_data_valid}, ACT_BOOTSTRAP, NULL, "racing", false},
+        {"fresh cluster, stopped data directory is never bootstrapped over", as_uninit, {t_data_valid}, ACT_WAIT, NULL, "not bootstrapping over it", false},
         {"fresh cluster, nofailover member", as_uninit, {t_nofailover}, ACT_WAIT, NULL, "nofailover", false},
         {"fresh cluster, failover_priority 0 member", as_uninit, {t_prio0}, ACT_WAIT, NULL, "bootstrap", false},
         {"fresh cluster, running primary with data registers it", as_uninit, {t_running_primary}, ACT_BOOTSTRAP, NULL, "registering its data", false},
         {"fresh cluster, running nofailover primary still registers", as_uninit, {t_running_primary, t_nofailover}, ACT_BOOTSTRAP, NULL, "registering", false},
-        {"fresh cluster, running replica races normally", as_uninit, {t_running_replica}, ACT_BOOTSTRAP, NULL, "racing", false},
-        {"fresh cluster, primary not answering yet races normally", as_uninit, {t_running_primary, t_not_accepting}, ACT_BOOTSTRAP, NULL, "racing", false},
+        {"fresh cluster, running replica keeps its data", as_uninit, {t_running_replica}, ACT_WAIT, NULL, "not bootstrapping over it", false},
+        {"fresh cluster, primary not answering yet waits", as_uninit, {t_running_primary, t_not_accepting}, ACT_WAIT, NULL, NULL, false},
         /* initialize key deleted by hand while a leader runs: no new cluster */
         {"initialize key gone but a leader exists", as_replica, {t_no_initialize}, ACT_WAIT, NULL, "following leader node1", false},
         {"initialize key gone, I lead", as_leader, {t_no_initialize}, ACT_KEEP_LEADER, NULL, NULL, false},
@@ -531,6 +534,9 @@ static void test_election(void **state)
     static const Row rows[] = {
         {"most advanced replica", as_election, {0}, ACT_PROMOTE, NULL, "most advanced", false},
         {"a peer is more advanced", as_election, {t_p3_ahead}, ACT_WAIT, NULL, "node3 is more advanced", false},
+        {"a peer on a newer timeline wins even with a lower LSN", as_election, {t_p3_newer_tl}, ACT_WAIT, NULL, "newer timeline", false},
+        {"behind the cluster's timeline: never promoted on LSN alone", as_election, {t_history_tl3}, ACT_WAIT, NULL, "reached timeline 3", false},
+        {"on the cluster's timeline: promoted", as_election, {t_history_tl2}, ACT_PROMOTE, NULL, "most advanced", false},
         {"equal LSN, peer has higher failover_priority", as_election, {t_p3_equal, t_p3_prio2}, ACT_WAIT, NULL, "higher failover_priority", false},
         {"equal LSN, same priority", as_election, {t_p3_equal}, ACT_PROMOTE, NULL, "most advanced", false},
         {"equal LSN, I have the higher priority", as_election, {t_p3_equal, t_prio2}, ACT_PROMOTE, NULL, NULL, false},
@@ -552,6 +558,7 @@ static void test_election(void **state)
         {"stopped former primary, no leader", as_election, {t_was_primary}, ACT_START_REPLICA, NULL, NULL, false},
         {"running, not answering, no leader", as_election, {t_not_accepting}, ACT_WAIT, NULL, "not answering", false},
         {"I run as primary, no leader key", as_election, {t_me_primary}, ACT_ACQUIRE, NULL, "taking the key", false},
+        {"I run as primary on an old timeline, no leader key", as_election, {t_me_primary, t_history_tl3}, ACT_DEMOTE, NULL, "reached timeline 3", false},
         {"I run as primary, another peer too", as_election, {t_me_primary, t_p3_primary}, ACT_DEMOTE, NULL, "node3 is also running as primary", false},
         {"I run as primary, unreachable peer is primary", as_election, {t_me_primary, t_p1_primary_unreachable}, ACT_ACQUIRE, NULL, NULL, false},
         {"I run as primary, not answering", as_election, {t_me_primary, t_not_accepting}, ACT_WAIT, NULL, "not answering", false},
