@@ -698,11 +698,13 @@ static bool take_leader_key(Agent *a)
 static void demote_now(Agent *a, const char *mode)
 {
     Err err = {{0}};
-    if (!pg_stop(&a->pg, mode, 10, &err))
-        log_error("demote: cannot stop postgres: %s", err.msg);
+    bool stopped = pg_stop(&a->pg, mode, 10, &err);
+    if (!stopped)
+        log_error("demote: cannot stop postgres: %s (the fence stays armed)", err.msg);
     pg_node_close(&a->pg);
     a->following[0] = '\0';
-    fence_disarm(&a->fence);
+    if (stopped)
+        fence_disarm(&a->fence);
     set_role(a, "demoted", "stopped writes");
     agent_run_callback(a, "on_stop", "primary");
 }
