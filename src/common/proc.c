@@ -4,6 +4,8 @@
 #include "common/proc.h"
 #include "common/timeutil.h"
 
+#include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -13,6 +15,85 @@
 #include <unistd.h>
 
 extern char **environ;
+
+static volatile sig_atomic_t *cancel_flag;
+
+/* pids proc_run() waits for: proc_reap_orphans() leaves them alone. The mutex is held across
+ * fork() and registration so a fast-exiting child is never reaped by the wrong thread. */
+static pthread_mutex_t waiting_mu = PTHREAD_MUTEX_INITIALIZER;
+static pid_t waiting[32];
+
+static void waiting_set(pid_t pid, pid_t to)
+{
+    for (size_t i = 0; i < ARRAY_LEN(waiting); i++)
+        if (waiting[i] == pid) {
+            waiting[i] = to;
+            return;
+        }
+}
+
+static bool is_zombie(pid_t pid)
+{
+    char path[64], buf[256];
+    str_fmt(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close = strrchr(buf, ')');
+    return close && close[1] == ' ' && close[2] == 'Z';
+}
+
+void proc_reap_orphans(void)
+{
+    DIR *tasks = opendir("/proc/self/task");
+    if (!tasks)
+        return;
+    pthread_mutex_lock(&waiting_mu);
+    struct dirent *t;
+    while ((t = readdir(tasks)) != NULL) {
+        if (t->d_name[0] == '.')
+            continue;
+        char path[128];
+        str_fmt(path, sizeof(path), "/proc/self/task/%s/children", t->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        int pid;
+        while (fscanf(f, "%d", &pid) == 1) {
+            bool ours = false;
+            for (size_t i = 0; i < ARRAY_LEN(waiting); i++)
+                if (waiting[i] == pid)
+                    ours = true;
+            if (!ours && is_zombie(pid))
+                waitpid(pid, NULL, WNOHANG);
+        }
+        fclose(f);
+    }
+    pthread_mutex_unlock(&waiting_mu);
+    closedir(tasks);
+}
+
+void proc_set_cancel_flag(volatile sig_atomic_t *flag)
+{
+    cancel_flag = flag;
+}
+
+/* SIGTERM, then SIGKILL after a grace period; the whole group when the child leads one */
+static void stop_child(pid_t pid, bool group, int *status)
+{
+    kill(group ? -pid : pid, SIGTERM);
+    int64_t deadline = mono_ms() + 2000;
+    while (mono_ms() < deadline) {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return;
+        sleep_ms(20);
+    }
+    kill(group ? -pid : pid, SIGKILL);
+    waitpid(pid, status, 0);
+}
 
 static bool run_as_set;
 static uid_t run_as_uid;
@@ -155,7 +236,7 @@ bool proc_reap(pid_t pid, int *status)
     return false;
 }
 
-int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err *err)
+static int proc_run_inner(const char *const argv[], const ProcOpts *opts, char **output, Err *err, pid_t *child)
 {
     int pfd[2] = {-1, -1};
     if (output) {
@@ -165,7 +246,12 @@ int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err 
             return -1;
         }
     }
+    pthread_mutex_lock(&waiting_mu);
     pid_t pid = fork();
+    if (pid > 0)
+        waiting_set(0, pid);
+    pthread_mutex_unlock(&waiting_mu);
+    *child = pid;
     if (pid < 0) {
         err_set(err, "fork for %s: %s", argv[0], strerror(errno));
         if (output) {
@@ -187,7 +273,7 @@ int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err 
     if (output)
         close(pfd[1]);
     int64_t deadline = (opts && opts->timeout_ms > 0) ? mono_ms() + opts->timeout_ms : 0;
-    bool timed_out = false;
+    bool timed_out = false, cancelled = false;
     int status = 0;
     for (;;) {
         if (output && pfd[0] >= 0) {
@@ -245,9 +331,13 @@ int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err 
             break;
         }
         if (deadline && mono_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
+            stop_child(pid, opts && opts->new_session, &status);
             timed_out = true;
+            break;
+        }
+        if (cancel_flag && *cancel_flag) {
+            stop_child(pid, opts && opts->new_session, &status);
+            cancelled = true;
             break;
         }
     }
@@ -263,6 +353,10 @@ int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err 
         err_set(err, "%s timed out after %d ms", argv[0], opts->timeout_ms);
         return -1;
     }
+    if (cancelled) {
+        err_set(err, "%s cancelled (agent shutting down)", argv[0]);
+        return -1;
+    }
     if (WIFSIGNALED(status)) {
         err_set(err, "%s killed by signal %d", argv[0], WTERMSIG(status));
         return -1;
@@ -271,4 +365,16 @@ int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err 
     if (code != 0)
         err_set(err, "%s exited with status %d", argv[0], code);
     return code;
+}
+
+int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err *err)
+{
+    pid_t child = 0;
+    int rc = proc_run_inner(argv, opts, output, err, &child);
+    if (child > 0) {
+        pthread_mutex_lock(&waiting_mu);
+        waiting_set(child, 0);
+        pthread_mutex_unlock(&waiting_mu);
+    }
+    return rc;
 }

@@ -7,6 +7,7 @@
 
 #include "common/common.h"
 
+#include <signal.h>
 #include <sys/types.h>
 
 typedef struct ProcOpts {
@@ -22,8 +23,17 @@ typedef struct ProcOpts {
  * stderr are captured into a malloc'd string the caller frees (even on failure). */
 int proc_run(const char *const argv[], const ProcOpts *opts, char **output, Err *err);
 
+/* While *flag is non-zero, proc_run() stops the program it waits for (its whole process group
+ * when it has its own session) and fails with "cancelled". Used at shutdown so a long
+ * pg_basebackup does not hold the agent. NULL disables. */
+void proc_set_cancel_flag(volatile sig_atomic_t *flag);
+
 /* Start argv in the background; returns its pid or -1. The caller reaps it (proc_reap). */
 pid_t proc_spawn(const char *const argv[], const ProcOpts *opts, Err *err);
+
+/* Reap zombie children that no proc_run() call is waiting for: with the agent as child
+ * subreaper, an orphaned postmaster (and its backends) become our children when they die. */
+void proc_reap_orphans(void);
 
 /* Non-blocking reap: true when pid has exited (status in *status, may be NULL). */
 bool proc_reap(pid_t pid, int *status);

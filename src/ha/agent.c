@@ -11,6 +11,7 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 static Agent *g_agent;
@@ -312,6 +313,7 @@ static void tick(Agent *a)
 {
     agent_collect_job(a);
     agent_reap_children();
+    proc_reap_orphans();
     renew_lease(a);
     if (a->lease_ok) {
         load_cluster(a);
@@ -396,8 +398,10 @@ static void shutdown_agent(Agent *a)
 {
     log_info("shutting down");
     bool paused = a->cluster.config.pause;
-    /* let a long action finish its current step: stop waits for the worker */
+    /* a long action (pg_basebackup, pg_rewind, a slow start) must not hold the shutdown */
+    a->cancel_jobs = 1;
     agent_worker_stop(a);
+    a->cancel_jobs = 0;
     rest_stop(a->rest);
     a->rest = NULL;
     Err err = {{0}};
@@ -479,6 +483,9 @@ int cmd_agent(int argc, char **argv)
     pg_node_init(&a->pg, cfg);
     int rc = EXIT_OK;
 
+    /* an orphaned postmaster becomes our child, so its zombie is reaped even where PID 1 does
+     * not reap (containers); until reaped, its pid still looks alive to PostgreSQL itself */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* fork the fencing process before any thread exists */
     if (!fence_start(&a->fence, cfg->pg_data_dir, &err)) {
         cli_error(NULL, "%s", err.msg);
@@ -504,6 +511,7 @@ int cmd_agent(int argc, char **argv)
         rc = EXIT_CONFIG;
         goto out;
     }
+    proc_set_cancel_flag(&a->cancel_jobs);
     if (!agent_worker_start(a, &err)) {
         cli_error(NULL, "%s", err.msg);
         rc = EXIT_FAILED;
@@ -557,6 +565,7 @@ int cmd_agent(int argc, char **argv)
     shutdown_agent(a);
 out:
     g_agent = NULL;
+    proc_set_cancel_flag(NULL);
     agent_worker_stop(a);
     rest_stop(a->rest);
     if (a->fence.fd >= 0)

@@ -103,6 +103,7 @@ typedef struct Agent {
 
     volatile sig_atomic_t stop;
     volatile sig_atomic_t hup;
+    volatile sig_atomic_t cancel_jobs;  /* shutdown: stop the worker's running program */
 } Agent;
 
 /* agent_act.c */
