@@ -128,6 +128,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     o->was_primary = ci->was_primary && !ci->clean_shutdown;
     o->my_lsn = st->in_recovery ? (st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn) : st->wal_lsn;
     o->my_timeline = st->timeline > st->history_tli ? st->timeline : st->history_tli;
+    a->stopped_checkpoint = (!st->running && ci->clean_shutdown) ? ci->checkpoint : 0;
     /* a stopped data dir is checked too: never rewind, reclone or start another cluster's data */
     o->my_sysid = st->sysid[0] ? st->sysid : ci->sysid;
     o->pg_down_ms = a->pg_down_since ? now - a->pg_down_since : 0;
@@ -169,6 +170,8 @@ static void publish(Agent *a)
     str_copy(m.role, sizeof(m.role), role);
     str_copy(m.version, sizeof(m.version), PGVIGIL_VERSION);
     m.xlog_location = st->in_recovery ? st->replay_lsn : st->wal_lsn;
+    if (!st->running && a->stopped_checkpoint)
+        m.xlog_location = a->stopped_checkpoint; /* lets a switchover candidate check it has it all */
     if (st->in_recovery && st->receive_lsn > m.xlog_location)
         m.xlog_location = st->receive_lsn;
     m.timeline = st->timeline;
@@ -325,6 +328,22 @@ static void tick(Agent *a)
         a->dcs_ok = false;
     }
 
+    if (a->release_pending && a->dcs_ok) {
+        /* switchover: the candidate checks it received everything up to our shutdown
+         * checkpoint, so publish that before the key goes */
+        pg_observe(&a->pg, &a->pgst);
+        ControlInfo ci;
+        Err e = {{0}};
+        if (pg_controldata_info(&a->pg, &ci, &e) && ci.clean_shutdown)
+            a->stopped_checkpoint = ci.checkpoint;
+        a->last_member_json[0] = '\0';
+        publish(a);
+        bool deleted = false;
+        if (a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &e) && deleted)
+            log_info("switchover: leader key released");
+        a->release_pending = false;
+        a->cluster.leader[0] = '\0';
+    }
     if (a->dcs_ok && a->lease_ok && strcmp(a->cluster.leader, a->cfg->name) == 0 &&
         a->cluster.leader_lease != a->dcs->ops->lease_id(a->dcs)) {
         /* the key names us but sits on another lease (our agent restarted within the TTL):
@@ -358,6 +377,13 @@ static void tick(Agent *a)
     o.lease_ok = a->lease_ok;
     o.lease_deadline_ms = a->lease_deadline_ms;
     o.demote_margin_ms = demote_margin(a);
+    if (a->dcs_ok && !a->cluster.leader[0]) {
+        if (!a->leaderless_since)
+            a->leaderless_since = mono_ms();
+    } else if (a->dcs_ok) {
+        a->leaderless_since = 0;
+    }
+    o.leaderless_ms = a->leaderless_since ? mono_ms() - a->leaderless_since : 0;
     o.cluster = &a->cluster;
 
     PeerPos peers[32];

@@ -63,6 +63,9 @@ typedef struct Agent {
     int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
+    int64_t leaderless_since;   /* monotonic; 0 while a leader key exists */
+    Lsn stopped_checkpoint;     /* cleanly stopped: the shutdown checkpoint (published as position) */
+    bool release_pending;       /* switchover: stopped; publish the final position, then release */
     char role[16];              /* last published role */
     char last_reason[256];
     Action last_action;

@@ -468,8 +468,8 @@ void agent_collect_job(Agent *a)
             delete_failover_key(a);
             break;
         }
-        if (dcs_del_if_mine(a, "leader"))
-            log_info("switchover: leader key released for %s", j.target);
+        /* the key goes next tick, right after our final position is published */
+        a->release_pending = true;
         set_role(a, "replica", "switchover: stepped down");
         agent_run_callback(a, "on_stop", "primary");
         break;

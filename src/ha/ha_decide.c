@@ -8,6 +8,8 @@
 #define NOT_STREAMING_REWIND_MS 15000
 /* after a failed start of postgres, wait this long before trying again */
 #define START_RETRY_MS 5000
+/* a switchover candidate waits this long at most for the old leader's last WAL */
+#define SWITCHOVER_RECEIVE_WAIT_MS 10000
 /* the leader retries a restart in place this often, this many times (a killed postmaster's
  * backends may still hold its shared memory for a moment) */
 #define LEADER_START_RETRY_MS 1000
@@ -321,6 +323,17 @@ static void decide_no_leader(const Observation *o, Decision *d)
         }
         if (!to_me && p->lsn == o->my_lsn && p->tags.failover_priority > o->tags.failover_priority) {
             decide(d, ACT_WAIT, "", "%s is as advanced and has a higher failover_priority", p->name);
+            return;
+        }
+    }
+    if (to_me && f->leader[0]) {
+        /* switchover: the old leader stopped cleanly and published its shutdown checkpoint;
+         * promote only once everything up to it has arrived (bounded: a lost stream must not
+         * leave the cluster without a primary) */
+        const Member *old = cluster_member(c, f->leader);
+        if (old && old->xlog_location && o->my_lsn < old->xlog_location && o->leaderless_ms < SWITCHOVER_RECEIVE_WAIT_MS) {
+            decide(d, ACT_WAIT, "", "switchover: waiting to receive everything %s wrote (%s, I have %s)", old->name,
+                   lsn_format(old->xlog_location, buf), lsn_format(o->my_lsn, buf2));
             return;
         }
     }

@@ -44,6 +44,7 @@ typedef struct Observation {
     int start_failures;        /* consecutive failed starts */
     bool data_dir_foreign;     /* not empty and not a PostgreSQL data directory at all */
     int64_t not_streaming_ms;  /* replica following a leader but not streaming for this long */
+    int64_t leaderless_ms;     /* how long no leader key has been seen (0 when there is one) */
     bool reinit_on_rewind_failure; /* postgresql.remove_data_directory_on_rewind_failure */
 
     /* etcd */

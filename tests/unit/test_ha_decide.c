@@ -268,6 +268,19 @@ static void t_sync_key_gone(Fx *f) { f->c.sync.present = false; }
 static void t_p3_ahead(Fx *f) { peer(f, "node3")->lsn = L_NODE2 + 1; }
 static void t_p3_newer_tl(Fx *f) { peer(f, "node3")->timeline = 3; peer(f, "node3")->lsn = 1; }
 static void t_history_tl3(Fx *f) { f->c.history_timeline = 3; }
+/* the old leader (removed by as_election) is back as a stopped member whose shutdown
+ * checkpoint I have not received yet */
+static void t_old_leader_ahead(Fx *f)
+{
+    Member *m = &f->c.members[f->c.n_members++];
+    memset(m, 0, sizeof(*m));
+    str_copy(m->name, sizeof(m->name), "node1");
+    str_copy(m->state, sizeof(m->state), "stopped");
+    str_copy(m->role, sizeof(m->role), "replica");
+    m->tags.failover_priority = 1;
+    m->xlog_location = f->o.my_lsn + 100;
+}
+static void t_leaderless_long(Fx *f) { f->o.leaderless_ms = 60000; }
 static void t_history_tl2(Fx *f) { f->c.history_timeline = 2; }
 static void t_p3_equal(Fx *f) { peer(f, "node3")->lsn = L_NODE2; }
 static void t_p3_prio2(Fx *f) { peer(f, "node3")->tags.failover_priority = 2; }
@@ -652,6 +665,8 @@ static void test_manual_failover(void **state)
     static const Row rows[] = {
         {"failover to me, no leader", as_election, {t_fo_node2}, ACT_PROMOTE, NULL, "failover to me", false},
         {"switchover to me after the leader released", as_election, {t_so_node2}, ACT_PROMOTE, NULL, "failover to me", false},
+        {"switchover to me, old leader's last WAL not received yet", as_election, {t_so_node2, t_old_leader_ahead}, ACT_WAIT, NULL, "waiting to receive everything node1 wrote", false},
+        {"switchover to me, waited long enough: promote anyway", as_election, {t_so_node2, t_old_leader_ahead, t_leaderless_long}, ACT_PROMOTE, NULL, "failover to me", false},
         {"failover to me, equal LSN peer with a higher priority", as_election, {t_fo_node2, t_p3_equal, t_p3_prio2}, ACT_PROMOTE, NULL, "failover to me", false},
         {"failover to me, sync mode, in the sync key", as_election, {t_fo_node2, t_sync_mode, t_sync_me}, ACT_PROMOTE, NULL, NULL, false},
         {"failover to me, sync mode, not in the sync key", as_election, {t_fo_node2, t_sync_mode, t_sync_node3}, ACT_WAIT, NULL, "synchronous", true},
