@@ -179,35 +179,32 @@ static void publish(Agent *a)
         str_copy(m.replication_state, sizeof(m.replication_state), st->streaming ? "streaming" : "in archive recovery");
     m.tags = cfg->tags;
     m.pending_restart = st->pending_restart;
-    char *json = member_to_json(&m);
+    /* the key lives on our lease, so an unchanged record is never rewritten; a new position
+     * alone is written at most once per loop_wait: every write wakes every agent's watch */
+    if (a->dcs_ok && !cluster_member(&a->cluster, cfg->name))
+        a->last_member_shape[0] = '\0'; /* gone from etcd (lease expired, deleted): rewrite */
+    Lsn pos = m.xlog_location;
+    m.xlog_location = 0;
+    char *shape = member_to_json(&m);
+    m.xlog_location = pos;
     int64_t now = mono_ms();
-    /* skip identical rewrites (the key lives on our lease anyway); refresh the position at
-     * most once per loop_wait so our own writes don't keep waking every agent's watch */
-    bool same = strcmp(json, a->last_member_json) == 0;
     bool recent = now - a->last_member_write_ms < (int64_t)a->cluster.config.loop_wait * 1000;
-    bool only_position = false;
-    if (!same && recent) {
-        Member prev;
-        Err e;
-        if (member_from_json(cfg->name, a->last_member_json, &prev, &e)) {
-            prev.xlog_location = m.xlog_location;
-            char *pj = member_to_json(&prev);
-            only_position = strcmp(pj, json) == 0;
-            free(pj);
-        }
-    }
-    if (a->dcs_ok && (!same || !recent) && !(only_position && recent)) {
+    bool changed = strcmp(shape, a->last_member_shape) != 0;
+    if (a->dcs_ok && (changed || (pos != a->last_member_pos && !recent))) {
         Err err = {{0}};
         char key[128];
         str_fmt(key, sizeof(key), "members/%s", cfg->name);
+        char *json = member_to_json(&m);
         if (a->dcs->ops->put(a->dcs, key, json, true, &err)) {
-            str_copy(a->last_member_json, sizeof(a->last_member_json), json);
+            str_copy(a->last_member_shape, sizeof(a->last_member_shape), shape);
+            a->last_member_pos = pos;
             a->last_member_write_ms = now;
         } else {
             log_warn("cannot publish member key: %s", err.msg);
         }
+        free(json);
     }
-    free(json);
+    free(shape);
 
     /* snapshot for the REST thread */
     NodeStatus ns;
@@ -261,7 +258,7 @@ static void publish(Agent *a)
 static void feed_fence(Agent *a)
 {
     const PgState *st = &a->pgst;
-    bool maybe_primary = st->running && (st->accepting ? !st->in_recovery : !st->standby_signal);
+    bool maybe_primary = pg_may_be_primary(st);
     bool i_lead = a->dcs_ok && strcmp(a->cluster.leader, a->cfg->name) == 0;
     if (!maybe_primary) {
         fence_disarm(&a->fence);
@@ -288,25 +285,7 @@ static void handle_requests(Agent *a, Decision *d)
         str_copy(d->reason, sizeof(d->reason), "reinitialize requested through the REST API");
     } else if (restart) {
         log_info("restart requested through the REST API");
-        pthread_mutex_lock(&a->mu);
-        bool busy = a->busy;
-        if (!busy) {
-            memset(&a->job, 0, sizeof(a->job));
-            a->job.kind = JOB_RESTART;
-            str_copy(a->job.target, sizeof(a->job.target), a->following);
-            if (a->following[0])
-                agent_member_pg_addr(&a->cluster, a->following, a->job.host, sizeof(a->job.host), &a->job.port);
-            if (a->cluster.config.use_slots)
-                pg_slot_name(a->cfg->name, a->job.slot, sizeof(a->job.slot));
-            str_copy(a->job.sync_names, sizeof(a->job.sync_names), a->sync_applied);
-            for (int i = 0; i < a->cluster.config.pg_parameters.n; i++)
-                kvlist_set(&a->job.dyn_params, a->cluster.config.pg_parameters.items[i].key,
-                           a->cluster.config.pg_parameters.items[i].value);
-            a->busy = true;
-            a->job_done = false;
-            pthread_cond_signal(&a->job_cv);
-        }
-        pthread_mutex_unlock(&a->mu);
+        agent_submit(a, JOB_RESTART, a->following);
         d->action = ACT_WAIT;
         str_copy(d->reason, sizeof(d->reason), "restart in progress");
     }
@@ -336,7 +315,7 @@ static void tick(Agent *a)
         Err e = {{0}};
         if (pg_controldata_info(&a->pg, &ci, &e) && ci.clean_shutdown)
             a->stopped_checkpoint = ci.checkpoint;
-        a->last_member_json[0] = '\0';
+        a->last_member_shape[0] = '\0';
         publish(a);
         bool deleted = false;
         if (a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &e) && deleted)
@@ -565,8 +544,7 @@ int cmd_agent(int argc, char **argv)
         int64_t wait = (int64_t)a->cluster.config.loop_wait * 1000 - (mono_ms() - t0);
         /* a primary that could not renew retries often, so that it stops writes before
          * lease_deadline - margin rather than a whole loop_wait later */
-        bool may_be_primary = a->pgst.running && !(a->pgst.accepting && a->pgst.in_recovery);
-        if (may_be_primary && !a->lease_ok && wait > 500)
+        if (pg_may_be_primary(&a->pgst) && !a->lease_ok && wait > 500)
             wait = 500;
         /* a busy worker finishing should be noticed quickly */
         if (agent_job_running(a) && wait > 200)

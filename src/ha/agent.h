@@ -71,7 +71,8 @@ typedef struct Agent {
     Action last_action;
     int64_t last_member_write_ms;
     int64_t status_written_ms;  /* last write of the status key (leader) */
-    char last_member_json[1024];
+    char last_member_shape[1024]; /* last member record written, with xlog_location 0 ("" = rewrite) */
+    Lsn last_member_pos;          /* its xlog_location */
     int64_t failovers;
     bool was_leader;            /* held the leader key at the end of the last tick */
     char sync_applied[1200];    /* synchronous_standby_names we last applied (>= SSN_TEXT_MAX) */
@@ -114,6 +115,8 @@ void agent_act(Agent *a, const Decision *d);
 bool agent_worker_start(Agent *a, Err *err);
 void agent_worker_stop(Agent *a);
 bool agent_job_running(Agent *a);
+/* Hand a long action to the worker thread (no-op while it is busy). */
+void agent_submit(Agent *a, JobKind kind, const char *target);
 void agent_collect_job(Agent *a);          /* consume a finished job's result (loop thread) */
 void agent_run_callback(Agent *a, const char *which, const char *role);
 void agent_reap_children(void);

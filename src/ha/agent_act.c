@@ -124,7 +124,7 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
                    a->cluster.config.pg_parameters.items[i].value);
 }
 
-static void submit(Agent *a, JobKind kind, const char *target)
+void agent_submit(Agent *a, JobKind kind, const char *target)
 {
     pthread_mutex_lock(&a->mu);
     if (a->busy) {
@@ -501,15 +501,23 @@ static void maintain_slots(Agent *a)
         log_warn("replication slots: %s", err.msg);
 }
 
+/* Rewrite the configuration of the running server and reload it (loop thread): as a replica
+ * of `target` ("" none), or as a primary with synchronous_standby_names `ssn`. */
+static bool reconfigure(Agent *a, bool replica, const char *target, const char *ssn, Err *err)
+{
+    Job j;
+    job_prepare(a, &j, JOB_NONE, replica ? target : NULL);
+    PgConfSpec spec = {.replica = replica, .primary_host = j.host, .primary_port = j.port,
+                       .slot_name = j.slot[0] ? j.slot : NULL, .sync_names = ssn, .dyn_params = &j.dyn_params};
+    bool ok = pg_write_config(&a->pg, &spec, err) && pg_reload(&a->pg, err);
+    kvlist_free(&j.dyn_params);
+    return ok;
+}
+
 static bool apply_ssn(Agent *a, const char *ssn)
 {
     Err err = {{0}};
-    Job j;
-    job_prepare(a, &j, JOB_NONE, NULL);
-    PgConfSpec spec = {.replica = false, .sync_names = ssn, .dyn_params = &j.dyn_params};
-    bool ok = pg_write_config(&a->pg, &spec, &err) && pg_reload(&a->pg, &err);
-    kvlist_free(&j.dyn_params);
-    if (!ok) {
+    if (!reconfigure(a, false, NULL, ssn, &err)) {
         log_error("cannot apply synchronous_standby_names: %s", err.msg);
         return false;
     }
@@ -627,13 +635,8 @@ void agent_apply_params(Agent *a)
         PQclear(r);
         a->sync_changed_ms = mono_ms();
     }
-    Job j;
-    job_prepare(a, &j, JOB_NONE, a->pgst.in_recovery ? a->following : NULL);
-    PgConfSpec spec = {.replica = a->pgst.in_recovery, .primary_host = j.host, .primary_port = j.port,
-                       .slot_name = j.slot[0] ? j.slot : NULL, .sync_names = a->sync_applied,
-                       .dyn_params = &j.dyn_params};
     Err err = {{0}};
-    if (pg_write_config(&a->pg, &spec, &err) && pg_reload(&a->pg, &err)) {
+    if (reconfigure(a, a->pgst.in_recovery, a->following, a->sync_applied, &err)) {
         if (!first)
             log_info("postgresql parameters changed in the cluster config: configuration rewritten and reloaded");
         free(a->params_applied);
@@ -643,27 +646,12 @@ void agent_apply_params(Agent *a)
         log_warn("cannot apply postgresql parameters: %s", err.msg);
     }
     free(now);
-    kvlist_free(&j.dyn_params);
 }
 
 static void keep_leader(Agent *a, const Decision *d)
 {
     Err err = {{0}};
-    bool swapped = false;
-    /* re-attach the key to our current lease when it sits on another one (an agent restarted
-     * within the TTL finds the key on its previous lease, and a TTL change grants a new lease).
-     * Otherwise leave it alone: every write wakes every agent's watch. */
-    if (a->cluster.leader_lease != a->dcs->ops->lease_id(a->dcs)) {
-        if (!a->dcs->ops->cas(a->dcs, "leader", a->cfg->name, a->cfg->name, true, &swapped, &err)) {
-            log_warn("cannot refresh the leader key: %s", err.msg);
-            return;
-        }
-        if (!swapped) {
-            log_warn("leader key is no longer mine");
-            return;
-        }
-        log_info("leader key moved to my current lease");
-    }
+    /* tick() has already moved the key onto our current lease if it sat on another one */
     if (d->clear_failover)
         delete_failover_key(a);
     maintain_slots(a);
@@ -739,20 +727,20 @@ void agent_act(Agent *a, const Decision *d)
             a->dcs->ops->del(a->dcs, "initialize", "", &del, &err);
             break;
         }
-        submit(a, JOB_BOOTSTRAP, NULL);
+        agent_submit(a, JOB_BOOTSTRAP, NULL);
         break;
     }
     case ACT_CLONE:
         set_role(a, "replica", "creating replica");
-        submit(a, JOB_CLONE, d->target);
+        agent_submit(a, JOB_CLONE, d->target);
         break;
     case ACT_START_REPLICA:
-        submit(a, JOB_START_REPLICA, d->target);
+        agent_submit(a, JOB_START_REPLICA, d->target);
         break;
     case ACT_START_PRIMARY:
         str_copy(a->sync_applied, sizeof(a->sync_applied), a->cluster.config.synchronous_mode ? SSN_BLOCK : "");
         a->sync_changed_ms = mono_ms();
-        submit(a, JOB_START_PRIMARY, NULL);
+        agent_submit(a, JOB_START_PRIMARY, NULL);
         break;
     case ACT_KEEP_LEADER:
         keep_leader(a, d);
@@ -768,35 +756,29 @@ void agent_act(Agent *a, const Decision *d)
          * standby of its own is confirmed (see sync_plan.c) */
         str_copy(a->sync_applied, sizeof(a->sync_applied), a->cluster.config.synchronous_mode ? SSN_BLOCK : "");
         a->sync_changed_ms = mono_ms();
-        submit(a, JOB_PROMOTE, NULL);
+        agent_submit(a, JOB_PROMOTE, NULL);
         break;
     case ACT_DEMOTE:
         demote_now(a, "immediate");
         if (strcmp(a->cluster.leader, a->cfg->name) == 0 && a->dcs_ok)
             dcs_del_if_mine(a, "leader");
         break;
-    case ACT_FOLLOW: {
-        Job j;
-        job_prepare(a, &j, JOB_NONE, d->target);
-        PgConfSpec spec = {.replica = true, .primary_host = j.host, .primary_port = j.port,
-                           .slot_name = j.slot[0] ? j.slot : NULL, .dyn_params = &j.dyn_params};
-        if (pg_write_config(&a->pg, &spec, &err) && pg_reload(&a->pg, &err)) {
+    case ACT_FOLLOW:
+        if (reconfigure(a, true, d->target, NULL, &err)) {
             str_copy(a->following, sizeof(a->following), d->target);
             set_role(a, "replica", d->reason);
         } else {
             log_error("follow %s: %s", d->target, err.msg);
         }
-        kvlist_free(&j.dyn_params);
         break;
-    }
     case ACT_REWIND:
-        submit(a, JOB_REWIND, d->target);
+        agent_submit(a, JOB_REWIND, d->target);
         break;
     case ACT_REINIT:
-        submit(a, JOB_REINIT, d->target);
+        agent_submit(a, JOB_REINIT, d->target);
         break;
     case ACT_RELEASE:
-        submit(a, JOB_RELEASE, d->target);
+        agent_submit(a, JOB_RELEASE, d->target);
         break;
     case ACT_GIVE_UP_LEADER:
         if (a->pgst.running)
@@ -840,7 +822,7 @@ void agent_reload_config(Agent *a)
     /* rewrite postgresql.conf / pg_hba.conf with the new local settings on the next tick */
     free(a->params_applied);
     a->params_applied = NULL;
-    a->last_member_json[0] = '\0';
+    a->last_member_shape[0] = '\0';
     log_info("reload: configuration re-read from %s", n->path);
     agent_run_callback(a, "on_reload", a->role);
 }

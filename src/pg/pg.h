@@ -51,6 +51,10 @@ typedef struct PgState {
     int n_senders;
 } PgState;
 
+/* Could the server be accepting writes? Unknown counts as yes, except that a server started
+ * with standby.signal cannot have left recovery without answering as a primary. */
+bool pg_may_be_primary(const PgState *st);
+
 void pg_node_init(PgNode *pg, const Config *cfg);
 void pg_node_close(PgNode *pg);        /* close the cached connection */
 

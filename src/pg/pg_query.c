@@ -276,6 +276,11 @@ void pg_observe(PgNode *pg, PgState *st)
     }
 }
 
+bool pg_may_be_primary(const PgState *st)
+{
+    return st->running && (st->accepting ? !st->in_recovery : !st->standby_signal);
+}
+
 void pg_slot_name(const char *member, char *out, size_t sz)
 {
     size_t j = 0;
