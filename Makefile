@@ -2,7 +2,7 @@
 # Modes: `make` (release, build/), `make asan` (ASan+UBSan, build-asan/), `make check` (unit tests
 # under ASan/UBSan, then under valgrind with the plain build). New source files need no edit here.
 
-PKGS    := libpq libcurl libmicrohttpd yaml-0.1 jansson
+PKGS    := libpq libcurl libmicrohttpd yaml-0.1 jansson libcrypto ldns
 BUILD   ?= build
 CC      ?= cc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))

@@ -3,7 +3,8 @@
 set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libcurl4-openssl-dev libmicrohttpd-dev libyaml-dev
       libjansson-dev libcmocka-dev valgrind postgresql-15 postgresql-client-15 etcd-server etcd-client
-      iproute2 procps curl bc jq)
+      iproute2 procps curl bc jq libssl-dev libldns-dev bind9 bind9-utils bind9-dnsutils
+      haproxy python3)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +20,9 @@ fi
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
     pg_lsclusters -h | awk '$4=="online"{print $1, $2}' | while read -r v c; do pg_ctlcluster "$v" "$c" stop || true; done
 fi
-if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
+for svc in etcd named haproxy; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
+done
 cd "$(dirname "$0")/.."
 make -s -j2 all
 echo "setup: built $(pwd)/build/pgvigil"

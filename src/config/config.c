@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #define MAX_CONFIG_BYTES (16 * 1024 * 1024)
@@ -24,6 +25,7 @@ typedef enum {
     K_LINES,    /* a list of strings */
     K_KVMAP,    /* a mapping of scalars, into a KvList */
     K_INITDB,   /* a list of flags and mappings, into a KvList */
+    K_ROUTES,   /* proxy.routes: a list of mappings, into ProxyRoute[] */
 } KeyKind;
 
 typedef struct KeySpec {
@@ -107,6 +109,40 @@ static const KeySpec keys[] = {
     {"bootstrap.dcs.postgresql.use_slots", K_BOOL, D(use_slots), 0},
     {"bootstrap.dcs.postgresql.parameters", K_KVMAP, D(pg_parameters), 0},
     {"bootstrap.initdb", K_INITDB, C(initdb_options), 0},
+    {"vip", K_SECTION, 0, 0},
+    {"vip.address", K_STR, C(vip.address), 0},
+    {"vip.interface", K_STR, C(vip.interface), 0},
+    {"vip.arp_count", K_INT, C(vip.arp_count), 0},
+    {"dns", K_SECTION, 0, 0},
+    {"dns.server", K_ADDR, C(dns.server), 0},
+    {"dns.zone", K_STR, C(dns.zone), 0},
+    {"dns.record", K_STR, C(dns.record), 0},
+    {"dns.address", K_STR, C(dns.address), 0},
+    {"dns.ttl", K_INT, C(dns.ttl), 0},
+    {"dns.tsig_key_name", K_STR, C(dns.tsig_key_name), 0},
+    {"dns.tsig_secret", K_STR, C(dns.tsig_secret), 0},
+    {"dns.tsig_algorithm", K_STR, C(dns.tsig_algorithm), 0},
+    {"dns.timeout", K_INT, C(dns.timeout), 0},
+    {"notify", K_SECTION, 0, 0},
+    {"notify.webhook", K_SECTION, 0, 0},
+    {"notify.webhook.url", K_STR, C(notify.webhook_url), 0},
+    {"notify.webhook.secret", K_STR, C(notify.webhook_secret), 0},
+    {"notify.pushover", K_SECTION, 0, 0},
+    {"notify.pushover.url", K_STR, C(notify.pushover_url), 0},
+    {"notify.pushover.token", K_STR, C(notify.pushover_token), 0},
+    {"notify.pushover.user", K_STR, C(notify.pushover_user), 0},
+    {"notify.command", K_STR, C(notify.command), 0},
+    {"notify.lag_threshold", K_INT64, C(notify.lag_threshold), 0},
+    {"notify.max_attempts", K_INT, C(notify.max_attempts), 0},
+    {"notify.timeout", K_INT, C(notify.timeout), 0},
+    {"proxy", K_SECTION, 0, 0},
+    {"proxy.admin_listen", K_ADDR, C(proxy.admin_listen), 0},
+    {"proxy.workers", K_INT, C(proxy.workers), 0},
+    {"proxy.connect_wait", K_INT, C(proxy.connect_wait), 0},
+    {"proxy.connect_timeout", K_INT, C(proxy.connect_timeout), 0},
+    {"proxy.max_replica_lag", K_INT64, C(proxy.max_replica_lag), 0},
+    {"proxy.backend_user_timeout", K_INT, C(proxy.backend_user_timeout), 0},
+    {"proxy.routes", K_ROUTES, 0, 0},
 };
 
 typedef struct Loader {
@@ -561,6 +597,107 @@ static bool load_initdb(Loader *ld, const KeySpec *ks, int line, const char *key
     return true;
 }
 
+/* One proxy route: {listen: "h:p", role: primary|replica, protocol: postgres|tcp,
+ * name: x, target_port: n, fallback_primary: bool}. Unknown keys are errors: a typo in a route
+ * would silently send traffic somewhere else. */
+static bool load_route(Loader *ld, const char *key, const yaml_node_t *map, ProxyRoute *r)
+{
+    r->postgres = true;
+    r->fallback_primary = true;
+    r->role = ROUTE_PRIMARY;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(&ld->doc, p->value);
+        const char *name, *val;
+        if (!get_text(ld, node_line(k), key, "scalar keys", k, &name))
+            return false;
+        char ekey[192];
+        str_fmt(ekey, sizeof(ekey), "%s.%s", key, name);
+        int line = node_line(k);
+        if (!get_text(ld, line, ekey, "a scalar", v, &val))
+            return false;
+        Err e;
+        int64_t n;
+        bool b;
+        if (strcmp(name, "name") == 0) {
+            set_str(&r->name, val);
+        } else if (strcmp(name, "listen") == 0) {
+            if (!config_split_hostport(val, NULL, NULL, &e))
+                return fail_at(ld, line, ekey, "%s", e.msg);
+            set_str(&r->listen, val);
+        } else if (strcmp(name, "role") == 0) {
+            if (strcmp(val, "primary") == 0 || strcmp(val, "master") == 0 || strcmp(val, "read-write") == 0)
+                r->role = ROUTE_PRIMARY;
+            else if (strcmp(val, "replica") == 0 || strcmp(val, "read-only") == 0)
+                r->role = ROUTE_REPLICA;
+            else
+                return fail_at(ld, line, ekey, "expected primary or replica, got \"%s\"", val);
+        } else if (strcmp(name, "protocol") == 0) {
+            if (strcmp(val, "postgres") == 0 || strcmp(val, "postgresql") == 0)
+                r->postgres = true;
+            else if (strcmp(val, "tcp") == 0)
+                r->postgres = false;
+            else
+                return fail_at(ld, line, ekey, "expected postgres or tcp, got \"%s\"", val);
+        } else if (strcmp(name, "target_port") == 0) {
+            if (!config_parse_int64(val, &n) || n < 1 || n > 65535)
+                return fail_at(ld, line, ekey, "expected a port (1..65535), got \"%s\"", val);
+            r->target_port = (int)n;
+        } else if (strcmp(name, "fallback_primary") == 0) {
+            if (!config_parse_bool(val, &b))
+                return type_error(ld, line, ekey, "a boolean (true/false, yes/no, on/off)", v);
+            r->fallback_primary = b;
+        } else {
+            return fail_at(ld, line, ekey, "unknown route setting (expected name, listen, role, protocol, "
+                                           "target_port or fallback_primary)");
+        }
+    }
+    if (!r->listen)
+        return fail_at(ld, node_line(map), key, "a route needs listen: host:port");
+    if (!r->name) {
+        const char *port = strrchr(r->listen, ':');
+        r->name = str_printf("%s-%s", r->role == ROUTE_PRIMARY ? "primary" : "replica", port ? port + 1 : "?");
+    }
+    return true;
+}
+
+static void free_routes(ProxyConfig *pc)
+{
+    for (int i = 0; i < pc->n_routes; i++) {
+        free(pc->routes[i].name);
+        free(pc->routes[i].listen);
+    }
+    free(pc->routes);
+    pc->routes = NULL;
+    pc->n_routes = 0;
+}
+
+static bool load_routes(Loader *ld, int line, const char *key, const yaml_node_t *v)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return type_error(ld, line, key, "a list of routes", v);
+    ProxyConfig *pc = &ld->cfg->proxy;
+    free_routes(pc);
+    size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    pc->routes = xcalloc(cap + 1, sizeof(ProxyRoute));
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        const yaml_node_t *e = yaml_document_get_node(&ld->doc, *it);
+        char ekey[96];
+        str_fmt(ekey, sizeof(ekey), "%s[%d]", key, pc->n_routes);
+        if (e->type != YAML_MAPPING_NODE)
+            return type_error(ld, node_line(e), ekey, "a mapping (listen, role, ...)", e);
+        ProxyRoute *r = &pc->routes[pc->n_routes++];
+        if (!load_route(ld, ekey, e, r))
+            return false;
+        for (ProxyRoute *o = pc->routes; o < r; o++)
+            if (strcmp(o->name, r->name) == 0 || strcmp(o->listen, r->listen) == 0)
+                return fail_at(ld, node_line(e), ekey, "same %s as an earlier route (\"%s\")",
+                               strcmp(o->name, r->name) == 0 ? "name" : "listen address",
+                               strcmp(o->name, r->name) == 0 ? r->name : r->listen);
+    }
+    return true;
+}
+
 static bool load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix);
 
 static bool load_value(Loader *ld, const KeySpec *ks, int line, const yaml_node_t *v)
@@ -629,6 +766,8 @@ static bool load_value(Loader *ld, const KeySpec *ks, int line, const yaml_node_
         return load_kvmap(ld, ks, line, key, v);
     case K_INITDB:
         return load_initdb(ld, ks, line, key, v);
+    case K_ROUTES:
+        return load_routes(ld, line, key, v);
     }
     return true;
 }
@@ -754,7 +893,11 @@ static char *normalize_namespace(const char *ns)
     return n == 0 ? str_dup("/") : str_printf("/%.*s/", (int)n, ns);
 }
 
-static bool finish(Loader *ld, bool node)
+typedef enum LoadMode { LOAD_NODE, LOAD_CLIENT, LOAD_PROXY } LoadMode;
+
+static bool finish_sections(Loader *ld, LoadMode mode);
+
+static bool finish(Loader *ld, LoadMode mode)
 {
     Config *cfg = ld->cfg;
     default_str(&cfg->namespace_, "/service/");
@@ -827,8 +970,82 @@ static bool finish(Loader *ld, bool node)
     /* Last, so that a bad value on a known line is reported before an absent key. */
     if (!require(ld, "scope", cfg->scope))
         return false;
-    if (node && (!require(ld, "name", cfg->name) || !require(ld, "postgresql.data_dir", cfg->pg_data_dir)))
+    if (mode == LOAD_NODE && (!require(ld, "name", cfg->name) || !require(ld, "postgresql.data_dir", cfg->pg_data_dir)))
         return false;
+    return finish_sections(ld, mode);
+}
+
+static bool positive(Loader *ld, const char *key, int v)
+{
+    return v > 0 || fail_at(ld, key_line(ld, key), key, "must be positive, got %d", v);
+}
+
+/* vip, dns, notify (agent) and proxy: defaults, then the checks that need several keys. */
+static bool finish_sections(Loader *ld, LoadMode mode)
+{
+    Config *cfg = ld->cfg;
+    VipConfig *vip = &cfg->vip;
+    if (vip->arp_count == 0 && key_line(ld, "vip.arp_count") == 0)
+        vip->arp_count = 3;
+    if (vip->arp_count < 0)
+        return fail_at(ld, key_line(ld, "vip.arp_count"), "vip.arp_count", "must not be negative");
+    if (vip->address && !vip->interface)
+        return fail_at(ld, key_line(ld, "vip.address"), "vip.interface", "required when vip.address is set");
+
+    DnsConfig *dns = &cfg->dns;
+    if (dns->ttl == 0 && key_line(ld, "dns.ttl") == 0)
+        dns->ttl = 5;
+    if (dns->timeout == 0)
+        dns->timeout = 2;
+    default_str(&dns->tsig_algorithm, "hmac-sha256");
+    if (dns->server) {
+        static const char *const need[] = {"dns.zone", "dns.record", "dns.tsig_key_name", "dns.tsig_secret"};
+        char *vals[] = {dns->zone, dns->record, dns->tsig_key_name, dns->tsig_secret};
+        for (size_t i = 0; i < ARRAY_LEN(need); i++)
+            if (str_empty(vals[i]))
+                return fail_at(ld, key_line(ld, "dns.server"), need[i], "required when dns.server is set");
+        if (!dns->address) {
+            char *host = NULL;
+            if (config_split_hostport(cfg->pg_connect_address, &host, NULL, NULL))
+                dns->address = host;
+        }
+        if (dns->ttl < 0 || !positive(ld, "dns.timeout", dns->timeout))
+            return fail_at(ld, key_line(ld, "dns.ttl"), "dns.ttl", "must not be negative");
+    }
+
+    NotifyConfig *nc = &cfg->notify;
+    default_str(&nc->pushover_url, "https://api.pushover.net/1/messages.json");
+    if (nc->max_attempts == 0)
+        nc->max_attempts = 6;
+    if (nc->timeout == 0)
+        nc->timeout = 5;
+    if (!positive(ld, "notify.max_attempts", nc->max_attempts) || !positive(ld, "notify.timeout", nc->timeout))
+        return false;
+    if (nc->lag_threshold < 0)
+        return fail_at(ld, key_line(ld, "notify.lag_threshold"), "notify.lag_threshold", "must not be negative");
+
+    ProxyConfig *pc = &cfg->proxy;
+    if (pc->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        pc->workers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
+    }
+    if (pc->connect_wait == 0 && key_line(ld, "proxy.connect_wait") == 0)
+        pc->connect_wait = 30;
+    if (pc->connect_timeout == 0)
+        pc->connect_timeout = 3;
+    if (pc->max_replica_lag == 0 && key_line(ld, "proxy.max_replica_lag") == 0)
+        pc->max_replica_lag = 1048576;
+    if (pc->backend_user_timeout == 0)
+        pc->backend_user_timeout = 10;
+    if (!positive(ld, "proxy.workers", pc->workers) || !positive(ld, "proxy.connect_timeout", pc->connect_timeout) ||
+        !positive(ld, "proxy.backend_user_timeout", pc->backend_user_timeout))
+        return false;
+    if (pc->connect_wait < 0)
+        return fail_at(ld, key_line(ld, "proxy.connect_wait"), "proxy.connect_wait", "must not be negative");
+    if (pc->max_replica_lag < 0)
+        return fail_at(ld, key_line(ld, "proxy.max_replica_lag"), "proxy.max_replica_lag", "must not be negative");
+    if (mode == LOAD_PROXY && pc->n_routes == 0)
+        return fail_at(ld, key_line(ld, "proxy"), "proxy.routes", "at least one route is required");
     return true;
 }
 
@@ -849,7 +1066,7 @@ static void syntax_error(Loader *ld, const yaml_parser_t *p)
     }
 }
 
-static Config *load(const char *path, bool node, Err *err)
+static Config *load(const char *path, LoadMode mode, Err *err)
 {
     Err scratch;
     if (!err)
@@ -889,7 +1106,7 @@ static Config *load(const char *path, bool node, Err *err)
     else if (root->type != YAML_MAPPING_NODE)
         type_error(&ld, node_line(root), "(top level)", "a mapping of settings", root);
     else
-        ok = load_mapping(&ld, root, "") && finish(&ld, node);
+        ok = load_mapping(&ld, root, "") && finish(&ld, mode);
     yaml_document_delete(&ld.doc);
 out_parser:
     yaml_parser_delete(&parser);
@@ -905,12 +1122,17 @@ out_text:
 
 Config *config_load(const char *path, Err *err)
 {
-    return load(path, true, err);
+    return load(path, LOAD_NODE, err);
 }
 
 Config *config_load_client(const char *path, Err *err)
 {
-    return load(path, false, err);
+    return load(path, LOAD_CLIENT, err);
+}
+
+Config *config_load_proxy(const char *path, Err *err)
+{
+    return load(path, LOAD_PROXY, err);
 }
 
 static void free_credentials(Credentials *c)
@@ -953,5 +1175,17 @@ void config_free(Config *cfg)
     free(cfg->cb_on_reload);
     dynconfig_free(&cfg->bootstrap_dcs);
     kvlist_free(&cfg->initdb_options);
+    free(cfg->vip.address);
+    free(cfg->vip.interface);
+    char **dns[] = {&cfg->dns.server, &cfg->dns.zone, &cfg->dns.record, &cfg->dns.address,
+                    &cfg->dns.tsig_key_name, &cfg->dns.tsig_secret, &cfg->dns.tsig_algorithm};
+    for (size_t i = 0; i < ARRAY_LEN(dns); i++)
+        free(*dns[i]);
+    char **nc[] = {&cfg->notify.webhook_url, &cfg->notify.webhook_secret, &cfg->notify.pushover_url,
+                   &cfg->notify.pushover_token, &cfg->notify.pushover_user, &cfg->notify.command};
+    for (size_t i = 0; i < ARRAY_LEN(nc); i++)
+        free(*nc[i]);
+    free(cfg->proxy.admin_listen);
+    free_routes(&cfg->proxy);
     free(cfg);
 }

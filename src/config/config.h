@@ -49,6 +49,62 @@ typedef struct Tags {
     int failover_priority;          /* default 1; 0 means never promote (like nofailover) */
 } Tags;
 
+
+/* vip: a floating address held by the leader. address NULL = no VIP. */
+typedef struct VipConfig {
+    char *address;      /* vip.address: "192.0.2.10/24" (IPv4; /32 when no prefix) */
+    char *interface;    /* vip.interface: e.g. "eth0" (required with address) */
+    int arp_count;      /* vip.arp_count: gratuitous ARPs sent after adding; default 3 */
+} VipConfig;
+
+/* dns: RFC 2136 update of one A/AAAA record to the leader's address. server NULL = off. */
+typedef struct DnsConfig {
+    char *server;       /* dns.server: "127.0.0.1:53" */
+    char *zone;         /* dns.zone: "example.test." */
+    char *record;       /* dns.record: "db.example.test." */
+    char *address;      /* dns.address: this node's address; default: postgresql.connect_address host */
+    int ttl;            /* dns.ttl: the record's TTL in seconds; default 5 */
+    char *tsig_key_name;/* dns.tsig_key_name (required with server) */
+    char *tsig_secret;  /* dns.tsig_secret: base64 (required with server) */
+    char *tsig_algorithm; /* dns.tsig_algorithm: default "hmac-sha256" */
+    int timeout;        /* dns.timeout: seconds per attempt; default 2 */
+} DnsConfig;
+
+/* notify: event notifications. Each sink is off while its URL/command is NULL. */
+typedef struct NotifyConfig {
+    char *webhook_url;      /* notify.webhook.url */
+    char *webhook_secret;   /* notify.webhook.secret: HMAC-SHA256 key for the signature header */
+    char *pushover_url;     /* notify.pushover.url: default https://api.pushover.net/1/messages.json */
+    char *pushover_token;   /* notify.pushover.token (pushover is on when token and user are set) */
+    char *pushover_user;    /* notify.pushover.user */
+    char *command;          /* notify.command: run through /bin/sh with the event in the environment */
+    int64_t lag_threshold;  /* notify.lag_threshold: bytes of replica lag that raise lag_high; 0 = off */
+    int max_attempts;       /* notify.max_attempts: per event and sink; default 6 */
+    int timeout;            /* notify.timeout: seconds per delivery attempt; default 5 */
+} NotifyConfig;
+
+/* proxy.routes[]: one listener and where its connections go. */
+typedef enum RouteRole { ROUTE_PRIMARY, ROUTE_REPLICA } RouteRole;
+typedef struct ProxyRoute {
+    char *name;             /* metrics label; default "<role>-<port>" */
+    char *listen;           /* "127.0.0.1:5000" */
+    RouteRole role;         /* role: primary | replica */
+    bool postgres;          /* protocol: postgres (default) | tcp */
+    int target_port;        /* tcp routes: port on the member's host; 0 = the member's PostgreSQL port */
+    bool fallback_primary;  /* replica routes: use the primary when no replica qualifies (default true) */
+} ProxyRoute;
+
+typedef struct ProxyConfig {
+    char *admin_listen;     /* proxy.admin_listen: /health and /metrics; NULL = off */
+    int workers;            /* proxy.workers: event-loop threads; default: online CPUs */
+    int connect_wait;       /* proxy.connect_wait: seconds a new connection is held; default 30 */
+    int connect_timeout;    /* proxy.connect_timeout: seconds per backend connect; default 3 */
+    int64_t max_replica_lag;/* proxy.max_replica_lag: bytes; default 1048576 */
+    int backend_user_timeout; /* proxy.backend_user_timeout: TCP_USER_TIMEOUT seconds; default 10 */
+    ProxyRoute *routes;     /* proxy.routes */
+    int n_routes;
+} ProxyConfig;
+
 typedef struct Config {
     char *path;                     /* file it was read from */
     char *scope;                    /* required */
@@ -84,6 +140,11 @@ typedef struct Config {
     Tags tags;
     DynConfig bootstrap_dcs;        /* bootstrap.dcs: written to etcd once, at cluster creation */
     KvList initdb_options;          /* bootstrap.initdb: list of "key: value" or flags ("data-checksums") */
+
+    VipConfig vip;
+    DnsConfig dns;
+    NotifyConfig notify;
+    ProxyConfig proxy;              /* only read by config_load_proxy() */
 } Config;
 
 /* Load and validate a YAML file. On error returns NULL and err names file, line and key,
@@ -92,6 +153,8 @@ Config *config_load(const char *path, Err *err);
 /* Same file format for CLI use: only `scope` (and etcd3 hosts, defaulted) are required;
  * node-only keys (name, postgresql.data_dir) may be absent. */
 Config *config_load_client(const char *path, Err *err);
+/* A proxy's file: `scope`, etcd3 and a `proxy` section with at least one route. */
+Config *config_load_proxy(const char *path, Err *err);
 void config_free(Config *cfg);
 
 /* Defaults for DynConfig (used before etcd has a config key). */
