@@ -10,6 +10,7 @@ typedef struct Command {
 
 static const Command commands[] = {
     {"agent", cmd_agent, "run the HA agent for one PostgreSQL node (-c node.yml)"},
+    {"proxy", cmd_proxy, "route clients to the primary / replicas (-c proxy.yml)"},
     {"list", cmd_list, "show the cluster members, roles, states, timelines and lag"},
     {"switchover", cmd_switchover, "planned change of primary [--candidate X] [--force]"},
     {"failover", cmd_failover, "manual failover to --candidate X"},

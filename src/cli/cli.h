@@ -14,6 +14,7 @@ enum {
 };
 
 int cmd_agent(int argc, char **argv);
+int cmd_proxy(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_switchover(int argc, char **argv);
 int cmd_failover(int argc, char **argv);

@@ -14,6 +14,10 @@ chmod 755 "$T_DIR"
 SCOPE="it"
 T_TTL="${T_TTL:-5}"
 declare -a PG_PORT API_PORT AGENT_PID
+# other processes a test started (proxies, servers): TERMed, then KILLed, at exit
+declare -a EXTRA_PIDS=()
+# functions run first at exit (helpers such as lib_netns.sh register their teardown here)
+declare -a CLEANUP_HOOKS=()
 ETCD_PID=""
 E_PORT=""
 E_PEER=""
@@ -40,6 +44,13 @@ dump_logs() {
 
 cleanup() {
     local rc=$?
+    local h p
+    for h in "${CLEANUP_HOOKS[@]}"; do "$h" || true; done
+    for p in "${EXTRA_PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; done
+    for p in "${EXTRA_PIDS[@]}"; do
+        for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+    done
     for i in "${!AGENT_PID[@]}"; do
         local p="${AGENT_PID[$i]}"
         [ -n "$p" ] && kill -CONT "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null

@@ -1,0 +1,282 @@
+/* `pgvigil proxy -c proxy.yml`: the control thread. It reads the cluster from etcd (a range
+ * read, then a watch on the prefix, re-armed after every event or timeout), turns it into a
+ * route snapshot and publishes it to the workers. A change of primary is published in two
+ * steps: first "no primary" until every worker has closed its connections to the old one,
+ * then the new primary, so no client is ever connected to both. */
+#include "common/common.h"
+#include "proxy/proxy.h"
+#include "cli/cli.h"
+#include "cli/cli_common.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "dcs/dcs.h"
+#include "proxy/proxy_cancel.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#define ACK_WAIT_MS 1000        /* bound on waiting for workers to drop the old primary */
+
+static Proxy *g_proxy;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_proxy)
+        atomic_store(&g_proxy->stop, 1);
+}
+
+ProxySnapshot *proxy_current(Proxy *p)
+{
+    pthread_mutex_lock(&p->snap_mu);
+    ProxySnapshot *s = p->snap;
+    proxy_snapshot_ref(s);
+    pthread_mutex_unlock(&p->snap_mu);
+    return s;
+}
+
+static void install(Proxy *p, ProxySnapshot *s)
+{
+    pthread_mutex_lock(&p->snap_mu);
+    ProxySnapshot *old = p->snap;
+    s->version = old ? old->version + 1 : 1;
+    p->snap = s;
+    pthread_mutex_unlock(&p->snap_mu);
+    proxy_snapshot_unref(old);
+    for (int i = 0; i < p->n_workers; i++)
+        proxy_worker_notify(p->workers[i]);
+}
+
+static void wait_acks(Proxy *p, uint64_t version)
+{
+    int64_t until = mono_ms() + ACK_WAIT_MS;
+    for (int i = 0; i < p->n_workers; i++)
+        while (proxy_worker_acked(p->workers[i]) < version && mono_ms() < until)
+            sleep_ms(1);
+}
+
+static const ProxyBackend *primary_of(const ProxySnapshot *s)
+{
+    return s && s->primary >= 0 ? &s->backends[s->primary] : NULL;
+}
+
+static bool same_backend(const ProxyBackend *a, const ProxyBackend *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a->name, b->name) == 0 && a->addr_len == b->addr_len && memcmp(&a->addr, &b->addr, a->addr_len) == 0;
+}
+
+/* Publish s (taking ownership) if it routes differently from the current snapshot. */
+static void publish(Proxy *p, ProxySnapshot *s)
+{
+    ProxySnapshot *cur = p->snap;
+    if (proxy_snapshot_same(cur, s)) {
+        proxy_snapshot_unref(s);
+        return;
+    }
+    const ProxyBackend *was = primary_of(cur), *now = primary_of(s);
+    s->primary_gen = cur ? cur->primary_gen : 1;
+    if (!same_backend(was, now)) {
+        s->primary_gen++;
+        if (was && now) {
+            /* close everything on the old primary before anyone is sent to the new one */
+            ProxySnapshot *gap = xcalloc(1, sizeof(*gap));
+            atomic_init(&gap->refs, 1);
+            gap->primary = -1;
+            gap->primary_gen = s->primary_gen;
+            gap->etcd_ok = s->etcd_ok;
+            install(p, gap);
+            wait_acks(p, gap->version);
+        }
+        log_info("primary %s -> %s (generation %llu)%s", was ? was->name : "none", now ? now->name : "none",
+                 (unsigned long long)s->primary_gen, s->etcd_ok ? "" : ": etcd unreachable for longer than the TTL");
+    }
+    int eligible = 0;
+    for (int i = 0; i < s->n_backends; i++)
+        eligible += s->backends[i].eligible;
+    int before = 0;
+    for (int i = 0; cur && i < cur->n_backends; i++)
+        before += cur->backends[i].eligible;
+    if (eligible != before)
+        log_info("%d replica%s eligible for read-only routes", eligible, eligible == 1 ? "" : "s");
+    install(p, s);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: pgvigil proxy -c FILE [--log-level debug|info|warning|error]\n"
+                 "Routes client connections to the cluster's primary or replicas, as configured in\n"
+                 "FILE (YAML: scope, etcd3, proxy.routes).\n");
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* The control loop: read, publish, watch; until a signal. */
+static void control_loop(Proxy *p, Dcs *dcs)
+{
+    const ProxyConfig *pc = p->pc;
+    Cluster last;
+    cluster_init(&last);
+    bool have_last = false, down_logged = false;
+    int64_t last_ok = 0;
+    int ttl_ms = 10000;
+    while (!atomic_load(&p->stop)) {
+        Cluster c;
+        Err err = {{0}};
+        bool ok = dcs->ops->load(dcs, &c, &err);
+        int64_t now = mono_ms();
+        if (ok) {
+            cluster_free(&last);
+            last = c;
+            have_last = true;
+            last_ok = now;
+            ttl_ms = last.config.ttl * 1000;
+            atomic_store(&p->etcd_last_ok_ms, now);
+            if (down_logged)
+                log_info("etcd reachable again");
+            down_logged = false;
+        } else {
+            cluster_free(&c);
+            if (!down_logged)
+                log_warn("cannot read the cluster from etcd: %s", err.msg);
+            down_logged = true;
+        }
+        bool etcd_ok = last_ok > 0 && now - last_ok <= ttl_ms;
+        atomic_store(&p->etcd_ok, etcd_ok);
+        if (have_last && (ok || !etcd_ok))
+            publish(p, proxy_snapshot_build(&last, pc->max_replica_lag, etcd_ok, true));
+        if (atomic_load(&p->stop))
+            break;
+        if (!ok) {
+            sleep_ms(200);
+            continue;
+        }
+        /* bounded, so a silent etcd (frozen, partitioned) is noticed by the next read */
+        int wait = ttl_ms / 3 < 1000 ? ttl_ms / 3 : 1000;
+        Err werr = {{0}};
+        if (!dcs->ops->watch(dcs, last.revision, wait, &werr) && werr.msg[0])
+            sleep_ms(100);
+    }
+    cluster_free(&last);
+}
+
+int cmd_proxy(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *level = NULL;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': path = optarg; break;
+        case 'l': level = optarg; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (!path) {
+        cli_error("pass the proxy's YAML file with -c FILE", "no configuration file given");
+        return EXIT_USAGE;
+    }
+    Err err = {{0}};
+    Config *cfg = config_load_proxy(path, &err);
+    if (!cfg) {
+        cli_error("fix the file and run again", "%s", err.msg);
+        return EXIT_CONFIG;
+    }
+    log_set_name("proxy");
+    LogLevel lv;
+    if (!log_parse_level(level ? level : cfg->log_level, &lv)) {
+        cli_error("use debug, info, warning or error", "unknown log level \"%s\"", level);
+        config_free(cfg);
+        return EXIT_USAGE;
+    }
+    log_set_level(lv);
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+
+    Proxy *p = xcalloc(1, sizeof(*p));
+    p->cfg = cfg;
+    p->pc = &cfg->proxy;
+    p->stats = xcalloc((size_t)p->pc->n_routes, sizeof(RouteStats));
+    pthread_mutex_init(&p->snap_mu, NULL);
+    p->snap = xcalloc(1, sizeof(ProxySnapshot));     /* nothing known yet: hold everything */
+    atomic_init(&p->snap->refs, 1);
+    p->snap->primary = -1;
+    p->snap->version = 1;
+    p->snap->primary_gen = 1;
+    p->workers = xcalloc((size_t)p->pc->workers, sizeof(ProxyWorker *));
+    int rc = EXIT_OK;
+    ProxyAdmin *admin = NULL;
+    char *prefix = dcs_prefix(cfg->namespace_, cfg->scope);
+    Dcs *dcs = dcs_etcd_new(cfg->etcd_hosts, cfg->n_etcd_hosts, prefix, cfg->etcd_username, cfg->etcd_password,
+                            1000, &err);
+    free(prefix);
+    if (!dcs) {
+        cli_error("check etcd3.hosts", "%s: %s", path, err.msg);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
+    for (int i = 0; i < p->pc->workers; i++) {
+        p->workers[i] = proxy_worker_new(p, i, &err);
+        if (!p->workers[i]) {
+            cli_error("choose free addresses in proxy.routes", "%s: %s", path, err.msg);
+            rc = EXIT_CONFIG;
+            goto out;
+        }
+        p->n_workers++;
+    }
+    if (p->pc->admin_listen && !(admin = proxy_admin_start(p, p->pc->admin_listen, &err))) {
+        cli_error("choose a free address in proxy.admin_listen", "%s: %s", path, err.msg);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
+    g_proxy = p;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    for (int i = 0; i < p->n_workers; i++) {
+        if (!proxy_worker_start(p->workers[i], &err)) {
+            cli_error(NULL, "%s", err.msg);
+            rc = EXIT_FAILED;
+            atomic_store(&p->stop, 1);
+            break;
+        }
+    }
+    for (int i = 0; i < p->pc->n_routes; i++)
+        log_info("route %s listening on %s -> %s (%s)", p->pc->routes[i].name, p->pc->routes[i].listen,
+                 p->pc->routes[i].role == ROUTE_PRIMARY ? "primary" : "replicas", p->pc->routes[i].postgres ? "postgres" : "tcp");
+    control_loop(p, dcs);
+    log_info("shutting down");
+out:
+    g_proxy = NULL;
+    atomic_store(&p->stop, 1);
+    proxy_admin_stop(admin);
+    for (int i = 0; i < p->n_workers; i++)
+        proxy_worker_stop(p->workers[i]);
+    free(p->workers);
+    dcs_free(dcs);
+    proxy_snapshot_unref(p->snap);
+    proxy_cancel_clear();
+    pthread_mutex_destroy(&p->snap_mu);
+    free(p->stats);
+    free(p);
+    config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,135 @@
+/* Route snapshots: who may take writes and which replicas may take reads, from one etcd read.
+ * The primary is the member named by the leader key whose own record says it runs as primary;
+ * a key alone (promotion still running) or a record alone (old primary) is not enough. */
+#include "common/common.h"
+#include "proxy/proxy.h"
+
+#include <netdb.h>
+#include <arpa/inet.h>
+
+bool proxy_parse_conn_url(const char *url, char *host, size_t hsz, int *port)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return false;
+    p += 3;
+    const char *at = strchr(p, '@'), *slash = strchr(p, '/');
+    if (at && (!slash || at < slash))
+        p = at + 1;
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    char hostport[300];
+    if (n == 0 || n >= sizeof(hostport))
+        return false;
+    memcpy(hostport, p, n);
+    hostport[n] = '\0';
+    char *h = NULL;
+    Err err;
+    if (strrchr(hostport, ':') == NULL || (hostport[0] == '[' && !strstr(hostport, "]:"))) {
+        /* no port: PostgreSQL's default */
+        const char *b = hostport[0] == '[' ? hostport + 1 : hostport;
+        size_t bl = strlen(b) - (hostport[0] == '[' ? 1 : 0);
+        if (bl == 0 || bl >= hsz)
+            return false;
+        memcpy(host, b, bl);
+        host[bl] = '\0';
+        *port = 5432;
+        return true;
+    }
+    if (!config_split_hostport(hostport, &h, port, &err))
+        return false;
+    bool ok = str_copy(host, hsz, h);
+    free(h);
+    return ok;
+}
+
+static void resolve(ProxyBackend *b, bool allow_dns)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = allow_dns ? 0 : AI_NUMERICHOST;
+    char port[16];
+    str_fmt(port, sizeof(port), "%d", b->port);
+    if (getaddrinfo(b->host, port, &hints, &res) != 0 || !res)
+        return;
+    if (res->ai_addrlen <= sizeof(b->addr)) {
+        memcpy(&b->addr, res->ai_addr, res->ai_addrlen);
+        b->addr_len = res->ai_addrlen;
+    }
+    freeaddrinfo(res);
+}
+
+ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd_ok, bool allow_dns)
+{
+    ProxySnapshot *s = xcalloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    s->primary = -1;
+    s->etcd_ok = etcd_ok;
+    str_copy(s->leader, sizeof(s->leader), c->leader);
+    s->backends = xcalloc((size_t)c->n_members + 1, sizeof(ProxyBackend));
+    const Member *lm = cluster_member(c, c->leader);
+    Lsn leader_pos = c->status_optime;
+    if (lm && lm->xlog_location > leader_pos)
+        leader_pos = lm->xlog_location;
+    for (int i = 0; i < c->n_members; i++) {
+        const Member *m = &c->members[i];
+        ProxyBackend *b = &s->backends[s->n_backends];
+        memset(b, 0, sizeof(*b));
+        if (!proxy_parse_conn_url(m->conn_url, b->host, sizeof(b->host), &b->port))
+            continue;
+        str_copy(b->name, sizeof(b->name), m->name);
+        resolve(b, allow_dns);
+        if (b->addr_len == 0)
+            continue;
+        bool running = strcmp(m->state, "running") == 0;
+        bool leader = c->leader[0] && strcmp(m->name, c->leader) == 0;
+        b->is_primary = etcd_ok && leader && running && strcmp(m->role, "primary") == 0;
+        b->replica = !leader && running && strcmp(m->role, "replica") == 0;
+        b->lag = -1;
+        if (b->replica && leader_pos)
+            b->lag = leader_pos > m->xlog_location ? (int64_t)(leader_pos - m->xlog_location) : 0;
+        b->eligible = b->replica && strcmp(m->replication_state, "streaming") == 0 && !m->tags.noloadbalance &&
+                      (b->lag < 0 || b->lag <= max_lag);
+        if (b->is_primary)
+            s->primary = s->n_backends;
+        s->n_backends++;
+    }
+    return s;
+}
+
+bool proxy_snapshot_same(const ProxySnapshot *a, const ProxySnapshot *b)
+{
+    if (!a || !b || a->n_backends != b->n_backends || a->etcd_ok != b->etcd_ok || strcmp(a->leader, b->leader) != 0)
+        return false;
+    if ((a->primary < 0) != (b->primary < 0))
+        return false;
+    for (int i = 0; i < a->n_backends; i++) {
+        const ProxyBackend *x = &a->backends[i], *y = &b->backends[i];
+        if (strcmp(x->name, y->name) != 0 || x->port != y->port || strcmp(x->host, y->host) != 0 ||
+            x->is_primary != y->is_primary || x->replica != y->replica || x->eligible != y->eligible ||
+            x->addr_len != y->addr_len || memcmp(&x->addr, &y->addr, x->addr_len) != 0)
+            return false;
+    }
+    return true;
+}
+
+void proxy_snapshot_ref(ProxySnapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void proxy_snapshot_unref(ProxySnapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(s->backends);
+    free(s);
+}
+
+int proxy_snapshot_find(const ProxySnapshot *s, const char *name)
+{
+    for (int i = 0; i < s->n_backends; i++)
+        if (strcmp(s->backends[i].name, name) == 0)
+            return i;
+    return -1;
+}
