@@ -790,6 +790,98 @@ static void test_parse_scalars(void **state)
     assert_false(config_parse_int64("99999999999999999999", &v));
 }
 
+static Config *load_proxy_text(const char *text, Err *err)
+{
+    write_node(text);
+    Config *cfg = config_load_proxy(node_path, err);
+    unlink(node_path);
+    return cfg;
+}
+
+static void expect_proxy_error(const char *text, const char *want)
+{
+    Err err = {{0}};
+    Config *cfg = load_proxy_text(text, &err);
+    if (cfg || !strstr(err.msg, want))
+        fail_msg("want error containing '%s', got '%s'", want, cfg ? "(loaded)" : err.msg);
+    config_free(cfg);
+    assert_null(strchr(err.msg, '\n'));
+}
+
+static void test_proxy_config(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    Config *c = load_proxy_text("scope: demo\n"
+                                "etcd3: {hosts: 127.0.0.1:2379}\n"
+                                "proxy:\n"
+                                "  admin_listen: 127.0.0.1:5010\n"
+                                "  connect_wait: 0\n"
+                                "  routes:\n"
+                                "    - {listen: 127.0.0.1:5000, role: primary}\n"
+                                "    - {name: reads, listen: 127.0.0.1:5001, role: replica, fallback_primary: no}\n"
+                                "    - {name: odoo, listen: '*:8069', role: primary, protocol: tcp, target_port: 8069}\n",
+                                &err);
+    assert_non_null(c);
+    const ProxyConfig *pc = &c->proxy;
+    assert_int_equal(pc->n_routes, 3);
+    assert_string_equal(pc->routes[0].name, "primary-5000");
+    assert_int_equal(pc->routes[0].role, ROUTE_PRIMARY);
+    assert_true(pc->routes[0].postgres);
+    assert_true(pc->routes[0].fallback_primary);
+    assert_string_equal(pc->routes[1].name, "reads");
+    assert_int_equal(pc->routes[1].role, ROUTE_REPLICA);
+    assert_false(pc->routes[1].fallback_primary);
+    assert_false(pc->routes[2].postgres);
+    assert_int_equal(pc->routes[2].target_port, 8069);
+    assert_int_equal(pc->connect_wait, 0);      /* explicitly 0: refuse at once */
+    assert_int_equal(pc->connect_timeout, 3);
+    assert_int_equal(pc->max_replica_lag, 1048576);
+    assert_true(pc->workers >= 1);
+    assert_string_equal(pc->admin_listen, "127.0.0.1:5010");
+    config_free(c);
+
+    expect_proxy_error("scope: demo\n", "proxy.routes: at least one route is required");
+    expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, role: leader}\n",
+                       ":4: proxy.routes[0].role: expected primary or replica, got \"leader\"");
+    expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, rol: primary}\n",
+                       "proxy.routes[0].rol: unknown route setting");
+    expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {role: primary}\n", "proxy.routes[0]: a route needs listen");
+    expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {name: a, listen: 127.0.0.1:5000}\n    - {name: b, listen: 127.0.0.1:5000}\n",
+                       "proxy.routes[1]: same listen address as an earlier route");
+    expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, target_port: 70000}\n",
+                       "proxy.routes[0].target_port: expected a port");
+    expect_proxy_error("scope: demo\nproxy:\n  routes: {listen: 127.0.0.1:5000}\n", "proxy.routes: expected a list of routes");
+    expect_proxy_error("scope: demo\nproxy:\n  workers: -1\n  routes:\n    - {listen: 127.0.0.1:5000}\n",
+                       "proxy.workers: must be positive");
+}
+
+static void test_agent_sections(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    Config *c = load_text("scope: s\nname: n\npostgresql: {data_dir: /d, connect_address: '10.0.0.5:5432'}\n"
+                          "vip: {address: 10.0.0.100/24, interface: eth0}\n"
+                          "dns: {server: '127.0.0.1:53', zone: example.test., record: db.example.test.,\n"
+                          "      tsig_key_name: k, tsig_secret: c2VjcmV0}\n"
+                          "notify: {webhook: {url: 'http://127.0.0.1:9/hook', secret: s}, lag_threshold: 1000}\n",
+                          false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->vip.address, "10.0.0.100/24");
+    assert_int_equal(c->vip.arp_count, 3);
+    assert_string_equal(c->dns.address, "10.0.0.5");     /* from postgresql.connect_address */
+    assert_string_equal(c->dns.tsig_algorithm, "hmac-sha256");
+    assert_int_equal(c->dns.ttl, 5);
+    assert_string_equal(c->notify.webhook_url, "http://127.0.0.1:9/hook");
+    assert_int_equal(c->notify.lag_threshold, 1000);
+    assert_int_equal(c->notify.max_attempts, 6);
+    config_free(c);
+    expect_error("scope: s\nname: n\npostgresql: {data_dir: /d}\nvip: {address: 10.0.0.1}\n",
+                 "vip.interface: required when vip.address is set");
+    expect_error("scope: s\nname: n\npostgresql: {data_dir: /d}\ndns: {server: '127.0.0.1:53', zone: z.}\n",
+                 "dns.record: required when dns.server is set");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,6 +904,8 @@ int main(void)
         cmocka_unit_test(test_kvlist),
         cmocka_unit_test(test_split_hostport),
         cmocka_unit_test(test_parse_scalars),
+        cmocka_unit_test(test_proxy_config),
+        cmocka_unit_test(test_agent_sections),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

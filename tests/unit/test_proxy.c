@@ -1,0 +1,279 @@
+/* The proxy's pure parts: the PostgreSQL first packet, BackendKeyData learnt from a byte
+ * stream cut at every possible place, the ErrorResponse, conn_url parsing, and which members a
+ * route snapshot offers for writes and for reads (proxy_pg.c, proxy_snapshot.c). */
+#include "common/common.h"
+#include "proxy/proxy.h"
+#include "proxy/proxy_pg.h"
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+static size_t put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+    return 4;
+}
+
+static void test_first_packet(void **state)
+{
+    (void)state;
+    unsigned char b[32] = {0};
+    uint32_t pid = 0, key = 0;
+    assert_int_equal(pg_first_packet(b, 0, &pid, &key), PGF_NEED_MORE);
+    size_t n = put32(b, 16);
+    n += put32(b + n, PG_CANCEL_CODE);
+    n += put32(b + n, 4242);
+    n += put32(b + n, 0xdeadbeef);
+    for (size_t k = 0; k < 16; k++)
+        assert_int_equal(pg_first_packet(b, k, &pid, &key), PGF_NEED_MORE);
+    assert_int_equal(pg_first_packet(b, 16, &pid, &key), PGF_CANCEL);
+    assert_int_equal(pid, 4242);
+    assert_int_equal(key, 0xdeadbeef);
+    /* SSLRequest, a startup packet, garbage: forwarded as they are */
+    put32(b, 8);
+    put32(b + 4, PG_SSL_CODE);
+    assert_int_equal(pg_first_packet(b, 8, &pid, &key), PGF_OTHER);
+    put32(b, 80);
+    put32(b + 4, 196608);
+    assert_int_equal(pg_first_packet(b, 8, &pid, &key), PGF_OTHER);
+    memset(b, 0xff, 8);
+    assert_int_equal(pg_first_packet(b, 8, &pid, &key), PGF_OTHER);
+}
+
+/* client: [SSLRequest] startup; server: ['N'] R(ok) S(param) K(pid,key) Z */
+static size_t client_bytes(unsigned char *b, bool ssl)
+{
+    size_t n = 0;
+    if (ssl) {
+        n += put32(b + n, 8);
+        n += put32(b + n, PG_SSL_CODE);
+    }
+    const char params[] = "user\0postgres\0database\0postgres\0\0";
+    n += put32(b + n, (uint32_t)(8 + sizeof(params) - 1));
+    n += put32(b + n, 196608);
+    memcpy(b + n, params, sizeof(params) - 1);
+    return n + sizeof(params) - 1;
+}
+
+static size_t server_bytes(unsigned char *b, bool ssl, bool with_key)
+{
+    size_t n = 0;
+    if (ssl)
+        b[n++] = 'N';
+    b[n++] = 'R';
+    n += put32(b + n, 8);
+    n += put32(b + n, 0);
+    const char ps[] = "server_version\00015.20\0";
+    b[n++] = 'S';
+    n += put32(b + n, (uint32_t)(4 + sizeof(ps) - 1));
+    memcpy(b + n, ps, sizeof(ps) - 1);
+    n += sizeof(ps) - 1;
+    if (with_key) {
+        b[n++] = 'K';
+        n += put32(b + n, 12);
+        n += put32(b + n, 777);
+        n += put32(b + n, 0x01020304);
+    }
+    b[n++] = 'Z';
+    n += put32(b + n, 5);
+    b[n++] = 'I';
+    return n;
+}
+
+static void test_keyscan_every_split(void **state)
+{
+    (void)state;
+    unsigned char c[128], s[128];
+    for (int ssl = 0; ssl < 2; ssl++) {
+        size_t cn = client_bytes(c, ssl), sn = server_bytes(s, ssl, true);
+        for (size_t cut = 0; cut <= sn; cut++) {
+            PgKeyScan ks;
+            memset(&ks, 0, sizeof(ks));
+            /* the client side is seen first, split in two as well */
+            pg_keyscan_client(&ks, c, cut % (cn + 1));
+            pg_keyscan_client(&ks, c + cut % (cn + 1), cn - cut % (cn + 1));
+            pg_keyscan_server(&ks, s, cut);
+            pg_keyscan_server(&ks, s + cut, sn - cut);
+            assert_true(ks.found);
+            assert_true(ks.done);
+            assert_int_equal(ks.pid, 777);
+            assert_int_equal(ks.key, 0x01020304);
+        }
+        /* byte by byte */
+        PgKeyScan ks;
+        memset(&ks, 0, sizeof(ks));
+        for (size_t i = 0; i < cn; i++)
+            pg_keyscan_client(&ks, c + i, 1);
+        for (size_t i = 0; i < sn; i++)
+            pg_keyscan_server(&ks, s + i, 1);
+        assert_true(ks.found);
+    }
+}
+
+static void test_keyscan_gives_up(void **state)
+{
+    (void)state;
+    unsigned char c[128], s[128];
+    PgKeyScan ks;
+    /* TLS accepted: nothing more to learn */
+    memset(&ks, 0, sizeof(ks));
+    size_t cn = client_bytes(c, true);
+    pg_keyscan_client(&ks, c, 8);
+    s[0] = 'S';
+    pg_keyscan_server(&ks, s, 1);
+    assert_true(ks.done);
+    assert_false(ks.found);
+    (void)cn;
+    /* ReadyForQuery without a key (e.g. a newer protocol): done, nothing found */
+    memset(&ks, 0, sizeof(ks));
+    cn = client_bytes(c, false);
+    pg_keyscan_client(&ks, c, cn);
+    size_t sn = server_bytes(s, false, false);
+    pg_keyscan_server(&ks, s, sn);
+    assert_true(ks.done);
+    assert_false(ks.found);
+    /* garbage from the client */
+    memset(&ks, 0, sizeof(ks));
+    memset(c, 0xee, 16);
+    pg_keyscan_client(&ks, c, 16);
+    assert_true(ks.done);
+}
+
+static void test_error_response(void **state)
+{
+    (void)state;
+    unsigned char b[256];
+    size_t n = pg_error_response(b, sizeof(b), "no primary available");
+    assert_true(n > 0);
+    assert_int_equal(b[0], 'E');
+    uint32_t len = (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
+    assert_int_equal(len, n - 1);
+    assert_int_equal(b[n - 1], 0);
+    assert_non_null(memmem(b, n, "C57P03", 7));
+    assert_non_null(memmem(b, n, "Mno primary available", 22));
+    assert_int_equal(pg_error_response(b, 10, "too long for ten bytes"), 0);
+}
+
+static void test_conn_url(void **state)
+{
+    (void)state;
+    char host[128];
+    int port = 0;
+    assert_true(proxy_parse_conn_url("postgres://127.0.0.1:5433/postgres", host, sizeof(host), &port));
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 5433);
+    assert_true(proxy_parse_conn_url("postgres://user@db1.example:6000/x", host, sizeof(host), &port));
+    assert_string_equal(host, "db1.example");
+    assert_int_equal(port, 6000);
+    assert_true(proxy_parse_conn_url("postgresql://[::1]:5432/postgres", host, sizeof(host), &port));
+    assert_string_equal(host, "::1");
+    assert_true(proxy_parse_conn_url("postgres://db2/postgres", host, sizeof(host), &port));
+    assert_string_equal(host, "db2");
+    assert_int_equal(port, 5432);
+    assert_false(proxy_parse_conn_url("db2:5432", host, sizeof(host), &port));
+    assert_false(proxy_parse_conn_url("postgres:///x", host, sizeof(host), &port));
+    assert_false(proxy_parse_conn_url("postgres://h:99999/x", host, sizeof(host), &port));
+}
+
+static Member *add_member(Cluster *c, const char *name, int port, const char *role, const char *state,
+                          const char *repl, Lsn pos)
+{
+    c->members = xrealloc(c->members, (size_t)(c->n_members + 1) * sizeof(Member));
+    Member *m = &c->members[c->n_members++];
+    memset(m, 0, sizeof(*m));
+    str_copy(m->name, sizeof(m->name), name);
+    str_fmt(m->conn_url, sizeof(m->conn_url), "postgres://127.0.0.1:%d/postgres", port);
+    str_copy(m->role, sizeof(m->role), role);
+    str_copy(m->state, sizeof(m->state), state);
+    str_copy(m->replication_state, sizeof(m->replication_state), repl);
+    m->xlog_location = pos;
+    return m;
+}
+
+static void test_snapshot_roles(void **state)
+{
+    (void)state;
+    Cluster c;
+    cluster_init(&c);
+    str_copy(c.leader, sizeof(c.leader), "n1");
+    add_member(&c, "n1", 5001, "primary", "running", "", 100000000);
+    add_member(&c, "n2", 5002, "replica", "running", "streaming", 100000000 - 10);
+    add_member(&c, "n3", 5003, "replica", "running", "streaming", 100000000 - 5000000);   /* lags 5 MB */
+    add_member(&c, "n4", 5004, "replica", "running", "streaming", 100000000)->tags.noloadbalance = true;
+    add_member(&c, "n5", 5005, "replica", "starting", "", 0);
+    add_member(&c, "n6", 5006, "replica", "running", "in archive recovery", 100000000);
+    ProxySnapshot *s = proxy_snapshot_build(&c, 1048576, true, false);
+    assert_int_equal(s->n_backends, 6);
+    assert_true(s->primary >= 0);
+    assert_string_equal(s->backends[s->primary].name, "n1");
+    static const struct { const char *name; bool replica, eligible; } want[] = {
+        {"n1", false, false}, {"n2", true, true}, {"n3", true, false},
+        {"n4", true, false},  {"n5", false, false}, {"n6", true, false},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+        int k = proxy_snapshot_find(s, want[i].name);
+        assert_true(k >= 0);
+        assert_int_equal(s->backends[k].replica, want[i].replica);
+        assert_int_equal(s->backends[k].eligible, want[i].eligible);
+    }
+    assert_int_equal(s->backends[proxy_snapshot_find(s, "n3")].lag, 5000000);
+
+    /* the same read gives the same routing; etcd lost past the TTL drops the primary only */
+    ProxySnapshot *same = proxy_snapshot_build(&c, 1048576, true, false);
+    assert_true(proxy_snapshot_same(s, same));
+    ProxySnapshot *lost = proxy_snapshot_build(&c, 1048576, false, false);
+    assert_int_equal(lost->primary, -1);
+    assert_true(lost->backends[proxy_snapshot_find(lost, "n2")].eligible);
+    assert_false(proxy_snapshot_same(s, lost));
+    proxy_snapshot_unref(same);
+    proxy_snapshot_unref(lost);
+    proxy_snapshot_unref(s);
+
+    /* the key alone (promotion still running) or the record alone (old primary) is not enough */
+    str_copy(c.leader, sizeof(c.leader), "n2");
+    s = proxy_snapshot_build(&c, 1048576, true, false);
+    assert_int_equal(s->primary, -1);
+    assert_false(s->backends[proxy_snapshot_find(s, "n2")].replica);  /* the leader is no replica */
+    proxy_snapshot_unref(s);
+    c.leader[0] = '\0';
+    s = proxy_snapshot_build(&c, 1048576, true, false);
+    assert_int_equal(s->primary, -1);
+    proxy_snapshot_unref(s);
+    cluster_free(&c);
+}
+
+static void test_snapshot_bad_urls(void **state)
+{
+    (void)state;
+    Cluster c;
+    cluster_init(&c);
+    str_copy(c.leader, sizeof(c.leader), "n1");
+    Member *m = add_member(&c, "n1", 5001, "primary", "running", "", 1);
+    str_copy(m->conn_url, sizeof(m->conn_url), "garbage");
+    add_member(&c, "n2", 5002, "replica", "running", "streaming", 1);
+    m = add_member(&c, "n3", 5003, "replica", "running", "streaming", 1);
+    str_copy(m->conn_url, sizeof(m->conn_url), "postgres://not-a-number.invalid:5/x"); /* no DNS here */
+    ProxySnapshot *s = proxy_snapshot_build(&c, 1048576, true, false);
+    assert_int_equal(s->n_backends, 1);
+    assert_int_equal(s->primary, -1);
+    assert_string_equal(s->backends[0].name, "n2");
+    proxy_snapshot_unref(s);
+    cluster_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_packet),
+        cmocka_unit_test(test_keyscan_every_split),
+        cmocka_unit_test(test_keyscan_gives_up),
+        cmocka_unit_test(test_error_response),
+        cmocka_unit_test(test_conn_url),
+        cmocka_unit_test(test_snapshot_roles),
+        cmocka_unit_test(test_snapshot_bad_urls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
