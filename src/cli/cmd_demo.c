@@ -179,6 +179,12 @@ static int demo_up(const DemoOpts *d)
         api_ports[i] = pick_port(8008 + i, taken, nt);
         taken[nt++] = api_ports[i];
     }
+    int px_rw = pick_port(5000, taken, nt);
+    taken[nt++] = px_rw;
+    int px_ro = pick_port(5001, taken, nt);
+    taken[nt++] = px_ro;
+    int px_admin = pick_port(5010, taken, nt);
+    taken[nt++] = px_admin;
     for (int i = 0; i < nt; i++)
         if (taken[i] < 0) {
             cli_error(NULL, "no free port found on 127.0.0.1");
@@ -257,6 +263,30 @@ static int demo_up(const DemoOpts *d)
         if (i == 0)
             sleep_ms(1500);
     }
+    /* the proxy: one address for writes, one for reads, whichever node leads */
+    {
+        char yml[4096], logp[4096];
+        str_fmt(yml, sizeof(yml), "%s/proxy.yml", d->dir);
+        str_fmt(logp, sizeof(logp), "%s/proxy.log", d->dir);
+        char *conf = str_printf("scope: %s\netcd3:\n  hosts: 127.0.0.1:%d\n"
+                                "proxy:\n  admin_listen: 127.0.0.1:%d\n  routes:\n"
+                                "    - {name: rw, listen: 127.0.0.1:%d, role: primary}\n"
+                                "    - {name: ro, listen: 127.0.0.1:%d, role: replica}\n",
+                                DEMO_SCOPE, etcd_port, px_admin, px_rw, px_ro);
+        bool ok = file_write_atomic(yml, conf, strlen(conf), 0644, &err);
+        free(conf);
+        const char *pargv[] = {self, "proxy", "-c", yml, NULL};
+        ProcOpts xo = {.log_path = logp, .new_session = true};
+        pid_t pid = ok ? proc_spawn(pargv, &xo, &err) : -1;
+        if (pid < 0) {
+            cli_error(NULL, "%s", err.msg);
+            return EXIT_FAILED;
+        }
+        str_fmt(path, sizeof(path), "%s/proxy.pid", d->dir);
+        write_pid(path, pid, &err);
+        printf("%-11s read-write 127.0.0.1:%d, read-only 127.0.0.1:%d, http://127.0.0.1:%d/metrics (pid %d, log %s)\n",
+               "proxy", px_rw, px_ro, px_admin, (int)pid, logp);
+    }
     printf("waiting for one primary and %d streaming replicas...\n", d->nodes - 1);
     fflush(stdout);
     int64_t deadline = mono_ms() + 180000;
@@ -278,8 +308,10 @@ static int demo_up(const DemoOpts *d)
     fputs(t, stdout);
     free(t);
     cluster_free(&c);
-    printf("\nconnect to the primary:  psql 'postgresql://postgres:demo-super@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/postgres?target_session_attrs=read-write'\n",
-           pg_ports[0], d->nodes > 1 ? pg_ports[1] : pg_ports[0], d->nodes > 2 ? pg_ports[2] : pg_ports[0]);
+    printf("\nconnect to the primary:  psql 'postgresql://postgres:demo-super@127.0.0.1:%d/postgres' (through the proxy)\n"
+           "   or to a replica:      psql 'postgresql://postgres:demo-super@127.0.0.1:%d/postgres'\n"
+           "   or without the proxy: psql 'postgresql://postgres:demo-super@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/postgres?target_session_attrs=read-write'\n",
+           px_rw, px_ro, pg_ports[0], d->nodes > 1 ? pg_ports[1] : pg_ports[0], d->nodes > 2 ? pg_ports[2] : pg_ports[0]);
     printf("watch the cluster:       watch -n1 %s list --dcs-url %s --scope %s\n", self, client_url, DEMO_SCOPE);
     printf("try a failover:          kill -9 the primary's agent and postmaster (see README), then list again\n");
     printf("stop everything:         %s demo down --dir %s\n", self, d->dir);
@@ -303,6 +335,9 @@ static void stop_pid(const char *what, pid_t pid, int sig, int wait_ms)
 static int demo_down(const DemoOpts *d, bool purge)
 {
     char path[4096];
+    str_fmt(path, sizeof(path), "%s/proxy.pid", d->dir);
+    stop_pid("proxy", read_pid(path), SIGTERM, 10000);
+    unlink(path);
     for (int i = 0; i < 16; i++) {
         char name[32];
         str_fmt(name, sizeof(name), "node%d", i + 1);

@@ -12,6 +12,12 @@ url=$(cat "$D/etcd.url")
 # the demo's own processes, so that cleanup can stop them if the test fails midway
 for n in 1 2 3; do AGENT_PID[$((10 + n))]=$(cat "$D/node$n.pid"); done
 ETCD_PID=$(cat "$D/etcd.pid")
+PX=$(cat "$D/proxy.pid"); EXTRA_PIDS+=("$PX")
+rw=$(sed -n 's/.*read-write 127.0.0.1:\([0-9]*\),.*/\1/p' "$T_DIR/demo.out")
+[ -n "$rw" ] || fail "demo up printed no proxy address"
+px_sql() { PGPASSWORD=demo-super PGCONNECT_TIMEOUT=60 psql -X -qAt -h 127.0.0.1 -p "$rw" -U postgres -d postgres "$@"; }
+[ "$(px_sql -c 'create table demo_t(x int); insert into demo_t values (1); select count(*) from demo_t')" = 1 ] ||
+    fail "cannot write through the demo proxy on port $rw"
 dl() { ETCDCTL_API=3 etcdctl --endpoints "$url" get --print-value-only /service/demo/leader 2>/dev/null; }
 l=$(dl); [ -n "$l" ] || fail "no leader key"
 log "demo leader: $l"
@@ -20,13 +26,15 @@ kill -9 "$(cat "$D/$l.pid")" "$(head -1 "$D/$l/data/postmaster.pid")"
 moved() { n=$(dl); [ -n "$n" ] && [ "$n" != "$l" ]; }
 wait_until 60 "another demo node takes over" moved
 log "new demo leader: $(dl)"
+[ "$(px_sql -c 'insert into demo_t values (2); select count(*) from demo_t')" = 2 ] ||
+    fail "cannot write through the demo proxy after the failover"
 "$BIN" list --dcs-url "$url" --scope demo | grep -q "| $(dl) .*| Leader" || fail "list does not show the new leader"
 "$BIN" demo status --dir "$D" >/dev/null || fail "demo status failed"
 pids=""
 for n in 1 2 3; do p=$(cat "$D/node$n.pid" 2>/dev/null); [ -n "$p" ] && pids="$pids $p"; done
 etcd_pid=$(cat "$D/etcd.pid")
 "$BIN" demo down --dir "$D" --purge >"$T_DIR/down.out" 2>&1 || fail "demo down failed: $(cat "$T_DIR/down.out")"
-for p in $pids $etcd_pid; do kill -0 "$p" 2>/dev/null && fail "process $p still runs after demo down"; done
+for p in $pids $etcd_pid $PX; do kill -0 "$p" 2>/dev/null && fail "process $p still runs after demo down"; done
 [ -e "$D" ] && fail "demo down --purge left $D"
 for n in 1 2 3; do AGENT_PID[$((10 + n))]=""; done
 ETCD_PID=
