@@ -51,6 +51,9 @@ typedef struct Conn {
     uint64_t tried_mask;        /* replicas that refused this connection */
     bool first_seen;            /* postgres routes: the first packet was classified */
     bool client_eof, backend_eof, client_shut, backend_shut;
+    /* readiness as last reported by epoll or learnt from a short read/write: a socket is only
+     * read or written when it may make progress, which saves the EAGAIN round trips */
+    bool c_rd, c_wr, b_rd, b_wr;
     PgKeyScan ks;
     bool ks_on, key_registered;
     Buf up, down;               /* client -> backend, backend -> client */
@@ -195,10 +198,13 @@ static bool client_read(ProxyWorker *w, Conn *c, bool *progress)
         b->len -= b->off;
         b->off = 0;
     }
-    if (b->len == BUF_SIZE)
+    if (b->len == BUF_SIZE || !c->c_rd)
         return true;
-    ssize_t n = recv(c->client.fd, b->data + b->len, BUF_SIZE - b->len, 0);
+    size_t want = BUF_SIZE - b->len;
+    ssize_t n = recv(c->client.fd, b->data + b->len, want, 0);
     if (n > 0) {
+        if ((size_t)n < want)
+            c->c_rd = false;    /* drained: the next data raises a new edge */
         if (c->ks_on && !c->ks.done && !c->ks.client_done)
             pg_keyscan_client(&c->ks, b->data + b->len, (size_t)n);
         b->len += (size_t)n;
@@ -211,6 +217,8 @@ static bool client_read(ProxyWorker *w, Conn *c, bool *progress)
         *progress = true;
         return true;
     }
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        c->c_rd = false;
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
@@ -224,10 +232,13 @@ static bool backend_read(ProxyWorker *w, Conn *c, bool *progress)
         b->len -= b->off;
         b->off = 0;
     }
-    if (b->len == BUF_SIZE)
+    if (b->len == BUF_SIZE || !c->b_rd)
         return true;
-    ssize_t n = recv(c->backend.fd, b->data + b->len, BUF_SIZE - b->len, 0);
+    size_t want = BUF_SIZE - b->len;
+    ssize_t n = recv(c->backend.fd, b->data + b->len, want, 0);
     if (n > 0) {
+        if ((size_t)n < want)
+            c->b_rd = false;
         if (c->ks_on && !c->ks.done) {
             pg_keyscan_server(&c->ks, b->data + b->len, (size_t)n);
             if (c->ks.found && !c->key_registered) {
@@ -245,21 +256,28 @@ static bool backend_read(ProxyWorker *w, Conn *c, bool *progress)
         *progress = true;
         return true;
     }
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        c->b_rd = false;
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
-static bool flush(int fd, Buf *b, bool *progress)
+static bool flush(int fd, Buf *b, bool *writable, bool *progress)
 {
-    if (b->off == b->len)
+    if (b->off == b->len || !*writable)
         return true;
-    ssize_t n = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+    size_t want = b->len - b->off;
+    ssize_t n = send(fd, b->data + b->off, want, MSG_NOSIGNAL);
     if (n > 0) {
+        if ((size_t)n < want)
+            *writable = false;  /* send buffer full: EPOLLOUT follows when it drains */
         b->off += (size_t)n;
         if (b->off == b->len)
             b->off = b->len = 0;
         *progress = true;
         return true;
     }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        *writable = false;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
@@ -269,7 +287,7 @@ static void pump(ProxyWorker *w, Conn *c)
 {
     for (;;) {
         bool progress = false;
-        if (!flush(c->backend.fd, &c->up, &progress) || !flush(c->client.fd, &c->down, &progress) ||
+        if (!flush(c->backend.fd, &c->up, &c->b_wr, &progress) || !flush(c->client.fd, &c->down, &c->c_wr, &progress) ||
             !client_read(w, c, &progress) || !backend_read(w, c, &progress)) {
             close_conn(w, c);
             return;
@@ -349,6 +367,8 @@ static void start_connect(ProxyWorker *w, Conn *c, const ProxyBackend *b, int64_
     }
     set_nodelay_keepalive(fd, w->p->pc->backend_user_timeout);
     c->backend.fd = fd;
+    c->b_rd = c->b_wr = true;
+    c->backend_eof = c->backend_shut = false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->backend};
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
         connect_failed(w, c, now);
@@ -457,6 +477,7 @@ static void accept_all(ProxyWorker *w, Handle *l)
         c->backend = (Handle){.kind = H_BACKEND, .fd = -1, .conn = c};
         c->route = l->route;
         c->st = CS_HOLD;
+        c->c_rd = c->c_wr = true;
         c->ks_on = w->p->pc->routes[l->route].postgres;
         int64_t now = mono_ms();
         c->hold_deadline = now + (int64_t)w->p->pc->connect_wait * 1000;
@@ -479,6 +500,15 @@ static void on_conn_event(ProxyWorker *w, Handle *h, uint32_t events)
 {
     Conn *c = h->conn;
     int64_t now = mono_ms();
+    bool rd = events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+    bool wr = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+    if (h->kind == H_CLIENT) {
+        c->c_rd |= rd;
+        c->c_wr |= wr;
+    } else {
+        c->b_rd |= rd;
+        c->b_wr |= wr;
+    }
     switch (c->st) {
     case CS_CLOSED:
         return;

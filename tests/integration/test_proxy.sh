@@ -120,4 +120,4 @@ out=$(PX_CONNECT_TIMEOUT=60 psql_px "$PX_RW" -c 'select 1' 2>&1) && fail "read-w
 echo "$out" | grep -q "no primary available" || fail "unexpected error without etcd: $out"
 log "without etcd: $out"
 kill -0 "$PX_PID" || fail "proxy died"
-exit 0
+echo "PASS [$T_NAME]"
