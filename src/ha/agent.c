@@ -390,6 +390,7 @@ static void tick(Agent *a)
     if (d.action == ACT_DEMOTE || d.action == ACT_GIVE_UP_LEADER)
         pg_observe(&a->pg, &a->pgst);
     feed_fence(a);
+    agent_effects_tick(a, &d);
     publish(a);
 }
 
@@ -420,6 +421,8 @@ static void shutdown_agent(Agent *a)
         agent_run_callback(a, "on_stop", a->role);
     }
     pg_node_close(&a->pg);
+    /* postgres is stopped (or left running on purpose while paused) */
+    agent_effects_stop(a, !paused || !a->pgst.running);
     fence_stop(&a->fence);
     if (a->dcs_ok) {
         bool deleted;
@@ -492,7 +495,7 @@ int cmd_agent(int argc, char **argv)
      * not reap (containers); until reaped, its pid still looks alive to PostgreSQL itself */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* fork the fencing process before any thread exists */
-    if (!fence_start(&a->fence, cfg->pg_data_dir, &err)) {
+    if (!fence_start(&a->fence, cfg->pg_data_dir, cfg->vip.address ? &cfg->vip : NULL, &err)) {
         cli_error(NULL, "%s", err.msg);
         rc = EXIT_FAILED;
         goto out;
@@ -513,6 +516,11 @@ int cmd_agent(int argc, char **argv)
     a->rest = rest_start(cfg->restapi_listen, &be, cfg->restapi_auth.username, cfg->restapi_auth.password, &err);
     if (!a->rest) {
         cli_error("choose a free port in restapi.listen", "%s", err.msg);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
+    if (!agent_effects_start(a, &err)) {
+        cli_error("fix the file and run again", "%s: %s", path, err.msg);
         rc = EXIT_CONFIG;
         goto out;
     }
@@ -574,6 +582,7 @@ out:
     rest_stop(a->rest);
     if (a->fence.fd >= 0)
         fence_stop(&a->fence);
+    agent_effects_stop(a, false);
     dcs_free(a->dcs);
     dcs_free(a->api_dcs);
     cluster_free(&a->cluster);

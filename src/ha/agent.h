@@ -10,6 +10,7 @@
 #include "common/common.h"
 #include "config/config.h"
 #include "dcs/dcs.h"
+#include "ha/agent_effects.h"
 #include "ha/fence.h"
 #include "ha/ha_decide.h"
 #include "pg/pg.h"
@@ -48,6 +49,7 @@ typedef struct Agent {
     PgNode pg;                  /* loop thread only (the worker has its own copy) */
     RestServer *rest;
     Fence fence;
+    Effects fx;                 /* VIP, DNS, notifications (loop thread) */
 
     Cluster cluster;            /* last successful read */
     bool dcs_ok;

@@ -454,6 +454,7 @@ void agent_collect_job(Agent *a)
             if (!a->dcs->ops->put(a->dcs, "history", hist, false, &err))
                 log_warn("cannot write history: %s", err.msg);
             free(hist);
+            agent_effects_promoted(a, a->cluster.failover.present);
             delete_failover_key(a);
             set_role(a, "primary", "promoted");
         } else {

@@ -1,9 +1,11 @@
 /* Fencing process: reads deadlines from a pipe; when the current one passes (or the agent is
- * gone and it passes), stops the local postmaster with an immediate shutdown. */
+ * gone and it passes), removes the floating IP and stops the local postmaster with an immediate
+ * shutdown. A dead agent cannot keep the floating IP: it goes as soon as the pipe closes. */
 #include "common/common.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ha/fence.h"
+#include "net/vip.h"
 #include "pg/pg.h"
 
 #include <fcntl.h>
@@ -14,7 +16,24 @@
 
 #define FENCE_EXIT ((int64_t)-1)
 
-static void fence_main(int rfd, const char *data_dir)
+/* The address goes first: clients stop reaching this node at once, even while postgres takes
+ * its grace period to die. */
+static bool drop_vip(Vip *vip, const char *why)
+{
+    if (!vip)
+        return true;
+    Err err = {{0}};
+    bool removed = false;
+    if (!vip_remove(vip, &removed, &err)) {
+        log_error("fence: removing vip %s: %s", vip_describe(vip), err.msg);
+        return false;
+    }
+    if (removed)
+        log_warn("fence: removed vip %s: %s", vip_describe(vip), why);
+    return true;
+}
+
+static void fence_main(int rfd, const char *data_dir, Vip *vip)
 {
     prctl(PR_SET_NAME, "pgvigil-fence", 0, 0, 0);
     signal(SIGINT, SIG_IGN);   /* the agent decides when we stop, not the terminal */
@@ -37,14 +56,15 @@ static void fence_main(int rfd, const char *data_dir)
                 ssize_t n = read(rfd, &msg, sizeof(msg));
                 if (n == (ssize_t)sizeof(msg)) {
                     if (msg == FENCE_EXIT)
-                        _exit(0);
+                        return;
                     deadline = msg;
                     continue;
                 }
                 if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
                     agent_gone = true;
+                    drop_vip(vip, "the agent is gone");
                     if (!deadline)
-                        _exit(0);
+                        return;
                     log_warn("fence: agent is gone while postgres may be primary; stopping it at the lease deadline");
                 }
             }
@@ -52,20 +72,27 @@ static void fence_main(int rfd, const char *data_dir)
             sleep_ms(wait);
         }
         if (deadline && mono_ms() >= deadline) {
+            bool vip_gone = drop_vip(vip, "the agent missed its heartbeat deadline");
             log_error("fence: agent missed its heartbeat deadline: stopping postgres (immediate) so it cannot accept writes without a lease");
             pg_kill_postmaster(data_dir, 3000);
+            if (!vip_gone)
+                drop_vip(vip, "the agent missed its heartbeat deadline");
             deadline = 0;
             if (agent_gone)
-                _exit(0);
+                return;
         }
     }
 }
 
-bool fence_start(Fence *f, const char *data_dir, Err *err)
+bool fence_start(Fence *f, const char *data_dir, const VipConfig *vip_cfg, Err *err)
 {
+    Vip *vip = NULL;
+    if (vip_cfg && !(vip = vip_new(vip_cfg, err)))
+        return false;
     int p[2];
     if (pipe(p) != 0) {
         err_set(err, "fence: pipe: %s", strerror(errno));
+        vip_free(vip);
         return false;
     }
     pid_t pid = fork();
@@ -73,13 +100,16 @@ bool fence_start(Fence *f, const char *data_dir, Err *err)
         err_set(err, "fence: fork: %s", strerror(errno));
         close(p[0]);
         close(p[1]);
+        vip_free(vip);
         return false;
     }
     if (pid == 0) {
         close(p[1]);
-        fence_main(p[0], data_dir);
+        fence_main(p[0], data_dir, vip);
+        vip_free(vip);
         _exit(0);
     }
+    vip_free(vip); /* the fencing process has its own copy */
     close(p[0]);
     fcntl(p[1], F_SETFD, FD_CLOEXEC);
     f->pid = pid;

@@ -115,6 +115,8 @@ stop_etcd() {
 
 etcdctl_() { ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$E_PORT" "$@"; }
 leader() { etcdctl_ get --print-value-only "/service/$SCOPE/leader" 2>/dev/null; }
+leader_is() { [ "$(leader)" = "$1" ]; }
+leader_is_not() { local l; l=$(leader); [ -n "$l" ] && [ "$l" != "$1" ]; }
 
 # node_config N [EXTRA_YAML]: write $T_DIR/nodeN.yml
 node_config() {

@@ -59,4 +59,3 @@ proxy_metric() { curl -sf "http://127.0.0.1:$PX_ADMIN/metrics" | awk -v m="$1" '
 proxy_primary() { curl -s "http://127.0.0.1:$PX_ADMIN/health" | jq -r '.primary // ""'; }
 proxy_is_primary() { [ "$(proxy_primary)" = "$1" ]; }
 proxy_replicas_are() { [ "$(curl -s "http://127.0.0.1:$PX_ADMIN/health" | jq '.replicas|length')" = "$1" ]; }
-leader_is_not() { local l; l=$(leader); [ -n "$l" ] && [ "$l" != "$1" ]; }

@@ -1,0 +1,155 @@
+/* Leadership effects outside PostgreSQL: the floating IP follows the lease, the DNS record is
+ * claimed by a new leader, and events go to the notifier. See agent_effects.h. */
+#include "common/common.h"
+#include "ha/agent_effects.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ha/agent.h"
+#include "net/dns_update.h"
+#include "net/vip.h"
+#include "notify/notify.h"
+
+bool agent_effects_start(Agent *a, Err *err)
+{
+    Effects *fx = &a->fx;
+    const Config *cfg = a->cfg;
+    if (cfg->vip.address && !(fx->vip = vip_new(&cfg->vip, err)))
+        return false;
+    if (cfg->dns.server && !(fx->dns = dns_updater_new(&cfg->dns, err)))
+        return false;
+    fx->notify = notifier_new(&cfg->notify, cfg->scope, cfg->name, err);
+    return fx->notify != NULL;
+}
+
+static void notify(Agent *a, const char *event, const char *member, const char *fmt, ...) PRINTF_LIKE(4, 5);
+static void notify(Agent *a, const char *event, const char *member, const char *fmt, ...)
+{
+    if (!a->fx.notify)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    notifier_send(a->fx.notify, event, member, msg);
+}
+
+/* Leading: the key names us on a lease renewed this tick, and postgres runs as a primary.
+ * The VIP is added only then; it goes as soon as any of it stops being true. */
+static bool leading_now(const Agent *a, const Decision *d)
+{
+    if (d->action == ACT_DEMOTE || d->action == ACT_RELEASE || d->action == ACT_GIVE_UP_LEADER)
+        return false;
+    const PgState *st = &a->pgst;
+    return a->dcs_ok && a->lease_ok && strcmp(a->cluster.leader, a->cfg->name) == 0 && st->running &&
+           st->accepting && !st->in_recovery;
+}
+
+static void follow_vip(Agent *a, bool leading)
+{
+    Effects *fx = &a->fx;
+    if (!fx->vip)
+        return;
+    Err err = {{0}};
+    bool changed = false;
+    bool ok = leading ? vip_add(fx->vip, &changed, &err) : vip_remove(fx->vip, &changed, &err);
+    if (!ok) {
+        if (!fx->vip_failed_logged)
+            log_error("vip %s: %s", vip_describe(fx->vip), err.msg);
+        fx->vip_failed_logged = true;
+        return;
+    }
+    fx->vip_failed_logged = false;
+    if (changed)
+        log_info("vip %s %s", vip_describe(fx->vip), leading ? "added (leader)" : "removed");
+}
+
+static WatchedMember *watched(Effects *fx, const char *name)
+{
+    for (int i = 0; i < fx->n_members; i++)
+        if (strcmp(fx->members[i].name, name) == 0)
+            return &fx->members[i];
+    return NULL;
+}
+
+/* Members whose key vanished or came back, and lag above the threshold. Every node keeps the
+ * list, so that a new leader knows the member that died with the old one (their keys expire
+ * together); only the leader reports (emit), and a member that went down and came back while
+ * another node led is not reported again. */
+static void watch_members(Agent *a, bool emit)
+{
+    Effects *fx = &a->fx;
+    const Cluster *c = &a->cluster;
+    int64_t threshold = a->cfg->notify.lag_threshold;
+    for (int i = 0; emit && i < fx->n_members; i++) {
+        WatchedMember *w = &fx->members[i];
+        if (!w->down && !cluster_member(c, w->name)) {
+            w->down = true;
+            notify(a, EV_MEMBER_DOWN, w->name, "member %s is down (its key expired or was removed)", w->name);
+        }
+    }
+    for (int i = 0; i < c->n_members; i++) {
+        const Member *m = &c->members[i];
+        if (strcmp(m->name, a->cfg->name) == 0)
+            continue;
+        WatchedMember *w = watched(fx, m->name);
+        if (!w) {
+            fx->members = xrealloc(fx->members, (size_t)(fx->n_members + 1) * sizeof(*fx->members));
+            w = &fx->members[fx->n_members++];
+            memset(w, 0, sizeof(*w));
+            str_copy(w->name, sizeof(w->name), m->name);
+        }
+        bool streaming = strcmp(m->state, "running") == 0 && strcmp(m->replication_state, "streaming") == 0;
+        if (w->down && streaming) {
+            w->down = false;
+            if (emit)
+                notify(a, EV_MEMBER_REJOINED, m->name, "member %s streams again", m->name);
+        }
+        if (emit && threshold > 0 && strcmp(m->role, "replica") == 0 && a->pgst.wal_lsn > 0) {
+            int64_t lag = a->pgst.wal_lsn > m->xlog_location ? (int64_t)(a->pgst.wal_lsn - m->xlog_location) : 0;
+            if (!w->lag_high && lag > threshold) {
+                w->lag_high = true;
+                notify(a, EV_LAG_HIGH, m->name, "member %s lags %lld bytes behind (threshold %lld)", m->name,
+                       (long long)lag, (long long)threshold);
+            } else if (w->lag_high && lag < threshold / 2) {
+                w->lag_high = false;
+            }
+        }
+    }
+}
+
+void agent_effects_tick(Agent *a, const Decision *d)
+{
+    Effects *fx = &a->fx;
+    bool leading = leading_now(a, d);
+    follow_vip(a, leading);
+    if (leading && !fx->leading) {
+        if (fx->dns)
+            dns_updater_claim(fx->dns);
+    } else if (!leading && fx->leading && fx->dns) {
+        dns_updater_cancel(fx->dns);
+    }
+    if (d->action == ACT_DEMOTE)
+        notify(a, EV_LEASE_LOST, a->cfg->name, "%s demoted: %s", a->cfg->name, d->reason);
+    if (a->dcs_ok)
+        watch_members(a, leading);
+    fx->leading = leading;
+}
+
+void agent_effects_promoted(Agent *a, bool switchover)
+{
+    notify(a, switchover ? EV_SWITCHOVER : EV_FAILOVER, a->cfg->name, "%s: %s is the new primary (timeline %d)",
+           switchover ? "switchover" : "failover", a->cfg->name, a->pgst.timeline + 1);
+}
+
+void agent_effects_stop(Agent *a, bool drop_vip)
+{
+    Effects *fx = &a->fx;
+    if (fx->vip && drop_vip)
+        follow_vip(a, false);
+    vip_free(fx->vip);
+    dns_updater_free(fx->dns);
+    notifier_free(fx->notify, 2000);
+    free(fx->members);
+    memset(fx, 0, sizeof(*fx));
+}
