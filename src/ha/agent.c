@@ -7,6 +7,7 @@
 #include "common/timeutil.h"
 #include "cli/cli.h"
 #include "ha/agent.h"
+#include "net/vip.h"
 #include "ha/peers.h"
 
 #include <getopt.h>
@@ -494,6 +495,16 @@ int cmd_agent(int argc, char **argv)
     /* an orphaned postmaster becomes our child, so its zombie is reaped even where PID 1 does
      * not reap (containers); until reaped, its pid still looks alive to PostgreSQL itself */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    /* the VIP settings are checked here so that a mistake is a config error, not a fence one */
+    if (cfg->vip.address) {
+        Vip *v = vip_new(&cfg->vip, &err);
+        if (!v) {
+            cli_error("fix the file and run again", "%s: %s", path, err.msg);
+            rc = EXIT_CONFIG;
+            goto out;
+        }
+        vip_free(v);
+    }
     /* fork the fencing process before any thread exists */
     if (!fence_start(&a->fence, cfg->pg_data_dir, cfg->vip.address ? &cfg->vip : NULL, &err)) {
         cli_error(NULL, "%s", err.msg);

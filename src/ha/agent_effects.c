@@ -40,6 +40,10 @@ static bool leading_now(const Agent *a, const Decision *d)
 {
     if (d->action == ACT_DEMOTE || d->action == ACT_RELEASE || d->action == ACT_GIVE_UP_LEADER)
         return false;
+    /* stepping down (switchover) or restarting: postgres may still look like a primary for a
+     * tick or two, but it is on its way out */
+    if (a->release_pending || agent_job_running((Agent *)a))
+        return false;
     const PgState *st = &a->pgst;
     return a->dcs_ok && a->lease_ok && strcmp(a->cluster.leader, a->cfg->name) == 0 && st->running &&
            st->accepting && !st->in_recovery;

@@ -8,8 +8,14 @@ source "$(dirname "$0")/lib_proxy.sh"
 
 PX_WAIT=20
 start_cluster 3
-start_proxy
 L=$(leader); LN=$(node_of "$L")
+alloc_port ECHO_PORT; alloc_port PX_ECHO; alloc_port PX_HTTP
+/usr/bin/python3 "$(dirname "$0")/echo_load.py" serve "$ECHO_PORT" >>"$T_DIR/echo.log" 2>&1 &
+EXTRA_PIDS+=("$!")
+# generic L4 routes: a fixed port on whichever node leads (all nodes are 127.0.0.1 here, so an
+# echo server stands for "the application port"; the REST API port shows HTTP going through)
+start_proxy "    - {name: echo, listen: 127.0.0.1:$PX_ECHO, role: primary, protocol: tcp, target_port: $ECHO_PORT}
+    - {name: http, listen: 127.0.0.1:$PX_HTTP, role: primary, protocol: tcp, target_port: ${API_PORT[$LN]}}"
 wait_until 10 "proxy routes to $L" proxy_is_primary "$L"
 
 # --- read-write, tcp and read-only routes
@@ -24,6 +30,10 @@ for i in $(seq 1 20); do
     ports="$ports ${r##*|}"
 done
 [ "$(echo $ports | tr ' ' '\n' | sort -u | wc -l)" = 2 ] || fail "read-only connections not spread over both replicas: $ports"
+[ "$(curl -sf "http://127.0.0.1:$PX_HTTP/patroni" | jq -r .role)" = "primary" ] || fail "HTTP through a tcp route failed"
+out=$(/usr/bin/python3 "$(dirname "$0")/echo_load.py" load "$PX_ECHO" 2000 3 2>&1) || fail "2000 concurrent connections through the proxy: $out"
+[ "$out" = "ok 2000" ] || fail "echo load: $out"
+log "2000 concurrent connections echoed through a tcp route; proxy RSS $(awk '/VmRSS/{print $2 $3}' /proc/$PX_PID/status)"
 log "routes ok: rw on $L, read-only spread over ports$(echo $ports | tr ' ' '\n' | sort -u | tr '\n' ' ')"
 
 # --- a cancel request reaches the backend of its session (through each route)

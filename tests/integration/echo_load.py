@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Many concurrent connections for the proxy tests.
+  echo_load.py serve PORT          an echo server (asyncio)
+  echo_load.py load PORT N ROUNDS  open N connections at once, then on each, ROUNDS times, send
+                                   a message naming the connection and read the same bytes back;
+                                   prints "ok N" or the first mismatch, exits non-zero on error."""
+import asyncio
+import resource
+import sys
+
+
+async def serve(port):
+    async def echo(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+async def load(port, n, rounds):
+    conns = []
+    for i in range(n):
+        conns.append(await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10))
+
+    async def talk(i, reader, writer):
+        for r in range(rounds):
+            msg = f"conn {i} round {r} ".encode() * (1 + (i % 50))
+            writer.write(msg)
+            await writer.drain()
+            got = await asyncio.wait_for(reader.readexactly(len(msg)), 30)
+            if got != msg:
+                raise RuntimeError(f"connection {i} round {r}: sent {len(msg)} bytes, got other bytes back")
+        return len(msg)
+
+    await asyncio.gather(*(talk(i, r, w) for i, (r, w) in enumerate(conns)))
+    for _, w in conns:
+        w.close()
+    print(f"ok {n}")
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if sys.argv[1] == "serve":
+        asyncio.run(serve(int(sys.argv[2])))
+    else:
+        try:
+            asyncio.run(load(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+        except Exception as e:  # one line for the test's failure message
+            print(f"error: {type(e).__name__}: {e}")
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
