@@ -187,78 +187,71 @@ static void fail_hold(ProxyWorker *w, Conn *c)
     close_conn(w, c);
 }
 
-/* Read what the client sent into c->up (held or open connections). */
-static bool client_read(ProxyWorker *w, Conn *c, bool *progress)
+/* One recv from fd into b, unless b is full, the side is at EOF or not readable. Returns
+ * false on a socket error; *got is the byte count (0 when nothing was read). */
+static bool recv_into(int fd, Buf *b, bool *readable, bool *eof, size_t *got, bool *progress)
 {
-    Buf *b = &c->up;
-    if (c->client_eof)
+    *got = 0;
+    if (*eof)
         return true;
     if (b->off > 0 && b->len == BUF_SIZE) {
         memmove(b->data, b->data + b->off, b->len - b->off);
         b->len -= b->off;
         b->off = 0;
     }
-    if (b->len == BUF_SIZE || !c->c_rd)
+    if (b->len == BUF_SIZE || !*readable)
         return true;
     size_t want = BUF_SIZE - b->len;
-    ssize_t n = recv(c->client.fd, b->data + b->len, want, 0);
+    ssize_t n = recv(fd, b->data + b->len, want, 0);
     if (n > 0) {
         if ((size_t)n < want)
-            c->c_rd = false;    /* drained: the next data raises a new edge */
-        if (c->ks_on && !c->ks.done && !c->ks.client_done)
-            pg_keyscan_client(&c->ks, b->data + b->len, (size_t)n);
-        b->len += (size_t)n;
-        atomic_fetch_add_explicit(&stats_of(w, c)->bytes_in, (uint64_t)n, memory_order_relaxed);
+            *readable = false;  /* drained: the next data raises a new edge */
+        *got = (size_t)n;
         *progress = true;
         return true;
     }
     if (n == 0) {
-        c->client_eof = true;
+        *eof = true;
         *progress = true;
         return true;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
-        c->c_rd = false;
+        *readable = false;
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/* Read what the client sent into c->up (held or open connections). */
+static bool client_read(ProxyWorker *w, Conn *c, bool *progress)
+{
+    size_t n;
+    if (!recv_into(c->client.fd, &c->up, &c->c_rd, &c->client_eof, &n, progress))
+        return false;
+    if (n > 0) {
+        if (c->ks_on && !c->ks.done && !c->ks.client_done)
+            pg_keyscan_client(&c->ks, c->up.data + c->up.len, n);
+        c->up.len += n;
+        atomic_fetch_add_explicit(&stats_of(w, c)->bytes_in, (uint64_t)n, memory_order_relaxed);
+    }
+    return true;
 }
 
 static bool backend_read(ProxyWorker *w, Conn *c, bool *progress)
 {
-    Buf *b = &c->down;
-    if (c->backend_eof)
-        return true;
-    if (b->off > 0 && b->len == BUF_SIZE) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len == BUF_SIZE || !c->b_rd)
-        return true;
-    size_t want = BUF_SIZE - b->len;
-    ssize_t n = recv(c->backend.fd, b->data + b->len, want, 0);
+    size_t n;
+    if (!recv_into(c->backend.fd, &c->down, &c->b_rd, &c->backend_eof, &n, progress))
+        return false;
     if (n > 0) {
-        if ((size_t)n < want)
-            c->b_rd = false;
         if (c->ks_on && !c->ks.done) {
-            pg_keyscan_server(&c->ks, b->data + b->len, (size_t)n);
+            pg_keyscan_server(&c->ks, c->down.data + c->down.len, n);
             if (c->ks.found && !c->key_registered) {
                 proxy_cancel_register(c->ks.pid, c->ks.key, &c->taddr, c->talen);
                 c->key_registered = true;
             }
         }
-        b->len += (size_t)n;
+        c->down.len += n;
         atomic_fetch_add_explicit(&stats_of(w, c)->bytes_out, (uint64_t)n, memory_order_relaxed);
-        *progress = true;
-        return true;
     }
-    if (n == 0) {
-        c->backend_eof = true;
-        *progress = true;
-        return true;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-        c->b_rd = false;
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    return true;
 }
 
 static bool flush(int fd, Buf *b, bool *writable, bool *progress)
