@@ -54,6 +54,9 @@ typedef struct Conn {
     /* readiness as last reported by epoll or learnt from a short read/write: a socket is only
      * read or written when it may make progress, which saves the EAGAIN round trips */
     bool c_rd, c_wr, b_rd, b_wr;
+    /* EPOLLOUT is in a socket's interest set only while bytes wait for it (or a connect is in
+     * progress): left on, every ACK that frees send space would wake the loop for nothing */
+    bool c_out, b_out;
     PgKeyScan ks;
     bool ks_on, key_registered;
     Buf up, down;               /* client -> backend, backend -> client */
@@ -274,6 +277,15 @@ static bool flush(int fd, Buf *b, bool *writable, bool *progress)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
+static void want_out(ProxyWorker *w, Handle *h, bool *armed, bool on)
+{
+    if (*armed == on || h->fd < 0)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0), .data.ptr = h};
+    if (epoll_ctl(w->ep, EPOLL_CTL_MOD, h->fd, &ev) == 0)
+        *armed = on;
+}
+
 /* Move bytes both ways until neither side can make progress (edge-triggered: every socket
  * must be left at EAGAIN or with a full buffer whose other end is not writable). */
 static void pump(ProxyWorker *w, Conn *c)
@@ -296,8 +308,12 @@ static void pump(ProxyWorker *w, Conn *c)
         shutdown(c->client.fd, SHUT_WR);
         c->client_shut = true;
     }
-    if (c->client_shut && c->backend_shut)
+    if (c->client_shut && c->backend_shut) {
         close_conn(w, c);
+        return;
+    }
+    want_out(w, &c->backend, &c->b_out, c->up.off < c->up.len);
+    want_out(w, &c->client, &c->c_out, c->down.off < c->down.len);
 }
 
 /* ---- routing ---- */
@@ -361,6 +377,7 @@ static void start_connect(ProxyWorker *w, Conn *c, const ProxyBackend *b, int64_
     set_nodelay_keepalive(fd, w->p->pc->backend_user_timeout);
     c->backend.fd = fd;
     c->b_rd = c->b_wr = true;
+    c->b_out = true;
     c->backend_eof = c->backend_shut = false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->backend};
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -478,7 +495,7 @@ static void accept_all(ProxyWorker *w, Handle *l)
         RouteStats *rs = stats_of(w, c);
         atomic_fetch_add_explicit(&rs->accepted, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->held, 1, memory_order_relaxed);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->client};
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = &c->client};
         if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close_conn(w, c);
             continue;
