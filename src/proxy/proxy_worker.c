@@ -479,7 +479,7 @@ static void accept_all(ProxyWorker *w, Handle *l)
                 log_warn("cannot accept on route %s: %s", w->p->pc->routes[l->route].name, strerror(errno));
             return;
         }
-        set_nodelay_keepalive(fd, 0);
+        /* TCP_NODELAY and keepalive come from the listening socket (Linux copies them) */
         Conn *c = xmalloc(sizeof(*c));
         memset(c, 0, offsetof(Conn, up));
         c->up.off = c->up.len = c->down.off = c->down.len = 0;
@@ -651,6 +651,7 @@ static int listen_on(const char *addr, Err *err)
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        set_nodelay_keepalive(fd, 0);   /* inherited by every accepted socket */
     }
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
         err_set(err, "cannot listen on %s: %s", addr, strerror(errno));
