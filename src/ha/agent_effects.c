@@ -76,6 +76,38 @@ static WatchedMember *watched(Effects *fx, const char *name)
     return NULL;
 }
 
+#define LAG_SUSTAIN_MS 3000   /* a burst of writes may outrun a healthy replica for a moment */
+
+/* lag_high once a replica has stayed above the threshold for LAG_SUSTAIN_MS. Lag is measured
+ * from our own pg_stat_replication (the member key's position is rewritten at most once per
+ * loop_wait, so it trails during bursts); a member without a WAL sender is left to
+ * member_down. */
+static void watch_lag(Agent *a, WatchedMember *w, const Member *m, int64_t threshold)
+{
+    const PgState *st = &a->pgst;
+    const WalSender *ws = NULL;
+    for (int i = 0; i < st->n_senders; i++)
+        if (strcmp(st->senders[i].application_name, m->name) == 0)
+            ws = &st->senders[i];
+    if (!ws || st->wal_lsn == 0)
+        return;
+    int64_t lag = st->wal_lsn > ws->flush_lsn ? (int64_t)(st->wal_lsn - ws->flush_lsn) : 0;
+    int64_t now = mono_ms();
+    if (lag <= threshold) {
+        w->above_since = 0;
+        if (w->lag_high && lag < threshold / 2)
+            w->lag_high = false;
+        return;
+    }
+    if (!w->above_since)
+        w->above_since = now;
+    if (!w->lag_high && now - w->above_since >= LAG_SUSTAIN_MS) {
+        w->lag_high = true;
+        notify(a, EV_LAG_HIGH, m->name, "member %s lags %lld bytes behind (threshold %lld)", m->name, (long long)lag,
+               (long long)threshold);
+    }
+}
+
 /* Members whose key vanished or came back, and lag above the threshold. Every node keeps the
  * list, so that a new leader knows the member that died with the old one (their keys expire
  * together); only the leader reports (emit), and a member that went down and came back while
@@ -109,16 +141,8 @@ static void watch_members(Agent *a, bool emit)
             if (emit)
                 notify(a, EV_MEMBER_REJOINED, m->name, "member %s streams again", m->name);
         }
-        if (emit && threshold > 0 && strcmp(m->role, "replica") == 0 && a->pgst.wal_lsn > 0) {
-            int64_t lag = a->pgst.wal_lsn > m->xlog_location ? (int64_t)(a->pgst.wal_lsn - m->xlog_location) : 0;
-            if (!w->lag_high && lag > threshold) {
-                w->lag_high = true;
-                notify(a, EV_LAG_HIGH, m->name, "member %s lags %lld bytes behind (threshold %lld)", m->name,
-                       (long long)lag, (long long)threshold);
-            } else if (w->lag_high && lag < threshold / 2) {
-                w->lag_high = false;
-            }
-        }
+        if (emit && threshold > 0 && strcmp(m->role, "replica") == 0)
+            watch_lag(a, w, m, threshold);
     }
 }
 

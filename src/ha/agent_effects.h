@@ -17,6 +17,7 @@ typedef struct WatchedMember {
     char name[NAME_MAX_LEN];
     bool down;          /* its key vanished; member_down was sent */
     bool lag_high;      /* lag_high was sent and the lag has not come back under half the threshold */
+    int64_t above_since;/* monotonic ms since the lag is above the threshold (0: it is not) */
 } WatchedMember;
 
 typedef struct Effects {

@@ -23,6 +23,7 @@ notify:
   webhook:
     url: http://127.0.0.1:$HOOK_PORT/pgvigil
     secret: $HOOK_SECRET
+  lag_threshold: 1048576
   max_attempts: 6
   timeout: 2"
 done
@@ -47,8 +48,21 @@ for line in open(sys.argv[1]):
 }
 has_event() { events | awk -v e="$1" -v m="$2" '$1==e && $2==m && $3=="True" && $4==200 {f=1} END {exit !f}'; }
 
-# ---- kill -9 of the leader: DNS follows, failover and member_down are notified
+# ---- a replica whose WAL receiver is frozen falls behind: lag_high for it
 LN=$(node_of "$L")
+R=$(( LN % 3 + 1 ))
+WR=$(psql_n "$R" -c "select pid from pg_stat_wal_receiver")
+[ -n "$WR" ] || fail "node$R has no WAL receiver"
+kill -STOP "$WR"
+psql_n "$LN" -c "create table lag_t as select g, repeat('x', 100) as pad from generate_series(1, 40000) g" ||
+    fail "cannot write on $L"
+wait_until 30 "a lag_high event for node$R" has_event lag_high "node$R"
+kill -CONT "$WR"
+wait_until 60 "cluster healthy after the lag" cluster_healthy "1 2 3"
+other=$(events | awk -v r="node$R" '$1=="lag_high" && $2!=r')
+[ -z "$other" ] || fail "lag_high for a replica that kept up: $other"
+
+# ---- kill -9 of the leader: DNS follows, failover and member_down are notified
 kill9_node "$LN"
 wait_until 40 "a new leader" leader_is_not "$L"
 NL=$(leader)
