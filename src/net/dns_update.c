@@ -1,15 +1,12 @@
-/* DNS failover: RFC 2136 UPDATE messages built and TSIG-signed with ldns, sent over UDP (TCP
- * when truncated) with a deadline, and the background thread that claims the record. */
+/* DNS failover messages: the settings checked once, the record's RRset read, and the RFC 2136
+ * UPDATE built and TSIG-signed with ldns (dns_transport.c sends them, dns_updater.c runs the
+ * background claim). */
 #include "common/common.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ldns/ldns.h>
@@ -18,12 +15,9 @@
 #include "common/timeutil.h"
 #include "dcs/base64.h"
 #include "net/dns_update.h"
+#include "net/dns_int.h"
 
-#define DNS_TSIG_FUDGE 300          /* seconds of clock skew the server accepts */
 #define DNS_DEFAULT_TIMEOUT 2
-#define DNS_MAX_MSG 65535
-#define BACKOFF_FIRST_MS 500
-#define BACKOFF_MAX_MS 10000
 
 /* ---- validated settings ---- */
 
@@ -39,16 +33,8 @@ static const struct {
     {"hmac-md5", "hmac-md5.sig-alg.reg.int."},
 };
 
-typedef struct DnsTarget {
-    char *host;             /* dns.server without the port (no brackets) */
-    int port;
-    const char *alg;        /* entry of tsig_algs[].wire */
-    bool v6;                /* dns.address is IPv6: the record is AAAA */
-    unsigned char addr[16]; /* dns.address in binary */
-    int timeout_ms;
-} DnsTarget;
 
-static void target_clear(DnsTarget *t) { FREE_AND_NULL(t->host); }
+void target_clear(DnsTarget *t) { FREE_AND_NULL(t->host); }
 
 static bool parse_ip(const char *s, bool *v6, unsigned char out[16])
 {
@@ -79,7 +65,7 @@ static bool valid_dname(const char *s)
 
 /* Check every setting and fill t (t->host is malloc'd; target_clear frees it). The
  * message names the key; the secret itself never appears in it. */
-static bool target_init(const DnsConfig *cfg, DnsTarget *t, Err *err)
+bool target_init(const DnsConfig *cfg, DnsTarget *t, Err *err)
 {
     memset(t, 0, sizeof(*t));
     Err e = {{0}};
@@ -161,193 +147,6 @@ fail:
     return false;
 }
 
-/* ---- transport ---- */
-
-static int remaining_ms(int64_t deadline)
-{
-    int64_t left = deadline - mono_ms();
-    return left > 0 ? (int)left : 0;
-}
-
-/* Wait until fd is ready for events, the deadline passes (0) or abort_fd fires (-1). */
-static int wait_fd(int fd, short events, int64_t deadline, int abort_fd)
-{
-    for (;;) {
-        struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = abort_fd, .events = POLLIN}};
-        int left = remaining_ms(deadline);
-        if (left == 0)
-            return 0;
-        int n = poll(p, abort_fd >= 0 ? 2 : 1, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (abort_fd >= 0 && (p[1].revents & POLLIN)) {
-            errno = ECANCELED;
-            return -1;
-        }
-        if (n > 0)
-            return 1;
-    }
-}
-
-/* Is buf an answer to the message with this id? */
-static bool is_reply(const uint8_t *buf, size_t len, uint16_t id)
-{
-    return len >= LDNS_HEADER_SIZE && LDNS_ID_WIRE(buf) == id && LDNS_QR_WIRE(buf);
-}
-
-static bool udp_exchange(const struct addrinfo *ai, const uint8_t *q, size_t qlen, uint16_t id,
-                         int64_t deadline, int abort_fd, uint8_t *buf, size_t *len, const char *what,
-                         int timeout_ms, Err *err)
-{
-    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        err_set(err, "%s: socket: %s", what, strerror(errno));
-        return false;
-    }
-    bool ok = false;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 || send(fd, q, qlen, 0) != (ssize_t)qlen) {
-        err_set(err, "%s: send: %s", what, strerror(errno));
-        goto out;
-    }
-    for (;;) {
-        int w = wait_fd(fd, POLLIN, deadline, abort_fd);
-        if (w == 0) {
-            err_set(err, "%s: no answer within %d s", what, timeout_ms / 1000);
-            goto out;
-        }
-        ssize_t n = w < 0 ? -1 : recv(fd, buf, DNS_MAX_MSG, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (n < 0) {
-            err_set(err, "%s: %s", what, errno == ECANCELED ? "cancelled" : strerror(errno));
-            goto out;
-        }
-        if (is_reply(buf, (size_t)n, id)) {   /* anything else is stale or forged: keep waiting */
-            *len = (size_t)n;
-            ok = true;
-            goto out;
-        }
-    }
-out:
-    close(fd);
-    return ok;
-}
-
-/* Write or read exactly len bytes on a non-blocking stream socket before the deadline. */
-static bool stream_io(int fd, bool writing, uint8_t *p, size_t len, int64_t deadline, int abort_fd)
-{
-    while (len > 0) {
-        ssize_t n = writing ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n == 0) {
-            errno = ECONNRESET;
-            return false;
-        }
-        if (errno != EAGAIN && errno != EINTR)
-            return false;
-        int w = wait_fd(fd, writing ? POLLOUT : POLLIN, deadline, abort_fd);
-        if (w == 0)
-            errno = ETIMEDOUT;
-        if (w <= 0)
-            return false;
-    }
-    return true;
-}
-
-static bool tcp_exchange(const struct addrinfo *ai, const uint8_t *q, size_t qlen, uint16_t id,
-                         int64_t deadline, int abort_fd, uint8_t *buf, size_t *len, const char *what,
-                         int timeout_ms, Err *err)
-{
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        err_set(err, "%s: socket: %s", what, strerror(errno));
-        return false;
-    }
-    bool ok = false;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        if (errno != EINPROGRESS) {
-            err_set(err, "%s: tcp connect: %s", what, strerror(errno));
-            goto out;
-        }
-        int w = wait_fd(fd, POLLOUT, deadline, abort_fd);
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (w == 0) {
-            err_set(err, "%s: tcp connect: no answer within %d s", what, timeout_ms / 1000);
-            goto out;
-        }
-        if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-            err_set(err, "%s: tcp connect: %s", what, strerror(w < 0 ? errno : soerr ? soerr : errno));
-            goto out;
-        }
-    }
-    uint8_t *msg = xmalloc(qlen + 2);
-    msg[0] = (uint8_t)(qlen >> 8);
-    msg[1] = (uint8_t)qlen;
-    memcpy(msg + 2, q, qlen);
-    bool sent = stream_io(fd, true, msg, qlen + 2, deadline, abort_fd);
-    free(msg);
-    uint8_t hdr[2];
-    if (!sent || !stream_io(fd, false, hdr, 2, deadline, abort_fd) ||
-        !stream_io(fd, false, buf, ((size_t)hdr[0] << 8) | hdr[1], deadline, abort_fd)) {
-        if (errno == ETIMEDOUT)
-            err_set(err, "%s: tcp: no answer within %d s", what, timeout_ms / 1000);
-        else
-            err_set(err, "%s: tcp: %s", what, errno == ECANCELED ? "cancelled" : strerror(errno));
-        goto out;
-    }
-    *len = ((size_t)hdr[0] << 8) | hdr[1];
-    if (!is_reply(buf, *len, id)) {
-        err_set(err, "%s: tcp: the answer does not match the request", what);
-        goto out;
-    }
-    ok = true;
-out:
-    close(fd);
-    return ok;
-}
-
-/* Send wire message q (whose id is id) to the server and return the answer in *resp (malloc'd)
- * within t->timeout_ms overall. UDP first, TCP when the answer is truncated. what prefixes
- * errors ("dns.server 127.0.0.1:53"). */
-static bool dns_exchange(const DnsTarget *t, const uint8_t *q, size_t qlen, uint16_t id, int abort_fd,
-                         const char *what, uint8_t **resp, size_t *resp_len, Err *err)
-{
-    *resp = NULL;
-    int64_t deadline = mono_ms() + t->timeout_ms;
-    char port[8];
-    str_fmt(port, sizeof(port), "%d", t->port);
-    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
-    /* XXX: a host name is resolved with the blocking libc resolver, outside the deadline;
-     * an IP address (the usual setting) never blocks here. */
-    int gai = getaddrinfo(t->host, port, &hints, &ai);
-    if (gai != 0) {
-        err_set(err, "%s: cannot resolve \"%s\": %s", what, t->host, gai_strerror(gai));
-        return false;
-    }
-    uint8_t *buf = xmalloc(DNS_MAX_MSG);
-    size_t len = 0;
-    bool ok = udp_exchange(ai, q, qlen, id, deadline, abort_fd, buf, &len, what, t->timeout_ms, err);
-    if (ok && LDNS_TC_WIRE(buf))
-        ok = tcp_exchange(ai, q, qlen, id, deadline, abort_fd, buf, &len, what, t->timeout_ms, err);
-    freeaddrinfo(ai);
-    if (!ok) {
-        free(buf);
-        return false;
-    }
-    *resp = buf;
-    *resp_len = len;
-    return true;
-}
-
-/* ---- messages ---- */
-
 static const char *rcode_name(unsigned rcode)
 {
     static const char *const names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",
@@ -386,13 +185,7 @@ static ldns_rr *make_rr(const ldns_rdf *name, bool v6, ldns_rr_class cls, uint32
     return rr;
 }
 
-/* Addresses of one family (text, malloc'd) read from the server. */
-typedef struct AddrList {
-    char **v;
-    size_t n;
-} AddrList;
-
-static void addrs_free(AddrList *l)
+void addrs_free(AddrList *l)
 {
     for (size_t i = 0; i < l->n; i++)
         free(l->v[i]);
@@ -400,7 +193,7 @@ static void addrs_free(AddrList *l)
     l->n = 0;
 }
 
-static bool addr_equal(const char *a, const char *b)
+bool addr_equal(const char *a, const char *b)
 {
     unsigned char x[16], y[16];
     bool xv6, yv6;
@@ -408,7 +201,7 @@ static bool addr_equal(const char *a, const char *b)
 }
 
 /* The record's whole A (or AAAA) RRset. An absent name or type gives an empty list. */
-static bool query_rrset(const DnsConfig *cfg, const DnsTarget *t, bool v6, int abort_fd, AddrList *out,
+bool query_rrset(const DnsConfig *cfg, const DnsTarget *t, bool v6, int abort_fd, AddrList *out,
                         Err *err)
 {
     memset(out, 0, sizeof(*out));
@@ -472,7 +265,7 @@ out:
 /* The update: zone SOA; prerequisite "RRset is exactly old" (or "does not exist" when
  * old is empty); delete the RRset, add new_addr. Signed with TSIG, sent, and the answer's
  * rcode (and TSIG) checked. */
-static bool send_update(const DnsConfig *cfg, const DnsTarget *t, const AddrList *old, const char *new_addr,
+bool send_update(const DnsConfig *cfg, const DnsTarget *t, const AddrList *old, const char *new_addr,
                         int abort_fd, bool *prereq_failed, Err *err)
 {
     bool dummy;
@@ -614,208 +407,4 @@ bool dns_query_addr(const DnsConfig *cfg, bool want_v6, char **addr, Err *err)
     addrs_free(&l);
     target_clear(&t);
     return ok;
-}
-
-/* ---- the background updater ---- */
-
-struct DnsUpdater {
-    DnsConfig cfg;              /* deep copy */
-    DnsTarget target;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;          /* CLOCK_MONOTONIC */
-    int stop_fd;                /* eventfd: aborts the network wait at dns_updater_free */
-    bool wanted;                /* claimed and not cancelled since */
-    bool done;                  /* the current claim succeeded */
-    bool stop;
-    uint64_t gen;               /* bumped by claim and cancel: results of older attempts are stale */
-};
-
-static void dnscfg_copy(DnsConfig *dst, const DnsConfig *src)
-{
-    *dst = *src;
-    dst->server = str_dup(src->server);
-    dst->zone = str_dup(src->zone);
-    dst->record = str_dup(src->record);
-    dst->address = str_dup(src->address);
-    dst->tsig_key_name = str_dup(src->tsig_key_name);
-    dst->tsig_secret = str_dup(src->tsig_secret);
-    dst->tsig_algorithm = str_dup(src->tsig_algorithm);
-}
-
-static void dnscfg_clear(DnsConfig *c)
-{
-    if (c->tsig_secret)
-        memset(c->tsig_secret, 0, strlen(c->tsig_secret));
-    char **s[] = {&c->server, &c->zone, &c->record, &c->address, &c->tsig_key_name, &c->tsig_secret,
-                  &c->tsig_algorithm};
-    for (size_t i = 0; i < ARRAY_LEN(s); i++)
-        FREE_AND_NULL(*s[i]);
-}
-
-/* One claim attempt: read the RRset, and unless it already names us, replace it with a
- * prerequisite on what was read. A failed prerequisite (someone changed it between our
- * read and our write) gets one immediate re-read and retry. */
-static bool claim_attempt(DnsUpdater *u, Err *err)
-{
-    const DnsConfig *cfg = &u->cfg;
-    for (int round = 0; round < 2; round++) {
-        AddrList cur;
-        if (!query_rrset(cfg, &u->target, u->target.v6, u->stop_fd, &cur, err))
-            return false;
-        if (cur.n == 1 && addr_equal(cur.v[0], cfg->address)) {
-            if (round == 0)
-                log_info("dns: %s already names %s", cfg->record, cfg->address);
-            else
-                log_info("dns: %s -> %s (set by another update)", cfg->record, cfg->address);
-            addrs_free(&cur);
-            return true;
-        }
-        bool prereq_failed = false;
-        bool ok = send_update(cfg, &u->target, &cur, cfg->address, u->stop_fd, &prereq_failed, err);
-        if (ok) {
-            char was[256] = "none";
-            for (size_t i = 0, off = 0; i < cur.n && off < sizeof(was); i++) {
-                int n = snprintf(was + off, sizeof(was) - off, "%s%s", i ? ", " : "", cur.v[i]);
-                if (n < 0)
-                    break;
-                off += (size_t)n;
-            }
-            log_info("dns: %s -> %s (was %s)", cfg->record, cfg->address, was);
-        }
-        addrs_free(&cur);
-        if (ok || !prereq_failed)
-            return ok;
-        if (round == 0)
-            log_warn("dns: %s changed while we updated it; reading it again", cfg->record);
-    }
-    return false;
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void *updater_main(void *arg)
-{
-    DnsUpdater *u = arg;
-    int backoff_ms = BACKOFF_FIRST_MS;
-    pthread_mutex_lock(&u->mu);
-    while (!u->stop) {
-        if (!u->wanted || u->done) {
-            backoff_ms = BACKOFF_FIRST_MS;
-            pthread_cond_wait(&u->cv, &u->mu);
-            continue;
-        }
-        uint64_t gen = u->gen;
-        pthread_mutex_unlock(&u->mu);
-        Err err = {{0}};
-        bool ok = claim_attempt(u, &err);
-        pthread_mutex_lock(&u->mu);
-        if (u->stop || u->gen != gen)
-            continue;               /* cancelled or claimed anew meanwhile: decide again */
-        if (ok) {
-            u->done = true;
-            continue;
-        }
-        log_warn("dns: %s -> %s failed: %s; retrying in %.1f s", u->cfg.record, u->cfg.address, err.msg,
-                 backoff_ms / 1000.0);
-        struct timespec until;
-        deadline_after(&until, backoff_ms);
-        while (!u->stop && u->gen == gen)
-            if (pthread_cond_timedwait(&u->cv, &u->mu, &until) == ETIMEDOUT)
-                break;
-        backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
-    }
-    pthread_mutex_unlock(&u->mu);
-    return NULL;
-}
-
-DnsUpdater *dns_updater_new(const DnsConfig *cfg, Err *err)
-{
-    DnsUpdater *u = xcalloc(1, sizeof(*u));
-    if (!target_init(cfg, &u->target, err)) {
-        free(u);
-        return NULL;
-    }
-    dnscfg_copy(&u->cfg, cfg);
-    u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&u->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&u->mu, NULL);
-    int rc = u->stop_fd < 0 ? errno : pthread_create(&u->thread, NULL, updater_main, u);
-    if (rc != 0) {
-        err_set(err, "dns: cannot start the update thread: %s", strerror(rc));
-        if (u->stop_fd >= 0)
-            close(u->stop_fd);
-        pthread_cond_destroy(&u->cv);
-        pthread_mutex_destroy(&u->mu);
-        target_clear(&u->target);
-        dnscfg_clear(&u->cfg);
-        free(u);
-        return NULL;
-    }
-    return u;
-}
-
-void dns_updater_claim(DnsUpdater *u)
-{
-    pthread_mutex_lock(&u->mu);
-    if (!u->wanted) {
-        u->wanted = true;
-        u->done = false;
-        u->gen++;
-        pthread_cond_signal(&u->cv);
-    }
-    pthread_mutex_unlock(&u->mu);
-}
-
-void dns_updater_cancel(DnsUpdater *u)
-{
-    pthread_mutex_lock(&u->mu);
-    if (u->wanted) {
-        u->wanted = false;
-        u->done = false;
-        u->gen++;
-        pthread_cond_signal(&u->cv);
-    }
-    pthread_mutex_unlock(&u->mu);
-}
-
-bool dns_updater_done(DnsUpdater *u)
-{
-    pthread_mutex_lock(&u->mu);
-    bool d = u->wanted && u->done;
-    pthread_mutex_unlock(&u->mu);
-    return d;
-}
-
-void dns_updater_free(DnsUpdater *u)
-{
-    if (!u)
-        return;
-    pthread_mutex_lock(&u->mu);
-    u->stop = true;
-    pthread_cond_signal(&u->cv);
-    pthread_mutex_unlock(&u->mu);
-    uint64_t one = 1;
-    ssize_t w = write(u->stop_fd, &one, sizeof(one));
-    (void)w;
-    pthread_join(u->thread, NULL);
-    close(u->stop_fd);
-    pthread_cond_destroy(&u->cv);
-    pthread_mutex_destroy(&u->mu);
-    target_clear(&u->target);
-    dnscfg_clear(&u->cfg);
-    free(u);
 }
