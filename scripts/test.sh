@@ -27,5 +27,6 @@ echo "unit: $unit_pass passed, $unit_fail failed"
 PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
 read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
 int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
+echo "== fault suite (short, tests/fault/run.sh)"; if timeout 900 bash tests/fault/run.sh; then int_pass=$((int_pass + 1)); else int_fail=$((int_fail + 1)); fi
 echo "total: $((unit_pass + int_pass)) passed, $((unit_fail + int_fail)) failed"
 [ $((unit_fail + int_fail)) -eq 0 ]
