@@ -797,12 +797,34 @@ def cmd_check(a):
                 violations.append({"check": "lost_acknowledged", "detail": "list appends lost while their ids "
                                    "survived", "examples": lost_append[:10]})
 
+    if not final and not a.offline:
+        # no final primary: still look for acknowledged writes that no node has at all
+        union = set()
+        seen = {}
+        for n, ip in nodes.items():
+            r = q(ip, "select id from ids", timeout=10)
+            seen[n] = None if r is None else len(r)
+            if r:
+                union.update(x[0] for x in r)
+        lost_all = [o for o in acked if o["id"] not in union]
+        unk_any = [o for o in unknown if o["id"] in union]
+        report["no_final_primary"] = {"rows_per_node": seen, "acked_missing_on_every_node": len(lost_all),
+                                      "unknown_present_on_some_node": len(unk_any)}
+        if lost_all and a.mode == "sync":
+            violations.append({"check": "lost_acknowledged", "detail": "%d acknowledged commits on no node at all "
+                               "(no final primary to check against)" % len(lost_all), "examples": lost_all[:20]})
+
     # ---- the run's own log: nemesis actions, crashes found by the harness
     nem = load_jsonl(os.path.join(d, "nemesis.jsonl"))
     report["nemesis"] = nem
     for n in nem:
         if n.get("event") == "unexpected_exit":
             violations.append({"check": "crash", "detail": n})
+    uniq = []
+    for v in violations:
+        if not any(u.get("check") == v.get("check") and u.get("detail") == v.get("detail") for u in uniq):
+            uniq.append(v)
+    violations[:] = uniq
     report["failovers"] = len(promotions)
     report["warnings"] = warnings
     report["violations"] = violations
@@ -818,7 +840,8 @@ def cmd_check(a):
     print("%s ops=%d ok=%d failed=%d unknown=%d(present %s, absent %s) faults=%d failovers=%d converge=%ss%s "
           "violations=%d%s" % (report["result"], len(ops), len(acked), len(failed), len(unknown), unk_p, unk_a,
                               len([n for n in nem if n.get("phase") == "apply"]), len(promotions),
-                              report["converged_after_heal_s"], lost_s, len(violations),
+                              "%s" % report["converged_after_heal_s"] if report.get("converged_after_heal_s") is not None
+                              else "NEVER(>%.0f)" % a.converge_bound, lost_s, len(violations),
                               (" [" + ",".join(v["check"] for v in violations) + "]") if violations else ""))
     return 1 if violations else 0
 
