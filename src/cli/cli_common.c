@@ -6,6 +6,7 @@
 #include "common/lsn.h"
 
 #include <curl/curl.h>
+#include <getopt.h>
 #include <jansson.h>
 #include <unistd.h>
 
@@ -930,6 +931,34 @@ char *cli_config_diff(const char *old_json, const char *new_json, const char *fa
     json_decref(fn);
     json_decref(fb);
     return buf_take(&b);
+}
+
+int cli_parse_daemon_opts(int argc, char **argv, void (*usage)(FILE *out), const char *what, const char **path,
+                          const char **level)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': *path = optarg; break;
+        case 'l': *level = optarg; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (!*path) {
+        char hint[96];
+        str_fmt(hint, sizeof(hint), "pass the %s's YAML file with -c FILE", what);
+        cli_error(hint, "no configuration file given");
+        return EXIT_USAGE;
+    }
+    return -1;
 }
 
 int cli_parse_conn_only(const char *cmd, int argc, char **argv, void (*usage)(FILE *out), CliConnOpts *conn)

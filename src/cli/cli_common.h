@@ -59,6 +59,11 @@ int cli_bad_option(const char *cmd, int opt, char **argv);
 
 /* Option parsing of a command that takes only the connection options: returns -1 to go on,
  * or the exit code to return at once (after --help, or after printing a usage error). */
+/* Options of the long-running commands (agent, proxy): -c FILE, --log-level L, --help.
+ * *path keeps its value (e.g. from the environment) unless -c is given. Returns -1 to go on,
+ * else the exit code to return (--help, a bad option, or no file: what names it). */
+int cli_parse_daemon_opts(int argc, char **argv, void (*usage)(FILE *out), const char *what, const char **path,
+                          const char **level);
 int cli_parse_conn_only(const char *cmd, int argc, char **argv, void (*usage)(FILE *out), CliConnOpts *conn);
 
 /* An open connection to one cluster. Owned fields are freed by cli_close(). */

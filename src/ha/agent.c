@@ -6,11 +6,11 @@
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "cli/cli.h"
+#include "cli/cli_common.h"
 #include "ha/agent.h"
 #include "net/vip.h"
 #include "ha/peers.h"
 
-#include <getopt.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -435,28 +435,10 @@ static void shutdown_agent(Agent *a)
 
 int cmd_agent(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = getenv("PGVIGIL_CONFIG");
-    const char *level = NULL;
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'c': path = optarg; break;
-        case 'l': level = optarg; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
-        }
-    }
-    if (!path) {
-        cli_error("pass the node's YAML file with -c FILE", "no configuration file given");
-        return EXIT_USAGE;
-    }
+    const char *path = getenv("PGVIGIL_CONFIG"), *level = NULL;
+    int rc0 = cli_parse_daemon_opts(argc, argv, usage, "node", &path, &level);
+    if (rc0 >= 0)
+        return rc0;
     Err err = {{0}};
     Config *cfg = config_load(path, &err);
     if (!cfg) {

@@ -166,11 +166,12 @@ DnsUpdater *dns_updater_new(const DnsConfig *cfg, Err *err)
     return u;
 }
 
-void dns_updater_claim(DnsUpdater *u)
+/* claim (wanted) or cancel (!wanted): a change starts a new generation for the thread */
+static void set_wanted(DnsUpdater *u, bool wanted)
 {
     pthread_mutex_lock(&u->mu);
-    if (!u->wanted) {
-        u->wanted = true;
+    if (u->wanted != wanted) {
+        u->wanted = wanted;
         u->done = false;
         u->gen++;
         pthread_cond_signal(&u->cv);
@@ -178,16 +179,14 @@ void dns_updater_claim(DnsUpdater *u)
     pthread_mutex_unlock(&u->mu);
 }
 
+void dns_updater_claim(DnsUpdater *u)
+{
+    set_wanted(u, true);
+}
+
 void dns_updater_cancel(DnsUpdater *u)
 {
-    pthread_mutex_lock(&u->mu);
-    if (u->wanted) {
-        u->wanted = false;
-        u->done = false;
-        u->gen++;
-        pthread_cond_signal(&u->cv);
-    }
-    pthread_mutex_unlock(&u->mu);
+    set_wanted(u, false);
 }
 
 bool dns_updater_done(DnsUpdater *u)

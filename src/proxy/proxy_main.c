@@ -12,7 +12,6 @@
 #include "dcs/dcs.h"
 #include "proxy/proxy_cancel.h"
 
-#include <getopt.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -171,27 +170,10 @@ static void control_loop(Proxy *p, Dcs *dcs)
 
 int cmd_proxy(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     const char *path = NULL, *level = NULL;
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'c': path = optarg; break;
-        case 'l': level = optarg; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
-        }
-    }
-    if (!path) {
-        cli_error("pass the proxy's YAML file with -c FILE", "no configuration file given");
-        return EXIT_USAGE;
-    }
+    int rc0 = cli_parse_daemon_opts(argc, argv, usage, "proxy", &path, &level);
+    if (rc0 >= 0)
+        return rc0;
     Err err = {{0}};
     Config *cfg = config_load_proxy(path, &err);
     if (!cfg) {
