@@ -212,6 +212,12 @@ static void decide_follower(const Observation *o, Decision *d)
     decide(d, ACT_WAIT, "", "following leader %s", leader);
 }
 
+/* May `name` win a leaderless election as far as synchronous mode is concerned? */
+static bool sync_candidate(const Cluster *c, const char *name)
+{
+    return !c->config.synchronous_mode || sync_has(&c->sync, name) || sync_names_leader(&c->sync, name);
+}
+
 /* No leader key: either take it for a running primary, or run the election. */
 static void decide_no_leader(const Observation *o, Decision *d)
 {
@@ -266,7 +272,8 @@ static void decide_no_leader(const Observation *o, Decision *d)
         d->clear_failover = to_me;
         return;
     }
-    if (c->config.synchronous_mode && !sync_has(&c->sync, o->name)) {
+    bool key_leader = c->config.synchronous_mode && sync_names_leader(&c->sync, o->name);
+    if (c->config.synchronous_mode && !key_leader && !sync_has(&c->sync, o->name)) {
         if (to_me)
             decide(d, ACT_WAIT, "", "failover to me requested, but I am not a synchronous standby");
         else
@@ -274,7 +281,7 @@ static void decide_no_leader(const Observation *o, Decision *d)
         d->clear_failover = to_me;
         return;
     }
-    if (c->config.synchronous_mode && !sync_may_promote(&c->sync, o->name, o->my_lsn)) {
+    if (c->config.synchronous_mode && !key_leader && !sync_may_promote(&c->sync, o->name, o->my_lsn)) {
         Lsn need = sync_catchup(&c->sync, o->name);
         if (need == LSN_PENDING)
             decide(d, ACT_WAIT, "", "synchronous standby not yet confirmed by the old leader: may not be promoted");
@@ -302,7 +309,7 @@ static void decide_no_leader(const Observation *o, Decision *d)
         if (!p->reachable)
             continue;
         if (p->pg_running && eligible_tags(&p->tags) && p->timeline > o->my_timeline &&
-            (!c->config.synchronous_mode || sync_has(&c->sync, p->name))) {
+            sync_candidate(c, p->name)) {
             decide(d, ACT_WAIT, "", "%s is on a newer timeline (%d > %d)", p->name, p->timeline, o->my_timeline);
             d->clear_failover = to_me;
             return;
@@ -313,7 +320,7 @@ static void decide_no_leader(const Observation *o, Decision *d)
         }
         if (!p->pg_running || !eligible_tags(&p->tags))
             continue;
-        if (c->config.synchronous_mode && !sync_has(&c->sync, p->name))
+        if (!sync_candidate(c, p->name))
             continue;
         if (p->lsn > o->my_lsn) {
             decide(d, ACT_WAIT, "", "%s is more advanced (%s > %s)", p->name, lsn_format(p->lsn, buf),

@@ -108,6 +108,11 @@ bool sync_may_promote(const SyncState *key, const char *name, Lsn lsn)
     return need == 0 || (need != LSN_PENDING && lsn >= need);
 }
 
+bool sync_names_leader(const SyncState *key, const char *name)
+{
+    return key && key->present && !str_empty(name) && strcasecmp(key->leader, name) == 0;
+}
+
 static const WalSender *sender(const SyncInput *in, const char *name)
 {
     for (int i = 0; i < in->n_senders; i++)

@@ -57,4 +57,9 @@ bool ssn_equal(const SsnSet *a, const SsnSet *b);
 /* May `name` at position `lsn` be promoted under this sync key (synchronous mode)? */
 bool sync_may_promote(const SyncState *key, const char *name, Lsn lsn);
 
+/* Is `name` the leader the sync key names? That node acknowledged every commit the key
+ * protects, so with the leader key gone it may take the lead back (after a crash or a
+ * partition) as well as a caught-up synchronous standby may. */
+bool sync_names_leader(const SyncState *key, const char *name);
+
 #endif

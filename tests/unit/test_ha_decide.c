@@ -2,6 +2,7 @@
  * random sweep that checks the DESIGN.md safety rules hold in every combination it visits. */
 #include "common/common.h"
 #include "ha/ha_decide.h"
+#include "ha/sync_plan.h"
 
 #include <inttypes.h>
 #include <setjmp.h>
@@ -263,6 +264,8 @@ static void t_sync_me(Fx *f) { sync_add(f, "node2"); }
 static void t_sync_me_upper(Fx *f) { sync_add(f, "NODE2"); }
 static void t_sync_node3(Fx *f) { sync_add(f, "node3"); }
 static void t_sync_key_gone(Fx *f) { f->c.sync.present = false; }
+static void t_sync_leader_me(Fx *f) { str_copy(f->c.sync.leader, NAME_MAX_LEN, "NODE2"); }
+static void t_sync_leader_node3(Fx *f) { str_copy(f->c.sync.leader, NAME_MAX_LEN, "node3"); }
 
 /* election peers */
 static void t_p3_ahead(Fx *f) { peer(f, "node3")->lsn = L_NODE2 + 1; }
@@ -597,6 +600,13 @@ static void test_sync_election(void **state)
         {"sync mode, sync peer more advanced but stopped", as_election, {t_sync_mode, t_sync_me, t_sync_node3, t_p3_ahead, t_p3_stopped}, ACT_PROMOTE, NULL, NULL, false},
         {"sync mode, async peer still primary", as_election, {t_sync_mode, t_sync_me, t_p3_primary}, ACT_WAIT, NULL, "still running as primary", false},
         {"sync mode, in the sync key but nofailover", as_election, {t_sync_mode, t_sync_me, t_nofailover}, ACT_WAIT, NULL, "nofailover", false},
+        {"sync mode, the key names me as leader, no standby listed", as_election, {t_sync_mode, t_sync_leader_me}, ACT_PROMOTE, NULL, "most advanced", false},
+        {"sync mode, the key names me as leader, its standby more advanced", as_election, {t_sync_mode, t_sync_leader_me, t_sync_node3, t_p3_ahead}, ACT_WAIT, NULL, "more advanced", false},
+        {"sync mode, the key names me as leader, an async peer more advanced", as_election, {t_sync_mode, t_sync_leader_me, t_p3_ahead}, ACT_PROMOTE, NULL, NULL, false},
+        {"sync mode, the key names me as leader but the key is gone", as_election, {t_sync_mode, t_sync_leader_me, t_sync_key_gone}, ACT_WAIT, NULL, "synchronous", false},
+        {"sync mode, the key names me as leader, behind the cluster's timeline", as_election, {t_sync_mode, t_sync_leader_me, t_history_tl3}, ACT_WAIT, NULL, "timeline", false},
+        {"sync mode, the key's leader peer more advanced", as_election, {t_sync_mode, t_sync_me, t_sync_leader_node3, t_p3_ahead}, ACT_WAIT, NULL, "more advanced", false},
+        {"sync mode, the key's leader peer on a newer timeline", as_election, {t_sync_mode, t_sync_me, t_sync_leader_node3, t_p3_newer_tl}, ACT_WAIT, NULL, "newer timeline", false},
         {"sync mode, in the sync key but lagging", as_election, {t_sync_mode, t_sync_me, t_lag_over}, ACT_WAIT, NULL, "maximum_lag_on_failover", false},
         {"sync key ignored without sync mode", as_election, {t_sync_node3}, ACT_PROMOTE, NULL, NULL, false},
     };
@@ -777,6 +787,7 @@ static void randomize(Fx *f)
     c->config.use_pg_rewind = rnd(4) != 0;
     c->config.primary_start_timeout = rnd(5) == 0 ? 0 : 300;
     c->sync.present = rnd(4) != 0;
+    str_copy(c->sync.leader, NAME_MAX_LEN, rnd(4) == 0 ? "" : node_names[rnd(3)]);
     for (int i = 0; i < 3; i++)
         if (rnd(2))
             sync_add(f, node_names[i]);
@@ -941,8 +952,8 @@ static const char *check_invariants(const Fx *f, const Decision *d)
             return "promotes while a leader key exists";
         if (!tags_ok(&o->tags))
             return "promotes with nofailover or failover_priority 0";
-        if (c->config.synchronous_mode && !sync_has(&c->sync, o->name))
-            return "promotes in synchronous mode without being in the sync key";
+        if (c->config.synchronous_mode && !sync_has(&c->sync, o->name) && !sync_names_leader(&c->sync, o->name))
+            return "promotes in synchronous mode without being in the sync key or its leader";
         if (c->status_optime > o->my_lsn && c->status_optime - o->my_lsn > MAX_LAG)
             return "promotes beyond maximum_lag_on_failover";
         if (!o->pg_running || !o->pg_accepting || !o->pg_in_recovery || o->action_running || sysid_mismatch)
@@ -954,7 +965,7 @@ static const char *check_invariants(const Fx *f, const Decision *d)
             if (p->is_primary)
                 return "promotes while a reachable peer is primary";
             if (p->pg_running && tags_ok(&p->tags) && p->lsn > o->my_lsn &&
-                (!c->config.synchronous_mode || sync_has(&c->sync, p->name)))
+                (!c->config.synchronous_mode || sync_has(&c->sync, p->name) || sync_names_leader(&c->sync, p->name)))
                 return "promotes while an eligible peer is more advanced";
         }
     }
