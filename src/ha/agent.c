@@ -347,6 +347,11 @@ static void tick(Agent *a)
     o.now_ms = mono_ms();
     o.action_running = agent_job_running(a);
     o.following = a->following;
+    if (!a->rewind_failed && a->pgst.data_dir_valid && !a->pgst.running && !o.action_running &&
+        pg_rewind_marked_failed(&a->pg)) {
+        log_warn("%s/%s: an earlier pg_rewind failed here", a->cfg->pg_data_dir, PG_REWIND_FAILED_FILE);
+        a->rewind_failed = true;
+    }
     o.rewind_failed = a->rewind_failed;
     o.start_failed = a->start_failed;
     o.start_failed_ago_ms = a->start_failed ? mono_ms() - a->start_failed_at : 0;

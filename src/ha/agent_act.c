@@ -411,7 +411,8 @@ void agent_collect_job(Agent *a)
     case JOB_CLONE:
     case JOB_REINIT:
     case JOB_REWIND:
-        if (j.kind == JOB_REWIND)
+        /* a failed rewind sticks until a rewind, clone or reinit succeeds */
+        if (j.kind == JOB_REWIND || ok)
             a->rewind_failed = !ok;
         a->start_failed = !ok && j.kind != JOB_REWIND;
         if (a->start_failed)

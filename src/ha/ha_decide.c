@@ -171,15 +171,18 @@ static void decide_follower(const Observation *o, Decision *d)
     }
     bool leader_running = lm && strcmp(lm->state, "running") == 0;
     if (!o->pg_running) {
-        if (o->was_primary && c->config.use_pg_rewind) {
-            if (o->rewind_failed) {
-                if (o->reinit_on_rewind_failure && leader_running) {
-                    decide(d, ACT_REINIT, leader, "pg_rewind failed: rebuilding the data directory from %s", leader);
-                    return;
-                }
-                decide(d, ACT_WAIT, "", "pg_rewind from %s failed; run 'pgvigil reinit %s' to rebuild", leader, o->name);
+        /* checked before was_primary: pg_rewind's own crash recovery marks the control file
+         * as cleanly shut down even when the rewind then fails */
+        if (o->rewind_failed) {
+            if (o->reinit_on_rewind_failure && leader_running) {
+                decide(d, ACT_REINIT, leader, "pg_rewind failed: rebuilding the data directory from %s", leader);
                 return;
             }
+            decide(d, ACT_WAIT, "", "pg_rewind failed; data directory not usable: run 'pgvigil reinit %s' to rebuild from %s",
+                   o->name, leader);
+            return;
+        }
+        if (o->was_primary && c->config.use_pg_rewind) {
             if (!leader_running) {
                 decide(d, ACT_WAIT, "", "former primary: waiting for leader %s to run before pg_rewind", leader);
                 return;
@@ -243,6 +246,10 @@ static void decide_no_leader(const Observation *o, Decision *d)
         return;
     }
     if (!o->pg_running) {
+        if (o->rewind_failed) {
+            decide(d, ACT_WAIT, "", "no leader; pg_rewind failed, so this data directory may not take part in the election");
+            return;
+        }
         if (o->start_failed && o->start_failed_ago_ms < START_RETRY_MS) {
             decide(d, ACT_WAIT, "", "starting postgres failed; retrying in %lld s",
                    (long long)((START_RETRY_MS - o->start_failed_ago_ms + 999) / 1000));

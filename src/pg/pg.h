@@ -94,8 +94,11 @@ bool pg_stop(PgNode *pg, const char *mode, int timeout_s, Err *err);
 bool pg_reload(PgNode *pg, Err *err);
 bool pg_promote(PgNode *pg, int timeout_s, Err *err);
 bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err);
-/* pg_rewind from a running primary; the local server must be stopped. */
+/* pg_rewind from a running primary; the local server must be stopped. A failure leaves
+ * PG_REWIND_FAILED_FILE in the data directory (its error inside); a success removes it. */
+#define PG_REWIND_FAILED_FILE "pgvigil.rewind_failed"
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err);
+bool pg_rewind_marked_failed(const PgNode *pg);
 bool pg_checkpoint(PgNode *pg, Err *err);
 /* Stop the postmaster with SIGQUIT (immediate), then SIGKILL; used by fencing. */
 bool pg_kill_postmaster(const char *data_dir, int grace_ms);

@@ -61,6 +61,32 @@ static const char *const *client_env(ClientEnv *ce, const Credentials *cred)
     return ce->env;
 }
 
+/* Why a PostgreSQL program failed, on one line: from its first "error:" or "FATAL:" line to the
+ * end (libpq splits one reason over several lines), or else its last line. Edits `out`. */
+static const char *failure_reason(char *out)
+{
+    size_t n = strlen(out);
+    while (n && (out[n - 1] == '\n' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    char *from = NULL;
+    for (char *line = out; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        if (memmem(line, len, "error:", 6) || memmem(line, len, "FATAL:", 6)) {
+            from = line;
+            break;
+        }
+    }
+    if (!from) {
+        char *last = strrchr(out, '\n');
+        return last ? last + 1 : out;
+    }
+    for (char *p = from; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    return from;
+}
+
 static bool run_pg(const PgNode *pg, const char *const argv[], int timeout_ms, const Credentials *cred,
                    bool log_to_server_log, Err *err)
 {
@@ -72,20 +98,13 @@ static bool run_pg(const PgNode *pg, const char *const argv[], int timeout_ms, c
     log_debug("running %s", cmd);
     int rc = proc_run(argv, &o, log_to_server_log ? NULL : &out, err);
     if (rc != 0) {
-        /* keep the program's last line: it usually says why */
-        if (out) {
-            size_t n = strlen(out);
-            while (n && (out[n - 1] == '\n' || out[n - 1] == ' '))
-                out[--n] = '\0';
-            char *last = strrchr(out, '\n');
-            err_prefix(err, "%s", cmd);
-            if (n)
-                snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), ": %s",
-                         last ? last + 1 : out);
-        } else {
-            err_prefix(err, "%s", cmd);
-            if (err)
-                snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), " (see %s)", pg->log_path);
+        err_prefix(err, "%s", cmd);
+        if (out && err) {
+            const char *why = failure_reason(out);
+            if (*why)
+                snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), ": %s", why);
+        } else if (err) {
+            snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), " (see %s)", pg->log_path);
         }
     }
     free(out);
@@ -317,7 +336,27 @@ bool pg_rewind(PgNode *pg, const char *host, int port, Err *err)
     str_fmt(src, sizeof(src), "--source-server=host=%s port=%d user=%s dbname=postgres", host, port,
             cfg->pg_rewind.username);
     const char *argv[] = {prog, "-D", cfg->pg_data_dir, src, NULL};
-    return run_pg(pg, argv, 3600 * 1000, &cfg->pg_rewind, false, err);
+    char marker[4200];
+    str_fmt(marker, sizeof(marker), "%s/%s", cfg->pg_data_dir, PG_REWIND_FAILED_FILE);
+    if (run_pg(pg, argv, 3600 * 1000, &cfg->pg_rewind, false, err)) {
+        unlink(marker);
+        return true;
+    }
+    /* the directory may be half rewound; the mark outlives an agent restart (and pg_rewind's
+     * recovery has made the control file look cleanly shut down, so nothing else tells) */
+    Err me = {{0}};
+    char line[600];
+    snprintf(line, sizeof(line), "%s\n", err ? err->msg : "pg_rewind failed");
+    if (!file_write_atomic(marker, line, strlen(line), 0644, &me))
+        log_warn("cannot mark the failed rewind: %s", me.msg);
+    return false;
+}
+
+bool pg_rewind_marked_failed(const PgNode *pg)
+{
+    char marker[4200];
+    str_fmt(marker, sizeof(marker), "%s/%s", pg->cfg->pg_data_dir, PG_REWIND_FAILED_FILE);
+    return file_exists(marker);
 }
 
 static bool controldata(PgNode *pg, char **out, Err *err)

@@ -528,6 +528,9 @@ static void test_follower(void **state)
         {"former primary, leader not running yet", as_replica, {t_was_primary, t_leader_stopped}, ACT_WAIT, NULL, "waiting for leader", false},
         {"former primary, rewind failed, reinit allowed", as_replica, {t_was_primary, t_rewind_failed, t_reinit_on}, ACT_REINIT, "node1", "rebuilding", false},
         {"former primary, rewind failed, reinit not allowed", as_replica, {t_was_primary, t_rewind_failed}, ACT_WAIT, NULL, "pgvigil reinit node2", false},
+        {"rewind failed after pg_rewind marked the control file clean, reinit allowed", as_replica, {t_pg_down, t_rewind_failed, t_reinit_on}, ACT_REINIT, "node1", "rebuilding", false},
+        {"rewind failed after pg_rewind marked the control file clean", as_replica, {t_pg_down, t_rewind_failed}, ACT_WAIT, NULL, "pgvigil reinit node2", false},
+        {"rewind failed, no leader: no election", as_election, {t_pg_down, t_rewind_failed, t_reinit_on}, ACT_WAIT, NULL, "pg_rewind failed", false},
         {"former primary, pg_rewind disabled", as_replica, {t_was_primary, t_no_pg_rewind}, ACT_START_REPLICA, "node1", NULL, false},
         {"stopped replica", as_replica, {t_pg_down}, ACT_START_REPLICA, "node1", "starting as a replica of node1", false},
         {"stopped replica, leader down too", as_replica, {t_pg_down, t_leader_stopped}, ACT_START_REPLICA, "node1", NULL, false},
@@ -920,6 +923,8 @@ static const char *check_invariants(const Fx *f, const Decision *d)
     if (other_leads && surely_primary && !o->action_running && o->data_dir_valid && !sysid_mismatch &&
         a != ACT_DEMOTE)
         return "second primary while another member holds the key";
+    if (o->rewind_failed && !o->pg_running && !i_lead && a == ACT_START_REPLICA)
+        return "starts a data directory whose pg_rewind failed";
     if (sysid_mismatch && a != ACT_WAIT && a != ACT_DEMOTE)
         return "touches a data directory of another cluster";
     if ((a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW ||
