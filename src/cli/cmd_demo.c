@@ -381,7 +381,7 @@ int cmd_demo(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    DemoOpts d = {.dir = "/tmp/pgvigil-demo", .nodes = 3, .ttl = 10};
+    DemoOpts d = {.dir = "/tmp/pgvigil-demo", .nodes = 3, .ttl = 5};
     bool purge = false;
     int ch;
     optind = 1;

@@ -43,7 +43,7 @@ static const Field pg_fields[] = {
 void dynconfig_defaults(DynConfig *dc)
 {
     memset(dc, 0, sizeof(*dc));
-    dc->ttl = 10;
+    dc->ttl = 5;
     dc->loop_wait = 1;
     dc->retry_timeout = 3;
     dc->maximum_lag_on_failover = 1048576;

@@ -15,6 +15,10 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+/* renew this much before a whole loop_wait has passed, so a tick that starts a little early
+ * still renews */
+#define RENEW_EARLY_MS 50
+
 static Agent *g_agent;
 
 static void on_signal(int sig)
@@ -43,14 +47,44 @@ static int64_t demote_margin(const Agent *a)
     return m > ttl_ms / 2 ? ttl_ms / 2 : m;
 }
 
+static int current_ttl(const Agent *a)
+{
+    return a->cluster.config.ttl > 0 ? a->cluster.config.ttl : a->cfg->bootstrap_dcs.ttl;
+}
+
+static int current_loop_wait(const Agent *a)
+{
+    return a->cluster.config.loop_wait > 0 ? a->cluster.config.loop_wait : a->cfg->bootstrap_dcs.loop_wait;
+}
+
+/* The lease is renewed once per loop_wait, not on every tick: a tick also runs on every etcd
+ * change, and renewing then would push the expiry of a dead node's lease towards a whole TTL
+ * after its death. Renewing on a fixed cadence makes failover take TTL - loop_wait/2 on
+ * average. */
+static int64_t renew_due_ms(const Agent *a)
+{
+    return a->lease_sent_ms + (int64_t)current_loop_wait(a) * 1000 - RENEW_EARLY_MS;
+}
+
+/* The fence stops postgres this long before the lease deadline. It has to fall after the next
+ * renewal (one loop_wait after the last), with room for a slow one: half the gap, at most 1 s. */
+static int64_t fence_margin(const Agent *a)
+{
+    int64_t gap = (int64_t)(current_ttl(a) - current_loop_wait(a)) * 1000;
+    return gap / 2 < 1000 ? gap / 2 : 1000;
+}
+
 static void renew_lease(Agent *a)
 {
     Err err = {{0}};
     bool expired = false;
     int64_t sent = mono_ms();
-    int ttl = a->cluster.config.ttl > 0 ? a->cluster.config.ttl : a->cfg->bootstrap_dcs.ttl;
+    if (a->lease_ok && sent < renew_due_ms(a))
+        return;
+    int ttl = current_ttl(a);
     if (a->dcs->ops->keepalive(a->dcs, ttl, &expired, &err)) {
         a->lease_ok = true;
+        a->lease_sent_ms = sent;
         /* etcd counts the TTL from when it received the renewal, which is after `sent` */
         a->lease_deadline_ms = sent + (int64_t)ttl * 1000;
         if (expired)
@@ -265,10 +299,11 @@ static void feed_fence(Agent *a)
         fence_disarm(&a->fence);
         return;
     }
+    int64_t margin = fence_margin(a);
     if (i_lead && a->lease_ok)
-        fence_arm(&a->fence, a->lease_deadline_ms - 1000);
+        fence_arm(&a->fence, a->lease_deadline_ms - margin);
     else if (a->fence.armed_until == 0)
-        fence_arm(&a->fence, a->lease_deadline_ms > 0 ? a->lease_deadline_ms - 1000 : mono_ms());
+        fence_arm(&a->fence, a->lease_deadline_ms > 0 ? a->lease_deadline_ms - margin : mono_ms());
 }
 
 static void handle_requests(Agent *a, Decision *d)
@@ -548,6 +583,9 @@ int cmd_agent(int argc, char **argv)
             dcs_etcd_set_timeout(a->dcs, (int)t);
         }
         int64_t wait = (int64_t)a->cluster.config.loop_wait * 1000 - (mono_ms() - t0);
+        /* a tick run early by an etcd change must not delay the next renewal */
+        if (a->lease_ok && wait > renew_due_ms(a) - mono_ms())
+            wait = renew_due_ms(a) - mono_ms();
         /* a primary that could not renew retries often, so that it stops writes before
          * lease_deadline - margin rather than a whole loop_wait later */
         if (pg_may_be_primary(&a->pgst) && !a->lease_ok && wait > 500)
@@ -557,7 +595,10 @@ int cmd_agent(int argc, char **argv)
             wait = 200;
         if (wait <= 0 || a->stop)
             continue;
-        if (a->dcs_ok) {
+        if (agent_job_running(a)) {
+            /* a finished promotion or release is acted on at once, not at the next poll */
+            agent_wait_job(a, wait);
+        } else if (a->dcs_ok) {
             Err werr = {{0}};
             int64_t before = mono_ms();
             if (a->dcs->ops->watch(a->dcs, a->cluster.revision, (int)wait, &werr)) {

@@ -56,6 +56,7 @@ typedef struct Agent {
     bool lease_ok;
     bool lease_fail_logged;
     int64_t lease_deadline_ms;  /* monotonic: etcd may expire our lease from then on */
+    int64_t lease_sent_ms;      /* monotonic: when the last successful renewal was sent */
     int64_t dcs_timeout_ms;
     PgState pgst;
     char following[NAME_MAX_LEN];
@@ -90,6 +91,7 @@ typedef struct Agent {
     bool job_ok;                /* mu */
     char job_err[512];          /* mu */
     pthread_cond_t job_cv;
+    pthread_cond_t done_cv;     /* signalled when a job finishes (the loop waits on it) */
 
     /* shared with the REST thread */
     pthread_mutex_t mu;
@@ -117,6 +119,8 @@ void agent_act(Agent *a, const Decision *d);
 bool agent_worker_start(Agent *a, Err *err);
 void agent_worker_stop(Agent *a);
 bool agent_job_running(Agent *a);
+/* Sleep until the running job finishes or timeout_ms passes (returns at once without a job). */
+void agent_wait_job(Agent *a, int64_t timeout_ms);
 /* Hand a long action to the worker thread (no-op while it is busy). */
 void agent_submit(Agent *a, JobKind kind, const char *target);
 void agent_collect_job(Agent *a);          /* consume a finished job's result (loop thread) */

@@ -138,6 +138,23 @@ void agent_submit(Agent *a, JobKind kind, const char *target)
     pthread_mutex_unlock(&a->mu);
 }
 
+void agent_wait_job(Agent *a, int64_t timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&a->mu);
+    while (a->busy && !a->job_done && !a->stop)
+        if (pthread_cond_timedwait(&a->done_cv, &a->mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&a->mu);
+}
+
 bool agent_job_running(Agent *a)
 {
     pthread_mutex_lock(&a->mu);
@@ -311,6 +328,7 @@ static void *worker_main(void *arg)
         a->job_ok = ok;
         str_copy(a->job_err, sizeof(a->job_err), err.msg);
         a->job_done = true;
+        pthread_cond_broadcast(&a->done_cv);
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -319,6 +337,11 @@ static void *worker_main(void *arg)
 bool agent_worker_start(Agent *a, Err *err)
 {
     pthread_cond_init(&a->job_cv, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->done_cv, &attr);
+    pthread_condattr_destroy(&attr);
     if (pthread_create(&a->worker, NULL, worker_main, a) != 0) {
         err_set(err, "cannot start the worker thread");
         return false;
@@ -336,6 +359,8 @@ void agent_worker_stop(Agent *a)
     pthread_cond_broadcast(&a->job_cv);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->worker, NULL);
+    pthread_cond_destroy(&a->job_cv);
+    pthread_cond_destroy(&a->done_cv);
     kvlist_free(&a->job.dyn_params);
     a->worker_started = false;
 }

@@ -34,7 +34,8 @@ static void notify(Agent *a, const char *event, const char *member, const char *
     notifier_send(a->fx.notify, event, member, msg);
 }
 
-/* Leading: the key names us on a lease renewed this tick, and postgres runs as a primary.
+/* Leading: the key names us on a live lease (renewed within loop_wait), and postgres runs as
+ * a primary.
  * The VIP is added only then; it goes as soon as any of it stops being true. */
 static bool leading_now(const Agent *a, const Decision *d)
 {

@@ -217,13 +217,30 @@ bool pg_reload(PgNode *pg, Err *err)
     return run_pg(pg, argv, 10000, NULL, true, err);
 }
 
+#define PROMOTE_POLL_MS 10
+
 bool pg_promote(PgNode *pg, int timeout_s, Err *err)
 {
     char pg_ctl[4200], t[16];
     bin_path(pg, "pg_ctl", pg_ctl, sizeof(pg_ctl));
     str_fmt(t, sizeof(t), "%d", timeout_s);
-    const char *argv[] = {pg_ctl, "promote", "-D", pg->cfg->pg_data_dir, "-w", "-t", t, "-s", NULL};
-    return run_pg(pg, argv, (timeout_s + 5) * 1000, NULL, true, err);
+    const char *argv[] = {pg_ctl, "promote", "-D", pg->cfg->pg_data_dir, "-W", "-s", NULL};
+    if (!run_pg(pg, argv, 30 * 1000, NULL, true, err))
+        return false;
+    /* pg_ctl -w would look every 100 ms; ask the server itself, often, so that the new
+     * primary is announced the moment it accepts writes */
+    int64_t deadline = mono_ms() + (int64_t)timeout_s * 1000;
+    Err qe = {{0}};
+    while (mono_ms() < deadline) {
+        PGresult *r = pg_query(pg, "SELECT pg_is_in_recovery()", 1000, &qe);
+        bool done = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "f") == 0;
+        PQclear(r);
+        if (done)
+            return true;
+        sleep_ms(PROMOTE_POLL_MS);
+    }
+    err_set(err, "promotion did not finish within %d s%s%s", timeout_s, qe.msg[0] ? ": " : "", qe.msg);
+    return false;
 }
 
 bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err)

@@ -264,7 +264,7 @@ static void test_defaults(void **state)
     assert_false(c->tags.nosync);
     assert_false(c->tags.clonefrom);
     assert_int_equal(c->tags.failover_priority, 1);
-    assert_int_equal(c->bootstrap_dcs.ttl, 10);
+    assert_int_equal(c->bootstrap_dcs.ttl, 5);
     assert_int_equal(c->bootstrap_dcs.loop_wait, 1);
     assert_int_equal(c->bootstrap_dcs.retry_timeout, 3);
     assert_int_equal(c->bootstrap_dcs.maximum_lag_on_failover, 1048576);
@@ -524,13 +524,13 @@ static void test_dynconfig_defaults_json(void **state)
     assert_string_equal(js, "{\"loop_wait\":1,\"maximum_lag_on_failover\":1048576,\"pause\":false,"
                             "\"postgresql\":{\"parameters\":{},\"use_pg_rewind\":true,\"use_slots\":true},"
                             "\"primary_start_timeout\":300,\"retry_timeout\":3,\"synchronous_mode\":false,"
-                            "\"synchronous_mode_strict\":false,\"synchronous_node_count\":1,\"ttl\":10}");
+                            "\"synchronous_mode_strict\":false,\"synchronous_node_count\":1,\"ttl\":5}");
     free(js);
     dynconfig_free(&d);
 
     Err err = {{0}};
     assert_true(dynconfig_from_json(NULL, &d, &err));
-    assert_int_equal(d.ttl, 10);
+    assert_int_equal(d.ttl, 5);
     assert_true(dynconfig_from_json("  ", &d, &err));
     assert_int_equal(d.loop_wait, 1);
     assert_true(dynconfig_from_json("{}", &d, &err));
@@ -604,7 +604,7 @@ static void expect_json_error(const char *json, const char *want)
     if (dynconfig_from_json(json, &d, &err) || !strstr(err.msg, want))
         fail_msg("want error containing '%s', got '%s'", want, err.msg);
     /* On failure the output holds the defaults, nothing allocated. */
-    assert_int_equal(d.ttl, 10);
+    assert_int_equal(d.ttl, 5);
     assert_int_equal(d.pg_parameters.n, 0);
     dynconfig_free(&d);
 }
