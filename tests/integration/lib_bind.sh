@@ -1,6 +1,6 @@
 # A real BIND 9 (named) on 127.0.0.1 for DNS failover tests, sourced after lib.sh.
 # start_bind serves zone example.test. (dynamic updates allowed with a TSIG key) on a free
-# port; named is stopped by PID at exit (lib.sh's EXIT trap is chained, not replaced).
+# port; named is stopped by PID at exit (a CLEANUP_HOOKS entry of lib.sh).
 #
 #   source "$(dirname "$0")/lib.sh"; source "$(dirname "$0")/lib_bind.sh"
 #   start_bind                              # exports BIND_PORT BIND_KEY BIND_SECRET BIND_ZONE
@@ -14,8 +14,6 @@ BIND_KEY="pgvigil-key"
 BIND_ALG="hmac-sha256"
 BIND_SECRET=""
 BIND_DIR=""
-_BIND_PREV_EXIT_TRAP=""
-_BIND_TRAP_SET=""
 
 _bind_named() {
     local c
@@ -23,29 +21,6 @@ _bind_named() {
         [ -n "$c" ] && [ -x "$c" ] && { echo "$c"; return 0; }
     done
     return 1
-}
-
-# stop named before lib.sh's cleanup removes (or keeps) $T_DIR, then run that cleanup with the
-# script's exit status still in $?
-_bind_on_exit() {
-    local rc=$?
-    stop_bind
-    if [ -n "$_BIND_PREV_EXIT_TRAP" ]; then
-        (exit "$rc")
-        eval "$_BIND_PREV_EXIT_TRAP"
-    fi
-}
-
-_bind_chain_exit_trap() {
-    [ -n "$_BIND_TRAP_SET" ] && return 0
-    local prev
-    prev=$(trap -p EXIT)            # "trap -- 'cleanup' EXIT" or empty
-    if [ -n "$prev" ]; then
-        eval "set -- $prev"
-        _BIND_PREV_EXIT_TRAP="$3"
-    fi
-    trap _bind_on_exit EXIT
-    _BIND_TRAP_SET=1
 }
 
 # start_bind: start named in $T_DIR/bind and wait until it answers for the zone
@@ -85,7 +60,8 @@ CONF
 ns1 IN A 127.0.0.1
 ZONE
     fi
-    _bind_chain_exit_trap
+    # lib.sh's cleanup runs its hooks before it removes (or keeps) $T_DIR
+    [[ " ${CLEANUP_HOOKS[*]} " == *" stop_bind "* ]] || CLEANUP_HOOKS+=(stop_bind)
     # -g: foreground, log to stderr; named only changes user when given -u
     "$named" -g -n 1 -c "$BIND_DIR/named.conf" >>"$T_DIR/bind.log" 2>&1 &
     BIND_PID=$!
