@@ -354,7 +354,8 @@ static void decide_no_leader(const Observation *o, Decision *d)
     if (to_me)
         decide(d, ACT_PROMOTE, "", "failover to me requested: promoting (%s)", lsn_format(o->my_lsn, buf));
     else
-        decide(d, ACT_PROMOTE, "", "leader key is gone, I am the most advanced (%s)", lsn_format(o->my_lsn, buf));
+        decide(d, ACT_PROMOTE, "", "leader key is gone, I am the most advanced (%s)%s", lsn_format(o->my_lsn, buf),
+               key_leader ? ", and the sync key's leader" : "");
 }
 
 void ha_decide(const Observation *o, Decision *d)

@@ -603,7 +603,7 @@ static void test_sync_election(void **state)
         {"sync mode, sync peer more advanced but stopped", as_election, {t_sync_mode, t_sync_me, t_sync_node3, t_p3_ahead, t_p3_stopped}, ACT_PROMOTE, NULL, NULL, false},
         {"sync mode, async peer still primary", as_election, {t_sync_mode, t_sync_me, t_p3_primary}, ACT_WAIT, NULL, "still running as primary", false},
         {"sync mode, in the sync key but nofailover", as_election, {t_sync_mode, t_sync_me, t_nofailover}, ACT_WAIT, NULL, "nofailover", false},
-        {"sync mode, the key names me as leader, no standby listed", as_election, {t_sync_mode, t_sync_leader_me}, ACT_PROMOTE, NULL, "most advanced", false},
+        {"sync mode, the key names me as leader, no standby listed", as_election, {t_sync_mode, t_sync_leader_me}, ACT_PROMOTE, NULL, "the sync key's leader", false},
         {"sync mode, the key names me as leader, its standby more advanced", as_election, {t_sync_mode, t_sync_leader_me, t_sync_node3, t_p3_ahead}, ACT_WAIT, NULL, "more advanced", false},
         {"sync mode, the key names me as leader, an async peer more advanced", as_election, {t_sync_mode, t_sync_leader_me, t_p3_ahead}, ACT_PROMOTE, NULL, NULL, false},
         {"sync mode, the key names me as leader but the key is gone", as_election, {t_sync_mode, t_sync_leader_me, t_sync_key_gone}, ACT_WAIT, NULL, "synchronous", false},
