@@ -194,13 +194,32 @@ bool pg_start(PgNode *pg, int timeout_s, Err *err)
     return run_pg(pg, argv, (timeout_s + 10) * 1000, NULL, true, err);
 }
 
+#define STOP_POLL_MS 10
+
+/* The postmaster removes its pid file last, once the shutdown checkpoint is written and every
+ * child has exited. pg_ctl -w looks for that every 100 ms; a switchover waits on it, so look
+ * more often. */
+static bool wait_stopped(const PgNode *pg, int timeout_s, Err *err)
+{
+    char pidfile[4200];
+    str_fmt(pidfile, sizeof(pidfile), "%s/postmaster.pid", pg->cfg->pg_data_dir);
+    int64_t deadline = mono_ms() + (int64_t)timeout_s * 1000;
+    while (file_exists(pidfile)) {
+        if (mono_ms() >= deadline) {
+            err_set(err, "postgres did not stop within %d s (%s still exists)", timeout_s, pidfile);
+            return false;
+        }
+        sleep_ms(STOP_POLL_MS);
+    }
+    return true;
+}
+
 bool pg_stop(PgNode *pg, const char *mode, int timeout_s, Err *err)
 {
-    char pg_ctl[4200], t[16];
+    char pg_ctl[4200];
     bin_path(pg, "pg_ctl", pg_ctl, sizeof(pg_ctl));
-    str_fmt(t, sizeof(t), "%d", timeout_s);
-    const char *argv[] = {pg_ctl, "stop", "-D", pg->cfg->pg_data_dir, "-m", mode, "-w", "-t", t, "-s", NULL};
-    if (run_pg(pg, argv, (timeout_s + 5) * 1000, NULL, true, err))
+    const char *argv[] = {pg_ctl, "stop", "-D", pg->cfg->pg_data_dir, "-m", mode, "-W", "-s", NULL};
+    if (run_pg(pg, argv, 30 * 1000, NULL, true, err) && wait_stopped(pg, timeout_s, err))
         return true;
     if (strcmp(mode, "immediate") == 0)
         return false;
