@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <math.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -21,6 +22,7 @@ typedef enum {
     K_HOST,     /* etcd3.host: one "host[:port]" */
     K_INT,
     K_INT64,
+    K_MS,       /* seconds, fractions allowed, into an int of milliseconds */
     K_BOOL,
     K_LINES,    /* a list of strings */
     K_KVMAP,    /* a mapping of scalars, into a KvList */
@@ -95,7 +97,7 @@ static const KeySpec keys[] = {
     {"bootstrap", K_SECTION, 0, 0},
     {"bootstrap.dcs", K_SECTION, 0, 0},
     {"bootstrap.dcs.ttl", K_INT, D(ttl), 0},
-    {"bootstrap.dcs.loop_wait", K_INT, D(loop_wait), 0},
+    {"bootstrap.dcs.loop_wait", K_MS, D(loop_wait_ms), 0},
     {"bootstrap.dcs.retry_timeout", K_INT, D(retry_timeout), 0},
     {"bootstrap.dcs.maximum_lag_on_failover", K_INT64, D(maximum_lag_on_failover), 0},
     {"bootstrap.dcs.synchronous_mode", K_BOOL, D(synchronous_mode), 0},
@@ -184,6 +186,19 @@ bool config_parse_int64(const char *s, int64_t *out)
     if (errno != 0 || end == s || *end != '\0' || !isdigit((unsigned char)end[-1]))
         return false;
     *out = (int64_t)v;
+    return true;
+}
+
+bool config_parse_seconds(const char *s, double *out)
+{
+    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '+'))
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v))
+        return false;
+    *out = v;
     return true;
 }
 
@@ -752,6 +767,17 @@ static bool load_value(Loader *ld, const KeySpec *ks, int line, const yaml_node_
             *(int *)(void *)field = (int)n;
         }
         return true;
+    case K_MS: {
+        double sec;
+        if (!get_text(ld, line, key, "a number of seconds", v, &s))
+            return false;
+        if (!config_parse_seconds(s, &sec))
+            return type_error(ld, line, key, "a number of seconds", v);
+        if (sec > INT_MAX / 1000)
+            return fail_at(ld, line, key, "out of range: %s", s);
+        *(int *)(void *)field = (int)(sec * 1000 + 0.5);
+        return true;
+    }
     case K_BOOL:
         if (!get_text(ld, line, key, "a boolean", v, &s))
             return false;

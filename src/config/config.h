@@ -22,8 +22,9 @@ typedef struct KvList {
  *  "pause":false,"primary_start_timeout":300,
  *  "postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}} */
 typedef struct DynConfig {
-    int ttl;                        /* seconds, leader lease TTL; default 10 */
-    int loop_wait;                  /* seconds between HA ticks; default 1 */
+    int ttl;                        /* seconds, leader lease TTL; default 5 */
+    int loop_wait_ms;               /* between HA ticks and lease renewals; "loop_wait" in
+                                     * seconds, fractions allowed (0.5); default 1000 */
     int retry_timeout;              /* seconds for DCS/PG operation retries; default 3 */
     int64_t maximum_lag_on_failover;/* bytes; default 1048576 */
     bool synchronous_mode;
@@ -172,7 +173,7 @@ char *dynconfig_json_set(const char *json, const char *assignment, Err *err);
 char *dynconfig_json_merge(const char *json, const char *patch, Err *err);
 
 /* Range checks shared by config_load (bootstrap.dcs) and dynconfig_from_json: ttl >= 2,
- * 1 <= loop_wait < ttl, retry_timeout >= 1, synchronous_node_count >= 1, the rest >= 0.
+ * 0.1 <= loop_wait < ttl, ttl >= 1, retry_timeout >= 1, synchronous_node_count >= 1, the rest >= 0.
  * Returns NULL when valid, else the offending key as named in the JSON ("loop_wait") with
  * err holding the reason alone ("must be less than ttl (10), got 10"). */
 const char *dynconfig_check(const DynConfig *dc, Err *err);
@@ -184,6 +185,8 @@ const char *dynconfig_check(const DynConfig *dc, Err *err);
  * 1/0 (any case). Integers: optional sign and decimal digits only. */
 bool config_parse_bool(const char *s, bool *out);
 bool config_parse_int64(const char *s, int64_t *out);
+/* "0.5", "2", "1.25": a non-negative finite number of seconds. */
+bool config_parse_seconds(const char *s, double *out);
 
 const char *kvlist_get(const KvList *l, const char *key);
 void kvlist_set(KvList *l, const char *key, const char *value); /* replace or append, copies */

@@ -9,7 +9,7 @@
 
 #define JSON_OUT_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
 
-typedef enum { F_INT, F_INT64, F_BOOL } FieldKind;
+typedef enum { F_INT, F_INT64, F_BOOL, F_SECONDS_MS } FieldKind;
 
 typedef struct Field {
     const char *key;
@@ -23,7 +23,7 @@ typedef struct Field {
 /* Top-level keys; an alias comes before its modern name so the modern one wins. */
 static const Field top_fields[] = {
     {"ttl", F_INT, DF(ttl), false},
-    {"loop_wait", F_INT, DF(loop_wait), false},
+    {"loop_wait", F_SECONDS_MS, DF(loop_wait_ms), false},
     {"retry_timeout", F_INT, DF(retry_timeout), false},
     {"maximum_lag_on_failover", F_INT64, DF(maximum_lag_on_failover), false},
     {"synchronous_mode", F_BOOL, DF(synchronous_mode), false},
@@ -44,7 +44,7 @@ void dynconfig_defaults(DynConfig *dc)
 {
     memset(dc, 0, sizeof(*dc));
     dc->ttl = 5;
-    dc->loop_wait = 1;
+    dc->loop_wait_ms = 1000;
     dc->retry_timeout = 3;
     dc->maximum_lag_on_failover = 1048576;
     dc->synchronous_node_count = 1;
@@ -72,16 +72,18 @@ void dynconfig_copy(DynConfig *dst, const DynConfig *src)
 
 const char *dynconfig_check(const DynConfig *dc, Err *err)
 {
-    if (dc->ttl < 2) {
-        err_set(err, "must be at least 2, got %d", dc->ttl);
+    char lw[32];
+    str_fmt(lw, sizeof(lw), "%g", dc->loop_wait_ms / 1000.0);
+    if (dc->ttl < 1) {
+        err_set(err, "must be at least 1, got %d", dc->ttl);
         return "ttl";
     }
-    if (dc->loop_wait < 1) {
-        err_set(err, "must be at least 1, got %d", dc->loop_wait);
+    if (dc->loop_wait_ms < 100) {
+        err_set(err, "must be at least 0.1, got %s", lw);
         return "loop_wait";
     }
-    if (dc->loop_wait >= dc->ttl) {
-        err_set(err, "must be less than ttl (%d), got %d", dc->ttl, dc->loop_wait);
+    if ((int64_t)dc->loop_wait_ms >= (int64_t)dc->ttl * 1000) {
+        err_set(err, "must be less than ttl (%d), got %s", dc->ttl, lw);
         return "loop_wait";
     }
     if (dc->retry_timeout < 1) {
@@ -150,6 +152,18 @@ static bool json_to_int64(const json_t *v, int64_t *out)
     return json_is_string(v) && config_parse_int64(json_string_value(v), out);
 }
 
+/* A duration in seconds: a JSON number or a numeric string ("0.5"), finite. */
+static bool json_to_seconds(const json_t *v, double *out)
+{
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+        return isfinite(*out);
+    }
+    if (!json_is_string(v))
+        return false;
+    return config_parse_seconds(json_string_value(v), out);
+}
+
 static bool json_to_bool(const json_t *v, bool *out)
 {
     if (json_is_boolean(v)) {
@@ -193,6 +207,17 @@ static bool read_fields(const json_t *obj, const Field *fields, size_t n, const 
                 return json_type_error(err, key, "an integer", v);
             *(int64_t *)(void *)field = n64;
             break;
+        case F_SECONDS_MS: {
+            double sec;
+            if (!json_to_seconds(v, &sec))
+                return json_type_error(err, key, "a number of seconds", v);
+            if (sec < 0 || sec > INT32_MAX / 1000) {
+                err_set(err, "%s: out of range: %g", key, sec);
+                return false;
+            }
+            *(int *)(void *)field = (int)(sec * 1000 + 0.5);
+            break;
+        }
         }
     }
     return true;
@@ -345,6 +370,12 @@ char *dynconfig_to_json(const DynConfig *dc)
         case F_BOOL: v = json_boolean(*(const bool *)(const void *)field); break;
         case F_INT: v = json_integer(*(const int *)(const void *)field); break;
         case F_INT64: v = json_integer((json_int_t)*(const int64_t *)(const void *)field); break;
+        case F_SECONDS_MS: {
+            /* whole seconds stay integers, as Patroni writes them */
+            int ms = *(const int *)(const void *)field;
+            v = ms % 1000 == 0 ? json_integer(ms / 1000) : json_real(ms / 1000.0);
+            break;
+        }
         }
         json_object_set_new(top ? root : pg, f->key, v);
     }

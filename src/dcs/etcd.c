@@ -596,6 +596,12 @@ static bool lease_grant(EtcdDcs *e, int ttl, int64_t *id, Err *err)
         return false;
     const char *error = json_string_value(json_object_get(res, "error"));
     bool ok = get_i64(res, "ID", id) && *id != 0;
+    int64_t granted = 0;
+    if (ok && get_i64(res, "TTL", &granted) && granted > ttl)
+        /* etcd's floor is 1.5 election timeouts; our deadlines stay on the shorter ttl (safe),
+         * but the cluster fails over only once the longer one has passed */
+        log_warn("etcd %s granted a %lld s lease for ttl %d (its minimum: 1.5 x --election-timeout); "
+                 "failover takes %lld s", e->hosts[e->cur], (long long)granted, ttl, (long long)granted);
     json_decref(res);
     if (error && *error) {
         err_set(err, "etcd %s: %s: %s", e->hosts[e->cur], path, error);

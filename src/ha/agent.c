@@ -52,9 +52,9 @@ static int current_ttl(const Agent *a)
     return a->cluster.config.ttl > 0 ? a->cluster.config.ttl : a->cfg->bootstrap_dcs.ttl;
 }
 
-static int current_loop_wait(const Agent *a)
+static int64_t current_loop_wait_ms(const Agent *a)
 {
-    return a->cluster.config.loop_wait > 0 ? a->cluster.config.loop_wait : a->cfg->bootstrap_dcs.loop_wait;
+    return a->cluster.config.loop_wait_ms > 0 ? a->cluster.config.loop_wait_ms : a->cfg->bootstrap_dcs.loop_wait_ms;
 }
 
 /* The lease is renewed once per loop_wait, not on every tick: a tick also runs on every etcd
@@ -63,14 +63,14 @@ static int current_loop_wait(const Agent *a)
  * average. */
 static int64_t renew_due_ms(const Agent *a)
 {
-    return a->lease_sent_ms + (int64_t)current_loop_wait(a) * 1000 - RENEW_EARLY_MS;
+    return a->lease_sent_ms + current_loop_wait_ms(a) - RENEW_EARLY_MS;
 }
 
 /* The fence stops postgres this long before the lease deadline. It has to fall after the next
  * renewal (one loop_wait after the last), with room for a slow one: half the gap, at most 1 s. */
 static int64_t fence_margin(const Agent *a)
 {
-    int64_t gap = (int64_t)(current_ttl(a) - current_loop_wait(a)) * 1000;
+    int64_t gap = (int64_t)current_ttl(a) * 1000 - current_loop_wait_ms(a);
     return gap / 2 < 1000 ? gap / 2 : 1000;
 }
 
@@ -223,7 +223,7 @@ static void publish(Agent *a)
     char *shape = member_to_json(&m);
     m.xlog_location = pos;
     int64_t now = mono_ms();
-    bool recent = now - a->last_member_write_ms < (int64_t)a->cluster.config.loop_wait * 1000;
+    bool recent = now - a->last_member_write_ms < (int64_t)a->cluster.config.loop_wait_ms;
     bool changed = strcmp(shape, a->last_member_shape) != 0;
     if (a->dcs_ok && (changed || (pos != a->last_member_pos && !recent))) {
         Err err = {{0}};
@@ -582,7 +582,7 @@ int cmd_agent(int argc, char **argv)
             a->dcs_timeout_ms = t;
             dcs_etcd_set_timeout(a->dcs, (int)t);
         }
-        int64_t wait = (int64_t)a->cluster.config.loop_wait * 1000 - (mono_ms() - t0);
+        int64_t wait = current_loop_wait_ms(a) - (mono_ms() - t0);
         /* a tick run early by an etcd change must not delay the next renewal */
         if (a->lease_ok && wait > renew_due_ms(a) - mono_ms())
             wait = renew_due_ms(a) - mono_ms();

@@ -685,7 +685,7 @@ static void keep_leader(Agent *a, const Decision *d)
     maintain_sync(a);
     int64_t now = mono_ms();
     if (a->pgst.wal_lsn && a->pgst.wal_lsn != a->cluster.status_optime &&
-        now - a->status_written_ms >= (int64_t)a->cluster.config.loop_wait * 1000) {
+        now - a->status_written_ms >= (int64_t)a->cluster.config.loop_wait_ms) {
         a->status_written_ms = now;
         char status[64];
         str_fmt(status, sizeof(status), "{\"optime\":%llu}", (unsigned long long)a->pgst.wal_lsn);

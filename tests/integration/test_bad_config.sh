@@ -54,7 +54,7 @@ expect_config_error "$T_DIR/bad/ttl.yml" "ttl\.yml:$l: bootstrap\.dcs\.ttl: expe
 
 sed 's/^    loop_wait: .*/    loop_wait: [1]/' "$good" >"$T_DIR/bad/loop_wait.yml"
 l=$(line_of "loop_wait:" "$T_DIR/bad/loop_wait.yml")
-expect_config_error "$T_DIR/bad/loop_wait.yml" ":$l: bootstrap\.dcs\.loop_wait: expected an integer, got a list"
+expect_config_error "$T_DIR/bad/loop_wait.yml" ":$l: bootstrap\.dcs\.loop_wait: expected a number of seconds, got a list"
 
 sed '/^scope:/d' "$good" >"$T_DIR/bad/noscope.yml"
 expect_config_error "$T_DIR/bad/noscope.yml" "missing required key: scope"

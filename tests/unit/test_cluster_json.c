@@ -529,7 +529,7 @@ static void test_cluster_from_kvs_full(void **state)
     assert_true(c.config_mod_revision == 3);
     assert_string_equal(c.config_json, kvs[0].value);
     assert_int_equal(c.config.ttl, 30);
-    assert_int_equal(c.config.loop_wait, 10);
+    assert_int_equal(c.config.loop_wait_ms, 10000);
     assert_true(c.config.pause);
 
     assert_true(c.failover.present);
@@ -636,7 +636,7 @@ static void test_cluster_from_kvs_empty(void **state)
     assert_false(c.has_config);
     assert_null(c.config_json);
     assert_int_equal(c.config.ttl, defaults.config.ttl);
-    assert_int_equal(c.config.loop_wait, defaults.config.loop_wait);
+    assert_int_equal(c.config.loop_wait_ms, defaults.config.loop_wait_ms);
     assert_false(c.failover.present);
     assert_false(c.sync.present);
     assert_null(c.history_json);

@@ -200,7 +200,7 @@ static void test_full_file(void **state)
 
     const DynConfig *d = &c->bootstrap_dcs;
     assert_int_equal(d->ttl, 30);
-    assert_int_equal(d->loop_wait, 10);
+    assert_int_equal(d->loop_wait_ms, 10000);
     assert_int_equal(d->retry_timeout, 10);
     assert_int_equal(d->maximum_lag_on_failover, 33554432);
     assert_true(d->synchronous_mode);
@@ -265,7 +265,7 @@ static void test_defaults(void **state)
     assert_false(c->tags.clonefrom);
     assert_int_equal(c->tags.failover_priority, 1);
     assert_int_equal(c->bootstrap_dcs.ttl, 5);
-    assert_int_equal(c->bootstrap_dcs.loop_wait, 1);
+    assert_int_equal(c->bootstrap_dcs.loop_wait_ms, 1000);
     assert_int_equal(c->bootstrap_dcs.retry_timeout, 3);
     assert_int_equal(c->bootstrap_dcs.maximum_lag_on_failover, 1048576);
     assert_int_equal(c->bootstrap_dcs.synchronous_node_count, 1);
@@ -377,8 +377,16 @@ static void test_merge_keys(void **state)
     assert_string_equal(kvlist_get(&c->pg_parameters, "max_connections"), "100");
     assert_string_equal(kvlist_get(&c->pg_parameters, "work_mem"), "8MB");
     assert_int_equal(c->bootstrap_dcs.ttl, 40);
-    assert_int_equal(c->bootstrap_dcs.loop_wait, 5);
+    assert_int_equal(c->bootstrap_dcs.loop_wait_ms, 5000);
     assert_int_equal(c->bootstrap_dcs.pg_parameters.n, 2);
+    config_free(c);
+
+    /* the fast profile: a one-second lease renewed every half second */
+    c = load_text("scope: s\nname: n\npostgresql: {data_dir: /d}\nbootstrap:\n  dcs: {ttl: 1, loop_wait: 0.5}\n", false, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c->bootstrap_dcs.ttl, 1);
+    assert_int_equal(c->bootstrap_dcs.loop_wait_ms, 500);
     config_free(c);
 
     /* A mapping that merges itself, and an exponential fan-out, stop with an error. */
@@ -509,9 +517,17 @@ static void test_dcs_ranges(void **state)
                  "node.yml:7: bootstrap.dcs.loop_wait: must be less than ttl (10), got 10");
     expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: 30\n    ttl: 20\n",
                  "node.yml:4: bootstrap.dcs.loop_wait: must be less than ttl (20), got 30");
-    expect_error("scope: demo\nbootstrap:\n  dcs:\n    ttl: 1\n", "node.yml:4: bootstrap.dcs.ttl: must be at least 2, got 1");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    ttl: 0\n", "node.yml:4: bootstrap.dcs.ttl: must be at least 1, got 0");
     expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: 0\n",
-                 "node.yml:4: bootstrap.dcs.loop_wait: must be at least 1, got 0");
+                 "node.yml:4: bootstrap.dcs.loop_wait: must be at least 0.1, got 0");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: 0.05\n",
+                 "node.yml:4: bootstrap.dcs.loop_wait: must be at least 0.1, got 0.05");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    ttl: 1\n",
+                 "node.yml:4: bootstrap.dcs.loop_wait: must be less than ttl (1), got 1");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: -1\n",
+                 "node.yml:4: bootstrap.dcs.loop_wait: expected a number of seconds, got \"-1\"");
+    expect_error("scope: demo\nbootstrap:\n  dcs:\n    loop_wait: 1s\n",
+                 "node.yml:4: bootstrap.dcs.loop_wait: expected a number of seconds, got \"1s\"");
     expect_error("scope: demo\nbootstrap:\n  dcs:\n    synchronous_node_count: 0\n",
                  "node.yml:4: bootstrap.dcs.synchronous_node_count: must be at least 1");
 }
@@ -532,7 +548,7 @@ static void test_dynconfig_defaults_json(void **state)
     assert_true(dynconfig_from_json(NULL, &d, &err));
     assert_int_equal(d.ttl, 5);
     assert_true(dynconfig_from_json("  ", &d, &err));
-    assert_int_equal(d.loop_wait, 1);
+    assert_int_equal(d.loop_wait_ms, 1000);
     assert_true(dynconfig_from_json("{}", &d, &err));
     assert_int_equal(d.primary_start_timeout, 300);
     assert_int_equal(d.pg_parameters.n, 0);
@@ -552,7 +568,7 @@ static void test_dynconfig_round_trip(void **state)
     if (!dynconfig_from_json(in, &d, &err))
         fail_msg("%s", err.msg);
     assert_int_equal(d.ttl, 30);
-    assert_int_equal(d.loop_wait, 10);
+    assert_int_equal(d.loop_wait_ms, 10000);
     assert_int_equal(d.retry_timeout, 10);
     assert_true(d.maximum_lag_on_failover == 5000000000LL);
     assert_true(d.synchronous_mode);
@@ -628,8 +644,25 @@ static void test_dynconfig_json_errors(void **state)
     Err err = {{0}};
     assert_true(dynconfig_from_json("{\"ttl\":\"20\",\"loop_wait\":5.0}", &d, &err));
     assert_int_equal(d.ttl, 20);
-    assert_int_equal(d.loop_wait, 5);
+    assert_int_equal(d.loop_wait_ms, 5000);
     dynconfig_free(&d);
+
+    /* loop_wait in fractions of a second (the fast profile), written back as a real; whole
+     * seconds stay integers */
+    assert_true(dynconfig_from_json("{\"ttl\":1,\"loop_wait\":0.5}", &d, &err));
+    assert_int_equal(d.ttl, 1);
+    assert_int_equal(d.loop_wait_ms, 500);
+    assert_null(dynconfig_check(&d, &err));
+    char *js = dynconfig_to_json(&d);
+    assert_non_null(strstr(js, "\"loop_wait\":0.5"));
+    free(js);
+    dynconfig_free(&d);
+    assert_true(dynconfig_from_json("{\"loop_wait\":\"0.25\"}", &d, &err));
+    assert_int_equal(d.loop_wait_ms, 250);
+    dynconfig_free(&d);
+    expect_json_error("{\"loop_wait\":\"fast\"}", "loop_wait: expected a number of seconds, got \"fast\"");
+    expect_json_error("{\"loop_wait\":-2}", "loop_wait: out of range");
+    expect_json_error("{\"ttl\":1,\"loop_wait\":1}", "loop_wait: must be less than ttl (1), got 1");
 }
 
 static void expect_set(const char *json, const char *assignment, const char *want)
