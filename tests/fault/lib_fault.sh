@@ -135,17 +135,17 @@ fault_teardown() {
     for d in "$T_DIR"/node*/data; do
         [ -f "$d/postmaster.pid" ] || continue
         pm=$(head -1 "$d/postmaster.pid")
-        [ -n "$pm" ] && kill -QUIT "$pm" 2>/dev/null
+        [ -n "$pm" ] && is_our_postmaster "$pm" && kill -QUIT "$pm" 2>/dev/null
     done
     for _ in $(seq 1 50); do
         p=""
         for d in "$T_DIR"/node*/data; do
-            [ -f "$d/postmaster.pid" ] && pm=$(head -1 "$d/postmaster.pid") && [ -n "$pm" ] && kill -0 "$pm" 2>/dev/null && p="$p $pm"
+            [ -f "$d/postmaster.pid" ] && pm=$(head -1 "$d/postmaster.pid") && [ -n "$pm" ] && is_our_postmaster "$pm" && p="$p $pm"
         done
         [ -z "$p" ] && break
         sleep 0.1
     done
-    for p in "${ETCD_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${ETCD_PIDS[@]}"; do is_ours "$p" && kill -TERM "$p" 2>/dev/null; done
     ETCD_PID=""
     return 0
 }

@@ -42,10 +42,35 @@ dump_logs() {
     done
 }
 
+# is_ours PID: the process descends from this test's shell. A PID recorded long ago may have
+# exited and been reused by someone else's process (PIDs wrap on a busy machine): never signal
+# that one.
+is_ours() {
+    local p="$1" ppid
+    while [ -n "$p" ] && [ "$p" -gt 1 ] 2>/dev/null; do
+        [ "$p" = "$$" ] && return 0
+        ppid=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || return 1
+        p="$ppid"
+    done
+    return 1
+}
+
+# is_our_postmaster PID: a postgres whose data directory is under $T_DIR (postmasters are
+# daemonized, so they do not descend from the test's shell)
+is_our_postmaster() {
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$T_DIR/"
+}
+
 cleanup() {
     local rc=$?
     local h p
     for h in "${CLEANUP_HOOKS[@]}"; do "$h" || true; done
+    local ours=()
+    for p in "${EXTRA_PIDS[@]}"; do is_ours "$p" && ours+=("$p"); done
+    EXTRA_PIDS=("${ours[@]}")
+    for i in "${!AGENT_PID[@]}"; do
+        [ -n "${AGENT_PID[$i]}" ] && ! is_ours "${AGENT_PID[$i]}" && AGENT_PID[$i]=""
+    done
     for p in "${EXTRA_PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; done
     for p in "${EXTRA_PIDS[@]}"; do
         for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -65,10 +90,10 @@ cleanup() {
     for d in "$T_DIR"/node*/data; do
         [ -f "$d/postmaster.pid" ] || continue
         local pm; pm=$(head -1 "$d/postmaster.pid")
-        [ -n "$pm" ] && kill -QUIT "$pm" 2>/dev/null
+        [ -n "$pm" ] && is_our_postmaster "$pm" && kill -QUIT "$pm" 2>/dev/null
     done
     # fencing processes are the agents' children: they exit when their agent is gone
-    [ -n "$ETCD_PID" ] && kill -CONT "$ETCD_PID" 2>/dev/null && kill -TERM "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
+    [ -n "$ETCD_PID" ] && is_ours "$ETCD_PID" && kill -CONT "$ETCD_PID" 2>/dev/null && kill -TERM "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
     sleep 0.5
     if [ "$rc" -ne 0 ] || [ -n "${KEEP:-}" ]; then
         echo "test directory kept: $T_DIR"
@@ -101,7 +126,8 @@ start_etcd() {
     /usr/bin/etcd --name it --data-dir "$T_DIR/etcd" \
         --listen-client-urls "http://127.0.0.1:$E_PORT" --advertise-client-urls "http://127.0.0.1:$E_PORT" \
         --listen-peer-urls "http://127.0.0.1:$E_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$E_PEER" \
-        --initial-cluster "it=http://127.0.0.1:$E_PEER" --heartbeat-interval 100 --election-timeout 1000 \
+        --initial-cluster "it=http://127.0.0.1:$E_PEER" --heartbeat-interval 100 \
+        --election-timeout "${ETCD_ELECTION_MS:-1000}" \
         >>"$T_DIR/etcd.log" 2>&1 &
     ETCD_PID=$!
     wait_until 30 "etcd on port $E_PORT" curl -sf "http://127.0.0.1:$E_PORT/health"
@@ -135,7 +161,7 @@ restapi:
 bootstrap:
   dcs:
     ttl: $T_TTL
-    loop_wait: 1
+    loop_wait: ${T_LOOP_WAIT:-1}
     retry_timeout: 2
     maximum_lag_on_failover: 10485760
 ${BOOTSTRAP_EXTRA:-}
