@@ -38,6 +38,7 @@ typedef struct Job {
     int port;
     char slot[64];
     char sync_names[1200];      /* synchronous_standby_names (>= SSN_TEXT_MAX) */
+    char replica_ssn[64];       /* ... written for a replica: SSN_BLOCK in synchronous mode */
     KvList dyn_params;          /* copy of the cluster's postgresql.parameters */
     int start_timeout;          /* seconds (primary_start_timeout) */
     bool did_initdb;            /* set by the worker: the data directory is ours to remove */

@@ -108,6 +108,18 @@ static void set_role(Agent *a, const char *role, const char *reason)
     agent_run_callback(a, "on_role_change", role);
 }
 
+/* In synchronous mode a replica already runs with the blocking synchronous_standby_names (it
+ * means nothing in recovery), so that it is in force the moment the replica is promoted and
+ * the promotion need not wait for a reload to reach the checkpointer. */
+static const char *replica_ssn(const Agent *a)
+{
+    return a->cluster.config.synchronous_mode ? SSN_BLOCK : "";
+}
+
+/* how long a configuration must have been loaded for the checkpointer to have applied it: far
+ * more than the 200 ms waited after a reload below */
+#define SSN_SETTLED_TEXT "2 seconds"
+
 static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
 {
     memset(j, 0, sizeof(*j));
@@ -118,6 +130,7 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
     if (a->cluster.config.use_slots)
         pg_slot_name(a->cfg->name, j->slot, sizeof(j->slot));
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
+    str_copy(j->replica_ssn, sizeof(j->replica_ssn), replica_ssn(a));
     j->start_timeout = a->cluster.config.primary_start_timeout;
     for (int i = 0; i < a->cluster.config.pg_parameters.n; i++)
         kvlist_set(&j->dyn_params, a->cluster.config.pg_parameters.items[i].key,
@@ -192,7 +205,7 @@ static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_sign
         .primary_host = j->host,
         .primary_port = j->port,
         .slot_name = j->slot[0] ? j->slot : NULL,
-        .sync_names = j->sync_names,
+        .sync_names = replica ? j->replica_ssn : j->sync_names,
         .dyn_params = &j->dyn_params,
     };
     return pg_write_config(pg, &spec, err);
@@ -248,9 +261,22 @@ static bool run_job(Agent *a, Job *j, Err *err)
     case JOB_START_PRIMARY:
         ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
-    case JOB_PROMOTE:
+    case JOB_PROMOTE: {
+        /* synchronous mode: has the blocking value been in force a while already (the replica
+         * ran with it), so that the checkpointer has surely put it into shared memory? */
+        bool settled = false;
+        if (j->sync_names[0]) {
+            Err qe = {{0}};
+            PGresult *r = pg_query(&pg, "SELECT current_setting('synchronous_standby_names'), "
+                                        "now() - pg_conf_load_time() > interval '" SSN_SETTLED_TEXT "'", 1000, &qe);
+            settled = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), j->sync_names) == 0 &&
+                      strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+            PQclear(r);
+        }
+        if (settled)
+            log_info("promote: the blocking synchronous_standby_names is already in force");
         ok = write_conf_ex(&pg, j, false, true, err) && pg_reload(&pg, err);
-        if (ok && j->sync_names[0]) {
+        if (ok && j->sync_names[0] && !settled) {
             /* synchronous mode: the blocking synchronous_standby_names must be in force before
              * the first commit the new primary could acknowledge */
             ok = false;
@@ -269,6 +295,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         }
         ok = ok && pg_promote(&pg, 60, err);
         break;
+    }
     case JOB_REWIND: {
         if (!j->host[0]) {
             err_set(err, "no address known for %s", j->target);
@@ -535,7 +562,8 @@ static bool reconfigure(Agent *a, bool replica, const char *target, const char *
     Job j;
     job_prepare(a, &j, JOB_NONE, replica ? target : NULL);
     PgConfSpec spec = {.replica = replica, .primary_host = j.host, .primary_port = j.port,
-                       .slot_name = j.slot[0] ? j.slot : NULL, .sync_names = ssn, .dyn_params = &j.dyn_params};
+                       .slot_name = j.slot[0] ? j.slot : NULL, .sync_names = replica ? j.replica_ssn : ssn,
+                       .dyn_params = &j.dyn_params};
     bool ok = pg_write_config(&a->pg, &spec, err) && pg_reload(&a->pg, err);
     kvlist_free(&j.dyn_params);
     return ok;

@@ -79,7 +79,8 @@ typedef struct PgConfSpec {
     const char *primary_host;    /* replica: upstream host/port ("" = no upstream yet) */
     int primary_port;
     const char *slot_name;       /* replica: primary_slot_name (NULL = none) */
-    const char *sync_names;      /* primary: synchronous_standby_names value ("" = async) */
+    const char *sync_names;      /* synchronous_standby_names value ("" = async); a replica
+                                  * gets the blocking one ahead of a promotion in sync mode */
     const KvList *dyn_params;    /* dynamic parameters from etcd config (may be NULL) */
     bool keep_signal;            /* leave standby.signal as it is (promotion removes it itself) */
 } PgConfSpec;

@@ -167,7 +167,7 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
             add_param(&b, "primary_conninfo", "");
         }
         add_param(&b, "primary_slot_name", spec->slot_name ? spec->slot_name : "");
-        add_param(&b, "synchronous_standby_names", "");
+        add_param(&b, "synchronous_standby_names", spec->sync_names ? spec->sync_names : "");
     } else {
         add_param(&b, "primary_conninfo", "");
         add_param(&b, "primary_slot_name", "");
