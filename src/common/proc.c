@@ -32,7 +32,7 @@ static void waiting_set(pid_t pid, pid_t to)
         }
 }
 
-static bool is_zombie(pid_t pid)
+bool proc_is_zombie(pid_t pid)
 {
     char path[64], buf[256];
     str_fmt(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -67,7 +67,7 @@ void proc_reap_orphans(void)
             for (size_t i = 0; i < ARRAY_LEN(waiting); i++)
                 if (waiting[i] == pid)
                     ours = true;
-            if (!ours && is_zombie(pid))
+            if (!ours && proc_is_zombie(pid))
                 waitpid(pid, NULL, WNOHANG);
         }
         fclose(f);

@@ -34,6 +34,8 @@ pid_t proc_spawn(const char *const argv[], const ProcOpts *opts, Err *err);
 /* Reap zombie children that no proc_run() call is waiting for: with the agent as child
  * subreaper, an orphaned postmaster (and its backends) become our children when they die. */
 void proc_reap_orphans(void);
+/* Has pid exited without being reaped yet? (false when it is gone or cannot be read) */
+bool proc_is_zombie(pid_t pid);
 
 /* Non-blocking reap: true when pid has exited (status in *status, may be NULL). */
 bool proc_reap(pid_t pid, int *status);

@@ -60,6 +60,9 @@ void pg_node_close(PgNode *pg);        /* close the cached connection */
 
 /* Look at the data directory and the server. Never fails: what it cannot learn stays false/0. */
 void pg_observe(PgNode *pg, PgState *st);
+/* The live postmaster of data_dir per its pid file: 0 when there is none, or when the pid is
+ * gone, a zombie, or reused by a process that is not postgres. */
+pid_t pg_postmaster_pid(const char *data_dir);
 /* The system identifier from pg_controldata (works with the server stopped). */
 bool pg_read_sysid(PgNode *pg, char *buf, size_t sz, Err *err);
 /* What pg_controldata says about a stopped (or running) data directory. */

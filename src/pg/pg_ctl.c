@@ -204,7 +204,8 @@ static bool wait_stopped(const PgNode *pg, int timeout_s, Err *err)
     char pidfile[4200];
     str_fmt(pidfile, sizeof(pidfile), "%s/postmaster.pid", pg->cfg->pg_data_dir);
     int64_t deadline = mono_ms() + (int64_t)timeout_s * 1000;
-    while (file_exists(pidfile)) {
+    /* a pid file left by a postmaster that died (or is an unreaped zombie) means stopped too */
+    while (file_exists(pidfile) && pg_postmaster_pid(pg->cfg->pg_data_dir) != 0) {
         if (mono_ms() >= deadline) {
             err_set(err, "postgres did not stop within %d s (%s still exists)", timeout_s, pidfile);
             return false;

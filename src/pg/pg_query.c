@@ -3,6 +3,7 @@
 #include "common/common.h"
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/timeutil.h"
 #include "pg/pg.h"
 
@@ -147,7 +148,7 @@ bool pg_exec(PgNode *pg, const char *sql, int timeout_ms, Err *err)
     return r != NULL;
 }
 
-static pid_t postmaster_pid(const char *data_dir)
+pid_t pg_postmaster_pid(const char *data_dir)
 {
     char path[4096];
     str_fmt(path, sizeof(path), "%s/postmaster.pid", data_dir);
@@ -158,9 +159,21 @@ static pid_t postmaster_pid(const char *data_dir)
     free(txt);
     if (pid <= 0)
         return 0;
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    /* a postmaster killed with its agent stays a zombie where nothing reaps it */
+    if ((kill((pid_t)pid, 0) != 0 && errno == ESRCH) || proc_is_zombie((pid_t)pid))
         return 0;
-    /* a stale pid file can name a reused pid: check it is a postgres process */
+    /* a live postmaster runs in its data directory; a stale pid file can name a pid reused by
+     * another process, even another cluster's postgres */
+    char cwd[4096], real[4096];
+    str_fmt(path, sizeof(path), "/proc/%ld/cwd", pid);
+    ssize_t n = readlink(path, cwd, sizeof(cwd) - 1);
+    if (n > 0 && realpath(data_dir, real)) {
+        cwd[n] = '\0';
+        return strcmp(cwd, real) == 0 ? (pid_t)pid : 0;
+    }
+    if (n < 0 && errno == ENOENT)
+        return 0;
+    /* cwd not readable here: a stale pid file can name a reused pid: check it is a postgres process */
     char comm[64];
     str_fmt(path, sizeof(path), "/proc/%ld/comm", pid);
     char *c = file_read_all(path, NULL, NULL);
@@ -219,7 +232,7 @@ void pg_observe(PgNode *pg, PgState *st)
     str_fmt(path, sizeof(path), "%s/standby.signal", dd);
     st->standby_signal = file_exists(path);
     st->history_tli = st->data_dir_valid ? wal_history_tli(dd) : 0;
-    st->postmaster_pid = st->data_dir_valid ? postmaster_pid(dd) : 0;
+    st->postmaster_pid = st->data_dir_valid ? pg_postmaster_pid(dd) : 0;
     st->running = st->postmaster_pid > 0;
     if (!st->running) {
         pg_node_close(pg);
