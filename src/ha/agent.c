@@ -407,7 +407,9 @@ static void tick(Agent *a)
     o.cluster = &a->cluster;
 
     PeerPos peers[32];
-    if (a->dcs_ok && !a->cluster.leader[0] && a->cluster.initialized && a->pgst.running && !o.action_running) {
+    bool leader_in_recovery = strcmp(a->cluster.leader, a->cfg->name) == 0 && a->pgst.in_recovery;
+    if (a->dcs_ok && (!a->cluster.leader[0] || leader_in_recovery) && a->cluster.initialized && a->pgst.running &&
+        !o.action_running) {
         o.n_peers = peers_fetch(&a->cluster, a->cfg->name, (int)a->dcs_timeout_ms, peers, 32);
         o.peers = peers;
     }

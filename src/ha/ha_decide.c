@@ -118,6 +118,15 @@ static void decide_leader(const Observation *o, Decision *d)
         return;
     }
     if (o->pg_in_recovery) {
+        /* the key can name us while the old primary still runs (it was overwritten, or we got
+         * it before the old one noticed): that one demotes the moment it sees the key, and we
+         * promote only once it has */
+        for (int i = 0; i < o->n_peers; i++)
+            if (o->peers[i].reachable && o->peers[i].is_primary) {
+                decide(d, ACT_WAIT, "", "I hold the leader key, but %s still runs as primary: waiting for it to step down",
+                       o->peers[i].name);
+                return;
+            }
         decide(d, ACT_PROMOTE, "", "I hold the leader key but postgres is in recovery: promoting");
         return;
     }

@@ -292,6 +292,13 @@ static void t_p3_nofailover(Fx *f) { peer(f, "node3")->tags.nofailover = true; }
 static void t_p3_unreachable(Fx *f) { peer(f, "node3")->reachable = false; }
 static void t_p3_stopped(Fx *f) { peer(f, "node3")->pg_running = false; }
 static void t_p3_primary(Fx *f) { peer(f, "node3")->is_primary = true; }
+/* as leader node1: its peers node3 and node2, node3 still running as primary */
+static void t_leader_peer3_primary(Fx *f)
+{
+    f->o.peers = &f->peers[1];
+    f->o.n_peers = 2;
+    t_p3_primary(f);
+}
 static void t_p1_primary_unreachable(Fx *f) { peer(f, "node1")->is_primary = true; peer(f, "node1")->pg_running = true; }
 static void t_prio2(Fx *f) { f->o.tags.failover_priority = 2; }
 
@@ -498,6 +505,7 @@ static void test_leader(void **state)
         {"leader, start failed three times", as_leader, {t_pg_down, t_start_failed_3x}, ACT_GIVE_UP_LEADER, NULL, "start failed", false},
         {"leader, primary_start_timeout 0", as_leader, {t_pg_down, t_start_timeout0}, ACT_GIVE_UP_LEADER, NULL, NULL, false},
         {"leader in recovery", as_leader, {t_in_recovery}, ACT_PROMOTE, NULL, "in recovery", false},
+        {"leader in recovery, the old primary still runs", as_leader, {t_in_recovery, t_leader_peer3_primary}, ACT_WAIT, NULL, "node3 still runs as primary", false},
         {"leader not answering yet", as_leader, {t_not_accepting}, ACT_WAIT, NULL, "not answering", false},
         {"leader, renewal failed, time left", as_leader, {t_lease_fail}, ACT_WAIT, NULL, "cannot renew", false},
         {"leader, renewal failed, one ms before the margin", as_leader, {t_lease_fail, t_margin_plus1}, ACT_WAIT, NULL, "cannot renew", false},
@@ -952,6 +960,10 @@ static const char *check_invariants(const Fx *f, const Decision *d)
     }
     if (a == ACT_PROMOTE && i_lead && (!o->lease_ok || !o->pg_in_recovery || c->config.pause))
         return "leader promotes without a lease or outside recovery";
+    if (a == ACT_PROMOTE && i_lead)
+        for (int i = 0; i < o->n_peers; i++)
+            if (o->peers[i].reachable && o->peers[i].is_primary)
+                return "leader promotes while a reachable peer is primary";
     if (a == ACT_PROMOTE && !i_lead) {
         if (c->leader[0])
             return "promotes while a leader key exists";
