@@ -205,7 +205,7 @@ static bool wait_stopped(const PgNode *pg, int timeout_s, Err *err)
     str_fmt(pidfile, sizeof(pidfile), "%s/postmaster.pid", pg->cfg->pg_data_dir);
     int64_t deadline = mono_ms() + (int64_t)timeout_s * 1000;
     /* a pid file left by a postmaster that died (or is an unreaped zombie) means stopped too */
-    while (file_exists(pidfile) && pg_postmaster_pid(pg->cfg->pg_data_dir) != 0) {
+    while (pg_postmaster_pid(pg->cfg->pg_data_dir) != 0) {
         if (mono_ms() >= deadline) {
             err_set(err, "postgres did not stop within %d s (%s still exists)", timeout_s, pidfile);
             return false;
@@ -479,31 +479,19 @@ bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err)
 
 bool pg_kill_postmaster(const char *data_dir, int grace_ms)
 {
-    char path[4096];
-    str_fmt(path, sizeof(path), "%s/postmaster.pid", data_dir);
-    char *txt = file_read_all(path, NULL, NULL);
-    if (!txt)
-        return true;
-    long pid = strtol(txt, NULL, 10);
-    free(txt);
-    if (pid <= 0 || kill((pid_t)pid, 0) != 0)
-        return true;
     /* a stale pid file may name a pid reused by another program: never signal that */
-    char cpath[64];
-    str_fmt(cpath, sizeof(cpath), "/proc/%ld/comm", pid);
-    char *comm = file_read_all(cpath, NULL, NULL);
-    bool is_pg = comm && (strncmp(comm, "postgres", 8) == 0 || strncmp(comm, "postmaster", 10) == 0);
-    free(comm);
-    if (!is_pg)
+    pid_t pid = pg_postmaster_pid(data_dir);
+    if (pid == 0)
         return true;
     /* SIGQUIT = immediate shutdown: the postmaster kills every backend at once */
-    kill((pid_t)pid, SIGQUIT);
+    kill(pid, SIGQUIT);
     int64_t deadline = mono_ms() + grace_ms;
     while (mono_ms() < deadline) {
-        if (kill((pid_t)pid, 0) != 0)
+        if (pg_postmaster_pid(data_dir) != pid)
             return true;
         sleep_ms(20);
     }
-    kill((pid_t)pid, SIGKILL);
-    return kill((pid_t)pid, 0) != 0;
+    kill(pid, SIGKILL);
+    sleep_ms(20);
+    return pg_postmaster_pid(data_dir) != pid;
 }
