@@ -119,7 +119,7 @@ static int edit_config(CliCtx *ctx, char **sets, int n_sets, bool force)
         bool swapped = false;
         Err err = {{0}};
         bool ok = ctx->dcs->ops->cas_rev(ctx->dcs, "config", c->has_config ? c->config_mod_revision : 0,
-                                         json, &swapped, &err);
+                                         json, &swapped, NULL, &err);
         free(json);
         if (!ok)
             return cli_dcs_error(ctx, &err);

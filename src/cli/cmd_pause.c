@@ -98,7 +98,7 @@ static int set_pause(CliCtx *ctx, bool pause, bool wait)
         }
         bool swapped = false;
         bool ok = ctx->dcs->ops->cas_rev(ctx->dcs, "config", c->has_config ? c->config_mod_revision : 0,
-                                         json, &swapped, &err);
+                                         json, &swapped, NULL, &err);
         free(json);
         if (!ok)
             return cli_dcs_error(ctx, &err);

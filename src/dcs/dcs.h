@@ -24,9 +24,10 @@ typedef struct DcsOps {
     /* Put only if the key's current value equals expected (NULL expected: key must be absent). */
     bool (*cas)(Dcs *d, const char *key, const char *expected, const char *value, bool on_lease,
                 bool *swapped, Err *err);
-    /* Put only if mod_revision matches (0: key must be absent). */
+    /* Put only if mod_revision matches (0: key must be absent). *new_revision (may be NULL)
+     * gets the key's mod_revision after a swap, 0 otherwise. */
     bool (*cas_rev)(Dcs *d, const char *key, int64_t mod_revision, const char *value,
-                    bool *swapped, Err *err);
+                    bool *swapped, int64_t *new_revision, Err *err);
     /* Delete key, only if its value equals expected when expected is non-NULL. */
     bool (*del)(Dcs *d, const char *key, const char *expected, bool *deleted, Err *err);
     /* Delete every key under the prefix (used by `pgvigil remove` and tests). */

@@ -271,11 +271,13 @@ static bool mem_cas(Dcs *d, const char *key, const char *expected, const char *v
 }
 
 static bool mem_cas_rev(Dcs *d, const char *key, int64_t mod_revision, const char *value,
-                        bool *swapped, Err *err)
+                        bool *swapped, int64_t *new_revision, Err *err)
 {
     MemDcs *m = mem_of(d);
     if (swapped)
         *swapped = false;
+    if (new_revision)
+        *new_revision = 0;
     if (!mem_check_up(m, err))
         return false;
     char *full = full_key(m, key);
@@ -285,6 +287,8 @@ static bool mem_cas_rev(Dcs *d, const char *key, int64_t mod_revision, const cha
         kv_put(m->store, full, value, 0);
         if (swapped)
             *swapped = true;
+        if (new_revision)
+            *new_revision = m->store->revision;
     }
     free(full);
     return true;

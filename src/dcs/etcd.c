@@ -453,8 +453,10 @@ static json_t *put_op(EtcdDcs *e, const char *key, const char *value, int64_t le
     return json_pack("{s:o}", "request_put", put);
 }
 
-/* A one-compare, one-operation transaction. compare and op are stolen. */
-static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, Err *err)
+/* A one-compare, one-operation transaction. compare and op are stolen. *revision (may be
+ * NULL) gets the store's revision after it: a put that succeeded wrote its key at it. */
+static bool etcd_txn_rev(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, int64_t *revision,
+                         Err *err)
 {
     static const char path[] = "/v3/kv/txn";
     *succeeded = false;
@@ -463,8 +465,17 @@ static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, E
     if (!res)
         return false;
     bool ok = get_bool(res, "succeeded", succeeded);   /* absent: false */
+    if (ok && revision) {
+        json_t *header = json_object_get(res, "header");
+        ok = json_is_object(header) && get_i64(header, "revision", revision) && *revision > 0;
+    }
     json_decref(res);
     return ok ? true : malformed(e, path, err);
+}
+
+static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, Err *err)
+{
+    return etcd_txn_rev(e, compare, op, succeeded, NULL, err);
 }
 
 static json_t *compare_create_absent(EtcdDcs *e, const char *key)
@@ -778,15 +789,18 @@ static bool etcd_cas(Dcs *d, const char *key, const char *expected, const char *
 }
 
 static bool etcd_cas_rev(Dcs *d, const char *key, int64_t mod_revision, const char *value,
-                         bool *swapped, Err *err)
+                         bool *swapped, int64_t *new_revision, Err *err)
 {
     EtcdDcs *e = etcd_of(d);
     bool ok_swapped = false;
+    int64_t rev = 0;
     /* mod_revision 0 matches only an absent key: etcd compares an absent key as revision 0. */
-    bool ok = etcd_txn(e, compare_mod(e, key, mod_revision), put_op(e, key, value, 0),
-                       &ok_swapped, err);
+    bool ok = etcd_txn_rev(e, compare_mod(e, key, mod_revision), put_op(e, key, value, 0),
+                           &ok_swapped, &rev, err);
     if (swapped)
         *swapped = ok_swapped;
+    if (new_revision)
+        *new_revision = ok && ok_swapped ? rev : 0;
     return ok;
 }
 

@@ -231,7 +231,7 @@ static int patch_config(void *ctx, const char *patch, char **body)
         bool swapped = false;
         pthread_mutex_lock(&a->api_mu);
         bool ok = a->api_dcs->ops->cas_rev(a->api_dcs, "config", c.has_config ? c.config_mod_revision : 0, merged,
-                                           &swapped, &err);
+                                           &swapped, NULL, &err);
         pthread_mutex_unlock(&a->api_mu);
         if (!ok) {
             *body = str_printf("etcd: %s", err.msg);

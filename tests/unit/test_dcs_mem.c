@@ -142,18 +142,21 @@ static void test_cas_rev(void **state)
     Err err = {{0}};
     bool swapped = false;
     /* 0: only when absent */
-    assert_true(f->a->ops->cas_rev(f->a, "failover", 0, "f1", &swapped, &err));
+    assert_true(f->a->ops->cas_rev(f->a, "failover", 0, "f1", &swapped, NULL, &err));
     assert_true(swapped);
     int64_t rev = mod_rev(f->a, "failover");
-    assert_true(f->b->ops->cas_rev(f->b, "failover", 0, "f2", &swapped, &err));
+    assert_true(f->b->ops->cas_rev(f->b, "failover", 0, "f2", &swapped, NULL, &err));
     assert_false(swapped);
-    assert_true(f->b->ops->cas_rev(f->b, "failover", rev + 1, "f2", &swapped, &err));
+    assert_true(f->b->ops->cas_rev(f->b, "failover", rev + 1, "f2", &swapped, NULL, &err));
     assert_false(swapped);
-    assert_true(f->b->ops->cas_rev(f->b, "failover", rev, "f2", &swapped, &err));
+    int64_t new_rev = -1;
+    assert_true(f->b->ops->cas_rev(f->b, "failover", rev, "f2", &swapped, &new_rev, &err));
     assert_true(swapped);
     assert_value(f->a, "failover", "f2");
+    assert_int_equal(new_rev, mod_rev(f->a, "failover"));
+    assert_true(new_rev > rev);
     /* the old revision is stale now */
-    assert_true(f->a->ops->cas_rev(f->a, "failover", rev, "f3", &swapped, &err));
+    assert_true(f->a->ops->cas_rev(f->a, "failover", rev, "f3", &swapped, NULL, &err));
     assert_false(swapped);
     assert_value(f->a, "failover", "f2");
 }
@@ -310,7 +313,7 @@ static void test_down(void **state)
     ASSERT_DOWN(f->a->ops->create(f->a, "leader", "a", true, &flag, &err));
     ASSERT_DOWN(f->a->ops->put(f->a, "k", "v", false, &err));
     ASSERT_DOWN(f->a->ops->cas(f->a, "k", "v", "w", false, &flag, &err));
-    ASSERT_DOWN(f->a->ops->cas_rev(f->a, "k", 0, "w", &flag, &err));
+    ASSERT_DOWN(f->a->ops->cas_rev(f->a, "k", 0, "w", &flag, NULL, &err));
     ASSERT_DOWN(f->a->ops->del(f->a, "k", NULL, &flag, &err));
     ASSERT_DOWN(f->a->ops->del_prefix(f->a, &err));
     ASSERT_DOWN(f->a->ops->watch(f->a, 0, 100, &err));

@@ -578,15 +578,21 @@ static void test_etcd_put_create_cas_del(void **state)
     cluster_free(&c);
 
     /* cas on mod revision */
-    OK(d->ops->cas_rev(d, "leader", leader_rev - 1, "x", &flag, oe));
+    int64_t new_rev = -1;
+    OK(d->ops->cas_rev(d, "leader", leader_rev - 1, "x", &flag, &new_rev, oe));
     assert_false(flag);
-    OK(d->ops->cas_rev(d, "leader", leader_rev, "node3", &flag, oe));
+    assert_int_equal(new_rev, 0);
+    OK(d->ops->cas_rev(d, "leader", leader_rev, "node3", &flag, &new_rev, oe));
     assert_true(flag);
-    OK(d->ops->cas_rev(d, "leader", leader_rev, "node4", &flag, oe));
+    assert_true(new_rev > leader_rev);
+    load_ok(d, &c);
+    assert_int_equal(c.leader_mod_revision, new_rev);   /* the key's revision after the swap */
+    cluster_free(&c);
+    OK(d->ops->cas_rev(d, "leader", leader_rev, "node4", &flag, NULL, oe));
     assert_false(flag);
-    OK(d->ops->cas_rev(d, "failover", 0, "{\"leader\":\"node3\"}", &flag, oe));
+    OK(d->ops->cas_rev(d, "failover", 0, "{\"leader\":\"node3\"}", &flag, NULL, oe));
     assert_true(flag);
-    OK(d->ops->cas_rev(d, "failover", 0, "{\"leader\":\"node3\"}", &flag, oe));
+    OK(d->ops->cas_rev(d, "failover", 0, "{\"leader\":\"node3\"}", &flag, NULL, oe));
     assert_false(flag);
     load_ok(d, &c);
     assert_string_equal(c.leader, "node3");
@@ -915,7 +921,8 @@ static void test_etcd_auth(void **state)
     sleep_ms(2500);
     OK(d->ops->put(d, "history", "[]", false, oe));
     sleep_ms(2500);
-    assert_true(d->ops->watch(d, rev, 3000, &err));
+    if (!d->ops->watch(d, rev, 3000, &err))
+        fail_msg("watch after the token expired: %s", err.msg[0] ? err.msg : "timed out");
 
     /* turn it off again with a token of our own */
     str_fmt(url, sizeof(url), "%s/v3/auth/authenticate", etcd.url);
