@@ -21,6 +21,9 @@
 
 static Agent *g_agent;
 
+/* the shortest time between the starts of two ticks run by etcd changes */
+#define MIN_TICK_GAP_MS 50
+
 static void on_signal(int sig)
 {
     if (!g_agent)
@@ -191,7 +194,7 @@ static const char *state_name(const Agent *a)
     return a->last_action == ACT_DEMOTE ? "stopped" : (a->pg_down_since ? "stopped" : "crashed");
 }
 
-static void publish(Agent *a)
+void agent_publish(Agent *a)
 {
     const Config *cfg = a->cfg;
     const PgState *st = &a->pgst;
@@ -329,6 +332,7 @@ static void handle_requests(Agent *a, Decision *d)
 
 static void tick(Agent *a)
 {
+    a->tick_started_ms = mono_ms();
     agent_collect_job(a);
     agent_reap_children();
     proc_reap_orphans();
@@ -352,7 +356,7 @@ static void tick(Agent *a)
         if (pg_controldata_info(&a->pg, &ci, &e) && ci.clean_shutdown)
             a->stopped_checkpoint = ci.checkpoint;
         a->last_member_shape[0] = '\0';
-        publish(a);
+        agent_publish(a);
         bool deleted = false;
         if (a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &e) && deleted)
             log_info("switchover: leader key released");
@@ -434,7 +438,7 @@ static void tick(Agent *a)
         pg_observe(&a->pg, &a->pgst);
     feed_fence(a);
     agent_effects_tick(a, &d);
-    publish(a);
+    agent_publish(a);
 }
 
 static void usage(FILE *out)
@@ -604,10 +608,12 @@ int cmd_agent(int argc, char **argv)
             Err werr = {{0}};
             int64_t before = mono_ms();
             if (a->dcs->ops->watch(a->dcs, a->cluster.revision, (int)wait, &werr)) {
-                /* something changed: tick again soon, but not in a tight loop */
-                int64_t spent = mono_ms() - before;
-                if (spent < 50)
-                    sleep_ms(50 - spent);
+                /* something changed: tick at once, but never more often than every
+                 * MIN_TICK_GAP_MS (the changes of a failover come in bursts: a fixed pause
+                 * after each one delayed every step of a switchover) */
+                int64_t next = a->tick_started_ms + MIN_TICK_GAP_MS;
+                if (mono_ms() < next)
+                    sleep_ms(next - mono_ms());
             } else if (mono_ms() - before < wait / 2) {
                 sleep_ms(wait - (mono_ms() - before));
             }

@@ -37,6 +37,8 @@ typedef struct Job {
     char host[128];             /* its PostgreSQL address */
     int port;
     char slot[64];
+    char peer_slots[32][64];    /* JOB_PROMOTE with use_slots: the other members' slots */
+    int n_peer_slots;
     char sync_names[1200];      /* synchronous_standby_names (>= SSN_TEXT_MAX) */
     char replica_ssn[64];       /* ... written for a replica: SSN_BLOCK in synchronous mode */
     KvList dyn_params;          /* copy of the cluster's postgresql.parameters */
@@ -71,6 +73,7 @@ typedef struct Agent {
     Lsn stopped_checkpoint;     /* cleanly stopped: the shutdown checkpoint (published as position) */
     bool release_pending;       /* switchover: stopped; publish the final position, then release */
     char role[16];              /* last published role */
+    int64_t tick_started_ms;    /* monotonic start of the last tick */
     char last_reason[256];
     Action last_action;
     int64_t last_member_write_ms;
@@ -114,6 +117,10 @@ typedef struct Agent {
     volatile sig_atomic_t hup;
     volatile sig_atomic_t cancel_jobs;  /* shutdown: stop the worker's running program */
 } Agent;
+
+/* agent.c */
+/* Write our member key when what it says changed (and refresh the REST snapshot). */
+void agent_publish(Agent *a);
 
 /* agent_act.c */
 void agent_act(Agent *a, const Decision *d);

@@ -127,8 +127,12 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
     str_copy(j->target, sizeof(j->target), target ? target : "");
     if (target && target[0] && !agent_member_pg_addr(&a->cluster, target, j->host, sizeof(j->host), &j->port))
         j->host[0] = '\0';
-    if (a->cluster.config.use_slots)
+    if (a->cluster.config.use_slots) {
         pg_slot_name(a->cfg->name, j->slot, sizeof(j->slot));
+        for (int i = 0; kind == JOB_PROMOTE && i < a->cluster.n_members && j->n_peer_slots < 32; i++)
+            if (strcmp(a->cluster.members[i].name, a->cfg->name) != 0)
+                pg_slot_name(a->cluster.members[i].name, j->peer_slots[j->n_peer_slots++], 64);
+    }
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
     str_copy(j->replica_ssn, sizeof(j->replica_ssn), replica_ssn(a));
     j->start_timeout = a->cluster.config.primary_start_timeout;
@@ -262,6 +266,14 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
     case JOB_PROMOTE: {
+        if (j->n_peer_slots > 0) {
+            /* the replicas re-point to us as soon as we hold the leader key: with their slots
+             * here first, none is refused and left to retry wal_retrieve_retry_interval later
+             * (and a synchronous standby is what a sync-mode primary waits for) */
+            Err se = {{0}};
+            if (!pg_sync_slots(&pg, j->peer_slots, j->n_peer_slots, &se))
+                log_warn("promote: replication slots: %s", se.msg);
+        }
         /* synchronous mode: has the blocking value been in force a while already (the replica
          * ran with it), so that the checkpointer has surely put it into shared memory? */
         bool settled = false;
@@ -431,7 +443,7 @@ void agent_collect_job(Agent *a)
                 if (!a->cluster.has_config) {
                     char *json = dynconfig_to_json(&a->cfg->bootstrap_dcs);
                     bool sw;
-                    if (!a->dcs->ops->cas_rev(a->dcs, "config", 0, json, &sw, &err))
+                    if (!a->dcs->ops->cas_rev(a->dcs, "config", 0, json, &sw, NULL, &err))
                         log_warn("cannot store the initial config: %s", err.msg);
                     free(json);
                 }
@@ -569,6 +581,10 @@ static bool reconfigure(Agent *a, bool replica, const char *target, const char *
     return ok;
 }
 
+/* take over, add, switch: the steps from a promotion to a synchronous standby in force */
+#define SYNC_STEPS_PER_TICK 4
+#define NUDGE_WAIT_MS 200
+
 static bool apply_ssn(Agent *a, const char *ssn)
 {
     Err err = {{0}};
@@ -581,7 +597,39 @@ static bool apply_ssn(Agent *a, const char *ssn)
     return true;
 }
 
-/* Synchronous replication on the leader: one step of sync_plan() per tick. */
+/* Commits waiting for a synchronous standby are released only when that standby's walsender
+ * gets a reply from it after it has loaded the new synchronous_standby_names; a standby that
+ * has flushed everything replies only every wal_receiver_status_interval. So once every named
+ * walsender shows its new priority, a commit of our own that waits only for the local flush
+ * sends it new WAL, and its reply releases the waiting commits at once. Bounded: the regular
+ * reply comes within a second anyway. */
+static void nudge_sync_standbys(Agent *a, const SsnSet *ssn)
+{
+    Err err = {{0}};
+    int64_t deadline = mono_ms() + NUDGE_WAIT_MS;
+    for (;;) {
+        PGresult *r = pg_query(&a->pg, "SELECT application_name FROM pg_stat_replication WHERE sync_priority > 0",
+                               500, &err);
+        if (!r)
+            return;
+        int seen = 0;
+        for (int i = 0; i < PQntuples(r); i++)
+            for (int j = 0; j < ssn->n; j++)
+                if (strcasecmp(PQgetvalue(r, i, 0), ssn->names[j]) == 0)
+                    seen++;
+        PQclear(r);
+        if (seen >= ssn->n)
+            break;
+        if (mono_ms() >= deadline)
+            return;
+        sleep_ms(5);
+    }
+    if (!pg_exec(&a->pg, "BEGIN; SET LOCAL synchronous_commit TO local; SELECT txid_current(); COMMIT", 500, &err))
+        log_debug("sync: nudging the synchronous standbys: %s", err.msg);
+}
+
+/* Synchronous replication on the leader: sync_plan()'s steps, as many in a row as can be taken
+ * at once. */
 static void maintain_sync(Agent *a)
 {
     const Cluster *c = &a->cluster;
@@ -627,25 +675,42 @@ static void maintain_sync(Agent *a)
         .cluster = c,
         .wal_lsn = wal_now,
     };
-    SyncStep st;
-    sync_plan(&in, &st);
-    if (st.kind == SYNC_NOTHING) {
-        log_debug("sync: %s", st.reason);
-        return;
-    }
-    log_info("sync: %s", st.reason);
-    if (st.kind == SYNC_SET_SSN) {
-        char text[SSN_TEXT_MAX];
-        ssn_format(&st.ssn, text, sizeof(text));
-        apply_ssn(a, text);
-    } else {
+    /* Steps follow each other in one tick as long as each succeeds: every key write is
+     * acknowledged by etcd before the next step starts, so the order the invariant needs holds,
+     * and a promotion does not wait three ticks (take over, add, switch) before it commits. */
+    SyncState key = c->sync;
+    in.key = &key;
+    for (int steps = 0; steps < SYNC_STEPS_PER_TICK; steps++) {
+        SyncStep st;
+        sync_plan(&in, &st);
+        if (st.kind == SYNC_NOTHING) {
+            log_debug("sync: %s", st.reason);
+            return;
+        }
+        log_info("sync: %s", st.reason);
+        if (st.kind == SYNC_SET_SSN) {
+            char text[SSN_TEXT_MAX];
+            ssn_format(&st.ssn, text, sizeof(text));
+            if (apply_ssn(a, text) && st.ssn.n > 0)
+                nudge_sync_standbys(a, &st.ssn);
+            return;   /* what follows a switch waits for it to be in force */
+        }
         char *json = sync_to_json(&st.key);
         bool swapped = false;
-        if (!a->dcs->ops->cas_rev(a->dcs, "sync", c->sync.present ? c->sync.mod_revision : 0, json, &swapped, &err))
-            log_warn("cannot write the sync key: %s", err.msg);
-        else if (!swapped)
-            log_warn("sync key changed concurrently; retrying next tick");
+        int64_t rev = 0;
+        bool ok = a->dcs->ops->cas_rev(a->dcs, "sync", key.present ? key.mod_revision : 0, json, &swapped, &rev, &err);
         free(json);
+        if (!ok) {
+            log_warn("cannot write the sync key: %s", err.msg);
+            return;
+        }
+        if (!swapped) {
+            log_warn("sync key changed concurrently; retrying next tick");
+            return;
+        }
+        key = st.key;
+        key.present = true;
+        key.mod_revision = rev;
     }
 }
 
@@ -709,6 +774,9 @@ static void keep_leader(Agent *a, const Decision *d)
     /* tick() has already moved the key onto our current lease if it sat on another one */
     if (d->clear_failover)
         delete_failover_key(a);
+    /* a new primary tells the proxies at once; slots and synchronous standbys come next */
+    if (!a->pgst.in_recovery && a->pgst.accepting)
+        agent_publish(a);
     maintain_slots(a);
     maintain_sync(a);
     int64_t now = mono_ms();
