@@ -597,35 +597,37 @@ static bool apply_ssn(Agent *a, const char *ssn)
     return true;
 }
 
-/* Commits waiting for a synchronous standby are released only when that standby's walsender
- * gets a reply from it after it has loaded the new synchronous_standby_names; a standby that
- * has flushed everything replies only every wal_receiver_status_interval. So once every named
- * walsender shows its new priority, a commit of our own that waits only for the local flush
- * sends it new WAL, and its reply releases the waiting commits at once. Bounded: the regular
- * reply comes within a second anyway. */
+/* Commits waiting for a synchronous standby are released only when its walsender, having
+ * loaded the new synchronous_standby_names, gets a reply from it; a standby that has flushed
+ * everything replies only every wal_receiver_status_interval. A commit of our own that waits
+ * only for the local flush sends it new WAL, so it replies at once. The walsender's priority
+ * shows in pg_stat_replication only once the standby has replied on this connection at all
+ * (a standby that just re-connected has not), and a walsender still catching up releases
+ * nothing: so commit, look, and again until every named standby streams and shows its
+ * priority; the reply to the last commit is then handled with both. Bounded: the regular reply
+ * comes within a second anyway. */
 static void nudge_sync_standbys(Agent *a, const SsnSet *ssn)
 {
-    Err err = {{0}};
     int64_t deadline = mono_ms() + NUDGE_WAIT_MS;
     for (;;) {
-        PGresult *r = pg_query(&a->pg, "SELECT application_name FROM pg_stat_replication WHERE sync_priority > 0",
+        Err err = {{0}};
+        PGresult *r = pg_query(&a->pg, "SELECT application_name FROM pg_stat_replication WHERE sync_priority > 0 AND state = 'streaming'",
                                500, &err);
-        if (!r)
-            return;
         int seen = 0;
-        for (int i = 0; i < PQntuples(r); i++)
+        for (int i = 0; r && i < PQntuples(r); i++)
             for (int j = 0; j < ssn->n; j++)
                 if (strcasecmp(PQgetvalue(r, i, 0), ssn->names[j]) == 0)
                     seen++;
         PQclear(r);
-        if (seen >= ssn->n)
-            break;
-        if (mono_ms() >= deadline)
+        if (!r || !pg_exec(&a->pg, "BEGIN; SET LOCAL synchronous_commit TO local; SELECT txid_current(); COMMIT",
+                           500, &err)) {
+            log_debug("sync: nudging the synchronous standbys: %s", err.msg);
             return;
-        sleep_ms(5);
+        }
+        if (seen >= ssn->n || mono_ms() >= deadline)
+            return;
+        sleep_ms(10);
     }
-    if (!pg_exec(&a->pg, "BEGIN; SET LOCAL synchronous_commit TO local; SELECT txid_current(); COMMIT", 500, &err))
-        log_debug("sync: nudging the synchronous standbys: %s", err.msg);
 }
 
 /* Synchronous replication on the leader: sync_plan()'s steps, as many in a row as can be taken
