@@ -54,6 +54,9 @@ typedef struct Conn {
     /* readiness as last reported by epoll or learnt from a short read/write: a socket is only
      * read or written when it may make progress, which saves the EAGAIN round trips */
     bool c_rd, c_wr, b_rd, b_wr;
+    /* the peer's close was reported (EPOLLRDHUP/HUP): edge-triggered epoll reports it once, so
+     * a short read does not mean drained then, the end of stream is still to be read */
+    bool c_hup, b_hup;
     /* EPOLLOUT is in a socket's interest set only while bytes wait for it (or a connect is in
      * progress): left on, every ACK that frees send space would wake the loop for nothing */
     bool c_out, b_out;
@@ -192,7 +195,8 @@ static void fail_hold(ProxyWorker *w, Conn *c)
 
 /* One recv from fd into b, unless b is full, the side is at EOF or not readable. Returns
  * false on a socket error; *got is the byte count (0 when nothing was read). */
-static bool recv_into(int fd, Buf *b, bool *readable, bool *eof, size_t *got, bool *progress)
+static bool recv_into(int fd, Buf *b, bool *readable, bool peer_closed, bool *eof, size_t *got,
+                      bool *progress)
 {
     *got = 0;
     if (*eof)
@@ -207,7 +211,7 @@ static bool recv_into(int fd, Buf *b, bool *readable, bool *eof, size_t *got, bo
     size_t want = BUF_SIZE - b->len;
     ssize_t n = recv(fd, b->data + b->len, want, 0);
     if (n > 0) {
-        if ((size_t)n < want)
+        if ((size_t)n < want && !peer_closed)
             *readable = false;  /* drained: the next data raises a new edge */
         *got = (size_t)n;
         *progress = true;
@@ -227,7 +231,7 @@ static bool recv_into(int fd, Buf *b, bool *readable, bool *eof, size_t *got, bo
 static bool client_read(ProxyWorker *w, Conn *c, bool *progress)
 {
     size_t n;
-    if (!recv_into(c->client.fd, &c->up, &c->c_rd, &c->client_eof, &n, progress))
+    if (!recv_into(c->client.fd, &c->up, &c->c_rd, c->c_hup, &c->client_eof, &n, progress))
         return false;
     if (n > 0) {
         if (c->ks_on && !c->ks.done && !c->ks.client_done)
@@ -241,7 +245,7 @@ static bool client_read(ProxyWorker *w, Conn *c, bool *progress)
 static bool backend_read(ProxyWorker *w, Conn *c, bool *progress)
 {
     size_t n;
-    if (!recv_into(c->backend.fd, &c->down, &c->b_rd, &c->backend_eof, &n, progress))
+    if (!recv_into(c->backend.fd, &c->down, &c->b_rd, c->b_hup, &c->backend_eof, &n, progress))
         return false;
     if (n > 0) {
         if (c->ks_on && !c->ks.done) {
@@ -378,7 +382,7 @@ static void start_connect(ProxyWorker *w, Conn *c, const ProxyBackend *b, int64_
     c->backend.fd = fd;
     c->b_rd = c->b_wr = true;
     c->b_out = true;
-    c->backend_eof = c->backend_shut = false;
+    c->backend_eof = c->backend_shut = c->b_hup = false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->backend};
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
         connect_failed(w, c, now);
@@ -512,12 +516,15 @@ static void on_conn_event(ProxyWorker *w, Handle *h, uint32_t events)
     int64_t now = mono_ms();
     bool rd = events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
     bool wr = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+    bool hup = events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
     if (h->kind == H_CLIENT) {
         c->c_rd |= rd;
         c->c_wr |= wr;
+        c->c_hup |= hup;
     } else {
         c->b_rd |= rd;
         c->b_wr |= wr;
+        c->b_hup |= hup;
     }
     switch (c->st) {
     case CS_CLOSED:
