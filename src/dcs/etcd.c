@@ -455,8 +455,8 @@ static json_t *put_op(EtcdDcs *e, const char *key, const char *value, int64_t le
 
 /* A one-compare, one-operation transaction. compare and op are stolen. *revision (may be
  * NULL) gets the store's revision after it: a put that succeeded wrote its key at it. */
-static bool etcd_txn_rev(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, int64_t *revision,
-                         Err *err)
+static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, int64_t *revision,
+                     Err *err)
 {
     static const char path[] = "/v3/kv/txn";
     *succeeded = false;
@@ -471,11 +471,6 @@ static bool etcd_txn_rev(EtcdDcs *e, json_t *compare, json_t *op, bool *succeede
     }
     json_decref(res);
     return ok ? true : malformed(e, path, err);
-}
-
-static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, Err *err)
-{
-    return etcd_txn_rev(e, compare, op, succeeded, NULL, err);
 }
 
 static json_t *compare_create_absent(EtcdDcs *e, const char *key)
@@ -681,7 +676,7 @@ static bool lease_migrate(EtcdDcs *e, Err *err)
             continue;
         bool moved;
         ok = etcd_txn(e, compare_mod(e, kvs[i].key, kvs[i].mod_revision),
-                      put_op(e, kvs[i].key, kvs[i].value, e->lease), &moved, err);
+                      put_op(e, kvs[i].key, kvs[i].value, e->lease), &moved, NULL, err);
     }
     kvs_free(kvs, n);
     if (ok && (ok = lease_revoke(e, e->old_lease, err)))
@@ -746,7 +741,7 @@ static bool etcd_create(Dcs *d, const char *key, const char *value, bool on_leas
     if (!write_lease(e, on_lease, key, &lease, err))
         return false;
     bool ok = etcd_txn(e, compare_create_absent(e, key), put_op(e, key, value, lease),
-                       &ok_created, err);
+                       &ok_created, NULL, err);
     if (created)
         *created = ok_created;
     return ok;
@@ -782,7 +777,7 @@ static bool etcd_cas(Dcs *d, const char *key, const char *expected, const char *
     if (!write_lease(e, on_lease, key, &lease, err))
         return false;
     bool ok = etcd_txn(e, compare_value(e, key, expected), put_op(e, key, value, lease),
-                       &ok_swapped, err);
+                       &ok_swapped, NULL, err);
     if (swapped)
         *swapped = ok_swapped;
     return ok;
@@ -795,8 +790,8 @@ static bool etcd_cas_rev(Dcs *d, const char *key, int64_t mod_revision, const ch
     bool ok_swapped = false;
     int64_t rev = 0;
     /* mod_revision 0 matches only an absent key: etcd compares an absent key as revision 0. */
-    bool ok = etcd_txn_rev(e, compare_mod(e, key, mod_revision), put_op(e, key, value, 0),
-                           &ok_swapped, &rev, err);
+    bool ok = etcd_txn(e, compare_mod(e, key, mod_revision), put_op(e, key, value, 0),
+                       &ok_swapped, &rev, err);
     if (swapped)
         *swapped = ok_swapped;
     if (new_revision)
@@ -817,7 +812,7 @@ static bool etcd_del(Dcs *d, const char *key, const char *expected, bool *delete
         /* A VALUE compare on an absent key fails, so success means it existed and is gone. */
         bool ok_deleted = false;
         bool ok = etcd_txn(e, compare_value(e, key, expected),
-                           json_pack("{s:o}", "request_delete_range", del), &ok_deleted, err);
+                           json_pack("{s:o}", "request_delete_range", del), &ok_deleted, NULL, err);
         if (deleted)
             *deleted = ok_deleted;
         return ok;

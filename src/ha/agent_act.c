@@ -120,6 +120,16 @@ static const char *replica_ssn(const Agent *a)
  * more than the 200 ms waited after a reload below */
 #define SSN_SETTLED_TEXT "2 seconds"
 
+/* The replication slots of the other members, as a primary keeps them; returns the count. */
+static int peer_slot_names(const Agent *a, char names[][64], int max)
+{
+    int n = 0;
+    for (int i = 0; i < a->cluster.n_members && n < max; i++)
+        if (strcmp(a->cluster.members[i].name, a->cfg->name) != 0)
+            pg_slot_name(a->cluster.members[i].name, names[n++], 64);
+    return n;
+}
+
 static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
 {
     memset(j, 0, sizeof(*j));
@@ -129,9 +139,8 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
         j->host[0] = '\0';
     if (a->cluster.config.use_slots) {
         pg_slot_name(a->cfg->name, j->slot, sizeof(j->slot));
-        for (int i = 0; kind == JOB_PROMOTE && i < a->cluster.n_members && j->n_peer_slots < 32; i++)
-            if (strcmp(a->cluster.members[i].name, a->cfg->name) != 0)
-                pg_slot_name(a->cluster.members[i].name, j->peer_slots[j->n_peer_slots++], 64);
+        if (kind == JOB_PROMOTE)
+            j->n_peer_slots = peer_slot_names(a, j->peer_slots, 32);
     }
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
     str_copy(j->replica_ssn, sizeof(j->replica_ssn), replica_ssn(a));
@@ -558,10 +567,7 @@ static void maintain_slots(Agent *a)
     if (!a->cluster.config.use_slots)
         return;
     char names[64][64];
-    int n = 0;
-    for (int i = 0; i < a->cluster.n_members && n < 64; i++)
-        if (strcmp(a->cluster.members[i].name, a->cfg->name) != 0)
-            pg_slot_name(a->cluster.members[i].name, names[n++], 64);
+    int n = peer_slot_names(a, names, 64);
     Err err = {{0}};
     if (!pg_sync_slots(&a->pg, names, n, &err))
         log_warn("replication slots: %s", err.msg);
@@ -776,8 +782,10 @@ static void keep_leader(Agent *a, const Decision *d)
     /* tick() has already moved the key onto our current lease if it sat on another one */
     if (d->clear_failover)
         delete_failover_key(a);
-    /* a new primary tells the proxies at once; slots and synchronous standbys come next */
-    if (!a->pgst.in_recovery && a->pgst.accepting)
+    /* a new primary tells the proxies at once (the end of the tick would publish it after the
+     * slot and sync work); slots and synchronous standbys come next */
+    const Member *me = cluster_member(&a->cluster, a->cfg->name);
+    if (!a->pgst.in_recovery && a->pgst.accepting && (!me || strcmp(me->role, "primary") != 0))
         agent_publish(a);
     maintain_slots(a);
     maintain_sync(a);
