@@ -55,8 +55,10 @@ int proxy_snapshot_find(const ProxySnapshot *s, const char *name);
 bool proxy_parse_conn_url(const char *url, char *host, size_t hsz, int *port);
 
 /* Per-route counters, shared by all workers (relaxed atomics). */
+/* Counters of one route in one worker. Each worker counts in its own copy, on its own cache
+ * lines, so two workers never write the same line for every read; the admin port sums them. */
 typedef struct RouteStats {
-    atomic_uint_fast64_t accepted;
+    _Alignas(64) atomic_uint_fast64_t accepted;
     atomic_int_fast64_t active;         /* connected to a backend */
     atomic_int_fast64_t held;           /* waiting for a backend */
     atomic_uint_fast64_t bytes_in;      /* client -> backend */
@@ -72,7 +74,7 @@ typedef struct ProxyWorker ProxyWorker;
 typedef struct Proxy {
     Config *cfg;
     const ProxyConfig *pc;
-    RouteStats *stats;              /* one per route */
+    RouteStats *stats;              /* [worker * n_routes + route]: see proxy_route_stat */
     ProxyWorker **workers;
     int n_workers;
     pthread_mutex_t snap_mu;
@@ -81,6 +83,9 @@ typedef struct Proxy {
     atomic_llong etcd_last_ok_ms;   /* monotonic time of the last etcd answer */
     atomic_int etcd_ok;
 } Proxy;
+
+/* One counter of route r summed over the workers; off is offsetof(RouteStats, field). */
+long long proxy_route_stat(Proxy *p, int r, size_t off);
 
 /* Current snapshot with a reference taken (never NULL once the proxy runs). */
 ProxySnapshot *proxy_current(Proxy *p);

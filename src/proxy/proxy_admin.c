@@ -29,6 +29,19 @@ static void buf_add(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     }
 }
 
+long long proxy_route_stat(Proxy *p, int r, size_t off)
+{
+    long long sum = 0;
+    for (int w = 0; w < p->pc->workers; w++) {
+        const char *field = (const char *)&p->stats[w * p->pc->n_routes + r] + off;
+        if (off == offsetof(RouteStats, active) || off == offsetof(RouteStats, held))
+            sum += (long long)atomic_load((const atomic_int_fast64_t *)(const void *)field);
+        else
+            sum += (long long)atomic_load((const atomic_uint_fast64_t *)(const void *)field);
+    }
+    return sum;
+}
+
 char *proxy_metrics_text(Proxy *p)
 {
     size_t cap = 4096, len = 0;
@@ -56,12 +69,7 @@ char *proxy_metrics_text(Proxy *p)
         buf_add(&b, &len, &cap, "# HELP %s %s\n# TYPE %s %s\n", counters[k].name, counters[k].help, counters[k].name,
                 counters[k].type);
         for (int r = 0; r < p->pc->n_routes; r++) {
-            const char *field = (const char *)&p->stats[r] + counters[k].off;
-            long long v;
-            if (counters[k].off == offsetof(RouteStats, active) || counters[k].off == offsetof(RouteStats, held))
-                v = (long long)atomic_load((const atomic_int_fast64_t *)(const void *)field);
-            else
-                v = (long long)atomic_load((const atomic_uint_fast64_t *)(const void *)field);
+            long long v = proxy_route_stat(p, r, counters[k].off);
             buf_add(&b, &len, &cap, "%s{route=\"%s\"} %lld\n", counters[k].name, p->pc->routes[r].name, v);
         }
     }
@@ -102,8 +110,8 @@ static char *health_json(Proxy *p, bool *ok)
         json_t *ro = json_object();
         json_object_set_new(ro, "name", json_string(p->pc->routes[r].name));
         json_object_set_new(ro, "listen", json_string(p->pc->routes[r].listen));
-        json_object_set_new(ro, "active", json_integer((json_int_t)atomic_load(&p->stats[r].active)));
-        json_object_set_new(ro, "held", json_integer((json_int_t)atomic_load(&p->stats[r].held)));
+        json_object_set_new(ro, "active", json_integer((json_int_t)proxy_route_stat(p, r, offsetof(RouteStats, active))));
+        json_object_set_new(ro, "held", json_integer((json_int_t)proxy_route_stat(p, r, offsetof(RouteStats, held))));
         json_array_append_new(routes, ro);
     }
     json_object_set_new(o, "routes", routes);

@@ -112,7 +112,7 @@ static const ProxyRoute *route_of(const ProxyWorker *w, const Conn *c)
 
 static RouteStats *stats_of(const ProxyWorker *w, const Conn *c)
 {
-    return &w->p->stats[c->route];
+    return &w->p->stats[w->index * w->p->pc->n_routes + c->route];
 }
 
 static void set_nodelay_keepalive(int fd, int user_timeout_s)

@@ -34,6 +34,13 @@ done
 out=$(/usr/bin/python3 "$(dirname "$0")/echo_load.py" load "$PX_ECHO" 2000 3 2>&1) || fail "2000 concurrent connections through the proxy: $out"
 [ "$out" = "ok 2000" ] || fail "echo load: $out"
 log "2000 concurrent connections echoed through a tcp route; proxy RSS $(awk '/VmRSS/{print $2 $3}' /proc/$PX_PID/status)"
+# the counters are kept per worker (two here) and summed by the admin port
+[ "$(proxy_metric 'pgvigil_proxy_connections_accepted_total{route="echo"}')" -ge 2000 ] || fail "accepted connections not counted"
+echo_in=$(proxy_metric 'pgvigil_proxy_bytes_in_total{route="echo"}')
+echo_out=$(proxy_metric 'pgvigil_proxy_bytes_out_total{route="echo"}')
+[ "${echo_in:-0}" -gt 0 ] && [ "$echo_in" = "$echo_out" ] || fail "echo route bytes in $echo_in, out $echo_out: not equal"
+echo_idle() { [ "$(proxy_metric 'pgvigil_proxy_connections_active{route="echo"}')" = 0 ]; }
+wait_until 10 "no echo connection left active" echo_idle
 # a server that sends a lot and closes while the client is not reading: the proxy holds full
 # buffers when the close arrives, and must still pass on every byte and then the close
 for i in 1 2 3 4 5; do
