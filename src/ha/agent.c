@@ -77,6 +77,15 @@ static int64_t fence_margin(const Agent *a)
     return gap / 2 < 1000 ? gap / 2 : 1000;
 }
 
+/* What the postgres calls of one tick may spend together. The fence stops postgres when no
+ * renewal came for ttl - margin; renewals happen at the start of a tick, so a tick must stay well
+ * inside the gap between one renewal and the fence: postgres gets half of it, at most 2 s. */
+static int64_t pg_budget_ms(const Agent *a)
+{
+    int64_t gap = (int64_t)current_ttl(a) * 1000 - current_loop_wait_ms(a) - fence_margin(a);
+    return gap / 2 < 2000 ? (gap / 2 > 100 ? gap / 2 : 100) : 2000;
+}
+
 static void renew_lease(Agent *a)
 {
     Err err = {{0}};
@@ -330,13 +339,28 @@ static void handle_requests(Agent *a, Decision *d)
     }
 }
 
+/* A tick that eats into the fence margin says where its time went: the fence stops a primary
+ * whose agent is late, so a slow etcd or postgres call must be visible in the log. */
+static void log_slow_tick(const Agent *a, const int64_t *t, int64_t end)
+{
+    int64_t total = end - t[0];
+    int64_t limit = fence_margin(a) / 2;
+    if (total < limit)
+        return;
+    log_warn("slow tick: %.2f s (lease renewal %.2f, etcd read %.2f, postgres %.2f, decision and actions %.2f)",
+             total / 1000.0, (t[1] - t[0]) / 1000.0, (t[2] - t[1]) / 1000.0, (t[3] - t[2]) / 1000.0,
+             (end - t[3]) / 1000.0);
+}
+
 static void tick(Agent *a)
 {
-    a->tick_started_ms = mono_ms();
+    int64_t t[4];   /* start, lease renewed, cluster read, postgres observed */
+    a->tick_started_ms = t[0] = mono_ms();
     agent_collect_job(a);
     agent_reap_children();
     proc_reap_orphans();
     renew_lease(a);
+    t[1] = mono_ms();
     if (a->lease_ok) {
         load_cluster(a);
     } else {
@@ -346,6 +370,11 @@ static void tick(Agent *a)
             log_error("etcd unreachable: lease renewal failed");
         a->dcs_ok = false;
     }
+    /* pass the renewal on to the fence now, from the last observation of postgres: a slow
+     * postgres later in this tick must not look like a missing renewal (the fence is fed again
+     * at the end, from this tick's observation) */
+    feed_fence(a);
+    a->pg.deadline_cap_ms = mono_ms() + pg_budget_ms(a);
 
     if (a->release_pending && a->dcs_ok) {
         /* switchover: the candidate checks it received everything up to our shutdown
@@ -377,10 +406,12 @@ static void tick(Agent *a)
             a->cluster.leader[0] = '\0'; /* not ours: decide as if there were no leader */
         }
     }
+    t[2] = mono_ms();
     Observation o;
     memset(&o, 0, sizeof(o));
     ControlInfo ci;
     observe_pg(a, &o, &ci);
+    t[3] = mono_ms();
     o.name = a->cfg->name;
     o.tags = a->cfg->tags;
     o.now_ms = mono_ms();
@@ -439,6 +470,8 @@ static void tick(Agent *a)
     feed_fence(a);
     agent_effects_tick(a, &d);
     agent_publish(a);
+    a->pg.deadline_cap_ms = 0;
+    log_slow_tick(a, t, mono_ms());
 }
 
 static void usage(FILE *out)

@@ -18,6 +18,7 @@ typedef struct PgNode {
     char conn_host[128];         /* connect_address host, what peers use */
     int conn_port;
     PGconn *conn;                /* cached superuser connection; NULL when closed */
+    int64_t deadline_cap_ms;     /* monotonic; when set, no query or connect runs past it */
     char log_path[4096];         /* server log (outside data_dir so clones don't copy it) */
 } PgNode;
 

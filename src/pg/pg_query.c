@@ -31,7 +31,7 @@ static bool wait_socket(PGconn *c, bool for_write, int64_t deadline)
     }
 }
 
-static PGconn *connect_deadline(PgNode *pg, int timeout_ms, Err *err)
+static PGconn *connect_deadline(PgNode *pg, int64_t deadline, Err *err)
 {
     const Config *cfg = pg->cfg;
     char port[16];
@@ -52,7 +52,6 @@ static PGconn *connect_deadline(PgNode *pg, int timeout_ms, Err *err)
         PQfinish(c);
         return NULL;
     }
-    int64_t deadline = mono_ms() + timeout_ms;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED) {
@@ -86,11 +85,18 @@ void pg_node_close(PgNode *pg)
 
 PGresult *pg_query(PgNode *pg, const char *sql, int timeout_ms, Err *err)
 {
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t now = mono_ms(), deadline = now + timeout_ms;
+    if (pg->deadline_cap_ms && deadline > pg->deadline_cap_ms) {
+        if (pg->deadline_cap_ms <= now) {
+            err_set(err, "postgres %s:%d: not asked: this round's time for postgres is spent", pg->host, pg->port);
+            return NULL;
+        }
+        deadline = pg->deadline_cap_ms;
+    }
     if (pg->conn && PQstatus(pg->conn) != CONNECTION_OK)
         pg_node_close(pg);
     if (!pg->conn) {
-        pg->conn = connect_deadline(pg, timeout_ms, err);
+        pg->conn = connect_deadline(pg, deadline, err);
         if (!pg->conn)
             return NULL;
     }
@@ -103,7 +109,8 @@ PGresult *pg_query(PgNode *pg, const char *sql, int timeout_ms, Err *err)
     for (;;) {
         while (PQisBusy(pg->conn)) {
             if (!wait_socket(pg->conn, false, deadline)) {
-                err_set(err, "postgres %s:%d: query timed out after %d ms", pg->host, pg->port, timeout_ms);
+                err_set(err, "postgres %s:%d: query timed out after %lld ms", pg->host, pg->port,
+                        (long long)(mono_ms() - now));
                 PQclear(last);
                 pg_node_close(pg); /* never reuse a connection with a query in flight */
                 return NULL;
