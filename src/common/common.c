@@ -67,6 +67,17 @@ void *xcalloc(size_t n, size_t sz)
     return p;
 }
 
+void *xcalloc_aligned(size_t n, size_t sz, size_t align)
+{
+    size_t size = (n ? n : 1) * (sz ? sz : 1);
+    void *p = (sz && n > SIZE_MAX / sz) ? NULL : aligned_alloc(align, size);
+    if (!p) {
+        fputs("pgvigil: out of memory\n", stderr);
+        abort();
+    }
+    return memset(p, 0, size);
+}
+
 void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);

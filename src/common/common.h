@@ -40,6 +40,8 @@ char *str_dup(const char *s);             /* NULL -> NULL; aborts on OOM */
 char *str_printf(const char *fmt, ...) PRINTF_LIKE(1, 2); /* caller frees */
 void *xmalloc(size_t n);                  /* aborts on OOM */
 void *xcalloc(size_t n, size_t sz);
+/* zeroed n * sz bytes aligned to align (a power of two dividing sz); free() it; aborts on OOM */
+void *xcalloc_aligned(size_t n, size_t sz, size_t align);
 void *xrealloc(void *p, size_t n);
 bool str_empty(const char *s);            /* NULL or "" */
 

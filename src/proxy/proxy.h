@@ -54,7 +54,6 @@ int proxy_snapshot_find(const ProxySnapshot *s, const char *name);
 /* Parse "postgres://[user@]host:port/db" (host may be [v6]); false when malformed. */
 bool proxy_parse_conn_url(const char *url, char *host, size_t hsz, int *port);
 
-/* Per-route counters, shared by all workers (relaxed atomics). */
 /* Counters of one route in one worker. Each worker counts in its own copy, on its own cache
  * lines, so two workers never write the same line for every read; the admin port sums them. */
 typedef struct RouteStats {

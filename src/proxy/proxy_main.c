@@ -194,13 +194,8 @@ int cmd_proxy(int argc, char **argv)
     Proxy *p = xcalloc(1, sizeof(*p));
     p->cfg = cfg;
     p->pc = &cfg->proxy;
-    size_t stats_size = (size_t)p->pc->n_routes * (size_t)p->pc->workers * sizeof(RouteStats);
-    p->stats = aligned_alloc(_Alignof(RouteStats), stats_size);   /* size: a multiple of 64 */
-    if (!p->stats) {
-        fputs("pgvigil: out of memory\n", stderr);
-        abort();
-    }
-    memset(p->stats, 0, stats_size);
+    p->stats = xcalloc_aligned((size_t)p->pc->n_routes * (size_t)p->pc->workers, sizeof(RouteStats),
+                               _Alignof(RouteStats));
     pthread_mutex_init(&p->snap_mu, NULL);
     p->snap = xcalloc(1, sizeof(ProxySnapshot));     /* nothing known yet: hold everything */
     atomic_init(&p->snap->refs, 1);
