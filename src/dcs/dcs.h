@@ -58,6 +58,9 @@ Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const cha
 /* Change the per-call bound of an etcd handle (e.g. after a ttl change); ignored for other
  * handles and for timeout_ms <= 0. */
 void dcs_etcd_set_timeout(Dcs *d, int timeout_ms);
+/* Connections an etcd handle has opened for its unary calls (reads, writes, lease renewals);
+ * watches have their own connection and are not counted. 0 for other handles. */
+int64_t dcs_etcd_connects(Dcs *d);
 /* In-memory implementation for unit tests; time is advanced by dcs_mem_advance(). */
 Dcs *dcs_mem_new(const char *prefix);
 void dcs_mem_advance(Dcs *d, int64_t ms);   /* expire leases whose TTL passed */

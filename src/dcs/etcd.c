@@ -32,7 +32,11 @@ typedef struct EtcdDcs {
     char *token;            /* auth token for token_host; "" when etcd has auth disabled */
     int token_host;
     int timeout_ms;
-    CURL *curl;             /* reused across calls for keep-alive */
+    CURL *curl;             /* unary calls: reused across calls for keep-alive */
+    CURL *watch_curl;       /* watches only: a watch ends by aborting its stream, which closes
+                             * the connection; on its own handle that never costs the next
+                             * lease renewal a reconnect */
+    int64_t connects;       /* connections opened by unary calls (dcs_etcd_connects) */
     char errbuf[CURL_ERROR_SIZE];
     char *key_b64;          /* the prefix ... */
     char *range_end_b64;    /* ... and the end of its range, base64 */
@@ -137,11 +141,10 @@ static void lower_first(char *s)
 
 /* One POST to one host. Returns curl's code; *unreachable tells whether the request certainly
  * never reached etcd (so another host may be tried); why describes a failure. */
-static CURLcode etcd_post(EtcdDcs *e, int h, const char *path, const char *body, long timeout_ms,
-                          curl_write_callback cb, void *ud, long *status, bool *unreachable,
-                          char *why, size_t whysz)
+static CURLcode etcd_post(EtcdDcs *e, CURL *c, int h, const char *path, const char *body,
+                          long timeout_ms, curl_write_callback cb, void *ud, long *status,
+                          bool *unreachable, char *why, size_t whysz)
 {
-    CURL *c = e->curl;
     char url[1024];
     *status = 0;
     *unreachable = false;
@@ -168,6 +171,9 @@ static CURLcode etcd_post(EtcdDcs *e, int h, const char *path, const char *body,
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     CURLcode rc = curl_easy_perform(c);
+    long opened = 0;
+    if (c == e->curl && curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &opened) == CURLE_OK)
+        e->connects += opened;
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(hdr);
     free(auth);
@@ -233,7 +239,7 @@ static CallResult etcd_call_host(EtcdDcs *e, int h, const char *path, const char
         long status;
         bool unreachable;
         char why[256];
-        CURLcode rc = etcd_post(e, h, path, text, e->timeout_ms, buf_write, &b, &status,
+        CURLcode rc = etcd_post(e, e->curl, h, path, text, e->timeout_ms, buf_write, &b, &status,
                                 &unreachable, why, sizeof(why));
         if (rc != CURLE_OK) {
             free(b.data);
@@ -281,7 +287,7 @@ static bool etcd_authenticate(EtcdDcs *e, int h, CallResult *res, Err *err)
     long status;
     bool unreachable;
     char why[256];
-    CURLcode rc = etcd_post(e, h, path, text, e->timeout_ms, buf_write, &b, &status, &unreachable,
+    CURLcode rc = etcd_post(e, e->curl, h, path, text, e->timeout_ms, buf_write, &b, &status, &unreachable,
                             why, sizeof(why));
     free(text);   /* holds the password: never logged or kept */
     if (rc != CURLE_OK) {
@@ -957,7 +963,7 @@ static bool etcd_watch(Dcs *d, int64_t after_rev, int timeout_ms, Err *err)
         long status;
         bool unreachable;
         char why[256];
-        CURLcode rc = etcd_post(e, h, path, text, (long)left, watch_write, &w, &status,
+        CURLcode rc = etcd_post(e, e->watch_curl, h, path, text, (long)left, watch_write, &w, &status,
                                 &unreachable, why, sizeof(why));
         if (w.seen) {
             e->cur = h;
@@ -1046,6 +1052,8 @@ static void etcd_free(Dcs *d)
     EtcdDcs *e = etcd_of(d);
     if (e->curl)
         curl_easy_cleanup(e->curl);
+    if (e->watch_curl)
+        curl_easy_cleanup(e->watch_curl);
     for (int i = 0; i < e->n_hosts; i++) {
         free(e->hosts[i]);
         free(e->urls[i]);
@@ -1096,6 +1104,19 @@ static char *range_end_b64(const char *prefix)
     return b;
 }
 
+/* Both handles of a Dcs share its error buffer: it is used from one thread at a time. */
+static void set_handle_options(EtcdDcs *e, CURL *c)
+{
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, e->errbuf);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_PROXY, "");   /* never through an http_proxy from the environment */
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "pgvigil/" PGVIGIL_VERSION);
+}
+
 Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const char *user,
                   const char *password, int timeout_ms, Err *err)
 {
@@ -1122,8 +1143,12 @@ Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const cha
         err_set(err, "etcd: libcurl initialization failed: %s", curl_easy_strerror(curl_init_rc));
         return NULL;
     }
-    CURL *c = curl_easy_init();
-    if (!c) {
+    CURL *c = curl_easy_init(), *wc = curl_easy_init();
+    if (!c || !wc) {
+        if (c)
+            curl_easy_cleanup(c);
+        if (wc)
+            curl_easy_cleanup(wc);
         err_set(err, "etcd: libcurl initialization failed");
         return NULL;
     }
@@ -1132,6 +1157,7 @@ Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const cha
     e->base.ops = &etcd_ops;
     e->base.prefix = str_dup(prefix);
     e->curl = c;
+    e->watch_curl = wc;
     e->n_hosts = n_hosts;
     e->hosts = xcalloc((size_t)n_hosts, sizeof(char *));
     e->urls = xcalloc((size_t)n_hosts, sizeof(char *));
@@ -1152,15 +1178,14 @@ Dcs *dcs_etcd_new(char *const *hosts, int n_hosts, const char *prefix, const cha
     e->key_b64 = b64_str(prefix);
     e->range_end_b64 = range_end_b64(prefix);
 
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, e->errbuf);
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_PROXY, "");   /* never through an http_proxy from the environment */
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "pgvigil/" PGVIGIL_VERSION);
+    set_handle_options(e, c);
+    set_handle_options(e, wc);
     return &e->base;
+}
+
+int64_t dcs_etcd_connects(Dcs *d)
+{
+    return d && d->ops == &etcd_ops ? etcd_of(d)->connects : 0;
 }
 
 void dcs_etcd_set_timeout(Dcs *d, int timeout_ms)

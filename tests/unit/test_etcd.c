@@ -804,6 +804,24 @@ static void test_etcd_watch(void **state)
     cluster_free(&c);
     assert_false(a->ops->watch(a, rev, 300, &err));
 
+    /* watches, whether they time out or see a change, leave the connection of the unary calls
+     * open: reads and lease renewals after them open no new one */
+    load_ok(a, &c);
+    int64_t opened = dcs_etcd_connects(a);
+    assert_true(opened >= 1);
+    for (int i = 0; i < 3; i++) {
+        rev = c.revision;
+        cluster_free(&c);
+        assert_false(a->ops->watch(a, rev, 200, &err));
+        OK(b->ops->put(b, "history", i % 2 ? "[]" : "[[1]]", false, oe));
+        assert_true(a->ops->watch(a, rev, 5000, &err));
+        bool expired;
+        OK(a->ops->keepalive(a, 5, &expired, oe));
+        load_ok(a, &c);
+    }
+    cluster_free(&c);
+    assert_int_equal(dcs_etcd_connects(a), opened);
+
     OK(a->ops->del_prefix(a, oe));
     OK(other->ops->del_prefix(other, oe));
     dcs_free(a);
