@@ -1,6 +1,7 @@
 # pgvigil build: one internal library (every src/*/*.c) linked by the binary and the tests.
 # Modes: `make` (release, build/), `make asan` (ASan+UBSan, build-asan/), `make check` (unit tests
-# under ASan/UBSan, then under valgrind with the plain build). New source files need no edit here.
+# under ASan/UBSan, then under valgrind with the plain build), `make fuzz` (libFuzzer targets with
+# clang, build-fuzz/fuzz/). New source files need no edit here.
 
 PKGS    := libpq libcurl libmicrohttpd yaml-0.1 jansson libcrypto ldns
 BUILD   ?= build
@@ -12,7 +13,12 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter -Wno-format-nonliteral -Wno-format-truncation
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(WARN) -Isrc $(PKG_CFLAGS)
-ifeq ($(SAN),1)
+ifeq ($(FUZZ),1)
+  # libFuzzer (clang): the library is instrumented for coverage, the targets link the driver
+  CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+                 -fno-sanitize-recover=undefined -Wno-unknown-warning-option
+  LDFLAGS_MODE := -fsanitize=fuzzer,address,undefined
+else ifeq ($(SAN),1)
   CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDFLAGS_MODE := -fsanitize=address,undefined
 else
@@ -26,8 +32,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/src/main.o
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all asan check unit unit-asan unit-valgrind integration test clean
+.PHONY: all asan fuzz fuzz-bins check unit unit-asan unit-valgrind integration test clean
 all: $(BUILD)/pgvigil
 
 asan:
@@ -47,6 +55,16 @@ $(BUILD)/%.o: %.c
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgvigil.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(BUILD)/libpgvigil.a $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS_MODE)
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c) in build-fuzz/fuzz/; tests/fuzz/run.sh runs them
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=clang FUZZ=1 fuzz-bins
+
+fuzz-bins: $(FUZZ_BIN)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libpgvigil.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/fuzz -o $@ $< $(BUILD)/libpgvigil.a $(PKG_LIBS) $(LDFLAGS_MODE)
 
 unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Run every test: unit tests under ASan/UBSan and valgrind, then the integration tests against
-# real PostgreSQL 15 and etcd on 127.0.0.1. Prints "N passed, N failed" at the end.
+# Run every test: unit tests under ASan/UBSan and valgrind, a short run of every fuzz target,
+# then the integration tests against real PostgreSQL 15 and etcd on 127.0.0.1, and a short
+# fault run. Prints "N passed, N failed" at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -24,6 +25,10 @@ for t in build/tests/test_*; do
     fi
 done
 echo "unit: $unit_pass passed, $unit_fail failed"
+# every parser of untrusted input, fuzzed for a short while from its seeds (libFuzzer, clang)
+bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-20}" | tee /tmp/pgvigil-fuzz.out
+read -r fz_pass fz_fail < <(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-fuzz.out | tail -1)
+unit_pass=$((unit_pass + ${fz_pass:-0})); unit_fail=$((unit_fail + ${fz_fail:-1}))
 PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
 read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
 int_pass=${int_pass:-0}; int_fail=${int_fail:-1}

@@ -1,6 +1,17 @@
 /* Error type and bounded string helpers shared by every module. */
 #include "common/common.h"
 
+/* Messages quote user input (a YAML value, a command-line argument, a peer's answer) that may
+ * hold line breaks or other control characters: they become spaces, so an error stays one line
+ * in logs and on the terminal. */
+static void err_one_line(Err *err)
+{
+    for (char *p = err->msg; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    }
+}
+
 void err_set(Err *err, const char *fmt, ...)
 {
     if (!err)
@@ -9,6 +20,7 @@ void err_set(Err *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     va_end(ap);
+    err_one_line(err);
 }
 
 void err_prefix(Err *err, const char *fmt, ...)
@@ -22,6 +34,7 @@ void err_prefix(Err *err, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
     snprintf(err->msg, sizeof(err->msg), "%s: %s", head, old);
+    err_one_line(err);
 }
 
 bool str_copy(char *dst, size_t dstsz, const char *src)

@@ -24,7 +24,8 @@
 #endif
 
 /* Errors are return values: functions take an `Err *` (may be NULL) and fill it on failure.
- * The message names the file, key, node or peer involved. */
+ * The message names the file, key, node or peer involved, and is always one line: err_set and
+ * err_prefix turn control characters (line breaks in quoted input) into spaces. */
 typedef struct Err {
     char msg[512];
 } Err;

@@ -450,6 +450,9 @@ static void test_syntax_error(void **state)
 
 static void test_type_errors(void **state)
 {
+    /* a value spanning lines (found by fuzz_config_yaml) is quoted on one line */
+    expect_error("scope: demo\netcd3:\n  hosts:\n    s:.\n\n    - 127.0.\n",
+                 "node.yml:3: etcd3.hosts: invalid port in \"s:. - 127.0.\" (expected 1..65535)");
     expect_error("scope: demo\nname: n1\nrestapi:\n  listen: 127.0.0.1:8008\n\npostgresql:\n  data_dir:\n"
                  "    a: b\n",
                  "node.yml:7: postgresql.data_dir: expected a string, got a mapping");
