@@ -93,32 +93,25 @@ static int local_port(int fd)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    FUZZ_CHECK(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-    size_t off = 0;
-    while (off < size) {
-        ssize_t w = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (w <= 0)
-            break;      /* the server may close on garbage before reading it all */
-        off += (size_t)w;
+    int fd = fuzz_connect_loopback(port);
+    if (fd < 0) {
+        fprintf(stderr, "fuzz_rest_http: connect to port %d: %s\n", port, strerror(errno));
+        abort();
     }
+    (void)fuzz_send_all(fd, data, size);    /* the server may close on garbage first */
     shutdown(fd, SHUT_WR);
     char head[16];
     size_t got = 0;
     for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
+        char buf[4096];
         /* the server must answer or close well within its own connection timeout (10 s) */
-        if (poll(&p, 1, 15000) != 1) {
+        ssize_t r = fuzz_recv(fd, buf, sizeof(buf), 15000);
+        if (r < 0) {
             fprintf(stderr, "fuzz_rest_http: no answer and no close in 15 s (%zu bytes so far, "
                     "local port %d)\n", got, local_port(fd));
             abort();
         }
-        char buf[4096];
-        ssize_t r = recv(fd, buf, sizeof(buf), 0);
-        if (r <= 0)
+        if (r == 0)
             break;
         for (ssize_t i = 0; i < r && got < sizeof(head); i++)
             head[got++] = buf[i];

@@ -5,8 +5,15 @@
 
 #include "common/common.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #define FUZZ_CHECK(cond)                                                         \
     do {                                                                         \
@@ -40,6 +47,96 @@ static inline void fuzz_parts_free(char **parts, int n)
 {
     for (int i = 0; i < n; i++)
         free(parts[i]);
+}
+
+/* Socket calls of the targets' own threads. libFuzzer's timeout alarm (SIGALRM, every second)
+ * interrupts blocking calls, so each one resumes after EINTR instead of reading it as an end or
+ * a stall. */
+
+static inline int64_t fuzz_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until fd has one of events, at most timeout_ms: true when it has. */
+static inline bool fuzz_wait(int fd, short events, int timeout_ms)
+{
+    int64_t until = fuzz_now_ms() + timeout_ms;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events};
+        int left = (int)(until - fuzz_now_ms());
+        int n = poll(&p, 1, left > 0 ? left : 0);
+        if (n == 1)
+            return true;
+        if (n == 0 || errno != EINTR)
+            return false;
+    }
+}
+
+/* A blocking TCP connection to 127.0.0.1:port, or -1 with errno set. Many sessions a second
+ * leave loopback's local ports in TIME_WAIT: when none is free it waits for some to expire
+ * (a limit of the harness, not of the code under test). */
+static inline int fuzz_connect_loopback(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int tries = 0; tries < 600; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            return -1;
+        int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+        if (rc != 0 && errno == EINTR) {
+            /* the connection goes on in the background: wait for its outcome */
+            int soerr = 0;
+            socklen_t len = sizeof(soerr);
+            if (fuzz_wait(fd, POLLOUT, 10000) &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
+                rc = 0;
+            else
+                errno = soerr ? soerr : ETIMEDOUT;
+        }
+        if (rc == 0)
+            return fd;
+        int e = errno;
+        close(fd);
+        if (e != EADDRNOTAVAIL) {
+            errno = e;
+            return -1;
+        }
+        usleep(100 * 1000);
+    }
+    errno = EADDRNOTAVAIL;
+    return -1;
+}
+
+/* Send all of p; false when the peer closed or reset first. */
+static inline bool fuzz_send_all(int fd, const void *p, size_t n)
+{
+    for (size_t off = 0; off < n;) {
+        ssize_t w = send(fd, (const char *)p + off, n - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        off += (size_t)w;
+    }
+    return true;
+}
+
+/* One recv: > 0 bytes, 0 at the end of the stream (or a reset), -1 when nothing came for
+ * timeout_ms. */
+static inline ssize_t fuzz_recv(int fd, void *buf, size_t cap, int timeout_ms)
+{
+    for (;;) {
+        if (!fuzz_wait(fd, POLLIN, timeout_ms))
+            return -1;
+        ssize_t r = recv(fd, buf, cap, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r < 0 ? 0 : r;
+    }
 }
 
 #endif

@@ -201,6 +201,51 @@ def rest_http():
     req("pipelined", "GET /leader HTTP/1.1\r\nHost: x\r\n\r\nGET /sync HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
+def proxy_stream():
+    st = startup([(b"user", b"postgres"), (b"database", b"postgres")])
+    ssl = struct.pack("!II", 8, 80877103)
+    sep = b"\xff\x00"
+    query = pg_msg(b"Q", b"select 1\x00") + pg_msg(b"X", b"")
+    result = (pg_msg(b"T", b"\x00\x01?column?\x00" + b"\x00" * 6 + b"\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00") +
+              pg_msg(b"D", b"\x00\x01\x00\x00\x00\x011") + pg_msg(b"C", b"SELECT 1\x00") + pg_msg(b"Z", b"I"))
+    write("fuzz_proxy_stream", "pg_session", b"\x00" + st + query + sep + server_hello() + result)
+    write("fuzz_proxy_stream", "pg_ssl_refused", b"\x00" + ssl + st + sep + b"N" + server_hello())
+    write("fuzz_proxy_stream", "pg_cancel", b"\x00" + struct.pack("!IIII", 16, 80877102, 4242, 7) + sep)
+    write("fuzz_proxy_stream", "tcp_http", b"\x01GET / HTTP/1.1\r\nHost: x\r\n\r\n" + sep +
+          b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    write("fuzz_proxy_stream", "tcp_server_first", b"\x01" + sep + b"220 smtp ready\r\n" * 50)
+
+
+def etcd_answers():
+    import base64 as b64
+
+    def enc(x):
+        return b64.b64encode(x.encode()).decode()
+    kv = ('{"key":"%s","value":"%s","mod_revision":"5","create_revision":"5","lease":"7587"}'
+          % (enc("/service/fuzz/leader"), enc("node1")))
+    member = ('{"key":"%s","value":"%s","mod_revision":"6","create_revision":"6","version":"1"}'
+              % (enc("/service/fuzz/members/node1"), enc(MEMBER)))
+    answers = {
+        "load": (0, '{"header":{"cluster_id":"1","revision":"12"},"kvs":[%s,%s],"count":"2"}' % (kv, member)),
+        "keepalive": (1, '{"result":{"header":{"revision":"12"},"ID":"7587","TTL":"5"}}'),
+        "grant": (1, '{"header":{"revision":"12"},"ID":"7587","TTL":"5"}'),
+        "create": (2, '{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}}]}'),
+        "put": (3, '{"header":{"revision":"14"},"succeeded":true}'),
+        "cas_failed": (4, '{"header":{"revision":"14"}}'),
+        "cas_rev": (5, '{"header":{"revision":"15"},"succeeded":true}'),
+        "del": (6, '{"header":{"revision":"16"},"succeeded":true,"responses":[{"response_delete_range":{"deleted":"1"}}]}'),
+        "revoke": (7, '{"header":{"revision":"17"}}'),
+        "watch": (8, '{"result":{"header":{"revision":"17"},"created":true}}\n'
+                  '{"result":{"header":{"revision":"18"},"events":[{"kv":%s}]}}\n' % kv),
+        "watch_compacted": (8, '{"result":{"header":{"revision":"18"},"compact_revision":"15","canceled":true}}\n'),
+        "auth_token": (0x10, '{"header":{"revision":"18"},"token":"abc.def.1"}'),
+        "error": (3, '{"error":"etcdserver: request timed out","code":14,"message":"etcdserver: request timed out"}'),
+    }
+    for name, (op, text) in answers.items():
+        write("fuzz_etcd_answers", name, bytes([op, 0]) + text.encode())
+    write("fuzz_etcd_answers", "unavailable", bytes([0, 9]) + b'{"error":"etcdserver: no leader","code":14}')
+
+
 def base64():
     write("fuzz_base64", "key", "L3NlcnZpY2UvZGVtby9sZWFkZXI=")
     write("fuzz_base64", "padded2", "bm9kZTE=")
@@ -210,6 +255,8 @@ def base64():
 if __name__ == "__main__":
     base64()
     pg_protocol()
+    proxy_stream()
+    etcd_answers()
     cluster_json()
     config_yaml()
     dynconfig()
