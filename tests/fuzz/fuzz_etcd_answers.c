@@ -87,12 +87,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     log_set_level(LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
-    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    FUZZ_CHECK(listen_fd >= 0 && bind(listen_fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-               listen(listen_fd, 64) == 0 && getsockname(listen_fd, (struct sockaddr *)&a, &len) == 0);
-    port = ntohs(a.sin_port);
+    listen_fd = fuzz_listen_loopback(&port);
     str_fmt(host, sizeof(host), "127.0.0.1:%d", port);
     pthread_t th;
     FUZZ_CHECK(pthread_create(&th, NULL, server_main, NULL) == 0);

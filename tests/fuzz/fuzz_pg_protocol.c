@@ -10,20 +10,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Input: [1 byte chunk size seed][client bytes] 0xFF 0x00 [server bytes] */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    uint8_t flags;
+    const uint8_t *cli, *srv;
+    size_t ncli, nsrv;
+    if (!fuzz_two_sides(data, size, &flags, &cli, &ncli, &srv, &nsrv))
         return 0;
-    size_t chunk = (size_t)(data[0] % 17) + 1;
-    data++;
-    size--;
-    size_t split = size;
-    for (size_t i = 0; i + 1 < size; i++) {
-        if (data[i] == 0xFF && data[i + 1] == 0x00) {
-            split = i;
-            break;
-        }
-    }
-    const uint8_t *cli = data, *srv = data + (split < size ? split + 2 : size);
-    size_t ncli = split, nsrv = size - (size_t)(srv - data);
+    size_t chunk = (size_t)(flags % 17) + 1;
 
     uint32_t pid = 0, key = 0;
     PgFirst f = pg_first_packet(cli, ncli, &pid, &key);

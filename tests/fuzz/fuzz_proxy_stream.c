@@ -42,21 +42,10 @@ static uint8_t *received;
 static size_t received_len, received_cap;
 static int sessions_accepted, sessions_done;
 
-static int listen_loopback(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    FUZZ_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 16) == 0 &&
-               getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
 static int free_port(void)
 {
     int port;
-    close(listen_loopback(&port));
+    close(fuzz_listen_loopback(&port));
     return port;
 }
 
@@ -152,7 +141,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     log_set_level(LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
-    backend_fd = listen_loopback(&backend_port);
+    backend_fd = fuzz_listen_loopback(&backend_port);
     pg_port = free_port();
     tcp_port = free_port();
     char *path = write_config(backend_port);
@@ -250,21 +239,13 @@ static size_t read_until(int fd, uint8_t *buf, size_t cap, size_t want, bool *eo
  * postgres one), bit 1 the server ends its side right after its answer (else the client first) */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    uint8_t flags;
+    const uint8_t *cli, *srv;
+    size_t ncli, nsrv;
+    if (!fuzz_two_sides(data, size, &flags, &cli, &ncli, &srv, &nsrv))
         return 0;
-    bool tcp = data[0] & 1;
-    bool server_first = data[0] & 2;
-    data++;
-    size--;
-    size_t split = size;
-    for (size_t i = 0; i + 1 < size; i++) {
-        if (data[i] == 0xFF && data[i + 1] == 0x00) {
-            split = i;
-            break;
-        }
-    }
-    const uint8_t *cli = data, *srv = data + (split < size ? split + 2 : size);
-    size_t ncli = split, nsrv = size - (size_t)(srv - data);
+    bool tcp = flags & 1;
+    bool server_first = flags & 2;
 
     uint32_t pid, key;
     PgFirst first = pg_first_packet(cli, ncli, &pid, &key);

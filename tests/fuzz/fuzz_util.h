@@ -49,6 +49,43 @@ static inline void fuzz_parts_free(char **parts, int n)
         free(parts[i]);
 }
 
+/* An input made of two byte streams, "client bytes 0xFF 0x00 server bytes" (no separator: all
+ * client), after its first byte (the target's own flags). False for an empty input. */
+static inline bool fuzz_two_sides(const uint8_t *data, size_t size, uint8_t *flags,
+                                  const uint8_t **cli, size_t *ncli, const uint8_t **srv,
+                                  size_t *nsrv)
+{
+    if (size < 1)
+        return false;
+    *flags = data[0];
+    data++;
+    size--;
+    size_t split = size;
+    for (size_t i = 0; i + 1 < size; i++) {
+        if (data[i] == 0xFF && data[i + 1] == 0x00) {
+            split = i;
+            break;
+        }
+    }
+    *cli = data;
+    *ncli = split;
+    *srv = data + (split < size ? split + 2 : size);
+    *nsrv = size - (size_t)(*srv - data);
+    return true;
+}
+
+/* A listening socket on 127.0.0.1 and a port the kernel chose. */
+static inline int fuzz_listen_loopback(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    FUZZ_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 64) == 0 &&
+               getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 /* Socket calls of the targets' own threads. libFuzzer's timeout alarm (SIGALRM, every second)
  * interrupts blocking calls, so each one resumes after EINTR instead of reading it as an end or
  * a stall. */
