@@ -274,6 +274,17 @@ static CallResult etcd_call_host(EtcdDcs *e, int h, const char *path, const char
     }
 }
 
+/* A token goes into an HTTP header: no control characters (a line break would start another
+ * header), nothing but ASCII. */
+static bool is_header_safe(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
 /* Get a token from host h. etcd with auth disabled answers an error we accept: no token. */
 static bool etcd_authenticate(EtcdDcs *e, int h, CallResult *res, Err *err)
 {
@@ -305,7 +316,7 @@ static bool etcd_authenticate(EtcdDcs *e, int h, CallResult *res, Err *err)
     bool ok = false;
     if (status == 200) {
         const char *tok = json_string_value(json_object_get(j, "token"));
-        if (tok && *tok) {
+        if (tok && *tok && is_header_safe(tok)) {
             e->token = str_dup(tok);
             e->token_host = h;
             ok = true;

@@ -329,6 +329,17 @@ static void test_fake_http_errors(void **state)
     assert_false(d->ops->watch(d, 5, 2000, &err));
     expect_msg(&err, "/v3/watch: stream ended before any change");
     dcs_free(d);
+
+    /* a login token that would break our request headers is refused */
+    char host[64];
+    str_fmt(host, sizeof(host), "127.0.0.1:%d", fake.port);
+    char *hosts[] = {host};
+    d = dcs_etcd_new(hosts, 1, "/service/fake/", "root", "pw", TIMEOUT_MS, &err);
+    assert_non_null(d);
+    fake_reply(200, "{\"token\":\"abc\\r\\nX-Injected: 1\"}", 0);
+    assert_false(d->ops->put(d, "k", "v", false, &err));
+    expect_msg(&err, "malformed response to /v3/auth/authenticate");
+    dcs_free(d);
 }
 
 static void test_fake_timeout(void **state)
