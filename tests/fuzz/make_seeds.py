@@ -246,6 +246,25 @@ def etcd_answers():
     write("fuzz_etcd_answers", "unavailable", bytes([0, 9]) + b'{"error":"etcdserver: no leader","code":14}')
 
 
+def dns_answers():
+    def name(n):
+        return b"".join(bytes([len(p)]) + p.encode() for p in n.rstrip(".").split(".")) + b"\0"
+    q_a = name("db.example.test.") + struct.pack("!HH", 1, 1)
+    rr_a = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + bytes([127, 0, 0, 2])
+    q_aaaa = name("db.example.test.") + struct.pack("!HH", 28, 1)
+    rr_aaaa = b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 5, 16) + bytes(15) + b"\x01"
+    soa = (name("example.test.") + struct.pack("!HHI", 6, 1, 60) +
+           struct.pack("!H", 32) + b"\x02ns\xc0\x0c" + b"\x04root\xc0\x0c" + struct.pack("!IIIII", 1, 2, 3, 4, 5))
+    write("fuzz_dns_answers", "a_record", b"\x01" + struct.pack("!HHHHHH", 0, 0x8580, 1, 1, 0, 0) + q_a + rr_a)
+    write("fuzz_dns_answers", "aaaa_record", b"\x05" + struct.pack("!HHHHHH", 0, 0x8580, 1, 1, 0, 0) + q_aaaa + rr_aaaa)
+    write("fuzz_dns_answers", "nxdomain", b"\x01" + struct.pack("!HHHHHH", 0, 0x8583, 1, 0, 1, 0) + q_a + soa)
+    write("fuzz_dns_answers", "truncated", b"\x01" + struct.pack("!HHHHHH", 0, 0x8780, 1, 0, 0, 0) + q_a)
+    zone = name("example.test.") + struct.pack("!HH", 6, 1)
+    write("fuzz_dns_answers", "update_ok", b"\x03" + struct.pack("!HHHHHH", 0, 0xa800, 1, 0, 0, 0) + zone)
+    write("fuzz_dns_answers", "update_nxrrset", b"\x0b" + struct.pack("!HHHHHH", 0, 0xa808, 1, 0, 0, 0) + zone)
+    write("fuzz_dns_answers", "update_refused", b"\x03" + struct.pack("!HHHHHH", 0, 0xa805, 1, 0, 0, 0) + zone)
+
+
 def base64():
     write("fuzz_base64", "key", "L3NlcnZpY2UvZGVtby9sZWFkZXI=")
     write("fuzz_base64", "padded2", "bm9kZTE=")
@@ -257,6 +276,7 @@ if __name__ == "__main__":
     pg_protocol()
     proxy_stream()
     etcd_answers()
+    dns_answers()
     cluster_json()
     config_yaml()
     dynconfig()
