@@ -3,6 +3,7 @@
 #include "common/common.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -138,6 +139,73 @@ static void test_validation(void **state)
     if (!u)
         fail_msg("valid config rejected: %s", err.msg);
     dns_updater_free(u);
+}
+
+/* A fake server for one query: it first sends two decoys that are not the answer (another ID;
+ * the right ID without the answer bit), both saying 127.0.0.66, then the answer, 127.0.0.9. */
+typedef struct Spoofer {
+    int fd;
+} Spoofer;
+
+static void *spoofer_main(void *arg)
+{
+    Spoofer *sp = arg;
+    uint8_t q[512];
+    struct sockaddr_storage from;
+    socklen_t flen = sizeof(from);
+    ssize_t n = recvfrom(sp->fd, q, sizeof(q), 0, (struct sockaddr *)&from, &flen);
+    if (n < 12)
+        return NULL;
+    uint8_t a[600];
+    memcpy(a, q, (size_t)n);
+    a[2] = 0x85;                /* QR, AA, RD */
+    a[3] = 0x80;
+    a[7] = 1;                   /* one answer, after the question */
+    a[9] = a[11] = 0;
+    size_t qend = 12;
+    while (qend < (size_t)n && q[qend] != 0)
+        qend += (size_t)q[qend] + 1;
+    qend += 5;                  /* root label, type, class */
+    static const uint8_t rr[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 127, 0, 0, 9};
+    memcpy(a + qend, rr, sizeof(rr));
+    size_t alen = qend + sizeof(rr);
+    uint8_t other[600];
+    memcpy(other, a, alen);
+    other[alen - 1] = 66;       /* 127.0.0.66 in both decoys */
+    other[1] ^= 0x5a;           /* another ID */
+    sendto(sp->fd, other, alen, 0, (struct sockaddr *)&from, flen);
+    memcpy(other, a, alen);
+    other[alen - 1] = 66;
+    other[2] &= 0x7f;           /* the right ID, but a query, not an answer */
+    sendto(sp->fd, other, alen, 0, (struct sockaddr *)&from, flen);
+    sendto(sp->fd, a, alen, 0, (struct sockaddr *)&from, flen);
+    return NULL;
+}
+
+/* Datagrams that are not the answer to our query are ignored, not taken for it. */
+static void test_ignores_other_answers(void **state)
+{
+    Spoofer sp = {.fd = socket(AF_INET, SOCK_DGRAM, 0)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_true(sp.fd >= 0 && bind(sp.fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+                getsockname(sp.fd, (struct sockaddr *)&a, &len) == 0);
+    char server[32];
+    str_fmt(server, sizeof(server), "127.0.0.1:%d", ntohs(a.sin_port));
+    DnsConfig c = cfg_for("db", "10.0.0.2");
+    c.server = server;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, spoofer_main, &sp), 0);
+    char *addr = NULL;
+    Err err = {{0}};
+    bool ok = dns_query_addr(&c, false, &addr, &err);
+    pthread_join(th, NULL);
+    close(sp.fd);
+    if (!ok)
+        fail_msg("query: %s", err.msg);
+    assert_non_null(addr);
+    assert_string_equal(addr, "127.0.0.9");
+    free(addr);
 }
 
 /* An updater can be claimed, cancelled and freed while its server never answers: free must
@@ -613,6 +681,7 @@ int main(void)
     const struct CMUnitTest offline[] = {
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_free_while_waiting),
+        cmocka_unit_test(test_ignores_other_answers),
     };
     const struct CMUnitTest with_named[] = {
         cmocka_unit_test(test_create_and_query),
