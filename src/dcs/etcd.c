@@ -617,7 +617,12 @@ static bool lease_grant(EtcdDcs *e, int ttl, int64_t *id, Err *err)
     json_t *res = etcd_call(e, path, json_pack("{s:I}", "TTL", (json_int_t)ttl), err);
     if (!res)
         return false;
-    const char *error = json_string_value(json_object_get(res, "error"));
+    /* LeaseGrantResponse carries its own "error" field; copied, as res is freed below */
+    const char *error_field = json_string_value(json_object_get(res, "error"));
+    char error[ETCD_MSG_MAX + 1] = "";
+    bool has_error = error_field && *error_field;
+    if (has_error)
+        one_line(error, sizeof(error), error_field, strlen(error_field));
     bool ok = get_i64(res, "ID", id) && *id != 0;
     int64_t granted = 0;
     if (ok && get_i64(res, "TTL", &granted) && granted > ttl)
@@ -626,11 +631,13 @@ static bool lease_grant(EtcdDcs *e, int ttl, int64_t *id, Err *err)
         log_warn("etcd %s granted a %lld s lease for ttl %d (its minimum: 1.5 x --election-timeout); "
                  "failover takes %lld s", e->hosts[e->cur], (long long)granted, ttl, (long long)granted);
     json_decref(res);
-    if (error && *error) {
-        err_set(err, "etcd %s: %s: %s", e->hosts[e->cur], path, error);
-        return false;
+    if (has_error || !ok) {
+        *id = 0;    /* no lease to renew: the next keepalive asks for a new one */
+        if (has_error)
+            err_set(err, "etcd %s: %s: %s", e->hosts[e->cur], path, error);
+        return has_error ? false : malformed(e, path, err);
     }
-    return ok ? true : malformed(e, path, err);
+    return true;
 }
 
 /* Renew lease id once. *alive is false when etcd no longer knows it (TTL absent or 0). */

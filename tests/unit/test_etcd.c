@@ -301,6 +301,12 @@ static void test_fake_http_errors(void **state)
     assert_false(d->ops->keepalive(d, 10, &flag, &err));
     expect_msg(&err, "malformed response to /v3/lease/grant");
 
+    /* a grant answer with its own error field (found by fuzz_etcd_answers: the message was
+     * read after the answer was freed) */
+    fake_reply(200, "{\"ID\":\"12\",\"TTL\":\"10\",\"error\":\"etcdserver: too many requests\"}", 0);
+    assert_false(d->ops->keepalive(d, 10, &flag, &err));
+    expect_msg(&err, "/v3/lease/grant: etcdserver: too many requests");
+
     /* a granted lease, then a keepalive answer of the wrong shape */
     fake_reply(200, "{\"ID\":\"12\",\"TTL\":\"10\"}", 0);
     assert_true(d->ops->keepalive(d, 10, &flag, &err));
