@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ small text buffer */
@@ -801,8 +802,10 @@ static char *history_lsn(const json_t *v)
     char lsnbuf[LSN_BUFSZ];
     if (json_is_integer(v) && json_integer_value(v) >= 0)
         return str_dup(lsn_format((Lsn)json_integer_value(v), lsnbuf));
-    if (json_is_real(v) && json_real_value(v) >= 0)
-        return str_dup(lsn_format((Lsn)json_real_value(v), lsnbuf));
+    /* a real only when it is a whole number an LSN can hold (2^64 and above do not convert) */
+    double d = json_is_real(v) ? json_real_value(v) : -1;
+    if (d >= 0 && d < 18446744073709551616.0 && d == floor(d))
+        return str_dup(lsn_format((Lsn)d, lsnbuf));
     return json_cell(v);
 }
 

@@ -1,7 +1,9 @@
 /* Fuzz the readers of what other processes write: the values under the cluster prefix in etcd
- * (member records, config, sync, failover, history, status), and the /patroni document an
- * agent reads from its peers during an election. Every codec must round-trip what it accepts. */
+ * (member records, config, sync, failover, history, status), as the agent reads them and as
+ * the CLI prints them, and the /patroni document an agent reads from its peers during an
+ * election. Every codec must round-trip what it accepts. */
 #include "common/common.h"
+#include "cli/cli_common.h"
 #include "common/log.h"
 #include "dcs/cluster.h"
 #include "fuzz_util.h"
@@ -91,6 +93,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                  c.leader);
         FUZZ_CHECK(h != NULL);
         free(h);
+        /* what `pgvigil list` and `pgvigil history` print of it */
+        char *table = cli_format_members(&c, "fuzz");
+        FUZZ_CHECK(table != NULL);
+        free(table);
+        char *hist = cli_format_history(c.history_json, &err);
+        if (!hist)
+            FUZZ_CHECK(err.msg[0] != '\0');
+        free(hist);
     }
     cluster_free(&c);
 

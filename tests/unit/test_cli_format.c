@@ -276,6 +276,14 @@ static void test_history(void **state)
     free(out);
     free(h);
 
+    /* an LSN as a real: converted when it is a whole number in range, shown as it is otherwise
+     * (a huge one, found by fuzz_cluster_json, made an out-of-range conversion) */
+    out = cli_format_history("[[1,83886080.0,\"a\"],[2,5.5e58,\"b\"],[3,1.5,\"c\"]]", &err);
+    assert_non_null(strstr(out, " 0/5000000 | a "));
+    assert_non_null(strstr(out, "e58 | b "));
+    assert_non_null(strstr(out, " 1.5 | c "));
+    free(out);
+
     assert_null(cli_format_history("{\"a\":1}", &err));
     assert_non_null(strstr(err.msg, "history"));
     assert_null(cli_format_history("[1,", &err));
