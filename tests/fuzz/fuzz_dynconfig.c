@@ -1,7 +1,8 @@
 /* Fuzz the dynamic configuration: the etcd `config` key, a PATCH /config body merged into it
- * and an edit-config --set assignment. What is accepted must pass the range checks and
- * round-trip through its JSON. */
+ * and an edit-config --set assignment, and the diff edit-config shows. What is accepted must
+ * pass the range checks and round-trip through its JSON. */
 #include "common/common.h"
+#include "cli/cli_common.h"
 #include "config/config.h"
 #include "fuzz_util.h"
 
@@ -46,6 +47,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *merged = dynconfig_json_merge(parts[0], parts[1], &err);
         if (merged) {
             accepted_round_trips(merged);
+            /* what `pgvigil edit-config` shows before it asks */
+            char *diff = cli_config_diff(parts[0], merged, "{}");
+            FUZZ_CHECK(diff != NULL);
+            free(diff);
+            char *pretty = cli_json_pretty(merged, &err);
+            FUZZ_CHECK(pretty != NULL);     /* merge output is valid JSON */
+            free(pretty);
             free(merged);
         } else {
             FUZZ_CHECK(err.msg[0] != '\0');
