@@ -631,13 +631,13 @@ static bool lease_grant(EtcdDcs *e, int ttl, int64_t *id, Err *err)
         log_warn("etcd %s granted a %lld s lease for ttl %d (its minimum: 1.5 x --election-timeout); "
                  "failover takes %lld s", e->hosts[e->cur], (long long)granted, ttl, (long long)granted);
     json_decref(res);
-    if (has_error || !ok) {
+    if (has_error || !ok)
         *id = 0;    /* no lease to renew: the next keepalive asks for a new one */
-        if (has_error)
-            err_set(err, "etcd %s: %s: %s", e->hosts[e->cur], path, error);
-        return has_error ? false : malformed(e, path, err);
+    if (has_error) {
+        err_set(err, "etcd %s: %s: %s", e->hosts[e->cur], path, error);
+        return false;
     }
-    return true;
+    return ok ? true : malformed(e, path, err);
 }
 
 /* Renew lease id once. *alive is false when etcd no longer knows it (TTL absent or 0). */

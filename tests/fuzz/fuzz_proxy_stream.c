@@ -12,16 +12,10 @@
 #include "dcs/cluster.h"
 #include "fuzz_util.h"
 #include "proxy/proxy.h"
-#include "proxy/proxy_cancel.h"
 #include "proxy/proxy_pg.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
