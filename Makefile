@@ -19,7 +19,9 @@ ifeq ($(FUZZ),1)
                  -fno-sanitize-recover=undefined -Wno-unknown-warning-option
   LDFLAGS_MODE := -fsanitize=fuzzer,address,undefined
 else ifeq ($(SAN),1)
-  CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  # the test build: sanitizers, and the hooks tests use to reach a window on purpose
+  CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                 -DPGVIGIL_TEST_HOOKS
   LDFLAGS_MODE := -fsanitize=address,undefined
 else
   CFLAGS_MODE := -O2

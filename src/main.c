@@ -1,11 +1,12 @@
 /* pgvigil entry point: dispatch to a subcommand. */
 #include "common/common.h"
 #include "cli/cli.h"
+#include "ha/fence.h"
 
 typedef struct Command {
     const char *name;
     int (*fn)(int argc, char **argv);
-    const char *summary;
+    const char *summary;   /* NULL: started by pgvigil itself, not listed */
 } Command;
 
 static const Command commands[] = {
@@ -22,6 +23,7 @@ static const Command commands[] = {
     {"show-config", cmd_show_config, "print the dynamic cluster configuration"},
     {"edit-config", cmd_edit_config, "change dynamic configuration: --set key=value"},
     {"demo", cmd_demo, "demo up|down|status: a local 3-node cluster on loopback"},
+    {"fence", cmd_fence, NULL},
 };
 
 static void usage(FILE *out)
@@ -29,7 +31,8 @@ static void usage(FILE *out)
     fprintf(out, "pgvigil %s - high availability for PostgreSQL\n\nusage: pgvigil COMMAND [options]\n\ncommands:\n",
             PGVIGIL_VERSION);
     for (size_t i = 0; i < ARRAY_LEN(commands); i++)
-        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+        if (commands[i].summary)
+            fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\nrun 'pgvigil COMMAND --help' for the options of one command.\n"
                  "exit codes: 0 ok, 1 failed, 2 usage, 3 config error, 4 etcd unreachable, 5 refused by cluster state\n");
 }

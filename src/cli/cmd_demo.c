@@ -229,7 +229,7 @@ static int demo_up(const DemoOpts *d)
         str_fmt(yml, sizeof(yml), "%s/%s.yml", d->dir, name);
         str_fmt(logp, sizeof(logp), "%s/%s.log", d->dir, name);
         char *conf = str_printf(
-            "scope: %s\nname: %s\n"
+            "scope: %s\nname: %s\npid_file: %s/%s.pid\n"
             "etcd3:\n  hosts: 127.0.0.1:%d\n"
             "restapi:\n  listen: 127.0.0.1:%d\n  connect_address: 127.0.0.1:%d\n"
             "bootstrap:\n  dcs:\n    ttl: %d\n    loop_wait: 1\n    retry_timeout: 3\n"
@@ -240,7 +240,7 @@ static int demo_up(const DemoOpts *d)
             "  authentication:\n    superuser:\n      username: postgres\n      password: demo-super\n"
             "    replication:\n      username: replicator\n      password: demo-repl\n"
             "  remove_data_directory_on_rewind_failure: true\n",
-            DEMO_SCOPE, name, etcd_port, api_ports[i], api_ports[i], d->ttl, pg_ports[i], pg_ports[i],
+            DEMO_SCOPE, name, d->dir, name, etcd_port, api_ports[i], api_ports[i], d->ttl, pg_ports[i], pg_ports[i],
             d->dir, name);
         bool ok = file_write_atomic(yml, conf, strlen(conf), 0600, &err);
         free(conf);
@@ -255,8 +255,7 @@ static int demo_up(const DemoOpts *d)
             cli_error(NULL, "%s", err.msg);
             return EXIT_FAILED;
         }
-        str_fmt(path, sizeof(path), "%s/%s.pid", d->dir, name);
-        write_pid(path, pid, &err);
+        /* the agent writes and locks its pid file itself (pid_file), also when started by hand */
         printf("%-11s postgres 127.0.0.1:%d, REST http://127.0.0.1:%d (agent pid %d, log %s)\n", name,
                pg_ports[i], api_ports[i], (int)pid, logp);
         /* let the first node win the bootstrap race so the demo is predictable */
@@ -332,6 +331,26 @@ static void stop_pid(const char *what, pid_t pid, int sig, int wait_ms)
     }
 }
 
+/* Is pid a pgvigil agent? A pid file left by a killed agent may name a reused pid. */
+static bool is_agent(pid_t pid)
+{
+    char path[64];
+    str_fmt(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    size_t n = 0;
+    char *cmd = file_read_all(path, &n, NULL);
+    if (!cmd)
+        return false;
+    bool prog = false, agent = false;
+    for (size_t i = 0; i < n; i += strlen(cmd + i) + 1) {
+        if (i == 0)
+            prog = strstr(cmd, "pgvigil") != NULL;
+        else if (strcmp(cmd + i, "agent") == 0)
+            agent = true;
+    }
+    free(cmd);
+    return prog && agent;
+}
+
 static int demo_down(const DemoOpts *d, bool purge)
 {
     char path[4096];
@@ -342,8 +361,9 @@ static int demo_down(const DemoOpts *d, bool purge)
         char name[32];
         str_fmt(name, sizeof(name), "node%d", i + 1);
         str_fmt(path, sizeof(path), "%s/%s.pid", d->dir, name);
+        /* written by the agent itself, so an agent restarted by hand is found too */
         pid_t p = read_pid(path);
-        if (p)
+        if (p && is_agent(p))
             stop_pid(name, p, SIGTERM, 40000);
         unlink(path);
         /* a postmaster left behind (agent killed by hand) */

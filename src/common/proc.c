@@ -32,9 +32,18 @@ static void waiting_set(pid_t pid, pid_t to)
         }
 }
 
-bool proc_is_zombie(pid_t pid)
+void proc_leave_alone(pid_t pid, bool on)
 {
-    char path[64], buf[256];
+    pthread_mutex_lock(&waiting_mu);
+    waiting_set(on ? 0 : pid, on ? pid : 0);
+    pthread_mutex_unlock(&waiting_mu);
+}
+
+/* The state letter and parent of pid from /proc/PID/stat; false when it is gone. The command
+ * name may hold spaces and parentheses, so fields are read after the last ')'. */
+static bool read_stat(pid_t pid, char *state, pid_t *ppid)
+{
+    char path[64], buf[512];
     str_fmt(path, sizeof(path), "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
@@ -43,7 +52,50 @@ bool proc_is_zombie(pid_t pid)
     fclose(f);
     buf[n] = '\0';
     const char *close = strrchr(buf, ')');
-    return close && close[1] == ' ' && close[2] == 'Z';
+    int pp = 0;
+    char st = 0;
+    if (!close || sscanf(close + 1, " %c %d", &st, &pp) != 2)
+        return false;
+    if (state)
+        *state = st;
+    if (ppid)
+        *ppid = (pid_t)pp;
+    return true;
+}
+
+char proc_state(pid_t pid)
+{
+    char st = 0;
+    return read_stat(pid, &st, NULL) ? st : 0;
+}
+
+bool proc_is_zombie(pid_t pid)
+{
+    return proc_state(pid) == 'Z';
+}
+
+int proc_children(pid_t parent, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char st;
+        pid_t pp;
+        if (read_stat((pid_t)pid, &st, &pp) && pp == parent && st != 'Z' && st != 'X') {
+            if (n < max)
+                out[n] = (pid_t)pid;
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
 }
 
 void proc_reap_orphans(void)

@@ -36,6 +36,14 @@ pid_t proc_spawn(const char *const argv[], const ProcOpts *opts, Err *err);
 void proc_reap_orphans(void);
 /* Has pid exited without being reaped yet? (false when it is gone or cannot be read) */
 bool proc_is_zombie(pid_t pid);
+/* The state letter of pid in /proc (R, S, D, T, Z...), 0 when it is gone. */
+char proc_state(pid_t pid);
+/* The live (not zombie) children of parent, found by their parent pid in /proc: up to max in
+ * out; returns how many there are (may exceed max), -1 when /proc cannot be read. */
+int proc_children(pid_t parent, pid_t *out, int max);
+/* A child the caller reaps itself (the fencing process): proc_reap_orphans() leaves it alone
+ * while on. */
+void proc_leave_alone(pid_t pid, bool on);
 
 /* Non-blocking reap: true when pid has exited (status in *status, may be NULL). */
 bool proc_reap(pid_t pid, int *status);

@@ -47,6 +47,7 @@ static const KeySpec keys[] = {
     {"name", K_STR, C(name), 0},
     {"log", K_SECTION, 0, 0},
     {"log.level", K_STR, C(log_level), 0},
+    {"pid_file", K_STR, C(pid_file), 0},
     {"etcd3", K_SECTION, 0, 0},
     {"etcd3.hosts", K_HOSTS, C(etcd_hosts), C(n_etcd_hosts)},
     {"etcd3.host", K_HOST, 0, 0},
@@ -1176,6 +1177,7 @@ void config_free(Config *cfg)
     free(cfg->namespace_);
     free(cfg->name);
     free(cfg->log_level);
+    free(cfg->pid_file);
     free_strv(cfg->etcd_hosts, cfg->n_etcd_hosts);
     free(cfg->etcd_protocol);
     free(cfg->etcd_username);

@@ -112,6 +112,7 @@ typedef struct Config {
     char *namespace_;               /* default "/service/" (always ends with '/') */
     char *name;                     /* required */
     char *log_level;                /* log.level; default "info" */
+    char *pid_file;                 /* pid_file: the agent writes its pid here and locks it (NULL none) */
 
     char **etcd_hosts;              /* etcd3.hosts (list or "h1:p,h2:p") or etcd3.host; "127.0.0.1:2379" */
     int n_etcd_hosts;

@@ -194,6 +194,8 @@ static const char *state_name(const Agent *a)
         default: return "starting";
         }
     }
+    if (a->history_pending && st->running && st->accepting)
+        return "promoting"; /* not announced as primary before the history key has the fork */
     if (st->running && st->accepting)
         return "running";
     if (st->running)
@@ -300,22 +302,57 @@ void agent_publish(Agent *a)
     pthread_mutex_unlock(&a->mu);
 }
 
-/* The fence may stop postgres at the lease deadline unless we renew first. Armed only while
- * postgres may be a primary; extended only by a renewal made while holding the leader key. */
+/* A job that can leave postgres running as a primary: its start does not wait for the next
+ * observation to arm the fence. */
+static bool job_may_make_primary(Agent *a)
+{
+    if (!agent_job_running(a))
+        return false;
+    JobKind k = a->job.kind;
+    return k == JOB_PROMOTE || k == JOB_START_PRIMARY || k == JOB_BOOTSTRAP || k == JOB_RESTART;
+}
+
+/* The fence kills postgres at the lease deadline unless we renew first. Armed while we hold
+ * the leader key (whatever postgres is doing: a promotion or a start may be under way), and
+ * while postgres may be a primary or a job may make it one; extended only by a renewal made
+ * while holding the leader key. */
 static void feed_fence(Agent *a)
 {
-    const PgState *st = &a->pgst;
-    bool maybe_primary = pg_may_be_primary(st);
+    if (a->dcs_ok)
+        fence_set_paused(&a->fence, a->cluster.config.pause);
     bool i_lead = a->dcs_ok && strcmp(a->cluster.leader, a->cfg->name) == 0;
-    if (!maybe_primary) {
+    int64_t margin = fence_margin(a);
+    if (i_lead && a->lease_ok) {
+        fence_arm(&a->fence, a->lease_deadline_ms - margin);
+        return;
+    }
+    if (!pg_may_be_primary(&a->pgst) && !job_may_make_primary(a)) {
         fence_disarm(&a->fence);
         return;
     }
-    int64_t margin = fence_margin(a);
-    if (i_lead && a->lease_ok)
-        fence_arm(&a->fence, a->lease_deadline_ms - margin);
-    else if (a->fence.armed_until == 0)
+    if (a->fence.armed_until == 0)
         fence_arm(&a->fence, a->lease_deadline_ms > 0 ? a->lease_deadline_ms - margin : mono_ms());
+}
+
+bool agent_arm_fence_for_lead(Agent *a)
+{
+    if (!a->lease_ok || a->lease_deadline_ms <= mono_ms())
+        return false;
+    fence_arm(&a->fence, a->lease_deadline_ms - fence_margin(a));
+    return !a->fence.failed;
+}
+
+/* A dead or stuck fencing process is replaced; when that fails, postgres must not go on as a
+ * primary (ha_decide demotes on fence_ok == false). */
+static void watch_fence(Agent *a)
+{
+    Err err = {{0}};
+    bool ok = fence_check(&a->fence, &err);
+    if (!ok && a->fence_ok)
+        log_error("%s", err.msg);
+    else if (ok && !a->fence_ok)
+        log_info("fence: working again");
+    a->fence_ok = ok;
 }
 
 static void handle_requests(Agent *a, Decision *d)
@@ -356,10 +393,11 @@ static void tick(Agent *a)
 {
     int64_t t[4];   /* start, lease renewed, cluster read, postgres observed */
     a->tick_started_ms = t[0] = mono_ms();
-    agent_collect_job(a);
-    agent_reap_children();
-    proc_reap_orphans();
+    /* the renewal and the fence come first: anything else this tick does (a finished job's etcd
+     * writes, a slow read) must not delay a renewal past the fence's deadline */
     renew_lease(a);
+    watch_fence(a);
+    feed_fence(a);
     t[1] = mono_ms();
     if (a->lease_ok) {
         load_cluster(a);
@@ -370,11 +408,24 @@ static void tick(Agent *a)
             log_error("etcd unreachable: lease renewal failed");
         a->dcs_ok = false;
     }
-    /* pass the renewal on to the fence now, from the last observation of postgres: a slow
-     * postgres later in this tick must not look like a missing renewal (the fence is fed again
-     * at the end, from this tick's observation) */
+    if (a->dcs_ok && !a->identity_checked) {
+        Err ierr = {{0}};
+        if (!agent_identity_ok(a, &ierr)) {
+            cli_error("stop the other agent, or give this one another name and data directory", "%s", ierr.msg);
+            a->refused = true;
+            a->stop = 1;
+            return;
+        }
+        a->identity_checked = true;
+    }
+    agent_collect_job(a);
+    agent_reap_children();
+    proc_reap_orphans();
+    /* the fence was fed from the last observation of postgres, before this tick's slow calls
+     * could delay it; it is fed again at the end, from this tick's observation */
     feed_fence(a);
     a->pg.deadline_cap_ms = mono_ms() + pg_budget_ms(a);
+    agent_write_history(a);
 
     if (a->release_pending && a->dcs_ok) {
         /* switchover: the candidate checks it received everything up to our shutdown
@@ -429,6 +480,7 @@ static void tick(Agent *a)
     o.data_dir_foreign = a->pgst.data_dir_foreign;
     o.reinit_on_rewind_failure = a->cfg->remove_data_directory_on_rewind_failure;
     o.dcs_ok = a->dcs_ok;
+    o.fence_ok = a->fence_ok;
     o.lease_ok = a->lease_ok;
     o.lease_deadline_ms = a->lease_deadline_ms;
     o.demote_margin_ms = demote_margin(a);
@@ -493,9 +545,11 @@ static void shutdown_agent(Agent *a)
     Err err = {{0}};
     if (!paused && a->pgst.running) {
         if (!pg_stop(&a->pg, "fast", 30, &err)) {
-            /* postgres may still run: leave the key to expire and the fence armed */
+            /* postgres may still run: leave the key to expire and the fence armed; the fence
+             * outlives us and acts at the deadline (or at once when none is set) */
             log_error("stopping postgres: %s; leaving the leader key to expire and the fence to act", err.msg);
             pg_node_close(&a->pg);
+            a->leave_fence = true;
             return;
         }
         agent_run_callback(a, "on_stop", a->role);
@@ -543,6 +597,8 @@ int cmd_agent(int argc, char **argv)
     Agent *a = xcalloc(1, sizeof(*a));
     a->cfg = cfg;
     a->fence.fd = -1;
+    a->fence_ok = true;
+    a->pidfile_fd = -1;
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->api_mu, NULL);
     cluster_init(&a->cluster);
@@ -567,7 +623,12 @@ int cmd_agent(int argc, char **argv)
         vip_free(v);
     }
     /* fork the fencing process before any thread exists */
-    if (!fence_start(&a->fence, cfg->pg_data_dir, cfg->vip.address ? &cfg->vip : NULL, &err)) {
+    if (!agent_pidfile_take(a, &err)) {
+        cli_error("stop the other agent first", "%s", err.msg);
+        rc = EXIT_STATE;
+        goto out;
+    }
+    if (!fence_start(&a->fence, cfg->name, cfg->pg_data_dir, cfg->vip.address ? &cfg->vip : NULL, &err)) {
         cli_error(NULL, "%s", err.msg);
         rc = EXIT_FAILED;
         goto out;
@@ -654,14 +715,25 @@ int cmd_agent(int argc, char **argv)
             sleep_ms(wait);
         }
     }
-    shutdown_agent(a);
+    if (a->refused) {
+        /* another agent owns this name: touch nothing of its keys or of postgres */
+        rc = EXIT_STATE;
+        rest_stop(a->rest);
+        a->rest = NULL;
+    } else {
+        shutdown_agent(a);
+    }
 out:
     g_agent = NULL;
     proc_set_cancel_flag(NULL);
     agent_worker_stop(a);
     rest_stop(a->rest);
-    if (a->fence.fd >= 0)
+    if (a->leave_fence)
+        fence_abandon(&a->fence);
+    else if (a->fence.fd >= 0)
         fence_stop(&a->fence);
+    fence_free(&a->fence);
+    agent_pidfile_remove(a);
     agent_effects_stop(a, false);
     dcs_free(a->dcs);
     dcs_free(a->api_dcs);

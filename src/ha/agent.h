@@ -52,6 +52,16 @@ typedef struct Agent {
     PgNode pg;                  /* loop thread only (the worker has its own copy) */
     RestServer *rest;
     Fence fence;
+    bool fence_ok;              /* the fencing process runs (or was replaced); false: demote */
+    bool leave_fence;           /* exiting with postgres maybe running: the fence stays */
+    bool identity_checked;      /* our name and system identifier were checked against etcd */
+    bool refused;               /* another live agent has our name: exit touching nothing */
+    int pidfile_fd;             /* agent.pid_file, locked while we run (-1 none) */
+    /* promotion: the history key entry still to write (before the new leader serves) */
+    bool history_pending;
+    int history_tli;            /* the timeline we left */
+    Lsn history_lsn;            /* where it forked (the new timeline's switch point) */
+    bool history_switchover;
     Effects fx;                 /* VIP, DNS, notifications (loop thread) */
 
     Cluster cluster;            /* last successful read */
@@ -139,6 +149,27 @@ void agent_apply_params(Agent *a);
 /* Re-read the YAML file (REST POST /reload, SIGHUP) and apply what can change live. */
 void agent_reload_config(Agent *a);
 bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port);
+
+/* agent.c */
+/* Arm the fence at our lease deadline (minus its margin) before taking the leader key or
+ * starting a job that makes postgres a primary; false when we hold no live lease. */
+bool agent_arm_fence_for_lead(Agent *a);
+
+/* agent_identity.c */
+/* Refuse to run when another live agent uses our member name (its member key carries another
+ * api_url), or when our data directory belongs to another cluster (system identifier). */
+bool agent_identity_ok(Agent *a, Err *err);
+/* Write our pid to agent.pid_file (when set) and lock it: false + err when another live agent
+ * holds it. */
+bool agent_pidfile_take(Agent *a, Err *err);
+void agent_pidfile_remove(Agent *a);
+
+/* agent_history.c */
+/* After a promotion: append the timeline change to the history key with compare-and-set,
+ * retried every tick until it succeeds; until then the new leader does not announce itself. */
+void agent_write_history(Agent *a);
+/* The switch point of timeline tli from pg_wal/<tli>.history in data_dir. */
+bool agent_fork_lsn(const char *data_dir, int tli, int *parent_tli, Lsn *lsn, Err *err);
 
 /* agent_api.c */
 RestBackend agent_rest_backend(Agent *a);

@@ -116,10 +116,6 @@ static const char *replica_ssn(const Agent *a)
     return a->cluster.config.synchronous_mode ? SSN_BLOCK : "";
 }
 
-/* how long a configuration must have been loaded for the checkpointer to have applied it: far
- * more than the 200 ms waited after a reload below */
-#define SSN_SETTLED_TEXT "2 seconds"
-
 /* The replication slots of the other members, as a primary keeps them; returns the count. */
 static int peer_slot_names(const Agent *a, char names[][64], int max)
 {
@@ -210,6 +206,30 @@ static void delete_failover_key(Agent *a)
 
 /* ---- worker thread ---------------------------------------------------------------------- */
 
+#ifdef PGVIGIL_TEST_HOOKS
+/* Test builds only: make the promotion window reachable on purpose. When the file named by
+ * PGVIGIL_TEST_PROMOTE_PAUSE exists, the loop thread stops right after it took the leader key
+ * and handed the promotion to the worker, waits for pg_promote to finish (postgres is a
+ * primary, the job not yet collected) and stays there until the file is removed (at most
+ * 60 s), so a fault test can kill the agent in that window. */
+static void test_hook_promote_pause(Agent *a)
+{
+    const char *path = getenv("PGVIGIL_TEST_PROMOTE_PAUSE");
+    if (str_empty(path) || !file_exists(path))
+        return;
+    agent_wait_job(a, 60000);
+    log_warn("test hook: paused after promotion until %s is removed", path);
+    for (int i = 0; i < 6000 && file_exists(path) && !a->cancel_jobs; i++)
+        sleep_ms(10);
+    log_warn("test hook: resuming");
+}
+#else
+static void test_hook_promote_pause(Agent *a)
+{
+    (void)a;
+}
+#endif
+
 static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_signal, Err *err)
 {
     PgConfSpec spec = {
@@ -227,6 +247,57 @@ static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_sign
 static bool write_conf(PgNode *pg, const Job *j, bool replica, Err *err)
 {
     return write_conf_ex(pg, j, replica, false, err);
+}
+
+/* Synchronous promotion: is `want` the synchronous_standby_names of the whole server, the
+ * checkpointer included? A commit waits for a standby only when the checkpointer has put the
+ * setting into shared memory (it does so at its start and when it handles a reload), so a
+ * backend showing the value proves nothing alone. The facts used:
+ *  - a new connection is forked by the postmaster after its last reload, which signalled the
+ *    checkpointer before it went back to accepting connections: what it shows is what the
+ *    checkpointer has, or has pending;
+ *  - when the configuration was not reloaded since the postmaster started, the checkpointer
+ *    read this same value at its start;
+ *  - otherwise a CHECKPOINT requested now completes only after the checkpointer went through
+ *    the top of its loop, where it handles a pending reload before starting a checkpoint.
+ * Rewrites the configuration and reloads when the value is not there yet. */
+static bool ssn_in_force(PgNode *pg, const Job *j, Err *err)
+{
+    const char *want = j->sync_names;
+    bool reloaded = false;
+    int64_t deadline = mono_ms() + 10000;
+    for (;;) {
+        pg_node_close(pg); /* a new backend, forked after the postmaster's last reload */
+        PGresult *r = pg_query(pg, "SELECT current_setting('synchronous_standby_names'), "
+                                   "pg_conf_load_time() <= pg_postmaster_start_time()", 2000, err);
+        if (!r)
+            return false;
+        bool same = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), want) == 0;
+        bool since_start = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+        PQclear(r);
+        if (same && since_start) {
+            log_info("promote: synchronous_standby_names = '%s' since postgres started", want);
+            return true;
+        }
+        if (same) {
+            if (!pg_exec(pg, "CHECKPOINT", 120000, err)) {
+                err_prefix(err, "promote: making the checkpointer take synchronous_standby_names: ");
+                return false;
+            }
+            log_info("promote: synchronous_standby_names = '%s' is in force (checkpointer synced)", want);
+            return true;
+        }
+        if (!reloaded) {
+            if (!write_conf_ex(pg, j, false, true, err) || !pg_reload(pg, err))
+                return false;
+            reloaded = true;
+        }
+        if (mono_ms() >= deadline) {
+            err_set(err, "synchronous_standby_names did not take effect before promotion");
+            return false;
+        }
+        sleep_ms(20);
+    }
 }
 
 static bool run_job(Agent *a, Job *j, Err *err)
@@ -283,38 +354,20 @@ static bool run_job(Agent *a, Job *j, Err *err)
             if (!pg_sync_slots(&pg, j->peer_slots, j->n_peer_slots, &se))
                 log_warn("promote: replication slots: %s", se.msg);
         }
-        /* synchronous mode: has the blocking value been in force a while already (the replica
-         * ran with it), so that the checkpointer has surely put it into shared memory? */
-        bool settled = false;
         if (j->sync_names[0]) {
-            Err qe = {{0}};
-            PGresult *r = pg_query(&pg, "SELECT current_setting('synchronous_standby_names'), "
-                                        "now() - pg_conf_load_time() > interval '" SSN_SETTLED_TEXT "'", 1000, &qe);
-            settled = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), j->sync_names) == 0 &&
-                      strcmp(PQgetvalue(r, 0, 1), "t") == 0;
-            PQclear(r);
-        }
-        if (settled)
-            log_info("promote: the blocking synchronous_standby_names is already in force");
-        ok = write_conf_ex(&pg, j, false, true, err) && pg_reload(&pg, err);
-        if (ok && j->sync_names[0] && !settled) {
             /* synchronous mode: the blocking synchronous_standby_names must be in force before
              * the first commit the new primary could acknowledge */
-            ok = false;
-            for (int i = 0; i < 50 && !ok; i++) {
-                Err qe = {{0}};
-                PGresult *r = pg_query(&pg, "SHOW synchronous_standby_names", 1000, &qe);
-                ok = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), j->sync_names) == 0;
-                PQclear(r);
-                if (!ok)
-                    sleep_ms(100);
-            }
-            if (!ok)
-                err_set(err, "synchronous_standby_names did not take effect before promotion");
-            else
-                sleep_ms(200); /* the checkpointer applies it to shared memory on the same reload */
+            ok = ssn_in_force(&pg, j, err);
+        } else {
+            ok = write_conf_ex(&pg, j, false, true, err) && pg_reload(&pg, err);
         }
         ok = ok && pg_promote(&pg, 60, err);
+        if (ok && j->sync_names[0]) {
+            /* the primary's own configuration (no primary_conninfo); the value is unchanged */
+            Err ce = {{0}};
+            if (!write_conf_ex(&pg, j, false, true, &ce) || !pg_reload(&pg, &ce))
+                log_warn("promote: rewriting the configuration: %s", ce.msg);
+        }
         break;
     }
     case JOB_REWIND: {
@@ -523,11 +576,17 @@ void agent_collect_job(Agent *a)
             a->following[0] = '\0';
             PgState st;
             pg_observe(&a->pg, &st);
-            char *hist = history_append(a->cluster.history_json, st.timeline > 1 ? st.timeline - 1 : 1, st.wal_lsn,
-                                        a->cluster.failover.present ? "switchover" : "failover", a->cfg->name);
-            if (!a->dcs->ops->put(a->dcs, "history", hist, false, &err))
-                log_warn("cannot write history: %s", err.msg);
-            free(hist);
+            /* the history entry goes in before the new leader announces itself (tick() writes it,
+             * retrying until etcd takes it); its LSN is where the new timeline forked */
+            int parent = st.timeline > 1 ? st.timeline - 1 : 1;
+            Lsn fork = st.wal_lsn;
+            if (!agent_fork_lsn(a->cfg->pg_data_dir, st.timeline, &parent, &fork, &err))
+                log_warn("history: %s; recording the current position instead", err.msg);
+            a->history_pending = true;
+            a->history_tli = parent;
+            a->history_lsn = fork;
+            a->history_switchover = a->cluster.failover.present;
+            agent_write_history(a);
             agent_effects_promoted(a, a->cluster.failover.present);
             delete_failover_key(a);
             set_role(a, "primary", "promoted");
@@ -843,7 +902,7 @@ void agent_act(Agent *a, const Decision *d)
         if (a->pgst.running && !a->pgst.in_recovery && a->pgst.sysid[0]) {
             if (!a->dcs->ops->create(a->dcs, "initialize", a->pgst.sysid, false, &created, &err) || !created)
                 break;
-            if (take_leader_key(a))
+            if (agent_arm_fence_for_lead(a) && take_leader_key(a))
                 set_role(a, "primary", "registered the running primary as a new cluster");
             break;
         }
@@ -855,7 +914,7 @@ void agent_act(Agent *a, const Decision *d)
             log_info("bootstrap: another member won the initialize key");
             break;
         }
-        if (!take_leader_key(a)) {
+        if (!agent_arm_fence_for_lead(a) || !take_leader_key(a)) {
             bool del;
             a->dcs->ops->del(a->dcs, "initialize", "", &del, &err);
             break;
@@ -871,6 +930,10 @@ void agent_act(Agent *a, const Decision *d)
         agent_submit(a, JOB_START_REPLICA, d->target);
         break;
     case ACT_START_PRIMARY:
+        if (!agent_arm_fence_for_lead(a)) {
+            log_warn("start as primary: no live lease to arm the fence with; not starting");
+            break;
+        }
         str_copy(a->sync_applied, sizeof(a->sync_applied), a->cluster.config.synchronous_mode ? SSN_BLOCK : "");
         a->sync_changed_ms = mono_ms();
         agent_submit(a, JOB_START_PRIMARY, NULL);
@@ -879,10 +942,16 @@ void agent_act(Agent *a, const Decision *d)
         keep_leader(a, d);
         break;
     case ACT_ACQUIRE:
-        if (take_leader_key(a))
+        if (agent_arm_fence_for_lead(a) && take_leader_key(a))
             set_role(a, "primary", d->reason);
         break;
     case ACT_PROMOTE:
+        /* the fence is armed before the key is ours: if we die from here on, whatever
+         * postgres has become is killed by the lease deadline */
+        if (!agent_arm_fence_for_lead(a)) {
+            log_warn("promote: no live lease to arm the fence with; not promoting");
+            break;
+        }
         if (strcmp(a->cluster.leader, a->cfg->name) != 0 && !take_leader_key(a))
             break;
         /* in synchronous mode the new primary acknowledges nothing until a synchronous
@@ -890,6 +959,7 @@ void agent_act(Agent *a, const Decision *d)
         str_copy(a->sync_applied, sizeof(a->sync_applied), a->cluster.config.synchronous_mode ? SSN_BLOCK : "");
         a->sync_changed_ms = mono_ms();
         agent_submit(a, JOB_PROMOTE, NULL);
+        test_hook_promote_pause(a);
         break;
     case ACT_DEMOTE:
         demote_now(a, "immediate");

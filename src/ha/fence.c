@@ -1,8 +1,14 @@
 /* Fencing process: reads deadlines from a pipe; when the current one passes (or the agent is
- * gone and it passes), removes the floating IP and stops the local postmaster with an immediate
- * shutdown. A dead agent cannot keep the floating IP: it goes as soon as the pipe closes. */
+ * gone and it passes), removes the floating IP and kills the local postgres, backends included.
+ * An agent that dies with no deadline set leaves no guard at all, so then a postgres running
+ * without standby.signal is killed at once, unless the cluster is paused. A dead agent cannot
+ * keep the floating IP: it goes as soon as the pipe closes. The agent side (fence_*) watches
+ * the process and starts a new one when it dies or stops reading. */
 #include "common/common.h"
+#include "cli/cli.h"
+#include "common/fileutil.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/timeutil.h"
 #include "ha/fence.h"
 #include "net/vip.h"
@@ -12,12 +18,20 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+/* messages other than a deadline (> 0) or 0 (disarm) */
 #define FENCE_EXIT ((int64_t)-1)
+#define FENCE_PAUSED ((int64_t)-2)
+#define FENCE_RUNNING ((int64_t)-3)
 
-/* The address goes first: clients stop reaching this node at once, even while postgres takes
- * its grace period to die. */
+/* killing postgres takes a few milliseconds; this bounds a postmaster that will not die */
+#define KILL_TIMEOUT_MS 2000
+
+/* ---- the fencing process ------------------------------------------------------------------ */
+
+/* The address goes first: clients stop reaching this node at once. */
 static bool drop_vip(Vip *vip, const char *why)
 {
     if (!vip)
@@ -33,6 +47,28 @@ static bool drop_vip(Vip *vip, const char *why)
     return true;
 }
 
+static void kill_postgres(const char *data_dir, Vip *vip, const char *why)
+{
+    bool vip_gone = drop_vip(vip, why);
+    if (pg_postmaster_pid(data_dir) == 0) {
+        log_info("fence: %s; postgres is not running", why);
+    } else {
+        log_error("fence: %s: killing postgres and its backends so it cannot accept writes without a lease", why);
+        if (!pg_kill_postmaster(data_dir, KILL_TIMEOUT_MS))
+            log_error("fence: postgres of %s did not die within %d ms", data_dir, KILL_TIMEOUT_MS);
+    }
+    if (!vip_gone)
+        drop_vip(vip, why);
+}
+
+/* Would a postgres here accept writes? It runs, and not as a standby. */
+static bool runs_as_primary(const char *data_dir)
+{
+    char sig[4200];
+    str_fmt(sig, sizeof(sig), "%s/standby.signal", data_dir);
+    return pg_postmaster_pid(data_dir) != 0 && !file_exists(sig);
+}
+
 static void fence_main(int rfd, const char *data_dir, Vip *vip)
 {
     prctl(PR_SET_NAME, "pgvigil-fence", 0, 0, 0);
@@ -41,6 +77,7 @@ static void fence_main(int rfd, const char *data_dir, Vip *vip)
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     int64_t deadline = 0;
+    bool paused = false;
     bool agent_gone = false;
     for (;;) {
         int wait = 1000;
@@ -57,26 +94,29 @@ static void fence_main(int rfd, const char *data_dir, Vip *vip)
                 if (n == (ssize_t)sizeof(msg)) {
                     if (msg == FENCE_EXIT)
                         return;
-                    deadline = msg;
+                    if (msg == FENCE_PAUSED || msg == FENCE_RUNNING)
+                        paused = msg == FENCE_PAUSED;
+                    else
+                        deadline = msg;
                     continue;
                 }
-                if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+                if (n >= 0 || (errno != EINTR && errno != EAGAIN)) {
+                    /* closed, a torn message, or a broken pipe: the agent is gone */
                     agent_gone = true;
                     drop_vip(vip, "the agent is gone");
-                    if (!deadline)
+                    if (!deadline) {
+                        if (!paused && runs_as_primary(data_dir))
+                            kill_postgres(data_dir, vip, "agent died while postgres runs as a primary with no deadline set");
                         return;
-                    log_warn("fence: agent is gone while postgres may be primary; stopping it at the lease deadline");
+                    }
+                    log_warn("fence: agent is gone while postgres may be primary; killing it at the lease deadline");
                 }
             }
         } else {
             sleep_ms(wait);
         }
         if (deadline && mono_ms() >= deadline) {
-            bool vip_gone = drop_vip(vip, "the agent missed its heartbeat deadline");
-            log_error("fence: agent missed its heartbeat deadline: stopping postgres (immediate) so it cannot accept writes without a lease");
-            pg_kill_postmaster(data_dir, 3000);
-            if (!vip_gone)
-                drop_vip(vip, "the agent missed its heartbeat deadline");
+            kill_postgres(data_dir, vip, "agent missed its heartbeat deadline");
             deadline = 0;
             if (agent_gone)
                 return;
@@ -84,15 +124,102 @@ static void fence_main(int rfd, const char *data_dir, Vip *vip)
     }
 }
 
-bool fence_start(Fence *f, const char *data_dir, const VipConfig *vip_cfg, Err *err)
+static void fence_usage(FILE *out)
 {
+    fprintf(out, "usage: pgvigil fence --name N --data-dir D --fd FD [--vip A --vip-interface I --vip-arp-count N]\n"
+                 "The fencing process of an agent (started by the agent; not for use by hand).\n");
+}
+
+int cmd_fence(int argc, char **argv)
+{
+    const char *name = NULL, *data_dir = NULL, *fd_s = NULL;
+    VipConfig vc = {0};
+    const char *arp = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char **dst = NULL;
+        if (strcmp(argv[i], "--name") == 0)
+            dst = &name;
+        else if (strcmp(argv[i], "--data-dir") == 0)
+            dst = &data_dir;
+        else if (strcmp(argv[i], "--fd") == 0)
+            dst = &fd_s;
+        else if (strcmp(argv[i], "--vip") == 0)
+            dst = (const char **)&vc.address;
+        else if (strcmp(argv[i], "--vip-interface") == 0)
+            dst = (const char **)&vc.interface;
+        else if (strcmp(argv[i], "--vip-arp-count") == 0)
+            dst = &arp;
+        if (!dst || i + 1 >= argc) {
+            fence_usage(stderr);
+            return EXIT_USAGE;
+        }
+        *dst = argv[++i];
+    }
+    char *end = NULL;
+    long fd = fd_s ? strtol(fd_s, &end, 10) : -1;
+    if (!data_dir || fd < 0 || (end && *end)) {
+        fence_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (name)
+        log_set_name(name);
+    vc.arp_count = arp ? atoi(arp) : 3;
+    Err err = {{0}};
     Vip *vip = NULL;
-    if (vip_cfg && !(vip = vip_new(vip_cfg, err)))
-        return false;
+    if (vc.address && !(vip = vip_new(&vc, &err))) {
+        log_error("fence: %s", err.msg);
+        return EXIT_CONFIG;
+    }
+    fence_main((int)fd, data_dir, vip);
+    vip_free(vip);
+    return EXIT_OK;
+}
+
+/* ---- the agent's side --------------------------------------------------------------------- */
+
+static void send_msg(Fence *f, int64_t v)
+{
+    if (f->fd < 0 || f->failed)
+        return;
+    ssize_t n = write(f->fd, &v, sizeof(v));
+    if (n == (ssize_t)sizeof(v))
+        return;
+    /* EAGAIN: the fence stopped reading (frozen or stuck), EPIPE: it is gone. Either way it no
+     * longer guards anything; fence_check replaces it. (8 bytes are below PIPE_BUF: a write is
+     * never torn.) */
+    log_error("fence: cannot reach the fencing process (pid %d): %s", (int)f->pid,
+              n < 0 ? strerror(errno) : "short write");
+    f->failed = true;
+}
+
+static bool spawn(Fence *f, Err *err)
+{
+    char fdbuf[16], arpbuf[16];
+    str_fmt(fdbuf, sizeof(fdbuf), "%d", 3);
+    str_fmt(arpbuf, sizeof(arpbuf), "%d", f->vip_arp_count);
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = "pgvigil";
+    argv[n++] = "fence";
+    argv[n++] = "--name";
+    argv[n++] = f->name;
+    argv[n++] = "--data-dir";
+    argv[n++] = f->data_dir;
+    argv[n++] = "--fd";
+    argv[n++] = fdbuf;
+    if (f->vip_address) {
+        argv[n++] = "--vip";
+        argv[n++] = f->vip_address;
+        argv[n++] = "--vip-interface";
+        argv[n++] = f->vip_interface ? f->vip_interface : "";
+        argv[n++] = "--vip-arp-count";
+        argv[n++] = arpbuf;
+    }
+    argv[n] = NULL;
+
     int p[2];
-    if (pipe(p) != 0) {
+    if (pipe2(p, O_CLOEXEC) != 0) {
         err_set(err, "fence: pipe: %s", strerror(errno));
-        vip_free(vip);
         return false;
     }
     pid_t pid = fork();
@@ -100,34 +227,57 @@ bool fence_start(Fence *f, const char *data_dir, const VipConfig *vip_cfg, Err *
         err_set(err, "fence: fork: %s", strerror(errno));
         close(p[0]);
         close(p[1]);
-        vip_free(vip);
         return false;
     }
     if (pid == 0) {
-        close(p[1]);
-        fence_main(p[0], data_dir, vip);
-        vip_free(vip);
-        _exit(0);
+        /* only async-signal-safe calls until exec: the agent may have threads */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (p[0] == 3)
+            fcntl(3, F_SETFD, 0);
+        else if (dup2(p[0], 3) < 0)
+            _exit(127);
+        /* no socket or file of the agent's may outlive it in the fence (a REST port, say) */
+        close_range(4, ~0U, 0);
+        execv("/proc/self/exe", (char *const *)argv);
+        _exit(127);
     }
-    vip_free(vip); /* the fencing process has its own copy */
     close(p[0]);
-    fcntl(p[1], F_SETFD, FD_CLOEXEC);
+    /* a fence that stops reading must not block the agent: a full pipe is a fence failure */
+    fcntl(p[1], F_SETFL, fcntl(p[1], F_GETFL) | O_NONBLOCK);
     f->pid = pid;
     f->fd = p[1];
-    f->armed_until = 0;
+    f->failed = false;
+    proc_leave_alone(pid, true);
     return true;
 }
 
-static void send_msg(Fence *f, int64_t v)
+bool fence_start(Fence *f, const char *name, const char *data_dir, const VipConfig *vip_cfg, Err *err)
 {
-    if (f->fd < 0)
-        return;
-    ssize_t n = write(f->fd, &v, sizeof(v));
-    (void)n;
+    if (vip_cfg && vip_cfg->address) {
+        Vip *v = vip_new(vip_cfg, err);
+        if (!v)
+            return false;
+        vip_free(v);
+    }
+    f->pid = 0;
+    f->fd = -1;
+    f->armed_until = 0;
+    f->paused = false;
+    f->failed = false;
+    f->name = str_dup(name ? name : "");
+    f->data_dir = str_dup(data_dir);
+    f->vip_address = vip_cfg && vip_cfg->address ? str_dup(vip_cfg->address) : NULL;
+    f->vip_interface = vip_cfg && vip_cfg->interface ? str_dup(vip_cfg->interface) : NULL;
+    f->vip_arp_count = vip_cfg ? vip_cfg->arp_count : 0;
+    return spawn(f, err);
 }
 
 void fence_arm(Fence *f, int64_t deadline_ms)
 {
+    if (deadline_ms <= 0)
+        deadline_ms = 1; /* 0 means disarmed: a deadline in the past acts at once */
     if (deadline_ms == f->armed_until)
         return;
     f->armed_until = deadline_ms;
@@ -142,11 +292,90 @@ void fence_disarm(Fence *f)
     send_msg(f, 0);
 }
 
+void fence_set_paused(Fence *f, bool paused)
+{
+    if (paused == f->paused)
+        return;
+    f->paused = paused;
+    send_msg(f, paused ? FENCE_PAUSED : FENCE_RUNNING);
+}
+
+bool fence_check(Fence *f, Err *err)
+{
+    const char *what = NULL;
+    int status = 0;
+    if (f->pid > 0) {
+        pid_t r = waitpid(f->pid, &status, WNOHANG);
+        if (r == f->pid || (r < 0 && errno == ECHILD)) {
+            what = r == f->pid && WIFSIGNALED(status) ? "was killed" : "exited";
+            proc_leave_alone(f->pid, false);
+            f->pid = 0;
+        }
+    } else {
+        what = "is not running";
+    }
+    if (!what && f->failed)
+        what = "does not read its messages";
+    if (!what)
+        return true;
+    if (f->pid > 0) {
+        /* stuck or frozen: it guards nothing; its replacement takes over its deadline */
+        kill(f->pid, SIGKILL);
+        waitpid(f->pid, NULL, 0);
+        proc_leave_alone(f->pid, false);
+        log_error("fence: the fencing process (pid %d) %s; killed it", (int)f->pid, what);
+    } else {
+        log_error("fence: the fencing process %s", what);
+    }
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+    f->pid = 0;
+    if (!spawn(f, err))
+        return false;
+    /* the new one starts disarmed and not paused: tell it the current state */
+    int64_t armed = f->armed_until;
+    bool paused = f->paused;
+    f->armed_until = 0;
+    f->paused = false;
+    fence_set_paused(f, paused);
+    if (armed)
+        fence_arm(f, armed);
+    if (f->failed) {
+        err_set(err, "fence: the new fencing process does not read its messages");
+        return false;
+    }
+    log_warn("fence: started a new fencing process (pid %d)%s", (int)f->pid, armed ? " with the current deadline" : "");
+    return true;
+}
+
 void fence_stop(Fence *f)
 {
     if (f->fd < 0)
         return;
+    f->failed = false;
     send_msg(f, FENCE_EXIT);
     close(f->fd);
     f->fd = -1;
+    if (f->pid > 0)
+        proc_leave_alone(f->pid, false);
+}
+
+void fence_abandon(Fence *f)
+{
+    if (f->fd < 0)
+        return;
+    close(f->fd);
+    f->fd = -1;
+    if (f->pid > 0)
+        proc_leave_alone(f->pid, false);
+}
+
+void fence_free(Fence *f)
+{
+    free(f->name);
+    free(f->data_dir);
+    free(f->vip_address);
+    free(f->vip_interface);
+    f->name = f->data_dir = f->vip_address = f->vip_interface = NULL;
 }

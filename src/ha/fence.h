@@ -1,7 +1,9 @@
 /* The fencing process: a tiny separate process that removes the floating IP (when configured)
- * and stops the local postmaster when the agent misses its heartbeat deadline (agent frozen by
- * SIGSTOP, killed, or stuck). The deadline is a CLOCK_MONOTONIC time, shared by all processes
- * of the host. */
+ * and kills the local postgres, backends included, when the agent misses its heartbeat deadline
+ * (agent frozen by SIGSTOP, killed, or stuck), or when the agent dies while postgres runs as a
+ * primary. The deadline is a CLOCK_MONOTONIC time, shared by all processes of the host.
+ * It runs as `pgvigil fence` (exec'd, so it can be started again while the agent has threads)
+ * and reads 8-byte messages from a pipe. */
 #ifndef PGVIGIL_FENCE_H
 #define PGVIGIL_FENCE_H
 
@@ -11,20 +13,45 @@
 #include <sys/types.h>
 
 typedef struct Fence {
-    pid_t pid;
-    int fd;              /* write end of the pipe to the fencing process */
+    pid_t pid;           /* 0 when none runs */
+    int fd;              /* write end of the pipe to the fencing process (non-blocking), -1 none */
     int64_t armed_until; /* last deadline sent, 0 = disarmed */
+    bool paused;         /* last pause state sent */
+    bool failed;         /* a message could not be written: the fence is dead or stuck */
+    /* what a restart needs (owned copies) */
+    char *name;
+    char *data_dir;
+    char *vip_address;
+    char *vip_interface;
+    int vip_arp_count;
 } Fence;
 
-/* Fork the fencing process. Must be called before any thread is started. vip (NULL = none) is
- * the floating IP the fence removes, before stopping postgres, when a deadline passes; false +
- * err (naming the vip.* key) when it is not valid. */
-bool fence_start(Fence *f, const char *data_dir, const VipConfig *vip, Err *err);
-/* Postmaster must be stopped (and the VIP removed) unless the agent calls again before
+/* Start the fencing process. vip (NULL = none) is the floating IP it removes, before killing
+ * postgres, when a deadline passes. */
+bool fence_start(Fence *f, const char *name, const char *data_dir, const VipConfig *vip, Err *err);
+/* Postgres must be killed (and the VIP removed) unless the agent calls again before
  * deadline_ms (monotonic). */
 void fence_arm(Fence *f, int64_t deadline_ms);
 void fence_disarm(Fence *f);
-/* Clean agent exit: the fencing process exits without acting. */
+/* The cluster is paused: an agent that dies with no deadline set leaves a primary running
+ * (nothing can promote another node). */
+void fence_set_paused(Fence *f, bool paused);
+/* Is the fencing process alive, and did every message reach it? When not, replace it (killing
+ * a stuck one) and send it the current deadline again. False + err when no fence could be
+ * started: the caller must not let postgres run as a primary. */
+bool fence_check(Fence *f, Err *err);
+/* Clean agent exit, postgres stopped (or left running on purpose while paused): the fencing
+ * process exits without acting. */
 void fence_stop(Fence *f);
+/* The agent exits while postgres may still run as a primary: close the pipe without the exit
+ * message, so the fence acts as for a dead agent (at the deadline, or at once when none is set
+ * and postgres runs without standby.signal). */
+void fence_abandon(Fence *f);
+/* Free the copies fence_start made (after fence_stop or fence_abandon). */
+void fence_free(Fence *f);
+
+/* `pgvigil fence --name N --data-dir D --fd FD [--vip A --vip-interface I --vip-arp-count N]`:
+ * the fencing process itself, started by fence_start. */
+int cmd_fence(int argc, char **argv);
 
 #endif

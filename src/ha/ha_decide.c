@@ -372,6 +372,15 @@ void ha_decide(const Observation *o, Decision *d)
     memset(d, 0, sizeof(*d));
     bool maybe_primary = may_be_primary(o);
 
+    /* Nothing would stop a frozen or dead agent's primary: no writes without a fence. */
+    if (!o->fence_ok) {
+        if (maybe_primary && o->pg_running)
+            decide(d, ACT_DEMOTE, "", "the fencing process is dead and cannot be started again: stopping writes");
+        else
+            decide(d, ACT_WAIT, "", "the fencing process is dead and cannot be started again: no promotion or start");
+        return;
+    }
+
     if (!o->dcs_ok) {
         if (maybe_primary && o->lease_deadline_ms > 0 && o->now_ms >= o->lease_deadline_ms - o->demote_margin_ms) {
             decide(d, ACT_DEMOTE, "", "etcd unreachable and my lease may expire in %lld ms: stopping writes",

@@ -48,6 +48,7 @@ typedef struct Observation {
     bool reinit_on_rewind_failure; /* postgresql.remove_data_directory_on_rewind_failure */
 
     /* etcd */
+    bool fence_ok;             /* the fencing process runs: without it no primary may run */
     bool dcs_ok;               /* this tick's read succeeded */
     bool lease_ok;             /* our lease was renewed this tick */
     int64_t lease_deadline_ms; /* monotonic time by which etcd may expire our lease */

@@ -105,8 +105,9 @@ bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err);
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err);
 bool pg_rewind_marked_failed(const PgNode *pg);
 bool pg_checkpoint(PgNode *pg, Err *err);
-/* Stop the postmaster with SIGQUIT (immediate), then SIGKILL; used by fencing. */
-bool pg_kill_postmaster(const char *data_dir, int grace_ms);
+/* Kill the postmaster of data_dir and every process it forked (backends included) with
+ * SIGKILL, at once; used by fencing. True once the postmaster is gone (within timeout_ms). */
+bool pg_kill_postmaster(const char *data_dir, int timeout_ms);
 
 /* Run SQL on the local server as superuser with a deadline. Returns the PGresult (caller
  * PQclear's) only on PGRES_COMMAND_OK / PGRES_TUPLES_OK, else NULL + err. */

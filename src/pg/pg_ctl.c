@@ -477,21 +477,45 @@ bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err)
     return ok;
 }
 
-bool pg_kill_postmaster(const char *data_dir, int grace_ms)
+/* SIGKILL every live child of the (stopped) postmaster, again until none is left: one forked
+ * just before the stop took effect shows up on the next look. */
+static void kill_children(pid_t pm)
+{
+    pid_t kids[256];
+    for (int round = 0; round < 20; round++) {
+        int n = proc_children(pm, kids, (int)ARRAY_LEN(kids));
+        if (n <= 0)
+            return;
+        for (int i = 0; i < n && i < (int)ARRAY_LEN(kids); i++)
+            kill(kids[i], SIGKILL);
+        /* a killed child stays a zombie (not listed) until the postmaster would reap it */
+        for (int w = 0; w < 50 && proc_children(pm, kids, (int)ARRAY_LEN(kids)) > 0; w++)
+            sleep_ms(1);
+    }
+}
+
+bool pg_kill_postmaster(const char *data_dir, int timeout_ms)
 {
     /* a stale pid file may name a pid reused by another program: never signal that */
     pid_t pid = pg_postmaster_pid(data_dir);
     if (pid == 0)
         return true;
-    /* SIGQUIT = immediate shutdown: the postmaster kills every backend at once */
-    kill(pid, SIGQUIT);
-    int64_t deadline = mono_ms() + grace_ms;
+    int64_t deadline = mono_ms() + timeout_ms;
+    /* Every backend is its own process group (PostgreSQL calls setsid in each child), so one
+     * signal to a group would not reach them, and a postmaster killed alone leaves backends that
+     * can still finish what they run, a commit included. Freeze the postmaster so it forks no
+     * more and its children stay its children, kill each of them, then the postmaster. SIGKILL,
+     * not SIGQUIT: nothing of postgres may run on to handle it, and a stopped or stuck process
+     * dies of SIGKILL at once. Crash recovery at the next start makes this as safe as a crash. */
+    kill(pid, SIGSTOP);
+    while (proc_state(pid) != 'T' && proc_state(pid) != 0 && mono_ms() < deadline)
+        sleep_ms(1);
+    kill_children(pid);
+    kill(pid, SIGKILL);
     while (mono_ms() < deadline) {
         if (pg_postmaster_pid(data_dir) != pid)
             return true;
-        sleep_ms(20);
+        sleep_ms(5);
     }
-    kill(pid, SIGKILL);
-    sleep_ms(20);
     return pg_postmaster_pid(data_dir) != pid;
 }

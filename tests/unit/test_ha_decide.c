@@ -92,6 +92,7 @@ static void fx_init(Fx *f)
     o->my_timeline = 2;
     o->my_sysid = SYSID;
     o->following = "";
+    o->fence_ok = true;
     o->dcs_ok = true;
     o->lease_ok = true;
     o->lease_deadline_ms = NOW + TTL_MS;
@@ -184,6 +185,7 @@ static void t_margin_plus1(Fx *f) { f->o.lease_deadline_ms = NOW + MARGIN + 1; }
 static void t_expired(Fx *f) { f->o.lease_deadline_ms = NOW - 1; }
 static void t_no_lease(Fx *f) { f->o.lease_deadline_ms = 0; }
 static void t_busy(Fx *f) { f->o.action_running = true; }
+static void t_no_fence(Fx *f) { f->o.fence_ok = false; }
 
 /* local PostgreSQL */
 static void t_pg_down(Fx *f)
@@ -399,6 +401,23 @@ static void test_etcd_unreachable(void **state)
         {"replica, etcd down, no lease", as_replica, {t_dcs_down, t_no_lease}, ACT_WAIT, NULL, NULL, false},
         {"stopped node, etcd down", as_replica, {t_dcs_down, t_pg_down, t_no_lease}, ACT_WAIT, NULL, NULL, false},
         {"empty node, etcd down", as_empty, {t_dcs_down}, ACT_WAIT, NULL, NULL, false},
+    };
+    RUN(rows);
+}
+
+/* A fencing process that died and cannot be started again leaves nothing to stop a frozen or
+ * dead agent's primary: no writes, no promotion, whatever else is going on. */
+static void test_fence_dead(void **state)
+{
+    (void)state;
+    static const Row rows[] = {
+        {"primary, fence dead", as_leader, {t_no_fence}, ACT_DEMOTE, NULL, "fencing process", false},
+        {"primary, fence dead, even paused", as_leader, {t_pause, t_no_fence}, ACT_DEMOTE, NULL, "fencing process", false},
+        {"primary, fence dead, even mid-action", as_leader, {t_busy, t_no_fence}, ACT_DEMOTE, NULL, "fencing process", false},
+        {"primary, fence dead, etcd down", as_leader, {t_dcs_down, t_no_fence}, ACT_DEMOTE, NULL, "fencing process", false},
+        {"replica in an election, fence dead: no promotion", as_election, {t_no_fence}, ACT_WAIT, NULL, "fencing process", false},
+        {"replica, fence dead", as_replica, {t_no_fence}, ACT_WAIT, NULL, "fencing process", false},
+        {"stopped node, fence dead: no start", as_replica, {t_pg_down, t_no_fence}, ACT_WAIT, NULL, "fencing process", false},
     };
     RUN(rows);
 }
@@ -777,6 +796,7 @@ static void randomize(Fx *f)
     int me = (int)rnd(3);
     o->name = node_names[me];
 
+    o->fence_ok = rnd(16) != 0;
     c->initialized = rnd(8) != 0;
     if (!c->initialized || rnd(8) == 0)
         c->sysid[0] = '\0';
@@ -902,6 +922,14 @@ static const char *check_invariants(const Fx *f, const Decision *d)
         return "target unterminated";
     if (d->target[0] && (!is_node_name(d->target) || strcmp(d->target, o->name) == 0))
         return "target is not another member";
+
+    if (!o->fence_ok) {
+        if (maybe_primary && a != ACT_DEMOTE)
+            return "no fencing process: a primary keeps running";
+        if (!maybe_primary && a != ACT_WAIT)
+            return "no fencing process: a non-primary acted";
+        return NULL;
+    }
 
     if (!c) {
         if (a != ACT_WAIT && a != ACT_DEMOTE)
@@ -1029,6 +1057,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_etcd_unreachable),
+        cmocka_unit_test(test_fence_dead),
         cmocka_unit_test(test_action_in_progress),
         cmocka_unit_test(test_not_initialized),
         cmocka_unit_test(test_sysid_mismatch),
