@@ -34,6 +34,11 @@ FAULTS = [
     "cut_primary_replicas",  # primary <-> the other database nodes
     "isolate_etcd",        # one etcd member cut from everyone (--etcd 3 only)
     "restart_proxy",       # kill -9 of the proxy, started again at once
+    "kill9_agent",         # kill -9 of the agent alone (postgres and its fence keep running);
+                           # heal: start the agent again
+    "kill9_agent_promoting",  # kill -9 of the primary node, then kill -9 of the agent that takes
+                           # the leader key, right after its pg_promote (the test build's
+                           # PGVIGIL_TEST_PROMOTE_PAUSE hook holds it there); heal: restart both
 ]
 
 
@@ -49,7 +54,7 @@ def cmd_schedule(a):
             rnd.shuffle(bag)
         kind = bag.pop()
         role = "primary"
-        if kind in ("kill9_node", "stop_node", "stop_agent") and rnd.random() < 0.25:
+        if kind in ("kill9_node", "stop_node", "stop_agent", "kill9_agent") and rnd.random() < 0.25:
             role = "replica"
         if kind == "isolate_etcd":
             role = "etcd%d" % rnd.randint(1, a.etcd)
@@ -58,6 +63,13 @@ def cmd_schedule(a):
             hold = 0.0
         elif kind == "kill9_node":
             hold = rnd.uniform(2, 10)
+        elif kind == "kill9_agent_promoting":
+            # longer than the lease: the killed agent's lease must expire while it is dead, so
+            # that its fence has to stop the promoted postgres and another node takes over
+            hold = rnd.uniform(1.5 * a.ttl, 3.0 * a.ttl)
+        elif kind == "kill9_agent":
+            # the agent comes back before its lease expires, or well after it
+            hold = rnd.uniform(1, 2.5 * a.ttl)
         else:
             # around the TTL: sometimes shorter (the lease survives), mostly longer
             hold = rnd.uniform(0.5 * a.ttl, 3.0 * a.ttl)
@@ -65,6 +77,8 @@ def cmd_schedule(a):
         pick = rnd.randrange(100)        # which replica, when there is a choice
         out.append("%s %s %.1f %.1f %d" % (kind, role, hold, pause, pick))
         t += hold + pause + 1.0
+        if kind == "kill9_agent_promoting":
+            t += 2 * a.ttl     # the failover it waits for before its hold starts
     print("\n".join(out))
 
 
@@ -234,19 +248,42 @@ def classify_commit_error(e, conn):
     return "unknown"         # connection lost (or an answer we cannot trust): may have committed
 
 
-def client(idx, a, ids, ops, stop, inflight, rnd):
+def proxy_connect(a, name):
     import psycopg2
+    return psycopg2.connect(a.dsn, application_name="fault-" + name)
+
+
+def direct_connect(ip, name):
+    """A connection straight to one node's postgres. Short timeouts so that a partitioned node
+    stalls its writer for seconds, not minutes: connect_timeout (libpq's least is 2 s),
+    keepalives and tcp_user_timeout for a peer that vanished mid-statement. No
+    statement_timeout: a COMMIT cancelled while it waits for a synchronous standby is answered
+    as a success (with a warning), which would turn an unreplicated commit into an ack."""
+    import psycopg2
+    return psycopg2.connect(host=ip, port=5432, user="postgres", dbname="postgres", sslmode="disable",
+                            password=os.environ.get("PGPASSWORD", "it-super"), connect_timeout=2,
+                            keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=2,
+                            tcp_user_timeout=4000, application_name="fault-" + name)
+
+
+def writer(name, cid, via, node, connect, ids, ops, stop, inflight, rnd, think, fail_pause):
+    """One client thread: one transaction after another (insert a unique id, append it to a
+    key's list), each recorded with its outcome and times. VIA is "proxy" (through the proxy's
+    read-write route) or "direct" (to NODE's postgres, whatever its role: a replica answers
+    read-only errors, recorded as failed)."""
     conn = None
     srv_conn = None
     while not stop.is_set():
         oid = next(ids)
         key = (oid // 400) * 8 + rnd.randrange(8)   # ~50 appends a key: lists stay short
-        rec = {"op": "txn", "client": idx, "id": oid, "key": key, "start": round(now(), 4)}
-        inflight[idx] = rec
+        rec = {"op": "txn", "client": cid, "via": via, "id": oid, "key": key, "start": round(now(), 4)}
+        if node:
+            rec["node"] = node
+        inflight[name] = rec
         phase = "connect"
         try:
             if conn is None:
-                conn = psycopg2.connect(a.dsn, application_name="fault-c%d" % idx)
+                conn = connect()
                 cur = conn.cursor()
                 cur.execute("select host(inet_server_addr())")
                 srv_conn = cur.fetchone()[0]
@@ -255,19 +292,35 @@ def client(idx, a, ids, ops, stop, inflight, rnd):
             phase = "insert"
             cur = conn.cursor()
             cur.execute("insert into ids(id, client, k, srv) values (%s, %s, %s, host(inet_server_addr())) "
-                        "returning host(inet_server_addr()), pg_current_wal_insert_lsn()::text", (oid, idx, key))
+                        "returning host(inet_server_addr()), pg_current_wal_insert_lsn()::text", (oid, cid, key))
             rec["srv"], rec["lsn"] = cur.fetchone()
+            # the insert ran: the server was a writable primary at some instant in [start, ins]
+            rec["ins"] = round(now(), 4)
             phase = "append"
             cur.execute("insert into lists(k, vals) values (%s, array[%s]::bigint[]) "
                         "on conflict (k) do update set vals = lists.vals || excluded.vals", (key, oid))
         except Exception as e:
+            code = getattr(e, "pgcode", None)
             rec.update(result="failed", phase=phase, error=str(e).strip().split("\n")[0][:200])
-            try:
-                if conn is not None:
-                    conn.close()
-            except Exception:
-                pass
-            conn = None
+            if code:
+                rec["code"] = code
+            # an error answered by a live server (read-only replica, ...): roll back and keep
+            # the connection, so a replica that gets promoted takes this writer's next write at
+            # once; anything else: reconnect
+            kept = False
+            if code and conn is not None and conn.closed == 0:
+                try:
+                    conn.rollback()
+                    kept = True
+                except Exception:
+                    pass
+            if not kept:
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
         else:
             rec["commit"] = round(now(), 4)
             try:
@@ -285,12 +338,12 @@ def client(idx, a, ids, ops, stop, inflight, rnd):
         with ops.lock:
             if rec.get("abandoned"):       # already written as unknown by the stopping main thread
                 return
-            inflight.pop(idx, None)
+            inflight.pop(name, None)
             ops.write_locked(rec)
         if rec["result"] != "ok":
-            stop.wait(0.1)
+            stop.wait(fail_pause)
         else:
-            stop.wait(a.think)
+            stop.wait(think)
     try:
         if conn is not None:
             conn.close()
@@ -318,6 +371,13 @@ def setup_schema(a, stop):
     return False
 
 
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
 def cmd_workload(a):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -337,21 +397,37 @@ def cmd_workload(a):
     ids = itertools.count(1)
     inflight = {}
     rnd = random.Random(a.seed)
-    threads = []
+    # every writer thread: its client number (the ids table's client column), how it connects
+    specs = []
     for i in range(a.clients):
-        t = threading.Thread(target=client, args=(i, a, ids, ops, stop, inflight, random.Random(rnd.random())), daemon=True)
+        specs.append(("c%d" % i, i, "proxy", None, (lambda n="c%d" % i: proxy_connect(a, n)), a.think, 0.1))
+    if a.nodes:
+        for item in a.nodes.split(","):
+            node, _, ip = item.partition("=")
+            k = int(node[4:]) if node.startswith("node") and node[4:].isdigit() else len(specs)
+            n = "d%d" % k
+            specs.append((n, 100 + k, "direct", node, (lambda ip=ip, n=n: direct_connect(ip, n)),
+                          a.direct_think, a.direct_fail_pause))
+    meta_path = os.path.join(a.dir, "workload.json")
+    meta = {"t_begin": round(now(), 3), "threads": {s[0]: {"client": s[1], "via": s[2], "node": s[3]} for s in specs}}
+    write_json(meta_path, meta)
+    threads = {}
+    for name, cid, via, node, connect, think, fail_pause in specs:
+        t = threading.Thread(target=writer, args=(name, cid, via, node, connect, ids, ops, stop, inflight,
+                                                  random.Random(rnd.random()), think, fail_pause), daemon=True)
         t.start()
-        threads.append(t)
+        threads[name] = t
     while not stop.is_set():
         if os.path.exists(os.path.join(a.dir, "workload.stop")):
             stop.set()
         stop.wait(0.2)
+    meta["t_stop"] = round(now(), 3)
     deadline = now() + a.stop_wait
-    for t in threads:
+    for t in threads.values():
         t.join(max(0.1, deadline - now()))
     # operations still blocked (e.g. a COMMIT that never returned) end as unknown
     with ops.lock:
-        for idx, rec in list(inflight.items()):
+        for name, rec in list(inflight.items()):
             rec["abandoned"] = True
             out = dict(rec)
             out.pop("abandoned")
@@ -359,6 +435,12 @@ def cmd_workload(a):
                        error="still in flight when the workload stopped", end=round(now(), 4))
             ops.write_locked(out)
         ops.f.flush()
+    # a thread still blocked stop_wait seconds after the stop (the cluster healed and converged
+    # before it) is a hung client; the checker reports it
+    meta["stop_wait"] = a.stop_wait
+    meta["not_joined"] = sorted(n for n, t in threads.items() if t.is_alive())
+    meta["t_end"] = round(now(), 3)
+    write_json(meta_path, meta)
     pt.join(2)
     ops.f.flush()
     keys_out.f.flush()
@@ -494,6 +576,103 @@ def revision_times(polls):
                 best = t
         return best
     return lo, hi
+
+
+
+def check_sanitizer_logs(d):
+    """Sanitizer reports in a run directory: (file, line) of each report's first line."""
+    import glob
+    import re
+    pat = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|AddressSanitizer:DEADLYSIGNAL|"
+                     r"UndefinedBehaviorSanitizer|: runtime error: |WARNING: AddressSanitizer")
+    found = []
+    files = sorted(set(glob.glob(os.path.join(d, "node*.log")) + glob.glob(os.path.join(d, "proxy*.log")) +
+                       glob.glob(os.path.join(d, "sanitizer*"))))
+    for f in files:
+        if not os.path.isfile(f):
+            continue
+        hit = None
+        try:
+            with open(f, errors="replace") as fh:
+                for line in fh:
+                    if pat.search(line):
+                        hit = line.strip()[:300]
+                        break
+        except OSError:
+            continue
+        # a report file is a report even when its first lines do not match (a DEADLYSIGNAL
+        # header, a report cut short)
+        if hit is None and os.path.basename(f).startswith("sanitizer") and os.path.getsize(f) > 0:
+            with open(f, errors="replace") as fh:
+                hit = fh.readline().strip()[:300]
+        if hit is not None:
+            found.append({"file": os.path.basename(f), "line": hit})
+    return found
+
+
+def check_hung(d, ops, polls, bound):
+    """Hung clients. Every writer thread makes progress: each operation ends with a record
+    within seconds (timeouts: the proxy's connect_wait, libpq's connect_timeout, TCP timeouts,
+    the fault's hold). A thread whose records stop for more than BOUND seconds of time during
+    which a leader key was held (from the poller; a time without a leader, or without polls, does
+    not count), or that was still blocked when the workload gave up on it after the stop (see
+    workload.json), is hung."""
+    import bisect
+    out = []
+    meta = {}
+    mp = os.path.join(d, "workload.json")
+    if os.path.exists(mp):
+        try:
+            with open(mp) as f:
+                meta = json.load(f)
+        except ValueError:
+            meta = {}
+    if meta.get("not_joined"):
+        out.append({"check": "hung_workload", "detail": "threads %s still blocked %s s after the workload was told to "
+                    "stop" % (",".join(meta["not_joined"]), meta.get("stop_wait"))})
+    # time with a leader key, as a step function over the poll answers
+    pts = sorted((p[1], p[3] != "-") for p in polls)
+    starts = []
+    cum = [0.0]
+    for (t0, held0), (t1, _) in zip(pts, pts[1:]):
+        starts.append(t0)
+        # an interval between two polls counts when the first saw a leader and the poller was
+        # not itself stuck (a gap of more than a second says nothing)
+        cum.append(cum[-1] + ((t1 - t0) if held0 and t1 - t0 <= 1.0 else 0.0))
+    ends = [p[0] for p in pts[1:]]
+
+    def held(a, b):
+        """seconds of (a, b) with a leader key"""
+        if not starts or b <= a:
+            return 0.0
+        tot = 0.0
+        i = max(0, bisect.bisect_right(starts, a) - 1)
+        while i < len(starts) and starts[i] < b:
+            lo = max(a, starts[i])
+            hi = min(b, ends[i])
+            seg = cum[i + 1] - cum[i]
+            if seg > 0 and hi > lo:
+                tot += seg * (hi - lo) / (ends[i] - starts[i])
+            i += 1
+        return tot
+    threads = meta.get("threads") or {}
+    per = {}
+    for o in ops:
+        per.setdefault(o.get("client"), []).append(o)
+    t_begin = meta.get("t_begin", min((o["start"] for o in ops), default=0))
+    t_stop = meta.get("t_stop", max((o["end"] for o in ops), default=0))
+    names = {v.get("client"): k for k, v in threads.items()}
+    for cid in set(per) | set(names):
+        recs = sorted(per.get(cid, []), key=lambda o: o["end"])
+        marks = [t_begin] + [o["end"] for o in recs if o["end"] <= t_stop] + [t_stop]
+        for x, y in zip(marks, marks[1:]):
+            if y - x > bound:
+                h = held(x, y)
+                if h > bound:
+                    out.append({"check": "hung_workload", "detail": "client %s (%s) made no progress from %.3f to %.3f "
+                                "(%.0f s, %.0f s of it with a leader)" % (names.get(cid, cid), cid, x, y, y - x, h)})
+                    break
+    return out
 
 
 def cmd_check(a):
@@ -670,61 +849,102 @@ def cmd_check(a):
         if isinstance(h, list) and len(h) >= 5:
             t = parse_iso(h[3])
             if t and t >= a.t_start - 5:
-                promotions.append({"node": h[4], "time": t, "timeline": h[0] + 1, "switch_lsn": h[1], "reason": h[2]})
+                promotions.append({"node": h[4], "time": t, "timeline": h[0] + 1 if isinstance(h[0], int) else h[0],
+                                   "switch_lsn": h[1], "reason": h[2]})
     report["promotions"] = [dict(p, time=round(p["time"], 3)) for p in promotions]
 
     # ---- (2) never two writers
-    def may_acquire(node, t_from, t_to):
-        """whether NODE may have taken the leader key at some time in (t_from, t_to)"""
-        return any(x["node"] == node and x["lo"] < t_to and x["hi"] > t_from for x in acquisitions)
+    # The leader key's holders form an ordered list (acquisitions, index = term). Evidence that
+    # node Y was a writable primary: an insert that Y ran (it was out of recovery at some instant
+    # in [start, ins]), or the history key's entry for Y's promotion (written after pg_promote
+    # returned: Y was a primary at its time; the time is truncated to the millisecond, hence
+    # +1 ms). Evidence counts only when its term is certain: every acquisition that can be the
+    # latest one at that instant is Y's (so Y was the legitimate holder, not an old primary
+    # writing after the key moved: those writes are the warning below). A write acknowledged by
+    # S != Y whose COMMIT was sent after such evidence, while no acquisition by S can lie after
+    # Y's term and before that COMMIT, is a violation: S accepted a write after a newer primary
+    # existed. A COMMIT sent before and acknowledged after is not counted (it may have been
+    # processed before).
+    n_acq = len(acquisitions)
+    acq_by_node = {}
+    for i, x in enumerate(acquisitions):
+        acq_by_node.setdefault(x["node"], []).append(i)
 
+    def last_possible(node, t):
+        """index of NODE's latest acquisition that may have happened before t (-1 if none)"""
+        best = -1
+        for i in acq_by_node.get(node, []):
+            if acquisitions[i]["lo"] < t:
+                best = i
+        return best
+
+    def certain_term(node, lo, hi):
+        """the term index of an instant in [lo, hi] on NODE, if every acquisition that may be the
+        latest one at that instant is NODE's; else None"""
+        sure = -1
+        maybe = -1
+        for i, x in enumerate(acquisitions):
+            if x["hi"] <= lo:
+                sure = i
+            if x["lo"] < hi:
+                maybe = i
+        if sure < 0 or any(acquisitions[i]["node"] != node for i in range(sure, max(sure, maybe) + 1)):
+            return None
+        return sure
+
+    # per term, the earliest evidence that its holder was a writable primary
+    first_ev = {}
+
+    def add_evidence(node, lo, hi, what):
+        term = certain_term(node, lo, hi)
+        if term is not None and (term not in first_ev or hi < first_ev[term]["by"]):
+            first_ev[term] = dict(what, node=node, by=round(hi, 4), term=term)
+
+    for o in ops:
+        s = ip2node.get(o.get("srv"))
+        if s is None:
+            continue
+        if "ins" in o:
+            add_evidence(s, o["start"], o["ins"], {"kind": "insert", "op": o})
+        elif o["result"] == "ok":
+            add_evidence(s, o["start"], o["end"], {"kind": "acknowledged write", "op": o})
+    for h in hist:
+        if isinstance(h, list) and len(h) >= 5 and h[4] in nodes:
+            t = parse_iso(h[3])
+            if t:
+                add_evidence(h[4], t, t + 0.001, {"kind": "promotion (history key)", "entry": h})
+    report["primary_evidence"] = [{"term": k, "node": v["node"], "by": v["by"], "kind": v["kind"]}
+                                  for k, v in sorted(first_ev.items())]
     two = []
+    zombie = []
     acked_srv = [o for o in acked if o.get("srv") in ip2node]
-    # (a) a promotion of Y (history key) before a commit on S != Y, with no possible
-    # acquisition of the key by S in between: S accepted a write after Y became primary
     for o in acked_srv:
         s = ip2node[o["srv"]]
-        for p in promotions:
-            if p["node"] != s and p["time"] < o["commit"] and not may_acquire(s, p["time"], o["commit"]):
-                two.append({"rule": "write after another node's promotion", "op": o, "server": s,
-                            "promoted": p["node"], "promoted_at": p["time"]})
+        mine = last_possible(s, o["commit"])
+        for term in sorted(first_ev):
+            e = first_ev[term]
+            if term > mine and e["node"] != s and e["by"] < o["commit"]:
+                two.append({"rule": "%s acknowledged a write (COMMIT sent %.3f) after %s was a primary (%s by %.3f), "
+                            "with no leader change to %s in between" % (s, o["commit"], e["node"], e["kind"], e["by"], s),
+                            "via": o.get("via", "proxy"), "server": s, "op": o, "evidence": e})
                 break
-    # (b) writes as proofs: an acknowledged write on Y ended before a COMMIT was sent to S != Y,
-    # and S may not have taken the key between the first COMMIT's send and the second
-    last_by_node = {}   # node -> latest acknowledged write so far (ordered by end)
-    by_commit = sorted(acked_srv, key=lambda o: o["commit"])
-    by_end = sorted(acked_srv, key=lambda o: o["end"])
-    j = 0
-    for o in by_commit:
-        while j < len(by_end) and by_end[j]["end"] < o["commit"]:
-            e = by_end[j]
-            n = ip2node[e["srv"]]
-            if n not in last_by_node or last_by_node[n]["commit"] < e["commit"]:
-                last_by_node[n] = e
-            j += 1
-        s = ip2node[o["srv"]]
-        for y, e in last_by_node.items():
-            if y != s and not may_acquire(s, e["commit"], o["commit"]):
-                # S wrote after Y wrote, with no change of leader to S in between; whether Y
-                # took over from S: only if Y's write itself came after S took the key... the
-                # question is only whether S could be leader again, which it could not
-                two.append({"rule": "write on %s after an acknowledged write on %s, with no leader change to %s "
-                            "in between" % (s, y, s), "op": o, "server": s, "earlier_op": e})
-                break
-    # a write after the key went to another node (before that node's promotion): not two
-    # writers, but a primary writing without its lease; reported
-    lease_warn = []
-    for o in acked_srv:
-        s = ip2node[o["srv"]]
-        for x in acquisitions:
-            if x["node"] != s and x["hi"] < o["commit"] and not may_acquire(s, x["hi"], o["commit"]):
-                lease_warn.append({"op_id": o["id"], "server": s, "commit_sent": o["commit"], "key_to": x["node"],
-                                   "key_taken_by": x["hi"]})
-                break
+        else:
+            # a write after the key surely went to another node, before that node was seen as a
+            # primary: an old primary writing without its lease (not two writers yet)
+            for i in range(mine + 1, n_acq):
+                x = acquisitions[i]
+                if x["node"] != s and x["hi"] < o["commit"]:
+                    zombie.append({"op_id": o["id"], "via": o.get("via", "proxy"), "server": s,
+                                   "commit_sent": o["commit"], "key_to": x["node"], "key_taken_by": round(x["hi"], 3)})
+                    break
+    two_ids = set(t["op"]["id"] for t in two)
     if two:
-        violations.append({"check": "two_writers", "count": len(two), "examples": two[:10]})
-    if lease_warn:
-        warnings.append({"writes_after_leader_key_moved": len(lease_warn), "examples": lease_warn[:5]})
+        by_via = {}
+        for t in two:
+            by_via[t["via"]] = by_via.get(t["via"], 0) + 1
+        violations.append({"check": "two_writers", "count": len(two), "by_client_kind": by_via, "examples": two[:10]})
+    if zombie:
+        warnings.append({"writes_after_leader_key_moved": len(zombie), "examples": zombie[:5]})
     report["two_writer_ops"] = len(two)
 
     # ---- (1) acknowledged writes present; (4) unknown commits' fate; failed ones absent
@@ -770,6 +990,8 @@ def cmd_check(a):
             # async: losses are allowed after a failover, bounded by maximum_lag_on_failover
             per = {}
             for o in lost:
+                if o["id"] in two_ids:
+                    continue       # reported as two writers: a write of a deposed primary
                 s = ip2node.get(o.get("srv"))
                 nxt = None
                 for p in sorted(promotions, key=lambda p: p["time"]):
@@ -814,12 +1036,43 @@ def cmd_check(a):
             violations.append({"check": "lost_acknowledged", "detail": "%d acknowledged commits on no node at all "
                                "(no final primary to check against)" % len(lost_all), "examples": lost_all[:20]})
 
-    # ---- the run's own log: nemesis actions, crashes found by the harness
+    # ---- the run's own log: nemesis actions, and what the harness found. The harness
+    # (fault_run.sh's nem) writes {"t", "phase", "fault", "target", "detail"}; "phase" is apply,
+    # heal, window, skip, or unexpected_exit (fault: agent, proxy or workload). Older logs
+    # named the key "event".
     nem = load_jsonl(os.path.join(d, "nemesis.jsonl"))
     report["nemesis"] = nem
     for n in nem:
-        if n.get("event") == "unexpected_exit":
-            violations.append({"check": "crash", "detail": n})
+        if (n.get("phase") or n.get("event")) != "unexpected_exit":
+            continue
+        what = n.get("fault")
+        if what == "workload":
+            violations.append({"check": "hung_workload", "detail": "%s: %s" % (n.get("target"), n.get("detail"))})
+        elif what == "sanitizer":
+            violations.append({"check": "sanitizer", "detail": "%s: %s" % (n.get("target"), n.get("detail"))})
+        else:
+            violations.append({"check": "crash", "detail": "%s %s exited on its own: %s"
+                               % (what, n.get("target"), n.get("detail")), "t": n.get("t")})
+    # fault counts: one "apply" per fault; the promotion-window fault also says whether the
+    # window was hit (a "window" line) or not (a "skip" line)
+    counts = {}
+    for n in nem:
+        if n.get("phase") == "apply" and n.get("fault") != "heal_all":
+            counts[n.get("fault")] = counts.get(n.get("fault"), 0) + 1
+    report["fault_counts"] = counts
+    report["promote_window"] = {"hit": len([n for n in nem if n.get("phase") == "window"]),
+                                "missed": len([n for n in nem if n.get("phase") == "skip"
+                                               and n.get("fault") == "kill9_agent_promoting"])}
+
+    # ---- sanitizer reports: in the agents' and the proxy's logs, and in the report files the
+    # sanitizers write when ASAN_OPTIONS/UBSAN_OPTIONS name a log_path (sanitizer.<pid>)
+    san = check_sanitizer_logs(d)
+    if san:
+        violations.append({"check": "sanitizer", "detail": "%d sanitizer report(s)" % len(san), "examples": san[:10]})
+
+    # ---- hung workload
+    violations.extend(check_hung(d, ops, polls, a.hang_bound))
+
     uniq = []
     for v in violations:
         if not any(u.get("check") == v.get("check") and u.get("detail") == v.get("detail") for u in uniq):
@@ -837,9 +1090,10 @@ def cmd_check(a):
     lost_s = ""
     if a.mode == "async":
         lost_s = " lost_acked=%s" % report.get("lost_acknowledged", "?")
-    print("%s ops=%d ok=%d failed=%d unknown=%d(present %s, absent %s) faults=%d failovers=%d converge=%ss%s "
-          "violations=%d%s" % (report["result"], len(ops), len(acked), len(failed), len(unknown), unk_p, unk_a,
-                              len([n for n in nem if n.get("phase") == "apply"]), len(promotions),
+    direct_ok = len([o for o in acked if o.get("via") == "direct"])
+    print("%s ops=%d ok=%d(direct %d) failed=%d unknown=%d(present %s, absent %s) faults=%d failovers=%d converge=%ss%s "
+          "violations=%d%s" % (report["result"], len(ops), len(acked), direct_ok, len(failed), len(unknown), unk_p, unk_a,
+                              sum(counts.values()), len(promotions),
                               "%s" % report["converged_after_heal_s"] if report.get("converged_after_heal_s") is not None
                               else "NEVER(>%.0f)" % a.converge_bound, lost_s, len(violations),
                               (" [" + ",".join(v["check"] for v in violations) + "]") if violations else ""))
@@ -863,6 +1117,9 @@ def main():
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--think", type=float, default=0.01)
     w.add_argument("--stop-wait", type=float, default=20)
+    w.add_argument("--nodes", default="", help="node1=IP,...: a direct writer to each node's postgres")
+    w.add_argument("--direct-think", type=float, default=0.05)
+    w.add_argument("--direct-fail-pause", type=float, default=0.1)
     v = sub.add_parser("converge")
     v.add_argument("--dir", required=True)
     v.add_argument("--nodes", required=True)
@@ -884,6 +1141,8 @@ def main():
     c.add_argument("--t-heal", type=float, default=0)
     c.add_argument("--converge-bound", type=float, default=90)
     c.add_argument("--max-lag", type=int, default=10485760)
+    c.add_argument("--hang-bound", type=float, default=60,
+                   help="seconds a client may go without progress while a leader key is held")
     c.add_argument("--report", required=True)
     c.add_argument("--offline", action="store_true", help="re-check from the run directory's final_state.json")
     a = p.parse_args()
