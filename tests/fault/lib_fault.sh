@@ -82,8 +82,28 @@ node_pids() {
         [ "$(readlink "/proc/$p/ns/net" 2>/dev/null)" = "net:[$ino]" ] && echo "$p"
     done
 }
-# the agent's fencing process
-fence_pid() { [ -n "${AGENT_PID[$1]:-}" ] && ps --ppid "${AGENT_PID[$1]}" -o pid=,comm= | awk '$2=="pgvigil-fence"{print $1}'; }
+# fence_pid K: the fencing process of node K's agent: the agent's child (any of its threads
+# may have forked it) whose name is pgvigil-fence
+fence_pid() {
+    local a="${AGENT_PID[$1]:-}" c
+    [ -n "$a" ] || return 0
+    for c in $(cat /proc/"$a"/task/*/children 2>/dev/null); do
+        [ "$(cat "/proc/$c/comm" 2>/dev/null)" = pgvigil-fence ] && echo "$c"
+    done
+    return 0
+}
+
+# every agent runs with the test build's promotion hook pointed at a file of its own: when
+# $T_DIR/nodeK.promote-pause exists as agent K promotes, it stops right after pg_promote (it
+# holds the leader key, postgres is a primary) until the file is removed (at most 60 s). The
+# kill9_agent_promoting fault creates the files; nothing else does, so agents never pause
+# otherwise. (A build without the hook ignores the variable.)
+start_agent() {
+    local n="$1"
+    nsspawn "$n" env PGVIGIL_TEST_PROMOTE_PAUSE="$T_DIR/node$n.promote-pause" "$BIN" agent -c "$T_DIR/node$n.yml" \
+        >>"$T_DIR/node$n.log" 2>&1
+    AGENT_PID[$n]=$NSSPAWN_PID
+}
 
 # ---- the proxy, in the bridge namespace ------------------------------------------------------
 
