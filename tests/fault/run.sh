@@ -78,10 +78,15 @@ for r in $(seq 1 "$RUNS"); do
         kept=$(sed -n 's/^\(run\|test\) directory kept: //p' "$OUT/run-$s-$m.log" | tail -1)
         [ "$rc" -ne 0 ] && [ -d "$kept" ] && cp "$OUT/run-$s-$m.log" "$kept/run.log"
         case "$rc" in
-            0) pass=$((pass + 1)); echo "ok    $line" ;;
+            0) pass=$((pass + 1)); echo "ok    $line"
+               echo "      faults: $(jq -r '.fault_counts // {} | to_entries | map("\(.key)=\(.value)") | join(" ")' "$rep" 2>/dev/null)" ;;
             1) failed=$((failed + 1)); echo "FAIL  $line"
+               echo "      faults: $(jq -r '.fault_counts // {} | to_entries | map("\(.key)=\(.value)") | join(" ")' "$rep" 2>/dev/null)"
                echo "      run directory kept: $kept"
                jq -c '.violations[] | {check, detail, count}' "$rep" 2>/dev/null | head -10
+               # the checker passed, yet the run failed: lib.sh's cleanup found a sanitizer
+               # report written at shutdown (after the check)
+               [ "$(jq -r '.result' "$rep" 2>/dev/null)" = PASS ] && grep -m3 -i 'sanitizer' "$OUT/run-$s-$m.log" | sed 's/^/      /' 
                REPLAY+=("tests/fault/run.sh --seed $s --mode $m --etcd $ETCD --duration $DURATION") ;;
             *) errors=$((errors + 1))
                echo "ERROR seed=$s mode=$m etcd=$ETCD: harness error (rc $rc): $(jq -r '.error // empty' "$rep" 2>/dev/null | head -3)"
@@ -91,14 +96,26 @@ for r in $(seq 1 "$RUNS"); do
         esac
     done
 done
+# fault counts over every run that got a report: one "kind=N" per fault kind, and how often the
+# promotion window of kill9_agent_promoting was reached
+FAULT_TOTALS='[.[] | .fault_counts // {} | to_entries[]] | group_by(.key) | map({(.[0].key): (map(.value) | add)}) | add // {}'
 if [ -n "$JSON" ]; then
     if [ ${#REPORTS[@]} -gt 0 ]; then
+        # each run: its whole report (fault_counts, violations, ...); at the top, the totals
         jq -s --argjson seed "$SEED" --argjson p "$pass" --argjson f "$failed" --argjson e "$errors" \
-            '{seed: $seed, passed: $p, failed: $f, errors: $e, runs: .}' "${REPORTS[@]}" >"$JSON"
+            "{seed: \$seed, passed: \$p, failed: \$f, errors: \$e, fault_counts: ($FAULT_TOTALS),
+              promote_window: {hit: (map(.promote_window.hit // 0) | add), missed: (map(.promote_window.missed // 0) | add)},
+              violations: [.[] | select(.violations) | {seed, mode, checks: [.violations[].check]} | select(.checks | length > 0)],
+              runs: .}" "${REPORTS[@]}" >"$JSON"
     else
-        echo "{\"seed\": $SEED, \"passed\": 0, \"failed\": $failed, \"errors\": $errors, \"runs\": []}" >"$JSON"
+        echo "{\"seed\": $SEED, \"passed\": 0, \"failed\": $failed, \"errors\": $errors, \"fault_counts\": {}, \"runs\": []}" >"$JSON"
     fi
     echo "JSON report: $JSON"
+fi
+if [ ${#REPORTS[@]} -gt 0 ]; then
+    echo "faults: $(jq -rs "$FAULT_TOTALS | to_entries | map(\"\(.key)=\(.value)\") | join(\" \")" "${REPORTS[@]}")" \
+        "(promotion window hit $(jq -s 'map(.promote_window.hit // 0) | add' "${REPORTS[@]}")," \
+        "missed $(jq -s 'map(.promote_window.missed // 0) | add' "${REPORTS[@]}"))"
 fi
 for x in "${REPLAY[@]}"; do echo "replay: $x"; done
 rm -rf "$OUT"
