@@ -55,9 +55,36 @@ static bool history_has(const char *json, int tli)
     return has;
 }
 
+/* A leader running on a timeline the history does not reach yet: its promotion was not
+ * recorded (the agent died between pg_promote and the write, and its restart kept the key).
+ * Record it now from the timeline's history file. */
+static void find_missing_entry(Agent *a)
+{
+    const Cluster *c = &a->cluster;
+    const PgState *st = &a->pgst;
+    if (a->history_pending || strcmp(c->leader, a->cfg->name) != 0 || !st->running || !st->accepting ||
+        st->in_recovery || st->timeline <= 1 || st->timeline <= c->history_timeline)
+        return;
+    Err err = {{0}};
+    int parent = st->timeline - 1;
+    Lsn fork = 0;
+    if (!agent_fork_lsn(a->cfg->pg_data_dir, st->timeline, &parent, &fork, &err)) {
+        log_warn("history: timeline %d is not in the history key, and %s", st->timeline, err.msg);
+        return;
+    }
+    log_warn("history: timeline %d is not in the history key yet; recording its fork", st->timeline);
+    a->history_pending = true;
+    a->history_tli = parent;
+    a->history_lsn = fork;
+    a->history_switchover = false;
+}
+
 void agent_write_history(Agent *a)
 {
-    if (!a->history_pending || !a->dcs_ok)
+    if (!a->dcs_ok)
+        return;
+    find_missing_entry(a);
+    if (!a->history_pending)
         return;
     const Cluster *c = &a->cluster;
     if (strcmp(c->leader, a->cfg->name) != 0) {
