@@ -5,7 +5,9 @@ set -uo pipefail
 
 IT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${PGVIGIL_BIN:-$IT_ROOT/build-asan/pgvigil}"
-# agents end through signal handlers while threads run; leak reports there are noise
+# agents end through signal handlers while threads run; leak reports there are noise.
+# Reports go to each process's stderr, so into the logs and output files under $T_DIR, where
+# cleanup looks for them (sanitizer_check).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 T_NAME="$(basename "$0" .sh)"
@@ -35,7 +37,7 @@ alloc_port() {
 }
 
 dump_logs() {
-    for f in "$T_DIR"/*.log "$T_DIR"/node*/*.log; do
+    for f in "$T_DIR"/*.log "$T_DIR"/*/*.log; do
         [ -f "$f" ] || continue
         echo "----- tail of $f"
         grep -v " DEBUG: " "$f" | tail -40
@@ -59,6 +61,92 @@ is_ours() {
 # daemonized, so they do not descend from the test's shell)
 is_our_postmaster() {
     tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$T_DIR/"
+}
+
+# pids_naming TEXT: PIDs (space separated) of the processes whose command line contains TEXT
+pids_naming() {
+    local d args out=""
+    for d in /proc/[0-9]*; do
+        mapfile -d '' args 2>/dev/null <"$d/cmdline" || continue
+        [[ "${args[*]}" == *"$1"* ]] && out="$out ${d#/proc/}"
+    done
+    echo "${out# }"
+}
+
+# leftover_pids: processes this test started that still run: every descendant of the test's
+# shell, and every process whose command line names $T_DIR (daemons that left our process
+# tree: postmasters, `pgvigil demo` processes, anything started with setsid). The latter are
+# also in LEFTOVER_DAEMONS. Builtins only: a helper forked here would be a descendant too.
+leftover_pids() {
+    local d p st rest args
+    local -A parent=()
+    LEFTOVER=()
+    LEFTOVER_DAEMONS=()
+    for d in /proc/[0-9]*; do
+        p="${d#/proc/}"
+        [ "$p" = "$$" ] && continue
+        read -r st 2>/dev/null <"$d/stat" || continue
+        rest="${st##*) }"          # the command name may hold spaces and parentheses
+        set -- $rest
+        [ "$1" = Z ] && continue
+        parent[$p]="$2"
+    done
+    for p in "${!parent[@]}"; do
+        local q="${parent[$p]}" mine=""
+        while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+            [ "$q" = "$$" ] && { mine=1; break; }
+            q="${parent[$q]:-}"
+        done
+        if [ -z "$mine" ]; then
+            mapfile -d '' args 2>/dev/null <"/proc/$p/cmdline" || continue
+            [[ "${args[*]}" == *"$T_DIR/"* ]] && mine=1 && LEFTOVER_DAEMONS+=("$p")
+        fi
+        [ -n "$mine" ] && LEFTOVER+=("$p")
+    done
+}
+
+# stop_leftovers: SIGTERM (after SIGCONT: it may be frozen by the test), 5 s, then SIGKILL,
+# every process leftover_pids finds. Background helpers of the test (samplers, watches) end
+# here quietly; a daemon outside the test's process tree is named, as a test should have
+# stopped it.
+stop_leftovers() {
+    local p args i
+    leftover_pids
+    [ ${#LEFTOVER[@]} -eq 0 ] && return 0
+    for p in "${LEFTOVER_DAEMONS[@]}"; do
+        mapfile -d '' args 2>/dev/null <"/proc/$p/cmdline"
+        echo "cleanup: stopping process $p, outside the test's process tree: ${args[*]:0:8}"
+    done
+    for p in "${LEFTOVER[@]}"; do
+        kill -CONT "$p" 2>/dev/null
+        kill -TERM "$p" 2>/dev/null
+    done
+    for i in $(seq 1 50); do
+        leftover_pids
+        [ ${#LEFTOVER[@]} -eq 0 ] && return 0
+        sleep 0.1
+    done
+    for p in "${LEFTOVER[@]}"; do
+        mapfile -d '' args 2>/dev/null <"/proc/$p/cmdline"
+        echo "cleanup: killing process $p (SIGTERM did not stop it in 5 s): ${args[*]:0:8}"
+        kill -9 "$p" 2>/dev/null
+    done
+    return 0
+}
+
+# sanitizer_check: 1 (and the reports printed) when a log or output file of the test holds an
+# AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer report: agents, fences and
+# proxies write theirs into their logs, CLI calls into the files a test keeps their output in.
+# The data directories of postgres and etcd are not searched; -D skip: a test's FIFO would block.
+SANITIZER_RE='ERROR: (AddressSanitizer|LeakSanitizer)|UndefinedBehaviorSanitizer|: runtime error: '
+sanitizer_check() {
+    local f found=0
+    while IFS= read -r f; do
+        found=1
+        echo "----- sanitizer report in $f"
+        grep -E -B 2 -A 40 -- "$SANITIZER_RE" "$f" | head -80
+    done < <(grep -rIlE -D skip --exclude-dir=data --exclude-dir='etcd*' -- "$SANITIZER_RE" "$T_DIR" 2>/dev/null)
+    [ "$found" = 0 ]
 }
 
 cleanup() {
@@ -87,37 +175,70 @@ cleanup() {
         kill -9 "$p" 2>/dev/null
     done
     # postmasters left behind (agents killed on purpose)
+    local pms=()
     for d in "$T_DIR"/node*/data; do
         [ -f "$d/postmaster.pid" ] || continue
         local pm; pm=$(head -1 "$d/postmaster.pid")
-        [ -n "$pm" ] && is_our_postmaster "$pm" && kill -QUIT "$pm" 2>/dev/null
+        [ -n "$pm" ] && is_our_postmaster "$pm" && kill -CONT "$pm" 2>/dev/null && kill -QUIT "$pm" 2>/dev/null && pms+=("$pm")
     done
-    # fencing processes are the agents' children: they exit when their agent is gone
+    for pm in "${pms[@]}"; do
+        for _ in $(seq 1 50); do is_our_postmaster "$pm" || break; sleep 0.1; done
+    done
+    # a fencing process ends with its agent's clean stop; one left by an agent killed on purpose
+    # is stopped with the other leftovers below
     [ -n "$ETCD_PID" ] && is_ours "$ETCD_PID" && kill -CONT "$ETCD_PID" 2>/dev/null && kill -TERM "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
-    sleep 0.5
+    # whatever is left: background loops of the test, daemons that left our process tree
+    stop_leftovers
+    # reports are complete once every process is gone
+    if ! sanitizer_check; then
+        echo "FAIL [$T_NAME]: sanitizer report (above)"
+        rc=1
+    fi
     if [ "$rc" -ne 0 ] || [ -n "${KEEP:-}" ]; then
         echo "test directory kept: $T_DIR"
     else
         rm -rf "$T_DIR"
     fi
+    return "$rc"
 }
-trap cleanup EXIT
+# the test's exit status is cleanup's: a sanitizer report found at the end fails a test that
+# passed. A test stopped by a signal (run.sh's timeout sends SIGTERM, ^C) goes through cleanup
+# too: bash runs no EXIT trap when a signal kills it.
+trap 'cleanup; exit $?' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 
 fail() {
+    # called from a predicate of wait_until, whose output goes to a file: back to the test's own
+    [ -n "${WAIT_UNTIL_STDOUT:-}" ] && exec >&"$WAIT_UNTIL_STDOUT"
     echo "FAIL [$T_NAME]: $*"
     dump_logs
     exit 1
 }
 
-# wait_until TIMEOUT_S DESCRIPTION COMMAND...: poll every 0.2 s
+# wait_until TIMEOUT_S DESCRIPTION COMMAND...: poll every 0.2 s until COMMAND succeeds. The
+# timeout only catches a state that never comes: a test waits for the state it checks, and
+# never asserts on how long that took. On timeout the test fails with what the last check
+# printed (a predicate that prints what it sees explains its failure).
 wait_until() {
     local timeout="$1" what="$2"
     shift 2
-    local deadline=$(( $(date +%s) + timeout ))
+    local deadline=$(( $(date +%s) + timeout )) out="$T_DIR/wait_until.out" ok=1 opened=""
+    # the test's stdout, for a predicate that calls fail (see fail)
+    if [ -z "${WAIT_UNTIL_STDOUT:-}" ]; then exec {WAIT_UNTIL_STDOUT}>&1; opened=1; fi
     while [ "$(date +%s)" -lt "$deadline" ]; do
-        if "$@" >/dev/null 2>&1; then return 0; fi
+        if "$@" >"$out" 2>&1; then ok=0; break; fi
         sleep 0.2
     done
+    # once more: on a busy machine the deadline may pass while one check is running
+    [ "$ok" = 0 ] || { "$@" >"$out" 2>&1 && ok=0; }
+    if [ -n "$opened" ]; then exec {WAIT_UNTIL_STDOUT}>&-; WAIT_UNTIL_STDOUT=""; fi
+    [ "$ok" = 0 ] && return 0
+    if [ -s "$out" ]; then
+        fail "timed out after ${timeout}s waiting for: $what; the last check printed:
+$(tail -c 3000 "$out")"
+    fi
     fail "timed out after ${timeout}s waiting for: $what"
 }
 
