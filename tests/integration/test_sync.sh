@@ -24,7 +24,7 @@ psql_n 1 -c "create table acked(id int primary key)" || fail "create table"
 touch "$T_DIR/writing"
 (
     i=0
-    while [ -f "$T_DIR/writing" ]; do
+    while [ -f "$T_DIR/writing" ] && kill -0 $$ 2>/dev/null; do
         i=$((i + 1))
         if PGPASSWORD=it-super PGCONNECT_TIMEOUT=2 psql -X -q -h 127.0.0.1 -p "${PG_PORT[1]}" -U postgres -d postgres \
             -c "insert into acked values ($i)" >/dev/null 2>&1; then
@@ -33,7 +33,9 @@ touch "$T_DIR/writing"
     done
 ) &
 WRITER=$!
-sleep 3
+# commits acknowledged before the crash are the point: wait for some rather than for a time
+acked_at_least() { local c; c=$(wc -l <"$T_DIR/acked.txt" 2>/dev/null); echo "acknowledged: ${c:-0}"; [ "${c:-0}" -ge "$1" ]; }
+wait_until 60 "20 commits acknowledged by node1" acked_at_least 20
 kill9_node 1
 log "killed node1 while writing"
 sleep 1
