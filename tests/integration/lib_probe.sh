@@ -13,6 +13,9 @@ if [ "$_eph_lo" -gt 21000 ]; then
 fi
 
 now_ms() { date +%s%3N; }
+# sleep_until_ms MS: sleep until the clock reads MS (at once when it is past); for the length of
+# a fault, never for a check
+sleep_until_ms() { local d=$(( $1 - $(now_ms) )); [ "$d" -gt 0 ] && sleep "$((d / 1000)).$(printf '%03d' $((d % 1000)))"; return 0; }
 
 # probe_write N: one INSERT on node N with short timeouts; 0 when the write was acknowledged
 probe_write() {
@@ -88,6 +91,28 @@ stop_bg() {
     wait "$pid" 2>/dev/null
     return 0
 }
+
+# start_leader_watch FILE: from now on, append "<ms> <line>" for each line etcdctl prints
+# watching the leader key: "PUT" / "DELETE", the key, the value. etcd deletes the key when its
+# lease expires, so a DELETE nobody asked for is the lease's expiry, the moment another node may
+# take over; the tests order the old primary's last write and its fence against it. The watch
+# starts at the revision read now, so events are not lost while etcdctl connects.
+start_leader_watch() {
+    local out="$1" parent=$$ rev
+    rev=$(etcdctl_ get "/service/$SCOPE/leader" -w json | jq -r '.header.revision') || fail "cannot read etcd's revision"
+    [ -n "$rev" ] && [ "$rev" != null ] || fail "cannot read etcd's revision"
+    (
+        etcdctl_ watch --rev "$((rev + 1))" "/service/$SCOPE/leader" 2>/dev/null |
+            while IFS= read -r line && kill -0 "$parent" 2>/dev/null; do echo "$(now_ms) $line" >>"$out"; done
+    ) &
+    LEADER_WATCH_PID=$!
+    BG_PIDS+=("$LEADER_WATCH_PID")
+}
+# leader_deleted_after FILE MS: ms of the first deletion of the leader key at or after MS
+leader_deleted_after() { awk -v a="$2" '$1 >= a && $2 == "DELETE" {print $1; exit}' "$1"; }
+# sampler rounds started at or after MS in which node N acknowledged a write (none when a write
+# of N surely came before MS: a round's acknowledgements fall between its start and its end)
+sampler_ok_from() { awk -v n="$2" -v a="$3" '$1 >= a {for (i = 3; i <= NF; i++) if ($i == n) print}' "$1"; }
 
 # sampler rounds in which more than one node acknowledged a write
 sampler_double_primaries() { awk 'NF > 3' "$1"; }

@@ -13,27 +13,32 @@ probe_table_init "$ln" "1 2 3"
 rows_on() { [ "$(psql_n "$1" -c 'select count(*) from t' 2>/dev/null)" = "$2" ]; }
 for n in 1 2 3; do wait_until 30 "node$n has the 1000 rows" rows_on "$n" 1000; done
 
+# The primary must stop writes before its lease can expire. Its last renewal reached etcd
+# before etcd went away, so the lease ends at the latest one TTL after that moment: no write
+# may be acknowledged by it in a sample round that starts later (limit_ms). This bound is
+# the rule itself, not a speed limit; it is listed in the README. (With etcd down there is no
+# expiry event to watch, as test_sigstop.sh does.)
+no_write_on() { ! probe_write "$1"; }
+wrote_on() { [ -n "$(sampler_last_ok "$S" "$1")" ]; }
 S="$T_DIR/samples"
 start_sampler "$S" 1 2 3
-sleep 1.5
-[ -n "$(sampler_last_ok "$S" "$ln")" ] || fail "the sampler saw no write accepted by leader $l before the outage"
+wait_until 30 "the sampler sees leader $l accept a write before the outage" wrote_on "$ln"
 
 stop_ms=$(now_ms)
 stop_etcd
 log "etcd stopped"
+limit_ms=$((stop_ms + T_TTL * 1000))   # the latest moment the lease of $l can end
 
-# safety: writes on the primary fail within T_TTL + 2 s of the outage (strict)
-limit_ms=$((stop_ms + (T_TTL + 2) * 1000))
-while probe_write "$ln"; do
-    [ "$(now_ms)" -gt "$limit_ms" ] && fail "$l still accepts writes $(( $(now_ms) - stop_ms )) ms after etcd stopped"
-    sleep 0.1
-done
+wait_until $((T_TTL * 4 + 30)) "$l stops accepting writes while etcd is down" no_write_on "$ln"
 nowrite_ms=$(now_ms)
-log "$l stopped accepting writes $((nowrite_ms - stop_ms)) ms after etcd stopped"
-[ "$nowrite_ms" -le "$limit_ms" ] || fail "$l stopped accepting writes only $((nowrite_ms - stop_ms)) ms after etcd stopped"
+log "$l stopped accepting writes (seen $((nowrite_ms - stop_ms)) ms after etcd stopped)"
 
-# the outage lasts two lease TTLs: nobody writable, replicas stay read-only replicas
-sleep $((T_TTL * 2))
+# the outage lasts two lease TTLs past the lease's end (the length of the fault, not a check):
+# nobody writable, replicas stay read-only replicas
+sleep_until_ms $((limit_ms + T_TTL * 2000))
+late=$(sampler_ok_from "$S" "$ln" "$limit_ms")
+[ -z "$late" ] || fail "$l acknowledged writes after its lease could have expired (etcd stopped + ttl ${T_TTL} s), rounds:
+$late"
 for n in 1 2 3; do
     [ "$n" = "$ln" ] && continue
     is_replica "$n" || fail "replica node$n is not running read-only during the outage"
@@ -82,19 +87,18 @@ echo "MEASURE etcd_outage: writes_stopped_ms=$((nowrite_ms - stop_ms)) healthy_a
 l=$nl_name; ln=$nl
 S="$T_DIR/samples2"
 start_sampler "$S" 1 2 3
-sleep 1.5
-[ -n "$(sampler_last_ok "$S" "$ln")" ] || fail "the sampler saw no write accepted by leader $l before etcd froze"
+wait_until 30 "the sampler sees leader $l accept a write before etcd froze" wrote_on "$ln"
 stop_ms=$(now_ms)
 kill -STOP "$ETCD_PID"
 log "etcd frozen (SIGSTOP)"
-limit_ms=$((stop_ms + (T_TTL + 2) * 1000))
-while probe_write "$ln"; do
-    [ "$(now_ms)" -gt "$limit_ms" ] && { kill -CONT "$ETCD_PID"; fail "$l still accepts writes $(( $(now_ms) - stop_ms )) ms after etcd froze"; }
-    sleep 0.1
-done
+limit_ms=$((stop_ms + T_TTL * 1000))
+wait_until $((T_TTL * 4 + 30)) "$l stops accepting writes while etcd is frozen" no_write_on "$ln"
 nowrite2_ms=$(now_ms)
-log "$l stopped accepting writes $((nowrite2_ms - stop_ms)) ms after etcd froze"
-sleep $((T_TTL * 2))
+log "$l stopped accepting writes (seen $((nowrite2_ms - stop_ms)) ms after etcd froze)"
+sleep_until_ms $((limit_ms + T_TTL * 2000))
+late=$(sampler_ok_from "$S" "$ln" "$limit_ms")
+[ -z "$late" ] || fail "$l acknowledged writes after its lease could have expired (etcd frozen + ttl ${T_TTL} s), rounds:
+$late"
 restart_ms=$(now_ms)
 kill -CONT "$ETCD_PID"
 log "etcd resumed (SIGCONT)"

@@ -24,7 +24,9 @@ kill -9 "$pm" || fail "cannot kill postmaster $pm of $l"
 kill_ms=$(now_ms)
 log "killed the postmaster of $l (pid $pm); its agent keeps running"
 
-# nothing happens for 3 TTLs: strict
+# nothing happens for 3 TTLs: a window in which an unpaused cluster would have acted (its
+# leader restarts postgres at its next tick), watched without a break. A slow machine makes it
+# see fewer ticks, never fail; the README lists such windows.
 S="$T_DIR/samples"
 start_sampler "$S" 1 2 3
 end_ms=$((kill_ms + 3 * T_TTL * 1000))
@@ -40,7 +42,9 @@ while [ "$(now_ms)" -lt "$end_ms" ]; do
     sleep 0.5
 done
 stop_bg "$S" "$SAMPLER_PID"
-ok_any=$(awk -v a="$kill_ms" '$1 > a + 1000 && NF > 2' "$S")
+# no postmaster accepts a connection from the kill on, so no round may see a write: unless
+# something started postgres again, which is what must not happen while paused
+ok_any=$(awk -v a="$kill_ms" '$1 > a && NF > 2' "$S")
 [ -z "$ok_any" ] || fail "a node accepted writes while paused with the primary down:
 $ok_any"
 grep -E "INFO: promote:" "$T_DIR/node2.log" "$T_DIR/node3.log" && fail "a replica decided to promote while paused"

@@ -17,23 +17,22 @@ for n in 1 2 3; do
 done
 
 S="$T_DIR/samples"
+W="$T_DIR/leader_watch"
+start_leader_watch "$W"
 start_sampler "$S" 1 2 3
-sleep 1.5
-[ -n "$(sampler_last_ok "$S" "$ln")" ] || fail "the sampler saw no write accepted by leader $l before SIGSTOP"
+wrote_on() { [ -n "$(sampler_last_ok "$S" "$1")" ]; }
+wait_until 30 "the sampler sees leader $l accept a write before SIGSTOP" wrote_on "$ln"
 
 stop_ms=$(now_ms)
 kill -STOP "${AGENT_PID[$ln]}" || fail "cannot SIGSTOP the agent of $l"
 log "SIGSTOP agent of $l (pid ${AGENT_PID[$ln]}), postgres left running"
 
-# safety: the fence stops the postmaster within T_TTL + 3 s of the SIGSTOP (strict)
-fence_deadline=$((stop_ms + (T_TTL + 3) * 1000))
-while probe_write "$ln"; do
-    [ "$(now_ms)" -gt "$fence_deadline" ] && fail "$l still accepts writes $(( $(now_ms) - stop_ms )) ms after its agent was stopped"
-    sleep 0.1
-done
+# the fence stops the postmaster: wait for that state. Whether it came in time is checked below
+# against the lease's expiry (etcd deleting the leader key), not against a number of seconds.
+no_write_on() { ! probe_write "$1"; }
+wait_until $((T_TTL * 4 + 30)) "$l stops accepting writes with its agent stopped" no_write_on "$ln"
 fenced_ms=$(now_ms)
-log "$l stopped accepting writes $((fenced_ms - stop_ms)) ms after SIGSTOP"
-[ "$fenced_ms" -le "$fence_deadline" ] || fail "$l stopped accepting writes only $((fenced_ms - stop_ms)) ms after SIGSTOP (limit $(( (T_TTL + 3) * 1000 )) ms)"
+log "$l stopped accepting writes (seen $((fenced_ms - stop_ms)) ms after SIGSTOP)"
 
 # a new leader is elected and accepts writes
 new_leader() { local x; x=$(leader); [ -n "$x" ] && [ "$x" != "$l" ] && probe_write "$(node_of "$x")"; }
@@ -69,12 +68,19 @@ grep -q "fence: agent missed its heartbeat deadline" "$T_DIR/$l.log" || fail "th
 dbl=$(sampler_double_primaries "$S")
 [ -z "$dbl" ] || fail "two nodes accepted writes in the same sample round:
 $dbl"
+# the fence came before the lease could expire: no write acknowledged by $l in a sample round
+# that started after etcd deleted the leader key (the lease's expiry, as seen by the watch)
+expired_ms=$(leader_deleted_after "$W" "$stop_ms")
+[ -n "$expired_ms" ] || fail "the leader key of $l was never deleted (lease expiry) after SIGSTOP: $(cat "$W")"
+late=$(sampler_ok_from "$S" "$ln" "$expired_ms")
+[ -z "$late" ] || fail "$l acknowledged writes after its lease expired (+$((expired_ms - stop_ms)) ms), rounds:
+$late"
 old_last=$(sampler_last_ok "$S" "$ln")
-[ -n "$old_last" ] && [ "$old_last" -le "$fence_deadline" ] || fail "$l accepted a write at +$((old_last - stop_ms)) ms, after the fence deadline"
+[ -n "$old_last" ] || fail "the sampler saw no write on $l"
 new_first=$(sampler_first_ok_after "$S" "$nl" "$stop_ms")
 [ -n "$new_first" ] || fail "the sampler never saw $nl_name accept a write"
 [ "$old_last" -lt "$new_first" ] || fail "the last write on $l (+$((old_last - stop_ms)) ms) did not end before the first on $nl_name (+$((new_first - stop_ms)) ms)"
 rounds=$(wc -l <"$S")
-log "sample rounds: $rounds; last write on $l ended +$((old_last - stop_ms)) ms, first on $nl_name started +$((new_first - stop_ms)) ms after SIGSTOP (no-writer gap $((new_first - old_last)) ms)"
-echo "MEASURE sigstop: fenced_after_ms=$((fenced_ms - stop_ms)) old_last_write_ms=$((old_last - stop_ms)) new_first_write_ms=$((new_first - stop_ms)) gap_ms=$((new_first - old_last)) rejoin_after_cont_ms=$((rejoin_ms - cont_ms)) rounds=$rounds"
+log "sample rounds: $rounds; last write on $l ended +$((old_last - stop_ms)) ms, lease expired +$((expired_ms - stop_ms)) ms, first write on $nl_name started +$((new_first - stop_ms)) ms after SIGSTOP (no-writer gap $((new_first - old_last)) ms)"
+echo "MEASURE sigstop: fenced_after_ms=$((fenced_ms - stop_ms)) old_last_write_ms=$((old_last - stop_ms)) lease_expired_ms=$((expired_ms - stop_ms)) new_first_write_ms=$((new_first - stop_ms)) gap_ms=$((new_first - old_last)) rejoin_after_cont_ms=$((rejoin_ms - cont_ms)) rounds=$rounds"
 echo "PASS [$T_NAME]"

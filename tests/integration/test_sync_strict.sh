@@ -7,6 +7,9 @@ source "$(dirname "$0")/lib.sh"
 
 BOOTSTRAP_EXTRA="    synchronous_mode: true
     synchronous_mode_strict: true"
+# node1's agent logs each of its decisions on synchronous replication ("sync: ...") at debug
+# level: they are the events the strict check below waits for
+LOG_LEVEL=debug
 start_cluster 2
 sync_ready() {
     etcdctl_ get --print-value-only "/service/$SCOPE/sync" | jq -e '.leader == "node1" and .sync_standby == "node2" and (has("pgvigil_catchup") | not)' >/dev/null
@@ -17,10 +20,36 @@ psql_n 1 -c "create table t(id int)" || fail "create table"
 stop_agent 2
 log "stopped node2 (agent and postgres)"
 wait_until 20 "node2 down" bash -c "! PGPASSWORD=it-super PGCONNECT_TIMEOUT=1 psql -X -h 127.0.0.1 -p ${PG_PORT[2]} -U postgres -Atc 'select 1' >/dev/null 2>&1"
+no_sender_for_node2() {
+    local c
+    c=$(psql_n 1 -c "select count(*) from pg_stat_replication where application_name = 'node2'") || return 1
+    echo "walsenders for node2: $c"
+    [ "$c" = 0 ]
+}
+wait_until 20 "node1 has no walsender for node2" no_sender_for_node2
 (psql_n 1 -c "insert into t values (1)" && echo acked >"$T_DIR/commit.state") &
 COMMITTER=$!
-sleep 8
+commit_waits() {
+    local c
+    c=$(psql_n 1 -c "select count(*) from pg_stat_activity where wait_event = 'SyncRep'") || return 1
+    echo "backends waiting for a synchronous standby: $c"
+    [ "$c" = 1 ]
+}
+wait_until 30 "the commit waits for a synchronous standby" commit_waits
+# Instead of a number of seconds: three decisions of node1's agent on synchronous replication,
+# all made with no synchronous standby streaming. A non-strict primary empties the sync key
+# and then synchronous_standby_names at its first such decision, releasing the commit.
+mark=$(wc -l <"$T_DIR/node1.log")
+sync_decisions() {
+    local c
+    c=$(tail -n +"$((mark + 1))" "$T_DIR/node1.log" | grep -c " sync: ")
+    echo "decisions on synchronous replication since the commit began waiting: $c"
+    [ "$c" -ge 3 ]
+}
+wait_until 60 "three decisions of node1's agent on synchronous replication without node2" sync_decisions
 [ -f "$T_DIR/commit.state" ] && fail "strict mode acknowledged a commit with no synchronous standby"
+commit_waits >/dev/null || fail "the commit no longer waits for a synchronous standby, and was not acknowledged"
+log "node1's agent, while node2 is down: $(tail -n +"$((mark + 1))" "$T_DIR/node1.log" | grep " sync: " | tail -1 | sed 's/.* sync: /sync: /')"
 [ "$(leader)" = node1 ] || fail "leadership moved"
 ssn=$(psql_n 1 -c "show synchronous_standby_names")
 log "while node2 is down: synchronous_standby_names = $ssn; commit still waiting"
