@@ -177,6 +177,14 @@ int cmd_fence(int argc, char **argv)
 
 /* ---- the agent's side --------------------------------------------------------------------- */
 
+/* the pgvigil binary: the agent's own (a unit test names it, being another program) */
+static const char *fence_program = "/proc/self/exe";
+
+void fence_set_program(const char *path)
+{
+    fence_program = path;
+}
+
 static void send_msg(Fence *f, int64_t v)
 {
     if (f->fd < 0 || f->failed)
@@ -240,7 +248,7 @@ static bool spawn(Fence *f, Err *err)
             _exit(127);
         /* no socket or file of the agent's may outlive it in the fence (a REST port, say) */
         close_range(4, ~0U, 0);
-        execv("/proc/self/exe", (char *const *)argv);
+        execv(fence_program, (char *const *)argv);
         _exit(127);
     }
     close(p[0]);

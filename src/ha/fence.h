@@ -47,6 +47,8 @@ void fence_stop(Fence *f);
  * message, so the fence acts as for a dead agent (at the deadline, or at once when none is set
  * and postgres runs without standby.signal). */
 void fence_abandon(Fence *f);
+/* The binary that runs `pgvigil fence` (default: the running program itself). */
+void fence_set_program(const char *path);
 /* Free the copies fence_start made (after fence_stop or fence_abandon). */
 void fence_free(Fence *f);
 

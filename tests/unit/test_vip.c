@@ -313,16 +313,27 @@ static void child_fence(void)
     Vip *v = vip_new(&c, &err);
     CHECK(20, v, "vip_new: %s", err.msg);
 
+    /* the fence is `pgvigil fence`: the binary built beside this test (BUILD/tests/..) */
+    static char prog[4096];
+    ssize_t pn = readlink("/proc/self/exe", prog, sizeof(prog) - 20);
+    CHECK(20, pn > 0, "readlink /proc/self/exe");
+    prog[pn] = '\0';
+    char *slash = strrchr(prog, '/');
+    CHECK(20, slash, "no directory in %s", prog);
+    str_copy(slash, sizeof(prog) - (size_t)(slash - prog), "/../pgvigil");
+    CHECK(20, access(prog, X_OK) == 0, "%s is not built (make all / make asan)", prog);
+    fence_set_program(prog);
+
     /* a bad VIP is refused before anything is forked */
     Fence f = {.fd = -1};
     VipConfig badc = {.address = "10.0.0", .interface = "vt0", .arp_count = 1};
-    CHECK(21, !fence_start(&f, "/nonexistent/pgvigil-test", &badc, &err), "fence_start took a bad vip");
+    CHECK(21, !fence_start(&f, "test", "/nonexistent/pgvigil-test", &badc, &err), "fence_start took a bad vip");
     CHECK(21, strcmp(err.msg, "vip.address: invalid IPv4 address \"10.0.0\"") == 0, "fence_start error: %s", err.msg);
 
     /* armed then stopped cleanly: the VIP stays */
     bool changed;
     CHECK(22, vip_add(v, &changed, &err), "add: %s", err.msg);
-    CHECK(22, fence_start(&f, "/nonexistent/pgvigil-test", &c, &err), "fence_start: %s", err.msg);
+    CHECK(22, fence_start(&f, "test", "/nonexistent/pgvigil-test", &c, &err), "fence_start: %s", err.msg);
     fence_arm(&f, mono_ms() + 60000);
     fence_stop(&f);
     int st;
@@ -330,7 +341,8 @@ static void child_fence(void)
     CHECK(22, vip_present(v), "a clean fence_stop removed the VIP");
 
     /* the deadline passes: the VIP goes */
-    CHECK(23, fence_start(&f, "/nonexistent/pgvigil-test", &c, &err), "fence_start: %s", err.msg);
+    fence_free(&f);
+    CHECK(23, fence_start(&f, "test", "/nonexistent/pgvigil-test", &c, &err), "fence_start: %s", err.msg);
     int64_t t0 = mono_ms();
     fence_arm(&f, t0 + 200);
     while (vip_present(v) && mono_ms() - t0 < 5000)
@@ -352,6 +364,7 @@ static void child_fence(void)
     CHECK(25, !vip_present(v), "the VIP outlived its agent by 3 s");
     kill(f.pid, SIGKILL);
     CHECK(25, waitpid(f.pid, &st, 0) == f.pid, "waitpid on the fence");
+    fence_free(&f);
 
     vip_free(v);
     _exit(0);
