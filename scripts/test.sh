@@ -2,28 +2,53 @@
 # Run every test: unit tests under ASan/UBSan and valgrind, a short run of every fuzz target,
 # then the integration tests against real PostgreSQL 15 and etcd on 127.0.0.1, and a short
 # fault run. Prints "N passed, N failed" at the end.
+#
+# Everything is built first, and a failed build fails the run at once: a test binary left by an
+# earlier build must never stand in for one that no longer compiles.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-set -e
-make -s -j2 asan
-make -s -j2 BUILD=build-asan SAN=1 $(ls tests/unit/test_*.c | sed 's#tests/unit/\(.*\)\.c#build-asan/tests/\1#')
-set +e
-unit_pass=0; unit_fail=0
-for t in build-asan/tests/test_*; do
-    echo "== unit (asan) $t"
-    if "$t"; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); echo "FAILED: $t"; fi
+
+build_failed() {
+    echo "BUILD FAILED: $* (see the errors above); no test was run"
+    echo "total: 0 passed, 1 failed"
+    exit 1
+}
+
+# the unit tests, from their sources (not from what build directories happen to hold)
+units=()
+for f in tests/unit/test_*.c; do units+=("$(basename "$f" .c)"); done
+asan_units=("${units[@]/#/build-asan/tests/}")
+plain_units=("${units[@]/#/build/tests/}")
+
+echo "== build"
+bash scripts/setup.sh || build_failed "scripts/setup.sh (dependencies, and make of build/pgvigil)"
+make -s -j2 asan || build_failed "make asan (build-asan/pgvigil, which the integration tests run)"
+# removed first, so that a binary of an earlier build cannot survive a failed link
+rm -f "${asan_units[@]}" "${plain_units[@]}"
+make -s -j2 BUILD=build-asan SAN=1 "${asan_units[@]}" || build_failed "unit tests under ASan/UBSan (build-asan/tests)"
+make -s -j2 "${plain_units[@]}" || build_failed "unit tests for valgrind (build/tests)"
+make -s -j2 fuzz || build_failed "fuzz targets (make fuzz, build-fuzz/fuzz)"
+for t in build/pgvigil build-asan/pgvigil "${asan_units[@]}" "${plain_units[@]}"; do
+    [ -x "$t" ] || build_failed "$t is missing after the build"
 done
-make -s -j2 $(ls tests/unit/test_*.c | sed 's#tests/unit/\(.*\)\.c#build/tests/\1#')
-for t in build/tests/test_*; do
+
+# a unit test that hangs fails (15 min: far beyond the slowest, test_etcd under valgrind, ~30 s)
+unit_pass=0; unit_fail=0
+for t in "${asan_units[@]}"; do
+    echo "== unit (asan) $t"
+    if timeout -k 10 900 "$t"; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); echo "FAILED: $t"; fi
+done
+vg_out=$(mktemp /tmp/pgvigil-valgrind.XXXXXX)
+for t in "${plain_units[@]}"; do
     echo "== unit (valgrind) $t"
-    if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-        --error-exitcode=9 "$t" >/tmp/pgvigil-valgrind.out 2>&1; then
+    if timeout -k 10 900 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+        --error-exitcode=9 "$t" >"$vg_out" 2>&1; then
         unit_pass=$((unit_pass+1))
     else
-        unit_fail=$((unit_fail+1)); echo "FAILED under valgrind: $t"; tail -30 /tmp/pgvigil-valgrind.out
+        unit_fail=$((unit_fail+1)); echo "FAILED under valgrind: $t"; tail -30 "$vg_out"
     fi
 done
+rm -f "$vg_out"
 echo "unit: $unit_pass passed, $unit_fail failed"
 # every parser of untrusted input, fuzzed for a short while from its seeds (libFuzzer, clang)
 bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-20}" | tee /tmp/pgvigil-fuzz.out
