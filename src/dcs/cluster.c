@@ -587,6 +587,24 @@ static void read_status(Cluster *c, const DcsKv *kv)
     json_decref(root);
 }
 
+static void read_reserved_timeline(Cluster *c, const DcsKv *kv)
+{
+    Err err = {{0}};
+    c->reserved_timeline_rev = kv->mod_revision; /* a bad value is replaced by the next promotion */
+    json_t *root = load_object("pgvigil_timeline", kv->value, &err);
+    if (!root) {
+        log_warn("%s; ignoring the pgvigil_timeline key", err.msg);
+        return;
+    }
+    JsonCtx ctx = {.where = "pgvigil_timeline", .prefix = "", .err = &err};
+    int64_t t = 0;
+    if (get_int64(&ctx, root, "timeline", 1, INT32_MAX - 1, &t))
+        c->reserved_timeline = (int)t;
+    else
+        log_warn("%s; ignoring the pgvigil_timeline key", err.msg);
+    json_decref(root);
+}
+
 /* Each history entry records the timeline a promotion ended; the one after it was reached. */
 static int history_max_timeline(const char *json)
 {
@@ -642,6 +660,8 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
             out->history_timeline = history_max_timeline(out->history_json);
         } else if (strcmp(key, "status") == 0) {
             read_status(out, kv);
+        } else if (strcmp(key, "pgvigil_timeline") == 0) {
+            read_reserved_timeline(out, kv);
         }
     }
     if (out->n_members > 1)

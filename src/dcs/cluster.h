@@ -69,6 +69,9 @@ typedef struct Cluster {
     char *history_json;            /* raw history key: [[timeline, lsn, "reason", "time", "new leader"], ...] */
     int history_timeline;          /* highest timeline the history says was reached (0 unknown) */
     Lsn status_optime;             /* status key {"optime": N} */
+    int reserved_timeline;         /* pgvigil_timeline {"timeline": N, "member": "x"}: the newest
+                                      timeline a promotion reserved (0 none) */
+    int64_t reserved_timeline_rev; /* its mod_revision (0 absent) */
     int64_t revision;              /* etcd header revision of the read */
 } Cluster;
 

@@ -38,6 +38,7 @@ typedef struct Job {
     int port;
     char slot[64];
     char peer_slots[32][64];    /* JOB_PROMOTE with use_slots: the other members' slots */
+    int new_timeline;           /* JOB_PROMOTE: the timeline reserved in etcd (0: PostgreSQL's pick) */
     int n_peer_slots;
     char sync_names[1200];      /* synchronous_standby_names (>= SSN_TEXT_MAX) */
     char replica_ssn[64];       /* ... written for a replica: SSN_BLOCK in synchronous mode */
@@ -62,6 +63,7 @@ typedef struct Agent {
     int history_tli;            /* the timeline we left */
     Lsn history_lsn;            /* where it forked (the new timeline's switch point) */
     bool history_switchover;
+    int promote_timeline;       /* reserved for the promotion being submitted (see agent_act.c) */
     Effects fx;                 /* VIP, DNS, notifications (loop thread) */
 
     Cluster cluster;            /* last successful read */

@@ -9,6 +9,7 @@
 #include "ha/agent.h"
 #include "ha/sync_plan.h"
 
+#include <jansson.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -138,6 +139,8 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
         if (kind == JOB_PROMOTE)
             j->n_peer_slots = peer_slot_names(a, j->peer_slots, 32);
     }
+    if (kind == JOB_PROMOTE)
+        j->new_timeline = a->promote_timeline;
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
     str_copy(j->replica_ssn, sizeof(j->replica_ssn), replica_ssn(a));
     j->start_timeout = a->cluster.config.primary_start_timeout;
@@ -300,6 +303,31 @@ static bool ssn_in_force(PgNode *pg, const Job *j, Err *err)
     }
 }
 
+/* PostgreSQL gives a promoted server the timeline after the newest one whose history file it
+ * finds, going up from its own without a gap. Empty history files (comments only: PostgreSQL
+ * skips them, and a standby never takes one for a timeline to follow) for the numbers below
+ * `want` make it pick `want`. */
+static bool place_timeline_markers(PgNode *pg, int want, Err *err)
+{
+    PgState st;
+    pg_observe(pg, &st);
+    int from = st.timeline > 0 ? st.timeline : 1;
+    for (int t = from + 1; t < want; t++) {
+        char path[4200];
+        str_fmt(path, sizeof(path), "%s/pg_wal/%08X.history", pg->cfg->pg_data_dir, (unsigned)t);
+        if (file_exists(path))
+            continue;
+        char *text = str_printf("# pgvigil: timeline %d was created by a promotion elsewhere in the cluster; "
+                                "this file only keeps PostgreSQL from using its number again\n", t);
+        bool ok = file_write_atomic(path, text, strlen(text), 0600, err) && proc_chown_run_as(path, err);
+        free(text);
+        if (!ok)
+            return false;
+        log_info("promote: timeline %d is taken elsewhere: marked in pg_wal so that it is not reused", t);
+    }
+    return true;
+}
+
 static bool run_job(Agent *a, Job *j, Err *err)
 {
     const Config *cfg = a->cfg;
@@ -361,7 +389,14 @@ static bool run_job(Agent *a, Job *j, Err *err)
         } else {
             ok = write_conf_ex(&pg, j, false, true, err) && pg_reload(&pg, err);
         }
+        ok = ok && (j->new_timeline <= 0 || place_timeline_markers(&pg, j->new_timeline, err));
         ok = ok && pg_promote(&pg, 60, err);
+        if (ok && j->new_timeline > 0) {
+            PgState st;
+            pg_observe(&pg, &st);
+            if (st.timeline != j->new_timeline)
+                log_warn("promote: postgres took timeline %d, not the reserved %d", st.timeline, j->new_timeline);
+        }
         if (ok && j->sync_names[0]) {
             /* the primary's own configuration (no primary_conninfo); the value is unchanged */
             Err ce = {{0}};
@@ -862,6 +897,45 @@ static void keep_leader(Agent *a, const Decision *d)
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
+/* A promotion reserves its timeline number in etcd first, above every timeline the cluster has
+ * seen: PostgreSQL picks the next number free in its own pg_wal, which knows nothing of a
+ * promotion elsewhere that nobody recorded (its agent died before writing the history key).
+ * Two primaries on one timeline number make pg_rewind take their diverging WAL for the same,
+ * and the replicas that rejoin never recover. */
+static bool reserve_timeline(Agent *a, int *out)
+{
+    const Cluster *c = &a->cluster;
+    int max = a->pgst.timeline > a->pgst.history_tli ? a->pgst.timeline : a->pgst.history_tli;
+    if (c->history_timeline > max)
+        max = c->history_timeline;
+    if (c->reserved_timeline > max)
+        max = c->reserved_timeline;
+    for (int i = 0; i < c->n_members; i++)
+        if (c->members[i].timeline > max)
+            max = c->members[i].timeline;
+    if (max >= INT32_MAX - 1)
+        return false;
+    int want = max + 1;
+    json_t *o = json_pack("{s:i,s:s}", "timeline", want, "member", a->cfg->name);
+    char *json = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!json) {
+        log_error("promote: out of memory");
+        return false;
+    }
+    Err err = {{0}};
+    bool swapped = false;
+    bool ok = a->dcs->ops->cas_rev(a->dcs, "pgvigil_timeline", c->reserved_timeline_rev, json, &swapped, NULL, &err);
+    free(json);
+    if (!ok || !swapped) {
+        log_warn("promote: cannot reserve timeline %d%s%s", want, err.msg[0] ? ": " : " (the key changed meanwhile)",
+                 err.msg);
+        return false;
+    }
+    *out = want;
+    return true;
+}
+
 static bool take_leader_key(Agent *a)
 {
     Err err = {{0}};
@@ -952,6 +1026,8 @@ void agent_act(Agent *a, const Decision *d)
             log_warn("promote: no live lease to arm the fence with; not promoting");
             break;
         }
+        if (!reserve_timeline(a, &a->promote_timeline))
+            break;
         if (strcmp(a->cluster.leader, a->cfg->name) != 0 && !take_leader_key(a))
             break;
         /* in synchronous mode the new primary acknowledges nothing until a synchronous

@@ -8,7 +8,8 @@
 #     history key then records where the timeline forked;
 #  4. an agent whose shutdown cannot stop postgres leaves the fence armed behind it;
 #  5. `pgvigil fence` alone: an agent that dies with no deadline set leaves no primary
-#     running, unless the cluster is paused, and leaves a standby alone.
+#     running, unless the cluster is paused, and leaves a standby alone;
+#  6. a promotion takes a timeline number above every one reserved in etcd.
 source "$(dirname "$0")/lib.sh"
 
 start_agent() {
@@ -146,4 +147,20 @@ alive "$pm" || fail "fence killed a standby whose agent died"
 rm -f "$D/data/standby.signal"
 runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$D/data" -m immediate -w stop >/dev/null
 log "part 5: no deadline: a primary is killed, a standby or a paused cluster's primary is left"
+
+# ---- 6. a promotion takes a timeline number above every one reserved --------------------------
+# (a promotion elsewhere that nobody recorded took 9, say): PostgreSQL alone would pick its own
+# next number and two primaries would share one timeline
+start_agent "$ln"
+wait_until 120 "cluster healthy again" cluster_healthy "1 2"
+l=$(leader); ln=$(node_of "$l"); rn=$(other_of "$ln")
+etcdctl_ put "/service/$SCOPE/pgvigil_timeline" '{"timeline": 9, "member": "elsewhere"}' >/dev/null || fail "etcdctl put"
+"$BIN" switchover --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" --candidate "node$rn" --force >"$T_DIR/switchover.out" 2>&1 ||
+    fail "switchover: $(cat "$T_DIR/switchover.out")"
+wait_until 60 "node$rn leading" leader_is "node$rn"
+tl=$(psql_n "$rn" -c "select timeline_id from pg_control_checkpoint()")
+[ "$tl" = 10 ] || fail "node$rn promoted to timeline $tl, not 10 (above the reserved 9)"
+[ "$(etcdctl_ get --print-value-only "/service/$SCOPE/pgvigil_timeline" | jq -r .timeline)" = 10 ] || fail "timeline 10 not reserved"
+wait_until 120 "cluster healthy on timeline 10" cluster_healthy "1 2"
+log "part 6: node$rn promoted to timeline 10, above the reserved 9, and node$ln follows it"
 log "PASS"
