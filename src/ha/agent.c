@@ -520,6 +520,14 @@ static void tick(Agent *a)
     if (d.action == ACT_DEMOTE || d.action == ACT_GIVE_UP_LEADER)
         pg_observe(&a->pg, &a->pgst);
     feed_fence(a);
+    if (!a->strays_checked && a->fence_ok &&
+        ((a->dcs_ok && a->lease_ok && strcmp(a->cluster.leader, a->cfg->name) == 0 && a->fence.armed_until) ||
+         (a->pgst.running && a->pgst.accepting && a->pgst.in_recovery))) {
+        /* an agent killed before us left its fence waiting for its lease deadline: it would
+         * kill the primary we kept or the standby we run */
+        fence_kill_strays(&a->fence);
+        a->strays_checked = true;
+    }
     agent_effects_tick(a, &d);
     agent_publish(a);
     a->pg.deadline_cap_ms = 0;

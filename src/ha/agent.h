@@ -55,7 +55,8 @@ typedef struct Agent {
     Fence fence;
     bool fence_ok;              /* the fencing process runs (or was replaced); false: demote */
     bool leave_fence;           /* exiting with postgres maybe running: the fence stays */
-    bool identity_checked;      /* our name and system identifier were checked against etcd */
+    bool identity_checked;
+    bool strays_checked;        /* fences of an earlier agent of our data directory are gone */      /* our name and system identifier were checked against etcd */
     bool refused;               /* another live agent has our name: exit touching nothing */
     int pidfile_fd;             /* agent.pid_file, locked while we run (-1 none) */
     /* promotion: the history key entry still to write (before the new leader serves) */

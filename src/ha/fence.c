@@ -14,6 +14,7 @@
 #include "net/vip.h"
 #include "pg/pg.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -355,6 +356,43 @@ bool fence_check(Fence *f, Err *err)
     }
     log_warn("fence: started a new fencing process (pid %d)%s", (int)f->pid, armed ? " with the current deadline" : "");
     return true;
+}
+
+int fence_kill_strays(const Fence *f)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    int killed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || (pid_t)pid == f->pid || (pid_t)pid == getpid())
+            continue;
+        char path[64];
+        str_fmt(path, sizeof(path), "/proc/%ld/comm", pid);
+        char *comm = file_read_all(path, NULL, NULL);
+        bool fence = comm && strncmp(comm, "pgvigil-fence", 13) == 0;
+        free(comm);
+        if (!fence)
+            continue;
+        str_fmt(path, sizeof(path), "/proc/%ld/cmdline", pid);
+        size_t n = 0;
+        char *cmd = file_read_all(path, &n, NULL);
+        bool ours = false;
+        for (size_t i = 0; cmd && i < n; i += strlen(cmd + i) + 1)
+            if (strcmp(cmd + i, "--data-dir") == 0 && i + strlen(cmd + i) + 1 < n)
+                ours = strcmp(cmd + i + strlen(cmd + i) + 1, f->data_dir) == 0;
+        free(cmd);
+        if (ours && kill((pid_t)pid, SIGKILL) == 0) {
+            log_warn("fence: killed the fencing process %ld of an earlier agent of %s (this agent's fence guards it now)",
+                     pid, f->data_dir);
+            killed++;
+        }
+    }
+    closedir(d);
+    return killed;
 }
 
 void fence_stop(Fence *f)

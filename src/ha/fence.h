@@ -47,6 +47,11 @@ void fence_stop(Fence *f);
  * message, so the fence acts as for a dead agent (at the deadline, or at once when none is set
  * and postgres runs without standby.signal). */
 void fence_abandon(Fence *f);
+/* Kill the fencing processes an earlier agent of this data directory left behind (it was
+ * killed; its fence waits for that agent's lease deadline). Only once this agent's own fence
+ * guards postgres: as the leader with its fence armed, or with postgres a standby. Returns how
+ * many. */
+int fence_kill_strays(const Fence *f);
 /* The binary that runs `pgvigil fence` (default: the running program itself). */
 void fence_set_program(const char *path);
 /* Free the copies fence_start made (after fence_stop or fence_abandon). */

@@ -9,7 +9,9 @@
 #  4. an agent whose shutdown cannot stop postgres leaves the fence armed behind it;
 #  5. `pgvigil fence` alone: an agent that dies with no deadline set leaves no primary
 #     running, unless the cluster is paused, and leaves a standby alone;
-#  6. a promotion takes a timeline number above every one reserved in etcd.
+#  6. a promotion takes a timeline number above every one reserved in etcd;
+#  7. an agent killed and started again keeps its primary: the old agent's fence, armed for the
+#     old lease, is retired once the new agent's fence guards postgres.
 source "$(dirname "$0")/lib.sh"
 
 start_agent() {
@@ -163,4 +165,17 @@ tl=$(psql_n "$rn" -c "select timeline_id from pg_control_checkpoint()")
 [ "$(etcdctl_ get --print-value-only "/service/$SCOPE/pgvigil_timeline" | jq -r .timeline)" = 10 ] || fail "timeline 10 not reserved"
 wait_until 120 "cluster healthy on timeline 10" cluster_healthy "1 2"
 log "part 6: node$rn promoted to timeline 10, above the reserved 9, and node$ln follows it"
+
+# ---- 7. an agent restarted after a kill -9 keeps its primary: the old fence goes -------------
+l=$(leader); ln=$(node_of "$l")
+pm=$(postmaster_pid "$ln"); f=$(fence_of "${AGENT_PID[$ln]}") || fail "no fence under the agent of $l"
+kill -9 "${AGENT_PID[$ln]}"
+start_agent "$ln"
+log "killed the agent of $l alone and started it again; its old fence is $f"
+fence_gone() { ! alive "$f"; }
+wait_until 60 "the old fence ($f) to go" fence_gone
+alive "$pm" || fail "the postmaster of $l (pid $pm) was killed: the old fence outlived the agent that replaced its own"
+grep -q "killed the fencing process $f of an earlier agent" "$T_DIR/$l.log" || fail "the new agent of $l did not retire the old fence"
+leader_is "$l" || fail "$l lost the leader key"
+log "part 7: $l kept its primary; the new agent retired the old fence"
 log "PASS"
