@@ -215,6 +215,9 @@ static bool primary_ok(const NodeStatus *st)
 {
     if (!st->pg_running || st->in_recovery || !role_is(st, "primary"))
         return false;
+    /* just promoted: not announced before the history key records the new timeline */
+    if (strcmp(st->state, "promoting") == 0)
+        return false;
     return st->is_leader || (st->paused && !st->dcs_ok);
 }
 

@@ -45,6 +45,9 @@ static bool leading_now(const Agent *a, const Decision *d)
      * tick or two, but it is on its way out */
     if (a->release_pending || agent_job_running((Agent *)a))
         return false;
+    /* a new primary is announced only once the history key has its timeline */
+    if (a->history_pending)
+        return false;
     const PgState *st = &a->pgst;
     return a->dcs_ok && a->lease_ok && strcmp(a->cluster.leader, a->cfg->name) == 0 && st->running &&
            st->accepting && !st->in_recovery;

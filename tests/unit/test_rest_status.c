@@ -12,6 +12,7 @@ typedef enum {
     V_PRIMARY,            /* leader, running, writable */
     V_PRIMARY_NOT_LEADER, /* PostgreSQL writable but the lease is gone */
     V_PRIMARY_RECOVERING, /* role says primary but still in recovery (promotion not done) */
+    V_PRIMARY_PROMOTING,  /* promoted, the history key not yet written */
     V_PRIMARY_STOPPED,
     V_PAUSED_DCS_DOWN,    /* maintenance mode, etcd unreachable, lease unknown */
     V_PAUSED_DCS_OK_NOT_LEADER,
@@ -70,6 +71,9 @@ static NodeStatus make_status(Variant v)
         break;
     case V_PRIMARY_RECOVERING:
         st.in_recovery = true;
+        break;
+    case V_PRIMARY_PROMOTING:
+        str_copy(st.state, sizeof(st.state), "promoting");
         break;
     case V_PRIMARY_STOPPED:
         st.pg_running = false;
@@ -156,6 +160,9 @@ static const Case cases[] = {
     {V_PRIMARY_NOT_LEADER, "/readiness", NULL, 503},
     {V_PRIMARY_RECOVERING, "/primary", NULL, 503},
     {V_PRIMARY_RECOVERING, "/replica", NULL, 503},
+    {V_PRIMARY_PROMOTING, "/primary", NULL, 503},
+    {V_PRIMARY_PROMOTING, "/read-write", NULL, 503},
+    {V_PRIMARY_PROMOTING, "/replica", NULL, 503},
     {V_PRIMARY_STOPPED, "/primary", NULL, 503},
     {V_PRIMARY_STOPPED, "/", NULL, 503},
     {V_PRIMARY_STOPPED, "/health", NULL, 503},
