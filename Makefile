@@ -29,7 +29,8 @@ else
 endif
 CFLAGS_ALL := $(CFLAGS_COMMON) $(CFLAGS_MODE) $(CFLAGS)
 
-LIB_SRC  := $(sort $(wildcard src/*/*.c))
+# every .c under src/ at any depth (src/backup/storage/*.c too), but main.c
+LIB_SRC  := $(sort $(filter-out src/main.c,$(shell find src -name '*.c')))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/src/main.o
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))

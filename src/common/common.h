@@ -1,5 +1,5 @@
 /* Included first by every pgvigil source file: standard headers, the error type and the
- * poisoning of unsafe string functions (STYLE.md rule 6). */
+ * poisoning of unsafe string functions (no sprintf, strcpy, strcat, strncpy, gets). */
 #ifndef PGVIGIL_COMMON_H
 #define PGVIGIL_COMMON_H
 

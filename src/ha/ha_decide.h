@@ -1,6 +1,8 @@
 /* The HA brain: a pure function from what this agent observed (local PostgreSQL, one etcd
- * read, the peers' positions) to one action and a human-readable reason. No I/O here: every
- * safety rule of DESIGN.md lives in ha_decide.c and is unit-tested with tables. */
+ * read, the peers' positions) to one action and a human-readable reason. No I/O here: the
+ * decision rules live in ha_decide.c and are unit-tested with tables. Rules about how an action
+ * is carried out (the fence, its arming before the key is taken, the sync step order, the
+ * history key, timeline reservation) live with the actions (docs/architecture.md). */
 #ifndef PGVIGIL_HA_DECIDE_H
 #define PGVIGIL_HA_DECIDE_H
 
