@@ -356,8 +356,10 @@ static void test_fake_timeout(void **state)
     int64_t t0 = mono_ms();
     assert_false(d->ops->put(d, "k", "v", false, &err));
     int64_t took = mono_ms() - t0;
+    /* the timeout's error, so the call ended before the server's answer (2 s later): an order
+     * of events, where a bound in milliseconds would fail on a slow machine (valgrind) */
     expect_msg(&err, "/v3/kv/put: timed out after 300 ms");
-    assert_true(took >= 250 && took < 1500);
+    assert_true(took >= 250);
     dcs_etcd_set_timeout(d, 200);
     fake_reply(200, "{}", 2000);
     assert_false(d->ops->put(d, "k", "v", false, &err));
@@ -369,8 +371,8 @@ static void test_fake_timeout(void **state)
     t0 = mono_ms();
     assert_false(d->ops->watch(d, 1, 400, &err));
     took = mono_ms() - t0;
-    assert_string_equal(err.msg, "");
-    assert_true(took >= 350 && took < 1500);
+    assert_string_equal(err.msg, "");   /* ended by its timeout, not by the server's answer */
+    assert_true(took >= 350);
     assert_false(d->ops->watch(d, 1, 0, &err));
     dcs_free(d);
 }
@@ -783,7 +785,9 @@ static void test_etcd_watch(void **state)
     int64_t rev = c.revision;
     cluster_free(&c);
 
-    /* nothing changes: false after the timeout, no error */
+    /* nothing changes: false after the timeout, no error. The upper bound is the point (an
+     * agent waits on this watch between ticks, so it must end near its timeout), listed in the
+     * README with the other bounds kept */
     int64_t t0 = mono_ms();
     assert_false(a->ops->watch(a, rev, 600, &err));
     int64_t took = mono_ms() - t0;
@@ -795,7 +799,7 @@ static void test_etcd_watch(void **state)
     assert_false(a->ops->watch(a, rev, 400, &err));
     assert_string_equal(err.msg, "");
 
-    /* a change by a second handle, made while we wait */
+    /* a change by a second handle, made while we wait: seen before the watch's own timeout */
     Writer w = {.d = b, .delay_ms = 300};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
@@ -806,12 +810,13 @@ static void test_etcd_watch(void **state)
     if (!w.ok)
         fail_msg("writer: %s", w.err.msg);
     assert_true(seen);
-    assert_true(took >= 250 && took < 4000);
+    assert_true(took >= 250 && took < 5000);
 
-    /* a change made before the watch starts is seen at once (start_revision = after + 1) */
+    /* a change made before the watch starts is seen at once (start_revision = after + 1), not
+     * when the watch's timeout ends it */
     t0 = mono_ms();
     assert_true(a->ops->watch(a, rev, 5000, &err));
-    assert_true(mono_ms() - t0 < 2000);
+    assert_true(mono_ms() - t0 < 5000);
 
     /* the handle still works after an aborted stream */
     load_ok(a, &c);
@@ -855,12 +860,13 @@ static void test_etcd_unreachable(void **state)
     Err err = {{0}};
     char want[256];
 
+    /* a refused connection fails at once: before the call's timeout (10 s) */
     char *one[] = {h1};
-    Dcs *d = dcs_etcd_new(one, 1, "/service/down/", NULL, NULL, 1000, &err);
+    Dcs *d = dcs_etcd_new(one, 1, "/service/down/", NULL, NULL, 10000, &err);
     assert_non_null(d);
     int64_t t0 = mono_ms();
     assert_false(d->ops->put(d, "k", "v", false, &err));
-    assert_true(mono_ms() - t0 < 1000);
+    assert_true(mono_ms() - t0 < 10000);
     str_fmt(want, sizeof(want), "etcd 127.0.0.1:%d: connection refused", dead);
     assert_string_equal(err.msg, want);
     Cluster c;

@@ -471,6 +471,8 @@ static void test_server_down_free_is_prompt(void **state)
     } while (st.attempts < 1 && mono_ms() < end);
     assert_int_equal(st.attempts, 1);
     assert_int_equal(st.pending, 1);
+    /* a bound that is the point (agent shutdown must not wait on a dead receiver), listed in the
+     * README: within 1 s of the 200 ms grace, where the retries would go on for 15 s */
     int64_t t0 = mono_ms();
     notifier_free(n, 200);
     int64_t took = mono_ms() - t0;
@@ -490,18 +492,17 @@ static void test_send_does_not_block(void **state)
     c.timeout = 10;
     Notifier *n = notifier_new(&c, "demo", "node1", NULL);
     assert_non_null(n);
+    int64_t answer_at = mono_ms() + s->delay_ms;   /* the receiver answers no earlier than this */
     notifier_send(n, EV_FAILOVER, NULL, "first");
-    int64_t end = mono_ms() + 3000;
+    int64_t end = mono_ms() + 30000;
     while (srv_count(s) < 1 && mono_ms() < end)
         sleep_ms(10);
     assert_int_equal(srv_count(s), 1); /* the receiver now stalls */
 
-    int64_t t0 = mono_ms();
-    for (int i = 0; i < 10; i++)
-        notifier_send(n, EV_LAG_HIGH, "node2", "lag");
-    assert_true(mono_ms() - t0 < 100);
-
-    for (int i = 0; i < 289; i++)
+    /* Orders of events, not numbers of milliseconds: every send returns while the first
+     * delivery is still stalled (nothing delivered yet), and free returns before the stalled
+     * receiver would have answered, so it aborted the attempt */
+    for (int i = 0; i < 299; i++)
         notifier_send(n, EV_LAG_HIGH, "node2", "lag");
     NotifyStats st;
     notifier_stats(n, &st);
@@ -510,9 +511,8 @@ static void test_send_does_not_block(void **state)
     assert_int_equal(st.dropped, 300 - 256);
     assert_int_equal(st.delivered, 0);
 
-    t0 = mono_ms();
     notifier_free(n, 0);
-    assert_true(mono_ms() - t0 < 2500);
+    assert_true(mono_ms() < answer_at);
     srv_stop(s);
 }
 
@@ -616,9 +616,11 @@ static void test_command_failure_and_timeout(void **state)
     c.timeout = 1;
     n = notifier_new(&c, "demo", "node1", NULL);
     assert_non_null(n);
+    /* killed at notify.timeout: not before it, and well before the hook would end (30 s); the
+     * upper bound (timeout + 3 s) is the point, listed in the README */
     int64_t t0 = mono_ms();
     notifier_send(n, EV_FAILOVER, NULL, "x");
-    assert_true(wait_stats(n, 0, 1, 5000));
+    assert_true(wait_stats(n, 0, 1, 20000));
     int64_t took = mono_ms() - t0;
     assert_true(took >= 900 && took < 4000);
     notifier_free(n, 0);
@@ -659,12 +661,12 @@ static void test_sinks_are_independent(void **state)
     c.command = cmd;
     Notifier *n = notifier_new(&c, "demo", "node1", NULL);
     assert_non_null(n);
-    int64_t t0 = mono_ms();
     notifier_send(n, EV_FAILOVER, NULL, "1");
     notifier_send(n, EV_MEMBER_DOWN, "node2", "2");
     notifier_send(n, EV_MEMBER_REJOINED, "node2", "3");
-    assert_true(wait_stats(n, 3, 0, 3000));
-    assert_true(mono_ms() - t0 < 2000);
+    /* the command sink delivers all three while the webhook's three are still pending (its
+     * retries go on for about 15 s): an order of events, not a time limit */
+    assert_true(wait_stats(n, 3, 0, 10000));
     NotifyStats st;
     notifier_stats(n, &st);
     assert_int_equal(st.pending, 3); /* the webhook's, still retrying */
