@@ -241,6 +241,8 @@ static void child_add_remove(void)
     CHECK(6, vip_add(v, &changed, &err), "first add: %s", err.msg);
     int64_t took = mono_ms() - t0;
     CHECK(6, changed, "first add: added=false");
+    /* a bound that is the point: the agent adds the VIP inside its tick, so the add and its ARPs
+     * must not wait (listed in the README) */
     CHECK(6, took < 500, "vip_add took %lld ms", (long long)took);
     CHECK(7, vip_present(v), "not present after the add");
     CHECK(7, ip_shows("vt0", TEST_VIP "/24"), "ip does not show " TEST_VIP "/24 on vt0 after the add");
@@ -356,12 +358,14 @@ static void child_fence(void)
     CHECK(24, vip_present(v), "the fence removed the VIP before its new deadline");
 
     /* the agent dies (the pipe closes without the exit message): the VIP goes at once, not at
-     * the deadline a minute away (when the fence would stop postgres and exit) */
+     * the deadline a minute away (when the fence would stop postgres and exit). An order of
+     * events: gone well before that deadline (a bound of a few seconds would be one a slow
+     * machine, valgrind, can fail) */
     close(f.fd);
     t0 = mono_ms();
-    while (vip_present(v) && mono_ms() - t0 < 3000)
+    while (vip_present(v) && mono_ms() - t0 < 30000)
         sleep_ms(20);
-    CHECK(25, !vip_present(v), "the VIP outlived its agent by 3 s");
+    CHECK(25, !vip_present(v), "the VIP outlived its agent by 30 s (its fence deadline was 60 s away)");
     kill(f.pid, SIGKILL);
     CHECK(25, waitpid(f.pid, &st, 0) == f.pid, "waitpid on the fence");
     fence_free(&f);
