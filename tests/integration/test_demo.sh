@@ -1,7 +1,7 @@
 #!/bin/bash
 # `pgvigil demo up` brings up etcd and 3 nodes (one primary, two streaming replicas) and prints
-# the table; the README's failover walkthrough works on it; `demo down --purge` stops
-# everything it started and removes its directory.
+# the table; the README's failover walkthrough works on it, the old primary restarted by hand
+# included; `demo down --purge` stops everything, that agent too, and removes its directory.
 source "$(dirname "$0")/lib.sh"
 
 D="$T_DIR/demo"
@@ -38,11 +38,24 @@ log "new demo leader: $(dl)"
     fail "cannot write through the demo proxy after the failover"
 "$BIN" list --dcs-url "$url" --scope demo | grep -q "| $(dl) .*| Leader" || fail "list does not show the new leader"
 "$BIN" demo status --dir "$D" >/dev/null || fail "demo status failed"
+# the README: bring the old primary back by hand; its agent writes its own pid file, so demo
+# down stops it too (an agent that survived demo down once moved the leader key back and forth
+# with the next demo's agent of the same name)
+"$BIN" agent -c "$D/$l.yml" >>"$D/$l.log" 2>&1 &
+HAND=$!
+EXTRA_PIDS+=("$HAND")
+hand_pidfile() { [ "$(cat "$D/$l.pid" 2>/dev/null)" = "$HAND" ]; }
+wait_until 30 "the hand-started agent of $l writing $D/$l.pid" hand_pidfile
+rejoined() { "$BIN" list --dcs-url "$url" --scope demo | grep -q "| $l .*| Replica .*streaming"; }
+wait_until 90 "$l back as a streaming replica" rejoined
 pids=""
 for n in 1 2 3; do p=$(cat "$D/node$n.pid" 2>/dev/null); [ -n "$p" ] && pids="$pids $p"; done
 etcd_pid=$(cat "$D/etcd.pid")
 "$BIN" demo down --dir "$D" --purge >"$T_DIR/down.out" 2>&1 || fail "demo down failed: $(cat "$T_DIR/down.out")"
 for p in $pids $etcd_pid $PX; do kill -0 "$p" 2>/dev/null && fail "process $p still runs after demo down"; done
+# our child: a zombie until reaped, so look at its state
+st=$(awk '{print $3}' "/proc/$HAND/stat" 2>/dev/null)
+[ -n "$st" ] && [ "$st" != Z ] && fail "the agent of $l started by hand (pid $HAND) still runs after demo down"
 # nothing the demo started survives it (postmasters included): no process names its directory
 left=$(pids_naming "$D/")
 [ -z "$left" ] || fail "processes of the demo still run after demo down: $(ps -o pid=,args= -p "${left// /,}")"
