@@ -57,6 +57,9 @@ unit_pass=$((unit_pass + ${fz_pass:-0})); unit_fail=$((unit_fail + ${fz_fail:-1}
 PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
 read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
 int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
+# the fault checker must see each violation it checks for, in hand-made runs (no cluster)
+echo "== fault checker self-test (tests/fault/selftest.sh)"
+if timeout 300 bash tests/fault/selftest.sh; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
 echo "== fault suite (short, tests/fault/run.sh)"; if timeout 900 bash tests/fault/run.sh; then int_pass=$((int_pass + 1)); else int_fail=$((int_fail + 1)); fi
 echo "total: $((unit_pass + int_pass)) passed, $((unit_fail + int_fail)) failed"
 [ $((unit_fail + int_fail)) -eq 0 ]
