@@ -60,7 +60,9 @@ is_ours() {
 # is_our_postmaster PID: a postgres whose data directory is under $T_DIR (postmasters are
 # daemonized, so they do not descend from the test's shell)
 is_our_postmaster() {
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$T_DIR/"
+    local args
+    mapfile -d '' args 2>/dev/null <"/proc/$1/cmdline" || return 1
+    [[ "${args[*]}" == *"$T_DIR/"* ]]
 }
 
 # pids_naming TEXT: PIDs (space separated) of the processes whose command line contains TEXT

@@ -34,7 +34,7 @@ expect_config_error() {
     [[ "$errline" == *"$f"* ]] || fail "agent -c $f: the error does not name the file: $errline"
     local p
     for p in "$@"; do
-        echo "$errline" | grep -Eq -- "$p" || fail "agent -c $f: error '$errline' does not match /$p/"
+        grep -Eq -- "$p" <<<"$errline" || fail "agent -c $f: error '$errline' does not match /$p/"
     done
     [ -s "$T_DIR/bad/out" ] && fail "agent -c $f wrote to stdout: $(cat "$T_DIR/bad/out")"
     log "refused in ${el} ms: $errline"
@@ -92,7 +92,7 @@ start_agent 1
 # /liveness answers. It must then keep waiting (until etcd appears below, after the CLI checks).
 etcd_failure_logged() {
     kill -0 "${AGENT_PID[1]}" 2>/dev/null || fail "the agent exited while etcd is unreachable: $(tail -5 "$T_DIR/node1.log")"
-    grep "127.0.0.1:$E_PORT" "$T_DIR/node1.log" | grep -qi "refused\|unreachable\|connect"
+    grep "127.0.0.1:$E_PORT" "$T_DIR/node1.log" | grep -i "refused\|unreachable\|connect" >/dev/null
 }
 wait_until 30 "the agent's log names the etcd peer 127.0.0.1:$E_PORT and its failure" etcd_failure_logged
 api1="http://127.0.0.1:${API_PORT[1]}"
@@ -161,7 +161,7 @@ kill -0 "${AGENT_PID[3]}" 2>/dev/null || fail "node3's agent died"
 wait_until 20 "node3 has the rows" bash -c "[ \"\$(PGPASSWORD=it-super psql -X -h 127.0.0.1 -p ${PG_PORT[3]} -U postgres -Atc 'select count(*) from t' 2>/dev/null)\" = 100 ]"
 what=$(grep -v ' DEBUG: ' "$T_DIR/node3.log" | grep -i "clon\|basebackup\|invalid\|data dir" | head -3)
 log "node3 did: $(echo "$what" | tr '\n' '|')"
-echo "$what" | grep -qi "clon" || fail "node3's log does not say it cloned"
+grep -qi "clon" <<<"$what" || fail "node3's log does not say it cloned"
 # the others were not touched
 [ "$(leader)" = node1 ] || fail "the leader changed to '$(leader)'"
 [ "$(postmaster_pid 1)" = "$pm1" ] || fail "node1's postmaster was restarted"

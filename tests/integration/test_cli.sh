@@ -47,7 +47,7 @@ list_settled() {
         and ([.[] | select(.Role == "Replica") | ."Lag in MB" | type] == ["number","number"])' >/dev/null
 }
 # the history key is written by the new leader after its promotion, not when the leader key moves
-history_has() { local h; h=$(cli history) || return 1; echo "$h"; echo "$h" | grep -Eq "$1"; }
+history_has() { local h; h=$(cli history) || return 1; echo "$h"; grep -Eq "$1" <<<"$h"; }
 
 start_cluster 3
 
@@ -56,15 +56,15 @@ wait_until 30 "list shows node1 leading and two streaming replicas, all on TL 1"
 expect_rc 0 list
 out=$(cat "$T_DIR/cli.out")
 for n in 1 2 3; do
-    echo "$out" | grep -Eq "^\| node$n " || fail "list does not show node$n: $out"
+    grep -Eq "^\| node$n " <<<"$out" || fail "list does not show node$n: $out"
 done
-echo "$out" | grep -Eq '^\| node1 +\| 127\.0\.0\.1:'"${PG_PORT[1]}"' +\| Leader +\| running +\| +1 \|' || fail "list: no Leader row for node1 on TL 1: $out"
+grep -Eq '^\| node1 +\| 127\.0\.0\.1:'"${PG_PORT[1]}"' +\| Leader +\| running +\| +1 \|' <<<"$out" || fail "list: no Leader row for node1 on TL 1: $out"
 [ "$(echo "$out" | grep -c '| Replica ')" = 2 ] || fail "list: expected 2 Replica rows: $out"
 [ "$(echo "$out" | grep -Ec '\| +1 \|')" = 3 ] || fail "list: expected TL 1 on every row: $out"
-echo "$out" | head -1 | grep -q "Cluster: $SCOPE" || fail "list: no cluster title: $out"
-echo "$out" | grep -q "Maintenance mode" && fail "list shows maintenance mode before pause"
+grep -q "Cluster: $SCOPE" <<<"${out%%$'\n'*}" || fail "list: no cluster title: $out"
+grep -q "Maintenance mode" <<<"$out" && fail "list shows maintenance mode before pause"
 # -c FILE works as well as --dcs-url
-"$BIN" list -c "$T_DIR/node2.yml" | grep -q "| node3 " || fail "list -c node2.yml does not show node3"
+grep -q "| node3 " <<<"$("$BIN" list -c "$T_DIR/node2.yml")" || fail "list -c node2.yml does not show node3"
 
 log "list --json"
 expect_rc 0 list --json
@@ -78,7 +78,7 @@ echo "$j" | jq -e '[.[] | select(.Role == "Leader") | .Member] == ["node1"]
 
 log "show-config / edit-config ttl"
 expect_rc 0 show-config
-echo "$(cat "$T_DIR/cli.out")" | grep -Eq '^  "ttl": '"$T_TTL"',?$' || fail "show-config does not show ttl $T_TTL: $(cat "$T_DIR/cli.out")"
+grep -Eq '^  "ttl": '"$T_TTL"',?$' "$T_DIR/cli.out" || fail "show-config does not show ttl $T_TTL: $(cat "$T_DIR/cli.out")"
 cli show-config | jq -e '.loop_wait == 1' >/dev/null || fail "show-config is not JSON"
 expect_rc 0 edit-config --set ttl=7 --force
 grep -q "ttl: $T_TTL -> 7" "$T_DIR/cli.out" || fail "edit-config did not print the diff: $(cat "$T_DIR/cli.out")"
@@ -115,12 +115,12 @@ agents_alive
 
 log "pause / resume"
 expect_rc 0 pause --wait
-cli list | grep -q "Maintenance mode: on" || fail "list does not show maintenance mode after pause"
+grep -q "Maintenance mode: on" <<<"$(cli list)" || fail "list does not show maintenance mode after pause"
 curl -s "http://127.0.0.1:${API_PORT[2]}/patroni" | jq -e '.pause == true' >/dev/null || fail "node2 /patroni does not report pause"
 expect_rc 0 pause
 grep -q "already paused" "$T_DIR/cli.out" || fail "second pause: $(cat "$T_DIR/cli.out")"
 expect_rc 0 resume --wait
-cli list | grep -q "Maintenance mode" && fail "list still shows maintenance mode after resume"
+grep -q "Maintenance mode" <<<"$(cli list)" && fail "list still shows maintenance mode after resume"
 cluster_healthy "1 2 3" || fail "cluster unhealthy after pause/resume"
 
 log "restart node2"
@@ -140,7 +140,7 @@ grep -q "^node3: " "$T_DIR/cli.out" || fail "reinit printed: $(cat "$T_DIR/cli.o
 wait_until 90 "node3's data directory rebuilt" bash -c "[ ! -e '$T_DIR/node3/data/it_marker' ]"
 wait_until 120 "node3 streaming after reinit" is_streaming 3
 wait_until 30 "node3 has the rows" count_is 3 before_reinit 500
-grep -v ' DEBUG: ' "$T_DIR/node3.log" | grep -qi "clon\|basebackup" || fail "node3's log does not mention the re-clone"
+grep -v ' DEBUG: ' "$T_DIR/node3.log" | grep -i "clon\|basebackup" >/dev/null || fail "node3's log does not mention the re-clone"
 # reinit of the leader is refused by its agent
 expect_rc 1 reinit node1 --force
 grep -qi "leader" "$T_DIR/cli.err" || fail "reinit of the leader: $(cat "$T_DIR/cli.err")"

@@ -36,7 +36,7 @@ wait_until 60 "another demo node takes over" moved
 log "new demo leader: $(dl)"
 [ "$(px_sql -c 'insert into demo_t values (2); select count(*) from demo_t')" = 2 ] ||
     fail "cannot write through the demo proxy after the failover"
-"$BIN" list --dcs-url "$url" --scope demo | grep -q "| $(dl) .*| Leader" || fail "list does not show the new leader"
+grep -q "| $(dl) .*| Leader" <<<"$("$BIN" list --dcs-url "$url" --scope demo)" || fail "list does not show the new leader"
 "$BIN" demo status --dir "$D" >/dev/null || fail "demo status failed"
 # the README: bring the old primary back by hand; its agent writes its own pid file, so demo
 # down stops it too (an agent that survived demo down once moved the leader key back and forth
@@ -46,7 +46,7 @@ HAND=$!
 EXTRA_PIDS+=("$HAND")
 hand_pidfile() { [ "$(cat "$D/$l.pid" 2>/dev/null)" = "$HAND" ]; }
 wait_until 30 "the hand-started agent of $l writing $D/$l.pid" hand_pidfile
-rejoined() { "$BIN" list --dcs-url "$url" --scope demo | grep -q "| $l .*| Replica .*streaming"; }
+rejoined() { grep -q "| $l .*| Replica .*streaming" <<<"$("$BIN" list --dcs-url "$url" --scope demo)"; }
 wait_until 90 "$l back as a streaming replica" rejoined
 pids=""
 for n in 1 2 3; do p=$(cat "$D/node$n.pid" 2>/dev/null); [ -n "$p" ] && pids="$pids $p"; done

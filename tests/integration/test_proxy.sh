@@ -154,7 +154,7 @@ log "garbage and abrupt disconnects survived"
 stop_etcd
 wait_until 30 "proxy drops the primary" sh -c "! curl -sf http://127.0.0.1:$PX_ADMIN/health >/dev/null"
 out=$(PX_CONNECT_TIMEOUT=60 psql_px "$PX_RW" -c 'select 1' 2>&1) && fail "read-write route still routed without etcd: $out"
-echo "$out" | grep -q "no primary available" || fail "unexpected error without etcd: $out"
+grep -q "no primary available" <<<"$out" || fail "unexpected error without etcd: $out"
 log "without etcd: $out"
 kill -0 "$PX_PID" || fail "proxy died"
 echo "PASS [$T_NAME]"

@@ -104,10 +104,10 @@ done
 m1=$(curl -sf "$(api 1)/metrics") || fail "GET /metrics on node1"
 m2=$(curl -sf "$(api 2)/metrics") || fail "GET /metrics on node2"
 [ "$(echo "$m1" | grep -c '^pgvigil_')" -ge 10 ] || fail "/metrics has few pgvigil_ lines: $m1"
-echo "$m1" | grep -Eq '^pgvigil_primary\{[^}]*name="node1"[^}]*\} 1$' || fail "node1 /metrics lacks 'pgvigil_primary 1'"
-echo "$m1" | grep -Eq '^pgvigil_is_leader\{[^}]*\} 1$' || fail "node1 /metrics lacks 'pgvigil_is_leader 1'"
-echo "$m2" | grep -Eq '^pgvigil_primary\{[^}]*\} 0$' || fail "node2 /metrics: pgvigil_primary is not 0"
-echo "$m2" | grep -Eq '^pgvigil_replica\{[^}]*\} 1$' || fail "node2 /metrics: pgvigil_replica is not 1"
+grep -Eq '^pgvigil_primary\{[^}]*name="node1"[^}]*\} 1$' <<<"$m1" || fail "node1 /metrics lacks 'pgvigil_primary 1'"
+grep -Eq '^pgvigil_is_leader\{[^}]*\} 1$' <<<"$m1" || fail "node1 /metrics lacks 'pgvigil_is_leader 1'"
+grep -Eq '^pgvigil_primary\{[^}]*\} 0$' <<<"$m2" || fail "node2 /metrics: pgvigil_primary is not 0"
+grep -Eq '^pgvigil_replica\{[^}]*\} 1$' <<<"$m2" || fail "node2 /metrics: pgvigil_replica is not 1"
 ctype=$(curl -s -o /dev/null -w '%{content_type}' "$(api 1)/metrics")
 case "$ctype" in text/plain*) ;; *) fail "/metrics content type '$ctype'";; esac
 
@@ -194,7 +194,7 @@ cluster_healthy "1 2" || fail "cluster unhealthy after the garbage"
 log "node3 with restapi.authentication"
 node_config 3
 sed -i 's/^restapi:$/restapi:\n  authentication:\n    username: u\n    password: p/' "$T_DIR/node3.yml"
-grep -A3 '^restapi:' "$T_DIR/node3.yml" | grep -q 'password: p' || fail "could not add restapi.authentication to node3.yml"
+grep -A3 '^restapi:' "$T_DIR/node3.yml" | grep 'password: p' >/dev/null || fail "could not add restapi.authentication to node3.yml"
 start_agent 3
 wait_until 90 "node3 streaming" is_streaming 3
 wait_until 30 "node3 /replica 200" health_is 3 /replica 200
@@ -216,7 +216,7 @@ done
 got=$(curl -s -o /dev/null -m 10 -X POST -w '%{http_code}' -H 'Authorization: Basic garbage' "$(api 3)/restart")
 [ "$got" = 401 ] || fail "POST /restart with a malformed Authorization header answered $got"
 www=$(curl -s -D - -o /dev/null -X POST "$(api 3)/restart" | tr -d '\r' | grep -i '^WWW-Authenticate:')
-echo "$www" | grep -qi 'basic' || fail "401 without a Basic WWW-Authenticate header: '$www'"
+grep -qi 'basic' <<<"$www" || fail "401 without a Basic WWW-Authenticate header: '$www'"
 got=$(http_code PATCH "$(api 3)/config" --data-binary '{"ttl":9}')
 [ "$got" = 401 ] || fail "PATCH /config without credentials answered $got, expected 401"
 [ "$(curl -s "$(api 3)/config" | jq .ttl)" = "$T_TTL" ] || fail "an unauthorized PATCH changed the config"

@@ -18,7 +18,7 @@ wait_until 60 "a confirmed synchronous standby in the sync key and in pg_stat_re
 sync_standby=$(etcdctl_ get --print-value-only "/service/$SCOPE/sync" | jq -r .sync_standby)
 ssn=$(psql_n 1 -c "show synchronous_standby_names")
 log "sync standby: $sync_standby; synchronous_standby_names = $ssn"
-echo "$ssn" | grep -q "$sync_standby" || fail "synchronous_standby_names ($ssn) does not name $sync_standby"
+grep -q "$sync_standby" <<<"$ssn" || fail "synchronous_standby_names ($ssn) does not name $sync_standby"
 
 psql_n 1 -c "create table acked(id int primary key)" || fail "create table"
 touch "$T_DIR/writing"

@@ -67,7 +67,7 @@ nsexec "$ln" ip -o -4 addr show dev eth0
 log "the VIP is on $l only and reaches its primary"
 # the neighbours learnt the leader's MAC from its gratuitous ARPs (or from resolving the VIP)
 mac_of_leader=$(ip -n "$(netns_name "$ln")" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
-ip -n "$NETNS_BR" neigh show "$VIP" | grep -qi "$mac_of_leader" || fail "the bridge namespace's neighbour entry for $VIP is not $l's MAC $mac_of_leader: $(ip -n "$NETNS_BR" neigh show "$VIP")"
+grep -qi "$mac_of_leader" <<<"$(ip -n "$NETNS_BR" neigh show "$VIP")" || fail "the bridge namespace's neighbour entry for $VIP is not $l's MAC $mac_of_leader: $(ip -n "$NETNS_BR" neigh show "$VIP")"
 
 # ---- 2. switchover: the VIP moves with the leader ------------------------------------------
 member_running_replica() { etcdctl_ get --print-value-only "/service/$SCOPE/members/node$1" | jq -e '.state == "running" and .role == "replica"'; }
