@@ -238,7 +238,8 @@ while read -r -u 9 kind role hold pause pick; do
         t_end=$(($(date +%s) + 3 * T_TTL + 20))
         while [ "$(date +%s)" -lt "$t_end" ]; do
             for n in "${reps[@]}"; do
-                tail -c +$((logoff[n] + 1)) "$T_DIR/node$n.log" 2>/dev/null | grep -qF 'test hook: paused after promotion' && hit=$n
+                # grep -c reads to the end: with -q under pipefail, tail's SIGPIPE could hide a match
+                [ "$(tail -c +$((logoff[n] + 1)) "$T_DIR/node$n.log" 2>/dev/null | grep -cF 'test hook: paused after promotion')" -gt 0 ] && hit=$n
             done
             [ -n "$hit" ] && break
             # another node leads and no hook line 10 s later: the window will not come
