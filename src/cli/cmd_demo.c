@@ -112,7 +112,7 @@ static int demo_list(const char *dir)
     return EXIT_OK;
 }
 
-/* one primary and every other node streaming */
+/* one primary and every other node a running, streaming replica (as list shows them) */
 static bool demo_ready(const char *url, int nodes, Cluster *c)
 {
     CliConnOpts o = {.dcs_url = url, .scope = DEMO_SCOPE};
@@ -135,8 +135,8 @@ static bool demo_ready(const char *url, int nodes, Cluster *c)
         const Member *m = &ctx.cluster.members[i];
         if (strcmp(m->name, ctx.cluster.leader) == 0 && strcmp(m->state, "running") == 0 && strcmp(m->role, "primary") == 0)
             primaries++;
-        else if (strcmp(m->replication_state, "streaming") == 0)
-            streaming++;
+        else if (strcmp(m->state, "running") == 0 && strcmp(m->replication_state, "streaming") == 0)
+            streaming++; /* postgres streams before its clone job is collected ("creating replica") */
     }
     bool ok = primaries == 1 && streaming == nodes - 1;
     if (ok && c) {

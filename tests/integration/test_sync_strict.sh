@@ -20,22 +20,19 @@ psql_n 1 -c "create table t(id int)" || fail "create table"
 stop_agent 2
 log "stopped node2 (agent and postgres)"
 wait_until 20 "node2 down" bash -c "! PGPASSWORD=it-super PGCONNECT_TIMEOUT=1 psql -X -h 127.0.0.1 -p ${PG_PORT[2]} -U postgres -Atc 'select 1' >/dev/null 2>&1"
-no_sender_for_node2() {
+# node1_count_is WHAT N SQL: the count SQL gives on node1 is N (prints what it saw)
+node1_count_is() {
     local c
-    c=$(psql_n 1 -c "select count(*) from pg_stat_replication where application_name = 'node2'") || return 1
-    echo "walsenders for node2: $c"
-    [ "$c" = 0 ]
+    c=$(psql_n 1 -c "$3") || return 1
+    echo "$1: $c"
+    [ "$c" = "$2" ]
 }
-wait_until 20 "node1 has no walsender for node2" no_sender_for_node2
+wait_until 20 "node1 has no walsender for node2" node1_count_is "walsenders for node2" 0 \
+    "select count(*) from pg_stat_replication where application_name = 'node2'"
 (psql_n 1 -c "insert into t values (1)" && echo acked >"$T_DIR/commit.state") &
 COMMITTER=$!
-commit_waits() {
-    local c
-    c=$(psql_n 1 -c "select count(*) from pg_stat_activity where wait_event = 'SyncRep'") || return 1
-    echo "backends waiting for a synchronous standby: $c"
-    [ "$c" = 1 ]
-}
-wait_until 30 "the commit waits for a synchronous standby" commit_waits
+wait_until 30 "the commit waits for a synchronous standby" node1_count_is "backends waiting for a synchronous standby" 1 \
+    "select count(*) from pg_stat_activity where wait_event = 'SyncRep'"
 # Instead of a number of seconds: three decisions of node1's agent on synchronous replication,
 # all made with no synchronous standby streaming. A non-strict primary empties the sync key
 # and then synchronous_standby_names at its first such decision, releasing the commit.
@@ -48,7 +45,8 @@ sync_decisions() {
 }
 wait_until 60 "three decisions of node1's agent on synchronous replication without node2" sync_decisions
 [ -f "$T_DIR/commit.state" ] && fail "strict mode acknowledged a commit with no synchronous standby"
-commit_waits >/dev/null || fail "the commit no longer waits for a synchronous standby, and was not acknowledged"
+node1_count_is "backends waiting for a synchronous standby" 1 "select count(*) from pg_stat_activity where wait_event = 'SyncRep'" >/dev/null ||
+    fail "the commit no longer waits for a synchronous standby, and was not acknowledged"
 log "node1's agent, while node2 is down: $(tail -n +"$((mark + 1))" "$T_DIR/node1.log" | grep " sync: " | tail -1 | sed 's/.* sync: /sync: /')"
 [ "$(leader)" = node1 ] || fail "leadership moved"
 ssn=$(psql_n 1 -c "show synchronous_standby_names")
