@@ -64,6 +64,7 @@ typedef struct Agent {
     int history_tli;            /* the timeline we left */
     Lsn history_lsn;            /* where it forked (the new timeline's switch point) */
     bool history_switchover;
+    int history_checked_tli;    /* a timeline found recorded in the history key (checked once) */
     int promote_timeline;       /* reserved for the promotion being submitted (see agent_act.c) */
     Effects fx;                 /* VIP, DNS, notifications (loop thread) */
 

@@ -63,13 +63,21 @@ static void find_missing_entry(Agent *a)
     const Cluster *c = &a->cluster;
     const PgState *st = &a->pgst;
     if (a->history_pending || strcmp(c->leader, a->cfg->name) != 0 || !st->running || !st->accepting ||
-        st->in_recovery || st->timeline <= 1 || st->timeline <= c->history_timeline)
+        st->in_recovery || st->timeline <= 1 || st->timeline <= c->history_timeline ||
+        st->timeline == a->history_checked_tli)
         return;
     Err err = {{0}};
     int parent = st->timeline - 1;
     Lsn fork = 0;
     if (!agent_fork_lsn(a->cfg->pg_data_dir, st->timeline, &parent, &fork, &err)) {
         log_warn("history: timeline %d is not in the history key, and %s", st->timeline, err.msg);
+        a->history_checked_tli = st->timeline; /* said once */
+        return;
+    }
+    /* a reserved timeline skips numbers: the history key's entries name the timeline each
+     * promotion left, so look for ours by its parent */
+    if (history_has(c->history_json, parent)) {
+        a->history_checked_tli = st->timeline;
         return;
     }
     log_warn("history: timeline %d is not in the history key yet; recording its fork", st->timeline);

@@ -33,6 +33,9 @@ fence_of() {
 # turns a 64-bit lease ID into a double and two leases of one etcd into the same number
 leader_lease() { etcdctl_ get "/service/$SCOPE/leader" -w json 2>/dev/null | grep -o '"lease":[0-9]*' | cut -d: -f2; }
 other_of() { [ "$1" = 1 ] && echo 2 || echo 1; }
+# the timeline a primary writes now (the checkpoint's lags behind a promotion until the next
+# checkpoint completes)
+current_tl() { psql_n "$1" -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"; }
 
 start_cluster 2
 l=$(leader); ln=$(node_of "$l"); [ -n "$ln" ] || fail "no leader"
@@ -95,7 +98,7 @@ start_agent "$ln"; start_agent "$rn"
 wait_until 120 "cluster healthy again" cluster_healthy "1 2"
 # the history key: the last entry's LSN is the switch point in the new timeline's history file
 l=$(leader); ln=$(node_of "$l")
-tl=$(psql_n "$ln" -c "select timeline_id from pg_control_checkpoint()")
+tl=$(current_tl "$ln")
 hist_lsn() { etcdctl_ get --print-value-only "/service/$SCOPE/history" | jq -r '.[-1][1]'; }
 hist_tl() { etcdctl_ get --print-value-only "/service/$SCOPE/history" | jq -r '.[-1][0]'; }
 history_has_fork() { [ "$(hist_tl)" = $((tl - 1)) ]; }
@@ -156,11 +159,14 @@ log "part 5: no deadline: a primary is killed, a standby or a paused cluster's p
 start_agent "$ln"
 wait_until 120 "cluster healthy again" cluster_healthy "1 2"
 l=$(leader); ln=$(node_of "$l"); rn=$(other_of "$ln")
+# the candidate's own record must say running (postgres streams before its clone job is collected)
+member_running() { [ "$(etcdctl_ get --print-value-only "/service/$SCOPE/members/node$1" | jq -r .state)" = running ]; }
+wait_until 60 "node$rn's member record says running" member_running "$rn"
 etcdctl_ put "/service/$SCOPE/pgvigil_timeline" '{"timeline": 9, "member": "elsewhere"}' >/dev/null || fail "etcdctl put"
 "$BIN" switchover --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" --candidate "node$rn" --force >"$T_DIR/switchover.out" 2>&1 ||
     fail "switchover: $(cat "$T_DIR/switchover.out")"
 wait_until 60 "node$rn leading" leader_is "node$rn"
-tl=$(psql_n "$rn" -c "select timeline_id from pg_control_checkpoint()")
+tl=$(current_tl "$rn")
 [ "$tl" = 10 ] || fail "node$rn promoted to timeline $tl, not 10 (above the reserved 9)"
 [ "$(etcdctl_ get --print-value-only "/service/$SCOPE/pgvigil_timeline" | jq -r .timeline)" = 10 ] || fail "timeline 10 not reserved"
 wait_until 120 "cluster healthy on timeline 10" cluster_healthy "1 2"
