@@ -38,7 +38,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all asan fuzz fuzz-bins check unit unit-asan unit-valgrind integration test clean
+.PHONY: all asan fuzz fuzz-bins check unit unit-asan unit-valgrind integration test clean pgext pgext-install
 all: $(BUILD)/pgvigil
 
 asan:
@@ -58,6 +58,16 @@ $(BUILD)/%.o: %.c
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgvigil.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(BUILD)/libpgvigil.a $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS_MODE)
+
+# Server-side modules (pgext/*), built with PostgreSQL's own PGXS against postgresql-server-dev-15
+# and installed into the server's library directory (root): the commit guard.
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGEXT_DIRS := $(sort $(dir $(wildcard pgext/*/Makefile)))
+pgext:
+	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) || exit 1; done
+
+pgext-install: pgext
+	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) install || exit 1; done
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c) in build-fuzz/fuzz/; tests/fuzz/run.sh runs them
 fuzz:
@@ -86,5 +96,6 @@ check: unit-asan unit-valgrind
 
 clean:
 	rm -rf build build-asan build-*
+	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) clean; done
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

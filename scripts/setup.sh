@@ -2,7 +2,8 @@
 # Install what pgvigil needs to build, test and run its demo (Debian 12, as root), then build.
 set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libcurl4-openssl-dev libmicrohttpd-dev libyaml-dev
-      libjansson-dev libcmocka-dev valgrind postgresql-15 postgresql-client-15 etcd-server etcd-client
+      libjansson-dev libcmocka-dev valgrind postgresql-15 postgresql-client-15 postgresql-server-dev-15
+      etcd-server etcd-client
       iproute2 procps curl bc jq libssl-dev libldns-dev bind9 bind9-utils bind9-dnsutils
       haproxy python3 python3-psycopg2 clang libclang-rt-14-dev)
 missing=()
@@ -25,4 +26,6 @@ for svc in etcd named haproxy; do
 done
 cd "$(dirname "$0")/.."
 make -s -j2 all
-echo "setup: built $(pwd)/build/pgvigil"
+# the server modules (commit guard) go where PostgreSQL loads them from
+make -s pgext-install >/dev/null
+echo "setup: built $(pwd)/build/pgvigil and installed the server modules in $(/usr/lib/postgresql/15/bin/pg_config --pkglibdir)"

@@ -2,6 +2,7 @@
  * observe PostgreSQL, (during an election) ask the peers, decide, act, publish; then wait for
  * an etcd change or loop_wait, whichever comes first. */
 #include "common/common.h"
+#include "common/lease_file.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
@@ -417,6 +418,17 @@ static void tick(Agent *a)
             return;
         }
         a->identity_checked = true;
+        /* the postgres is ours: its commit guard reads our deadlines from now on */
+        if (pg_guard_installed(&a->pg)) {
+            char lease[4200];
+            pg_guard_lease_file(&a->pg, lease, sizeof(lease));
+            fence_guard_commits(&a->fence, lease);
+        } else {
+            log_warn("commit guard: %s.so is not installed next to postgres (%s/../lib): a primary frozen as a whole "
+                     "can acknowledge a commit in the milliseconds between its lease running out and the fence "
+                     "killing it (make -C pgext/guard install)",
+                     LEASE_GUARD_LIBRARY, a->cfg->pg_bin_dir);
+        }
     }
     agent_collect_job(a);
     agent_reap_children();

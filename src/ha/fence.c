@@ -264,6 +264,7 @@ static bool spawn(Fence *f, Err *err)
 
 bool fence_start(Fence *f, const char *name, const char *data_dir, const VipConfig *vip_cfg, Err *err)
 {
+    memset(&f->guard, 0, sizeof(f->guard));
     if (vip_cfg && vip_cfg->address) {
         Vip *v = vip_new(vip_cfg, err);
         if (!v)
@@ -283,10 +284,22 @@ bool fence_start(Fence *f, const char *name, const char *data_dir, const VipConf
     return spawn(f, err);
 }
 
+void fence_guard_commits(Fence *f, const char *lease_file)
+{
+    if (f->guard.path)
+        return;
+    Err err = {{0}};
+    if (!commit_guard_open(&f->guard, lease_file, &err))
+        log_error("%s (made again on the next check; until then commits are not guarded)", err.msg);
+    commit_guard_set(&f->guard, f->armed_until);
+}
+
 void fence_arm(Fence *f, int64_t deadline_ms)
 {
     if (deadline_ms <= 0)
         deadline_ms = 1; /* 0 means disarmed: a deadline in the past acts at once */
+    /* the guard first: past the deadline, postgres refuses commits before the fence kills it */
+    commit_guard_set(&f->guard, deadline_ms);
     if (deadline_ms == f->armed_until)
         return;
     f->armed_until = deadline_ms;
@@ -295,6 +308,7 @@ void fence_arm(Fence *f, int64_t deadline_ms)
 
 void fence_disarm(Fence *f)
 {
+    commit_guard_set(&f->guard, 0);
     if (f->armed_until == 0)
         return;
     f->armed_until = 0;
@@ -311,6 +325,7 @@ void fence_set_paused(Fence *f, bool paused)
 
 bool fence_check(Fence *f, Err *err)
 {
+    commit_guard_check(&f->guard);
     const char *what = NULL;
     int status = 0;
     if (f->pid > 0) {
@@ -397,6 +412,7 @@ int fence_kill_strays(const Fence *f)
 
 void fence_stop(Fence *f)
 {
+    commit_guard_set(&f->guard, 0);
     if (f->fd < 0)
         return;
     f->failed = false;
@@ -419,6 +435,7 @@ void fence_abandon(Fence *f)
 
 void fence_free(Fence *f)
 {
+    commit_guard_close(&f->guard);
     free(f->name);
     free(f->data_dir);
     free(f->vip_address);

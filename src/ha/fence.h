@@ -9,6 +9,7 @@
 
 #include "common/common.h"
 #include "config/config.h"
+#include "ha/commit_guard.h"
 
 #include <sys/types.h>
 
@@ -18,6 +19,7 @@ typedef struct Fence {
     int64_t armed_until; /* last deadline sent, 0 = disarmed */
     bool paused;         /* last pause state sent */
     bool failed;         /* a message could not be written: the fence is dead or stuck */
+    CommitGuard guard;   /* the deadline, published to postgres's commit guard */
     /* what a restart needs (owned copies) */
     char *name;
     char *data_dir;
@@ -29,6 +31,11 @@ typedef struct Fence {
 /* Start the fencing process. vip (NULL = none) is the floating IP it removes, before killing
  * postgres, when a deadline passes. */
 bool fence_start(Fence *f, const char *name, const char *data_dir, const VipConfig *vip, Err *err);
+/* From now on publish every deadline in lease_file for postgres's commit guard (see
+ * commit_guard.h), starting with the current one. Only once the agent knows the postgres is its
+ * own (identity checked): the file is that postgres's. A file that cannot be made is logged and
+ * made again on every fence_check. */
+void fence_guard_commits(Fence *f, const char *lease_file);
 /* Postgres must be killed (and the VIP removed) unless the agent calls again before
  * deadline_ms (monotonic). */
 void fence_arm(Fence *f, int64_t deadline_ms);
@@ -41,7 +48,7 @@ void fence_set_paused(Fence *f, bool paused);
  * started: the caller must not let postgres run as a primary. */
 bool fence_check(Fence *f, Err *err);
 /* Clean agent exit, postgres stopped (or left running on purpose while paused): the fencing
- * process exits without acting. */
+ * process exits without acting, and the commit guard lets commits through. */
 void fence_stop(Fence *f);
 /* The agent exits while postgres may still run as a primary: close the pipe without the exit
  * message, so the fence acts as for a dead agent (at the deadline, or at once when none is set
@@ -54,7 +61,8 @@ void fence_abandon(Fence *f);
 int fence_kill_strays(const Fence *f);
 /* The binary that runs `pgvigil fence` (default: the running program itself). */
 void fence_set_program(const char *path);
-/* Free the copies fence_start made (after fence_stop or fence_abandon). */
+/* Free the copies fence_start made and unmap the lease file (after fence_stop or
+ * fence_abandon). */
 void fence_free(Fence *f);
 
 /* `pgvigil fence --name N --data-dir D --fd FD [--vip A --vip-interface I --vip-arp-count N]`:

@@ -89,6 +89,12 @@ typedef struct PgConfSpec {
     bool keep_signal;            /* leave standby.signal as it is (promotion removes it itself) */
 } PgConfSpec;
 
+/* The commit guard (pgext/guard): is its server module installed with this postgres, and where
+ * does the agent publish the lease for it (next to the server's socket)? When installed,
+ * pg_write_config loads it and names the file. */
+bool pg_guard_installed(const PgNode *pg);
+void pg_guard_lease_file(const PgNode *pg, char *buf, size_t sz);
+
 /* Write postgresql.conf (including postgresql.base.conf), pg_hba.conf and standby.signal. */
 bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err);
 

@@ -2,6 +2,7 @@
  * kept as postgresql.base.conf and included first), pg_hba.conf and standby.signal. */
 #include "common/common.h"
 #include "common/fileutil.h"
+#include "common/lease_file.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "pg/pg.h"
@@ -92,6 +93,40 @@ static bool user_overrides(const Config *cfg, const KvList *dyn, const char *key
     return kvlist_get(&cfg->pg_parameters, key) || (dyn && kvlist_get(dyn, key));
 }
 
+bool pg_guard_installed(const PgNode *pg)
+{
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/../lib/%s.so", pg->cfg->pg_bin_dir, LEASE_GUARD_LIBRARY);
+    return file_exists(path);
+}
+
+void pg_guard_lease_file(const PgNode *pg, char *buf, size_t sz)
+{
+    str_fmt(buf, sz, "%s/.pgvigil_lease.%d", pg->cfg->pg_socket_dir, pg->port);
+}
+
+/* The user's shared_preload_libraries (node YAML first, then the cluster's), with the guard's
+ * module added when it is not listed. */
+static void add_preload(Buf *b, const Config *cfg, const KvList *dyn)
+{
+    const char *user = kvlist_get(&cfg->pg_parameters, "shared_preload_libraries");
+    if (!user && dyn)
+        user = kvlist_get(dyn, "shared_preload_libraries");
+    bool listed = false;
+    for (const char *p = user; p && *p;) {
+        p += strspn(p, " ,\t\"");
+        size_t n = strcspn(p, " ,\t\"");
+        if (n == strlen(LEASE_GUARD_LIBRARY) && strncmp(p, LEASE_GUARD_LIBRARY, n) == 0)
+            listed = true;
+        p += n;
+    }
+    char *value = str_empty(user) ? str_dup(LEASE_GUARD_LIBRARY)
+                  : listed        ? str_dup(user)
+                                  : str_printf("%s,%s", user, LEASE_GUARD_LIBRARY);
+    add_param(b, "shared_preload_libraries", value);
+    free(value);
+}
+
 bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
 {
     const Config *cfg = pg->cfg;
@@ -142,12 +177,22 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
     for (size_t i = 0; i < ARRAY_LEN(default_params); i++)
         if (!user_overrides(cfg, spec->dyn_params, default_params[i].key))
             add_param(&b, default_params[i].key, default_params[i].value);
+    /* with the guard, shared_preload_libraries is written once, merged, below */
+    bool guard = pg_guard_installed(pg);
     if (spec->dyn_params)
         for (int i = 0; i < spec->dyn_params->n; i++)
-            if (!kvlist_get(&cfg->pg_parameters, spec->dyn_params->items[i].key))
+            if (!kvlist_get(&cfg->pg_parameters, spec->dyn_params->items[i].key) &&
+                !(guard && strcmp(spec->dyn_params->items[i].key, "shared_preload_libraries") == 0))
                 add_param(&b, spec->dyn_params->items[i].key, spec->dyn_params->items[i].value);
     for (int i = 0; i < cfg->pg_parameters.n; i++)
-        add_param(&b, cfg->pg_parameters.items[i].key, cfg->pg_parameters.items[i].value);
+        if (!(guard && strcmp(cfg->pg_parameters.items[i].key, "shared_preload_libraries") == 0))
+            add_param(&b, cfg->pg_parameters.items[i].key, cfg->pg_parameters.items[i].value);
+    if (guard) {
+        char lease[4200];
+        pg_guard_lease_file(pg, lease, sizeof(lease));
+        add_preload(&b, cfg, spec->dyn_params);
+        add_param(&b, LEASE_FILE_GUC, lease);
+    }
 
     if (spec->replica) {
         if (!str_empty(spec->primary_host)) {

@@ -1,0 +1,104 @@
+#!/bin/bash
+# The commit guard (pgext/guard, loaded by shared_preload_libraries) on a plain PostgreSQL 15,
+# with the lease file written here as the agent would (lease_file.py): a write transaction is
+# refused once the deadline has passed and nothing of it is kept; reads are not; no deadline and
+# a future one let commits through; a commit made while the deadline passes (here: during a
+# synchronous-replication wait) is not acknowledged until the lease is renewed, and a backend
+# terminated meanwhile leaves without acknowledging; a backend whose mapped file was replaced
+# reads the new one; a missing file turns the guard off with a WARNING.
+source "$(dirname "$0")/lib.sh"
+
+PGBIN=/usr/lib/postgresql/15/bin
+[ -f "$PGBIN/../lib/pgvigil_guard.so" ] || fail "pgvigil_guard.so is not installed (make pgext-install)"
+LEASE_PY="$(dirname "$0")/lease_file.py"
+S="$T_DIR/solo"
+L="$S/lease"
+mkdir -p "$S" && chown postgres: "$S"
+alloc_port SOLO_PORT
+runuser -u postgres -- "$PGBIN/initdb" -D "$S/data" -U postgres -A trust >"$S/initdb.log" 2>&1 || fail "initdb: $(tail -3 "$S/initdb.log")"
+cat >>"$S/data/postgresql.conf" <<CONF
+port = $SOLO_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$S'
+max_connections = 20
+shared_preload_libraries = 'pgvigil_guard'
+pgvigil_guard.lease_file = '$L'
+CONF
+python3 "$LEASE_PY" "$L" none
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$S/data" -l "$S/postgres.log" -w start >/dev/null || fail "postgres did not start: $(tail -5 "$S/postgres.log")"
+stop_solo() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$S/data" -m immediate -w stop >/dev/null 2>&1; }
+CLEANUP_HOOKS+=(stop_solo)
+q() { PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SOLO_PORT" -U postgres -d postgres -At "$@"; }
+
+[ "$(q -c 'show pgvigil_guard.lease_file')" = "$L" ] || fail "the module is not loaded"
+q -c "create table t(id text primary key)" || fail "create table with no deadline"
+
+# 1. no deadline, a future one: commits go through
+q -c "insert into t values ('none')" || fail "insert refused with no deadline"
+python3 "$LEASE_PY" "$L" +60000
+q -c "insert into t values ('future')" || fail "insert refused with a deadline a minute away"
+
+# 2. the deadline has passed: a write is refused with the guard's error, a read is not
+python3 "$LEASE_PY" "$L" past
+out=$(q -c "insert into t values ('late')" 2>&1) && fail "insert accepted after the deadline"
+grep -q "leader lease ran out" <<<"$out" || fail "unexpected error for a late insert: $out"
+[ "$(q -c 'select count(*) from t')" = 2 ] || fail "a read failed after the deadline"
+q -c "begin" -c "select 1" -c "commit" >/dev/null || fail "a read-only transaction could not commit after the deadline"
+python3 "$LEASE_PY" "$L" none
+[ "$(q -c "select count(*) from t where id = 'late'")" = 0 ] || fail "the refused insert was kept"
+log "refused a write past the deadline ($out)"
+
+# 3. a backend that mapped the file before it was replaced (new inode, as the agent makes it
+#    again after a deletion) reads the new one once the old one says the lease ran out
+python3 "$LEASE_PY" "$L" +60000
+q -c "insert into t values ('before-replace')" \
+  -c "\\! python3 $LEASE_PY $L past" \
+  -c "\\! python3 $LEASE_PY $L +60000 --replace" \
+  -c "insert into t values ('after-replace')" || fail "a backend kept reading the replaced lease file"
+
+# 4. the acknowledgement is held. A commit waits for a synchronous standby that does not exist;
+#    meanwhile the deadline passes; cancelling the wait lets the commit finish locally, and the
+#    guard must hold the reply until the lease is renewed.
+q -c "alter system set synchronous_standby_names = 'nobody'" -c "select pg_reload_conf()" >/dev/null
+wait_until 10 "synchronous_standby_names in force" bash -c "[ \"\$(PGCONNECT_TIMEOUT=3 psql -X -h 127.0.0.1 -p $SOLO_PORT -U postgres -d postgres -Atc 'show synchronous_standby_names')\" = nobody ]"
+held_commit() {   # $1: row id; runs in the background, its exit status in $S/$1.rc
+    q -c "set application_name = '$1'" -c "insert into t values ('$1')" >"$S/$1.out" 2>&1
+    echo $? >"$S/$1.rc"
+}
+waits_on() {   # $1: application_name, $2: wait_event
+    [ "$(q -c "select wait_event from pg_stat_activity where application_name = '$1'")" = "$2" ]
+}
+backend_of() { q -c "select pid from pg_stat_activity where application_name = '$1'"; }
+
+held_commit held1 &
+wait_until 20 "the commit waits for the synchronous standby" waits_on held1 SyncRep
+python3 "$LEASE_PY" "$L" past
+q -c "select pg_cancel_backend($(backend_of held1))" >/dev/null
+wait_until 20 "the guard holds the acknowledgement" waits_on held1 Extension
+[ -f "$S/held1.rc" ] && fail "the client got a reply while the lease had run out: $(cat "$S/held1.out")"
+python3 "$LEASE_PY" "$L" +60000
+wait_until 20 "the client gets its reply once the lease is renewed" test -f "$S/held1.rc"
+[ "$(cat "$S/held1.rc")" = 0 ] || fail "the held commit failed after the renewal: $(cat "$S/held1.out")"
+grep -q "holding the acknowledgement of a commit" "$S/postgres.log" || fail "the guard did not log the held acknowledgement"
+log "held the acknowledgement until the lease was renewed"
+
+# 5. terminated while held: the client never gets the acknowledgement
+held_commit held2 &
+wait_until 20 "the second commit waits for the synchronous standby" waits_on held2 SyncRep
+python3 "$LEASE_PY" "$L" past
+q -c "select pg_cancel_backend($(backend_of held2))" >/dev/null
+wait_until 20 "the guard holds the second acknowledgement" waits_on held2 Extension
+q -c "select pg_terminate_backend($(backend_of held2))" >/dev/null
+wait_until 20 "the terminated client ends" test -f "$S/held2.rc"
+[ "$(cat "$S/held2.rc")" != 0 ] || fail "a commit held past the deadline was acknowledged on termination: $(cat "$S/held2.out")"
+grep -q "terminating without acknowledging a commit" "$S/postgres.log" || fail "the guard did not log the dropped acknowledgement"
+python3 "$LEASE_PY" "$L" none
+q -c "alter system reset synchronous_standby_names" -c "select pg_reload_conf()" >/dev/null
+log "a backend terminated while holding left without acknowledging ($(tr '\n' ' ' <"$S/held2.out"))"
+
+# 6. no file: the guard is off, with a WARNING naming the file
+rm -f "$L"
+out=$(q -c "insert into t values ('nofile')" 2>&1) || fail "insert refused with the lease file missing: $out"
+grep -q "lease file \"$L\".*commits are not guarded" <<<"$out$(cat "$S/postgres.log")" || fail "no WARNING about the missing lease file: $out"
+
+echo "PASS [$T_NAME]"
