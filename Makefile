@@ -60,14 +60,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgvigil.a
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(BUILD)/libpgvigil.a $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS_MODE)
 
 # Server-side modules (pgext/*), built with PostgreSQL's own PGXS against postgresql-server-dev-15
-# and installed into the server's library directory (root): the commit guard.
+# and installed into the server's library directory (root): the commit guard. with_llvm=no: no
+# JIT bitcode (it would need clang and llvm at build time, for nothing a JIT could inline).
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGEXT_DIRS := $(sort $(dir $(wildcard pgext/*/Makefile)))
 pgext:
-	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) || exit 1; done
+	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) with_llvm=no || exit 1; done
 
 pgext-install: pgext
-	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) install || exit 1; done
+	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) with_llvm=no install || exit 1; done
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c) in build-fuzz/fuzz/; tests/fuzz/run.sh runs them
 fuzz:
@@ -96,6 +97,6 @@ check: unit-asan unit-valgrind
 
 clean:
 	rm -rf build build-asan build-*
-	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) clean; done
+	@for d in $(PGEXT_DIRS); do $(MAKE) -s -C $$d PG_CONFIG=$(PG_CONFIG) with_llvm=no clean; done
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
