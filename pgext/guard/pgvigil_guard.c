@@ -13,8 +13,9 @@
  * module closes that window from inside the server:
  *
  *	- before a write transaction commits (XACT_EVENT_PRE_COMMIT, and
- *	  PRE_PREPARE), a passed deadline aborts it with an ERROR: the client gets
- *	  a definite failure and nothing is written;
+ *	  PRE_PREPARE; COMMIT PREPARED before it runs), a passed deadline aborts
+ *	  it with an ERROR: the client gets a definite failure and nothing is
+ *	  written;
  *	- after the commit record is written, and after any synchronous
  *	  replication wait (XACT_EVENT_COMMIT, and PREPARE), the acknowledgement
  *	  is held while the deadline has passed: until the agent renews the lease
@@ -46,8 +47,10 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
@@ -71,6 +74,14 @@ static char *warned_path = NULL;
 
 /* did the transaction being committed write anything (has an xid)? */
 static bool xact_wrote = false;
+
+/*
+ * Is it a COMMIT PREPARED?  Its transaction has no xid of its own, but it
+ * commits one that was prepared earlier.
+ */
+static bool xact_commits_prepared = false;
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 static int64
 monotonic_ms(void)
@@ -197,7 +208,7 @@ guard_before_commit(void)
 {
 	int64		overdue;
 
-	xact_wrote = TransactionIdIsValid(GetTopTransactionIdIfAny());
+	xact_wrote = TransactionIdIsValid(GetTopTransactionIdIfAny()) || xact_commits_prepared;
 	if (!xact_wrote)
 		return;
 	overdue = lease_overdue_ms();
@@ -252,6 +263,26 @@ guard_before_acknowledging(void)
 	}
 }
 
+/* COMMIT PREPARED: refused past the deadline before it commits anything */
+static void
+guard_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					  ProcessUtilityContext context, ParamListInfo params,
+					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+	{
+		xact_commits_prepared = true;
+		guard_before_commit();
+	}
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
+
 static void
 guard_xact_callback(XactEvent event, void *arg)
 {
@@ -264,9 +295,11 @@ guard_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PREPARE:
 			guard_before_acknowledging();
+			xact_commits_prepared = false;
 			break;
 		case XACT_EVENT_ABORT:
 			xact_wrote = false;
+			xact_commits_prepared = false;
 			break;
 		default:
 			break;
@@ -286,4 +319,6 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgvigil_guard");
 	RegisterXactCallback(guard_xact_callback, NULL);
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = guard_process_utility;
 }

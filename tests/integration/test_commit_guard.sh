@@ -21,6 +21,7 @@ port = $SOLO_PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$S'
 max_connections = 20
+max_prepared_transactions = 5
 shared_preload_libraries = 'pgvigil_guard'
 pgvigil_guard.lease_file = '$L'
 CONF
@@ -47,6 +48,19 @@ q -c "begin" -c "select 1" -c "commit" >/dev/null || fail "a read-only transacti
 python3 "$LEASE_PY" "$L" none
 [ "$(q -c "select count(*) from t where id = 'late'")" = 0 ] || fail "the refused insert was kept"
 log "refused a write past the deadline ($out)"
+
+# 2b. two-phase commit: PREPARE and COMMIT PREPARED are refused past the deadline too
+q -c "begin" -c "insert into t values ('prepared')" -c "prepare transaction 'p1'" || fail "prepare with no deadline"
+python3 "$LEASE_PY" "$L" past
+out=$(q -c "commit prepared 'p1'" 2>&1) && fail "COMMIT PREPARED accepted after the deadline"
+grep -q "leader lease ran out" <<<"$out" || fail "unexpected error for a late COMMIT PREPARED: $out"
+out=$(q -c "begin" -c "insert into t values ('late-prepare')" -c "prepare transaction 'p2'" 2>&1) && fail "PREPARE TRANSACTION accepted after the deadline"
+grep -q "leader lease ran out" <<<"$out" || fail "unexpected error for a late PREPARE TRANSACTION: $out"
+python3 "$LEASE_PY" "$L" none
+[ "$(q -c "select count(*) from t where id = 'prepared'")" = 0 ] || fail "the refused COMMIT PREPARED committed"
+[ "$(q -c "select count(*) from pg_prepared_xacts")" = 1 ] || fail "expected only p1 prepared: $(q -c 'select gid from pg_prepared_xacts')"
+q -c "commit prepared 'p1'" || fail "COMMIT PREPARED refused once the lease is back"
+[ "$(q -c "select count(*) from t where id = 'prepared'")" = 1 ] || fail "the prepared row is missing after COMMIT PREPARED"
 
 # 3. a backend that mapped the file before it was replaced (new inode, as the agent makes it
 #    again after a deletion) reads the new one once the old one says the lease ran out
