@@ -21,6 +21,7 @@ typedef struct NodeStatus {
     bool sync_mode;           /* synchronous_mode on */
     bool sync_standby;        /* this node is listed in the sync key */
     bool pending_restart;
+    bool commit_guard;        /* postgres runs the commit guard (pgext/guard) */
     bool dcs_ok;              /* last etcd operation succeeded */
     Lsn wal_lsn;              /* primary: pg_current_wal_lsn() */
     Lsn receive_lsn;          /* replica: pg_last_wal_receive_lsn() */

@@ -349,6 +349,8 @@ char *rest_status_json(const NodeStatus *st)
         json_object_set_new(o, "pending_restart", json_true());
     if (st->paused)
         json_object_set_new(o, "pause", json_true());
+    if (st->pg_running)
+        json_object_set_new(o, "commit_guard", json_boolean(st->commit_guard));
     if (is_sync_standby(st))
         json_object_set_new(o, "sync_standby", json_true());
     json_object_set_new(o, "patroni",
@@ -480,6 +482,9 @@ char *rest_metrics_text(const NodeStatus *st)
     metric_i(&b, labels, "pgvigil_pending_restart", "gauge",
              "Value is 1 if PostgreSQL needs a restart to apply settings, 0 otherwise.",
              st->pending_restart);
+    metric_i(&b, labels, "pgvigil_commit_guard", "gauge",
+             "Value is 1 if PostgreSQL runs the commit guard (no commit past the fence deadline), 0 otherwise.",
+             st->commit_guard);
     metric_i(&b, labels, "pgvigil_cluster_unlocked", "gauge",
              "Value is 1 if no node holds the leader key, 0 otherwise.", !st->leader_name[0]);
     metric_i(&b, labels, "pgvigil_dcs_last_seen", "gauge",

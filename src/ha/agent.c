@@ -271,6 +271,7 @@ void agent_publish(Agent *a)
     ns.sync_mode = a->cluster.config.synchronous_mode;
     ns.sync_standby = sync_has(&a->cluster.sync, cfg->name) && st->in_recovery;
     ns.pending_restart = st->pending_restart;
+    ns.commit_guard = st->commit_guard;
     ns.dcs_ok = a->dcs_ok;
     ns.wal_lsn = st->wal_lsn;
     ns.receive_lsn = st->receive_lsn;

@@ -47,6 +47,7 @@ typedef struct PgState {
     double postmaster_start_time;
     int server_version;
     bool pending_restart;
+    bool commit_guard;           /* the pgvigil_guard module is loaded and names a lease file */
     pid_t postmaster_pid;
     WalSender senders[32];
     int n_senders;

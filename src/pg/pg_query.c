@@ -2,6 +2,7 @@
  * the agent), plus observation, slots and the replication role. */
 #include "common/common.h"
 #include "common/fileutil.h"
+#include "common/lease_file.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
@@ -258,13 +259,14 @@ void pg_observe(PgNode *pg, PgState *st)
         " (SELECT status FROM pg_stat_wal_receiver),"
         " (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),"
         " (SELECT count(*) > 0 FROM pg_settings WHERE pending_restart),"
-        " (SELECT system_identifier::text FROM pg_control_system())",
+        " (SELECT system_identifier::text FROM pg_control_system()),"
+        " COALESCE(current_setting('" LEASE_FILE_GUC "', true), '') <> ''",
         2000, &err);
     if (!r) {
         log_debug("observe: %s", err.msg);
         return;
     }
-    if (PQntuples(r) == 1 && PQnfields(r) == 11) {
+    if (PQntuples(r) == 1 && PQnfields(r) == 12) {
         st->accepting = true;
         st->in_recovery = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         st->wal_lsn = col_lsn(r, 0, 1);
@@ -277,6 +279,7 @@ void pg_observe(PgNode *pg, PgState *st)
         str_copy(st->upstream, sizeof(st->upstream), PQgetisnull(r, 0, 8) ? "" : PQgetvalue(r, 0, 8));
         st->pending_restart = strcmp(PQgetvalue(r, 0, 9), "t") == 0;
         str_copy(st->sysid, sizeof(st->sysid), PQgetvalue(r, 0, 10));
+        st->commit_guard = strcmp(PQgetvalue(r, 0, 11), "t") == 0;
     }
     PQclear(r);
     if (st->accepting && !st->in_recovery) {

@@ -26,6 +26,9 @@ for n in 1 2 3; do
     [ "$n" = "$ln" ] && continue
     wait_until 30 "no deadline published on replica node$n" bash -c "[ \"\$(python3 $LEASE_PY show $(lease_of "$n"))\" = none ]"
 done
+guard_reported() { [ "$(curl -s "http://127.0.0.1:${API_PORT[$1]}/patroni" | jq -r .commit_guard)" = true ] &&
+    curl -s "http://127.0.0.1:${API_PORT[$1]}/metrics" | grep -q '^pgvigil_commit_guard{.*} 1$'; }
+wait_until 20 "the leader's REST API reports the commit guard" guard_reported "$ln"
 psql_n "$ln" -c "create table f(id text primary key)" || fail "create table"
 log "leader $l publishes its deadline ($left ms ahead); replicas publish none"
 

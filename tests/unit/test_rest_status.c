@@ -362,6 +362,7 @@ static void test_status_json_replica(void **state)
     NodeStatus st = make_status(V_REPLICA_TAGGED);
     st.paused = true;
     st.pending_restart = true;
+    st.commit_guard = true;
     st.sync_mode = st.sync_standby = true;
     json_t *j = parse_status(&st);
     assert_string_equal(json_string_value(json_object_get(j, "role")), "replica");
@@ -371,6 +372,7 @@ static void test_status_json_replica(void **state)
     assert_int_equal(json_integer_value(json_object_get(x, "replayed_location")), 0x3000000);
     assert_true(json_is_true(json_object_get(j, "pause")));
     assert_true(json_is_true(json_object_get(j, "pending_restart")));
+    assert_true(json_is_true(json_object_get(j, "commit_guard")));
     assert_true(json_is_true(json_object_get(j, "sync_standby")));
     json_t *t = json_object_get(j, "tags");
     assert_true(json_is_true(json_object_get(t, "nofailover")));
@@ -395,6 +397,7 @@ static void test_status_json_stopped(void **state)
     assert_null(json_object_get(j, "timeline"));
     assert_null(json_object_get(j, "database_system_identifier"));
     assert_true(json_is_true(json_object_get(j, "cluster_unlocked")));
+    assert_null(json_object_get(j, "commit_guard")); /* said only of a running postgres */
     json_decref(j);
 
     /* all-zero snapshot and hostile names still give valid JSON */
@@ -418,6 +421,7 @@ static void test_metrics_primary(void **state)
 {
     NodeStatus st = make_status(V_PRIMARY);
     st.failovers = 3;
+    st.commit_guard = true;
     char *m = rest_metrics_text(&st);
     const char *lbl = "{scope=\"demo\",name=\"node1\"}";
     char line[256];
@@ -434,6 +438,7 @@ static void test_metrics_primary(void **state)
         {"pgvigil_timeline", "1"},                {"pgvigil_paused", "0"},
         {"pgvigil_sync_standby", "0"},            {"pgvigil_dcs_last_seen", "1700000000"},
         {"pgvigil_failovers_total", "3"},         {"pgvigil_postmaster_start_time", "1700000000"},
+        {"pgvigil_commit_guard", "1"},
     };
     for (size_t i = 0; i < ARRAY_LEN(want); i++) {
         str_fmt(line, sizeof(line), "\n%s%s %s\n", want[i].name, lbl, want[i].value);
