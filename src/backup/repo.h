@@ -1,0 +1,49 @@
+/* The backup repository: where WAL segments and base backups are stored, behind a small storage
+ * interface with one driver per kind (a POSIX directory, an S3 bucket). Keys are relative paths
+ * with '/' separators ("wal/0000000100000000/000000010000000000000003"). A write becomes visible
+ * only when committed, whole and durable: a crash or an error leaves either the old object or
+ * none, never part of one. */
+#ifndef PGVIGIL_REPO_H
+#define PGVIGIL_REPO_H
+
+#include "common/common.h"
+
+typedef struct Repo Repo;
+typedef struct RepoWriter RepoWriter;
+
+typedef struct RepoKeys {
+    char **keys;   /* sorted */
+    int n;
+} RepoKeys;
+
+typedef struct RepoOps {
+    RepoWriter *(*write_open)(Repo *r, const char *key, Err *err);
+    bool (*write)(RepoWriter *w, const void *p, size_t n, Err *err);
+    /* make it durable and visible under its key (replacing one there), and free w */
+    bool (*write_commit)(RepoWriter *w, Err *err);
+    /* drop what was written, and free w */
+    void (*write_abort)(RepoWriter *w);
+    /* the whole object; *missing (and false) when there is none */
+    bool (*read_all)(Repo *r, const char *key, void **buf, size_t *n, bool *missing, Err *err);
+    /* every key under prefix ("" = all), at any depth */
+    bool (*list)(Repo *r, const char *prefix, RepoKeys *out, Err *err);
+    /* a missing key is not an error */
+    bool (*remove)(Repo *r, const char *key, Err *err);
+    bool (*exists)(Repo *r, const char *key, bool *exists, Err *err);
+    void (*free)(Repo *r);
+} RepoOps;
+
+struct Repo {
+    const RepoOps *ops;
+    char *desc;    /* for messages: "repository /var/lib/pgvigil/repo" */
+};
+
+/* A repository in a local or mounted directory (created when missing). */
+Repo *repo_posix_new(const char *path, Err *err);
+
+/* Write a whole object (open, write, commit). */
+bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err);
+void repo_keys_free(RepoKeys *k);
+void repo_free(Repo *r);
+
+#endif

@@ -1,0 +1,128 @@
+/* Archive push and fetch of single WAL files. */
+#include "backup/wal_archive.h"
+#include "backup/obj.h"
+#include "common/fileutil.h"
+
+#include <ctype.h>
+
+static bool all_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]) || islower((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+WalFileKind wal_file_kind(const char *name)
+{
+    if (!name)
+        return WALFILE_NONE;
+    size_t n = strlen(name);
+    if (n == 24 && all_hex(name, 24))
+        return WALFILE_SEGMENT;
+    if (n == 24 + 8 && all_hex(name, 24) && strcmp(name + 24, ".partial") == 0)
+        return WALFILE_PARTIAL;
+    if (n == 8 + 8 && all_hex(name, 8) && strcmp(name + 8, ".history") == 0)
+        return WALFILE_HISTORY;
+    if (n == 24 + 1 + 8 + 7 && all_hex(name, 24) && name[24] == '.' && all_hex(name + 25, 8) &&
+        strcmp(name + 33, ".backup") == 0)
+        return WALFILE_BACKUP;
+    return WALFILE_NONE;
+}
+
+bool wal_file_key(const char *name, char *key, size_t sz)
+{
+    if (wal_file_kind(name) == WALFILE_NONE)
+        return false;
+    return str_fmt(key, sz, "wal/%.8s/%s", name, name);
+}
+
+bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, WalPushResult *res, Err *err)
+{
+    memset(res, 0, sizeof(*res));
+    char key[128];
+    if (!wal_file_key(name, key, sizeof(key))) {
+        err_set(err, "archive: \"%s\" is not a WAL file name", name ? name : "");
+        return false;
+    }
+    Err e = {{0}};
+    size_t n = 0;
+    char *raw = file_read_all(path, &n, &e);
+    if (!raw) {
+        err_set(err, "archive: %s", e.msg);
+        return false;
+    }
+    res->raw_size = n;
+    unsigned char sum[32];
+    sha256_buf(raw, n, sum);
+
+    /* stored before? Same content: done (PostgreSQL retries after a crash); other content: a
+     * second timeline or a second cluster writing here, never overwrite */
+    bool exists = false;
+    if (!r->ops->exists(r, key, &exists, err)) {
+        free(raw);
+        return false;
+    }
+    if (exists) {
+        void *old = NULL;
+        size_t old_n = 0;
+        bool missing = false;
+        ObjInfo info;
+        bool same = false;
+        if (r->ops->read_all(r, key, &old, &old_n, &missing, &e)) {
+            same = obj_read_header(old, old_n, &info, &e) && info.raw_size == n && memcmp(info.sha256, sum, 32) == 0;
+            res->stored_size = old_n;
+            free(old);
+        } else if (missing) {
+            exists = false; /* removed meanwhile: store it */
+        }
+        if (exists) {
+            free(raw);
+            if (same) {
+                res->already = true;
+                return true;
+            }
+            err_set(err, "archive: %s is already in the %s with other content (%s); not replaced", name, r->desc,
+                    e.msg[0] ? e.msg : "another hash");
+            return false;
+        }
+    }
+    void *stored = NULL;
+    size_t stored_n = 0;
+    bool ok = obj_encode(k, level, raw, n, &stored, &stored_n, err);
+    free(raw);
+    if (!ok) {
+        err_prefix(err, "archive: %s", name);
+        return false;
+    }
+    ok = repo_put(r, key, stored, stored_n, err);
+    free(stored);
+    if (ok)
+        res->stored_size = stored_n;
+    return ok;
+}
+
+bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, Err *err)
+{
+    *missing = false;
+    char key[128];
+    if (!wal_file_key(name, key, sizeof(key))) {
+        err_set(err, "restore: \"%s\" is not a WAL file name", name ? name : "");
+        return false;
+    }
+    void *stored = NULL;
+    size_t stored_n = 0;
+    if (!r->ops->read_all(r, key, &stored, &stored_n, missing, err))
+        return false;
+    void *raw = NULL;
+    size_t raw_n = 0;
+    bool ok = obj_decode(stored, stored_n, &raw, &raw_n, err);
+    free(stored);
+    if (!ok) {
+        err_prefix(err, "%s: %s", r->desc, key);
+        return false;
+    }
+    ok = file_write_atomic(dest, raw, raw_n, 0600, err);
+    free(raw);
+    return ok;
+}

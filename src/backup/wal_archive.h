@@ -1,0 +1,36 @@
+/* WAL files in the repository: what the archive stores for each segment, timeline history file,
+ * partial segment and backup history file PostgreSQL hands it, and how restore gets them back.
+ * Keys: "wal/<timeline>/<file name>", the timeline being the name's first 8 hex digits. */
+#ifndef PGVIGIL_WAL_ARCHIVE_H
+#define PGVIGIL_WAL_ARCHIVE_H
+
+#include "backup/compress.h"
+#include "backup/repo.h"
+
+typedef enum {
+    WALFILE_NONE = 0,
+    WALFILE_SEGMENT,   /* 000000010000000000000003 */
+    WALFILE_PARTIAL,   /* 000000010000000000000003.partial (an old primary's last segment) */
+    WALFILE_HISTORY,   /* 00000002.history */
+    WALFILE_BACKUP,    /* 000000010000000000000003.00000028.backup */
+} WalFileKind;
+
+/* What kind of WAL file a name is (WALFILE_NONE: not one PostgreSQL archives). */
+WalFileKind wal_file_kind(const char *name);
+/* The repository key of a WAL file name; false for a name that is not one. */
+bool wal_file_key(const char *name, char *key, size_t sz);
+
+typedef struct WalPushResult {
+    bool already;         /* an identical copy was stored before (PostgreSQL retried) */
+    size_t raw_size, stored_size;
+} WalPushResult;
+
+/* Store the WAL file at path under its name: hashed, compressed, durable before it returns
+ * true. A file stored before with the same content is fine (a retry); with other content it is
+ * an error, and nothing is replaced. */
+bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, WalPushResult *res, Err *err);
+/* Restore the WAL file called name into dest (written whole, then renamed). *missing when
+ * the repository has no such file (not an error for restore_command: the end of the archive). */
+bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, Err *err);
+
+#endif
