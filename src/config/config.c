@@ -2,6 +2,7 @@
  * validate. Every error is one line naming the file, the line and the dotted key. */
 #include "common/common.h"
 #include "config/config.h"
+#include "backup/compress.h"
 #include "common/log.h"
 
 #include <ctype.h>
@@ -116,6 +117,14 @@ static const KeySpec keys[] = {
     {"vip.address", K_STR, C(vip.address), 0},
     {"vip.interface", K_STR, C(vip.interface), 0},
     {"vip.arp_count", K_INT, C(vip.arp_count), 0},
+    {"backup", K_SECTION, 0, 0},
+    {"backup.repository", K_SECTION, 0, 0},
+    {"backup.repository.type", K_STR, C(backup.repo_type), 0},
+    {"backup.repository.path", K_ABSPATH, C(backup.repo_path), 0},
+    {"backup.compression", K_STR, C(backup.compression), 0},
+    {"backup.compression_level", K_INT, C(backup.compression_level), 0},
+    {"backup.archive", K_BOOL, C(backup.archive), 0},
+    {"backup.archive_workers", K_INT, C(backup.archive_workers), 0},
     {"dns", K_SECTION, 0, 0},
     {"dns.server", K_ADDR, C(dns.server), 0},
     {"dns.zone", K_STR, C(dns.zone), 0},
@@ -1040,6 +1049,31 @@ static bool finish_sections(Loader *ld, LoadMode mode)
             return fail_at(ld, key_line(ld, "dns.ttl"), "dns.ttl", "must not be negative");
     }
 
+    BackupConfig *bc = &cfg->backup;
+    default_str(&bc->repo_type, "posix");
+    if (strcmp(bc->repo_type, "posix") != 0)
+        return fail_at(ld, key_line(ld, "backup.repository.type"), "backup.repository.type",
+                       "expected posix, got \"%s\" (S3 repositories are not supported yet)", bc->repo_type);
+    default_str(&bc->compression, "zstd");
+    CompressKind ck;
+    if (!compress_kind_parse(bc->compression, &ck))
+        return fail_at(ld, key_line(ld, "backup.compression"), "backup.compression",
+                       "expected zstd, lz4, gzip or none, got \"%s\"", bc->compression);
+    if (key_line(ld, "backup.compression_level") == 0)
+        bc->compression_level = compress_default_level(ck);
+    else if (!compress_level_ok(ck, bc->compression_level))
+        return fail_at(ld, key_line(ld, "backup.compression_level"), "backup.compression_level",
+                       "%d is out of range for %s", bc->compression_level, bc->compression);
+    if (key_line(ld, "backup.archive") == 0)
+        bc->archive = bc->repo_path != NULL;
+    if (bc->archive_workers == 0 && key_line(ld, "backup.archive_workers") == 0)
+        bc->archive_workers = 2;
+    if (bc->archive_workers < 1 || bc->archive_workers > 32)
+        return fail_at(ld, key_line(ld, "backup.archive_workers"), "backup.archive_workers",
+                       "expected 1 to 32, got %d", bc->archive_workers);
+    if (bc->archive && !bc->repo_path)
+        return fail_at(ld, key_line(ld, "backup.archive"), "backup.repository.path", "required when backup.archive is on");
+
     NotifyConfig *nc = &cfg->notify;
     default_str(&nc->pushover_url, "https://api.pushover.net/1/messages.json");
     if (nc->max_attempts == 0)
@@ -1213,6 +1247,9 @@ void config_free(Config *cfg)
                    &cfg->notify.pushover_token, &cfg->notify.pushover_user, &cfg->notify.command};
     for (size_t i = 0; i < ARRAY_LEN(nc); i++)
         free(*nc[i]);
+    free(cfg->backup.repo_type);
+    free(cfg->backup.repo_path);
+    free(cfg->backup.compression);
     free(cfg->proxy.admin_listen);
     free_routes(&cfg->proxy);
     free(cfg);

@@ -106,6 +106,17 @@ typedef struct ProxyConfig {
     int n_routes;
 } ProxyConfig;
 
+/* backup: the cluster's repository (every agent of the cluster shares it) and WAL archiving.
+ * repo_path NULL = no repository, no archiving. */
+typedef struct BackupConfig {
+    char *repo_type;        /* backup.repository.type: "posix" (the default) */
+    char *repo_path;        /* backup.repository.path: absolute directory (posix) */
+    char *compression;      /* backup.compression: zstd (default), lz4, gzip, none */
+    int compression_level;  /* backup.compression_level: default per kind (zstd 3, lz4 1, gzip 6) */
+    bool archive;           /* backup.archive: archive WAL from the primary; default on with a repository */
+    int archive_workers;    /* backup.archive_workers: WAL files pushed in parallel; default 2 */
+} BackupConfig;
+
 typedef struct Config {
     char *path;                     /* file it was read from */
     char *scope;                    /* required */
@@ -146,6 +157,7 @@ typedef struct Config {
     VipConfig vip;
     DnsConfig dns;
     NotifyConfig notify;
+    BackupConfig backup;
     ProxyConfig proxy;              /* only read by config_load_proxy() */
 } Config;
 

@@ -918,6 +918,53 @@ static void test_agent_sections(void **state)
                  "dns.record: required when dns.server is set");
 }
 
+static void test_backup_section(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    const char *base = "scope: s\nname: n\npostgresql: {data_dir: /d}\n";
+    char text[512];
+    /* no section: no repository, no archiving */
+    Config *c = load_text(base, false, &err);
+    assert_non_null(c);
+    assert_null(c->backup.repo_path);
+    assert_false(c->backup.archive);
+    config_free(c);
+    /* a repository: archiving on, zstd level 3, two workers */
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /var/lib/pgvigil/repo}\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.repo_type, "posix");
+    assert_string_equal(c->backup.repo_path, "/var/lib/pgvigil/repo");
+    assert_true(c->backup.archive);
+    assert_string_equal(c->backup.compression, "zstd");
+    assert_int_equal(c->backup.compression_level, 3);
+    assert_int_equal(c->backup.archive_workers, 2);
+    config_free(c);
+    str_fmt(text, sizeof(text),
+            "%sbackup:\n  repository: {type: posix, path: /r}\n  compression: gzip\n  archive: off\n"
+            "  archive_workers: 4\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_false(c->backup.archive);
+    assert_int_equal(c->backup.compression_level, 6);
+    assert_int_equal(c->backup.archive_workers, 4);
+    config_free(c);
+
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: relative/dir}\n", base);
+    expect_error(text, "node.yml:5: backup.repository.path");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {type: s3, path: /r}\n", base);
+    expect_error(text, "node.yml:5: backup.repository.type: expected posix, got \"s3\"");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  compression: brotli\n", base);
+    expect_error(text, "node.yml:6: backup.compression: expected zstd, lz4, gzip or none, got \"brotli\"");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  compression: gzip\n  compression_level: 12\n", base);
+    expect_error(text, "node.yml:7: backup.compression_level: 12 is out of range for gzip");
+    str_fmt(text, sizeof(text), "%sbackup:\n  archive: on\n", base);
+    expect_error(text, "node.yml:5: backup.repository.path: required when backup.archive is on");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  archive_workers: 0\n", base);
+    expect_error(text, "node.yml:6: backup.archive_workers: expected 1 to 32, got 0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -942,6 +989,7 @@ int main(void)
         cmocka_unit_test(test_parse_scalars),
         cmocka_unit_test(test_proxy_config),
         cmocka_unit_test(test_agent_sections),
+        cmocka_unit_test(test_backup_section),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
