@@ -5,7 +5,7 @@
 
 #include "common/common.h"
 
-int64_t mono_ms(void);              /* CLOCK_MONOTONIC in milliseconds */
+int64_t mono_ms(void);              /* CLOCK_BOOTTIME (monotonic, suspend included) in milliseconds */
 double wall_now(void);              /* seconds since the epoch */
 void sleep_ms(int64_t ms);
 /* ISO 8601 UTC timestamp with milliseconds, e.g. 2026-11-22T05:53:49.123+00:00 */

@@ -100,8 +100,15 @@ static void renew_lease(Agent *a)
         a->lease_sent_ms = sent;
         /* etcd counts the TTL from when it received the renewal, which is after `sent` */
         a->lease_deadline_ms = sent + (int64_t)ttl * 1000;
-        if (expired)
+        if (expired) {
             log_warn("my previous lease had expired; keys on it are gone");
+            /* the leader key went with it: until etcd is read again this agent does not lead,
+             * so the renewal extends neither the fence nor the commit guard (another node may
+             * be primary already), and commits held under the old lease are never released */
+            if (strcmp(a->cluster.leader, a->cfg->name) == 0)
+                a->cluster.leader[0] = '\0';
+            fence_new_lease(&a->fence, ++a->lease_gen);
+        }
     } else {
         if (a->lease_ok || !a->lease_fail_logged)
             log_warn("lease renewal failed: %s", err.msg);
@@ -423,6 +430,7 @@ static void tick(Agent *a)
         if (pg_guard_installed(&a->pg)) {
             char lease[4200];
             pg_guard_lease_file(&a->pg, lease, sizeof(lease));
+            fence_new_lease(&a->fence, a->lease_gen);
             fence_guard_commits(&a->fence, lease);
         } else {
             log_warn("commit guard: %s.so is not installed next to postgres (%s/../lib): a primary frozen as a whole "
@@ -539,6 +547,7 @@ static void tick(Agent *a)
         /* an agent killed before us left its fence waiting for its lease deadline: it would
          * kill the primary we kept or the standby we run */
         fence_kill_strays(&a->fence);
+        fence_strays_gone(&a->fence);
         a->strays_checked = true;
     }
     agent_effects_tick(a, &d);
@@ -620,6 +629,8 @@ int cmd_agent(int argc, char **argv)
     a->fence.fd = -1;
     a->fence_ok = true;
     a->pidfile_fd = -1;
+    /* distinct from an earlier agent's (the lease file may hold one): pid and start time */
+    a->lease_gen = ((uint64_t)getpid() << 40) ^ ((uint64_t)wall_now() << 8);
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->api_mu, NULL);
     cluster_init(&a->cluster);

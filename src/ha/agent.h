@@ -55,8 +55,9 @@ typedef struct Agent {
     Fence fence;
     bool fence_ok;              /* the fencing process runs (or was replaced); false: demote */
     bool leave_fence;           /* exiting with postgres maybe running: the fence stays */
-    bool identity_checked;
-    bool strays_checked;        /* fences of an earlier agent of our data directory are gone */      /* our name and system identifier were checked against etcd */
+    bool identity_checked;      /* our name and system identifier were checked against etcd */
+    uint64_t lease_gen;         /* changes with every new lease (see fence_new_lease) */
+    bool strays_checked;        /* fences of an earlier agent of our data directory are gone */
     bool refused;               /* another live agent has our name: exit touching nothing */
     int pidfile_fd;             /* agent.pid_file, locked while we run (-1 none) */
     /* promotion: the history key entry still to write (before the new leader serves) */

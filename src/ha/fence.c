@@ -95,6 +95,13 @@ static void fence_main(int rfd, const char *data_dir, Vip *vip)
                 if (n == (ssize_t)sizeof(msg)) {
                     if (msg == FENCE_EXIT)
                         return;
+                    /* resumed with the agent after both were frozen past the deadline: the
+                     * message may be a new deadline sent after a renewal, but the old one
+                     * passed first, and another node may already be primary */
+                    if (deadline && mono_ms() >= deadline) {
+                        kill_postgres(data_dir, vip, "agent missed its heartbeat deadline");
+                        deadline = 0;
+                    }
                     if (msg == FENCE_PAUSED || msg == FENCE_RUNNING)
                         paused = msg == FENCE_PAUSED;
                     else
@@ -289,9 +296,20 @@ void fence_guard_commits(Fence *f, const char *lease_file)
     if (f->guard.path)
         return;
     Err err = {{0}};
-    if (!commit_guard_open(&f->guard, lease_file, &err))
+    if (!commit_guard_open(&f->guard, lease_file, f->lease_gen, &err))
         log_error("%s (made again on the next check; until then commits are not guarded)", err.msg);
     commit_guard_set(&f->guard, f->armed_until);
+}
+
+void fence_new_lease(Fence *f, uint64_t lease_gen)
+{
+    f->lease_gen = lease_gen;
+    commit_guard_new_lease(&f->guard, lease_gen);
+}
+
+void fence_strays_gone(Fence *f)
+{
+    commit_guard_forget_inherited(&f->guard);
 }
 
 void fence_arm(Fence *f, int64_t deadline_ms)

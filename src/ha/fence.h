@@ -1,7 +1,7 @@
 /* The fencing process: a tiny separate process that removes the floating IP (when configured)
  * and kills the local postgres, backends included, when the agent misses its heartbeat deadline
  * (agent frozen by SIGSTOP, killed, or stuck), or when the agent dies while postgres runs as a
- * primary. The deadline is a CLOCK_MONOTONIC time, shared by all processes of the host.
+ * primary. The deadline is a CLOCK_BOOTTIME time (mono_ms), shared by all processes of the host.
  * It runs as `pgvigil fence` (exec'd, so it can be started again while the agent has threads)
  * and reads 8-byte messages from a pipe. */
 #ifndef PGVIGIL_FENCE_H
@@ -20,6 +20,7 @@ typedef struct Fence {
     bool paused;         /* last pause state sent */
     bool failed;         /* a message could not be written: the fence is dead or stuck */
     CommitGuard guard;   /* the deadline, published to postgres's commit guard */
+    uint64_t lease_gen;  /* the agent's lease generation (see fence_new_lease) */
     /* what a restart needs (owned copies) */
     char *name;
     char *data_dir;
@@ -36,6 +37,12 @@ bool fence_start(Fence *f, const char *name, const char *data_dir, const VipConf
  * own (identity checked): the file is that postgres's. A file that cannot be made is logged and
  * made again on every fence_check. */
 void fence_guard_commits(Fence *f, const char *lease_file);
+/* The agent holds a new lease (its first, or one granted after the last expired): a commit the
+ * guard holds under the old one is never acknowledged. */
+void fence_new_lease(Fence *f, uint64_t lease_gen);
+/* The fences of earlier agents of this postgres are gone (fence_kill_strays ran): the guard
+ * stops publishing the deadline it inherited from them. */
+void fence_strays_gone(Fence *f);
 /* Postgres must be killed (and the VIP removed) unless the agent calls again before
  * deadline_ms (monotonic). */
 void fence_arm(Fence *f, int64_t deadline_ms);

@@ -166,6 +166,8 @@ etcdctl_ put "/service/$SCOPE/pgvigil_timeline" '{"timeline": 9, "member": "else
 "$BIN" switchover --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" --candidate "node$rn" --force >"$T_DIR/switchover.out" 2>&1 ||
     fail "switchover: $(cat "$T_DIR/switchover.out")"
 wait_until 60 "node$rn leading" leader_is "node$rn"
+# the key is taken before the promotion: the timeline is known once it is a primary
+wait_until 60 "node$rn promoted" is_primary "$rn"
 tl=$(current_tl "$rn")
 [ "$tl" = 10 ] || fail "node$rn promoted to timeline $tl, not 10 (above the reserved 9)"
 [ "$(etcdctl_ get --print-value-only "/service/$SCOPE/pgvigil_timeline" | jq -r .timeline)" = 10 ] || fail "timeline 10 not reserved"

@@ -1,12 +1,15 @@
 #!/bin/bash
 # A primary frozen as a whole (agent, fencing process, postmaster and backends all SIGSTOPped,
-# as a paused virtual machine) while a client's COMMIT waits in its backend's socket. The lease
-# runs out and another node is promoted; then the node resumes, its backend first. Without the
-# commit guard that backend acknowledges the COMMIT before the fencing process kills it: two
-# writable primaries, as the fault suite found (seeds 7001 and 7004, async mode). With the
-# guard the client gets an error, the row exists nowhere, and the old primary rejoins.
-# The control round runs the same sequence with the guard turned off on the primary and must
-# see the acknowledgement: it proves the test reaches the window.
+# as a suspended machine) while a client's COMMIT waits in its backend's socket. The lease runs
+# out and another node is promoted; then the node resumes. Without the commit guard a backend
+# that runs first acknowledges the COMMIT before the fencing process kills it: two writable
+# primaries, as the fault suite found (seeds 7001 and 7004, async mode).
+#   round 1: the backend resumes first. With the guard the client gets an error, the row exists
+#            nowhere, and the old primary rejoins.
+#   round 2: every process resumes at once (the agent renews, finds its lease expired and a new
+#            one granted: that must extend neither the fence nor the guard). No acknowledgement.
+#   control: round 1 with the guard turned off on the primary must see the acknowledgement: it
+#            proves the test reaches the window.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_probe.sh"
 
@@ -37,10 +40,10 @@ fence_pids() { local p; for p in $(ps -o pid= --ppid "${AGENT_PID[$1]}"); do [ "
 
 # freeze_round N ID: the client inserts ID on node N in an open transaction; the node freezes;
 # the client sends COMMIT; once another node leads and accepts writes, the backend resumes
-# first. The client's outcome goes to ROUND_RESULT: ACK or ERR <message>. Leaves the rest of the
-# node frozen (its PIDs in FROZEN).
+# first (or, with ALL=1, every process of the node at once). The client's outcome goes to
+# ROUND_RESULT: ACK or ERR <message>. Leaves the rest of the node frozen (its PIDs in FROZEN).
 freeze_round() {
-    local n="$1" id="$2" dir="$T_DIR/round-$2"
+    local n="$1" id="$2" dir="$T_DIR/round-$2" all="${3:-}"
     mkdir -p "$dir"
     cat >"$dir/client.py" <<PY
 import os, time, psycopg2
@@ -48,6 +51,9 @@ c = psycopg2.connect(host="127.0.0.1", port=${PG_PORT[$n]}, user="postgres", pas
 cur = c.cursor()
 cur.execute("select pg_backend_pid()")
 pid = cur.fetchone()[0]
+import socket
+port = socket.socket(fileno=os.dup(c.fileno())).getsockname()[1]
+open("$dir/client_port", "w").write(str(port))
 cur.execute("insert into f values ('$id')")
 open("$dir/backend.tmp", "w").write(str(pid))
 os.rename("$dir/backend.tmp", "$dir/backend")
@@ -68,13 +74,19 @@ PY
     kill -STOP $FROZEN || fail "cannot freeze node$n"
     log "froze node$n: $FROZEN"
     touch "$dir/go"
-    # the COMMIT is in the frozen backend's socket
-    commit_queued() { ss -Htn state established "( sport = :${PG_PORT[$n]} )" | awk '$1 > 0 {f = 1} END {exit !f}'; }
+    # the COMMIT is in the frozen backend's socket (the server end of the client's connection)
+    local cport; cport=$(cat "$dir/client_port")
+    commit_queued() { ss -Htn state established "( sport = :${PG_PORT[$n]} and dport = :$cport )" | awk '$1 > 0 {f = 1} END {exit !f}'; }
     wait_until 20 "the COMMIT waits in the frozen backend's socket" commit_queued
     other_leads() { local x; x=$(leader); [ -n "$x" ] && [ "$x" != "node$n" ] && probe_write "$(node_of "$x")"; }
     wait_until $((T_TTL * 4 + 40)) "another node leads and accepts writes" other_leads
-    log "$(leader) leads; resuming node$n's backend $backend first"
-    kill -CONT "$backend"
+    if [ -n "$all" ]; then
+        log "$(leader) leads; resuming every process of node$n at once"
+        kill -CONT $FROZEN
+    else
+        log "$(leader) leads; resuming node$n's backend $backend first"
+        kill -CONT "$backend"
+    fi
     wait_until 30 "the client's outcome" test -f "$dir/result"
     ROUND_RESULT=$(cat "$dir/result")
 }
@@ -92,8 +104,20 @@ wait_until 120 "$l rejoins streaming from $nl_name" streams_from "$ln" "$nl"
 [ "$(psql_n "$nl" -c "select count(*) from f where id = 'guarded'")" = 0 ] || fail "the refused row is on the new leader"
 [ "$(psql_n "$ln" -c "select count(*) from f where id = 'guarded'")" = 0 ] || fail "the refused row survived on $l"
 
-# 2. control: the same with the guard off on the primary; the acknowledgement must come, or
-#    this test no longer reaches the window it guards
+# 2. every process resumes at once: still no acknowledgement (an error, or the connection lost
+#    to the fence)
+freeze_round "$nl" all_at_once all
+res="$ROUND_RESULT"
+thaw
+[ "$res" != ACK ] || fail "round 2: the node resumed as a whole acknowledged the COMMIT while $(leader) led"
+ln=$nl; l=$nl_name
+nl_name=$(leader); nl=$(node_of "$nl_name")
+log "all at once: no acknowledgement (${res:0:120})"
+wait_until 120 "$l rejoins streaming from $nl_name" streams_from "$ln" "$nl"
+[ "$(psql_n "$nl" -c "select count(*) from f where id = 'all_at_once'")" = 0 ] || fail "the unacknowledged row of round 2 is on the new leader"
+
+# 3. control: the same as round 1 with the guard off on the primary; the acknowledgement must
+#    come, or this test no longer reaches the window it guards
 psql_n "$nl" -c "alter system set pgvigil_guard.lease_file = ''" -c "select pg_reload_conf()" >/dev/null
 wait_until 10 "the guard is off on $nl_name" bash -c "[ -z \"\$(PGPASSWORD=it-super psql -X -h 127.0.0.1 -p ${PG_PORT[$nl]} -U postgres -d postgres -Atc 'show pgvigil_guard.lease_file')\" ]"
 probe_table_init "$nl" "1 2 3"
