@@ -102,9 +102,10 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
     return ok;
 }
 
-bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, Err *err)
+bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, bool *damaged, Err *err)
 {
     *missing = false;
+    *damaged = false;
     char key[128];
     if (!wal_file_key(name, key, sizeof(key))) {
         err_set(err, "restore: \"%s\" is not a WAL file name", name ? name : "");
@@ -120,6 +121,7 @@ bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, Err *
     free(stored);
     if (!ok) {
         err_prefix(err, "%s: %s", r->desc, key);
+        *damaged = true;
         return false;
     }
     ok = file_write_atomic(dest, raw, raw_n, 0600, err);

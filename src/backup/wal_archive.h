@@ -30,7 +30,8 @@ typedef struct WalPushResult {
  * an error, and nothing is replaced. */
 bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, WalPushResult *res, Err *err);
 /* Restore the WAL file called name into dest (written whole, then renamed). *missing when
- * the repository has no such file (not an error for restore_command: the end of the archive). */
-bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, Err *err);
+ * the repository has no such file (not an error for restore_command: the end of the archive);
+ * *damaged when the stored copy fails its checks (nothing is written then). */
+bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, bool *damaged, Err *err);
 
 #endif

@@ -87,6 +87,41 @@ static int64_t pg_budget_ms(const Agent *a)
     return gap / 2 < 2000 ? (gap / 2 > 100 ? gap / 2 : 100) : 2000;
 }
 
+/* The WAL archive service, when backup.archive is on. Started once the identity is checked: its
+ * socket is the one this postgres's archiver connects to. A failure is logged, and the archiver
+ * keeps its WAL and retries until an agent answers. */
+static void agent_archive_start(Agent *a)
+{
+    const BackupConfig *bc = &a->cfg->backup;
+    if (!bc->archive || a->archive)
+        return;
+    Err err = {{0}};
+    Repo *repo = repo_posix_new(bc->repo_path, &err);
+    CompressKind k = COMPRESS_ZSTD;
+    compress_kind_parse(bc->compression, &k);
+    char sock[4200];
+    pg_archive_socket(&a->pg, sock, sizeof(sock));
+    ArchiveServiceConfig c = {
+        .socket_path = sock,
+        .data_dir = a->cfg->pg_data_dir,
+        .repo = repo,
+        .compress = k,
+        .level = bc->compression_level,
+        .workers = bc->archive_workers,
+    };
+    if (repo)
+        a->archive = archive_service_start(&c, &err);
+    if (!a->archive) {
+        repo_free(repo);
+        if (!a->archive_logged)
+            log_error("archive: %s (WAL stays in pg_wal until archiving works; retrying)", err.msg);
+        a->archive_logged = true;
+        return;
+    }
+    log_info("archive: storing WAL in the %s (%s), %d worker(s), socket %s", repo->desc, bc->compression,
+             c.workers, sock);
+}
+
 static void renew_lease(Agent *a)
 {
     Err err = {{0}};
@@ -426,6 +461,7 @@ static void tick(Agent *a)
             return;
         }
         a->identity_checked = true;
+        a->archive_logged = false;
         /* the postgres is ours: its commit guard reads our deadlines from now on */
         if (pg_guard_installed(&a->pg)) {
             char lease[4200];
@@ -439,6 +475,9 @@ static void tick(Agent *a)
                      LEASE_GUARD_LIBRARY, a->cfg->pg_bin_dir);
         }
     }
+    /* the archiver of our postgres reaches us once our identity is checked */
+    if (a->identity_checked)
+        agent_archive_start(a);
     agent_collect_job(a);
     agent_reap_children();
     proc_reap_orphans();
@@ -640,6 +679,13 @@ int cmd_agent(int argc, char **argv)
     a->dcs_ok = true; /* so that a first failure is logged */
     pg_node_init(&a->pg, cfg);
     int rc = EXIT_OK;
+    if (cfg->backup.archive && !pg_archive_module_installed(&a->pg)) {
+        cli_error("install it (make pgext-install) or set backup.archive: off",
+                  "%s: backup.archive: the archive module pgvigil_archive.so is not installed in %s/../lib", path,
+                  cfg->pg_bin_dir);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
 
     /* an orphaned postmaster becomes our child, so its zombie is reaped even where PID 1 does
      * not reap (containers); until reaped, its pid still looks alive to PostgreSQL itself */
@@ -767,6 +813,8 @@ out:
     fence_free(&a->fence);
     agent_pidfile_remove(a);
     agent_effects_stop(a, false);
+    archive_service_stop(a->archive);
+    a->archive = NULL;
     dcs_free(a->dcs);
     dcs_free(a->api_dcs);
     cluster_free(&a->cluster);

@@ -7,6 +7,7 @@
 
 #include "api/node_status.h"
 #include "api/rest.h"
+#include "backup/archive_service.h"
 #include "common/common.h"
 #include "config/config.h"
 #include "dcs/dcs.h"
@@ -52,6 +53,8 @@ typedef struct Agent {
     Dcs *dcs;                   /* loop thread only */
     PgNode pg;                  /* loop thread only (the worker has its own copy) */
     RestServer *rest;
+    ArchiveService *archive;    /* backup.archive: WAL archive service (NULL when off) */
+    bool archive_logged;        /* a failure to start it was logged */
     Fence fence;
     bool fence_ok;              /* the fencing process runs (or was replaced); false: demote */
     bool leave_fence;           /* exiting with postgres maybe running: the fence stays */

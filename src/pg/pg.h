@@ -95,6 +95,11 @@ typedef struct PgConfSpec {
  * pg_write_config loads it and names the file. */
 bool pg_guard_installed(const PgNode *pg);
 void pg_guard_lease_file(const PgNode *pg, char *buf, size_t sz);
+/* WAL archiving (backup.archive): the archive module (pgext/archive) installed with this
+ * postgres, and the socket where the agent's archive service answers it. When backup.archive is
+ * on, pg_write_config sets archive_mode, archive_library and that socket. */
+bool pg_archive_module_installed(const PgNode *pg);
+void pg_archive_socket(const PgNode *pg, char *buf, size_t sz);
 
 /* Write postgresql.conf (including postgresql.base.conf), pg_hba.conf and standby.signal. */
 bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err);

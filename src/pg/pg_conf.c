@@ -105,6 +105,18 @@ void pg_guard_lease_file(const PgNode *pg, char *buf, size_t sz)
     str_fmt(buf, sz, "%s/.pgvigil_lease.%d", pg->cfg->pg_socket_dir, pg->port);
 }
 
+bool pg_archive_module_installed(const PgNode *pg)
+{
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/../lib/pgvigil_archive.so", pg->cfg->pg_bin_dir);
+    return file_exists(path);
+}
+
+void pg_archive_socket(const PgNode *pg, char *buf, size_t sz)
+{
+    str_fmt(buf, sz, "%s/.pgvigil_archive.%d", pg->cfg->pg_socket_dir, pg->port);
+}
+
 /* The user's shared_preload_libraries (node YAML first, then the cluster's), with the guard's
  * module added when it is not listed. */
 static void add_preload(Buf *b, const Config *cfg, const KvList *dyn)
@@ -187,6 +199,15 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
     for (int i = 0; i < cfg->pg_parameters.n; i++)
         if (!(guard && strcmp(cfg->pg_parameters.items[i].key, "shared_preload_libraries") == 0))
             add_param(&b, cfg->pg_parameters.items[i].key, cfg->pg_parameters.items[i].value);
+    if (cfg->backup.archive) {
+        /* archive_mode "always" of the user's is kept; otherwise the primary archives */
+        if (!user_overrides(cfg, spec->dyn_params, "archive_mode"))
+            add_param(&b, "archive_mode", "on");
+        add_param(&b, "archive_library", "pgvigil_archive");
+        char sock[4200];
+        pg_archive_socket(pg, sock, sizeof(sock));
+        add_param(&b, "pgvigil_archive.socket", sock);
+    }
     if (guard) {
         char lease[4200];
         pg_guard_lease_file(pg, lease, sizeof(lease));

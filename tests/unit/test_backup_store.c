@@ -233,16 +233,17 @@ static void test_wal_push_fetch(void **state)
     assert_non_null(strstr(err.msg, "other content"));
     raw[100] ^= 0xff;
 
-    bool missing = false;
-    assert_true(wal_fetch(r, "000000010000000000000001", out, &missing, &err));
+    bool missing = false, damaged = false;
+    assert_true(wal_fetch(r, "000000010000000000000001", out, &missing, &damaged, &err));
     size_t got_n = 0;
     char *got = file_read_all(out, &got_n, &err);
     assert_non_null(got);
     assert_int_equal(got_n, n);
     assert_memory_equal(got, raw, n);
     free(got);
-    assert_false(wal_fetch(r, "000000010000000000000002", out, &missing, &err));
+    assert_false(wal_fetch(r, "000000010000000000000002", out, &missing, &damaged, &err));
     assert_true(missing);
+    assert_false(damaged);
     assert_false(wal_push(r, COMPRESS_ZSTD, 3, seg, "RECOVERYXLOG", &res, &err));
     assert_false(wal_push(r, COMPRESS_ZSTD, 3, "/nonexistent/seg", "000000010000000000000005", &res, &err));
     assert_non_null(strstr(err.msg, "/nonexistent/seg"));
@@ -257,8 +258,9 @@ static void test_wal_push_fetch(void **state)
     write_file(key_path, stored, sn);
     free(stored);
     unlink(out);
-    assert_false(wal_fetch(r, "000000010000000000000001", out, &missing, &err));
+    assert_false(wal_fetch(r, "000000010000000000000001", out, &missing, &damaged, &err));
     assert_false(missing);
+    assert_true(damaged);
     assert_non_null(strstr(err.msg, "wal/00000001/000000010000000000000001"));
     assert_false(file_exists(out));
     free(raw);

@@ -1,0 +1,130 @@
+/* `pgvigil wal-fetch` and `pgvigil wal-push`: one WAL file out of or into the repository of the
+ * node's configuration (backup section). wal-fetch is what restore_command runs, so its exit
+ * status follows PostgreSQL's rules: 0 restored; 1 not available (not in the repository, or the
+ * repository cannot be read now: recovery tries again or streams); 126 the stored file is
+ * damaged, which stops recovery rather than replaying wrong WAL. */
+#include "common/common.h"
+#include "backup/compress.h"
+#include "backup/repo.h"
+#include "backup/wal_archive.h"
+#include "cli/cli.h"
+#include "config/config.h"
+#include "common/log.h"
+
+#define EXIT_WAL_DAMAGED 126
+
+static void wal_usage(FILE *out, const char *cmd)
+{
+    if (strcmp(cmd, "wal-fetch") == 0)
+        fputs("usage: pgvigil wal-fetch -c node.yml NAME DEST\n\n"
+              "Restore the WAL file NAME from the repository into DEST (for restore_command:\n"
+              "  restore_command = 'pgvigil wal-fetch -c /etc/pgvigil/node.yml %f %p').\n"
+              "Exit status: 0 restored, 1 not available, 126 damaged in the repository.\n",
+              out);
+    else
+        fputs("usage: pgvigil wal-push -c node.yml PATH\n\n"
+              "Store the WAL file at PATH in the repository under its file name (what the archive\n"
+              "module does through the agent), hashed and durable before it returns.\n",
+              out);
+}
+
+/* -c FILE then the positional arguments; returns the config or NULL (rc set). */
+static Config *wal_args(const char *cmd, int argc, char **argv, const char **pos, int npos, Repo **repo, int *rc)
+{
+    const char *cfg_path = NULL;
+    int got = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            wal_usage(stdout, cmd);
+            *rc = EXIT_OK;
+            return NULL;
+        }
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            cfg_path = argv[++i];
+        } else if (argv[i][0] != '-' && got < npos) {
+            pos[got++] = argv[i];
+        } else {
+            wal_usage(stderr, cmd);
+            *rc = EXIT_USAGE;
+            return NULL;
+        }
+    }
+    if (!cfg_path || got != npos) {
+        wal_usage(stderr, cmd);
+        *rc = EXIT_USAGE;
+        return NULL;
+    }
+    Err err = {{0}};
+    Config *cfg = config_load_client(cfg_path, &err);
+    if (!cfg) {
+        cli_error("fix the file and run again", "%s", err.msg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    if (!cfg->backup.repo_path) {
+        cli_error("add a backup section", "%s: backup.repository.path is not set", cfg_path);
+        config_free(cfg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    *repo = repo_posix_new(cfg->backup.repo_path, &err);
+    if (!*repo) {
+        cli_error(NULL, "%s: %s", cfg_path, err.msg);
+        config_free(cfg);
+        *rc = EXIT_FAILED;
+        return NULL;
+    }
+    return cfg;
+}
+
+int cmd_wal_fetch(int argc, char **argv)
+{
+    const char *pos[2];
+    Repo *repo = NULL;
+    int rc = EXIT_OK;
+    Config *cfg = wal_args("wal-fetch", argc, argv, pos, 2, &repo, &rc);
+    if (!cfg)
+        return rc;
+    Err err = {{0}};
+    bool missing = false, damaged = false;
+    if (wal_fetch(repo, pos[0], pos[1], &missing, &damaged, &err)) {
+        rc = EXIT_OK;
+    } else if (missing) {
+        rc = EXIT_FAILED; /* the end of the archive: not an error for recovery */
+    } else if (damaged) {
+        cli_error("the repository holds a damaged copy; recovery stops rather than replay it", "%s", err.msg);
+        rc = EXIT_WAL_DAMAGED;
+    } else {
+        cli_error(NULL, "%s", err.msg);
+        rc = EXIT_FAILED;
+    }
+    repo_free(repo);
+    config_free(cfg);
+    return rc;
+}
+
+int cmd_wal_push(int argc, char **argv)
+{
+    const char *pos[1];
+    Repo *repo = NULL;
+    int rc = EXIT_OK;
+    Config *cfg = wal_args("wal-push", argc, argv, pos, 1, &repo, &rc);
+    if (!cfg)
+        return rc;
+    CompressKind k = COMPRESS_ZSTD;
+    compress_kind_parse(cfg->backup.compression, &k);
+    const char *slash = strrchr(pos[0], '/');
+    const char *name = slash ? slash + 1 : pos[0];
+    Err err = {{0}};
+    WalPushResult res;
+    if (wal_push(repo, k, cfg->backup.compression_level, pos[0], name, &res, &err)) {
+        printf("%s %s (%zu bytes, %zu stored)\n", name, res.already ? "was stored already" : "stored", res.raw_size,
+               res.stored_size);
+    } else {
+        cli_error(NULL, "%s", err.msg);
+        rc = EXIT_FAILED;
+    }
+    repo_free(repo);
+    config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,111 @@
+#!/bin/bash
+# WAL archiving through the pgvigil_archive module and the agent's archive service, into a POSIX
+# repository (a small tmpfs, so that it can fill up):
+#   1. the primary archives: every switched segment is in the repository, and what wal-fetch
+#      restores from it is byte for byte what pg_wal held;
+#   2. the repository fills up: archiving fails loudly (pg_stat_archiver, postgres log, agent
+#      log), PostgreSQL keeps the WAL file ready, and once space is back it is archived by itself;
+#   3. after a kill -9 failover the new primary archives the new timeline's history file, the
+#      old timeline's last partial segment and its own segments;
+#   4. wal-fetch (restore_command): a missing file exits 1, a damaged copy exits 126 and names it.
+source "$(dirname "$0")/lib.sh"
+
+[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
+REPO="$T_DIR/repo"
+mkdir -p "$REPO"
+mount -t tmpfs -o size=48m pgvigil-it-repo "$REPO" || fail "cannot mount a tmpfs for the repository"
+unmount_repo() { umount -l "$REPO" 2>/dev/null; return 0; }
+CLEANUP_HOOKS+=(unmount_repo)
+NODE_EXTRA="backup:
+  repository:
+    path: $REPO
+  archive_workers: 2"
+start_cluster 2
+l=$(leader); ln=$(node_of "$l")
+[ -n "$ln" ] || fail "no leader"
+for n in 1 2; do [ "$n" != "$ln" ] && rn=$n; done
+[ "$(psql_n "$ln" -c 'show archive_library')" = pgvigil_archive ] || fail "archive_library is not pgvigil_archive on $l"
+[ "$(psql_n "$ln" -c 'show archive_mode')" = on ] || fail "archive_mode is not on"
+grep -q "archive: storing WAL in the repository $REPO" "$T_DIR/$l.log" || fail "the agent of $l did not start its archive service"
+
+# ---- 1. switched segments reach the repository, intact -------------------------------------------
+stored() { [ -f "$REPO/wal/${1:0:8}/$1" ]; }
+psql_n "$ln" -c "create table a(id int, pad text)" || fail "create table"
+segs=""
+for i in 1 2 3; do
+    psql_n "$ln" -c "insert into a select g, repeat('x', 200) from generate_series(1, 20000) g" || fail "insert"
+    seg=$(psql_n "$ln" -c "select pg_walfile_name(pg_current_wal_lsn())")
+    psql_n "$ln" -c "select pg_switch_wal()" >/dev/null
+    segs="$segs $seg"
+done
+for seg in $segs; do
+    wait_until 60 "$seg in the repository" stored "$seg"
+    "$BIN" wal-fetch -c "$T_DIR/node$ln.yml" "$seg" "$T_DIR/fetched" >"$T_DIR/fetch.out" 2>&1 ||
+        fail "wal-fetch $seg: $(cat "$T_DIR/fetch.out")"
+    src="$T_DIR/node$ln/data/pg_wal/$seg"
+    [ -f "$src" ] && { cmp -s "$src" "$T_DIR/fetched" || fail "$seg restored from the repository differs from pg_wal's"; }
+done
+[ "$(psql_n "$ln" -c 'select failed_count from pg_stat_archiver')" = 0 ] || fail "archiving failed: $(psql_n "$ln" -c 'select * from pg_stat_archiver')"
+stored_kb=$(du -sk "$REPO/wal" | cut -f1)
+log "part 1: segments$segs archived and restored intact (repository ${stored_kb} kB for $(ls "$REPO"/wal/*/ | wc -l) files)"
+
+# ---- 2. a full repository: loud failure, WAL kept, resumes by itself -------------------------------
+dd if=/dev/zero of="$REPO/filler" bs=1M count=64 >/dev/null 2>&1   # fills the tmpfs (ENOSPC)
+psql_n "$ln" -c "insert into a select g, md5(g::text) from generate_series(1, 50000) g" || fail "insert"
+full_seg=$(psql_n "$ln" -c "select pg_walfile_name(pg_current_wal_lsn())")
+psql_n "$ln" -c "select pg_switch_wal()" >/dev/null
+failed() { [ "$(psql_n "$ln" -c 'select failed_count > 0 from pg_stat_archiver')" = t ]; }
+wait_until 60 "archiving $full_seg fails on the full repository" failed
+stored "$full_seg" && fail "$full_seg stored although the repository is full"
+[ -f "$T_DIR/node$ln/data/pg_wal/archive_status/$full_seg.ready" ] || fail "$full_seg is not kept ready in pg_wal"
+grep -q "pgvigil_archive: could not archive \"$full_seg\".*No space left on device" "$T_DIR/node$ln/node$ln.postgresql.log" ||
+    grep -rq "pgvigil_archive: could not archive \"$full_seg\".*No space left" "$T_DIR/node$ln" ||
+    fail "postgres did not log why archiving $full_seg failed"
+grep -q "archive: .*No space left on device" "$T_DIR/$l.log" || fail "the agent did not log the full repository"
+ls "$REPO"/wal/*/ | grep -q 'pgvigil-tmp' && fail "a partial write was left in the repository"
+rm -f "$REPO/filler"
+wait_until 120 "$full_seg archived once space is back" stored "$full_seg"
+archived_again() { [ "$(psql_n "$ln" -c "select last_archived_wal >= '$full_seg' from pg_stat_archiver")" = t ]; }
+wait_until 60 "pg_stat_archiver reports $full_seg archived" archived_again
+log "part 2: a full repository failed $full_seg loudly, kept it ready, and archived it once space was back"
+
+# ---- 3. failover: the new primary archives the new timeline ----------------------------------------
+# WAL in the middle of a segment, on the replica too: its last segment of timeline 1 is partial
+psql_n "$ln" -c "insert into a values (0, 'before failover')" || fail "insert"
+lsn=$(psql_n "$ln" -c "select pg_current_wal_lsn()")
+replayed() { [ "$(psql_n "$rn" -c "select pg_last_wal_replay_lsn() >= '$lsn'")" = t ]; }
+wait_until 30 "node$rn replayed $lsn" replayed
+kill9_node "$ln"
+wait_until 60 "node$rn promoted" bash -c "[ \"\$(PGPASSWORD=it-super psql -X -h 127.0.0.1 -p ${PG_PORT[$rn]} -U postgres -d postgres -Atc 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
+tl=$(psql_n "$rn" -c "select timeline_id from pg_control_checkpoint()")
+hist=$(printf '%08X.history' 2)
+wait_until 60 "the history file of timeline 2 in the repository" test -f "$REPO/wal/00000002/$hist"
+has_partial() { ls "$REPO/wal/00000001/" | grep -q '\.partial$'; }
+wait_until 60 "the old timeline's partial segment in the repository" has_partial
+psql_n "$rn" -c "insert into a values (1, 'after failover')" || fail "write on the new primary"
+seg2=$(psql_n "$rn" -c "select pg_walfile_name(pg_current_wal_lsn())")
+psql_n "$rn" -c "select pg_switch_wal()" >/dev/null
+wait_until 60 "$seg2 (timeline 2) in the repository" stored "$seg2"
+log "part 3: after the failover node$rn archived $hist, $(ls "$REPO/wal/00000001/" | grep '\.partial$') and $seg2 (checkpoint timeline $tl)"
+
+# ---- 4. wal-fetch as restore_command --------------------------------------------------------------
+"$BIN" wal-fetch -c "$T_DIR/node$rn.yml" 0000000100000000000000FF "$T_DIR/none" >"$T_DIR/fetch.out" 2>&1
+rc=$?
+[ "$rc" = 1 ] || fail "wal-fetch of a missing file: exit $rc, want 1 ($(cat "$T_DIR/fetch.out"))"
+first=${segs# }; first=${first%% *}
+obj="$REPO/wal/00000001/$first"
+python3 - "$obj" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[len(b) // 2] ^= 0x20
+open(p, "wb").write(b)
+PY
+"$BIN" wal-fetch -c "$T_DIR/node$rn.yml" "$first" "$T_DIR/damaged" >"$T_DIR/fetch.out" 2>&1
+rc=$?
+[ "$rc" = 126 ] || fail "wal-fetch of a damaged file: exit $rc, want 126 ($(cat "$T_DIR/fetch.out"))"
+grep -q "wal/00000001/$first" "$T_DIR/fetch.out" || fail "wal-fetch did not name the damaged file: $(cat "$T_DIR/fetch.out")"
+[ -e "$T_DIR/damaged" ] && fail "wal-fetch wrote a damaged file"
+[ "$(grep -c '^error: ' "$T_DIR/fetch.out")" = 1 ] || fail "wal-fetch's error is not one line: $(cat "$T_DIR/fetch.out")"
+log "part 4: wal-fetch: missing -> 1, damaged -> 126 ($(head -1 "$T_DIR/fetch.out"))"
+echo "PASS [$T_NAME]"
