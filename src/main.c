@@ -23,6 +23,8 @@ static const Command commands[] = {
     {"show-config", cmd_show_config, "print the dynamic cluster configuration"},
     {"edit-config", cmd_edit_config, "change dynamic configuration: --set key=value"},
     {"demo", cmd_demo, "demo up|down|status: a local 3-node cluster on loopback"},
+    {"backup", cmd_backup, "backup take|list: base backups in the repository (-c node.yml)"},
+    {"restore", cmd_restore, "restore a backup into a directory, to the end of the archive or a target"},
     {"wal-fetch", cmd_wal_fetch, "restore one WAL file from the repository (restore_command)"},
     {"wal-push", cmd_wal_push, "store one WAL file in the repository"},
     {"fence", cmd_fence, NULL},

@@ -28,6 +28,8 @@ int cmd_edit_config(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 /* Print "error: <msg>" and, when hint is non-NULL, "hint: <hint>" to stderr. */
 void cli_error(const char *hint, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

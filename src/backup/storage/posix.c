@@ -3,6 +3,7 @@
  * after a crash the key holds the old object or the new one, whole. */
 #include "backup/repo.h"
 #include "common/fileutil.h"
+#include "common/proc.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -65,6 +66,24 @@ static bool fsync_dir_of(const char *path, Err *err, const char *desc)
     return ok;
 }
 
+/* Run as root, the agent hands what it creates to postgresql.run_as, which reads the repository
+ * when restore_command (pgvigil wal-fetch) runs as the server's user: every directory from the
+ * root down to dir, then the file. (A no-op when not root.) */
+static void hand_over(const PosixRepo *r, const char *dir)
+{
+    size_t root_len = strlen(r->root);
+    char *p = str_dup(dir);
+    for (char *c = p + root_len; c && *c;) {
+        c = strchr(c + 1, '/');
+        if (c)
+            *c = '\0';
+        proc_chown_run_as(p, NULL);
+        if (c)
+            *c = '/';
+    }
+    free(p);
+}
+
 static RepoWriter *posix_write_open(Repo *base, const char *key, Err *err)
 {
     PosixRepo *r = (PosixRepo *)base;
@@ -78,9 +97,13 @@ static RepoWriter *posix_write_open(Repo *base, const char *key, Err *err)
     char *dir = str_dup(w->path);
     *strrchr(dir, '/') = '\0';
     bool made = dir_make_all(dir, 0750, err);
+    if (made)
+        hand_over(r, dir);
     free(dir);
     if (made)
         w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (made && w->fd >= 0)
+        proc_chown_run_as(w->tmp, NULL);
     if (!made || w->fd < 0) {
         if (made)
             err_set(err, "%s: cannot create %s: %s", base->desc, w->tmp, strerror(errno));
@@ -320,6 +343,7 @@ Repo *repo_posix_new(const char *path, Err *err)
         free(root);
         return NULL;
     }
+    proc_chown_run_as(root, NULL);
     PosixRepo *r = xcalloc(1, sizeof(*r));
     r->base.ops = &posix_ops;
     r->base.desc = str_printf("repository %s", root);

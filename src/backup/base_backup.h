@@ -1,0 +1,53 @@
+/* Base backups and restores. A backup copies the data directory of a running server between
+ * pg_backup_start and pg_backup_stop (non-exclusive, one session), file by file, in parallel,
+ * each file stored as a checked object under backup/<label>/data/; its manifest
+ * (backup/<label>/manifest: every directory and file with size and SHA-256, the start and stop
+ * LSNs, timeline, times) is written last, so a backup without a manifest is never listed or
+ * restored. The WAL it needs comes from the archive. A restore writes the files back, checked,
+ * into an empty directory, and sets PostgreSQL up to recover from the archive (wal-fetch) to the
+ * end or to a target. */
+#ifndef PGVIGIL_BASE_BACKUP_H
+#define PGVIGIL_BASE_BACKUP_H
+
+#include "backup/compress.h"
+#include "backup/repo.h"
+#include "common/lsn.h"
+#include "config/config.h"
+
+typedef struct BackupInfo {
+    char label[40];          /* 20261205T020300F */
+    char type[16];           /* "full" */
+    Lsn start_lsn, stop_lsn;
+    int timeline;
+    char start_time[32], stop_time[32];   /* ISO 8601, UTC */
+    double seconds;
+    int64_t files, bytes, stored;         /* data files, their size, stored size */
+    char sysid[32];
+} BackupInfo;
+
+typedef struct BackupOptions {
+    CompressKind compress;
+    int level;
+    int workers;
+} BackupOptions;
+
+/* Take a full backup of the server cfg describes (connects as its superuser). */
+bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo *out, Err *err);
+/* Complete backups (those with a manifest), oldest first. */
+bool backup_list(Repo *r, BackupInfo **out, int *n, Err *err);
+
+typedef struct RestoreOptions {
+    const char *label;          /* NULL: the newest backup (before target_time when that is set) */
+    const char *target_dir;     /* must be empty or missing */
+    const char *target_time;    /* recovery_target_time ("2026-12-05 02:03:00+00"), or NULL */
+    const char *target_lsn;     /* recovery_target_lsn, or NULL */
+    const char *target_xid;     /* recovery_target_xid, or NULL */
+    const char *target_name;    /* recovery_target_name (a restore point), or NULL */
+    bool exclusive;             /* stop just before the target instead of just after */
+    const char *wal_fetch_cmd;  /* the restore_command prefix: "/usr/bin/pgvigil wal-fetch -c /etc/n.yml" */
+    int workers;
+} RestoreOptions;
+
+bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, Err *err);
+
+#endif

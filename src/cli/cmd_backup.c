@@ -1,0 +1,256 @@
+/* `pgvigil backup take|list` and `pgvigil restore`: base backups of the node's server into the
+ * repository of its configuration (backup section), and restores of them, to the end of the
+ * archive or to a target (point-in-time recovery). */
+#include "common/common.h"
+#include "backup/base_backup.h"
+#include "backup/compress.h"
+#include "backup/repo.h"
+#include "cli/cli.h"
+#include "common/lsn.h"
+#include "common/proc.h"
+#include "config/config.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static void backup_usage(FILE *out)
+{
+    fputs("usage: pgvigil backup take -c node.yml [--workers N]\n"
+          "       pgvigil backup list -c node.yml [--json]\n\n"
+          "take: a full base backup of this node's server (primary or standby) into the repository;\n"
+          "      complete only once its manifest is written, after pg_backup_stop.\n"
+          "list: the complete backups, oldest first.\n",
+          out);
+}
+
+static void restore_usage(FILE *out)
+{
+    fputs("usage: pgvigil restore -c node.yml --target-dir DIR [--backup LABEL]\n"
+          "                       [--target-time T | --target-lsn L | --target-xid X | --target-name N]\n"
+          "                       [--exclusive] [--workers N]\n\n"
+          "Write a backup (default: the newest, or the newest before --target-time given in UTC)\n"
+          "into DIR, which must be empty or missing, checking every file against the manifest,\n"
+          "and set it up to recover WAL from the repository (restore_command = pgvigil wal-fetch)\n"
+          "to the end of the archive or to the target, then promote. Start it with pg_ctl.\n"
+          "The restored server does not archive (archive_mode = off): it is a copy, not the cluster.\n",
+          out);
+}
+
+static Config *open_node(const char *path, Repo **repo, int *rc)
+{
+    Err err = {{0}};
+    Config *cfg = config_load(path, &err);
+    if (!cfg) {
+        cli_error("fix the file and run again", "%s", err.msg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    if (!cfg->backup.repo_path) {
+        cli_error("add a backup section with a repository", "%s: backup.repository.path is not set", path);
+        config_free(cfg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    *repo = repo_posix_new(cfg->backup.repo_path, &err);
+    if (!*repo) {
+        cli_error(NULL, "%s: %s", path, err.msg);
+        config_free(cfg);
+        *rc = EXIT_FAILED;
+        return NULL;
+    }
+    if (!proc_set_run_as(cfg->pg_run_as, &err)) {
+        cli_error("set postgresql.run_as to an existing unprivileged user", "%s: %s", path, err.msg);
+        repo_free(*repo);
+        config_free(cfg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    return cfg;
+}
+
+static bool parse_workers(const char *s, int *out)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 1 || v > 64)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static void print_list(const BackupInfo *b, int n, bool as_json)
+{
+    if (as_json) {
+        json_t *a = json_array();
+        for (int i = 0; i < n; i++) {
+            char s[32], z[32];
+            json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:f, s:I, s:I, s:I}", "label",
+                                               b[i].label, "type", b[i].type, "start_lsn",
+                                               lsn_format(b[i].start_lsn, s), "stop_lsn",
+                                               lsn_format(b[i].stop_lsn, z), "timeline", b[i].timeline, "start_time",
+                                               b[i].start_time, "stop_time", b[i].stop_time, "seconds",
+                                               b[i].seconds, "files", (json_int_t)b[i].files, "bytes",
+                                               (json_int_t)b[i].bytes, "stored", (json_int_t)b[i].stored));
+        }
+        char *out = json_dumps(a, JSON_INDENT(2));
+        puts(out);
+        free(out);
+        json_decref(a);
+        return;
+    }
+    printf("%-18s %-5s %-21s %-21s %-12s %-12s %8s %10s %10s\n", "label", "type", "start", "stop", "start lsn",
+           "stop lsn", "seconds", "size MB", "stored MB");
+    for (int i = 0; i < n; i++) {
+        char s[32], z[32];
+        printf("%-18s %-5s %-21s %-21s %-12s %-12s %8.1f %10.1f %10.1f\n", b[i].label, b[i].type, b[i].start_time,
+               b[i].stop_time, lsn_format(b[i].start_lsn, s), lsn_format(b[i].stop_lsn, z), b[i].seconds,
+               (double)b[i].bytes / 1048576.0, (double)b[i].stored / 1048576.0);
+    }
+}
+
+int cmd_backup(int argc, char **argv)
+{
+    const char *sub = argc > 1 && argv[1][0] != '-' ? argv[1] : "take";
+    int first = argc > 1 && argv[1][0] != '-' ? 2 : 1;
+    if (strcmp(sub, "take") != 0 && strcmp(sub, "list") != 0) {
+        backup_usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cfg_path = NULL;
+    int workers = 0;
+    bool as_json = false;
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            backup_usage(stdout);
+            return EXIT_OK;
+        } else if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            cfg_path = argv[++i];
+        } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc && parse_workers(argv[i + 1], &workers)) {
+            i++;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            as_json = true;
+        } else {
+            backup_usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!cfg_path) {
+        backup_usage(stderr);
+        return EXIT_USAGE;
+    }
+    Repo *repo = NULL;
+    int rc = EXIT_OK;
+    Config *cfg = open_node(cfg_path, &repo, &rc);
+    if (!cfg)
+        return rc;
+    Err err = {{0}};
+    if (strcmp(sub, "list") == 0) {
+        BackupInfo *b = NULL;
+        int n = 0;
+        if (backup_list(repo, &b, &n, &err)) {
+            print_list(b, n, as_json);
+        } else {
+            cli_error("the repository holds a damaged manifest", "%s", err.msg);
+            rc = EXIT_FAILED;
+        }
+        free(b);
+    } else {
+        BackupOptions o = {.level = cfg->backup.compression_level, .workers = workers ? workers : 2};
+        o.compress = COMPRESS_ZSTD;
+        compress_kind_parse(cfg->backup.compression, &o.compress);
+        BackupInfo b;
+        if (backup_take(cfg, repo, &o, &b, &err)) {
+            char s[32], z[32];
+            printf("backup %s complete: %lld files, %.1f MB stored as %.1f MB, %.1f s, WAL %s to %s on timeline %d\n",
+                   b.label, (long long)b.files, (double)b.bytes / 1048576.0, (double)b.stored / 1048576.0,
+                   b.seconds, lsn_format(b.start_lsn, s), lsn_format(b.stop_lsn, z), b.timeline);
+        } else {
+            cli_error("the backup is not complete and will not be listed", "%s", err.msg);
+            rc = EXIT_FAILED;
+        }
+    }
+    repo_free(repo);
+    config_free(cfg);
+    return rc;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    const char *cfg_path = NULL;
+    RestoreOptions o = {.workers = 2};
+    int targets = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            restore_usage(stdout);
+            return EXIT_OK;
+        } else if (strcmp(a, "--exclusive") == 0) {
+            o.exclusive = true;
+            continue;
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            dst = &cfg_path;
+        } else if (strcmp(a, "--target-dir") == 0) {
+            dst = &o.target_dir;
+        } else if (strcmp(a, "--backup") == 0) {
+            dst = &o.label;
+        } else if (strcmp(a, "--target-time") == 0) {
+            dst = &o.target_time;
+        } else if (strcmp(a, "--target-lsn") == 0) {
+            dst = &o.target_lsn;
+        } else if (strcmp(a, "--target-xid") == 0) {
+            dst = &o.target_xid;
+        } else if (strcmp(a, "--target-name") == 0) {
+            dst = &o.target_name;
+        } else if (strcmp(a, "--workers") == 0 && i + 1 < argc && parse_workers(argv[i + 1], &o.workers)) {
+            i++;
+            continue;
+        }
+        if (!dst || i + 1 >= argc) {
+            restore_usage(stderr);
+            return EXIT_USAGE;
+        }
+        *dst = argv[++i];
+        if (strncmp(a, "--target-", 9) == 0 && strcmp(a, "--target-dir") != 0)
+            targets++;
+    }
+    if (!cfg_path || !o.target_dir || targets > 1 || o.target_dir[0] != '/') {
+        if (targets > 1)
+            cli_error(NULL, "restore: give at most one recovery target");
+        else if (o.target_dir && o.target_dir[0] != '/')
+            cli_error(NULL, "restore: --target-dir must be an absolute path");
+        else
+            restore_usage(stderr);
+        return EXIT_USAGE;
+    }
+    char cfg_abs[PATH_MAX], self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (!realpath(cfg_path, cfg_abs) || n <= 0) {
+        cli_error(NULL, "restore: cannot resolve %s: %s", cfg_path, strerror(errno));
+        return EXIT_CONFIG;
+    }
+    self[n] = '\0';
+    Repo *repo = NULL;
+    int rc = EXIT_OK;
+    Config *cfg = open_node(cfg_path, &repo, &rc);
+    if (!cfg)
+        return rc;
+    char *cmd = str_printf("%s wal-fetch -c %s", self, cfg_abs);
+    o.wal_fetch_cmd = cmd;
+    Err err = {{0}};
+    BackupInfo used;
+    if (backup_restore(cfg, repo, &o, &used, &err)) {
+        printf("restored backup %s (%lld files, %.1f MB) into %s; start it to recover from the repository%s%s\n",
+               used.label, (long long)used.files, (double)used.bytes / 1048576.0, o.target_dir,
+               targets ? " up to the target" : " to the end of the archive", ", then promote");
+    } else {
+        cli_error("the target directory may hold an incomplete restore: remove it before trying again", "%s", err.msg);
+        rc = EXIT_FAILED;
+    }
+    free(cmd);
+    repo_free(repo);
+    config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,80 @@
+#!/bin/bash
+# Base backup and point-in-time restore: a full backup of a running primary into a POSIX
+# repository (pgvigil backup take), listed once complete; then writes in batches with a time, an
+# LSN and a named restore point between them, all archived; each restore (pgvigil restore) into
+# a new directory, started as its own server, recovers from the archive through wal-fetch and
+# holds exactly the batches committed before its target; a restore to the end of the archive
+# holds them all. A restore into a non-empty directory is refused and touches nothing.
+source "$(dirname "$0")/lib.sh"
+
+[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
+PGBIN=/usr/lib/postgresql/15/bin
+REPO="$T_DIR/repo"
+NODE_EXTRA="backup:
+  repository:
+    path: $REPO"
+start_cluster 1
+CFG="$T_DIR/node1.yml"
+psql_n 1 -c "create table ev(id int primary key, batch text, t timestamptz default clock_timestamp())" || fail "create table"
+psql_n 1 -c "insert into ev(id, batch) select g, 'base' from generate_series(1, 100) g" || fail "insert base"
+
+"$BIN" backup take -c "$CFG" --workers 2 >"$T_DIR/backup.out" 2>&1 || fail "backup take: $(cat "$T_DIR/backup.out")"
+label=$(sed -n 's/^backup \([0-9T]*F\) complete.*/\1/p' "$T_DIR/backup.out")
+[ -n "$label" ] || fail "no backup label in: $(cat "$T_DIR/backup.out")"
+"$BIN" backup list -c "$CFG" --json >"$T_DIR/list.json" 2>&1 || fail "backup list: $(cat "$T_DIR/list.json")"
+[ "$(jq -r '.[0].label' "$T_DIR/list.json")" = "$label" ] || fail "backup list does not show $label: $(cat "$T_DIR/list.json")"
+[ "$(jq -r '.[0].files' "$T_DIR/list.json")" -gt 100 ] || fail "the backup holds too few files: $(cat "$T_DIR/list.json")"
+log "backup: $(cat "$T_DIR/backup.out")"
+
+batch() { psql_n 1 -c "insert into ev(id, batch) select g, '$1' from generate_series($2, $3) g" || fail "insert batch $1"; }
+batch A 101 200
+t_after_a=$(psql_n 1 -c "select clock_timestamp() at time zone 'UTC'")
+batch B 201 300
+lsn_after_b=$(psql_n 1 -c "select pg_current_wal_lsn()")
+batch C 301 400
+psql_n 1 -c "select pg_create_restore_point('before_d')" >/dev/null
+batch D 401 500
+seg=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn())")
+psql_n 1 -c "select pg_switch_wal()" >/dev/null
+archived() { [ "$(psql_n 1 -c "select coalesce(last_archived_wal >= '$seg', false) from pg_stat_archiver")" = t ]; }
+wait_until 60 "WAL up to $seg archived" archived
+
+# restore_and_count NAME RESTORE-ARGS...: restore into $T_DIR/NAME, start it on its own port,
+# wait until it is promoted, and print the batches it holds ("base A B")
+restore_and_count() {
+    local name="$1"; shift
+    local dir="$T_DIR/$name" port
+    alloc_port port
+    "$BIN" restore -c "$CFG" --target-dir "$dir" "$@" >"$T_DIR/$name.restore.out" 2>&1 ||
+        fail "restore $name: $(cat "$T_DIR/$name.restore.out")"
+    mkdir -p "$T_DIR/$name.sock" && chown postgres: "$T_DIR/$name.sock"
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/$name.sock/postgres.log" -w -t 120 \
+        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/$name.sock" start >/dev/null ||
+        fail "restored server $name did not start: $(tail -5 "$T_DIR/$name.sock/postgres.log")"
+    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $port -U postgres -d postgres -Atc"
+    wait_until 120 "restored server $name promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
+    RESTORED_BATCHES=$(bash -c "$rq \"select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b\"")
+    RESTORED_COUNT=$(bash -c "$rq 'select count(*) from ev'")
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+}
+check() {   # NAME WANT-BATCHES WANT-COUNT
+    [ "$RESTORED_BATCHES" = "$2" ] && [ "$RESTORED_COUNT" = "$3" ] ||
+        fail "restore $1: batches '$RESTORED_BATCHES' ($RESTORED_COUNT rows), want '$2' ($3 rows)"
+    log "restore $1: batches $RESTORED_BATCHES ($RESTORED_COUNT rows)"
+}
+
+restore_and_count by_time --target-time "$t_after_a+00"
+check by_time "A base" 200
+restore_and_count by_lsn --target-lsn "$lsn_after_b"
+check by_lsn "A B base" 300
+restore_and_count by_name --target-name before_d
+check by_name "A B C base" 400
+restore_and_count to_end
+check to_end "A B C D base" 500
+
+# a non-empty directory: refused, its contents untouched
+mkdir -p "$T_DIR/busy" && echo keep >"$T_DIR/busy/file"
+"$BIN" restore -c "$CFG" --target-dir "$T_DIR/busy" >"$T_DIR/busy.out" 2>&1 && fail "restore into a non-empty directory succeeded"
+grep -q "is not empty" "$T_DIR/busy.out" || fail "unexpected error: $(cat "$T_DIR/busy.out")"
+[ "$(ls "$T_DIR/busy")" = file ] && [ "$(cat "$T_DIR/busy/file")" = keep ] || fail "restore touched a non-empty directory"
+echo "PASS [$T_NAME]"
