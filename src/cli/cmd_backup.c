@@ -5,6 +5,7 @@
 #include "backup/base_backup.h"
 #include "backup/compress.h"
 #include "backup/repo.h"
+#include "backup/verify.h"
 #include "cli/cli.h"
 #include "common/lsn.h"
 #include "common/proc.h"
@@ -18,10 +19,13 @@
 static void backup_usage(FILE *out)
 {
     fputs("usage: pgvigil backup take -c node.yml [--workers N]\n"
-          "       pgvigil backup list -c node.yml [--json]\n\n"
+          "       pgvigil backup list -c node.yml [--json]\n"
+          "       pgvigil backup verify -c node.yml\n\n"
           "take: a full base backup of this node's server (primary or standby) into the repository;\n"
           "      complete only once its manifest is written, after pg_backup_stop.\n"
-          "list: the complete backups, oldest first.\n",
+          "list: the complete backups, oldest first.\n"
+          "verify: re-read the repository: every hash, every backup against its manifest and the\n"
+          "      WAL it needs, gaps in the WAL; what each backup can restore to. Exit 1 on a problem.\n",
           out);
 }
 
@@ -114,7 +118,7 @@ int cmd_backup(int argc, char **argv)
 {
     const char *sub = argc > 1 && argv[1][0] != '-' ? argv[1] : "take";
     int first = argc > 1 && argv[1][0] != '-' ? 2 : 1;
-    if (strcmp(sub, "take") != 0 && strcmp(sub, "list") != 0) {
+    if (strcmp(sub, "take") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "verify") != 0) {
         backup_usage(stderr);
         return EXIT_USAGE;
     }
@@ -146,7 +150,15 @@ int cmd_backup(int argc, char **argv)
     if (!cfg)
         return rc;
     Err err = {{0}};
-    if (strcmp(sub, "list") == 0) {
+    if (strcmp(sub, "verify") == 0) {
+        VerifyReport rep;
+        if (!backup_verify(repo, stdout, &rep, &err)) {
+            cli_error(NULL, "%s", err.msg);
+            rc = EXIT_FAILED;
+        } else if (rep.problems > 0) {
+            rc = EXIT_FAILED;
+        }
+    } else if (strcmp(sub, "list") == 0) {
         BackupInfo *b = NULL;
         int n = 0;
         if (backup_list(repo, &b, &n, &err)) {

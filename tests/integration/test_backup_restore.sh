@@ -72,6 +72,36 @@ check by_name "A B C base" 400
 restore_and_count to_end
 check to_end "A B C D base" 500
 
+# verify: all intact; then a WAL segment taken away (a gap) and a damaged backup file are named
+for i in 1 2; do
+    batch "E$i" $((1000 * i)) $((1000 * i + 50))
+    psql_n 1 -c "select pg_switch_wal()" >/dev/null
+done
+seg=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+wait_until 60 "WAL up to $seg archived" archived
+"$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 || fail "verify of an intact repository: $(cat "$T_DIR/verify.out")"
+grep -q "1 restorable, .* 0 gap(s), 0 problem(s)" "$T_DIR/verify.out" || fail "verify summary: $(cat "$T_DIR/verify.out")"
+log "verify: $(tail -1 "$T_DIR/verify.out")"
+mapfile -t walsegs < <(ls "$REPO/wal/00000001/" | grep -E '^[0-9A-F]{24}$' | sort)
+[ "${#walsegs[@]}" -ge 3 ] || fail "expected at least 3 archived segments: ${walsegs[*]}"
+hole=${walsegs[$(( ${#walsegs[@]} - 2 ))]}
+mv "$REPO/wal/00000001/$hole" "$T_DIR/hole"
+"$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 && fail "verify passed with $hole missing"
+grep -q "problem: WAL gap on timeline 1: $hole missing" "$T_DIR/verify.out" || fail "verify did not name the gap at $hole: $(cat "$T_DIR/verify.out")"
+mv "$T_DIR/hole" "$REPO/wal/00000001/$hole"
+obj=$(find "$REPO/backup/$label/data/base" -type f | head -1)
+python3 - "$obj" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[-1] ^= 0x01
+open(p, "wb").write(b)
+PY
+"$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 && fail "verify passed with a damaged backup file"
+grep -q "problem: backup/$label/data/base/" "$T_DIR/verify.out" && grep -q "backup $label .*NOT RESTORABLE" "$T_DIR/verify.out" ||
+    fail "verify did not name the damaged file: $(cat "$T_DIR/verify.out")"
+log "verify named the gap at $hole and the damaged file ${obj#$REPO/}"
+
 # a non-empty directory: refused, its contents untouched
 mkdir -p "$T_DIR/busy" && echo keep >"$T_DIR/busy/file"
 "$BIN" restore -c "$CFG" --target-dir "$T_DIR/busy" >"$T_DIR/busy.out" 2>&1 && fail "restore into a non-empty directory succeeded"

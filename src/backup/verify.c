@@ -1,0 +1,249 @@
+/* pgvigil backup verify: re-read the whole repository and say what can be restored.
+ *   - every stored object (backup files, manifests, WAL) decodes and matches its SHA-256, and
+ *     every backup file matches its manifest entry;
+ *   - each backup has the WAL from its start to its stop segment (without it, it cannot reach a
+ *     consistent state);
+ *   - the WAL of each timeline has no gap from the oldest backup's start on;
+ *   - each backup's reach: the last WAL segment restore can replay from it, following timeline
+ *     switches recorded in the history files.
+ * WAL segments are taken to be 16 MB (PostgreSQL's default). */
+#include "backup/verify.h"
+#include "backup/base_backup.h"
+#include "backup/obj.h"
+#include "backup/wal_archive.h"
+
+#include <jansson.h>
+
+#define SEGS_PER_XLOGID 256ULL   /* 0x100000000 / 16 MB */
+#define SEG_SIZE (16ULL * 1024 * 1024)
+
+typedef struct Seg {
+    unsigned tli;
+    uint64_t segno;
+} Seg;
+
+static bool seg_parse(const char *name, Seg *s)
+{
+    unsigned tli, hi, lo;
+    if (wal_file_kind(name) != WALFILE_SEGMENT || sscanf(name, "%8X%8X%8X", &tli, &hi, &lo) != 3)
+        return false;
+    s->tli = tli;
+    s->segno = (uint64_t)hi * SEGS_PER_XLOGID + lo;
+    return true;
+}
+
+static void seg_name(unsigned tli, uint64_t segno, char *buf, size_t sz)
+{
+    str_fmt(buf, sz, "%08X%08X%08X", tli, (unsigned)(segno / SEGS_PER_XLOGID), (unsigned)(segno % SEGS_PER_XLOGID));
+}
+
+typedef struct Ctx {
+    Repo *r;
+    FILE *out;
+    VerifyReport *rep;
+    Seg *segs;               /* stored, valid segments */
+    int n_segs;
+} Ctx;
+
+static void problem(Ctx *c, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void problem(Ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("problem: ", c->out);
+    vfprintf(c->out, fmt, ap);
+    fputc('\n', c->out);
+    va_end(ap);
+    c->rep->problems++;
+}
+
+static bool have_seg(const Ctx *c, unsigned tli, uint64_t segno)
+{
+    for (int i = 0; i < c->n_segs; i++)
+        if (c->segs[i].tli == tli && c->segs[i].segno == segno)
+            return true;
+    return false;
+}
+
+/* Decode one object; with want_sha256, also compare with the manifest's. */
+static bool check_object(Ctx *c, const char *key, const char *want_sha256, int64_t want_size)
+{
+    void *stored = NULL, *raw = NULL;
+    size_t sn = 0, rn = 0;
+    bool missing = false;
+    Err err = {{0}};
+    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, &err) && obj_decode(stored, sn, &raw, &rn, &err);
+    free(stored);
+    if (ok && want_sha256) {
+        unsigned char bin[32];
+        char hex[65];
+        sha256_buf(raw, rn, bin);
+        hex_encode(bin, 32, hex);
+        if (strcmp(hex, want_sha256) != 0 || (int64_t)rn != want_size) {
+            err_set(&err, "content differs from the manifest");
+            ok = false;
+        }
+    }
+    free(raw);
+    c->rep->objects++;
+    c->rep->bytes += sn;
+    if (!ok)
+        problem(c, "%s: %s", key, missing ? "missing" : err.msg);
+    return ok;
+}
+
+/* The switch point of timeline tli+1 from tli, from tli+1's history file: the segment where it
+ * starts. False when there is no such file (or it does not name tli). */
+static bool next_timeline(Ctx *c, unsigned tli, uint64_t *start_segno)
+{
+    char name[32], key[64];
+    str_fmt(name, sizeof(name), "%08X.history", tli + 1);
+    if (!wal_file_key(name, key, sizeof(key)))
+        return false;
+    void *stored = NULL, *raw = NULL;
+    size_t sn = 0, rn = 0;
+    bool missing = false;
+    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, NULL) && obj_decode(stored, sn, &raw, &rn, NULL);
+    free(stored);
+    if (!ok)
+        return false;
+    char *text = xmalloc(rn + 1);
+    memcpy(text, raw, rn);
+    text[rn] = '\0';
+    free(raw);
+    bool found = false;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        unsigned parent, hi, lo;
+        if (sscanf(line, "%u %X/%X", &parent, &hi, &lo) == 3 && parent == tli) {
+            *start_segno = (((uint64_t)hi << 32) | lo) / SEG_SIZE;
+            found = true;
+        }
+    }
+    free(text);
+    return found;
+}
+
+bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
+{
+    memset(rep, 0, sizeof(*rep));
+    Ctx c = {.r = r, .out = out, .rep = rep};
+    BackupInfo *backups = NULL;
+    int n_backups = 0;
+    if (!backup_list(r, &backups, &n_backups, err))
+        return false;
+    rep->backups = n_backups;
+
+    /* WAL: every object decodes; remember the valid segments */
+    RepoKeys wal;
+    if (!r->ops->list(r, "wal", &wal, err)) {
+        free(backups);
+        return false;
+    }
+    c.segs = xcalloc((size_t)wal.n + 1, sizeof(Seg));
+    for (int i = 0; i < wal.n; i++) {
+        const char *name = strrchr(wal.keys[i], '/') + 1;
+        bool ok = check_object(&c, wal.keys[i], NULL, 0);
+        rep->wal_files++;
+        Seg s;
+        if (ok && seg_parse(name, &s))
+            c.segs[c.n_segs++] = s;
+    }
+    repo_keys_free(&wal);
+
+    /* backups: every file against its manifest */
+    uint64_t oldest = UINT64_MAX;
+    for (int b = 0; b < n_backups; b++) {
+        char *mkey = str_printf("backup/%s/manifest", backups[b].label);
+        void *stored = NULL, *raw = NULL;
+        size_t sn = 0, rn = 0;
+        bool missing = false;
+        Err e = {{0}};
+        json_t *m = NULL;
+        if (r->ops->read_all(r, mkey, &stored, &sn, &missing, &e) && obj_decode(stored, sn, &raw, &rn, &e))
+            m = json_loadb(raw, rn, 0, NULL);
+        free(stored);
+        free(raw);
+        free(mkey);
+        if (!m) {
+            problem(&c, "backup %s: manifest unreadable", backups[b].label);
+            continue;
+        }
+        size_t i;
+        json_t *f;
+        int bad = 0;
+        json_array_foreach(json_object_get(m, "files"), i, f) {
+            char *key = str_printf("backup/%s/data/%s", backups[b].label, json_string_value(json_object_get(f, "path")));
+            if (!check_object(&c, key, json_string_value(json_object_get(f, "sha256")),
+                              json_integer_value(json_object_get(f, "size"))))
+                bad++;
+            free(key);
+        }
+        json_decref(m);
+        uint64_t start = backups[b].start_lsn / SEG_SIZE, stop = backups[b].stop_lsn / SEG_SIZE;
+        if (start < oldest)
+            oldest = start;
+        /* the WAL it needs to become consistent */
+        int missing_wal = 0;
+        for (uint64_t s = start; s <= stop; s++)
+            if (!have_seg(&c, (unsigned)backups[b].timeline, s)) {
+                char name[32];
+                seg_name((unsigned)backups[b].timeline, s, name, sizeof(name));
+                problem(&c, "backup %s: WAL segment %s, which it needs to be consistent, is not in the repository",
+                        backups[b].label, name);
+                missing_wal++;
+            }
+        /* how far it reaches: contiguous segments on, following timeline switches */
+        unsigned tli = (unsigned)backups[b].timeline;
+        uint64_t seg = stop;
+        for (;;) {
+            while (have_seg(&c, tli, seg + 1))
+                seg++;
+            uint64_t next_start;
+            if (!next_timeline(&c, tli, &next_start) || next_start > seg + 1 ||
+                !(have_seg(&c, tli + 1, next_start) || have_seg(&c, tli + 1, next_start + 1)))
+                break;
+            tli++;
+            seg = have_seg(&c, tli, next_start) ? next_start : next_start + 1;
+        }
+        char last[32];
+        seg_name(tli, seg, last, sizeof(last));
+        fprintf(out, "backup %s (%s, %s): %s; restores to any point up to the end of WAL segment %s\n",
+                backups[b].label, backups[b].type, backups[b].stop_time,
+                bad || missing_wal ? "NOT RESTORABLE" : "files intact", last);
+        if (!bad && !missing_wal)
+            rep->restorable++;
+    }
+
+    /* gaps: on each timeline, from the oldest backup's start to its last stored segment */
+    for (int i = 0; i < c.n_segs; i++) {
+        Seg s = c.segs[i];
+        if (s.segno <= oldest || have_seg(&c, s.tli, s.segno - 1))
+            continue;
+        /* the first segment of a timeline that starts here is not a gap */
+        uint64_t start;
+        if (s.tli > 1 && next_timeline(&c, s.tli - 1, &start) && start == s.segno)
+            continue;
+        /* is there an earlier segment on this timeline? then the ones between are missing */
+        uint64_t prev = 0;
+        bool any = false;
+        for (int k = 0; k < c.n_segs; k++)
+            if (c.segs[k].tli == s.tli && c.segs[k].segno < s.segno && (!any || c.segs[k].segno > prev)) {
+                prev = c.segs[k].segno;
+                any = true;
+            }
+        if (!any)
+            continue;
+        char from[32], to[32];
+        seg_name(s.tli, prev + 1, from, sizeof(from));
+        seg_name(s.tli, s.segno - 1, to, sizeof(to));
+        problem(&c, "WAL gap on timeline %u: %s%s%s missing", s.tli, from, prev + 1 == s.segno - 1 ? "" : " to ",
+                prev + 1 == s.segno - 1 ? "" : to);
+        rep->gaps++;
+    }
+    fprintf(out, "verified %llu objects (%.1f MB stored): %d backup(s), %d restorable, %llu WAL file(s), %d gap(s), %d problem(s)\n",
+            (unsigned long long)rep->objects, (double)rep->bytes / 1048576.0, rep->backups, rep->restorable,
+            (unsigned long long)rep->wal_files, rep->gaps, rep->problems);
+    free(c.segs);
+    free(backups);
+    return true;
+}
