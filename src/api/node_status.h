@@ -36,6 +36,12 @@ typedef struct NodeStatus {
     Tags tags;
     int64_t dcs_last_seen;    /* epoch seconds of last successful DCS read */
     int64_t failovers;        /* role changes to primary since agent start (metrics) */
+    /* WAL archive (backup.archive), this agent's service */
+    bool archive_on;
+    uint64_t archived_total, archive_failures_total;
+    double archive_last_success;  /* epoch seconds of the last WAL file stored, 0 none */
+    int archive_ready;        /* WAL files PostgreSQL waits to archive (archive_status/\*.ready) */
+    char archive_last_error[256];
 } NodeStatus;
 
 #endif

@@ -351,6 +351,15 @@ char *rest_status_json(const NodeStatus *st)
         json_object_set_new(o, "pause", json_true());
     if (st->pg_running)
         json_object_set_new(o, "commit_guard", json_boolean(st->commit_guard));
+    if (st->archive_on) {
+        json_t *ar = json_pack("{s:I, s:I, s:i}", "archived", (json_int_t)st->archived_total, "failures",
+                               (json_int_t)st->archive_failures_total, "ready", st->archive_ready);
+        if (st->archive_last_success > 0)
+            json_object_set_new(ar, "last_archived_at", json_real(st->archive_last_success));
+        if (st->archive_last_error[0])
+            json_object_set_new(ar, "last_error", json_string(st->archive_last_error));
+        json_object_set_new(o, "archive", ar);
+    }
     if (is_sync_standby(st))
         json_object_set_new(o, "sync_standby", json_true());
     json_object_set_new(o, "patroni",
@@ -492,5 +501,17 @@ char *rest_metrics_text(const NodeStatus *st)
     metric_u(&b, labels, "pgvigil_failovers_total",
              "Times this node became primary since the agent started.",
              st->failovers > 0 ? (uint64_t)st->failovers : 0);
+    if (st->archive_on) {
+        metric_u(&b, labels, "pgvigil_archive_files_total",
+                 "WAL files this agent stored in the repository (or found stored) since it started.",
+                 st->archived_total);
+        metric_u(&b, labels, "pgvigil_archive_failures_total",
+                 "WAL files this agent could not store (PostgreSQL keeps them and retries).",
+                 st->archive_failures_total);
+        metric_i(&b, labels, "pgvigil_archive_ready_files", "gauge",
+                 "WAL files PostgreSQL waits to archive: the archive backlog.", st->archive_ready);
+        metric_i(&b, labels, "pgvigil_archive_last_success_time", "gauge",
+                 "Epoch seconds of the last WAL file stored, 0 none yet.", (int64_t)st->archive_last_success);
+    }
     return b.data;
 }

@@ -358,6 +358,23 @@ static void *listener_main(void *arg)
     return NULL;
 }
 
+int archive_ready_count(const char *data_dir)
+{
+    char dir[PATH_MAX + 32];
+    str_fmt(dir, sizeof(dir), "%s/pg_wal/archive_status", data_dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        n += len > 6 && strcmp(e->d_name + len - 6, ".ready") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
 /* ---- start and stop ------------------------------------------------------------------------- */
 
 static int bind_socket(const char *path, Err *err)

@@ -36,6 +36,9 @@ typedef struct ArchiveStats {
 /* Bind the socket (owned by the server's user, mode 0600) and start the threads. */
 ArchiveService *archive_service_start(const ArchiveServiceConfig *c, Err *err);
 void archive_service_stats(ArchiveService *s, ArchiveStats *out);
+/* How many WAL files of the server in data_dir wait to be archived (pg_wal/archive_status/
+ * *.ready): the archive's backlog. */
+int archive_ready_count(const char *data_dir);
 /* Stop the threads (a push under way finishes first) and remove the socket. */
 void archive_service_stop(ArchiveService *s);
 

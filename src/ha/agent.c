@@ -328,6 +328,16 @@ void agent_publish(Agent *a)
         ns.lag_bytes = ns.leader_lsn > mine ? (int64_t)(ns.leader_lsn - mine) : 0;
     }
     ns.timeline = st->timeline;
+    if (a->archive) {
+        ArchiveStats as;
+        archive_service_stats(a->archive, &as);
+        ns.archive_on = true;
+        ns.archived_total = as.archived;
+        ns.archive_failures_total = as.failures;
+        ns.archive_last_success = as.last_archived_at;
+        ns.archive_ready = archive_ready_count(cfg->pg_data_dir);
+        str_copy(ns.archive_last_error, sizeof(ns.archive_last_error), as.last_error);
+    }
     ns.server_version = st->server_version;
     ns.postmaster_start_time = st->postmaster_start_time;
     str_copy(ns.sysid, sizeof(ns.sysid), st->sysid[0] ? st->sysid : a->cluster.sysid);

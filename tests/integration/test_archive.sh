@@ -62,6 +62,9 @@ grep -q "pgvigil_archive: could not archive \"$full_seg\".*No space left on devi
     grep -rq "pgvigil_archive: could not archive \"$full_seg\".*No space left" "$T_DIR/node$ln" ||
     fail "postgres did not log why archiving $full_seg failed"
 grep -q "archive: .*No space left on device" "$T_DIR/$l.log" || fail "the agent did not log the full repository"
+metric() { curl -s "http://127.0.0.1:${API_PORT[$ln]}/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" {print $2}'; }
+backlog_seen() { [ "$(metric pgvigil_archive_ready_files)" -ge 1 ] && [ "$(metric pgvigil_archive_failures_total)" -ge 1 ]; }
+wait_until 30 "the metrics show the backlog and the failures" backlog_seen
 ls "$REPO"/wal/*/ | grep -q 'pgvigil-tmp' && fail "a partial write was left in the repository"
 rm -f "$REPO/filler"
 wait_until 120 "$full_seg archived once space is back" stored "$full_seg"

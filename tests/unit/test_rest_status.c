@@ -422,6 +422,11 @@ static void test_metrics_primary(void **state)
     NodeStatus st = make_status(V_PRIMARY);
     st.failovers = 3;
     st.commit_guard = true;
+    st.archive_on = true;
+    st.archived_total = 42;
+    st.archive_failures_total = 2;
+    st.archive_ready = 5;
+    st.archive_last_success = 1700000123.5;
     char *m = rest_metrics_text(&st);
     const char *lbl = "{scope=\"demo\",name=\"node1\"}";
     char line[256];
@@ -438,7 +443,9 @@ static void test_metrics_primary(void **state)
         {"pgvigil_timeline", "1"},                {"pgvigil_paused", "0"},
         {"pgvigil_sync_standby", "0"},            {"pgvigil_dcs_last_seen", "1700000000"},
         {"pgvigil_failovers_total", "3"},         {"pgvigil_postmaster_start_time", "1700000000"},
-        {"pgvigil_commit_guard", "1"},
+        {"pgvigil_commit_guard", "1"},            {"pgvigil_archive_files_total", "42"},
+        {"pgvigil_archive_failures_total", "2"},  {"pgvigil_archive_ready_files", "5"},
+        {"pgvigil_archive_last_success_time", "1700000123"},
     };
     for (size_t i = 0; i < ARRAY_LEN(want); i++) {
         str_fmt(line, sizeof(line), "\n%s%s %s\n", want[i].name, lbl, want[i].value);
@@ -469,6 +476,7 @@ static void test_metrics_replica_and_escaping(void **state)
     NodeStatus st = make_status(V_REPLICA_SYNC);
     str_copy(st.scope, sizeof(st.scope), "we\"ird\\sc\nope");
     char *m = rest_metrics_text(&st);
+    assert_null(strstr(m, "pgvigil_archive_")); /* no archive service: no archive metrics */
     const char *lbl = "{scope=\"we\\\"ird\\\\sc\\nope\",name=\"node1\"}";
     char line[256];
     str_fmt(line, sizeof(line), "pgvigil_replica%s 1\n", lbl);
