@@ -5,6 +5,7 @@
 #include "backup/base_backup.h"
 #include "backup/compress.h"
 #include "backup/repo.h"
+#include "backup/expire.h"
 #include "backup/verify.h"
 #include "cli/cli.h"
 #include "common/lsn.h"
@@ -20,12 +21,15 @@ static void backup_usage(FILE *out)
 {
     fputs("usage: pgvigil backup take -c node.yml [--workers N]\n"
           "       pgvigil backup list -c node.yml [--json]\n"
-          "       pgvigil backup verify -c node.yml\n\n"
+          "       pgvigil backup verify -c node.yml\n"
+          "       pgvigil backup expire -c node.yml [--keep N] [--days D] [--dry-run]\n\n"
           "take: a full base backup of this node's server (primary or standby) into the repository;\n"
           "      complete only once its manifest is written, after pg_backup_stop.\n"
           "list: the complete backups, oldest first.\n"
           "verify: re-read the repository: every hash, every backup against its manifest and the\n"
-          "      WAL it needs, gaps in the WAL; what each backup can restore to. Exit 1 on a problem.\n",
+          "      WAL it needs, gaps in the WAL; what each backup can restore to. Exit 1 on a problem.\n"
+          "expire: remove the backups backup.retention_full / retention_days (or --keep / --days)\n"
+          "      do not keep, and the WAL older than the oldest kept backup.\n",
           out);
 }
 
@@ -74,14 +78,19 @@ static Config *open_node(const char *path, Repo **repo, int *rc)
     return cfg;
 }
 
-static bool parse_workers(const char *s, int *out)
+static bool parse_count(const char *s, long max, int *out)
 {
     char *end = NULL;
     long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 1 || v > 64)
+    if (!*s || *end || v < 1 || v > max)
         return false;
     *out = (int)v;
     return true;
+}
+
+static bool parse_workers(const char *s, int *out)
+{
+    return parse_count(s, 64, out);
 }
 
 static void print_list(const BackupInfo *b, int n, bool as_json)
@@ -118,13 +127,14 @@ int cmd_backup(int argc, char **argv)
 {
     const char *sub = argc > 1 && argv[1][0] != '-' ? argv[1] : "take";
     int first = argc > 1 && argv[1][0] != '-' ? 2 : 1;
-    if (strcmp(sub, "take") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "verify") != 0) {
+    if (strcmp(sub, "take") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "verify") != 0 &&
+        strcmp(sub, "expire") != 0) {
         backup_usage(stderr);
         return EXIT_USAGE;
     }
     const char *cfg_path = NULL;
-    int workers = 0;
-    bool as_json = false;
+    int workers = 0, keep = -1, days = -1;
+    bool as_json = false, dry_run = false;
     for (int i = first; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             backup_usage(stdout);
@@ -135,6 +145,12 @@ int cmd_backup(int argc, char **argv)
             i++;
         } else if (strcmp(argv[i], "--json") == 0) {
             as_json = true;
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            dry_run = true;
+        } else if (strcmp(argv[i], "--keep") == 0 && i + 1 < argc && parse_count(argv[i + 1], 100000, &keep)) {
+            i++;
+        } else if (strcmp(argv[i], "--days") == 0 && i + 1 < argc && parse_count(argv[i + 1], 36500, &days)) {
+            i++;
         } else {
             backup_usage(stderr);
             return EXIT_USAGE;
@@ -150,7 +166,15 @@ int cmd_backup(int argc, char **argv)
     if (!cfg)
         return rc;
     Err err = {{0}};
-    if (strcmp(sub, "verify") == 0) {
+    if (strcmp(sub, "expire") == 0) {
+        ExpirePolicy p = {.keep_full = keep >= 0 ? keep : cfg->backup.retention_full,
+                          .keep_days = days >= 0 ? days : cfg->backup.retention_days};
+        ExpireReport rep;
+        if (!backup_expire(repo, &p, dry_run, stdout, &rep, &err)) {
+            cli_error("run it again: what is already removed stays consistent", "%s", err.msg);
+            rc = EXIT_FAILED;
+        }
+    } else if (strcmp(sub, "verify") == 0) {
         VerifyReport rep;
         if (!backup_verify(repo, stdout, &rep, &err)) {
             cli_error(NULL, "%s", err.msg);

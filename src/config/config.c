@@ -125,6 +125,8 @@ static const KeySpec keys[] = {
     {"backup.compression_level", K_INT, C(backup.compression_level), 0},
     {"backup.archive", K_BOOL, C(backup.archive), 0},
     {"backup.archive_workers", K_INT, C(backup.archive_workers), 0},
+    {"backup.retention_full", K_INT, C(backup.retention_full), 0},
+    {"backup.retention_days", K_INT, C(backup.retention_days), 0},
     {"dns", K_SECTION, 0, 0},
     {"dns.server", K_ADDR, C(dns.server), 0},
     {"dns.zone", K_STR, C(dns.zone), 0},
@@ -1071,6 +1073,10 @@ static bool finish_sections(Loader *ld, LoadMode mode)
     if (bc->archive_workers < 1 || bc->archive_workers > 32)
         return fail_at(ld, key_line(ld, "backup.archive_workers"), "backup.archive_workers",
                        "expected 1 to 32, got %d", bc->archive_workers);
+    if (bc->retention_full < 0)
+        return fail_at(ld, key_line(ld, "backup.retention_full"), "backup.retention_full", "must not be negative");
+    if (bc->retention_days < 0)
+        return fail_at(ld, key_line(ld, "backup.retention_days"), "backup.retention_days", "must not be negative");
     if (bc->archive && !bc->repo_path)
         return fail_at(ld, key_line(ld, "backup.archive"), "backup.repository.path", "required when backup.archive is on");
 

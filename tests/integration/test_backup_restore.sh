@@ -20,6 +20,7 @@ psql_n 1 -c "insert into ev(id, batch) select g, 'base' from generate_series(1, 
 
 "$BIN" backup take -c "$CFG" --workers 2 >"$T_DIR/backup.out" 2>&1 || fail "backup take: $(cat "$T_DIR/backup.out")"
 label=$(sed -n 's/^backup \([0-9T]*F\) complete.*/\1/p' "$T_DIR/backup.out")
+first_needed=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn())")
 [ -n "$label" ] || fail "no backup label in: $(cat "$T_DIR/backup.out")"
 "$BIN" backup list -c "$CFG" --json >"$T_DIR/list.json" 2>&1 || fail "backup list: $(cat "$T_DIR/list.json")"
 [ "$(jq -r '.[0].label' "$T_DIR/list.json")" = "$label" ] || fail "backup list does not show $label: $(cat "$T_DIR/list.json")"
@@ -101,6 +102,22 @@ PY
 grep -q "problem: backup/$label/data/base/" "$T_DIR/verify.out" && grep -q "backup $label .*NOT RESTORABLE" "$T_DIR/verify.out" ||
     fail "verify did not name the damaged file: $(cat "$T_DIR/verify.out")"
 log "verify named the gap at $hole and the damaged file ${obj#$REPO/}"
+
+# retention: a second backup, then keep 1: the first (damaged) backup and the WAL before the
+# second's start go; what is kept verifies, and still restores to the end of the archive
+"$BIN" backup take -c "$CFG" >"$T_DIR/backup2.out" 2>&1 || fail "second backup: $(cat "$T_DIR/backup2.out")"
+label2=$(sed -n 's/^backup \([0-9T]*F\) complete.*/\1/p' "$T_DIR/backup2.out")
+[ -n "$label2" ] && [ "$label2" != "$label" ] || fail "no second backup label: $(cat "$T_DIR/backup2.out")"
+"$BIN" backup expire -c "$CFG" --keep 1 >"$T_DIR/expire.out" 2>&1 || fail "expire: $(cat "$T_DIR/expire.out")"
+grep -q "^expired backup $label" "$T_DIR/expire.out" || fail "expire did not expire $label: $(cat "$T_DIR/expire.out")"
+[ -e "$REPO/backup/$label" ] && [ -n "$(find "$REPO/backup/$label" -type f)" ] && fail "files of $label are left"
+[ -f "$REPO/wal/00000001/$first_needed" ] && fail "WAL before the kept backup is left"
+"$BIN" backup list -c "$CFG" --json >"$T_DIR/list.json" 2>&1
+[ "$(jq -r 'map(.label) | join(" ")' "$T_DIR/list.json")" = "$label2" ] || fail "after expire, list: $(cat "$T_DIR/list.json")"
+"$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 || fail "verify after expire: $(cat "$T_DIR/verify.out")"
+log "expire: $(tail -1 "$T_DIR/expire.out")"
+restore_and_count after_expire
+check after_expire "A B C D E1 E2 base" 602
 
 # a non-empty directory: refused, its contents untouched
 mkdir -p "$T_DIR/busy" && echo keep >"$T_DIR/busy/file"

@@ -963,6 +963,14 @@ static void test_backup_section(void **state)
     expect_error(text, "node.yml:5: backup.repository.path: required when backup.archive is on");
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  archive_workers: 0\n", base);
     expect_error(text, "node.yml:6: backup.archive_workers: expected 1 to 32, got 0");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  retention_full: -1\n", base);
+    expect_error(text, "node.yml:6: backup.retention_full: must not be negative");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  retention_full: 3\n  retention_days: 7\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_int_equal(c->backup.retention_full, 3);
+    assert_int_equal(c->backup.retention_days, 7);
+    config_free(c);
 }
 
 int main(void)

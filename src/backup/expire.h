@@ -1,0 +1,24 @@
+/* Retention of backups and WAL (pgvigil backup expire). */
+#ifndef PGVIGIL_EXPIRE_H
+#define PGVIGIL_EXPIRE_H
+
+#include "backup/repo.h"
+
+#include <stdio.h>
+
+typedef struct ExpirePolicy {
+    int keep_full;    /* keep the newest N full backups (0: no count limit) */
+    int keep_days;    /* keep what restores to any point of the last N days (0: no window) */
+} ExpirePolicy;
+
+typedef struct ExpireReport {
+    int backups;      /* backups expired (or that would be, with dry_run) */
+    int wal_files;    /* WAL files removed */
+} ExpireReport;
+
+/* Keep what the policy says (always the newest backup, and every WAL file from the oldest kept
+ * backup's start on, so each kept backup stays restorable to the end of the archive); remove the
+ * rest, printing what goes. With neither limit set nothing is removed. */
+bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, ExpireReport *rep, Err *err);
+
+#endif
