@@ -3,6 +3,7 @@
 #include "common/common.h"
 #include "config/config.h"
 #include "backup/compress.h"
+#include "backup/schedule.h"
 #include "common/log.h"
 
 #include <ctype.h>
@@ -127,6 +128,7 @@ static const KeySpec keys[] = {
     {"backup.archive_workers", K_INT, C(backup.archive_workers), 0},
     {"backup.retention_full", K_INT, C(backup.retention_full), 0},
     {"backup.retention_days", K_INT, C(backup.retention_days), 0},
+    {"backup.schedule", K_STR, C(backup.schedule), 0},
     {"dns", K_SECTION, 0, 0},
     {"dns.server", K_ADDR, C(dns.server), 0},
     {"dns.zone", K_STR, C(dns.zone), 0},
@@ -1077,6 +1079,14 @@ static bool finish_sections(Loader *ld, LoadMode mode)
         return fail_at(ld, key_line(ld, "backup.retention_full"), "backup.retention_full", "must not be negative");
     if (bc->retention_days < 0)
         return fail_at(ld, key_line(ld, "backup.retention_days"), "backup.retention_days", "must not be negative");
+    if (bc->schedule) {
+        Schedule sched;
+        Err se = {{0}};
+        if (!schedule_parse(bc->schedule, &sched, &se))
+            return fail_at(ld, key_line(ld, "backup.schedule"), "backup.schedule", "%s", se.msg);
+        if (!bc->repo_path)
+            return fail_at(ld, key_line(ld, "backup.schedule"), "backup.repository.path", "required when backup.schedule is set");
+    }
     if (bc->archive && !bc->repo_path)
         return fail_at(ld, key_line(ld, "backup.archive"), "backup.repository.path", "required when backup.archive is on");
 
@@ -1256,6 +1266,7 @@ void config_free(Config *cfg)
     free(cfg->backup.repo_type);
     free(cfg->backup.repo_path);
     free(cfg->backup.compression);
+    free(cfg->backup.schedule);
     free(cfg->proxy.admin_listen);
     free_routes(&cfg->proxy);
     free(cfg);

@@ -117,6 +117,7 @@ typedef struct BackupConfig {
     int archive_workers;    /* backup.archive_workers: WAL files pushed in parallel; default 2 */
     int retention_full;     /* backup.retention_full: keep the newest N full backups (0: all) */
     int retention_days;     /* backup.retention_days: keep what restores the last N days (0: no window) */
+    char *schedule;         /* backup.schedule: cron fields, UTC ("0 2 * * *"); NULL: no scheduled backups */
 } BackupConfig;
 
 typedef struct Config {

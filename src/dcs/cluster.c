@@ -605,6 +605,28 @@ static void read_reserved_timeline(Cluster *c, const DcsKv *kv)
     json_decref(root);
 }
 
+static void read_backup_slot(Cluster *c, const DcsKv *kv, bool running)
+{
+    Err err = {{0}};
+    const char *key = running ? "pgvigil_backup_running" : "pgvigil_backup_last";
+    json_t *root = load_object(key, kv->value, &err);
+    JsonCtx ctx = {.where = key, .prefix = "", .err = &err};
+    int64_t slot = 0;
+    if (!root || !get_int64(&ctx, root, "slot", 1, INT64_MAX, &slot)) {
+        log_warn("%s; ignoring the %s key", err.msg, key);
+        json_decref(root);
+        return;
+    }
+    if (running) {
+        c->backup_running_slot = slot;
+        const char *m = json_string_value(json_object_get(root, "member"));
+        str_copy(c->backup_running_member, sizeof(c->backup_running_member), m ? m : "");
+    } else {
+        c->backup_last_slot = slot;
+    }
+    json_decref(root);
+}
+
 /* Each history entry records the timeline a promotion ended; the one after it was reached. */
 static int history_max_timeline(const char *json)
 {
@@ -662,6 +684,8 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
             read_status(out, kv);
         } else if (strcmp(key, "pgvigil_timeline") == 0) {
             read_reserved_timeline(out, kv);
+        } else if (strcmp(key, "pgvigil_backup_running") == 0 || strcmp(key, "pgvigil_backup_last") == 0) {
+            read_backup_slot(out, kv, strcmp(key, "pgvigil_backup_running") == 0);
         }
     }
     if (out->n_members > 1)

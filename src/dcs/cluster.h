@@ -72,6 +72,11 @@ typedef struct Cluster {
     int reserved_timeline;         /* pgvigil_timeline {"timeline": N, "member": "x"}: the newest
                                       timeline a promotion reserved (0 none) */
     int64_t reserved_timeline_rev; /* its mod_revision (0 absent) */
+    /* scheduled backups: pgvigil_backup_running {"slot": N, "member": "x"} on the runner's lease,
+     * pgvigil_backup_last {"slot": N, "member": "x", "ok": true}; slots are minutes since 1970 */
+    int64_t backup_running_slot;   /* 0: none running */
+    char backup_running_member[64];
+    int64_t backup_last_slot;      /* 0: none yet */
     int64_t revision;              /* etcd header revision of the read */
 } Cluster;
 

@@ -488,6 +488,8 @@ static void tick(Agent *a)
     /* the archiver of our postgres reaches us once our identity is checked */
     if (a->identity_checked)
         agent_archive_start(a);
+    if (a->identity_checked)
+        agent_backup_tick(a);
     agent_collect_job(a);
     agent_reap_children();
     proc_reap_orphans();
@@ -689,6 +691,8 @@ int cmd_agent(int argc, char **argv)
     a->dcs_ok = true; /* so that a first failure is logged */
     pg_node_init(&a->pg, cfg);
     int rc = EXIT_OK;
+    if (cfg->backup.schedule)
+        schedule_parse(cfg->backup.schedule, &a->backup_schedule, NULL); /* checked when loaded */
     if (cfg->backup.archive && !pg_archive_module_installed(&a->pg)) {
         cli_error("install it (make pgext-install) or set backup.archive: off",
                   "%s: backup.archive: the archive module pgvigil_archive.so is not installed in %s/../lib", path,

@@ -8,6 +8,7 @@
 #include "api/node_status.h"
 #include "api/rest.h"
 #include "backup/archive_service.h"
+#include "backup/schedule.h"
 #include "common/common.h"
 #include "config/config.h"
 #include "dcs/dcs.h"
@@ -55,6 +56,13 @@ typedef struct Agent {
     RestServer *rest;
     ArchiveService *archive;    /* backup.archive: WAL archive service (NULL when off) */
     bool archive_logged;        /* a failure to start it was logged */
+    /* scheduled backups (agent_backup.c) */
+    Schedule backup_schedule;
+    pid_t backup_pid;           /* the running `pgvigil backup take`, 0 none */
+    int64_t backup_slot;        /* the minute it is for */
+    int64_t backup_done_slot;   /* the last minute handled */
+    char backup_running_json[160];
+    char backup_slot_text[32];
     Fence fence;
     bool fence_ok;              /* the fencing process runs (or was replaced); false: demote */
     bool leave_fence;           /* exiting with postgres maybe running: the fence stays */
@@ -181,5 +189,9 @@ bool agent_fork_lsn(const char *data_dir, int tli, int *parent_tli, Lsn *lsn, Er
 
 /* agent_api.c */
 RestBackend agent_rest_backend(Agent *a);
+
+/* Scheduled backups: start one when backup.schedule says so and this member wins the cluster's
+ * turn; collect it when it ends (agent_backup.c). */
+void agent_backup_tick(Agent *a);
 
 #endif
