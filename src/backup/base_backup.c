@@ -1,6 +1,10 @@
-/* Full base backups and restores (see base_backup.h). */
+/* Taking base backups, full, differential and incremental (see base_backup.h), and listing
+ * them. */
 #include "backup/base_backup.h"
+#include "backup/manifest.h"
 #include "backup/obj.h"
+#include "backup/pages.h"
+#include "backup/parallel.h"
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/proc.h"
@@ -11,12 +15,9 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define MANIFEST_FORMAT 1
 
 /* ---- what a backup copies -------------------------------------------------------------------- */
 
@@ -31,9 +32,11 @@ static const char *const skip_files[] = {"postmaster.pid", "postmaster.opts", "b
 typedef struct FileEntry {
     char *path;              /* relative to the data directory */
     int64_t size, stored;
-    char sha256[65];
+    char sha256[65];         /* of the whole file; "" for a block-mode entry */
+    const char *mode;        /* "whole", "ref" or "blocks" */
+    uint32_t *blocks;        /* block-mode: the blocks stored, in order */
+    int n_blocks;
     bool gone;               /* vanished during the copy (a dropped relation): not in the backup */
-    char err[256];
 } FileEntry;
 
 typedef struct FileList {
@@ -47,8 +50,10 @@ static void list_free(FileList *l)
 {
     for (int i = 0; i < l->n_dirs; i++)
         free(l->dirs[i]);
-    for (int i = 0; i < l->n_files; i++)
+    for (int i = 0; i < l->n_files; i++) {
         free(l->files[i].path);
+        free(l->files[i].blocks);
+    }
     free(l->dirs);
     free(l->files);
     memset(l, 0, sizeof(*l));
@@ -117,105 +122,121 @@ static bool walk(const char *root, const char *rel, FileList *l, Err *err)
     return ok;
 }
 
-/* ---- parallel copy --------------------------------------------------------------------------- */
+/* ---- parallel copy ----------------------------------------------------------------------------- */
 
 typedef struct CopyJob {
-    pthread_mutex_t mu;
-    int next;
-    bool failed;
-    char err[512];
-    /* backup */
     const char *data_dir;
     Repo *repo;
     const char *prefix;      /* "backup/<label>/data/" */
     CompressKind compress;
     int level;
     FileList *list;
-    /* restore */
-    const char *target_dir;
+    /* incremental: the backup this one builds on (NULL for a full one) */
+    const Manifest *ref;
+    Lsn ref_start;
 } CopyJob;
 
-static int take_next(CopyJob *j)
+/* Against the backup this one builds on: false when the file is unchanged (a reference);
+ * otherwise whole, or (a relation file it had) the blocks changed since it started. */
+static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size_t n)
 {
-    pthread_mutex_lock(&j->mu);
-    int i = j->failed || j->next >= j->list->n_files ? -1 : j->next++;
-    pthread_mutex_unlock(&j->mu);
-    return i;
-}
-
-static void set_failed(CopyJob *j, const char *msg)
-{
-    pthread_mutex_lock(&j->mu);
-    if (!j->failed)
-        str_copy(j->err, sizeof(j->err), msg);
-    j->failed = true;
-    pthread_mutex_unlock(&j->mu);
-}
-
-static void *backup_worker(void *arg)
-{
-    CopyJob *j = arg;
-    int i;
-    while ((i = take_next(j)) >= 0) {
-        FileEntry *f = &j->list->files[i];
-        char *path = str_printf("%s/%s", j->data_dir, f->path);
-        size_t n = 0;
-        Err err = {{0}};
-        char *raw = file_read_all(path, &n, &err);
-        struct stat st;
-        bool gone = !raw && stat(path, &st) != 0 && errno == ENOENT;
-        free(path);
-        if (gone) {
-            f->gone = true; /* dropped meanwhile: WAL replay removes it anyway */
-            continue;
-        }
-        if (!raw) {
-            set_failed(j, err.msg);
-            break;
-        }
-        unsigned char sum[32];
-        sha256_buf(raw, n, sum);
-        hex_encode(sum, 32, f->sha256);
-        f->size = (int64_t)n;
-        void *obj = NULL;
-        size_t on = 0;
-        bool ok = obj_encode(j->compress, j->level, raw, n, &obj, &on, &err);
-        free(raw);
-        char *key = str_printf("%s%s", j->prefix, f->path);
-        ok = ok && repo_put(j->repo, key, obj, on, &err);
-        free(key);
-        free(obj);
-        if (!ok) {
-            set_failed(j, err.msg);
-            break;
-        }
-        f->stored = (int64_t)on;
+    const json_t *e = manifest_file(j->ref, f->path);
+    if (!e) {
+        f->mode = "whole";
+        return true;
     }
-    return NULL;
-}
-
-static bool run_workers(CopyJob *j, int workers, void *(*fn)(void *), Err *err)
-{
-    pthread_mutex_init(&j->mu, NULL);
-    if (workers < 1)
-        workers = 1;
-    pthread_t *t = xcalloc((size_t)workers, sizeof(pthread_t));
-    int started = 0;
-    for (int i = 0; i < workers; i++)
-        if (pthread_create(&t[i], NULL, fn, j) == 0)
-            started++;
-    if (started == 0)
-        fn(j);
-    for (int i = 0; i < started; i++)
-        pthread_join(t[i], NULL);
-    free(t);
-    pthread_mutex_destroy(&j->mu);
-    if (j->failed) {
-        err_set(err, "%s", j->err);
+    const char *ref_sha = json_string_value(json_object_get(e, "sha256"));
+    int64_t ref_size = json_integer_value(json_object_get(e, "size"));
+    if (ref_sha && strcmp(ref_sha, f->sha256) == 0 && ref_size == f->size) {
+        f->mode = "ref";
         return false;
     }
+    if (!page_file_has_lsns(f->path)) {
+        f->mode = "whole";
+        return true;
+    }
+    size_t nblocks = (n + PAGE_SIZE_BYTES - 1) / PAGE_SIZE_BYTES;
+    size_t ref_blocks = (size_t)ref_size / PAGE_SIZE_BYTES;
+    uint32_t *changed = xcalloc(nblocks + 1, sizeof(uint32_t));
+    int nc = 0;
+    for (size_t b = 0; b < nblocks; b++) {
+        size_t off = b * PAGE_SIZE_BYTES;
+        bool partial = n - off < PAGE_SIZE_BYTES;
+        Lsn lsn = partial ? 0 : page_lsn(raw + off);
+        /* new since then, changed since it started, or never WAL-logged (a page just added) */
+        if (b >= ref_blocks || partial || lsn == 0 || lsn >= j->ref_start)
+            changed[nc++] = (uint32_t)b;
+    }
+    if (nc == 0 && (size_t)ref_size == n) {
+        /* only unlogged changes (hint bits): the older copy is as good */
+        free(changed);
+        f->mode = "ref";
+        f->sha256[0] = '\0';
+        return false;
+    }
+    if ((size_t)nc * 2 > nblocks) {
+        free(changed);
+        f->mode = "whole";
+        return true;
+    }
+    f->mode = "blocks";
+    f->blocks = changed;
+    f->n_blocks = nc;
+    f->sha256[0] = '\0'; /* the whole file exists only once put together with the older copy */
     return true;
 }
+
+/* Copy one file into the repository (one item of the parallel loop). */
+static bool copy_file(void *arg, int i, Err *err)
+{
+    CopyJob *j = arg;
+    FileEntry *f = &j->list->files[i];
+    char *path = str_printf("%s/%s", j->data_dir, f->path);
+    size_t n = 0;
+    char *raw = file_read_all(path, &n, err);
+    struct stat st;
+    bool gone = !raw && stat(path, &st) != 0 && errno == ENOENT;
+    free(path);
+    if (gone) {
+        f->gone = true; /* dropped meanwhile: WAL replay removes it anyway */
+        return true;
+    }
+    if (!raw)
+        return false;
+    unsigned char sum[32];
+    sha256_buf(raw, n, sum);
+    hex_encode(sum, 32, f->sha256);
+    f->size = (int64_t)n;
+    f->mode = "whole";
+    if (j->ref && !choose_mode(j, f, (unsigned char *)raw, n)) {
+        free(raw);
+        return true; /* unchanged: a reference, nothing to store */
+    }
+    /* block mode: the changed blocks only, one after the other */
+    if (f->n_blocks > 0) {
+        char *blk = xcalloc((size_t)f->n_blocks, PAGE_SIZE_BYTES);
+        for (int b = 0; b < f->n_blocks; b++) {
+            size_t off = (size_t)f->blocks[b] * PAGE_SIZE_BYTES;
+            size_t len = n - off < PAGE_SIZE_BYTES ? n - off : PAGE_SIZE_BYTES;
+            memcpy(blk + (size_t)b * PAGE_SIZE_BYTES, raw + off, len);
+        }
+        free(raw);
+        raw = blk;
+        n = (size_t)f->n_blocks * PAGE_SIZE_BYTES;
+    }
+    void *obj = NULL;
+    size_t on = 0;
+    bool ok = obj_encode(j->compress, j->level, raw, n, &obj, &on, err);
+    free(raw);
+    char *key = str_printf("%s%s", j->prefix, f->path);
+    ok = ok && repo_put(j->repo, key, obj, on, err);
+    free(key);
+    free(obj);
+    if (ok)
+        f->stored = (int64_t)on;
+    return ok;
+}
+
 
 /* ---- manifest -------------------------------------------------------------------------------- */
 
@@ -238,6 +259,8 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
     json_object_set_new(m, "format", json_integer(MANIFEST_FORMAT));
     json_object_set_new(m, "label", json_string(b->label));
     json_object_set_new(m, "type", json_string(b->type));
+    if (b->reference[0])
+        json_object_set_new(m, "reference", json_string(b->reference));
     json_object_set_new(m, "start_lsn", json_string(lsn_format(b->start_lsn, a)));
     json_object_set_new(m, "stop_lsn", json_string(lsn_format(b->stop_lsn, z)));
     json_object_set_new(m, "timeline", json_integer(b->timeline));
@@ -255,65 +278,22 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
         const FileEntry *f = &l->files[i];
         if (f->gone)
             continue;
-        json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:I}", "path", f->path, "size", (json_int_t)f->size,
-                                               "sha256", f->sha256, "stored", (json_int_t)f->stored));
+        json_t *e = json_pack("{s:s, s:I, s:s, s:I}", "path", f->path, "size", (json_int_t)f->size, "sha256",
+                              f->sha256, "stored", (json_int_t)f->stored);
+        if (f->mode && strcmp(f->mode, "whole") != 0)
+            json_object_set_new(e, "mode", json_string(f->mode));
+        if (f->n_blocks > 0) {
+            json_t *bl = json_array();
+            for (int k = 0; k < f->n_blocks; k++)
+                json_array_append_new(bl, json_integer(f->blocks[k]));
+            json_object_set_new(e, "blocks", bl);
+        }
+        json_array_append_new(files, e);
     }
     json_object_set_new(m, "files", files);
     char *s = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     return s;
-}
-
-/* Read and parse backup/<label>/manifest; the caller json_decref's. */
-static json_t *manifest_load(Repo *r, const char *label, Err *err)
-{
-    char *key = str_printf("backup/%s/manifest", label);
-    void *stored = NULL, *raw = NULL;
-    size_t sn = 0, rn = 0;
-    bool missing = false;
-    bool ok = r->ops->read_all(r, key, &stored, &sn, &missing, err) && obj_decode(stored, sn, &raw, &rn, err);
-    free(stored);
-    if (!ok) {
-        err_prefix(err, "%s: backup %s", r->desc, label);
-        free(key);
-        return NULL;
-    }
-    json_error_t je;
-    json_t *m = json_loadb(raw, rn, 0, &je);
-    free(raw);
-    if (!m || json_integer_value(json_object_get(m, "format")) != MANIFEST_FORMAT) {
-        err_set(err, "%s: %s: not a manifest of this format", r->desc, key);
-        json_decref(m);
-        m = NULL;
-    }
-    free(key);
-    return m;
-}
-
-static void info_from_json(const json_t *m, BackupInfo *b)
-{
-    memset(b, 0, sizeof(*b));
-    str_copy(b->label, sizeof(b->label), json_string_value(json_object_get(m, "label")));
-    str_copy(b->type, sizeof(b->type), json_string_value(json_object_get(m, "type")));
-    const char *s = json_string_value(json_object_get(m, "start_lsn"));
-    if (s)
-        lsn_parse(s, &b->start_lsn);
-    s = json_string_value(json_object_get(m, "stop_lsn"));
-    if (s)
-        lsn_parse(s, &b->stop_lsn);
-    b->timeline = (int)json_integer_value(json_object_get(m, "timeline"));
-    str_copy(b->start_time, sizeof(b->start_time), json_string_value(json_object_get(m, "start_time")));
-    str_copy(b->stop_time, sizeof(b->stop_time), json_string_value(json_object_get(m, "stop_time")));
-    b->seconds = json_number_value(json_object_get(m, "seconds"));
-    str_copy(b->sysid, sizeof(b->sysid), json_string_value(json_object_get(m, "system_identifier")));
-    json_t *files = json_object_get(m, "files");
-    size_t i;
-    json_t *f;
-    json_array_foreach(files, i, f) {
-        b->files++;
-        b->bytes += json_integer_value(json_object_get(f, "size"));
-        b->stored += json_integer_value(json_object_get(f, "stored"));
-    }
 }
 
 /* ---- backup ---------------------------------------------------------------------------------- */
@@ -330,14 +310,54 @@ static char *query_one(PgNode *pg, const char *sql, int timeout_ms, Err *err)
     return v;
 }
 
+/* The backup an incremental (the newest) or a differential (the newest full) builds on; NULL
+ * (a full backup then) when there is none. */
+static Manifest *find_reference(Repo *r, const char *type, Err *err, bool *failed)
+{
+    *failed = false;
+    BackupInfo *all = NULL;
+    int n = 0;
+    if (!backup_list(r, &all, &n, err)) {
+        *failed = true;
+        return NULL;
+    }
+    const char *label = NULL;
+    for (int i = n - 1; i >= 0 && !label; i--)
+        if (strcmp(type, "incr") == 0 || strcmp(all[i].type, "full") == 0)
+            label = all[i].label;
+    Manifest *m = label ? manifest_load(r, label, err) : NULL;
+    if (label && !m)
+        *failed = true;
+    free(all);
+    return m;
+}
+
 bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo *out, Err *err)
 {
     memset(out, 0, sizeof(*out));
+    const char *type = o->type ? o->type : "full";
+    if (strcmp(type, "full") != 0 && strcmp(type, "incr") != 0 && strcmp(type, "diff") != 0) {
+        err_set(err, "backup: unknown type \"%s\" (full, incr or diff)", type);
+        return false;
+    }
+    Manifest *ref = NULL;
+    if (strcmp(type, "full") != 0) {
+        bool failed = false;
+        ref = find_reference(r, type, err, &failed);
+        if (failed)
+            return false;
+        if (!ref)
+            type = "full"; /* nothing to build on */
+    }
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
-    strftime(out->label, sizeof(out->label), "%Y%m%dT%H%M%SF", &tm);
-    str_copy(out->type, sizeof(out->type), "full");
+    strftime(out->label, sizeof(out->label), "%Y%m%dT%H%M%S", &tm);
+    str_fmt(out->label + strlen(out->label), sizeof(out->label) - strlen(out->label), "%c",
+            strcmp(type, "full") == 0 ? 'F' : strcmp(type, "diff") == 0 ? 'D' : 'I');
+    str_copy(out->type, sizeof(out->type), type);
+    if (ref)
+        str_copy(out->reference, sizeof(out->reference), ref->info.label);
     bool exists = false;
     char *mkey = str_printf("backup/%s/manifest", out->label);
     if (!r->ops->exists(r, mkey, &exists, err)) {
@@ -370,14 +390,22 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     free(sysid);
     lsn_parse(start, &out->start_lsn);
     free(start);
+    if (ref && strcmp(ref->info.sysid, out->sysid) != 0) {
+        /* another cluster's backups in this repository: build on none of them */
+        manifest_free(ref);
+        ref = NULL;
+        str_copy(out->type, sizeof(out->type), "full");
+        out->reference[0] = '\0';
+        out->label[strlen(out->label) - 1] = 'F';
+    }
 
     FileList list = {0};
     bool ok = walk(cfg->pg_data_dir, "", &list, err);
     char *prefix = str_printf("backup/%s/data/", out->label);
     if (ok) {
         CopyJob j = {.data_dir = cfg->pg_data_dir, .repo = r, .prefix = prefix, .compress = o->compress,
-                     .level = o->level, .list = &list};
-        ok = run_workers(&j, o->workers, backup_worker, err);
+                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0};
+        ok = parallel_for(list.n_files, o->workers, copy_file, &j, err);
     }
     /* always end the backup mode, even after a failure */
     Err stop_err = {{0}};
@@ -412,16 +440,14 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     /* the manifest last: only now is the backup complete */
     if (ok) {
         char *json = manifest_json(out, &list, label_file);
-        void *obj = NULL;
-        size_t on = 0;
-        ok = obj_encode(COMPRESS_ZSTD, 3, json, strlen(json), &obj, &on, err) && repo_put(r, mkey, obj, on, err);
-        free(obj);
+        ok = manifest_store(r, out->label, json, err);
         free(json);
     }
     free(label_file);
     free(prefix);
     free(mkey);
     list_free(&list);
+    manifest_free(ref);
     return ok;
 }
 
@@ -440,15 +466,15 @@ bool backup_list(Repo *r, BackupInfo **out, int *n, Err *err)
             continue;
         char label[40];
         str_fmt(label, sizeof(label), "%.*s", (int)(len - 16), key + 7);
-        json_t *m = manifest_load(r, label, err);
+        Manifest *m = manifest_load(r, label, err);
         if (!m) {
             ok = false;
             break;
         }
         *out = xrealloc(*out, (size_t)(*n + 1) * sizeof(BackupInfo));
-        info_from_json(m, &(*out)[*n]);
+        (*out)[*n] = m->info;
         (*n)++;
-        json_decref(m);
+        manifest_free(m);
     }
     repo_keys_free(&k);
     if (!ok) {
@@ -459,269 +485,3 @@ bool backup_list(Repo *r, BackupInfo **out, int *n, Err *err)
     return ok;
 }
 
-/* ---- restore --------------------------------------------------------------------------------- */
-
-/* "2026-12-05 02:03:00[.123][+00|Z]" or "2026-12-05T02:03:00.123Z": seconds since the epoch;
- * false for any other form or zone */
-static bool parse_utc(const char *s, double *out)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    const char *rest = strptime(s, "%Y-%m-%d", &tm);
-    if (!rest || (*rest != ' ' && *rest != 'T'))
-        return false;
-    rest = strptime(rest + 1, "%H:%M:%S", &tm);
-    if (!rest)
-        return false;
-    double frac = 0;
-    if (*rest == '.') {
-        double unit = 0.1;
-        while (*++rest >= '0' && *rest <= '9') {
-            frac += (*rest - '0') * unit;
-            unit /= 10;
-        }
-    }
-    if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00") != 0 && strcmp(rest, "+00:00") != 0 && strcmp(rest, " UTC") != 0)
-        return false;
-    *out = (double)timegm(&tm) + frac;
-    return true;
-}
-
-typedef struct RestoreFile {
-    const char *path, *sha256;
-    int64_t size;
-} RestoreFile;
-
-typedef struct RestoreJob {
-    CopyJob c;
-    RestoreFile *files;
-    int n;
-    const char *label;
-} RestoreJob;
-
-static void *restore_worker(void *arg)
-{
-    RestoreJob *rj = arg;
-    CopyJob *j = &rj->c;
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        int i = j->failed || j->next >= rj->n ? -1 : j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i < 0)
-            break;
-        const RestoreFile *f = &rj->files[i];
-        char *key = str_printf("backup/%s/data/%s", rj->label, f->path);
-        void *stored = NULL, *raw = NULL;
-        size_t sn = 0, rn = 0;
-        bool missing = false;
-        Err err = {{0}};
-        bool ok = j->repo->ops->read_all(j->repo, key, &stored, &sn, &missing, &err) &&
-                  obj_decode(stored, sn, &raw, &rn, &err);
-        free(stored);
-        char sum[65] = "";
-        if (ok) {
-            unsigned char bin[32];
-            sha256_buf(raw, rn, bin);
-            hex_encode(bin, 32, sum);
-            if ((int64_t)rn != f->size || strcmp(sum, f->sha256) != 0) {
-                err_set(&err, "content differs from the manifest");
-                ok = false;
-            }
-        }
-        if (!ok) {
-            char msg[512];
-            str_fmt(msg, sizeof(msg), "%s: %s: %s", j->repo->desc, key, err.msg);
-            set_failed(j, msg);
-            free(key);
-            free(raw);
-            break;
-        }
-        free(key);
-        char *path = str_printf("%s/%s", j->target_dir, f->path);
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        bool wrote = fd >= 0 && (rn == 0 || write(fd, raw, rn) == (ssize_t)rn) && fsync(fd) == 0;
-        int saved = errno;
-        if (fd >= 0)
-            close(fd);
-        if (wrote)
-            proc_chown_run_as(path, NULL);
-        free(raw);
-        if (!wrote) {
-            char msg[512];
-            str_fmt(msg, sizeof(msg), "cannot write %s: %s", path, strerror(saved));
-            set_failed(j, msg);
-            free(path);
-            break;
-        }
-        free(path);
-    }
-    return NULL;
-}
-
-static bool append_conf(const char *path, const char *text, Err *err)
-{
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && fsync(fd) == 0;
-    if (!ok)
-        err_set(err, "cannot write %s: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-/* 'value' with quotes doubled, as postgresql.conf wants */
-static char *conf_quote(const char *v)
-{
-    size_t n = strlen(v);
-    char *q = xmalloc(2 * n + 3);
-    size_t k = 0;
-    q[k++] = '\'';
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] == '\'')
-            q[k++] = '\'';
-        q[k++] = v[i];
-    }
-    q[k++] = '\'';
-    q[k] = '\0';
-    return q;
-}
-
-bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, Err *err)
-{
-    if (!dir_is_empty_or_missing(o->target_dir)) {
-        err_set(err, "restore: %s is not empty (restore into an empty or missing directory)", o->target_dir);
-        return false;
-    }
-    /* which backup: the one named, else the newest (the newest that ended before a target
-     * time given in UTC; with a time in another form, the oldest, which reaches any target the
-     * archive covers) */
-    char label[40] = "";
-    if (o->label) {
-        str_copy(label, sizeof(label), o->label);
-    } else {
-        BackupInfo *all = NULL;
-        int n = 0;
-        if (!backup_list(r, &all, &n, err))
-            return false;
-        double target = 0, stop = 0;
-        bool by_time = o->target_time != NULL;
-        bool target_utc = by_time && parse_utc(o->target_time, &target);
-        for (int i = 0; i < n; i++) {
-            if (!by_time || (target_utc && parse_utc(all[i].stop_time, &stop) && stop < target))
-                str_copy(label, sizeof(label), all[i].label);
-            else if (by_time && !target_utc && !label[0])
-                str_copy(label, sizeof(label), all[i].label);
-        }
-        free(all);
-        if (!label[0]) {
-            err_set(err, "restore: the %s holds no complete backup", r->desc);
-            return false;
-        }
-    }
-    json_t *m = manifest_load(r, label, err);
-    if (!m)
-        return false;
-    info_from_json(m, used);
-    if (dir_make_all(o->target_dir, 0700, err))
-        proc_chown_run_as(o->target_dir, NULL);
-    else {
-        json_decref(m);
-        return false;
-    }
-    chmod(o->target_dir, 0700);
-    bool ok = true;
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(m, "directories"), i, v) {
-        const char *d = json_string_value(v);
-        if (!d || strstr(d, "..")) {
-            err_set(err, "restore: backup %s: bad directory entry in the manifest", label);
-            ok = false;
-            break;
-        }
-        char *p = str_printf("%s/%s", o->target_dir, d);
-        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-            err_set(err, "restore: cannot create %s: %s", p, strerror(errno));
-            ok = false;
-        } else {
-            proc_chown_run_as(p, NULL);
-        }
-        free(p);
-        if (!ok)
-            break;
-    }
-    json_t *files = json_object_get(m, "files");
-    RestoreJob rj = {.label = label};
-    rj.n = (int)json_array_size(files);
-    rj.files = xcalloc((size_t)rj.n + 1, sizeof(RestoreFile));
-    json_array_foreach(files, i, v) {
-        rj.files[i].path = json_string_value(json_object_get(v, "path"));
-        rj.files[i].sha256 = json_string_value(json_object_get(v, "sha256"));
-        rj.files[i].size = json_integer_value(json_object_get(v, "size"));
-        if (!rj.files[i].path || !rj.files[i].sha256 || strstr(rj.files[i].path, "..")) {
-            err_set(err, "restore: backup %s: bad file entry in the manifest", label);
-            ok = false;
-        }
-    }
-    if (ok) {
-        rj.c.repo = r;
-        rj.c.target_dir = o->target_dir;
-        FileList dummy = {0};
-        dummy.n_files = rj.n;
-        rj.c.list = &dummy;
-        ok = run_workers(&rj.c, o->workers, restore_worker, err);
-        if (!ok)
-            err_prefix(err, "restore");
-    }
-    free(rj.files);
-    /* recovery: the backup label, a recovery signal, and how to get WAL and where to stop */
-    if (ok) {
-        const char *lf = json_string_value(json_object_get(m, "backup_label"));
-        char *p = str_printf("%s/backup_label", o->target_dir);
-        ok = lf && file_write_atomic(p, lf, strlen(lf), 0600, err);
-        if (ok)
-            proc_chown_run_as(p, NULL);
-        free(p);
-    }
-    if (ok) {
-        char *p = str_printf("%s/recovery.signal", o->target_dir);
-        ok = file_write_atomic(p, "", 0, 0600, err);
-        if (ok)
-            proc_chown_run_as(p, NULL);
-        free(p);
-    }
-    if (ok) {
-        char *cmd = str_printf("%s %%f %%p", o->wal_fetch_cmd);
-        char *qcmd = conf_quote(cmd);
-        char *text = str_printf("\n# added by pgvigil restore of backup %s\n"
-                                "restore_command = %s\n"
-                                "recovery_target_action = 'promote'\n"
-                                "recovery_target_inclusive = %s\n"
-                                /* a restored copy must not archive into the cluster's repository,
-                                 * nor read the commit guard lease of the node it was taken from */
-                                "archive_mode = off\n"
-                                "pgvigil_guard.lease_file = ''\n",
-                                label, qcmd, o->exclusive ? "off" : "on");
-        free(qcmd);
-        free(cmd);
-        const char *keys[] = {"recovery_target_time", "recovery_target_lsn", "recovery_target_xid",
-                              "recovery_target_name"};
-        const char *vals[] = {o->target_time, o->target_lsn, o->target_xid, o->target_name};
-        for (size_t k = 0; k < ARRAY_LEN(keys); k++)
-            if (vals[k]) {
-                char *q = conf_quote(vals[k]);
-                char *t2 = str_printf("%s%s = %s\n", text, keys[k], q);
-                free(q);
-                free(text);
-                text = t2;
-            }
-        char *p = str_printf("%s/postgresql.auto.conf", o->target_dir);
-        ok = append_conf(p, text, err);
-        if (ok)
-            proc_chown_run_as(p, NULL);
-        free(p);
-        free(text);
-    }
-    json_decref(m);
-    return ok;
-}

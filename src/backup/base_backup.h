@@ -1,11 +1,18 @@
 /* Base backups and restores. A backup copies the data directory of a running server between
  * pg_backup_start and pg_backup_stop (non-exclusive, one session), file by file, in parallel,
- * each file stored as a checked object under backup/<label>/data/; its manifest
- * (backup/<label>/manifest: every directory and file with size and SHA-256, the start and stop
- * LSNs, timeline, times) is written last, so a backup without a manifest is never listed or
- * restored. The WAL it needs comes from the archive. A restore writes the files back, checked,
- * into an empty directory, and sets PostgreSQL up to recover from the archive (wal-fetch) to the
- * end or to a target. */
+ * each file stored as a checked object under backup/<label>/data/; its manifest (manifest.h) is
+ * written last, so a backup without a manifest is never listed or restored. The WAL it needs
+ * comes from the archive.
+ *
+ * Full backups store every file. Incremental ones (on the newest backup) and differential ones
+ * (on the newest full one) store only what changed since the backup they build on started: an
+ * unchanged file is a reference; of a relation file, only the 8 kB blocks whose page LSN is at or
+ * after that start (or that are new, or have no LSN yet) are stored. A page changed during the
+ * backup is made right by replaying the WAL from this backup's start, as for a full backup.
+ *
+ * A restore puts each file together from the backup and those it builds on, checked, into an
+ * empty directory, and sets PostgreSQL up to recover from the archive (wal-fetch) to the end or
+ * to a target. */
 #ifndef PGVIGIL_BASE_BACKUP_H
 #define PGVIGIL_BASE_BACKUP_H
 
@@ -16,7 +23,8 @@
 
 typedef struct BackupInfo {
     char label[40];          /* 20261205T020300F */
-    char type[16];           /* "full" */
+    char type[16];           /* "full", "incr", "diff" */
+    char reference[40];      /* the backup it builds on ("" for a full one) */
     Lsn start_lsn, stop_lsn;
     int timeline;
     char start_time[32], stop_time[32];   /* ISO 8601, UTC */
@@ -26,6 +34,7 @@ typedef struct BackupInfo {
 } BackupInfo;
 
 typedef struct BackupOptions {
+    const char *type;        /* "full" (default), "incr" or "diff"; with no backup to build on, full */
     CompressKind compress;
     int level;
     int workers;

@@ -50,9 +50,17 @@ bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, Expi
         return true;
     }
     bool *keep = xcalloc((size_t)n, sizeof(bool));
-    /* the newest N */
-    for (int i = n - 1; i >= 0 && i >= n - p->keep_full; i--)
-        keep[i] = true;
+    /* the newest N full backups, and every backup after the oldest of them */
+    if (p->keep_full > 0) {
+        int fulls = 0, from = 0;
+        for (int i = n - 1; i >= 0; i--)
+            if (strcmp(b[i].type, "full") == 0 && ++fulls == p->keep_full) {
+                from = i;
+                break;
+            }
+        for (int i = from; i < n; i++)
+            keep[i] = true;
+    }
     /* the window: every backup that ended inside it, and the newest one before it, from which
      * the start of the window is reached */
     if (p->keep_days > 0) {
@@ -68,6 +76,19 @@ bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, Expi
         }
     }
     keep[n - 1] = true; /* never the newest */
+    /* and whatever a kept backup builds on, down to its full backup */
+    for (bool more = true; more;) {
+        more = false;
+        for (int i = 0; i < n; i++) {
+            if (!keep[i] || !b[i].reference[0])
+                continue;
+            for (int k = 0; k < n; k++)
+                if (!keep[k] && strcmp(b[k].label, b[i].reference) == 0) {
+                    keep[k] = true;
+                    more = true;
+                }
+        }
+    }
     uint64_t oldest_start = UINT64_MAX;
     for (int i = 0; i < n; i++)
         if (keep[i] && b[i].start_lsn / SEG_SIZE < oldest_start)

@@ -19,12 +19,14 @@
 
 static void backup_usage(FILE *out)
 {
-    fputs("usage: pgvigil backup take -c node.yml [--workers N]\n"
+    fputs("usage: pgvigil backup take -c node.yml [--type full|incr|diff] [--workers N]\n"
           "       pgvigil backup list -c node.yml [--json]\n"
           "       pgvigil backup verify -c node.yml\n"
           "       pgvigil backup expire -c node.yml [--keep N] [--days D] [--dry-run]\n\n"
-          "take: a full base backup of this node's server (primary or standby) into the repository;\n"
-          "      complete only once its manifest is written, after pg_backup_stop.\n"
+          "take: a base backup of this node's server (primary or standby) into the repository;\n"
+          "      complete only once its manifest is written, after pg_backup_stop. full: every file;\n"
+          "      incr: what changed since the newest backup started; diff: since the newest full\n"
+          "      one (changed blocks of relation files, changed files otherwise).\n"
           "list: the complete backups, oldest first.\n"
           "verify: re-read the repository: every hash, every backup against its manifest and the\n"
           "      WAL it needs, gaps in the WAL; what each backup can restore to. Exit 1 on a problem.\n"
@@ -99,8 +101,8 @@ static void print_list(const BackupInfo *b, int n, bool as_json)
         json_t *a = json_array();
         for (int i = 0; i < n; i++) {
             char s[32], z[32];
-            json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:f, s:I, s:I, s:I}", "label",
-                                               b[i].label, "type", b[i].type, "start_lsn",
+            json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:f, s:I, s:I, s:I}", "label",
+                                               b[i].label, "type", b[i].type, "reference", b[i].reference, "start_lsn",
                                                lsn_format(b[i].start_lsn, s), "stop_lsn",
                                                lsn_format(b[i].stop_lsn, z), "timeline", b[i].timeline, "start_time",
                                                b[i].start_time, "stop_time", b[i].stop_time, "seconds",
@@ -113,13 +115,14 @@ static void print_list(const BackupInfo *b, int n, bool as_json)
         json_decref(a);
         return;
     }
-    printf("%-18s %-5s %-21s %-21s %-12s %-12s %8s %10s %10s\n", "label", "type", "start", "stop", "start lsn",
-           "stop lsn", "seconds", "size MB", "stored MB");
+    printf("%-17s %-5s %-17s %-24s %-24s %-12s %-12s %8s %10s %10s\n", "label", "type", "builds on", "start",
+           "stop", "start lsn", "stop lsn", "seconds", "size MB", "stored MB");
     for (int i = 0; i < n; i++) {
         char s[32], z[32];
-        printf("%-18s %-5s %-21s %-21s %-12s %-12s %8.1f %10.1f %10.1f\n", b[i].label, b[i].type, b[i].start_time,
-               b[i].stop_time, lsn_format(b[i].start_lsn, s), lsn_format(b[i].stop_lsn, z), b[i].seconds,
-               (double)b[i].bytes / 1048576.0, (double)b[i].stored / 1048576.0);
+        printf("%-17s %-5s %-17s %-24s %-24s %-12s %-12s %8.1f %10.1f %10.1f\n", b[i].label, b[i].type,
+               b[i].reference[0] ? b[i].reference : "-", b[i].start_time, b[i].stop_time, lsn_format(b[i].start_lsn, s),
+               lsn_format(b[i].stop_lsn, z), b[i].seconds, (double)b[i].bytes / 1048576.0,
+               (double)b[i].stored / 1048576.0);
     }
 }
 
@@ -134,6 +137,7 @@ int cmd_backup(int argc, char **argv)
     }
     const char *cfg_path = NULL;
     int workers = 0, keep = -1, days = -1;
+    const char *type = "full";
     bool as_json = false, dry_run = false;
     for (int i = first; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -143,6 +147,12 @@ int cmd_backup(int argc, char **argv)
             cfg_path = argv[++i];
         } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc && parse_workers(argv[i + 1], &workers)) {
             i++;
+        } else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc) {
+            type = argv[++i];
+            if (strcmp(type, "full") != 0 && strcmp(type, "incr") != 0 && strcmp(type, "diff") != 0) {
+                cli_error(NULL, "backup: --type must be full, incr or diff, not \"%s\"", type);
+                return EXIT_USAGE;
+            }
         } else if (strcmp(argv[i], "--json") == 0) {
             as_json = true;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
@@ -193,15 +203,17 @@ int cmd_backup(int argc, char **argv)
         }
         free(b);
     } else {
-        BackupOptions o = {.level = cfg->backup.compression_level, .workers = workers ? workers : 2};
+        BackupOptions o = {.type = type, .level = cfg->backup.compression_level, .workers = workers ? workers : 2};
         o.compress = COMPRESS_ZSTD;
         compress_kind_parse(cfg->backup.compression, &o.compress);
         BackupInfo b;
         if (backup_take(cfg, repo, &o, &b, &err)) {
             char s[32], z[32];
-            printf("backup %s complete: %lld files, %.1f MB stored as %.1f MB, %.1f s, WAL %s to %s on timeline %d\n",
-                   b.label, (long long)b.files, (double)b.bytes / 1048576.0, (double)b.stored / 1048576.0,
-                   b.seconds, lsn_format(b.start_lsn, s), lsn_format(b.stop_lsn, z), b.timeline);
+            printf("backup %s complete (%s%s%s): %lld files, %.1f MB stored as %.1f MB, %.1f s, WAL %s to %s on "
+                   "timeline %d\n",
+                   b.label, b.type, b.reference[0] ? " on " : "", b.reference, (long long)b.files,
+                   (double)b.bytes / 1048576.0, (double)b.stored / 1048576.0, b.seconds, lsn_format(b.start_lsn, s),
+                   lsn_format(b.stop_lsn, z), b.timeline);
         } else {
             cli_error("the backup is not complete and will not be listed", "%s", err.msg);
             rc = EXIT_FAILED;

@@ -1,0 +1,56 @@
+/* Parallel loop (see parallel.h). */
+#include "backup/parallel.h"
+
+#include <pthread.h>
+
+typedef struct Loop {
+    pthread_mutex_t mu;
+    int next, n;
+    bool failed;
+    Err err;
+    bool (*fn)(void *ctx, int item, Err *err);
+    void *ctx;
+} Loop;
+
+static void *loop_main(void *arg)
+{
+    Loop *l = arg;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        int i = l->failed || l->next >= l->n ? -1 : l->next++;
+        pthread_mutex_unlock(&l->mu);
+        if (i < 0)
+            return NULL;
+        Err err = {{0}};
+        if (!l->fn(l->ctx, i, &err)) {
+            pthread_mutex_lock(&l->mu);
+            if (!l->failed)
+                l->err = err;
+            l->failed = true;
+            pthread_mutex_unlock(&l->mu);
+            return NULL;
+        }
+    }
+}
+
+bool parallel_for(int n_items, int workers, bool (*fn)(void *ctx, int item, Err *err), void *ctx, Err *err)
+{
+    Loop l = {.n = n_items, .fn = fn, .ctx = ctx};
+    pthread_mutex_init(&l.mu, NULL);
+    if (workers < 1)
+        workers = 1;
+    pthread_t *t = xcalloc((size_t)workers, sizeof(pthread_t));
+    int started = 0;
+    for (int i = 0; i < workers; i++)
+        if (pthread_create(&t[i], NULL, loop_main, &l) == 0)
+            started++;
+    if (started == 0)
+        loop_main(&l);
+    for (int i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    pthread_mutex_destroy(&l.mu);
+    if (l.failed && err)
+        *err = l.err;
+    return !l.failed;
+}

@@ -1,0 +1,346 @@
+/* Restores (see base_backup.h): a backup's files, each put together from the backup and the
+ * ones it builds on and checked, and the settings that make PostgreSQL recover from the
+ * archive. */
+#include "backup/base_backup.h"
+#include "backup/manifest.h"
+#include "backup/obj.h"
+#include "backup/pages.h"
+#include "backup/parallel.h"
+#include "common/fileutil.h"
+#include "common/proc.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* "2026-12-05 02:03:00[.123][+00|Z]" or "2026-12-05T02:03:00.123Z": seconds since the epoch;
+ * false for any other form or zone */
+static bool parse_utc(const char *s, double *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *rest = strptime(s, "%Y-%m-%d", &tm);
+    if (!rest || (*rest != ' ' && *rest != 'T'))
+        return false;
+    rest = strptime(rest + 1, "%H:%M:%S", &tm);
+    if (!rest)
+        return false;
+    double frac = 0;
+    if (*rest == '.') {
+        double unit = 0.1;
+        while (*++rest >= '0' && *rest <= '9') {
+            frac += (*rest - '0') * unit;
+            unit /= 10;
+        }
+    }
+    if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00") != 0 && strcmp(rest, "+00:00") != 0 && strcmp(rest, " UTC") != 0)
+        return false;
+    *out = (double)timegm(&tm) + frac;
+    return true;
+}
+
+typedef struct RestoreCtx {
+    Repo *repo;
+    Manifest **chain;        /* the backup restored first, then those it builds on */
+    int n_chain;
+    const char *target_dir;
+    json_t *files;           /* chain[0]'s file entries */
+} RestoreCtx;
+
+static bool read_object(RestoreCtx *c, const char *label, const char *path, unsigned char **buf, size_t *n, Err *err)
+{
+    char *key = str_printf("backup/%s/data/%s", label, path);
+    void *stored = NULL, *raw = NULL;
+    size_t sn = 0, rn = 0;
+    bool missing = false;
+    bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) && obj_decode(stored, sn, &raw, &rn, err);
+    free(stored);
+    if (!ok)
+        err_prefix(err, "%s: %s", c->repo->desc, key);
+    free(key);
+    *buf = raw;
+    *n = rn;
+    return ok;
+}
+
+/* The content of path as backup k of the chain has it (malloc'd). */
+static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char **buf, size_t *n, Err *err)
+{
+    const Manifest *m = c->chain[k];
+    const json_t *e = manifest_file(m, path);
+    if (!e) {
+        /* a block-mode file the older backup did not have: it starts empty */
+        *buf = xmalloc(1);
+        *n = 0;
+        return true;
+    }
+    const char *mode = manifest_file_mode(e);
+    if (strcmp(mode, "whole") == 0)
+        return read_object(c, m->info.label, path, buf, n, err);
+    if (k + 1 >= c->n_chain) {
+        err_set(err, "backup %s: %s refers to an older backup, and %s is a full one", m->info.label, path,
+                m->info.label);
+        return false;
+    }
+    if (strcmp(mode, "ref") == 0)
+        return put_together(c, k + 1, path, buf, n, err);
+    if (strcmp(mode, "blocks") != 0) {
+        err_set(err, "backup %s: %s: unknown mode \"%s\" in the manifest", m->info.label, path, mode);
+        return false;
+    }
+    unsigned char *base = NULL, *blocks = NULL;
+    size_t bn = 0, kn = 0;
+    if (!put_together(c, k + 1, path, &base, &bn, err))
+        return false;
+    if (!read_object(c, m->info.label, path, &blocks, &kn, err)) {
+        free(base);
+        return false;
+    }
+    size_t size = (size_t)json_integer_value(json_object_get(e, "size"));
+    const json_t *list = json_object_get(e, "blocks");
+    if (kn != json_array_size(list) * PAGE_SIZE_BYTES) {
+        err_set(err, "backup %s: %s: %zu bytes of blocks for %zu blocks listed", m->info.label, path, kn,
+                json_array_size(list));
+        free(base);
+        free(blocks);
+        return false;
+    }
+    /* the older copy, cut or zero-extended to this size, with the stored blocks laid over it */
+    unsigned char *out = xcalloc(size + 1, 1);
+    memcpy(out, base, bn < size ? bn : size);
+    free(base);
+    size_t i;
+    json_t *b;
+    bool ok = true;
+    json_array_foreach(list, i, b) {
+        json_int_t blk = json_integer_value(b);
+        size_t off = (size_t)blk * PAGE_SIZE_BYTES;
+        if (blk < 0 || off >= size) {
+            err_set(err, "backup %s: %s: block %lld lies beyond the file's %zu bytes", m->info.label, path,
+                    (long long)blk, size);
+            ok = false;
+            break;
+        }
+        size_t len = size - off < PAGE_SIZE_BYTES ? size - off : PAGE_SIZE_BYTES;
+        memcpy(out + off, blocks + i * PAGE_SIZE_BYTES, len);
+    }
+    free(blocks);
+    if (!ok) {
+        free(out);
+        return false;
+    }
+    *buf = out;
+    *n = size;
+    return true;
+}
+
+/* Restore one file of the backup (one item of the parallel loop). */
+static bool restore_file(void *arg, int i, Err *err)
+{
+    RestoreCtx *c = arg;
+    const json_t *e = json_array_get(c->files, (size_t)i);
+    const char *path = json_string_value(json_object_get(e, "path"));
+    const char *sha = json_string_value(json_object_get(e, "sha256"));
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    if (!put_together(c, 0, path, &buf, &n, err))
+        return false;
+    /* the whole file against the manifest, when it knows the whole file's hash */
+    bool same = (int64_t)n == json_integer_value(json_object_get(e, "size"));
+    if (same && sha && sha[0]) {
+        unsigned char bin[32];
+        char hex[65];
+        sha256_buf(buf, n, bin);
+        hex_encode(bin, 32, hex);
+        same = strcmp(hex, sha) == 0;
+    }
+    if (!same) {
+        err_set(err, "backup %s: %s put together differs from the manifest", c->chain[0]->info.label, path);
+        free(buf);
+        return false;
+    }
+    char *dst = str_printf("%s/%s", c->target_dir, path);
+    int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool wrote = fd >= 0 && (n == 0 || write(fd, buf, n) == (ssize_t)n) && fsync(fd) == 0;
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    if (wrote)
+        proc_chown_run_as(dst, NULL);
+    else
+        err_set(err, "cannot write %s: %s", dst, strerror(saved));
+    free(dst);
+    return wrote;
+}
+
+static bool append_conf(const char *path, const char *text, Err *err)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && fsync(fd) == 0;
+    if (!ok)
+        err_set(err, "cannot write %s: %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* 'value' with quotes doubled, as postgresql.conf wants */
+static char *conf_quote(const char *v)
+{
+    size_t n = strlen(v);
+    char *q = xmalloc(2 * n + 3);
+    size_t k = 0;
+    q[k++] = '\'';
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '\'')
+            q[k++] = '\'';
+        q[k++] = v[i];
+    }
+    q[k++] = '\'';
+    q[k] = '\0';
+    return q;
+}
+
+/* Which backup: the one named, else the newest (the newest that ended before a target time
+ * given in UTC; with a time in another form, the oldest, which reaches any target the archive
+ * covers). */
+static bool choose_backup(Repo *r, const RestoreOptions *o, char *label, size_t sz, Err *err)
+{
+    label[0] = '\0';
+    if (o->label) {
+        str_copy(label, sz, o->label);
+        return true;
+    }
+    BackupInfo *all = NULL;
+    int n = 0;
+    if (!backup_list(r, &all, &n, err))
+        return false;
+    double target = 0, stop = 0;
+    bool by_time = o->target_time != NULL;
+    bool target_utc = by_time && parse_utc(o->target_time, &target);
+    for (int i = 0; i < n; i++) {
+        if (!by_time || (target_utc && parse_utc(all[i].stop_time, &stop) && stop < target))
+            str_copy(label, sz, all[i].label);
+        else if (by_time && !target_utc && !label[0])
+            str_copy(label, sz, all[i].label);
+    }
+    free(all);
+    if (!label[0]) {
+        err_set(err, "restore: the %s holds no complete backup", r->desc);
+        return false;
+    }
+    return true;
+}
+
+static bool make_dirs(const Manifest *m, const char *target_dir, Err *err)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(m->root, "directories"), i, v) {
+        const char *d = json_string_value(v);
+        if (!d || strstr(d, "..")) {
+            err_set(err, "restore: backup %s: bad directory entry in the manifest", m->info.label);
+            return false;
+        }
+        char *p = str_printf("%s/%s", target_dir, d);
+        bool ok = mkdir(p, 0700) == 0 || errno == EEXIST;
+        if (ok)
+            proc_chown_run_as(p, NULL);
+        else
+            err_set(err, "restore: cannot create %s: %s", p, strerror(errno));
+        free(p);
+        if (!ok)
+            return false;
+    }
+    json_array_foreach(json_object_get(m->root, "files"), i, v) {
+        const char *p = json_string_value(json_object_get(v, "path"));
+        if (!p || strstr(p, "..") || !json_is_integer(json_object_get(v, "size"))) {
+            err_set(err, "restore: backup %s: bad file entry in the manifest", m->info.label);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, Err *err)
+{
+    (void)cfg;
+    if (!dir_is_empty_or_missing(o->target_dir)) {
+        err_set(err, "restore: %s is not empty (restore into an empty or missing directory)", o->target_dir);
+        return false;
+    }
+    char label[40];
+    if (!choose_backup(r, o, label, sizeof(label), err))
+        return false;
+    Manifest **chain = NULL;
+    int n_chain = 0;
+    if (!manifest_chain(r, label, &chain, &n_chain, err))
+        return false;
+    *used = chain[0]->info;
+    if (!dir_make_all(o->target_dir, 0700, err)) {
+        manifest_chain_free(chain, n_chain);
+        return false;
+    }
+    proc_chown_run_as(o->target_dir, NULL);
+    chmod(o->target_dir, 0700);
+    bool ok = make_dirs(chain[0], o->target_dir, err);
+    if (ok) {
+        RestoreCtx c = {.repo = r, .chain = chain, .n_chain = n_chain, .target_dir = o->target_dir,
+                        .files = json_object_get(chain[0]->root, "files")};
+        ok = parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        if (!ok)
+            err_prefix(err, "restore");
+    }
+    /* recovery: the backup label, a recovery signal, and how to get WAL and where to stop */
+    if (ok) {
+        const char *lf = json_string_value(json_object_get(chain[0]->root, "backup_label"));
+        char *p = str_printf("%s/backup_label", o->target_dir);
+        ok = lf && file_write_atomic(p, lf, strlen(lf), 0600, err);
+        if (ok)
+            proc_chown_run_as(p, NULL);
+        free(p);
+    }
+    if (ok) {
+        char *p = str_printf("%s/recovery.signal", o->target_dir);
+        ok = file_write_atomic(p, "", 0, 0600, err);
+        if (ok)
+            proc_chown_run_as(p, NULL);
+        free(p);
+    }
+    if (ok) {
+        char *cmd = str_printf("%s %%f %%p", o->wal_fetch_cmd);
+        char *qcmd = conf_quote(cmd);
+        char *text = str_printf("\n# added by pgvigil restore of backup %s\n"
+                                "restore_command = %s\n"
+                                "recovery_target_action = 'promote'\n"
+                                "recovery_target_inclusive = %s\n"
+                                /* a restored copy must not archive into the cluster's repository,
+                                 * nor read the commit guard lease of the node it was taken from */
+                                "archive_mode = off\n"
+                                "pgvigil_guard.lease_file = ''\n",
+                                label, qcmd, o->exclusive ? "off" : "on");
+        free(qcmd);
+        free(cmd);
+        const char *keys[] = {"recovery_target_time", "recovery_target_lsn", "recovery_target_xid",
+                              "recovery_target_name"};
+        const char *vals[] = {o->target_time, o->target_lsn, o->target_xid, o->target_name};
+        for (size_t k = 0; k < ARRAY_LEN(keys); k++)
+            if (vals[k]) {
+                char *q = conf_quote(vals[k]);
+                char *t2 = str_printf("%s%s = %s\n", text, keys[k], q);
+                free(q);
+                free(text);
+                text = t2;
+            }
+        char *p = str_printf("%s/postgresql.auto.conf", o->target_dir);
+        ok = append_conf(p, text, err);
+        if (ok)
+            proc_chown_run_as(p, NULL);
+        free(p);
+        free(text);
+    }
+    manifest_chain_free(chain, n_chain);
+    return ok;
+}
