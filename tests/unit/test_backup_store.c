@@ -3,6 +3,7 @@
  * root), and WAL archive push/fetch (names, retries, conflicting content). */
 #include "backup/compress.h"
 #include "backup/obj.h"
+#include "backup/pages.h"
 #include "backup/repo.h"
 #include "backup/wal_archive.h"
 #include "common/common.h"
@@ -267,6 +268,26 @@ static void test_wal_push_fetch(void **state)
     repo_free(r);
 }
 
+static void test_pages(void **state)
+{
+    (void)state;
+    const char *yes[] = {"base/5/16384", "base/1/1259.1", "global/1262", "base/16384/2619.12"};
+    const char *no[] = {"base/5/16384_fsm", "base/5/16384_vm", "base/5/16384_init", "global/pg_control",
+                        "global/pg_filenode.map", "base/5/PG_VERSION", "base/x/16384", "pg_xact/0000",
+                        "base/5/pg_internal.init", "base/5/16384.", "base/5", "postgresql.conf", "base/5/1/2"};
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++)
+        if (!page_file_has_lsns(yes[i]))
+            fail_msg("%s should have page LSNs", yes[i]);
+    for (size_t i = 0; i < ARRAY_LEN(no); i++)
+        if (page_file_has_lsns(no[i]))
+            fail_msg("%s should not count as a file of pages with LSNs", no[i]);
+    unsigned char page[16] = {0};
+    uint32_t hi = 0x12, lo = 0x3456789a;
+    memcpy(page, &hi, 4);
+    memcpy(page + 4, &lo, 4);
+    assert_true(page_lsn(page) == ((Lsn)0x12 << 32 | 0x3456789a));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_wal_names),
         cmocka_unit_test(test_posix_repo),
         cmocka_unit_test(test_wal_push_fetch),
+        cmocka_unit_test(test_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

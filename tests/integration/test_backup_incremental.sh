@@ -1,0 +1,80 @@
+#!/bin/bash
+# Block-level incremental and differential backups: a full backup of a pgbench database, then 2%
+# of pgbench_accounts updated (a contiguous aid range) and 1% new rows: the incremental backup
+# stores a small fraction of the full one (changed blocks of the changed relation files, not the
+# files); more changes, then a differential on the full backup. Restores of the incremental (to
+# an LSN between the two change sets) and of the differential (to the end of the archive) hold
+# exactly the data the primary had then, and verify passes for the whole chain.
+source "$(dirname "$0")/lib.sh"
+
+[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
+PGBIN=/usr/lib/postgresql/15/bin
+REPO="$T_DIR/repo"
+NODE_EXTRA="backup:
+  repository:
+    path: $REPO"
+start_cluster 1
+CFG="$T_DIR/node1.yml"
+PGPASSWORD=it-super "$PGBIN/pgbench" -q -i -s 4 -h 127.0.0.1 -p "${PG_PORT[1]}" -U postgres postgres >"$T_DIR/pgbench-init.log" 2>&1 ||
+    fail "pgbench -i: $(tail -3 "$T_DIR/pgbench-init.log")"
+psql_n 1 -c "checkpoint" >/dev/null
+state() { psql_n 1 -c "select count(*) || ' ' || sum(abalance) || ' ' || sum(bid) from pgbench_accounts"; }
+
+take() {   # TYPE: prints the label; its "complete" line in $T_DIR/backup-TYPE.out
+    "$BIN" backup take -c "$CFG" --type "$1" >"$T_DIR/backup-$1.out" 2>&1 || fail "backup take --type $1: $(cat "$T_DIR/backup-$1.out")"
+    sed -n 's/^backup \([0-9T]*[FID]\) complete.*/\1/p' "$T_DIR/backup-$1.out"
+}
+stored_of() { "$BIN" backup list -c "$CFG" --json | jq -r --arg l "$1" '.[] | select(.label == $l) | .stored'; }
+full=$(take full)
+[ -n "$full" ] || fail "no full backup: $(cat "$T_DIR/backup-full.out")"
+
+# change set 1: a contiguous 2% of the accounts updated, 1% new rows
+psql_n 1 -c "update pgbench_accounts set abalance = abalance + 7 where aid between 100001 and 108000" || fail "update"
+psql_n 1 -c "insert into pgbench_accounts select aid, 1, 3, '' from generate_series(400001, 404000) aid" || fail "insert"
+psql_n 1 -c "checkpoint" >/dev/null
+incr=$(take incr)
+[ "${incr: -1}" = I ] || fail "the incremental backup is labelled $incr: $(cat "$T_DIR/backup-incr.out")"
+grep -q "(incr on $full)" "$T_DIR/backup-incr.out" || fail "the incremental does not build on $full: $(cat "$T_DIR/backup-incr.out")"
+state1=$(state)
+lsn1=$(psql_n 1 -c "select pg_current_wal_lsn()")
+full_stored=$(stored_of "$full"); incr_stored=$(stored_of "$incr")
+[ "$incr_stored" -gt 0 ] && [ $((incr_stored * 5)) -lt "$full_stored" ] ||
+    fail "the incremental stores $incr_stored bytes, the full $full_stored: not block-level"
+log "full $full stored $full_stored bytes; incremental $incr stored $incr_stored bytes"
+
+# change set 2, then a differential on the full backup
+psql_n 1 -c "update pgbench_accounts set abalance = abalance - 3 where aid between 300001 and 304000" || fail "update 2"
+psql_n 1 -c "delete from pgbench_accounts where aid between 50001 and 51000" || fail "delete"
+diff=$(take diff)
+[ "${diff: -1}" = D ] && grep -q "(diff on $full)" "$T_DIR/backup-diff.out" || fail "differential: $(cat "$T_DIR/backup-diff.out")"
+psql_n 1 -c "update pgbench_accounts set abalance = abalance + 1 where aid between 1 and 1000" || fail "update 3"
+state_end=$(state)
+seg=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn())")
+psql_n 1 -c "select pg_switch_wal()" >/dev/null
+archived() { [ "$(psql_n 1 -c "select coalesce(last_archived_wal >= '$seg', false) from pg_stat_archiver")" = t ]; }
+wait_until 60 "WAL up to $seg archived" archived
+"$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 || fail "verify: $(cat "$T_DIR/verify.out")"
+grep -q "3 backup(s), 3 restorable" "$T_DIR/verify.out" || fail "verify: $(cat "$T_DIR/verify.out")"
+
+restore_state() {   # NAME RESTORE-ARGS...: restore, start, wait for promotion, print state
+    local name="$1"; shift
+    local dir="$T_DIR/$name" port
+    alloc_port port
+    "$BIN" restore -c "$CFG" --target-dir "$dir" "$@" >"$T_DIR/$name.restore.out" 2>&1 ||
+        fail "restore $name: $(cat "$T_DIR/$name.restore.out")"
+    mkdir -p "$T_DIR/$name.sock" && chown postgres: "$T_DIR/$name.sock"
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/$name.sock/postgres.log" -w -t 120 \
+        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/$name.sock" start >/dev/null ||
+        fail "restored server $name did not start: $(tail -5 "$T_DIR/$name.sock/postgres.log")"
+    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $port -U postgres -d postgres -Atc"
+    wait_until 120 "restored server $name promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
+    RESTORED=$(bash -c "$rq \"select count(*) || ' ' || sum(abalance) || ' ' || sum(bid) from pgbench_accounts\"")
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+}
+restore_state from_incr --backup "$incr" --target-lsn "$lsn1"
+[ "$RESTORED" = "$state1" ] || fail "restore of $incr to $lsn1: '$RESTORED', the primary had '$state1'"
+log "restore of the incremental to $lsn1: $RESTORED"
+restore_state from_diff --backup "$diff"
+[ "$RESTORED" = "$state_end" ] || fail "restore of $diff to the end: '$RESTORED', the primary has '$state_end'"
+log "restore of the differential to the end: $RESTORED"
+echo "PASS [$T_NAME]"
