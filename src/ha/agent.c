@@ -11,6 +11,7 @@
 #include "ha/agent.h"
 #include "net/vip.h"
 #include "ha/peers.h"
+#include "notify/notify.h"
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -120,6 +121,22 @@ static void agent_archive_start(Agent *a)
     }
     log_info("archive: storing WAL in the %s (%s), %d worker(s), socket %s", repo->desc, bc->compression,
              c.workers, sock);
+}
+
+/* One archive_failing notification per failure streak (the service logs every distinct error). */
+static void agent_archive_watch(Agent *a)
+{
+    if (!a->archive)
+        return;
+    ArchiveStats st;
+    archive_service_stats(a->archive, &st);
+    if (st.last_error[0] && !a->archive_alerted) {
+        agent_notify(a, EV_ARCHIVE_FAILING, a->cfg->name, "WAL archiving fails; PostgreSQL keeps the WAL: %s",
+                     st.last_error);
+        a->archive_alerted = true;
+    } else if (!st.last_error[0]) {
+        a->archive_alerted = false;
+    }
 }
 
 static void renew_lease(Agent *a)
@@ -490,6 +507,7 @@ static void tick(Agent *a)
         agent_archive_start(a);
     if (a->identity_checked)
         agent_backup_tick(a);
+    agent_archive_watch(a);
     agent_collect_job(a);
     agent_reap_children();
     proc_reap_orphans();

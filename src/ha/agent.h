@@ -56,6 +56,7 @@ typedef struct Agent {
     RestServer *rest;
     ArchiveService *archive;    /* backup.archive: WAL archive service (NULL when off) */
     bool archive_logged;        /* a failure to start it was logged */
+    bool archive_alerted;       /* archive_failing was sent for the current failure streak */
     /* scheduled backups (agent_backup.c) */
     Schedule backup_schedule;
     pid_t backup_pid;           /* the running `pgvigil backup take`, 0 none */

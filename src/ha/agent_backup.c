@@ -10,6 +10,7 @@
 #include "backup/schedule.h"
 #include "common/log.h"
 #include "common/proc.h"
+#include "notify/notify.h"
 
 #include <limits.h>
 #include <sys/wait.h>
@@ -38,9 +39,12 @@ static void collect(Agent *a)
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (ok)
         log_info("scheduled backup for %s finished", a->backup_slot_text);
-    else
+    else {
         log_error("scheduled backup for %s failed (exit %d); see its error above", a->backup_slot_text,
                   WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        agent_notify(a, EV_BACKUP_FAILED, a->cfg->name, "scheduled backup for %s failed (exit %d); see the agent's log",
+                     a->backup_slot_text, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
     if (!a->dcs_ok)
         return;
     Err err = {{0}};

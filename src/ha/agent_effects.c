@@ -21,8 +21,7 @@ bool agent_effects_start(Agent *a, Err *err)
     return fx->notify != NULL;
 }
 
-static void notify(Agent *a, const char *event, const char *member, const char *fmt, ...) PRINTF_LIKE(4, 5);
-static void notify(Agent *a, const char *event, const char *member, const char *fmt, ...)
+void agent_notify(Agent *a, const char *event, const char *member, const char *fmt, ...)
 {
     if (!a->fx.notify)
         return;
@@ -107,7 +106,7 @@ static void watch_lag(Agent *a, WatchedMember *w, const Member *m, int64_t thres
         w->above_since = now;
     if (!w->lag_high && now - w->above_since >= LAG_SUSTAIN_MS) {
         w->lag_high = true;
-        notify(a, EV_LAG_HIGH, m->name, "member %s lags %lld bytes behind (threshold %lld)", m->name, (long long)lag,
+        agent_notify(a, EV_LAG_HIGH, m->name, "member %s lags %lld bytes behind (threshold %lld)", m->name, (long long)lag,
                (long long)threshold);
     }
 }
@@ -125,7 +124,7 @@ static void watch_members(Agent *a, bool emit)
         WatchedMember *w = &fx->members[i];
         if (!w->down && !cluster_member(c, w->name)) {
             w->down = true;
-            notify(a, EV_MEMBER_DOWN, w->name, "member %s is down (its key expired or was removed)", w->name);
+            agent_notify(a, EV_MEMBER_DOWN, w->name, "member %s is down (its key expired or was removed)", w->name);
         }
     }
     for (int i = 0; i < c->n_members; i++) {
@@ -143,7 +142,7 @@ static void watch_members(Agent *a, bool emit)
         if (w->down && streaming) {
             w->down = false;
             if (emit)
-                notify(a, EV_MEMBER_REJOINED, m->name, "member %s streams again", m->name);
+                agent_notify(a, EV_MEMBER_REJOINED, m->name, "member %s streams again", m->name);
         }
         if (emit && threshold > 0 && strcmp(m->role, "replica") == 0)
             watch_lag(a, w, m, threshold);
@@ -162,7 +161,7 @@ void agent_effects_tick(Agent *a, const Decision *d)
         dns_updater_cancel(fx->dns);
     }
     if (d->action == ACT_DEMOTE)
-        notify(a, EV_LEASE_LOST, a->cfg->name, "%s demoted: %s", a->cfg->name, d->reason);
+        agent_notify(a, EV_LEASE_LOST, a->cfg->name, "%s demoted: %s", a->cfg->name, d->reason);
     if (a->dcs_ok)
         watch_members(a, leading);
     fx->leading = leading;
@@ -170,7 +169,7 @@ void agent_effects_tick(Agent *a, const Decision *d)
 
 void agent_effects_promoted(Agent *a, bool switchover)
 {
-    notify(a, switchover ? EV_SWITCHOVER : EV_FAILOVER, a->cfg->name, "%s: %s is the new primary (timeline %d)",
+    agent_notify(a, switchover ? EV_SWITCHOVER : EV_FAILOVER, a->cfg->name, "%s: %s is the new primary (timeline %d)",
            switchover ? "switchover" : "failover", a->cfg->name, a->pgst.timeline + 1);
 }
 

@@ -34,6 +34,8 @@ typedef struct Effects {
  * later calls; false + err naming the key on a bad setting. */
 bool agent_effects_start(struct Agent *a, Err *err);
 void agent_effects_tick(struct Agent *a, const struct Decision *d);
+/* Queue an event notification (one line, printf-style); nothing when none is configured. */
+void agent_notify(struct Agent *a, const char *event, const char *member, const char *fmt, ...) PRINTF_LIKE(4, 5);
 /* The promotion finished: a failover or switchover event. */
 void agent_effects_promoted(struct Agent *a, bool switchover);
 /* Stop: drop the VIP when drop_vip (postgres is stopped), flush notifications briefly, free.

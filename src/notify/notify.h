@@ -15,6 +15,8 @@
 #define EV_MEMBER_REJOINED "member_rejoined" /* a member streams again after being down (leader) */
 #define EV_LAG_HIGH        "lag_high"        /* a replica's lag rose above notify.lag_threshold */
 #define EV_LEASE_LOST      "lease_lost"      /* this primary lost its lease and demoted */
+#define EV_ARCHIVE_FAILING "archive_failing" /* WAL could not be stored in the repository (once per failure streak) */
+#define EV_BACKUP_FAILED   "backup_failed"   /* a scheduled backup failed */
 
 typedef struct Notifier Notifier;
 

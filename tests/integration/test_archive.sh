@@ -4,7 +4,8 @@
 #   1. the primary archives: every switched segment is in the repository, and what wal-fetch
 #      restores from it is byte for byte what pg_wal held;
 #   2. the repository fills up: archiving fails loudly (pg_stat_archiver, postgres log, agent
-#      log), PostgreSQL keeps the WAL file ready, and once space is back it is archived by itself;
+#      log, metrics, an archive_failing notification), PostgreSQL keeps the WAL file ready, and
+#      once space is back it is archived by itself;
 #   3. after a kill -9 failover the new primary archives the new timeline's history file, the
 #      old timeline's last partial segment and its own segments;
 #   4. wal-fetch (restore_command): a missing file exits 1, a damaged copy exits 126 and names it.
@@ -16,10 +17,17 @@ mkdir -p "$REPO"
 mount -t tmpfs -o size=48m pgvigil-it-repo "$REPO" || fail "cannot mount a tmpfs for the repository"
 unmount_repo() { umount -l "$REPO" 2>/dev/null; return 0; }
 CLEANUP_HOOKS+=(unmount_repo)
+alloc_port HOOK_PORT
+/usr/bin/python3 "$(dirname "$0")/webhook_sink.py" "$HOOK_PORT" "$T_DIR/hooks.jsonl" it-hook-secret >>"$T_DIR/hooks.log" 2>&1 &
+EXTRA_PIDS+=("$!")
 NODE_EXTRA="backup:
   repository:
     path: $REPO
-  archive_workers: 2"
+  archive_workers: 2
+notify:
+  webhook:
+    url: http://127.0.0.1:$HOOK_PORT/pgvigil
+    secret: it-hook-secret"
 start_cluster 2
 l=$(leader); ln=$(node_of "$l")
 [ -n "$ln" ] || fail "no leader"
@@ -65,6 +73,13 @@ grep -q "archive: .*No space left on device" "$T_DIR/$l.log" || fail "the agent 
 metric() { curl -s "http://127.0.0.1:${API_PORT[$ln]}/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" {print $2}'; }
 backlog_seen() { [ "$(metric pgvigil_archive_ready_files)" -ge 1 ] && [ "$(metric pgvigil_archive_failures_total)" -ge 1 ]; }
 wait_until 30 "the metrics show the backlog and the failures" backlog_seen
+alerted() {
+    [ -s "$T_DIR/hooks.jsonl" ] && python3 -c '
+import json, sys
+sys.exit(not any(json.loads(json.loads(l)["body"])["event"] == "archive_failing" for l in open(sys.argv[1])))
+' "$T_DIR/hooks.jsonl"
+}
+wait_until 30 "an archive_failing notification" alerted
 ls "$REPO"/wal/*/ | grep -q 'pgvigil-tmp' && fail "a partial write was left in the repository"
 rm -f "$REPO/filler"
 wait_until 120 "$full_seg archived once space is back" stored "$full_seg"
