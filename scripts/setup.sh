@@ -16,6 +16,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The S3-compatible server the S3 repository tests run (tests/integration/s3_server.js): s3rver,
+# the maintained @20minutes fork, which checks AWS Signature Version 4 and does multipart uploads,
+# from the npm registry into /opt/pgvigil-s3rver (node from Debian when there is none).
+S3RVER_DIR=/opt/pgvigil-s3rver
+S3RVER_VERSION=4.0.4
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "setup: installing nodejs npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ "$(node -p "require('$S3RVER_DIR/node_modules/@20minutes/s3rver/package.json').version" 2>/dev/null)" != "$S3RVER_VERSION" ]; then
+    echo "setup: installing s3rver $S3RVER_VERSION into $S3RVER_DIR"
+    mkdir -p "$S3RVER_DIR"
+    npm install --prefix "$S3RVER_DIR" --no-audit --no-fund --omit=dev --no-save --loglevel=error \
+        "@20minutes/s3rver@$S3RVER_VERSION" >/dev/null
+fi
 # Debian starts a default cluster and etcd as services; pgvigil runs its own on other ports,
 # but free the well-known ones so the demo gets 5432 and 2379.
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then

@@ -1,5 +1,49 @@
-/* Storage-independent helpers of the repository. */
+/* Storage-independent helpers of the repository, and the choice of driver. */
 #include "backup/repo.h"
+#include "config/config.h"
+
+Repo *repo_open(const BackupConfig *bc, Err *err)
+{
+    if (bc->repo_type && strcmp(bc->repo_type, "s3") == 0) {
+        /* the agent's configuration has them (checked at load); a client's may not */
+        if (str_empty(bc->s3_key) || str_empty(bc->s3_secret)) {
+            err_set(err, "backup.repository.%s: required for an s3 repository (or set %s in the environment)",
+                    str_empty(bc->s3_key) ? "s3_key" : "s3_secret",
+                    str_empty(bc->s3_key) ? "PGVIGIL_S3_KEY" : "PGVIGIL_S3_SECRET");
+            return NULL;
+        }
+        S3RepoConfig c = {
+            .endpoint = bc->s3_endpoint,
+            .bucket = bc->s3_bucket,
+            .region = bc->s3_region,
+            .host_style = bc->s3_uri_style && strcmp(bc->s3_uri_style, "host") == 0,
+            .access_key = bc->s3_key,
+            .secret_key = bc->s3_secret,
+            .part_size = bc->s3_part_size > 0 ? (size_t)bc->s3_part_size : 0,
+        };
+        return repo_s3_new(&c, err);
+    }
+    if (!bc->repo_path) {
+        err_set(err, "backup.repository.path is not set");
+        return NULL;
+    }
+    return repo_posix_new(bc->repo_path, err);
+}
+
+bool repo_key_valid(const char *key)
+{
+    if (str_empty(key) || key[0] == '/')
+        return false;
+    for (const char *p = key; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
 
 bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err)
 {

@@ -41,6 +41,28 @@ struct Repo {
 /* A repository in a local or mounted directory (created when missing). */
 Repo *repo_posix_new(const char *path, Err *err);
 
+/* A repository in an S3-compatible bucket (which must exist): objects named by their keys, each
+ * written by one PUT, or by a multipart upload when larger than part_size, so that it appears
+ * whole or not at all. Requests are signed with AWS Signature Version 4. Safe to use from
+ * several threads at once. */
+typedef struct S3RepoConfig {
+    const char *endpoint;     /* "http://127.0.0.1:9000", "https://s3.eu-west-3.amazonaws.com" */
+    const char *bucket;
+    const char *region;       /* NULL: us-east-1 */
+    bool host_style;          /* bucket.host/key, else host/bucket/key */
+    const char *access_key;
+    const char *secret_key;
+    size_t part_size;         /* 0: 16 MiB */
+} S3RepoConfig;
+Repo *repo_s3_new(const S3RepoConfig *c, Err *err);
+
+/* The repository backup.repository describes (posix or s3). */
+struct BackupConfig;
+Repo *repo_open(const struct BackupConfig *bc, Err *err);
+
+/* A key a driver accepts: relative, '/' separated, no empty, "." or ".." component. */
+bool repo_key_valid(const char *key);
+
 /* Write a whole object (open, write, commit). */
 bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err);
 void repo_keys_free(RepoKeys *k);

@@ -57,13 +57,13 @@ static Config *open_node(const char *path, Repo **repo, int *rc)
         *rc = EXIT_CONFIG;
         return NULL;
     }
-    if (!cfg->backup.repo_path) {
+    if (!config_has_repository(&cfg->backup)) {
         cli_error("add a backup section with a repository", "%s: backup.repository.path is not set", path);
         config_free(cfg);
         *rc = EXIT_CONFIG;
         return NULL;
     }
-    *repo = repo_posix_new(cfg->backup.repo_path, &err);
+    *repo = repo_open(&cfg->backup, &err);
     if (!*repo) {
         cli_error(NULL, "%s: %s", path, err.msg);
         config_free(cfg);

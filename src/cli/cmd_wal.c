@@ -61,13 +61,13 @@ static Config *wal_args(const char *cmd, int argc, char **argv, const char **pos
         *rc = EXIT_CONFIG;
         return NULL;
     }
-    if (!cfg->backup.repo_path) {
+    if (!config_has_repository(&cfg->backup)) {
         cli_error("add a backup section", "%s: backup.repository.path is not set", cfg_path);
         config_free(cfg);
         *rc = EXIT_CONFIG;
         return NULL;
     }
-    *repo = repo_posix_new(cfg->backup.repo_path, &err);
+    *repo = repo_open(&cfg->backup, &err);
     if (!*repo) {
         cli_error(NULL, "%s: %s", cfg_path, err.msg);
         config_free(cfg);

@@ -122,6 +122,13 @@ static const KeySpec keys[] = {
     {"backup.repository", K_SECTION, 0, 0},
     {"backup.repository.type", K_STR, C(backup.repo_type), 0},
     {"backup.repository.path", K_ABSPATH, C(backup.repo_path), 0},
+    {"backup.repository.s3_endpoint", K_STR, C(backup.s3_endpoint), 0},
+    {"backup.repository.s3_bucket", K_STR, C(backup.s3_bucket), 0},
+    {"backup.repository.s3_region", K_STR, C(backup.s3_region), 0},
+    {"backup.repository.s3_uri_style", K_STR, C(backup.s3_uri_style), 0},
+    {"backup.repository.s3_key", K_STR, C(backup.s3_key), 0},
+    {"backup.repository.s3_secret", K_STR, C(backup.s3_secret), 0},
+    {"backup.repository.s3_part_size", K_INT64, C(backup.s3_part_size), 0},
     {"backup.compression", K_STR, C(backup.compression), 0},
     {"backup.compression_level", K_INT, C(backup.compression_level), 0},
     {"backup.archive", K_BOOL, C(backup.archive), 0},
@@ -1015,6 +1022,86 @@ static bool finish(Loader *ld, LoadMode mode)
     return finish_sections(ld, mode);
 }
 
+bool config_has_repository(const BackupConfig *bc)
+{
+    return bc->repo_path != NULL || (bc->repo_type && strcmp(bc->repo_type, "s3") == 0);
+}
+
+/* AWS's bucket naming rules: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
+ * ending with a letter or digit (a name that also works in a host name). */
+static bool s3_bucket_ok(const char *b)
+{
+    size_t n = strlen(b);
+    if (n < 3 || n > 63 || b[0] == '.' || b[0] == '-' || b[n - 1] == '.' || b[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '.' || b[i] == '-'))
+            return false;
+    return true;
+}
+
+/* type s3: endpoint, bucket, credentials (the file's, else the environment's), region, URI
+ * style and part size. The agent (LOAD_NODE) needs the credentials at load; a client command
+ * needs them only when it opens the repository (repo_open names the key then), so that a
+ * command that does not read the repository runs without them. */
+static bool finish_s3(Loader *ld, BackupConfig *bc, bool need_credentials)
+{
+    const char *pre = "backup.repository.";
+    int type_line = key_line(ld, "backup.repository.type");
+    char key[80];
+    if (bc->repo_path)
+        return fail_at(ld, key_line(ld, "backup.repository.path"), "backup.repository.path",
+                       "only for type posix (an s3 repository is named by s3_endpoint and s3_bucket)");
+    if (str_empty(bc->s3_endpoint))
+        return fail_at(ld, bc->s3_endpoint ? key_line(ld, "backup.repository.s3_endpoint") : type_line,
+                       "backup.repository.s3_endpoint", "required for an s3 repository (\"http://host:port\" or \"https://host\")");
+    const char *e = bc->s3_endpoint;
+    const char *host = strncmp(e, "http://", 7) == 0 ? e + 7 : strncmp(e, "https://", 8) == 0 ? e + 8 : NULL;
+    size_t hl = host ? strcspn(host, "/") : 0;
+    if (!host || hl == 0 || strspn(host + hl, "/") != strlen(host + hl) || strpbrk(host, "?#@ "))
+        return fail_at(ld, key_line(ld, "backup.repository.s3_endpoint"), "backup.repository.s3_endpoint",
+                       "expected http://host[:port] or https://host[:port] without a path, got \"%s\"", e);
+    if (str_empty(bc->s3_bucket))
+        return fail_at(ld, bc->s3_bucket ? key_line(ld, "backup.repository.s3_bucket") : type_line,
+                       "backup.repository.s3_bucket", "required for an s3 repository");
+    if (!s3_bucket_ok(bc->s3_bucket))
+        return fail_at(ld, key_line(ld, "backup.repository.s3_bucket"), "backup.repository.s3_bucket",
+                       "expected 3 to 63 lower-case letters, digits, '.' or '-', got \"%s\"", bc->s3_bucket);
+    default_str(&bc->s3_region, "us-east-1");
+    if (str_empty(bc->s3_region) || strpbrk(bc->s3_region, "/ "))
+        return fail_at(ld, key_line(ld, "backup.repository.s3_region"), "backup.repository.s3_region",
+                       "expected a region name such as us-east-1, got \"%s\"", bc->s3_region);
+    default_str(&bc->s3_uri_style, "path");
+    if (strcmp(bc->s3_uri_style, "path") != 0 && strcmp(bc->s3_uri_style, "host") != 0)
+        return fail_at(ld, key_line(ld, "backup.repository.s3_uri_style"), "backup.repository.s3_uri_style",
+                       "expected path or host, got \"%s\"", bc->s3_uri_style);
+    if (strcmp(bc->s3_uri_style, "host") == 0 && strchr(bc->s3_bucket, '.') && strncmp(e, "https://", 8) == 0)
+        return fail_at(ld, key_line(ld, "backup.repository.s3_uri_style"), "backup.repository.s3_uri_style",
+                       "host style with https needs a bucket name without dots (the certificate covers one "
+                       "level), got \"%s\": use path", bc->s3_bucket);
+    /* credentials: the file's, else the environment's; either way never in a message */
+    static const struct { const char *name, *env; size_t off; } cred[] = {
+        {"s3_key", "PGVIGIL_S3_KEY", offsetof(BackupConfig, s3_key)},
+        {"s3_secret", "PGVIGIL_S3_SECRET", offsetof(BackupConfig, s3_secret)},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cred); i++) {
+        char **field = (char **)(void *)((char *)bc + cred[i].off);
+        str_fmt(key, sizeof(key), "%s%s", pre, cred[i].name);
+        const char *env = getenv(cred[i].env);
+        if (!*field && !str_empty(env))
+            *field = str_dup(env);
+        if (*field ? (*field)[0] == '\0' : need_credentials)
+            return fail_at(ld, *field ? key_line(ld, key) : type_line, key,
+                           "required for an s3 repository (or set %s in the environment)", cred[i].env);
+    }
+    if (key_line(ld, "backup.repository.s3_part_size") == 0)
+        bc->s3_part_size = 16 * 1024 * 1024;
+    if (bc->s3_part_size < 65536 || bc->s3_part_size > (int64_t)5 * 1024 * 1024 * 1024)
+        return fail_at(ld, key_line(ld, "backup.repository.s3_part_size"), "backup.repository.s3_part_size",
+                       "expected 65536 to 5368709120 bytes, got %lld", (long long)bc->s3_part_size);
+    return true;
+}
+
 static bool positive(Loader *ld, const char *key, int v)
 {
     return v > 0 || fail_at(ld, key_line(ld, key), key, "must be positive, got %d", v);
@@ -1055,9 +1142,11 @@ static bool finish_sections(Loader *ld, LoadMode mode)
 
     BackupConfig *bc = &cfg->backup;
     default_str(&bc->repo_type, "posix");
-    if (strcmp(bc->repo_type, "posix") != 0)
+    if (strcmp(bc->repo_type, "posix") != 0 && strcmp(bc->repo_type, "s3") != 0)
         return fail_at(ld, key_line(ld, "backup.repository.type"), "backup.repository.type",
-                       "expected posix, got \"%s\" (S3 repositories are not supported yet)", bc->repo_type);
+                       "expected posix or s3, got \"%s\"", bc->repo_type);
+    if (strcmp(bc->repo_type, "s3") == 0 && !finish_s3(ld, bc, mode == LOAD_NODE))
+        return false;
     default_str(&bc->compression, "zstd");
     CompressKind ck;
     if (!compress_kind_parse(bc->compression, &ck))
@@ -1069,7 +1158,7 @@ static bool finish_sections(Loader *ld, LoadMode mode)
         return fail_at(ld, key_line(ld, "backup.compression_level"), "backup.compression_level",
                        "%d is out of range for %s", bc->compression_level, bc->compression);
     if (key_line(ld, "backup.archive") == 0)
-        bc->archive = bc->repo_path != NULL;
+        bc->archive = config_has_repository(bc);
     if (bc->archive_workers == 0 && key_line(ld, "backup.archive_workers") == 0)
         bc->archive_workers = 2;
     if (bc->archive_workers < 1 || bc->archive_workers > 32)
@@ -1084,10 +1173,10 @@ static bool finish_sections(Loader *ld, LoadMode mode)
         Err se = {{0}};
         if (!schedule_parse(bc->schedule, &sched, &se))
             return fail_at(ld, key_line(ld, "backup.schedule"), "backup.schedule", "%s", se.msg);
-        if (!bc->repo_path)
+        if (!config_has_repository(bc))
             return fail_at(ld, key_line(ld, "backup.schedule"), "backup.repository.path", "required when backup.schedule is set");
     }
-    if (bc->archive && !bc->repo_path)
+    if (bc->archive && !config_has_repository(bc))
         return fail_at(ld, key_line(ld, "backup.archive"), "backup.repository.path", "required when backup.archive is on");
 
     NotifyConfig *nc = &cfg->notify;
@@ -1265,6 +1354,15 @@ void config_free(Config *cfg)
         free(*nc[i]);
     free(cfg->backup.repo_type);
     free(cfg->backup.repo_path);
+    free(cfg->backup.s3_endpoint);
+    free(cfg->backup.s3_bucket);
+    free(cfg->backup.s3_region);
+    free(cfg->backup.s3_uri_style);
+    free(cfg->backup.s3_key);
+    if (cfg->backup.s3_secret) {
+        memset(cfg->backup.s3_secret, 0, strlen(cfg->backup.s3_secret));
+        free(cfg->backup.s3_secret);
+    }
     free(cfg->backup.compression);
     free(cfg->backup.schedule);
     free(cfg->proxy.admin_listen);

@@ -107,10 +107,18 @@ typedef struct ProxyConfig {
 } ProxyConfig;
 
 /* backup: the cluster's repository (every agent of the cluster shares it) and WAL archiving.
- * repo_path NULL = no repository, no archiving. */
+ * No repository (config_has_repository false: type posix without a path) = no archiving. */
 typedef struct BackupConfig {
-    char *repo_type;        /* backup.repository.type: "posix" (the default) */
+    char *repo_type;        /* backup.repository.type: "posix" (the default) or "s3" */
     char *repo_path;        /* backup.repository.path: absolute directory (posix) */
+    /* type s3: an S3-compatible object store (AWS Signature Version 4) */
+    char *s3_endpoint;      /* backup.repository.s3_endpoint: "http://127.0.0.1:9000", "https://s3.eu-west-3.amazonaws.com" */
+    char *s3_bucket;        /* backup.repository.s3_bucket */
+    char *s3_region;        /* backup.repository.s3_region: default us-east-1 */
+    char *s3_uri_style;     /* backup.repository.s3_uri_style: "path" (default: host:port/bucket/key) or "host" (bucket.host/key) */
+    char *s3_key;           /* backup.repository.s3_key, else $PGVIGIL_S3_KEY */
+    char *s3_secret;        /* backup.repository.s3_secret, else $PGVIGIL_S3_SECRET; never logged */
+    int64_t s3_part_size;   /* backup.repository.s3_part_size: bytes; larger objects go up in parts (default 16 MiB) */
     char *compression;      /* backup.compression: zstd (default), lz4, gzip, none */
     int compression_level;  /* backup.compression_level: default per kind (zstd 3, lz4 1, gzip 6) */
     bool archive;           /* backup.archive: archive WAL from the primary; default on with a repository */
@@ -173,6 +181,8 @@ Config *config_load_client(const char *path, Err *err);
 /* A proxy's file: `scope`, etcd3 and a `proxy` section with at least one route. */
 Config *config_load_proxy(const char *path, Err *err);
 void config_free(Config *cfg);
+/* A repository is configured: a posix path, or type s3 (checked complete at load). */
+bool config_has_repository(const BackupConfig *bc);
 
 /* Defaults for DynConfig (used before etcd has a config key). */
 void dynconfig_defaults(DynConfig *dc);

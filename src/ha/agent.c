@@ -97,7 +97,7 @@ static void agent_archive_start(Agent *a)
     if (!bc->archive || a->archive)
         return;
     Err err = {{0}};
-    Repo *repo = repo_posix_new(bc->repo_path, &err);
+    Repo *repo = repo_open(bc, &err);
     CompressKind k = COMPRESS_ZSTD;
     compress_kind_parse(bc->compression, &k);
     char sock[4200];

@@ -953,8 +953,8 @@ static void test_backup_section(void **state)
 
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: relative/dir}\n", base);
     expect_error(text, "node.yml:5: backup.repository.path");
-    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {type: s3, path: /r}\n", base);
-    expect_error(text, "node.yml:5: backup.repository.type: expected posix, got \"s3\"");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {type: ftp, path: /r}\n", base);
+    expect_error(text, "node.yml:5: backup.repository.type: expected posix or s3, got \"ftp\"");
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  compression: brotli\n", base);
     expect_error(text, "node.yml:6: backup.compression: expected zstd, lz4, gzip or none, got \"brotli\"");
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  compression: gzip\n  compression_level: 12\n", base);
@@ -971,6 +971,107 @@ static void test_backup_section(void **state)
     assert_int_equal(c->backup.retention_full, 3);
     assert_int_equal(c->backup.retention_days, 7);
     config_free(c);
+}
+
+/* backup.repository.type: s3, its keys, defaults, the environment's credentials and errors */
+static void test_backup_s3(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    const char *base = "scope: s\nname: n\npostgresql: {data_dir: /d}\nbackup:\n  repository:\n    type: s3\n";
+    char text[1024];
+    unsetenv("PGVIGIL_S3_KEY");
+    unsetenv("PGVIGIL_S3_SECRET");
+    /* complete: defaults for region, style and part size; archiving on */
+    str_fmt(text, sizeof(text),
+            "%s    s3_endpoint: http://127.0.0.1:9000\n    s3_bucket: pg-backups\n    s3_key: AK\n    s3_secret: SK\n", base);
+    Config *c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.repo_type, "s3");
+    assert_null(c->backup.repo_path);
+    assert_true(config_has_repository(&c->backup));
+    assert_true(c->backup.archive);
+    assert_string_equal(c->backup.s3_endpoint, "http://127.0.0.1:9000");
+    assert_string_equal(c->backup.s3_bucket, "pg-backups");
+    assert_string_equal(c->backup.s3_region, "us-east-1");
+    assert_string_equal(c->backup.s3_uri_style, "path");
+    assert_string_equal(c->backup.s3_key, "AK");
+    assert_string_equal(c->backup.s3_secret, "SK");
+    assert_int_equal(c->backup.s3_part_size, 16 * 1024 * 1024);
+    config_free(c);
+    /* every key set */
+    str_fmt(text, sizeof(text),
+            "%s    s3_endpoint: https://s3.eu-west-3.amazonaws.com/\n    s3_bucket: b-1\n    s3_region: eu-west-3\n"
+            "    s3_uri_style: host\n    s3_key: AK\n    s3_secret: SK\n    s3_part_size: 65536\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.s3_region, "eu-west-3");
+    assert_string_equal(c->backup.s3_uri_style, "host");
+    assert_int_equal(c->backup.s3_part_size, 65536);
+    config_free(c);
+    /* credentials from the environment; the file's win */
+    setenv("PGVIGIL_S3_KEY", "envkey", 1);
+    setenv("PGVIGIL_S3_SECRET", "envsecret", 1);
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h:9000\n    s3_bucket: bkt\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.s3_key, "envkey");
+    assert_string_equal(c->backup.s3_secret, "envsecret");
+    config_free(c);
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h:9000\n    s3_bucket: bkt\n    s3_key: filekey\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.s3_key, "filekey");
+    assert_string_equal(c->backup.s3_secret, "envsecret");
+    config_free(c);
+    unsetenv("PGVIGIL_S3_KEY");
+    unsetenv("PGVIGIL_S3_SECRET");
+    /* a client command loads without credentials (repo_open names the key when it needs them) */
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h:9000\n    s3_bucket: bkt\n", base);
+    c = load_text(text, true, &err);
+    assert_non_null(c);
+    assert_null(c->backup.s3_secret);
+    config_free(c);
+
+    /* errors: one line, naming the key */
+    const char *creds = "    s3_key: AK\n    s3_secret: SK\n";
+    str_fmt(text, sizeof(text), "%s    s3_bucket: bkt\n%s", base, creds);
+    expect_error(text, "node.yml:6: backup.repository.s3_endpoint: required for an s3 repository");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: ftp://h\n    s3_bucket: bkt\n%s", base, creds);
+    expect_error(text, "node.yml:7: backup.repository.s3_endpoint: expected http://host[:port] or https://host[:port]");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h:9000/some/path\n    s3_bucket: bkt\n%s", base, creds);
+    expect_error(text, "node.yml:7: backup.repository.s3_endpoint: expected");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://\n    s3_bucket: bkt\n%s", base, creds);
+    expect_error(text, "node.yml:7: backup.repository.s3_endpoint: expected");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n%s", base, creds);
+    expect_error(text, "node.yml:6: backup.repository.s3_bucket: required for an s3 repository");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: My_Bucket\n%s", base, creds);
+    expect_error(text, "node.yml:8: backup.repository.s3_bucket: expected 3 to 63 lower-case letters");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: a/b\n%s", base, creds);
+    expect_error(text, "backup.repository.s3_bucket: expected 3 to 63");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_uri_style: vhost\n%s", base, creds);
+    expect_error(text, "node.yml:9: backup.repository.s3_uri_style: expected path or host, got \"vhost\"");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: https://h\n    s3_bucket: my.bkt\n    s3_uri_style: host\n%s", base, creds);
+    expect_error(text, "node.yml:9: backup.repository.s3_uri_style: host style with https needs a bucket name without dots");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_region: \"eu west\"\n%s", base, creds);
+    expect_error(text, "node.yml:9: backup.repository.s3_region: expected a region name");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_part_size: 1000\n%s", base, creds);
+    expect_error(text, "node.yml:9: backup.repository.s3_part_size: expected 65536 to 5368709120 bytes, got 1000");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_part_size: 16MB\n%s", base, creds);
+    expect_error(text, "node.yml:9: backup.repository.s3_part_size");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_secret: SK\n", base);
+    expect_error(text, "node.yml:6: backup.repository.s3_key: required for an s3 repository (or set PGVIGIL_S3_KEY");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_key: AK\n", base);
+    expect_error(text, "node.yml:6: backup.repository.s3_secret: required for an s3 repository (or set PGVIGIL_S3_SECRET");
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: bkt\n    s3_key: AK\n    s3_secret: \"\"\n", base);
+    expect_error(text, "node.yml:10: backup.repository.s3_secret");
+    str_fmt(text, sizeof(text), "%s    path: /r\n    s3_endpoint: http://h\n    s3_bucket: bkt\n%s", base, creds);
+    expect_error(text, "node.yml:7: backup.repository.path: only for type posix");
+    /* the secret is never in a message */
+    str_fmt(text, sizeof(text), "%s    s3_endpoint: http://h\n    s3_bucket: BAD\n    s3_key: AK\n    s3_secret: TOPSECRET\n", base);
+    c = load_text(text, false, &err);
+    assert_null(c);
+    assert_null(strstr(err.msg, "TOPSECRET"));
 }
 
 int main(void)
@@ -998,6 +1099,7 @@ int main(void)
         cmocka_unit_test(test_proxy_config),
         cmocka_unit_test(test_agent_sections),
         cmocka_unit_test(test_backup_section),
+        cmocka_unit_test(test_backup_s3),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
