@@ -53,10 +53,20 @@ typedef struct RestoreOptions {
     const char *target_xid;     /* recovery_target_xid, or NULL */
     const char *target_name;    /* recovery_target_name (a restore point), or NULL */
     bool exclusive;             /* stop just before the target instead of just after */
+    bool delta;                 /* target_dir may be this cluster's stopped data directory: only
+                                 * what differs from the backup is written, what the backup does
+                                 * not have is removed, and pg_wal is emptied */
     const char *wal_fetch_cmd;  /* the restore_command prefix: "/usr/bin/pgvigil wal-fetch -c /etc/n.yml" */
     int workers;
 } RestoreOptions;
 
-bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, Err *err);
+typedef struct RestoreCounts {
+    int written;                /* files written from the repository */
+    int kept;                   /* delta: files already as the backup has them */
+    int removed;                /* delta: files the backup does not have */
+} RestoreCounts;
+
+bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, RestoreCounts *counts,
+                    Err *err);
 
 #endif

@@ -8,8 +8,11 @@
 #include "backup/parallel.h"
 #include "common/fileutil.h"
 #include "common/proc.h"
+#include "pg/pg.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +44,8 @@ static bool parse_utc(const char *s, double *out)
 }
 
 typedef struct RestoreCtx {
+    bool delta;
+    atomic_int written, kept;
     Repo *repo;
     Manifest **chain;        /* the backup restored first, then those it builds on */
     int n_chain;
@@ -135,6 +140,26 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
     return true;
 }
 
+/* Delta: is the local copy already the backup's (same size and SHA-256)? */
+static bool same_as_local(const char *dst, const json_t *e)
+{
+    const char *sha = json_string_value(json_object_get(e, "sha256"));
+    struct stat st;
+    if (!sha || !sha[0] || stat(dst, &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_size != json_integer_value(json_object_get(e, "size")))
+        return false;
+    size_t n = 0;
+    char *local = file_read_all(dst, &n, NULL);
+    if (!local)
+        return false;
+    unsigned char bin[32];
+    char hex[65];
+    sha256_buf(local, n, bin);
+    hex_encode(bin, 32, hex);
+    free(local);
+    return strcmp(hex, sha) == 0;
+}
+
 /* Restore one file of the backup (one item of the parallel loop). */
 static bool restore_file(void *arg, int i, Err *err)
 {
@@ -144,6 +169,15 @@ static bool restore_file(void *arg, int i, Err *err)
     const char *sha = json_string_value(json_object_get(e, "sha256"));
     unsigned char *buf = NULL;
     size_t n = 0;
+    if (c->delta) {
+        char *dst = str_printf("%s/%s", c->target_dir, path);
+        bool same = same_as_local(dst, e);
+        free(dst);
+        if (same) {
+            atomic_fetch_add(&c->kept, 1);
+            return true;
+        }
+    }
     if (!put_together(c, 0, path, &buf, &n, err))
         return false;
     /* the whole file against the manifest, when it knows the whole file's hash */
@@ -161,18 +195,101 @@ static bool restore_file(void *arg, int i, Err *err)
         return false;
     }
     char *dst = str_printf("%s/%s", c->target_dir, path);
-    int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | (c->delta ? O_TRUNC : O_EXCL), 0600);
     bool wrote = fd >= 0 && (n == 0 || write(fd, buf, n) == (ssize_t)n) && fsync(fd) == 0;
     int saved = errno;
     if (fd >= 0)
         close(fd);
     free(buf);
-    if (wrote)
+    if (wrote) {
         proc_chown_run_as(dst, NULL);
-    else
+        atomic_fetch_add(&c->written, 1);
+    } else {
         err_set(err, "cannot write %s: %s", dst, strerror(saved));
+    }
     free(dst);
     return wrote;
+}
+
+/* Delta: the directory must be a stopped data directory of the cluster the backup is of. */
+static bool delta_target_ok(const char *dir, const Manifest *m, Err *err)
+{
+    char *p = str_printf("%s/PG_VERSION", dir);
+    bool pg = file_exists(p);
+    free(p);
+    if (!pg) {
+        err_set(err, "restore --delta: %s is not a PostgreSQL data directory (no PG_VERSION)", dir);
+        return false;
+    }
+    if (pg_postmaster_pid(dir) != 0) {
+        err_set(err, "restore --delta: postgres runs in %s; stop it first", dir);
+        return false;
+    }
+    /* the system identifier is the first field of pg_control */
+    p = str_printf("%s/global/pg_control", dir);
+    size_t n = 0;
+    char *ctl = file_read_all(p, &n, NULL);
+    free(p);
+    uint64_t sysid = 0;
+    if (ctl && n >= 8)
+        memcpy(&sysid, ctl, 8);
+    free(ctl);
+    char mine[32];
+    str_fmt(mine, sizeof(mine), "%llu", (unsigned long long)sysid);
+    if (strcmp(mine, m->info.sysid) != 0) {
+        err_set(err, "restore --delta: %s belongs to another cluster (system identifier %s, the backup's %s)", dir,
+                mine, m->info.sysid);
+        return false;
+    }
+    return true;
+}
+
+/* Delta: remove what the backup does not have (pg_wal is emptied: recovery takes WAL from the
+ * archive, and stale files of another timeline must not be replayed). */
+static bool delta_prune(const char *root, const char *rel, const Manifest *m, const json_t *dirs, int *removed,
+                        Err *err)
+{
+    char *dir = rel[0] ? str_printf("%s/%s", root, rel) : str_dup(root);
+    DIR *d = opendir(dir);
+    if (!d) {
+        err_set(err, "restore --delta: cannot read %s: %s", dir, strerror(errno));
+        free(dir);
+        return false;
+    }
+    bool ok = true;
+    struct dirent *e;
+    while (ok && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *child = rel[0] ? str_printf("%s/%s", rel, e->d_name) : str_dup(e->d_name);
+        char *full = str_printf("%s/%s", root, child);
+        struct stat st;
+        if (lstat(full, &st) == 0 && S_ISDIR(st.st_mode)) {
+            bool known = false;
+            size_t i;
+            json_t *v;
+            json_array_foreach(dirs, i, v) if (strcmp(json_string_value(v), child) == 0) known = true;
+            if (known) {
+                ok = delta_prune(root, child, m, dirs, removed, err);
+            } else if (dir_remove_all(full, err)) {
+                (*removed)++;
+            } else {
+                ok = false;
+            }
+        } else if (!manifest_file(m, child) || strncmp(child, "pg_wal/", 7) == 0) {
+            if (unlink(full) == 0)
+                (*removed)++;
+            else if (errno != ENOENT) {
+                err_set(err, "restore --delta: cannot remove %s: %s", full, strerror(errno));
+                ok = false;
+            }
+        }
+        free(full);
+        free(child);
+    }
+    closedir(d);
+    free(dir);
+    return ok;
 }
 
 static bool append_conf(const char *path, const char *text, Err *err)
@@ -264,11 +381,15 @@ static bool make_dirs(const Manifest *m, const char *target_dir, Err *err)
     return true;
 }
 
-bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, Err *err)
+bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, RestoreCounts *counts,
+                    Err *err)
 {
     (void)cfg;
-    if (!dir_is_empty_or_missing(o->target_dir)) {
-        err_set(err, "restore: %s is not empty (restore into an empty or missing directory)", o->target_dir);
+    memset(counts, 0, sizeof(*counts));
+    bool delta = o->delta && !dir_is_empty_or_missing(o->target_dir);
+    if (!delta && !dir_is_empty_or_missing(o->target_dir)) {
+        err_set(err, "restore: %s is not empty (restore into an empty or missing directory, or use --delta)",
+                o->target_dir);
         return false;
     }
     char label[40];
@@ -279,6 +400,12 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
     if (!manifest_chain(r, label, &chain, &n_chain, err))
         return false;
     *used = chain[0]->info;
+    if (delta && (!delta_target_ok(o->target_dir, chain[0], err) ||
+                  !delta_prune(o->target_dir, "", chain[0], json_object_get(chain[0]->root, "directories"),
+                               &counts->removed, err))) {
+        manifest_chain_free(chain, n_chain);
+        return false;
+    }
     if (!dir_make_all(o->target_dir, 0700, err)) {
         manifest_chain_free(chain, n_chain);
         return false;
@@ -287,9 +414,11 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
     chmod(o->target_dir, 0700);
     bool ok = make_dirs(chain[0], o->target_dir, err);
     if (ok) {
-        RestoreCtx c = {.repo = r, .chain = chain, .n_chain = n_chain, .target_dir = o->target_dir,
+        RestoreCtx c = {.delta = delta, .repo = r, .chain = chain, .n_chain = n_chain, .target_dir = o->target_dir,
                         .files = json_object_get(chain[0]->root, "files")};
         ok = parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        counts->written = atomic_load(&c.written);
+        counts->kept = atomic_load(&c.kept);
         if (!ok)
             err_prefix(err, "restore");
     }

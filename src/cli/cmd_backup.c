@@ -39,12 +39,14 @@ static void restore_usage(FILE *out)
 {
     fputs("usage: pgvigil restore -c node.yml --target-dir DIR [--backup LABEL]\n"
           "                       [--target-time T | --target-lsn L | --target-xid X | --target-name N]\n"
-          "                       [--exclusive] [--workers N]\n\n"
+          "                       [--exclusive] [--delta] [--workers N]\n\n"
           "Write a backup (default: the newest, or the newest before --target-time given in UTC)\n"
           "into DIR, which must be empty or missing, checking every file against the manifest,\n"
           "and set it up to recover WAL from the repository (restore_command = pgvigil wal-fetch)\n"
           "to the end of the archive or to the target, then promote. Start it with pg_ctl.\n"
-          "The restored server does not archive (archive_mode = off): it is a copy, not the cluster.\n",
+          "The restored server does not archive (archive_mode = off): it is a copy, not the cluster.\n"
+          "--delta: DIR may be this cluster's stopped data directory: only the files that differ\n"
+          "from the backup are written, those it does not have are removed, pg_wal is emptied.\n",
           out);
 }
 
@@ -238,6 +240,9 @@ int cmd_restore(int argc, char **argv)
         } else if (strcmp(a, "--exclusive") == 0) {
             o.exclusive = true;
             continue;
+        } else if (strcmp(a, "--delta") == 0) {
+            o.delta = true;
+            continue;
         } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
             dst = &cfg_path;
         } else if (strcmp(a, "--target-dir") == 0) {
@@ -289,10 +294,12 @@ int cmd_restore(int argc, char **argv)
     o.wal_fetch_cmd = cmd;
     Err err = {{0}};
     BackupInfo used;
-    if (backup_restore(cfg, repo, &o, &used, &err)) {
-        printf("restored backup %s (%lld files, %.1f MB) into %s; start it to recover from the repository%s%s\n",
-               used.label, (long long)used.files, (double)used.bytes / 1048576.0, o.target_dir,
-               targets ? " up to the target" : " to the end of the archive", ", then promote");
+    RestoreCounts counts;
+    if (backup_restore(cfg, repo, &o, &used, &counts, &err)) {
+        printf("restored backup %s (%lld files, %.1f MB) into %s: %d written, %d kept, %d removed; start it to "
+               "recover from the repository%s, then promote\n",
+               used.label, (long long)used.files, (double)used.bytes / 1048576.0, o.target_dir, counts.written,
+               counts.kept, counts.removed, targets ? " up to the target" : " to the end of the archive");
     } else {
         cli_error("the target directory may hold an incomplete restore: remove it before trying again", "%s", err.msg);
         rc = EXIT_FAILED;

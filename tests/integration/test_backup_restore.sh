@@ -73,6 +73,38 @@ check by_name "A B C base" 400
 restore_and_count to_end
 check to_end "A B C D base" 500
 
+# delta restore into that (stopped) server's directory, after damage: one data file changed, a
+# file the backup does not have added; only those are touched, and the result holds the same
+relfile=$(find "$T_DIR/to_end/base" -type f -size +8k | head -1)
+printf 'garbage' | dd of="$relfile" bs=1 seek=100 conv=notrunc 2>/dev/null
+echo stray >"$T_DIR/to_end/base/stray_file"
+"$BIN" restore -c "$CFG" --target-dir "$T_DIR/to_end" --delta >"$T_DIR/delta.out" 2>&1 || fail "delta restore: $(cat "$T_DIR/delta.out")"
+written=$(sed -n 's/.*: \([0-9]*\) written, \([0-9]*\) kept, \([0-9]*\) removed.*/\1 \2 \3/p' "$T_DIR/delta.out")
+read -r w k rm_ <<<"$written"
+[ -n "$w" ] && [ "$k" -gt 900 ] && [ "$w" -lt 20 ] && [ "$rm_" -ge 1 ] || fail "delta restore counts (written kept removed): '$written' ($(cat "$T_DIR/delta.out"))"
+[ -e "$T_DIR/to_end/base/stray_file" ] && fail "delta restore left a file the backup does not have"
+log "delta restore: $w written, $k kept, $rm_ removed"
+rm -rf "$T_DIR/to_end.sock"
+RESTORED_BATCHES=""
+restore_delta_start() {
+    local dir="$T_DIR/to_end" port
+    alloc_port port
+    mkdir -p "$T_DIR/delta.sock" && chown postgres: "$T_DIR/delta.sock"
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/delta.sock/postgres.log" -w -t 120 \
+        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/delta.sock" start >/dev/null ||
+        fail "delta-restored server did not start: $(tail -5 "$T_DIR/delta.sock/postgres.log")"
+    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $port -U postgres -d postgres -Atc"
+    wait_until 120 "delta-restored server promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
+    RESTORED_BATCHES=$(bash -c "$rq \"select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b\"")
+    RESTORED_COUNT=$(bash -c "$rq 'select count(*) from ev'")
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+}
+restore_delta_start
+check delta "A B C D base" 500
+# a delta into another cluster's directory is refused
+"$BIN" restore -c "$CFG" --target-dir "$T_DIR/node1/data" --delta >"$T_DIR/delta2.out" 2>&1 && fail "delta restore into the running primary succeeded"
+grep -q "postgres runs in" "$T_DIR/delta2.out" || fail "unexpected error: $(cat "$T_DIR/delta2.out")"
+
 # verify: all intact; then a WAL segment taken away (a gap) and a damaged backup file are named
 for i in 1 2; do
     batch "E$i" $((1000 * i)) $((1000 * i + 50))
