@@ -80,6 +80,14 @@ const server = new S3rver({
   allowMismatchedSignatures: false,
 });
 
+// with PGVIGIL_S3_VERBOSE, one line per request as it came: "request: PUT host:port /path?query"
+if (process.env.PGVIGIL_S3_VERBOSE) {
+  server.middleware.unshift(async (ctx, next) => {
+    console.log(`request: ${ctx.method} ${ctx.host} ${ctx.originalUrl}`);
+    await next();
+  });
+}
+
 server.run().then(({ address, port }) => {
   console.log(`s3_server: listening on ${address}:${port}, data in ${opts.dir}`);
 }, (err) => {
