@@ -9,47 +9,11 @@
  * S3 differs from the other services in one point: the URI path is encoded once, as sent, and
  * never normalized ("a//b" and "." stay). */
 #include "backup/s3_sign.h"
+#include "common/strbuf.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-
-/* a growing string */
-typedef struct Sb {
-    char *s;
-    size_t len, cap;
-} Sb;
-
-static void sb_add(Sb *b, const char *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->s = xrealloc(b->s, cap);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_str(Sb *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_chr(Sb *b, char c)
-{
-    sb_add(b, &c, 1);
-}
-
-static char *sb_take(Sb *b)
-{
-    if (!b->s)
-        return str_dup("");
-    return b->s;
-}
 
 static void hex(const unsigned char *p, size_t n, char *out)
 {
@@ -67,24 +31,24 @@ static bool unreserved(unsigned char c)
            c == '_' || c == '~';
 }
 
-static void sb_encoded(Sb *b, const char *s, bool encode_slash)
+static void sb_encoded(StrBuf *b, const char *s, bool encode_slash)
 {
     static const char digits[] = "0123456789ABCDEF";
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (unreserved(*p) || (*p == '/' && !encode_slash)) {
-            sb_chr(b, (char)*p);
+            strbuf_addc(b, (char)*p);
         } else {
             char e[3] = {'%', digits[*p >> 4], digits[*p & 15]};
-            sb_add(b, e, 3);
+            strbuf_add(b, e, 3);
         }
     }
 }
 
 char *s3_uri_encode(const char *s, bool encode_slash)
 {
-    Sb b = {0};
+    StrBuf b = {0};
     sb_encoded(&b, s ? s : "", encode_slash);
-    return sb_take(&b);
+    return strbuf_take(&b);
 }
 
 char *s3_canonical_uri(const char *path)
@@ -116,18 +80,18 @@ char *s3_canonical_query(const S3Pair *params, int n)
         e[i].value = s3_uri_encode(params[i].value ? params[i].value : "", true);
     }
     qsort(e, (size_t)n, sizeof(*e), cmp_enc_pair);
-    Sb b = {0};
+    StrBuf b = {0};
     for (int i = 0; i < n; i++) {
         if (i)
-            sb_chr(&b, '&');
-        sb_str(&b, e[i].name);
-        sb_chr(&b, '=');
-        sb_str(&b, e[i].value);
+            strbuf_addc(&b, '&');
+        strbuf_adds(&b, e[i].name);
+        strbuf_addc(&b, '=');
+        strbuf_adds(&b, e[i].value);
         free(e[i].name);
         free(e[i].value);
     }
     free(e);
-    return sb_take(&b);
+    return strbuf_take(&b);
 }
 
 void s3_sha256_hex(const void *p, size_t n, char out[S3_SHA256_HEX_LEN + 1])
@@ -193,7 +157,7 @@ static char *lower(const char *s)
 
 static char *trimmed(const char *s)
 {
-    Sb b = {0};
+    StrBuf b = {0};
     bool space = false;
     for (const char *p = s ? s : ""; *p; p++) {
         if (*p == ' ' || *p == '\t') {
@@ -201,11 +165,11 @@ static char *trimmed(const char *s)
             continue;
         }
         if (space)
-            sb_chr(&b, ' ');
+            strbuf_addc(&b, ' ');
         space = false;
-        sb_chr(&b, *p);
+        strbuf_addc(&b, *p);
     }
-    return sb_take(&b);
+    return strbuf_take(&b);
 }
 
 static bool amz_date_ok(const char *d)
@@ -246,21 +210,21 @@ bool s3_sign(const S3SignRequest *rq, S3Signature *out, Err *err)
             h[j - 1] = h[j];
             h[j] = t;
         }
-    Sb headers = {0}, signed_headers = {0};
+    StrBuf headers = {0}, signed_headers = {0};
     for (int i = 0; i < n; i++) {
         if (i > 0 && strcmp(h[i].name, h[i - 1].name) == 0) {
             /* the previous line continues: drop its newline */
             headers.len--;
-            sb_chr(&headers, ',');
+            strbuf_addc(&headers, ',');
         } else {
             if (signed_headers.len)
-                sb_chr(&signed_headers, ';');
-            sb_str(&signed_headers, h[i].name);
-            sb_str(&headers, h[i].name);
-            sb_chr(&headers, ':');
+                strbuf_addc(&signed_headers, ';');
+            strbuf_adds(&signed_headers, h[i].name);
+            strbuf_adds(&headers, h[i].name);
+            strbuf_addc(&headers, ':');
         }
-        sb_str(&headers, h[i].value);
-        sb_chr(&headers, '\n');
+        strbuf_adds(&headers, h[i].value);
+        strbuf_addc(&headers, '\n');
     }
     for (int i = 0; i < n; i++) {
         free(h[i].name);
@@ -270,8 +234,8 @@ bool s3_sign(const S3SignRequest *rq, S3Signature *out, Err *err)
 
     char *uri = s3_canonical_uri(rq->path);
     char *query = s3_canonical_query(rq->params, rq->n_params);
-    char *hdrs = sb_take(&headers);
-    out->signed_headers = sb_take(&signed_headers);
+    char *hdrs = strbuf_take(&headers);
+    out->signed_headers = strbuf_take(&signed_headers);
     out->canonical_request = str_printf("%s\n%s\n%s\n%s\n%s\n%s", rq->method, uri, query, hdrs,
                                         out->signed_headers, rq->payload_hash);
     free(uri);

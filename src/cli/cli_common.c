@@ -4,6 +4,7 @@
 #include "cli/cli_common.h"
 #include "cli/cli.h"
 #include "common/lsn.h"
+#include "common/strbuf.h"
 
 #include <curl/curl.h>
 #include <getopt.h>
@@ -11,62 +12,10 @@
 #include <math.h>
 #include <unistd.h>
 
-/* ------------------------------------------------------------------ small text buffer */
-
-typedef struct Buf {
-    char *s;
-    size_t len, cap;
-} Buf;
-
-static void buf_addn(Buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->s = xrealloc(b->s, cap);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void buf_add(Buf *b, const char *s)
-{
-    buf_addn(b, s, strlen(s));
-}
-
-static void buf_addf(Buf *b, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static void buf_addf(Buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0)
-        return;
-    char *tmp = xmalloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(tmp, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    buf_addn(b, tmp, (size_t)n);
-    free(tmp);
-}
-
-static void buf_repeat(Buf *b, char c, size_t n)
+static void buf_repeat(StrBuf *b, char c, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        buf_addn(b, &c, 1);
-}
-
-/* Never NULL, so callers can always print and free the result. */
-static char *buf_take(Buf *b)
-{
-    char *s = b->s ? b->s : str_dup("");
-    b->s = NULL;
-    b->len = b->cap = 0;
-    return s;
+        strbuf_addc(b, c);
 }
 
 /* ------------------------------------------------------------------ errors and options */
@@ -392,7 +341,7 @@ void cli_close(CliCtx *ctx)
 
 static size_t http_sink(char *data, size_t size, size_t nmemb, void *userp)
 {
-    buf_addn(userp, data, size * nmemb);
+    strbuf_add(userp, data, size * nmemb);
     return size * nmemb;
 }
 
@@ -411,7 +360,7 @@ bool cli_http(const char *method, const char *url, const char *body, const char 
         err_set(err, "%s %s: libcurl initialisation failed", method, url);
         return false;
     }
-    Buf out = {0};
+    StrBuf out = {0};
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
     char *userpwd = NULL;
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -445,7 +394,7 @@ bool cli_http(const char *method, const char *url, const char *body, const char 
     }
     curl_global_cleanup();
     if (ok)
-        *resp = buf_take(&out);
+        *resp = strbuf_take(&out);
     else
         free(out.s);
     return ok;
@@ -573,7 +522,7 @@ int64_t cli_member_lag(const Cluster *c, const Member *m, char *buf, size_t sz)
 
 void cli_member_tags(const Tags *t, char *buf, size_t sz)
 {
-    Buf b = {0};
+    StrBuf b = {0};
     const char *sep = "";
     struct {
         bool on;
@@ -586,13 +535,13 @@ void cli_member_tags(const Tags *t, char *buf, size_t sz)
     };
     for (size_t i = 0; i < ARRAY_LEN(flags); i++) {
         if (flags[i].on) {
-            buf_addf(&b, "%s%s: true", sep, flags[i].name);
+            strbuf_addf(&b, "%s%s: true", sep, flags[i].name);
             sep = ", ";
         }
     }
     if (t->failover_priority != 1)
-        buf_addf(&b, "%sfailover_priority: %d", sep, t->failover_priority);
-    char *s = buf_take(&b);
+        strbuf_addf(&b, "%sfailover_priority: %d", sep, t->failover_priority);
+    char *s = strbuf_take(&b);
     str_copy(buf, sz, s);
     free(s);
 }
@@ -610,59 +559,59 @@ char *cli_table(const char *title, const char *const *headers, const bool *right
                 w[j] = l;
         }
     }
-    Buf border = {0};
-    buf_add(&border, "+");
+    StrBuf border = {0};
+    strbuf_adds(&border, "+");
     for (int j = 0; j < ncols; j++) {
         buf_repeat(&border, '-', w[j] + 2);
-        buf_add(&border, "+");
+        strbuf_adds(&border, "+");
     }
-    char *line = buf_take(&border);
+    char *line = strbuf_take(&border);
 
-    Buf b = {0};
+    StrBuf b = {0};
     if (title) {
         char *t = str_printf("+ %s ", title);
         size_t tl = strlen(t), ll = strlen(line);
         if (tl + 1 < ll) {
-            buf_add(&b, t);
-            buf_add(&b, line + tl);
+            strbuf_adds(&b, t);
+            strbuf_adds(&b, line + tl);
         } else {
-            buf_add(&b, t);
-            buf_add(&b, "+");
+            strbuf_adds(&b, t);
+            strbuf_adds(&b, "+");
         }
-        buf_add(&b, "\n");
+        strbuf_adds(&b, "\n");
         free(t);
     } else {
-        buf_add(&b, line);
-        buf_add(&b, "\n");
+        strbuf_adds(&b, line);
+        strbuf_adds(&b, "\n");
     }
     for (int i = -1; i < nrows; i++) {
-        buf_add(&b, "|");
+        strbuf_adds(&b, "|");
         for (int j = 0; j < ncols; j++) {
             const char *cell = i < 0 ? headers[j] : cells[i * ncols + j];
             if (!cell)
                 cell = "";
             size_t pad = w[j] - strlen(cell);
-            buf_add(&b, " ");
+            strbuf_adds(&b, " ");
             if (right && right[j] && i >= 0)
                 buf_repeat(&b, ' ', pad);
-            buf_add(&b, cell);
+            strbuf_adds(&b, cell);
             if (!(right && right[j] && i >= 0))
                 buf_repeat(&b, ' ', pad);
-            buf_add(&b, " |");
+            strbuf_adds(&b, " |");
         }
-        buf_add(&b, "\n");
+        strbuf_adds(&b, "\n");
         if (i < 0) {
-            buf_add(&b, line);
-            buf_add(&b, "\n");
+            strbuf_adds(&b, line);
+            strbuf_adds(&b, "\n");
         }
     }
     if (nrows > 0) {
-        buf_add(&b, line);
-        buf_add(&b, "\n");
+        strbuf_adds(&b, line);
+        strbuf_adds(&b, "\n");
     }
     free(line);
     free(w);
-    return buf_take(&b);
+    return strbuf_take(&b);
 }
 
 static int member_ptr_cmp(const void *a, const void *b)
@@ -712,17 +661,17 @@ char *cli_format_members(const Cluster *c, const char *scope)
     char *title = c->sysid[0] ? str_printf("Cluster: %s (%s)", scope, c->sysid)
                               : str_printf("Cluster: %s", scope);
     char *table = cli_table(title, headers, right, MCOL_N, (const char *const *)cells, n);
-    Buf b = {0};
-    buf_add(&b, table);
+    StrBuf b = {0};
+    strbuf_adds(&b, table);
     if (c->config.pause)
-        buf_add(&b, " Maintenance mode: on\n");
+        strbuf_adds(&b, " Maintenance mode: on\n");
     if (c->failover.present) {
         if (c->failover.leader[0] && c->failover.candidate[0])
-            buf_addf(&b, " Switchover pending: %s -> %s\n", c->failover.leader, c->failover.candidate);
+            strbuf_addf(&b, " Switchover pending: %s -> %s\n", c->failover.leader, c->failover.candidate);
         else if (c->failover.leader[0])
-            buf_addf(&b, " Switchover pending: from %s\n", c->failover.leader);
+            strbuf_addf(&b, " Switchover pending: from %s\n", c->failover.leader);
         else
-            buf_addf(&b, " Failover pending: to %s\n", c->failover.candidate);
+            strbuf_addf(&b, " Failover pending: to %s\n", c->failover.candidate);
     }
     free(table);
     free(title);
@@ -730,7 +679,7 @@ char *cli_format_members(const Cluster *c, const char *scope)
         free(cells[i]);
     free(cells);
     free(ms);
-    return buf_take(&b);
+    return strbuf_take(&b);
 }
 
 char *cli_members_json(const Cluster *c, const char *scope)
@@ -917,7 +866,7 @@ char *cli_config_diff(const char *old_json, const char *new_json, const char *fa
             keys[nk++] = k;
     }
     qsort(keys, nk, sizeof(char *), str_ptr_cmp);
-    Buf b = {0};
+    StrBuf b = {0};
     for (size_t i = 0; i < nk; i++) {
         const json_t *a = json_object_get(fo, keys[i]), *z = json_object_get(fn, keys[i]);
         const char *as = a ? json_string_value(a) : NULL, *zs = z ? json_string_value(z) : NULL;
@@ -927,13 +876,13 @@ char *cli_config_diff(const char *old_json, const char *new_json, const char *fa
             const json_t *d = json_object_get(fb, keys[i]);
             as = d ? json_string_value(d) : "(unset)";
         }
-        buf_addf(&b, "%s: %s -> %s\n", keys[i], as, zs ? zs : "(removed)");
+        strbuf_addf(&b, "%s: %s -> %s\n", keys[i], as, zs ? zs : "(removed)");
     }
     free(keys);
     json_decref(fo);
     json_decref(fn);
     json_decref(fb);
-    return buf_take(&b);
+    return strbuf_take(&b);
 }
 
 int cli_parse_daemon_opts(int argc, char **argv, void (*usage)(FILE *out), const char *what, const char **path,

@@ -8,6 +8,7 @@
  * workers): each request takes a curl handle from a small pool, which keeps its connections. */
 #include "backup/repo.h"
 #include "backup/s3_sign.h"
+#include "common/strbuf.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -56,8 +57,7 @@ typedef struct Request {
 
 typedef struct Response {
     long status;
-    char *body;                /* always NUL-terminated when not NULL */
-    size_t len, cap;
+    StrBuf body;               /* always NUL-terminated once something came */
     char *etag;
     CURLcode cc;
     char curl_err[CURL_ERROR_SIZE];
@@ -103,18 +103,9 @@ static void handle_give(S3Repo *r, CURL *h)
 
 static bool resp_add(Response *rs, const char *p, size_t n)
 {
-    if (n > SIZE_MAX / 2 - rs->len)
+    if (n > SIZE_MAX / 2 - rs->body.len)
         return false;
-    if (rs->len + n + 1 > rs->cap) {
-        size_t cap = rs->cap ? rs->cap : 4096;
-        while (cap < rs->len + n + 1)
-            cap *= 2;
-        rs->body = xrealloc(rs->body, cap);
-        rs->cap = cap;
-    }
-    memcpy(rs->body + rs->len, p, n);
-    rs->len += n;
-    rs->body[rs->len] = '\0';
+    strbuf_add(&rs->body, p, n);
     return true;
 }
 
@@ -145,14 +136,14 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
 
 static void resp_free(Response *rs)
 {
-    free(rs->body);
+    strbuf_free(&rs->body);
     free(rs->etag);
     memset(rs, 0, sizeof(*rs));
 }
 
 /* ---- the little XML S3 answers with ---- */
 
-static void utf8_add(Response *out, unsigned long cp)
+static void utf8_add(StrBuf *out, unsigned long cp)
 {
     char u[4];
     size_t n;
@@ -175,14 +166,13 @@ static void utf8_add(Response *out, unsigned long cp)
         u[3] = (char)(0x80 | (cp & 0x3F));
         n = 4;
     }
-    resp_add(out, u, n);
+    strbuf_add(out, u, n);
 }
 
 /* The text of an element, its entities decoded (caller frees). */
 static char *xml_unescape(const char *p, size_t n)
 {
-    Response out = {0};
-    resp_add(&out, "", 0);
+    StrBuf out = {0};
     static const struct { const char *ent; char c; } named[] = {
         {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''},
     };
@@ -192,7 +182,7 @@ static char *xml_unescape(const char *p, size_t n)
             for (size_t k = 0; k < ARRAY_LEN(named) && !done; k++) {
                 size_t l = strlen(named[k].ent);
                 if (i + l <= n && memcmp(p + i, named[k].ent, l) == 0) {
-                    resp_add(&out, &named[k].c, 1);
+                    strbuf_addc(&out, named[k].c);
                     i += l;
                     done = true;
                 }
@@ -218,9 +208,9 @@ static char *xml_unescape(const char *p, size_t n)
             }
         }
         if (!done)
-            resp_add(&out, p + i++, 1);
+            strbuf_addc(&out, p[i++]);
     }
-    return out.body;
+    return strbuf_take(&out);
 }
 
 /* The next <tag>text</tag> at or after *pos in xml; NULL when there is none. */
@@ -249,14 +239,14 @@ static char *xml_get(const char *xml, const char *tag)
     return xml_next(xml, tag, NULL);
 }
 
-static void xml_escape_add(Response *out, const char *s)
+static void xml_escape_add(StrBuf *out, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
-        case '&': resp_add(out, "&amp;", 5); break;
-        case '<': resp_add(out, "&lt;", 4); break;
-        case '>': resp_add(out, "&gt;", 4); break;
-        default: resp_add(out, s, 1); break;
+        case '&': strbuf_adds(out, "&amp;"); break;
+        case '<': strbuf_adds(out, "&lt;"); break;
+        case '>': strbuf_adds(out, "&gt;"); break;
+        default: strbuf_addc(out, *s); break;
         }
     }
 }
@@ -400,8 +390,8 @@ static void fail(S3Repo *r, Err *err, const char *method, const char *what, cons
         err_set(err, "%s: %s %s: %s", desc, method, what, rs->curl_err[0] ? rs->curl_err : curl_easy_strerror(rs->cc));
         return;
     }
-    char *code = xml_get(rs->body, "Code");
-    char *msg = xml_get(rs->body, "Message");
+    char *code = xml_get(rs->body.s, "Code");
+    char *msg = xml_get(rs->body.s, "Message");
     if (code && msg)
         err_set(err, "%s: %s %s: %ld %s: %s", desc, method, what, rs->status, code, msg);
     else if (code)
@@ -469,7 +459,7 @@ static bool upload_start(RepoWriter *w, Err *err)
     char *what = str_printf("%s (CreateMultipartUpload)", w->key);
     bool ok = request(r, &rq, what, &rs, err);
     if (ok) {
-        w->upload_id = xml_get(rs.body, "UploadId");
+        w->upload_id = xml_get(rs.body.s, "UploadId");
         if (str_empty(w->upload_id)) {
             FREE_AND_NULL(w->upload_id);
             err_set(err, "%s: POST %s: no UploadId in the answer", r->base.desc, what);
@@ -522,32 +512,32 @@ static void upload_abort(RepoWriter *w)
 static bool upload_complete(RepoWriter *w, Err *err)
 {
     S3Repo *r = w->repo;
-    Response body = {0};
-    resp_add(&body, "<CompleteMultipartUpload>", 25);
+    StrBuf body = {0};
+    strbuf_adds(&body, "<CompleteMultipartUpload>");
     for (int i = 0; i < w->n_parts; i++) {
         char num[16];
         str_fmt(num, sizeof(num), "%d", i + 1);
-        resp_add(&body, "<Part><PartNumber>", 18);
-        resp_add(&body, num, strlen(num));
-        resp_add(&body, "</PartNumber><ETag>", 19);
+        strbuf_adds(&body, "<Part><PartNumber>");
+        strbuf_adds(&body, num);
+        strbuf_adds(&body, "</PartNumber><ETag>");
         xml_escape_add(&body, w->etags[i]);
-        resp_add(&body, "</ETag></Part>", 14);
+        strbuf_adds(&body, "</ETag></Part>");
     }
-    resp_add(&body, "</CompleteMultipartUpload>", 26);
+    strbuf_adds(&body, "</CompleteMultipartUpload>");
     const S3Pair q[] = {{"uploadId", w->upload_id}};
-    Request rq = {.method = "POST", .key = w->key, .params = q, .n_params = 1, .body = body.body,
+    Request rq = {.method = "POST", .key = w->key, .params = q, .n_params = 1, .body = body.s,
                   .body_len = body.len, .content_type = "application/xml"};
     Response rs = {0};
     char *what = str_printf("%s (CompleteMultipartUpload of %d parts)", w->key, w->n_parts);
     bool ok = request(r, &rq, what, &rs, err);
     /* S3 may answer 200 and then an error in the body */
-    if (ok && rs.body && strstr(rs.body, "<Error>")) {
+    if (ok && rs.body.s && strstr(rs.body.s, "<Error>")) {
         fail(r, err, "POST", what, &rs);
         ok = false;
     }
     free(what);
     resp_free(&rs);
-    resp_free(&body);
+    strbuf_free(&body);
     return ok;
 }
 
@@ -624,13 +614,13 @@ static bool s3_read_all(Repo *base, const char *key, void **buf, size_t *n, bool
     if (!perform(r, &rq, &rs, err))
         return false;
     if (ok_status(&rs)) {
-        *n = rs.len;
-        *buf = rs.body ? rs.body : xcalloc(1, 1);
-        rs.body = NULL;
+        *n = rs.body.len;
+        *buf = rs.body.s ? rs.body.s : xcalloc(1, 1);
+        rs.body.s = NULL;
         resp_free(&rs);
         return true;
     }
-    char *code = rs.cc == CURLE_OK ? xml_get(rs.body, "Code") : NULL;
+    char *code = rs.cc == CURLE_OK ? xml_get(rs.body.s, "Code") : NULL;
     if (rs.cc == CURLE_OK && rs.status == 404 && !(code && strcmp(code, "NoSuchBucket") == 0)) {
         *missing = true;
         err_set(err, "%s: %s is missing", base->desc, key);
@@ -690,18 +680,18 @@ static bool s3_list(Repo *base, const char *prefix, RepoKeys *out, Err *err)
         }
         const char *pos = NULL;
         char *k;
-        while ((k = xml_next(rs.body, "Key", &pos)) != NULL) {
+        while ((k = xml_next(rs.body.s, "Key", &pos)) != NULL) {
             if (out->n == cap) {
                 cap = cap ? cap * 2 : 256;
                 out->keys = xrealloc(out->keys, (size_t)cap * sizeof(char *));
             }
             out->keys[out->n++] = k;
         }
-        char *truncated = xml_get(rs.body, "IsTruncated");
+        char *truncated = xml_get(rs.body.s, "IsTruncated");
         bool more = truncated && strcmp(truncated, "true") == 0;
         free(truncated);
         if (more) {
-            token = xml_get(rs.body, "NextContinuationToken");
+            token = xml_get(rs.body.s, "NextContinuationToken");
             if (str_empty(token)) {
                 err_set(err, "%s: GET %s: a truncated answer without NextContinuationToken", base->desc, what);
                 ok = false;
@@ -771,7 +761,7 @@ static bool s3_exists(Repo *base, const char *key, bool *exists, Err *err)
         Response gs = {0};
         if (perform(r, &get, &gs, NULL) && ok_status(&gs)) {
             *exists = true;
-        } else if (gs.cc == CURLE_OK && gs.status != 0 && gs.body && strstr(gs.body, "<Code>")) {
+        } else if (gs.cc == CURLE_OK && gs.status != 0 && gs.body.s && strstr(gs.body.s, "<Code>")) {
             fail(r, err, "HEAD", key, &gs);
             ok = false;
         } else {
