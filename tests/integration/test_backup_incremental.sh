@@ -6,9 +6,9 @@
 # an LSN between the two change sets) and of the differential (to the end of the archive) hold
 # exactly the data the primary had then, and verify passes for the whole chain.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_backup.sh"
 
 [ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-PGBIN=/usr/lib/postgresql/15/bin
 REPO="$T_DIR/repo"
 NODE_EXTRA="backup:
   repository:
@@ -56,20 +56,11 @@ wait_until 60 "WAL up to $seg archived" archived
 "$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 || fail "verify: $(cat "$T_DIR/verify.out")"
 grep -q "3 backup(s), 3 restorable" "$T_DIR/verify.out" || fail "verify: $(cat "$T_DIR/verify.out")"
 
-restore_state() {   # NAME RESTORE-ARGS...: restore, start, wait for promotion, print state
+restore_state() {   # NAME RESTORE-ARGS...: restore, start, keep its state in RESTORED
     local name="$1"; shift
-    local dir="$T_DIR/$name" port
-    alloc_port port
-    "$BIN" restore -c "$CFG" --target-dir "$dir" "$@" >"$T_DIR/$name.restore.out" 2>&1 ||
-        fail "restore $name: $(cat "$T_DIR/$name.restore.out")"
-    mkdir -p "$T_DIR/$name.sock" && chown postgres: "$T_DIR/$name.sock"
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/$name.sock/postgres.log" -w -t 120 \
-        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/$name.sock" start >/dev/null ||
-        fail "restored server $name did not start: $(tail -5 "$T_DIR/$name.sock/postgres.log")"
-    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $port -U postgres -d postgres -Atc"
-    wait_until 120 "restored server $name promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
-    RESTORED=$(bash -c "$rq \"select count(*) || ' ' || sum(abalance) || ' ' || sum(bid) from pgbench_accounts\"")
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+    restore_to "$name" "$CFG" "$@"
+    RESTORED=$(restored_q "select count(*) || ' ' || sum(abalance) || ' ' || sum(bid) from pgbench_accounts")
+    restored_stop "$T_DIR/$name"
 }
 restore_state from_incr --backup "$incr" --target-lsn "$lsn1"
 [ "$RESTORED" = "$state1" ] || fail "restore of $incr to $lsn1: '$RESTORED', the primary had '$state1'"

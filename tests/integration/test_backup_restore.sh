@@ -6,9 +6,9 @@
 # holds exactly the batches committed before its target; a restore to the end of the archive
 # holds them all. A restore into a non-empty directory is refused and touches nothing.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_backup.sh"
 
 [ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-PGBIN=/usr/lib/postgresql/15/bin
 REPO="$T_DIR/repo"
 NODE_EXTRA="backup:
   repository:
@@ -40,23 +40,16 @@ psql_n 1 -c "select pg_switch_wal()" >/dev/null
 archived() { [ "$(psql_n 1 -c "select coalesce(last_archived_wal >= '$seg', false) from pg_stat_archiver")" = t ]; }
 wait_until 60 "WAL up to $seg archived" archived
 
-# restore_and_count NAME RESTORE-ARGS...: restore into $T_DIR/NAME, start it on its own port,
-# wait until it is promoted, and print the batches it holds ("base A B")
+# restore_and_count NAME RESTORE-ARGS...: restore, start, and keep the batches it holds
+batches() {
+    RESTORED_BATCHES=$(restored_q "select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b")
+    RESTORED_COUNT=$(restored_q 'select count(*) from ev')
+}
 restore_and_count() {
     local name="$1"; shift
-    local dir="$T_DIR/$name" port
-    alloc_port port
-    "$BIN" restore -c "$CFG" --target-dir "$dir" "$@" >"$T_DIR/$name.restore.out" 2>&1 ||
-        fail "restore $name: $(cat "$T_DIR/$name.restore.out")"
-    mkdir -p "$T_DIR/$name.sock" && chown postgres: "$T_DIR/$name.sock"
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/$name.sock/postgres.log" -w -t 120 \
-        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/$name.sock" start >/dev/null ||
-        fail "restored server $name did not start: $(tail -5 "$T_DIR/$name.sock/postgres.log")"
-    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $port -U postgres -d postgres -Atc"
-    wait_until 120 "restored server $name promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
-    RESTORED_BATCHES=$(bash -c "$rq \"select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b\"")
-    RESTORED_COUNT=$(bash -c "$rq 'select count(*) from ev'")
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+    restore_to "$name" "$CFG" "$@"
+    batches
+    restored_stop "$T_DIR/$name"
 }
 check() {   # NAME WANT-BATCHES WANT-COUNT
     [ "$RESTORED_BATCHES" = "$2" ] && [ "$RESTORED_COUNT" = "$3" ] ||
@@ -84,22 +77,9 @@ read -r w k rm_ <<<"$written"
 [ -n "$w" ] && [ "$k" -gt 900 ] && [ "$w" -lt 20 ] && [ "$rm_" -ge 1 ] || fail "delta restore counts (written kept removed): '$written' ($(cat "$T_DIR/delta.out"))"
 [ -e "$T_DIR/to_end/base/stray_file" ] && fail "delta restore left a file the backup does not have"
 log "delta restore: $w written, $k kept, $rm_ removed"
-rm -rf "$T_DIR/to_end.sock"
-RESTORED_BATCHES=""
-restore_delta_start() {
-    local dir="$T_DIR/to_end" port
-    alloc_port port
-    mkdir -p "$T_DIR/delta.sock" && chown postgres: "$T_DIR/delta.sock"
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/delta.sock/postgres.log" -w -t 120 \
-        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/delta.sock" start >/dev/null ||
-        fail "delta-restored server did not start: $(tail -5 "$T_DIR/delta.sock/postgres.log")"
-    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $port -U postgres -d postgres -Atc"
-    wait_until 120 "delta-restored server promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
-    RESTORED_BATCHES=$(bash -c "$rq \"select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b\"")
-    RESTORED_COUNT=$(bash -c "$rq 'select count(*) from ev'")
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
-}
-restore_delta_start
+restored_start delta "$T_DIR/to_end"
+batches
+restored_stop "$T_DIR/to_end"
 check delta "A B C D base" 500
 # a delta into another cluster's directory is refused
 "$BIN" restore -c "$CFG" --target-dir "$T_DIR/node1/data" --delta >"$T_DIR/delta2.out" 2>&1 && fail "delta restore into the running primary succeeded"

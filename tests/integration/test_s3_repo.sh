@@ -14,12 +14,12 @@
 #      archiving fail loudly while PostgreSQL keeps the WAL, and resume once it is back;
 #   6. the server stopped mid-way, then started again: archiving resumes by itself.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_backup.sh"
 
 [ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
 S3RVER_DIR="${PGVIGIL_S3RVER_DIR:-/opt/pgvigil-s3rver}"
 [ -d "$S3RVER_DIR/node_modules/@20minutes/s3rver" ] || fail "s3rver is not installed in $S3RVER_DIR (run scripts/setup.sh)"
 command -v node >/dev/null || fail "node is not installed (run scripts/setup.sh)"
-PGBIN=/usr/lib/postgresql/15/bin
 BUCKET=pgvigil-it
 S3_KEY=it-s3-key
 S3_SECRET=it-s3-secret-K7MDENG
@@ -136,21 +136,11 @@ pages=$(grep -ac '^request: GET .*[?&]continuation-token=' "$T_DIR/s3.log")
 [ "$pages" -ge 5 ] || fail "listings used $pages continuation pages: want ListObjectsV2 continued (max-keys $PGVIGIL_TEST_S3_MAX_KEYS)"
 log "verify: $(tail -1 "$T_DIR/verify.out") ($pages listing pages after a continuation token)"
 
-RESTORE_PORT=""
 restore_and_count() {   # NAME CONFIG: restore into $T_DIR/NAME, start it, wait until promoted, count
-    local name="$1" cfg="$2" dir="$T_DIR/$1"
-    alloc_port RESTORE_PORT
-    "$BIN" restore -c "$cfg" --target-dir "$dir" >"$T_DIR/$name.restore.out" 2>&1 ||
-        fail "restore $name: $(cat "$T_DIR/$name.restore.out")"
-    mkdir -p "$T_DIR/$name.sock" && chown postgres: "$T_DIR/$name.sock"
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -l "$T_DIR/$name.sock/postgres.log" -w -t 120 \
-        -o "-p $RESTORE_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T_DIR/$name.sock" start >/dev/null ||
-        fail "restored server $name did not start: $(tail -5 "$T_DIR/$name.sock/postgres.log")"
-    local rq="PGPASSWORD=it-super psql -X -h 127.0.0.1 -p $RESTORE_PORT -U postgres -d postgres -Atc"
-    wait_until 120 "restored server $name promoted" bash -c "[ \"\$($rq 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
-    RESTORED_BATCHES=$(bash -c "$rq \"select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b\"")
-    RESTORED_COUNT=$(bash -c "$rq 'select count(*) from ev'")
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+    restore_to "$1" "$2"
+    RESTORED_BATCHES=$(restored_q "select string_agg(batch, ' ' order by batch) from (select distinct batch from ev) b")
+    RESTORED_COUNT=$(restored_q 'select count(*) from ev')
+    restored_stop "$T_DIR/$1"
 }
 restore_and_count to_end "$CFG"
 [ "$RESTORED_BATCHES" = "A B base" ] && [ "$RESTORED_COUNT" = 20200 ] ||
