@@ -42,7 +42,7 @@ void		_PG_init(void);
 void		_PG_archive_module_init(ArchiveModuleCallbacks *cb);
 
 static char *archive_socket = NULL;	/* pgvigil_archive.socket */
-static int	archive_timeout = 600;	/* pgvigil_archive.timeout, seconds */
+static int	archive_timeout = 120;	/* pgvigil_archive.timeout, seconds */
 
 static pgsocket agent_sock = PGINVALID_SOCKET;
 
@@ -98,7 +98,7 @@ agent_send(const char *buf, size_t len)
 			continue;
 		if (n <= 0)
 		{
-			ereport(WARNING, (errmsg("pgvigil_archive: lost the connection to the agent: %m")));
+			ereport(WARNING, (errmsg("pgvigil_archive: lost the connection to the agent at \"%s\": %m", archive_socket)));
 			agent_disconnect();
 			return false;
 		}
@@ -144,8 +144,10 @@ agent_reply(char *buf, size_t size)
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 		{
-			ereport(WARNING, (errmsg("pgvigil_archive: lost the connection to the agent%s",
-									 n == 0 ? "" : ": receive failed")));
+			if (n == 0)
+				ereport(WARNING, (errmsg("pgvigil_archive: the agent at \"%s\" closed the connection", archive_socket)));
+			else
+				ereport(WARNING, (errmsg("pgvigil_archive: receiving from the agent at \"%s\": %m", archive_socket)));
 			agent_disconnect();
 			return false;
 		}
@@ -227,7 +229,7 @@ _PG_init(void)
 							"Seconds to wait for the agent to store one WAL file.",
 							NULL,
 							&archive_timeout,
-							600, 1, 86400,
+							120, 1, 86400,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

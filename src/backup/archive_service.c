@@ -2,6 +2,7 @@
  * WAL files into the repository, and a table of jobs between them (one per file name). */
 #include "backup/archive_service.h"
 #include "backup/wal_archive.h"
+#include "common/fileutil.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
@@ -19,7 +20,8 @@
 #define MAX_JOBS 256
 #define MAX_CLIENTS 8
 #define REQUEST_MAX 4200
-#define WAIT_LIMIT_MS (10 * 60 * 1000)   /* the module waits as long (pgvigil_archive.timeout) */
+/* below the module's pgvigil_archive.timeout (120 s), so the module hears why */
+#define WAIT_LIMIT_MS (90 * 1000)
 #define ERROR_LOG_EVERY_MS 60000
 
 typedef enum { J_FREE, J_QUEUED, J_RUNNING, J_DONE, J_FAILED } JobState;
@@ -109,11 +111,29 @@ static Job *job_next(ArchiveService *s)
     return best;
 }
 
+/* Finished jobs nobody asked for whose file PostgreSQL no longer waits to archive (archived
+ * meanwhile through another way, or removed after a demotion): forget them (under mu). */
+static void forget_stale_jobs(ArchiveService *s, const char *status_dir)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        Job *j = &s->jobs[i];
+        if ((j->st != J_DONE && j->st != J_FAILED) || j->urgent)
+            continue;
+        char ready[PATH_MAX + 128];
+        str_fmt(ready, sizeof(ready), "%s/%s.ready", status_dir, j->name);
+        if (!file_exists(ready))
+            j->st = J_FREE;
+    }
+}
+
 /* Queue the files PostgreSQL has marked ready, ahead of its requests. */
 static void queue_ready_files(ArchiveService *s)
 {
     char dir[PATH_MAX + 32];
     str_fmt(dir, sizeof(dir), "%s/archive_status", s->wal_dir);
+    pthread_mutex_lock(&s->mu);
+    forget_stale_jobs(s, dir);
+    pthread_mutex_unlock(&s->mu);
     DIR *d = opendir(dir);
     if (!d)
         return;
@@ -220,11 +240,14 @@ static bool path_ok(const ArchiveService *s, const char *name, const char *path)
 
 static void handle_request(ArchiveService *s, const char *line, char *reply, size_t sz)
 {
-    char name[64], path[REQUEST_MAX];
-    if (sscanf(line, "ARCHIVE %63s %4095s", name, path) != 2) {
+    /* "ARCHIVE <name> <path to the end of the line>" (a data directory may hold spaces) */
+    char name[64];
+    int used = 0;
+    if (sscanf(line, "ARCHIVE %63s %n", name, &used) != 1 || used == 0 || !line[used]) {
         str_fmt(reply, sz, "ERR malformed request");
         return;
     }
+    const char *path = line + used;
     if (wal_file_kind(name) == WALFILE_NONE) {
         str_fmt(reply, sz, "ERR \"%s\" is not a WAL file name", name);
         return;
@@ -392,8 +415,12 @@ static int bind_socket(const char *path, Err *err)
         return -1;
     }
     unlink(path); /* left by an agent that was killed */
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || chmod(path, 0600) != 0 ||
-        !proc_chown_run_as(path, err) || listen(fd, MAX_CLIENTS) != 0) {
+    /* created 0600 (the socket directory is the server user's: no chmod by path afterwards),
+     * then given to that user without following a link planted at the path */
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old);
+    if (rc != 0 || !proc_lchown_run_as(path, err) || listen(fd, MAX_CLIENTS) != 0) {
         if (!err || !err->msg[0])
             err_set(err, "archive: cannot listen on %s: %s", path, strerror(errno));
         else

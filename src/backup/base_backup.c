@@ -92,6 +92,10 @@ static bool walk(const char *root, const char *rel, FileList *l, Err *err)
             continue; /* removed meanwhile */
         }
         free(full);
+        if (S_ISLNK(st.st_mode) && strcmp(child, "pg_wal") == 0) {
+            /* WAL on another volume: restored as a directory, its contents left out as always */
+            st.st_mode = S_IFDIR;
+        }
         if (S_ISLNK(st.st_mode) && strncmp(child, "pg_tblspc/", 10) == 0) {
             err_set(err, "tablespaces are not supported by pgvigil backups yet (%s)", child);
             free(child);
@@ -174,7 +178,7 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
         f->sha256[0] = '\0';
         return false;
     }
-    if ((size_t)nc * 2 > nblocks) {
+    if (nblocks > 0 && (size_t)nc * 2 > nblocks) {
         free(changed);
         f->mode = "whole";
         return true;
@@ -212,9 +216,9 @@ static bool copy_file(void *arg, int i, Err *err)
         free(raw);
         return true; /* unchanged: a reference, nothing to store */
     }
-    /* block mode: the changed blocks only, one after the other */
-    if (f->n_blocks > 0) {
-        char *blk = xcalloc((size_t)f->n_blocks, PAGE_SIZE_BYTES);
+    /* block mode: the changed blocks only, one after the other (none: the file only shrank) */
+    if (strcmp(f->mode, "blocks") == 0) {
+        char *blk = xcalloc((size_t)f->n_blocks + 1, PAGE_SIZE_BYTES);
         for (int b = 0; b < f->n_blocks; b++) {
             size_t off = (size_t)f->blocks[b] * PAGE_SIZE_BYTES;
             size_t len = n - off < PAGE_SIZE_BYTES ? n - off : PAGE_SIZE_BYTES;
@@ -282,7 +286,7 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
                               f->sha256, "stored", (json_int_t)f->stored);
         if (f->mode && strcmp(f->mode, "whole") != 0)
             json_object_set_new(e, "mode", json_string(f->mode));
-        if (f->n_blocks > 0) {
+        if (f->mode && strcmp(f->mode, "blocks") == 0) {
             json_t *bl = json_array();
             for (int k = 0; k < f->n_blocks; k++)
                 json_array_append_new(bl, json_integer(f->blocks[k]));
@@ -308,6 +312,32 @@ static char *query_one(PgNode *pg, const char *sql, int timeout_ms, Err *err)
         err_set(err, "no value from: %s", sql);
     PQclear(r);
     return v;
+}
+
+/* Wait (10 minutes at most) until every WAL segment from the backup's start to its stop is in
+ * the repository. */
+static bool wait_for_wal(Repo *r, const BackupInfo *b, Err *err)
+{
+    const uint64_t seg_size = 16ULL * 1024 * 1024, per_id = 0x100000000ULL / seg_size;
+    int64_t until = mono_ms() + 600000;
+    for (uint64_t seg = b->start_lsn / seg_size; seg <= b->stop_lsn / seg_size; seg++) {
+        char key[80];
+        str_fmt(key, sizeof(key), "wal/%08X/%08X%08X%08X", (unsigned)b->timeline, (unsigned)b->timeline,
+                (unsigned)(seg / per_id), (unsigned)(seg % per_id));
+        for (;;) {
+            bool exists = false;
+            if (!r->ops->exists(r, key, &exists, err))
+                return false;
+            if (exists)
+                break;
+            if (mono_ms() >= until) {
+                err_set(err, "backup: %s, which the backup needs, was not archived within 10 minutes", key);
+                return false;
+            }
+            sleep_ms(1000);
+        }
+    }
+    return true;
 }
 
 /* The backup an incremental (the newest) or a differential (the newest full) builds on; NULL
@@ -390,8 +420,15 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     free(sysid);
     lsn_parse(start, &out->start_lsn);
     free(start);
-    if (ref && strcmp(ref->info.sysid, out->sysid) != 0) {
-        /* another cluster's backups in this repository: build on none of them */
+    /* Build only on a backup of this cluster, of this timeline, that ended before this one
+     * starts: blocks older than its start are taken from it, which is right only if this server's
+     * history contains it (not the WAL an old primary lost at a failover, not the future of a
+     * standby that lags behind it). Otherwise a full backup. */
+    char *tli_text = ref ? query_one(&pg, "SELECT timeline_id::text FROM pg_control_checkpoint()", 10000, NULL) : NULL;
+    int tli = tli_text ? atoi(tli_text) : 0;
+    free(tli_text);
+    if (ref && (strcmp(ref->info.sysid, out->sysid) != 0 || ref->info.timeline != tli ||
+                ref->info.stop_lsn > out->start_lsn)) {
         manifest_free(ref);
         ref = NULL;
         str_copy(out->type, sizeof(out->type), "full");
@@ -403,9 +440,19 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     bool ok = walk(cfg->pg_data_dir, "", &list, err);
     char *prefix = str_printf("backup/%s/data/", out->label);
     if (ok) {
+        /* pg_control last, as pg_basebackup does: for a backup of a standby, its minimum recovery
+         * point is where the restored copy becomes consistent */
+        for (int i = 0; i < list.n_files - 1; i++)
+            if (strcmp(list.files[i].path, "global/pg_control") == 0) {
+                FileEntry t = list.files[i];
+                list.files[i] = list.files[list.n_files - 1];
+                list.files[list.n_files - 1] = t;
+                break;
+            }
         CopyJob j = {.data_dir = cfg->pg_data_dir, .repo = r, .prefix = prefix, .compress = o->compress,
                      .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0};
-        ok = parallel_for(list.n_files, o->workers, copy_file, &j, err);
+        ok = parallel_for(list.n_files - 1, o->workers, copy_file, &j, err) &&
+             (list.n_files == 0 || copy_file(&j, list.n_files - 1, err));
     }
     /* always end the backup mode, even after a failure */
     Err stop_err = {{0}};
@@ -437,6 +484,10 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
             out->bytes += list.files[i].size;
             out->stored += list.files[i].stored;
         }
+    /* the WAL from start to stop must be in the repository: pg_backup_stop waits for it on a
+     * primary, not on a standby whose archive_mode is "on" */
+    if (ok)
+        ok = wait_for_wal(r, out, err);
     /* the manifest last: only now is the backup complete */
     if (ok) {
         char *json = manifest_json(out, &list, label_file);
@@ -466,10 +517,12 @@ bool backup_list(Repo *r, BackupInfo **out, int *n, Err *err)
             continue;
         char label[40];
         str_fmt(label, sizeof(label), "%.*s", (int)(len - 16), key + 7);
-        Manifest *m = manifest_load(r, label, err);
+        Err me = {{0}};
+        Manifest *m = manifest_load(r, label, &me);
         if (!m) {
-            ok = false;
-            break;
+            /* expired meanwhile, or damaged: verify names it; the others stay usable */
+            log_warn("%s (left out)", me.msg);
+            continue;
         }
         *out = xrealloc(*out, (size_t)(*n + 1) * sizeof(BackupInfo));
         (*out)[*n] = m->info;

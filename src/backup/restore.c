@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,30 +191,56 @@ static bool restore_file(void *arg, int i, Err *err)
         same = strcmp(hex, sha) == 0;
     }
     if (!same) {
-        err_set(err, "backup %s: %s put together differs from the manifest", c->chain[0]->info.label, path);
+        err_set(err, "backup %s: %s put together is %zu bytes%s, the manifest says %lld bytes and SHA-256 %s",
+                c->chain[0]->info.label, path, n, sha && sha[0] ? " with another SHA-256" : "",
+                (long long)json_integer_value(json_object_get(e, "size")), sha && sha[0] ? sha : "(not known)");
         free(buf);
         return false;
     }
     char *dst = str_printf("%s/%s", c->target_dir, path);
-    int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | (c->delta ? O_TRUNC : O_EXCL), 0600);
-    bool wrote = fd >= 0 && (n == 0 || write(fd, buf, n) == (ssize_t)n) && fsync(fd) == 0;
-    int saved = errno;
-    if (fd >= 0)
+    /* the target may be the server user's directory: never write through a link planted there */
+    struct stat lst;
+    if (c->delta && lstat(dst, &lst) == 0 && !S_ISREG(lst.st_mode))
+        unlink(dst);
+    int fd = open(dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (c->delta ? O_TRUNC : O_EXCL), 0600);
+    const char *why = NULL;
+    if (fd < 0)
+        why = strerror(errno);
+    else if (n > 0 && write(fd, buf, n) != (ssize_t)n)
+        why = errno ? strerror(errno) : "short write";
+    else if (fsync(fd) != 0)
+        why = strerror(errno);
+    if (fd >= 0) {
+        uid_t uid;
+        gid_t gid;
+        if (!why && proc_run_as(&uid, &gid) && fchown(fd, uid, gid) != 0)
+            why = strerror(errno);
         close(fd);
-    free(buf);
-    if (wrote) {
-        proc_chown_run_as(dst, NULL);
-        atomic_fetch_add(&c->written, 1);
-    } else {
-        err_set(err, "cannot write %s: %s", dst, strerror(saved));
     }
+    free(buf);
+    if (!why)
+        atomic_fetch_add(&c->written, 1);
+    else
+        err_set(err, "cannot write %s: %s", dst, why);
     free(dst);
-    return wrote;
+    return !why;
 }
 
 /* Delta: the directory must be a stopped data directory of the cluster the backup is of. */
-static bool delta_target_ok(const char *dir, const Manifest *m, Err *err)
+static bool delta_target_ok(const Config *cfg, const char *dir, const Manifest *m, Err *err)
 {
+    /* the node's agent would start postgres in the middle of the restore */
+    if (cfg->pid_file) {
+        int fd = open(cfg->pid_file, O_RDONLY | O_CLOEXEC);
+        bool locked = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+        if (fd >= 0)
+            close(fd);
+        if (locked) {
+            err_set(err, "restore --delta: the agent of %s runs (%s is locked); stop it first", cfg->name,
+                    cfg->pid_file);
+            return false;
+        }
+    }
     char *p = str_printf("%s/PG_VERSION", dir);
     bool pg = file_exists(p);
     free(p);
@@ -223,6 +250,23 @@ static bool delta_target_ok(const char *dir, const Manifest *m, Err *err)
     }
     if (pg_postmaster_pid(dir) != 0) {
         err_set(err, "restore --delta: postgres runs in %s; stop it first", dir);
+        return false;
+    }
+    /* WAL this server wrote and never archived would be lost with pg_wal */
+    p = str_printf("%s/pg_wal/archive_status", dir);
+    DIR *d = opendir(p);
+    int ready = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        ready += len > 6 && strcmp(de->d_name + len - 6, ".ready") == 0;
+    }
+    if (d)
+        closedir(d);
+    free(p);
+    if (ready > 0) {
+        err_set(err, "restore --delta: %d WAL file(s) in %s/pg_wal were never archived; start the server once to "
+                "archive them, or move them aside", ready, dir);
         return false;
     }
     /* the system identifier is the first field of pg_control */
@@ -294,7 +338,7 @@ static bool delta_prune(const char *root, const char *rel, const Manifest *m, co
 
 static bool append_conf(const char *path, const char *text, Err *err)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     bool ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && fsync(fd) == 0;
     if (!ok)
         err_set(err, "cannot write %s: %s", path, strerror(errno));
@@ -364,7 +408,7 @@ static bool make_dirs(const Manifest *m, const char *target_dir, Err *err)
         char *p = str_printf("%s/%s", target_dir, d);
         bool ok = mkdir(p, 0700) == 0 || errno == EEXIST;
         if (ok)
-            proc_chown_run_as(p, NULL);
+            proc_lchown_run_as(p, NULL);
         else
             err_set(err, "restore: cannot create %s: %s", p, strerror(errno));
         free(p);
@@ -384,7 +428,6 @@ static bool make_dirs(const Manifest *m, const char *target_dir, Err *err)
 bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, RestoreCounts *counts,
                     Err *err)
 {
-    (void)cfg;
     memset(counts, 0, sizeof(*counts));
     bool delta = o->delta && !dir_is_empty_or_missing(o->target_dir);
     if (!delta && !dir_is_empty_or_missing(o->target_dir)) {
@@ -400,7 +443,7 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
     if (!manifest_chain(r, label, &chain, &n_chain, err))
         return false;
     *used = chain[0]->info;
-    if (delta && (!delta_target_ok(o->target_dir, chain[0], err) ||
+    if (delta && (!delta_target_ok(cfg, o->target_dir, chain[0], err) ||
                   !delta_prune(o->target_dir, "", chain[0], json_object_get(chain[0]->root, "directories"),
                                &counts->removed, err))) {
         manifest_chain_free(chain, n_chain);
@@ -410,7 +453,7 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         manifest_chain_free(chain, n_chain);
         return false;
     }
-    proc_chown_run_as(o->target_dir, NULL);
+    proc_lchown_run_as(o->target_dir, NULL);
     chmod(o->target_dir, 0700);
     bool ok = make_dirs(chain[0], o->target_dir, err);
     if (ok) {
@@ -428,14 +471,14 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         char *p = str_printf("%s/backup_label", o->target_dir);
         ok = lf && file_write_atomic(p, lf, strlen(lf), 0600, err);
         if (ok)
-            proc_chown_run_as(p, NULL);
+            proc_lchown_run_as(p, NULL);
         free(p);
     }
     if (ok) {
         char *p = str_printf("%s/recovery.signal", o->target_dir);
         ok = file_write_atomic(p, "", 0, 0600, err);
         if (ok)
-            proc_chown_run_as(p, NULL);
+            proc_lchown_run_as(p, NULL);
         free(p);
     }
     if (ok) {
@@ -466,7 +509,7 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         char *p = str_printf("%s/postgresql.auto.conf", o->target_dir);
         ok = append_conf(p, text, err);
         if (ok)
-            proc_chown_run_as(p, NULL);
+            proc_lchown_run_as(p, NULL);
         free(p);
         free(text);
     }

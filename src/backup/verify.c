@@ -151,6 +151,25 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
     }
     repo_keys_free(&wal);
 
+    /* manifests that cannot be read (the backups list leaves them out) */
+    RepoKeys mk;
+    if (r->ops->list(r, "backup", &mk, err)) {
+        for (int i = 0; i < mk.n; i++) {
+            const char *key = mk.keys[i];
+            size_t len = strlen(key);
+            if (len < 16 || strcmp(key + len - 9, "/manifest") != 0 || strchr(key + 7, '/') != key + len - 9)
+                continue;
+            char label[40];
+            str_fmt(label, sizeof(label), "%.*s", (int)(len - 16), key + 7);
+            Err me = {{0}};
+            Manifest *m = manifest_load(r, label, &me);
+            if (!m)
+                problem(&c, "%s", me.msg);
+            manifest_free(m);
+        }
+        repo_keys_free(&mk);
+    }
+
     /* backups: every file against its manifest */
     uint64_t oldest = UINT64_MAX;
     for (int b = 0; b < n_backups; b++) {
@@ -177,11 +196,16 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
             if (mode && strcmp(mode, "ref") == 0)
                 continue; /* kept by the backup it builds on */
             char *key = str_printf("backup/%s/data/%s", backups[b].label, json_string_value(json_object_get(f, "path")));
-            /* a block-mode object holds blocks, not the file: its own hash is what can be checked */
+            /* a block-mode object holds blocks, not the file: its own hash, and its size against the
+             * blocks listed, are what can be checked */
             bool blocks = mode && strcmp(mode, "blocks") == 0;
             if (!check_object(&c, key, blocks ? NULL : json_string_value(json_object_get(f, "sha256")),
                               json_integer_value(json_object_get(f, "size"))))
                 bad++;
+            else if (blocks && !json_is_array(json_object_get(f, "blocks"))) {
+                problem(&c, "%s: block-mode entry without its list of blocks", key);
+                bad++;
+            }
             free(key);
         }
         /* the backups it builds on, down to a full one */

@@ -3,7 +3,12 @@
 #include "backup/obj.h"
 #include "common/fileutil.h"
 
+#include "common/proc.h"
+
 #include <ctype.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static bool all_hex(const char *s, size_t n)
 {
@@ -37,6 +42,44 @@ bool wal_file_key(const char *name, char *key, size_t sz)
     return str_fmt(key, sz, "wal/%.8s/%s", name, name);
 }
 
+/* Read the WAL file to store. The agent runs as root and the path comes from the server's user:
+ * no link is followed, only a regular file (of that user, when one is set) no larger than a WAL
+ * segment can be (1 GB) is read, and a FIFO cannot block. */
+static char *read_wal_file(const char *path, size_t *n, Err *err)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        err_set(err, "archive: cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    uid_t uid;
+    bool owner_ok = !proc_run_as(&uid, NULL) || (fstat(fd, &st) == 0 && st.st_uid == uid);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)1 << 30 || !owner_ok) {
+        err_set(err, "archive: %s is not a WAL file of the server (a regular file of its user, at most 1 GB)", path);
+        close(fd);
+        return NULL;
+    }
+    char *buf = xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            err_set(err, "archive: reading %s: %s", path, k < 0 ? strerror(errno) : "it shrank while read");
+            close(fd);
+            free(buf);
+            return NULL;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *n = got;
+    return buf;
+}
+
 bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, WalPushResult *res, Err *err)
 {
     memset(res, 0, sizeof(*res));
@@ -47,11 +90,9 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
     }
     Err e = {{0}};
     size_t n = 0;
-    char *raw = file_read_all(path, &n, &e);
-    if (!raw) {
-        err_set(err, "archive: %s", e.msg);
+    char *raw = read_wal_file(path, &n, err);
+    if (!raw)
         return false;
-    }
     res->raw_size = n;
     unsigned char sum[32];
     sha256_buf(raw, n, sum);

@@ -301,7 +301,7 @@ int cmd_restore(int argc, char **argv)
                used.label, (long long)used.files, (double)used.bytes / 1048576.0, o.target_dir, counts.written,
                counts.kept, counts.removed, targets ? " up to the target" : " to the end of the archive");
     } else {
-        cli_error("the target directory may hold an incomplete restore: remove it before trying again", "%s", err.msg);
+        cli_error(o.delta ? "run it again: a delta restore rewrites only what still differs" : NULL, "%s", err.msg);
         rc = EXIT_FAILED;
     }
     free(cmd);

@@ -1,8 +1,9 @@
 /* `pgvigil wal-fetch` and `pgvigil wal-push`: one WAL file out of or into the repository of the
  * node's configuration (backup section). wal-fetch is what restore_command runs, so its exit
- * status follows PostgreSQL's rules: 0 restored; 1 not available (not in the repository, or the
- * repository cannot be read now: recovery tries again or streams); 126 the stored file is
- * damaged, which stops recovery rather than replaying wrong WAL. */
+ * status follows PostgreSQL's rules: 0 restored; 1 not available (not in the repository: the end
+ * of the archive); 126 stops recovery: the stored file is damaged, or the repository could not
+ * be read after retries. A recovery that took an unreadable repository for the end of the
+ * archive would promote early, missing what came after. */
 #include "common/common.h"
 #include "backup/compress.h"
 #include "backup/repo.h"
@@ -11,7 +12,9 @@
 #include "config/config.h"
 #include "common/log.h"
 
-#define EXIT_WAL_DAMAGED 126
+#include <unistd.h>
+
+#define EXIT_WAL_DAMAGED 126   /* above 125: PostgreSQL stops recovery */
 
 static void wal_usage(FILE *out, const char *cmd)
 {
@@ -83,11 +86,19 @@ int cmd_wal_fetch(int argc, char **argv)
     Repo *repo = NULL;
     int rc = EXIT_OK;
     Config *cfg = wal_args("wal-fetch", argc, argv, pos, 2, &repo, &rc);
-    if (!cfg)
-        return rc;
+    if (!cfg) /* a restore_command that cannot work: stop recovery, do not take it for the end */
+        return rc == EXIT_OK ? EXIT_OK : EXIT_WAL_DAMAGED;
     Err err = {{0}};
-    bool missing = false, damaged = false;
-    if (wal_fetch(repo, pos[0], pos[1], &missing, &damaged, &err)) {
+    bool missing = false, damaged = false, ok = false;
+    for (int attempt = 0; attempt < 3 && !ok; attempt++) {
+        if (attempt)
+            sleep(2); /* a repository that does not answer: a few more tries before giving up */
+        memset(&err, 0, sizeof(err));
+        ok = wal_fetch(repo, pos[0], pos[1], &missing, &damaged, &err);
+        if (missing || damaged)
+            break;
+    }
+    if (ok) {
         rc = EXIT_OK;
     } else if (missing) {
         rc = EXIT_FAILED; /* the end of the archive: not an error for recovery */
@@ -95,8 +106,8 @@ int cmd_wal_fetch(int argc, char **argv)
         cli_error("the repository holds a damaged copy; recovery stops rather than replay it", "%s", err.msg);
         rc = EXIT_WAL_DAMAGED;
     } else {
-        cli_error(NULL, "%s", err.msg);
-        rc = EXIT_FAILED;
+        cli_error("recovery stops rather than take this for the end of the archive", "%s", err.msg);
+        rc = EXIT_WAL_DAMAGED;
     }
     repo_free(repo);
     config_free(cfg);

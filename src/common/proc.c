@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -186,6 +187,28 @@ bool proc_chown_run_as(const char *path, Err *err)
         return true;
     if (chown(path, run_as_uid, run_as_gid) != 0) {
         err_set(err, "chown %s to %s: %s", path, run_as_name, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool proc_lchown_run_as(const char *path, Err *err)
+{
+    if (!run_as_set)
+        return true;
+    if (lchown(path, run_as_uid, run_as_gid) != 0) {
+        err_set(err, "chown %s to %s: %s", path, run_as_name, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool proc_fchgrp_run_as(int fd, int mode, Err *err)
+{
+    if (!run_as_set)
+        return true;
+    if (fchown(fd, (uid_t)-1, run_as_gid) != 0 || fchmod(fd, (mode_t)mode) != 0) {
+        err_set(err, "cannot give a file to the group of %s: %s", run_as_name, strerror(errno));
         return false;
     }
     return true;

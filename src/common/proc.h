@@ -54,6 +54,12 @@ bool proc_set_run_as(const char *user, Err *err);
 bool proc_run_as(uid_t *uid, gid_t *gid);
 /* chown path to the run-as user when one is active; no-op otherwise. */
 bool proc_chown_run_as(const char *path, Err *err);
+/* The same without following a symbolic link at path (lchown): for paths in a directory another
+ * user can write. */
+bool proc_lchown_run_as(const char *path, Err *err);
+/* Give the open file fd to the run-as user's group (owner unchanged) with mode: what root
+ * writes for postgres to read, not to change. No-op when no run-as user is active. */
+bool proc_fchgrp_run_as(int fd, int mode, Err *err);
 
 /* Join argv into one printable line (for logs). Caller frees. */
 char *proc_argv_str(const char *const argv[]);

@@ -55,6 +55,22 @@ for seg in $segs; do
 done
 [ "$(psql_n "$ln" -c 'select failed_count from pg_stat_archiver')" = 0 ] || fail "archiving failed: $(psql_n "$ln" -c 'select * from pg_stat_archiver')"
 stored_kb=$(du -sk "$REPO/wal" | cut -f1)
+# the repository is root's, readable by postgres's group, writable by nobody else
+first_seg=${segs# }; first_seg=${first_seg%% *}
+[ "$(stat -c '%U %G %a' "$REPO/wal/00000001/$first_seg")" = "root postgres 640" ] ||
+    fail "stored WAL file: $(stat -c '%U %G %a' "$REPO/wal/00000001/$first_seg"), want root postgres 640"
+[ "$(stat -c '%U %G %a' "$REPO/wal/00000001")" = "root postgres 750" ] || fail "repository directory: $(stat -c '%U %G %a' "$REPO/wal/00000001")"
+# the agent (root) stores nothing the server's user points it at through a link
+sock="/tmp/.pgvigil_archive.${PG_PORT[$ln]}"
+runuser -u postgres -- ln -s /etc/passwd "$T_DIR/node$ln/data/pg_wal/0000000100000000000000AA"
+reply=$(runuser -u postgres -- /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(("ARCHIVE 0000000100000000000000AA " + sys.argv[2] + "/pg_wal/0000000100000000000000AA\n").encode())
+print(s.recv(600).decode().strip())' "$sock" "$T_DIR/node$ln/data")
+rm -f "$T_DIR/node$ln/data/pg_wal/0000000100000000000000AA"
+[[ "$reply" == "ERR "*"0000000100000000000000AA"*"symbolic link"* ]] || fail "a linked WAL path got: $reply"
+stored 0000000100000000000000AA && fail "the agent stored a file a link pointed at"
 log "part 1: segments$segs archived and restored intact (repository ${stored_kb} kB for $(ls "$REPO"/wal/*/ | wc -l) files)"
 
 # ---- 2. a full repository: loud failure, WAL kept, resumes by itself -------------------------------

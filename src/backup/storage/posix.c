@@ -66,9 +66,10 @@ static bool fsync_dir_of(const char *path, Err *err, const char *desc)
     return ok;
 }
 
-/* Run as root, the agent hands what it creates to postgresql.run_as, which reads the repository
- * when restore_command (pgvigil wal-fetch) runs as the server's user: every directory from the
- * root down to dir, then the file. (A no-op when not root.) */
+/* Run as root, the agent keeps what it creates but lets postgresql.run_as's group read it (mode
+ * 0750 directories, 0640 files): restore_command (pgvigil wal-fetch) runs as the server's user.
+ * The server's user gets no write access, so it cannot plant links for root to follow. Every
+ * directory from the root down to dir, opened without following links. (A no-op when not root.) */
 static void hand_over(const PosixRepo *r, const char *dir)
 {
     size_t root_len = strlen(r->root);
@@ -77,7 +78,11 @@ static void hand_over(const PosixRepo *r, const char *dir)
         c = strchr(c + 1, '/');
         if (c)
             *c = '\0';
-        proc_chown_run_as(p, NULL);
+        int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+            proc_fchgrp_run_as(fd, 0750, NULL);
+            close(fd);
+        }
         if (c)
             *c = '/';
     }
@@ -101,9 +106,9 @@ static RepoWriter *posix_write_open(Repo *base, const char *key, Err *err)
         hand_over(r, dir);
     free(dir);
     if (made)
-        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (made && w->fd >= 0)
-        proc_chown_run_as(w->tmp, NULL);
+        proc_fchgrp_run_as(w->fd, 0640, NULL);
     if (!made || w->fd < 0) {
         if (made)
             err_set(err, "%s: cannot create %s: %s", base->desc, w->tmp, strerror(errno));
@@ -172,6 +177,15 @@ static bool posix_write_commit(RepoWriter *w, Err *err)
         return false;
     }
     bool ok = fsync_dir_of(w->path, err, desc);
+    /* and the directory above, which may have just got this one (a new timeline's) */
+    char *dir = str_dup(w->path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (strlen(dir) > strlen(w->repo->root))
+            ok = ok && fsync_dir_of(dir, err, desc);
+    }
+    free(dir);
     writer_free(w);
     return ok;
 }
@@ -343,7 +357,11 @@ Repo *repo_posix_new(const char *path, Err *err)
         free(root);
         return NULL;
     }
-    proc_chown_run_as(root, NULL);
+    int rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rfd >= 0) {
+        proc_fchgrp_run_as(rfd, 0750, NULL);
+        close(rfd);
+    }
     PosixRepo *r = xcalloc(1, sizeof(*r));
     r->base.ops = &posix_ops;
     r->base.desc = str_printf("repository %s", root);
