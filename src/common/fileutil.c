@@ -134,7 +134,8 @@ bool dir_make_all(const char *path, int mode, Err *err)
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb; (void)flag; (void)ftw;
-    return remove(p);
+    /* gone meanwhile is as good as removed */
+    return remove(p) == 0 || errno == ENOENT ? 0 : -1;
 }
 
 bool dir_remove_all(const char *path, Err *err)

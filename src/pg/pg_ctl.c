@@ -8,6 +8,7 @@
 #include "pg/pg.h"
 
 #include <libgen.h>
+#include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -483,6 +484,7 @@ static void kill_children(pid_t pm)
 {
     pid_t kids[256];
     for (int round = 0; round < 20; round++) {
+        kill(pm, SIGSTOP); /* again: someone may have continued it (a SIGCONT to the whole node) */
         int n = proc_children(pm, kids, (int)ARRAY_LEN(kids));
         if (n <= 0)
             return;
@@ -494,6 +496,57 @@ static void kill_children(pid_t pm)
     }
 }
 
+/* The key of the System V shared memory segment the server of data_dir holds (line 7 of
+ * postmaster.pid), 0 when unknown. Every process of that server is attached to it: it is
+ * PostgreSQL's own interlock against a second server on the same directory. */
+static unsigned long shm_key_of(const char *data_dir)
+{
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/postmaster.pid", data_dir);
+    char *text = file_read_all(path, NULL, NULL);
+    unsigned long key = 0;
+    const char *line = text;
+    for (int i = 1; line && i < 7; i++) {
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    if (line)
+        key = strtoul(line, NULL, 10);
+    free(text);
+    return key;
+}
+
+/* SIGKILL every process attached to the segment (found in /proc/PID/maps as /SYSV<key>): a child
+ * the postmaster forked while someone else had continued it, and that outlived it. Returns how
+ * many there were. */
+static int kill_attached(unsigned long key)
+{
+    if (key == 0)
+        return 0;
+    char want[32];
+    str_fmt(want, sizeof(want), "/SYSV%08lx ", key);
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 1 || (pid_t)pid == getpid())
+            continue;
+        char path[64];
+        str_fmt(path, sizeof(path), "/proc/%ld/maps", pid);
+        char *maps = file_read_all(path, NULL, NULL);
+        if (maps && strstr(maps, want) && kill((pid_t)pid, SIGKILL) == 0)
+            n++;
+        free(maps);
+    }
+    closedir(d);
+    return n;
+}
+
 bool pg_kill_postmaster(const char *data_dir, int timeout_ms)
 {
     /* a stale pid file may name a pid reused by another program: never signal that */
@@ -501,6 +554,7 @@ bool pg_kill_postmaster(const char *data_dir, int timeout_ms)
     if (pid == 0)
         return true;
     int64_t deadline = mono_ms() + timeout_ms;
+    unsigned long key = shm_key_of(data_dir);
     /* Every backend is its own process group (PostgreSQL calls setsid in each child), so one
      * signal to a group would not reach them, and a postmaster killed alone leaves backends that
      * can still finish what they run, a commit included. Freeze the postmaster so it forks no
@@ -512,10 +566,14 @@ bool pg_kill_postmaster(const char *data_dir, int timeout_ms)
         sleep_ms(1);
     kill_children(pid);
     kill(pid, SIGKILL);
+    /* then whatever of that server is left: killed processes take a moment to let go */
+    bool gone = false;
     while (mono_ms() < deadline) {
-        if (pg_postmaster_pid(data_dir) != pid)
+        int left = kill_attached(key);
+        gone = pg_postmaster_pid(data_dir) != pid;
+        if (gone && left == 0)
             return true;
         sleep_ms(5);
     }
-    return pg_postmaster_pid(data_dir) != pid;
+    return gone && kill_attached(key) == 0;
 }
