@@ -565,6 +565,7 @@ static void tick(Agent *a)
     }
     o.rewind_failed = a->rewind_failed;
     o.start_failed = a->start_failed;
+    o.start_diverged = a->start_diverged;
     o.start_failed_ago_ms = a->start_failed ? mono_ms() - a->start_failed_at : 0;
     o.start_failures = a->start_failures;
     o.data_dir_foreign = a->pgst.data_dir_foreign;

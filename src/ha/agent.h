@@ -92,6 +92,7 @@ typedef struct Agent {
     char following[NAME_MAX_LEN];
     bool rewind_failed;
     bool start_failed;
+    bool start_diverged;        /* the failed start: past the fork of the leader's timeline */
     int64_t start_failed_at;    /* monotonic time of the last failed start */
     int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */

@@ -580,6 +580,8 @@ void agent_collect_job(Agent *a)
             a->start_failed_at = mono_ms();
         if (j.kind != JOB_REWIND)
             a->start_failures = ok ? 0 : a->start_failures + 1;
+        if (ok)
+            a->start_diverged = false;
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             set_role(a, "replica", "following the leader");
@@ -588,6 +590,9 @@ void agent_collect_job(Agent *a)
         break;
     case JOB_START_REPLICA:
         a->start_failed = !ok;
+        a->start_diverged = !ok && pg_log_shows_divergence(&a->pg);
+        if (a->start_diverged)
+            log_warn("start as replica: postgres went past the fork of the leader's timeline; it needs pg_rewind");
         if (!ok)
             a->start_failed_at = mono_ms();
         a->start_failures = ok ? 0 : a->start_failures + 1;

@@ -199,6 +199,18 @@ static void decide_follower(const Observation *o, Decision *d)
             decide(d, ACT_REWIND, leader, "former primary rejoining: pg_rewind from %s, then follow it", leader);
             return;
         }
+        /* it replayed WAL of the old timeline past the fork (an old primary streamed on after the
+         * new one was promoted): starting again would fail forever */
+        if (o->start_failed && o->start_diverged && c->config.use_pg_rewind) {
+            if (!leader_running) {
+                decide(d, ACT_WAIT, "", "diverged from the leader's timeline: waiting for leader %s to run before pg_rewind",
+                       leader);
+                return;
+            }
+            decide(d, ACT_REWIND, leader, "postgres went past the fork of %s's timeline: pg_rewind from %s", leader,
+                   leader);
+            return;
+        }
         if (o->start_failed && o->start_failed_ago_ms < START_RETRY_MS) {
             decide(d, ACT_WAIT, "", "starting postgres failed; retrying in %lld s",
                    (long long)((START_RETRY_MS - o->start_failed_ago_ms + 999) / 1000));

@@ -42,6 +42,8 @@ typedef struct Observation {
     const char *following;     /* member our primary_conninfo points at, "" none */
     bool rewind_failed;        /* the last pg_rewind attempt failed */
     bool start_failed;         /* the last start attempt failed */
+    bool start_diverged;       /* ... because this replica went past the point where the leader's
+                                  timeline forked (postgres said so): it needs pg_rewind */
     int64_t start_failed_ago_ms; /* time since that failed attempt */
     int start_failures;        /* consecutive failed starts */
     bool data_dir_foreign;     /* not empty and not a PostgreSQL data directory at all */

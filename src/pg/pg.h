@@ -116,6 +116,10 @@ bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err);
 #define PG_REWIND_FAILED_FILE "pgvigil.rewind_failed"
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err);
 bool pg_rewind_marked_failed(const PgNode *pg);
+/* Did the last start fail because the data directory went past the point where the timeline it
+ * was told to follow forked ("requested timeline N does not contain minimum recovery point",
+ * "is not a child of this server's history")? Read from the end of the server log. */
+bool pg_log_shows_divergence(const PgNode *pg);
 bool pg_checkpoint(PgNode *pg, Err *err);
 /* Kill the postmaster of data_dir and every process it forked (backends included) with
  * SIGKILL, at once; used by fencing. True once the postmaster is gone (within timeout_ms). */

@@ -547,6 +547,26 @@ static int kill_attached(unsigned long key)
     return n;
 }
 
+bool pg_log_shows_divergence(const PgNode *pg)
+{
+    FILE *f = fopen(pg->log_path, "r");
+    if (!f)
+        return false;
+    char tail[8193];
+    size_t n = 0;
+    if (fseek(f, -(long)(sizeof(tail) - 1), SEEK_END) != 0)
+        rewind(f);
+    n = fread(tail, 1, sizeof(tail) - 1, f);
+    fclose(f);
+    tail[n] = '\0';
+    /* the last start's lines come last */
+    const char *start = NULL;
+    for (const char *p = tail; (p = strstr(p, "starting PostgreSQL")) != NULL; p++)
+        start = p;
+    const char *from = start ? start : tail;
+    return strstr(from, "does not contain minimum recovery point") || strstr(from, "is not a child of this server's history");
+}
+
 bool pg_kill_postmaster(const char *data_dir, int timeout_ms)
 {
     /* a stale pid file may name a pid reused by another program: never signal that */

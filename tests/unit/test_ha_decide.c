@@ -225,6 +225,7 @@ static void t_running_replica(Fx *f) { t_running_primary(f); f->o.pg_in_recovery
 static void t_pg_running(Fx *f) { f->o.pg_running = true; }
 static void t_was_primary(Fx *f) { t_pg_down(f); f->o.was_primary = true; f->o.following = ""; }
 static void t_rewind_failed(Fx *f) { f->o.rewind_failed = true; }
+static void t_start_diverged(Fx *f) { f->o.pg_running = false; f->o.start_failed = true; f->o.start_diverged = true; }
 static void t_reinit_on(Fx *f) { f->o.reinit_on_rewind_failure = true; }
 static void t_no_pg_rewind(Fx *f) { f->c.config.use_pg_rewind = false; }
 static void t_follow_node3(Fx *f) { f->o.following = "node3"; }
@@ -560,6 +561,9 @@ static void test_follower(void **state)
         {"rewind failed, no leader: no election", as_election, {t_pg_down, t_rewind_failed, t_reinit_on}, ACT_WAIT, NULL, "pg_rewind failed", false},
         {"former primary, pg_rewind disabled", as_replica, {t_was_primary, t_no_pg_rewind}, ACT_START_REPLICA, "node1", NULL, false},
         {"stopped replica", as_replica, {t_pg_down}, ACT_START_REPLICA, "node1", "starting as a replica of node1", false},
+        {"start failed past the fork of the leader's timeline", as_replica, {t_pg_down, t_start_diverged}, ACT_REWIND, "node1", "went past the fork", false},
+        {"start failed past the fork, leader not running", as_replica, {t_pg_down, t_start_diverged, t_leader_stopped}, ACT_WAIT, NULL, "waiting for leader", false},
+        {"start failed past the fork, pg_rewind disabled", as_replica, {t_pg_down, t_start_diverged, t_no_pg_rewind}, ACT_WAIT, NULL, "retrying", false},
         {"stopped replica, leader down too", as_replica, {t_pg_down, t_leader_stopped}, ACT_START_REPLICA, "node1", NULL, false},
         {"replica following the wrong member", as_replica, {t_follow_node3}, ACT_FOLLOW, "node1", "was following node3", false},
         {"replica following nobody", as_replica, {t_follow_none}, ACT_FOLLOW, "node1", "nobody", false},

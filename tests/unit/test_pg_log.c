@@ -1,0 +1,52 @@
+/* Reading why the last start of postgres failed from its log (pg_log_shows_divergence): a
+ * replica that went past the fork of the leader's timeline needs pg_rewind, another failure does
+ * not, and an old divergence before a later start does not count. */
+#include "common/common.h"
+#include "common/fileutil.h"
+#include "pg/pg.h"
+
+#include <setjmp.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+static void check(const char *log_text, bool want)
+{
+    char path[] = "/tmp/pgvigil-test-pglog.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    Err err;
+    assert_true(file_write_atomic(path, log_text, strlen(log_text), 0600, &err));
+    PgNode pg;
+    memset(&pg, 0, sizeof(pg));
+    str_copy(pg.log_path, sizeof(pg.log_path), path);
+    if (pg_log_shows_divergence(&pg) != want)
+        fail_msg("want %s for: %s", want ? "diverged" : "not diverged", log_text);
+    unlink(path);
+}
+
+static void test_divergence(void **state)
+{
+    (void)state;
+    check("LOG:  starting PostgreSQL 15.20\nLOG:  entering standby mode\n"
+          "FATAL:  requested timeline 4 does not contain minimum recovery point 0/4449940 on timeline 3\n",
+          true);
+    check("LOG:  starting PostgreSQL 15.20\nFATAL:  requested timeline 3 is not a child of this server's history\n", true);
+    check("LOG:  starting PostgreSQL 15.20\nFATAL:  could not bind IPv4 address: Address in use\n", false);
+    /* diverged once, then a later start failed for another reason */
+    check("LOG:  starting PostgreSQL 15.20\nFATAL:  requested timeline 4 does not contain minimum recovery point 0/1 "
+          "on timeline 3\nLOG:  starting PostgreSQL 15.20\nFATAL:  data directory has wrong ownership\n",
+          false);
+    check("", false);
+    PgNode none;
+    memset(&none, 0, sizeof(none));
+    str_copy(none.log_path, sizeof(none.log_path), "/nonexistent/pgvigil/log");
+    assert_false(pg_log_shows_divergence(&none));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_divergence)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
