@@ -320,7 +320,10 @@ static bool wait_for_wal(Repo *r, const BackupInfo *b, Err *err)
 {
     const uint64_t seg_size = 16ULL * 1024 * 1024, per_id = 0x100000000ULL / seg_size;
     int64_t until = mono_ms() + 600000;
-    for (uint64_t seg = b->start_lsn / seg_size; seg <= b->stop_lsn / seg_size; seg++) {
+    /* the stop LSN is where the backup's WAL ends: on a segment boundary, the segment it starts
+     * is not needed (and may not be finished for a long time) */
+    uint64_t last = b->stop_lsn > b->start_lsn ? (b->stop_lsn - 1) / seg_size : b->start_lsn / seg_size;
+    for (uint64_t seg = b->start_lsn / seg_size; seg <= last; seg++) {
         char key[80];
         str_fmt(key, sizeof(key), "wal/%08X/%08X%08X%08X", (unsigned)b->timeline, (unsigned)b->timeline,
                 (unsigned)(seg / per_id), (unsigned)(seg % per_id));

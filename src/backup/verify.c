@@ -220,7 +220,9 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
             manifest_chain_free(chain, n_chain);
         }
         json_decref(m);
-        uint64_t start = backups[b].start_lsn / SEG_SIZE, stop = backups[b].stop_lsn / SEG_SIZE;
+        /* the stop LSN ends the WAL the backup needs: on a segment boundary, not the next one */
+        uint64_t start = backups[b].start_lsn / SEG_SIZE;
+        uint64_t stop = backups[b].stop_lsn > backups[b].start_lsn ? (backups[b].stop_lsn - 1) / SEG_SIZE : start;
         if (start < oldest)
             oldest = start;
         /* the WAL it needs to become consistent */
