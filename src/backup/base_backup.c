@@ -314,6 +314,34 @@ static char *query_one(PgNode *pg, const char *sql, int timeout_ms, Err *err)
     return v;
 }
 
+/* On a standby, the WAL the backup needs ends in a segment its primary may not finish for a long
+ * time (nothing written, no archive_timeout), so it would not be archived: ask the primary this
+ * standby streams from to switch to a new segment. Nothing happens on a primary, whose
+ * pg_backup_stop has switched already. A failure only leaves the wait for the archive longer. */
+static void switch_upstream_wal(PgNode *pg, const Config *cfg)
+{
+    PGresult *r = pg_query(pg,
+                           "SELECT sender_host, sender_port::text FROM pg_stat_wal_receiver "
+                           "WHERE pg_is_in_recovery() AND status = 'streaming'",
+                           10000, NULL);
+    if (!r)
+        return;
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+        const char *keys[] = {"host", "port", "user", "password", "dbname", "connect_timeout", NULL};
+        const char *vals[] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), cfg->pg_superuser.username,
+                              cfg->pg_superuser.password, "postgres", "5", NULL};
+        PGconn *c = PQconnectdbParams(keys, vals, 0);
+        PGresult *sw = PQstatus(c) == CONNECTION_OK ? PQexec(c, "SELECT pg_switch_wal()") : NULL;
+        if (!sw || PQresultStatus(sw) != PGRES_TUPLES_OK)
+            log_warn("backup: could not make the primary at %s:%s switch WAL segments (%s); waiting for the "
+                     "archive anyway (archive_timeout bounds the wait)",
+                     PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQerrorMessage(c));
+        PQclear(sw);
+        PQfinish(c);
+    }
+    PQclear(r);
+}
+
 /* Wait (10 minutes at most) until every WAL segment from the backup's start to its stop is in
  * the repository. */
 static bool wait_for_wal(Repo *r, const BackupInfo *b, Err *err)
@@ -460,6 +488,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     /* always end the backup mode, even after a failure */
     Err stop_err = {{0}};
     PGresult *res = pg_query(&pg, "SELECT lsn::text, labelfile FROM pg_backup_stop(true)", 3600000, &stop_err);
+    if (res)
+        switch_upstream_wal(&pg, cfg);
     pg_node_close(&pg);
     if (!res) {
         if (ok)
