@@ -544,12 +544,9 @@ bool backup_list(Repo *r, BackupInfo **out, int *n, Err *err)
         return false;
     bool ok = true;
     for (int i = 0; i < k.n && ok; i++) {
-        const char *key = k.keys[i];
-        size_t len = strlen(key);
-        if (len < 16 || strcmp(key + len - 9, "/manifest") != 0 || strchr(key + 7, '/') != key + len - 9)
-            continue;
         char label[40];
-        str_fmt(label, sizeof(label), "%.*s", (int)(len - 16), key + 7);
+        if (!manifest_key_label(k.keys[i], label, sizeof(label)))
+            continue;
         Err me = {{0}};
         Manifest *m = manifest_load(r, label, &me);
         if (!m) {

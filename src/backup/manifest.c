@@ -89,6 +89,15 @@ const char *manifest_file_mode(const json_t *entry)
     return mode ? mode : "whole";
 }
 
+bool manifest_key_label(const char *key, char *label, size_t sz)
+{
+    size_t len = strlen(key);
+    if (len < 16 || strncmp(key, "backup/", 7) != 0 || strcmp(key + len - 9, "/manifest") != 0 ||
+        strchr(key + 7, '/') != key + len - 9)
+        return false;
+    return str_fmt(label, sz, "%.*s", (int)(len - 16), key + 7);
+}
+
 bool manifest_store(Repo *r, const char *label, const char *json, Err *err)
 {
     void *obj = NULL;

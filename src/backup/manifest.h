@@ -29,6 +29,8 @@ void manifest_free(Manifest *m);
 json_t *manifest_file(const Manifest *m, const char *path);
 /* "whole", "ref" or "blocks" */
 const char *manifest_file_mode(const json_t *entry);
+/* Is key a manifest's ("backup/<label>/manifest")? Then its label goes to label. */
+bool manifest_key_label(const char *key, char *label, size_t sz);
 /* Store the manifest JSON of a backup (the step that makes it complete). */
 bool manifest_store(Repo *r, const char *label, const char *json, Err *err);
 /* The backup and every backup it builds on, newest first, down to its full backup. */

@@ -155,12 +155,9 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
     RepoKeys mk;
     if (r->ops->list(r, "backup", &mk, err)) {
         for (int i = 0; i < mk.n; i++) {
-            const char *key = mk.keys[i];
-            size_t len = strlen(key);
-            if (len < 16 || strcmp(key + len - 9, "/manifest") != 0 || strchr(key + 7, '/') != key + len - 9)
-                continue;
             char label[40];
-            str_fmt(label, sizeof(label), "%.*s", (int)(len - 16), key + 7);
+            if (!manifest_key_label(mk.keys[i], label, sizeof(label)))
+                continue;
             Err me = {{0}};
             Manifest *m = manifest_load(r, label, &me);
             if (!m)
