@@ -27,6 +27,7 @@ static const Command commands[] = {
     {"restore", cmd_restore, "restore a backup into a directory, to the end of the archive or a target"},
     {"wal-fetch", cmd_wal_fetch, "restore one WAL file from the repository (restore_command)"},
     {"wal-push", cmd_wal_push, "store one WAL file in the repository"},
+    {"wal-summary", cmd_wal_summary, "which relation blocks WAL segment files change"},
     {"fence", cmd_fence, NULL},
 };
 

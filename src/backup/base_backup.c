@@ -5,6 +5,7 @@
 #include "backup/obj.h"
 #include "backup/pages.h"
 #include "backup/parallel.h"
+#include "backup/wal_summary_store.h"
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/proc.h"
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +34,7 @@ static const char *const skip_files[] = {"postmaster.pid", "postmaster.opts", "b
 typedef struct FileEntry {
     char *path;              /* relative to the data directory */
     int64_t size, stored;
+    int64_t read;            /* bytes read from the data directory */
     char sha256[65];         /* of the whole file; "" for a block-mode entry */
     const char *mode;        /* "whole", "ref" or "blocks" */
     uint32_t *blocks;        /* block-mode: the blocks stored, in order */
@@ -138,6 +141,10 @@ typedef struct CopyJob {
     /* incremental: the backup this one builds on (NULL for a full one) */
     const Manifest *ref;
     Lsn ref_start;
+    /* the blocks the WAL changed since ref_start (NULL: compare page LSNs instead) */
+    const WalSummary *changes;
+    Lsn start;               /* this backup's */
+    bool crosscheck;         /* tests: also compare page LSNs, and fail on a block the WAL missed */
 } CopyJob;
 
 /* Against the backup this one builds on: false when the file is unchanged (a reference);
@@ -190,11 +197,159 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
     return true;
 }
 
+/* Compress and store what f keeps of the file (raw, n bytes: the whole file or its blocks). */
+static bool store_file(CopyJob *j, FileEntry *f, const void *raw, size_t n, Err *err)
+{
+    void *obj = NULL;
+    size_t on = 0;
+    bool ok = obj_encode(j->compress, j->level, raw, n, &obj, &on, err);
+    char *key = str_printf("%s%s", j->prefix, f->path);
+    ok = ok && repo_put(j->repo, key, obj, on, err);
+    free(key);
+    free(obj);
+    if (ok)
+        f->stored = (int64_t)on;
+    return ok;
+}
+
+/* The blocks of a relation file to read again: those the WAL changed, those past a truncation
+ * or creation (limit) and those added since the older backup (from ref_blocks on). */
+static uint32_t *blocks_to_read(const WalRelBlocks *rb, uint32_t segno, uint64_t nblocks, uint64_t ref_blocks,
+                                int *count)
+{
+    uint64_t base = (uint64_t)segno * WAL_RELSEG_BLOCKS, from = ref_blocks;
+    if (rb && rb->limit != WAL_SUMMARY_NO_LIMIT)
+    {
+        uint64_t limit = rb->limit > base ? rb->limit - base : 0;
+        if (limit < from)
+            from = limit;
+    }
+    if (from > nblocks)
+        from = nblocks;
+    uint32_t *out = xcalloc(nblocks + 1, sizeof(uint32_t));
+    int nc = 0;
+    if (rb) {
+        /* the summary's blocks are sorted: skip to this segment file's */
+        size_t lo = 0, hi = rb->n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (rb->blocks[mid] < base)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t i = lo; i < rb->n && rb->blocks[i] - base < from; i++)
+            out[nc++] = (uint32_t)(rb->blocks[i] - base);
+    }
+    for (uint64_t b = from; b < nblocks; b++)
+        out[nc++] = (uint32_t)b;
+    *count = nc;
+    return out;
+}
+
+/* Tests: every page whose LSN says it changed after the older backup started and before this one
+ * did must be among the blocks the WAL summaries gave. (A page changed after this backup's start
+ * need not be read: its first change after that checkpoint wrote a full image to the WAL.) */
+static bool crosscheck_blocks(CopyJob *j, FileEntry *f, int fd, uint64_t ref_blocks, Err *err)
+{
+    unsigned char page[PAGE_SIZE_BYTES];
+    int k = 0;
+    for (uint64_t b = 0; b < ref_blocks && b < (uint64_t)f->size / PAGE_SIZE_BYTES; b++) {
+        if (pread(fd, page, PAGE_SIZE_BYTES, (off_t)(b * PAGE_SIZE_BYTES)) != PAGE_SIZE_BYTES)
+            break;
+        Lsn lsn = page_lsn(page);
+        while (k < f->n_blocks && f->blocks[k] < b)
+            k++;
+        if (lsn >= j->ref_start && lsn < j->start && !(k < f->n_blocks && f->blocks[k] == b)) {
+            char a[LSN_BUFSZ], z[LSN_BUFSZ];
+            err_set(err, "backup: the WAL summaries missed block %llu of %s (page LSN %s, older backup from %s)",
+                    (unsigned long long)b, f->path, lsn_format(lsn, a), lsn_format(j->ref_start, z));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* An incremental with WAL summaries: a main-fork relation file the older backup has is read only
+ * in its changed blocks. 1: done (stored, a reference or gone); 0: read it whole; -1: error. */
+static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
+{
+    WalRelKey k;
+    uint32_t segno;
+    if (!j->changes || !wal_relpath_parse(f->path, &k, &segno) || k.fork != 0)
+        return 0;
+    const json_t *e = manifest_file(j->ref, f->path);
+    if (!e || wal_summary_db_copied(j->changes, k.spc, k.db))
+        return 0;
+    char *path = str_printf("%s/%s", j->data_dir, f->path);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int en = errno;
+        if (fd >= 0)
+            close(fd);
+        if (fd < 0 && en == ENOENT) {
+            f->gone = true; /* dropped meanwhile: WAL replay removes it anyway */
+            free(path);
+            return 1;
+        }
+        err_set(err, "cannot read %s: %s", path, fd >= 0 ? "not a regular file" : strerror(en));
+        free(path);
+        return -1;
+    }
+    free(path);
+    f->size = (int64_t)st.st_size;
+    int64_t ref_size = json_integer_value(json_object_get(e, "size"));
+    uint64_t nblocks = ((uint64_t)st.st_size + PAGE_SIZE_BYTES - 1) / PAGE_SIZE_BYTES;
+    uint64_t ref_blocks = (uint64_t)ref_size / PAGE_SIZE_BYTES;
+    int nc = 0;
+    uint32_t *list = blocks_to_read(wal_summary_find(j->changes, &k), segno, nblocks, ref_blocks, &nc);
+    if (nc > 0 && (uint64_t)nc * 2 > nblocks) {
+        free(list);
+        close(fd);
+        return 0; /* most of it changed: as cheap to keep it whole */
+    }
+    f->blocks = list;
+    f->n_blocks = nc;
+    f->sha256[0] = '\0'; /* the whole file exists only once put together with the older copy */
+    if (j->crosscheck && !crosscheck_blocks(j, f, fd, ref_blocks, err)) {
+        close(fd);
+        return -1;
+    }
+    if (nc == 0 && f->size == ref_size) {
+        close(fd);
+        f->mode = "ref";
+        const char *ref_sha = json_string_value(json_object_get(e, "sha256"));
+        str_copy(f->sha256, sizeof(f->sha256), ref_sha ? ref_sha : "");
+        return 1;
+    }
+    unsigned char *blk = xcalloc((size_t)nc + 1, PAGE_SIZE_BYTES);
+    bool ok = true;
+    for (int b = 0; b < nc && ok; b++) {
+        /* a block cut off meanwhile stays zero: the truncation is replayed from the WAL */
+        ssize_t got = pread(fd, blk + (size_t)b * PAGE_SIZE_BYTES, PAGE_SIZE_BYTES,
+                            (off_t)list[b] * PAGE_SIZE_BYTES);
+        if (got < 0) {
+            err_set(err, "reading %s/%s: %s", j->data_dir, f->path, strerror(errno));
+            ok = false;
+        }
+        f->read += got > 0 ? got : 0;
+    }
+    close(fd);
+    f->mode = "blocks";
+    ok = ok && store_file(j, f, blk, (size_t)nc * PAGE_SIZE_BYTES, err);
+    free(blk);
+    return ok ? 1 : -1;
+}
+
 /* Copy one file into the repository (one item of the parallel loop). */
 static bool copy_file(void *arg, int i, Err *err)
 {
     CopyJob *j = arg;
     FileEntry *f = &j->list->files[i];
+    int done = copy_changed_blocks(j, f, err);
+    if (done != 0)
+        return done > 0;
     char *path = str_printf("%s/%s", j->data_dir, f->path);
     size_t n = 0;
     char *raw = file_read_all(path, &n, err);
@@ -207,6 +362,7 @@ static bool copy_file(void *arg, int i, Err *err)
     }
     if (!raw)
         return false;
+    f->read = (int64_t)n;
     unsigned char sum[32];
     sha256_buf(raw, n, sum);
     hex_encode(sum, 32, f->sha256);
@@ -228,16 +384,8 @@ static bool copy_file(void *arg, int i, Err *err)
         raw = blk;
         n = (size_t)f->n_blocks * PAGE_SIZE_BYTES;
     }
-    void *obj = NULL;
-    size_t on = 0;
-    bool ok = obj_encode(j->compress, j->level, raw, n, &obj, &on, err);
+    bool ok = store_file(j, f, raw, n, err);
     free(raw);
-    char *key = str_printf("%s%s", j->prefix, f->path);
-    ok = ok && repo_put(j->repo, key, obj, on, err);
-    free(key);
-    free(obj);
-    if (ok)
-        f->stored = (int64_t)on;
     return ok;
 }
 
@@ -273,6 +421,9 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
     json_object_set_new(m, "seconds", json_real(b->seconds));
     json_object_set_new(m, "system_identifier", json_string(b->sysid));
     json_object_set_new(m, "backup_label", json_string(label_file));
+    json_object_set_new(m, "read_bytes", json_integer(b->read_bytes));
+    if (b->changes_from[0])
+        json_object_set_new(m, "changes_from", json_string(b->changes_from));
     json_t *dirs = json_array();
     for (int i = 0; i < l->n_dirs; i++)
         json_array_append_new(dirs, json_string(l->dirs[i]));
@@ -467,6 +618,16 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
         out->label[strlen(out->label) - 1] = 'F';
     }
 
+    /* what changed since the older backup started: from the WAL summaries when they cover it */
+    WalSummary *changes = NULL;
+    if (ref) {
+        char why[512];
+        changes = wal_changes_between(r, cfg->pg_data_dir, tli, ref->info.start_lsn, out->start_lsn, why, sizeof(why));
+        if (!changes)
+            log_info("backup: comparing page LSNs to find the changed blocks: %s", why);
+        str_copy(out->changes_from, sizeof(out->changes_from), changes ? "wal-summaries" : "page-lsns");
+    }
+
     FileList list = {0};
     bool ok = walk(cfg->pg_data_dir, "", &list, err);
     char *prefix = str_printf("backup/%s/data/", out->label);
@@ -481,7 +642,11 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
                 break;
             }
         CopyJob j = {.data_dir = cfg->pg_data_dir, .repo = r, .prefix = prefix, .compress = o->compress,
-                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0};
+                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0, .changes = changes,
+                     .start = out->start_lsn};
+#ifdef PGVIGIL_TEST_HOOKS
+        j.crosscheck = changes && getenv("PGVIGIL_TEST_CROSSCHECK_SUMMARIES") != NULL;
+#endif
         ok = parallel_for(list.n_files - 1, o->workers, copy_file, &j, err) &&
              (list.n_files == 0 || copy_file(&j, list.n_files - 1, err));
     }
@@ -516,6 +681,7 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
             out->files++;
             out->bytes += list.files[i].size;
             out->stored += list.files[i].stored;
+            out->read_bytes += list.files[i].read;
         }
     /* the WAL from start to stop must be in the repository: pg_backup_stop waits for it on a
      * primary, not on a standby whose archive_mode is "on" */
@@ -532,6 +698,10 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     free(mkey);
     list_free(&list);
     manifest_free(ref);
+    if (changes) {
+        wal_summary_free(changes);
+        free(changes);
+    }
     return ok;
 }
 

@@ -6,9 +6,11 @@
  *
  * Full backups store every file. Incremental ones (on the newest backup) and differential ones
  * (on the newest full one) store only what changed since the backup they build on started: an
- * unchanged file is a reference; of a relation file, only the 8 kB blocks whose page LSN is at or
- * after that start (or that are new, or have no LSN yet) are stored. A page changed during the
- * backup is made right by replaying the WAL from this backup's start, as for a full backup.
+ * unchanged file is a reference; of a relation file, only the changed 8 kB blocks are stored. The
+ * WAL summaries the archive keeps (wal_summary.h) name those blocks, so only they are read; when
+ * the summaries do not cover the interval, every file is read and a block counts as changed when
+ * its page LSN is at or after that start (or it is new, or has no LSN yet). A page changed during
+ * the backup is made right by replaying the WAL from this backup's start, as for a full backup.
  *
  * A restore puts each file together from the backup and those it builds on, checked, into an
  * empty directory, and sets PostgreSQL up to recover from the archive (wal-fetch) to the end or
@@ -30,6 +32,8 @@ typedef struct BackupInfo {
     char start_time[32], stop_time[32];   /* ISO 8601, UTC */
     double seconds;
     int64_t files, bytes, stored;         /* data files, their size, stored size */
+    int64_t read_bytes;                   /* read from the data directory */
+    char changes_from[16];                /* incremental, differential: "wal-summaries" or "page-lsns" */
     char sysid[32];
 } BackupInfo;
 

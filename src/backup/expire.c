@@ -109,9 +109,12 @@ bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, Expi
         ok = ok && remove_prefix(r, prefix, &files, err);
         free(prefix);
     }
-    /* WAL older than every kept backup's start */
-    RepoKeys k;
-    if (ok && (ok = r->ops->list(r, "wal", &k, err))) {
+    /* WAL older than every kept backup's start, and the summaries of those segments */
+    static const char *const prefixes[] = {"wal", "walsum"};
+    for (size_t pi = 0; pi < ARRAY_LEN(prefixes) && ok; pi++) {
+        RepoKeys k;
+        if (!(ok = r->ops->list(r, prefixes[pi], &k, err)))
+            break;
         for (int i = 0; i < k.n && ok; i++) {
             const char *name = strrchr(k.keys[i], '/') + 1;
             WalFileKind kind = wal_file_kind(name);
@@ -121,7 +124,8 @@ bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, Expi
             uint64_t segno = (uint64_t)hi * SEGS_PER_XLOGID + lo;
             if (segno >= oldest_start)
                 continue;
-            rep->wal_files++;
+            if (pi == 0)
+                rep->wal_files++;
             if (!dry_run)
                 ok = r->ops->remove(r, k.keys[i], err);
         }

@@ -22,6 +22,9 @@ static void info_from_json(const json_t *m, BackupInfo *b)
     str_copy(b->stop_time, sizeof(b->stop_time), json_string_value(json_object_get(m, "stop_time")));
     b->seconds = json_number_value(json_object_get(m, "seconds"));
     str_copy(b->sysid, sizeof(b->sysid), json_string_value(json_object_get(m, "system_identifier")));
+    b->read_bytes = json_integer_value(json_object_get(m, "read_bytes"));
+    const char *from = json_string_value(json_object_get(m, "changes_from"));
+    str_copy(b->changes_from, sizeof(b->changes_from), from ? from : "");
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(m, "files"), i, f) {

@@ -1,6 +1,7 @@
 /* Archive push and fetch of single WAL files. */
 #include "backup/wal_archive.h"
 #include "backup/obj.h"
+#include "backup/wal_summary_store.h"
 #include "common/fileutil.h"
 
 #include "common/proc.h"
@@ -42,10 +43,7 @@ bool wal_file_key(const char *name, char *key, size_t sz)
     return str_fmt(key, sz, "wal/%.8s/%s", name, name);
 }
 
-/* Read the WAL file to store. The agent runs as root and the path comes from the server's user:
- * no link is followed, only a regular file (of that user, when one is set) no larger than a WAL
- * segment can be (1 GB) is read, and a FIFO cannot block. */
-static char *read_wal_file(const char *path, size_t *n, Err *err)
+char *wal_file_read(const char *path, size_t *n, Err *err)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
@@ -90,7 +88,7 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
     }
     Err e = {{0}};
     size_t n = 0;
-    char *raw = read_wal_file(path, &n, err);
+    char *raw = wal_file_read(path, &n, err);
     if (!raw)
         return false;
     res->raw_size = n;
@@ -118,15 +116,25 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
             exists = false; /* removed meanwhile: store it */
         }
         if (exists) {
-            free(raw);
             if (same) {
-                res->already = true;
-                return true;
+                /* a push that stopped between the summary and the segment left no summary */
+                bool have = false;
+                bool ok = wal_summary_stored(r, name, &have, err) &&
+                          (have || wal_summary_store(r, name, (unsigned char *)raw, n, err));
+                free(raw);
+                res->already = ok;
+                return ok;
             }
+            free(raw);
             err_set(err, "archive: %s is already in the %s with other content (%s); not replaced", name, r->desc,
                     e.msg[0] ? e.msg : "another hash");
             return false;
         }
+    }
+    /* the summary first: a stored segment always has one, unless it could not be read */
+    if (!wal_summary_store(r, name, (unsigned char *)raw, n, err)) {
+        free(raw);
+        return false;
     }
     void *stored = NULL;
     size_t stored_n = 0;

@@ -20,6 +20,11 @@ WalFileKind wal_file_kind(const char *name);
 /* The repository key of a WAL file name; false for a name that is not one. */
 bool wal_file_key(const char *name, char *key, size_t sz);
 
+/* Read a WAL file of the server (malloc'd, NUL-terminated). The agent runs as root and the path
+ * comes from the server's user: no link is followed, only a regular file (of that user, when one
+ * is set) no larger than a WAL segment can be (1 GB) is read, and a FIFO cannot block. */
+char *wal_file_read(const char *path, size_t *n, Err *err);
+
 typedef struct WalPushResult {
     bool already;         /* an identical copy was stored before (PostgreSQL retried) */
     size_t raw_size, stored_size;

@@ -110,6 +110,10 @@ static void print_list(const BackupInfo *b, int n, bool as_json)
                                                b[i].start_time, "stop_time", b[i].stop_time, "seconds",
                                                b[i].seconds, "files", (json_int_t)b[i].files, "bytes",
                                                (json_int_t)b[i].bytes, "stored", (json_int_t)b[i].stored));
+            json_t *o = json_array_get(a, json_array_size(a) - 1);
+            json_object_set_new(o, "read_bytes", json_integer(b[i].read_bytes));
+            if (b[i].changes_from[0])
+                json_object_set_new(o, "changes_from", json_string(b[i].changes_from));
         }
         char *out = json_dumps(a, JSON_INDENT(2));
         puts(out);
@@ -211,11 +215,12 @@ int cmd_backup(int argc, char **argv)
         BackupInfo b;
         if (backup_take(cfg, repo, &o, &b, &err)) {
             char s[32], z[32];
-            printf("backup %s complete (%s%s%s): %lld files, %.1f MB stored as %.1f MB, %.1f s, WAL %s to %s on "
-                   "timeline %d\n",
+            printf("backup %s complete (%s%s%s): %lld files, %.1f MB stored as %.1f MB, %.1f MB read%s%s%s, %.1f s, "
+                   "WAL %s to %s on timeline %d\n",
                    b.label, b.type, b.reference[0] ? " on " : "", b.reference, (long long)b.files,
-                   (double)b.bytes / 1048576.0, (double)b.stored / 1048576.0, b.seconds, lsn_format(b.start_lsn, s),
-                   lsn_format(b.stop_lsn, z), b.timeline);
+                   (double)b.bytes / 1048576.0, (double)b.stored / 1048576.0, (double)b.read_bytes / 1048576.0,
+                   b.changes_from[0] ? " (changed blocks from " : "", b.changes_from, b.changes_from[0] ? ")" : "",
+                   b.seconds, lsn_format(b.start_lsn, s), lsn_format(b.stop_lsn, z), b.timeline);
         } else {
             cli_error("the backup is not complete and will not be listed", "%s", err.msg);
             rc = EXIT_FAILED;
