@@ -660,6 +660,10 @@ bool wal_summary_deserialize(const void *p, size_t n, WalSummary *out, Err *err)
         const unsigned char *b = nb <= (n - in.at) / 4 ? take(&in, (size_t)nb * 4) : (in.bad = true, NULL);
         if (in.bad)
             break;
+        if (rel_lookup(out, &k)) {
+            in.bad = true; /* twice the same relation fork */
+            break;
+        }
         WalRelBlocks *r = rel_get(out, &k);
         r->limit = limit;
         r->blocks = xmalloc((size_t)nb * 4 + 4);

@@ -271,7 +271,35 @@ def base64():
     write("fuzz_base64", "binary", bytes(range(256)))
 
 
+def wal_record(rmid, info, blocks, main):
+    """A PostgreSQL 15 WAL record: blocks are (fork, block, relation or None for the same one)."""
+    hdr = b""
+    for i, (fork, blk, rel) in enumerate(blocks):
+        hdr += struct.pack("<BBH", i, fork | (0x80 if rel is None else 0), 0)
+        if rel is not None:
+            hdr += struct.pack("<III", *rel)
+        hdr += struct.pack("<I", blk)
+    if main:
+        hdr += struct.pack("<BB", 255, len(main)) + main
+    total = 24 + len(hdr)
+    return struct.pack("<IIQBBHI", total, 0, 0, info, rmid, 0, 0) + hdr
+
+
+def wal_summary():
+    """Segment bodies for fuzz_wal_summary: first-page info and remaining length, then records."""
+    recs = b""
+    for r in (wal_record(10, 0, [(0, 7, (1663, 5, 16384)), (2, 0, None)], b"abcd"),
+              wal_record(2, 0x10, [], struct.pack("<IIII", 1663, 5, 16500, 0)),
+              wal_record(2, 0x20, [], struct.pack("<IIIII", 3, 1663, 5, 16384, 1)),
+              wal_record(4, 0x00, [], struct.pack("<IIII", 16400, 1663, 1, 1663)),
+              wal_record(0, 0x40, [], b"")):
+        recs += r + b"\0" * (-len(r) % 8)
+    write("fuzz_wal_summary", "records", struct.pack("<HHI", 0, 0, 0) + recs)
+    write("fuzz_wal_summary", "continued", struct.pack("<HHI", 1, 0, 16) + b"\xee" * 16 + recs)
+
+
 if __name__ == "__main__":
+    wal_summary()
     base64()
     pg_protocol()
     proxy_stream()
