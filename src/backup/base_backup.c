@@ -3,6 +3,7 @@
 #include "backup/base_backup.h"
 #include "backup/manifest.h"
 #include "backup/obj.h"
+#include "backup/page_checksum.h"
 #include "backup/pages.h"
 #include "backup/parallel.h"
 #include "common/fileutil.h"
@@ -37,6 +38,8 @@ typedef struct FileEntry {
     uint32_t *blocks;        /* block-mode: the blocks stored, in order */
     int n_blocks;
     bool gone;               /* vanished during the copy (a dropped relation): not in the backup */
+    uint32_t *bad_pages;     /* blocks whose page checksum failed (page_check_file) */
+    int n_bad_pages;
 } FileEntry;
 
 typedef struct FileList {
@@ -53,6 +56,7 @@ static void list_free(FileList *l)
     for (int i = 0; i < l->n_files; i++) {
         free(l->files[i].path);
         free(l->files[i].blocks);
+        free(l->files[i].bad_pages);
     }
     free(l->dirs);
     free(l->files);
@@ -138,6 +142,9 @@ typedef struct CopyJob {
     /* incremental: the backup this one builds on (NULL for a full one) */
     const Manifest *ref;
     Lsn ref_start;
+    /* data checksums on: the pages of relation files are checked (page_checksum.h) */
+    bool check_pages;
+    Lsn start_lsn;
 } CopyJob;
 
 /* Against the backup this one builds on: false when the file is unchanged (a reference);
@@ -212,6 +219,8 @@ static bool copy_file(void *arg, int i, Err *err)
     hex_encode(sum, 32, f->sha256);
     f->size = (int64_t)n;
     f->mode = "whole";
+    if (j->check_pages)
+        f->n_bad_pages = page_check_file(j->data_dir, f->path, (unsigned char *)raw, n, j->start_lsn, &f->bad_pages);
     if (j->ref && !choose_mode(j, f, (unsigned char *)raw, n)) {
         free(raw);
         return true; /* unchanged: a reference, nothing to store */
@@ -273,6 +282,7 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
     json_object_set_new(m, "seconds", json_real(b->seconds));
     json_object_set_new(m, "system_identifier", json_string(b->sysid));
     json_object_set_new(m, "backup_label", json_string(label_file));
+    json_object_set_new(m, "checksums_checked", json_boolean(b->checksums_checked));
     json_t *dirs = json_array();
     for (int i = 0; i < l->n_dirs; i++)
         json_array_append_new(dirs, json_string(l->dirs[i]));
@@ -291,6 +301,12 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
             for (int k = 0; k < f->n_blocks; k++)
                 json_array_append_new(bl, json_integer(f->blocks[k]));
             json_object_set_new(e, "blocks", bl);
+        }
+        if (f->n_bad_pages > 0) {
+            json_t *bad = json_array();
+            for (int k = 0; k < f->n_bad_pages; k++)
+                json_array_append_new(bad, json_integer(f->bad_pages[k]));
+            json_object_set_new(e, "checksum_errors", bad);
         }
         json_array_append_new(files, e);
     }
@@ -451,6 +467,12 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     free(sysid);
     lsn_parse(start, &out->start_lsn);
     free(start);
+    /* with data checksums on, every page of the relation files is checked as it is copied */
+    char *checksums = query_one(&pg, "SHOW data_checksums", 10000, NULL);
+    out->checksums_checked = checksums && strcmp(checksums, "on") == 0;
+    if (!checksums)
+        log_warn("backup: cannot tell whether data checksums are on; page checksums are not checked");
+    free(checksums);
     /* Build only on a backup of this cluster, of this timeline, that ended before this one
      * starts: blocks older than its start are taken from it, which is right only if this server's
      * history contains it (not the WAL an old primary lost at a failover, not the future of a
@@ -481,7 +503,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
                 break;
             }
         CopyJob j = {.data_dir = cfg->pg_data_dir, .repo = r, .prefix = prefix, .compress = o->compress,
-                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0};
+                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0,
+                     .check_pages = out->checksums_checked, .start_lsn = out->start_lsn};
         ok = parallel_for(list.n_files - 1, o->workers, copy_file, &j, err) &&
              (list.n_files == 0 || copy_file(&j, list.n_files - 1, err));
     }
@@ -516,6 +539,7 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
             out->files++;
             out->bytes += list.files[i].size;
             out->stored += list.files[i].stored;
+            out->checksum_errors += list.files[i].n_bad_pages;
         }
     /* the WAL from start to stop must be in the repository: pg_backup_stop waits for it on a
      * primary, not on a standby whose archive_mode is "on" */

@@ -31,6 +31,8 @@ typedef struct BackupInfo {
     double seconds;
     int64_t files, bytes, stored;         /* data files, their size, stored size */
     char sysid[32];
+    bool checksums_checked;               /* data checksums on: relation file pages were checked */
+    int64_t checksum_errors;              /* pages whose checksum failed (copied as they were) */
 } BackupInfo;
 
 typedef struct BackupOptions {

@@ -22,12 +22,14 @@ static void info_from_json(const json_t *m, BackupInfo *b)
     str_copy(b->stop_time, sizeof(b->stop_time), json_string_value(json_object_get(m, "stop_time")));
     b->seconds = json_number_value(json_object_get(m, "seconds"));
     str_copy(b->sysid, sizeof(b->sysid), json_string_value(json_object_get(m, "system_identifier")));
+    b->checksums_checked = json_is_true(json_object_get(m, "checksums_checked"));
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(m, "files"), i, f) {
         b->files++;
         b->bytes += json_integer_value(json_object_get(f, "size"));
         b->stored += json_integer_value(json_object_get(f, "stored"));
+        b->checksum_errors += (int64_t)json_array_size(json_object_get(f, "checksum_errors"));
     }
 }
 
