@@ -3,6 +3,7 @@
 #include "backup/base_backup.h"
 #include "backup/manifest.h"
 #include "backup/obj.h"
+#include "backup/page_checksum.h"
 #include "backup/pages.h"
 #include "backup/parallel.h"
 #include "backup/wal_summary_store.h"
@@ -40,6 +41,8 @@ typedef struct FileEntry {
     uint32_t *blocks;        /* block-mode: the blocks stored, in order */
     int n_blocks;
     bool gone;               /* vanished during the copy (a dropped relation): not in the backup */
+    uint32_t *bad_pages;     /* blocks whose page checksum failed (page_check_file) */
+    int n_bad_pages;
 } FileEntry;
 
 typedef struct FileList {
@@ -56,6 +59,7 @@ static void list_free(FileList *l)
     for (int i = 0; i < l->n_files; i++) {
         free(l->files[i].path);
         free(l->files[i].blocks);
+        free(l->files[i].bad_pages);
     }
     free(l->dirs);
     free(l->files);
@@ -143,8 +147,10 @@ typedef struct CopyJob {
     Lsn ref_start;
     /* the blocks the WAL changed since ref_start (NULL: compare page LSNs instead) */
     const WalSummary *changes;
-    Lsn start;               /* this backup's */
     bool crosscheck;         /* tests: also compare page LSNs, and fail on a block the WAL missed */
+    /* data checksums on: the pages of relation files are checked (page_checksum.h) */
+    bool check_pages;
+    Lsn start_lsn;
 } CopyJob;
 
 /* Against the backup this one builds on: false when the file is unchanged (a reference);
@@ -260,7 +266,7 @@ static bool crosscheck_blocks(CopyJob *j, FileEntry *f, int fd, uint64_t ref_blo
         Lsn lsn = page_lsn(page);
         while (k < f->n_blocks && f->blocks[k] < b)
             k++;
-        if (lsn >= j->ref_start && lsn < j->start && !(k < f->n_blocks && f->blocks[k] == b)) {
+        if (lsn >= j->ref_start && lsn < j->start_lsn && !(k < f->n_blocks && f->blocks[k] == b)) {
             char a[LSN_BUFSZ], z[LSN_BUFSZ];
             err_set(err, "backup: the WAL summaries missed block %llu of %s (page LSN %s, older backup from %s)",
                     (unsigned long long)b, f->path, lsn_format(lsn, a), lsn_format(j->ref_start, z));
@@ -336,6 +342,13 @@ static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
         f->read += got > 0 ? got : 0;
     }
     close(fd);
+    /* the pages read are checked as a full backup checks them (a partial last block is not) */
+    if (ok && j->check_pages) {
+        size_t whole = (size_t)nc;
+        if (whole > 0 && (uint64_t)list[whole - 1] * PAGE_SIZE_BYTES + PAGE_SIZE_BYTES > (uint64_t)f->size)
+            whole--;
+        f->n_bad_pages = page_check_blocks(j->data_dir, f->path, blk, whole, list, j->start_lsn, &f->bad_pages);
+    }
     f->mode = "blocks";
     ok = ok && store_file(j, f, blk, (size_t)nc * PAGE_SIZE_BYTES, err);
     free(blk);
@@ -368,6 +381,8 @@ static bool copy_file(void *arg, int i, Err *err)
     hex_encode(sum, 32, f->sha256);
     f->size = (int64_t)n;
     f->mode = "whole";
+    if (j->check_pages)
+        f->n_bad_pages = page_check_file(j->data_dir, f->path, (unsigned char *)raw, n, j->start_lsn, &f->bad_pages);
     if (j->ref && !choose_mode(j, f, (unsigned char *)raw, n)) {
         free(raw);
         return true; /* unchanged: a reference, nothing to store */
@@ -424,6 +439,7 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
     json_object_set_new(m, "read_bytes", json_integer(b->read_bytes));
     if (b->changes_from[0])
         json_object_set_new(m, "changes_from", json_string(b->changes_from));
+    json_object_set_new(m, "checksums_checked", json_boolean(b->checksums_checked));
     json_t *dirs = json_array();
     for (int i = 0; i < l->n_dirs; i++)
         json_array_append_new(dirs, json_string(l->dirs[i]));
@@ -442,6 +458,12 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
             for (int k = 0; k < f->n_blocks; k++)
                 json_array_append_new(bl, json_integer(f->blocks[k]));
             json_object_set_new(e, "blocks", bl);
+        }
+        if (f->n_bad_pages > 0) {
+            json_t *bad = json_array();
+            for (int k = 0; k < f->n_bad_pages; k++)
+                json_array_append_new(bad, json_integer(f->bad_pages[k]));
+            json_object_set_new(e, "checksum_errors", bad);
         }
         json_array_append_new(files, e);
     }
@@ -602,6 +624,12 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     free(sysid);
     lsn_parse(start, &out->start_lsn);
     free(start);
+    /* with data checksums on, every page of the relation files is checked as it is copied */
+    char *checksums = query_one(&pg, "SHOW data_checksums", 10000, NULL);
+    out->checksums_checked = checksums && strcmp(checksums, "on") == 0;
+    if (!checksums)
+        log_warn("backup: cannot tell whether data checksums are on; page checksums are not checked");
+    free(checksums);
     /* Build only on a backup of this cluster, of this timeline, that ended before this one
      * starts: blocks older than its start are taken from it, which is right only if this server's
      * history contains it (not the WAL an old primary lost at a failover, not the future of a
@@ -642,8 +670,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
                 break;
             }
         CopyJob j = {.data_dir = cfg->pg_data_dir, .repo = r, .prefix = prefix, .compress = o->compress,
-                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0, .changes = changes,
-                     .start = out->start_lsn};
+                     .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0,
+                     .changes = changes, .check_pages = out->checksums_checked, .start_lsn = out->start_lsn};
 #ifdef PGVIGIL_TEST_HOOKS
         j.crosscheck = changes && getenv("PGVIGIL_TEST_CROSSCHECK_SUMMARIES") != NULL;
 #endif
@@ -682,6 +710,7 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
             out->bytes += list.files[i].size;
             out->stored += list.files[i].stored;
             out->read_bytes += list.files[i].read;
+            out->checksum_errors += list.files[i].n_bad_pages;
         }
     /* the WAL from start to stop must be in the repository: pg_backup_stop waits for it on a
      * primary, not on a standby whose archive_mode is "on" */

@@ -35,6 +35,8 @@ typedef struct BackupInfo {
     int64_t read_bytes;                   /* read from the data directory */
     char changes_from[16];                /* incremental, differential: "wal-summaries" or "page-lsns" */
     char sysid[32];
+    bool checksums_checked;               /* data checksums on: relation file pages were checked */
+    int64_t checksum_errors;              /* pages whose checksum failed (copied as they were) */
 } BackupInfo;
 
 typedef struct BackupOptions {

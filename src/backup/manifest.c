@@ -25,12 +25,14 @@ static void info_from_json(const json_t *m, BackupInfo *b)
     b->read_bytes = json_integer_value(json_object_get(m, "read_bytes"));
     const char *from = json_string_value(json_object_get(m, "changes_from"));
     str_copy(b->changes_from, sizeof(b->changes_from), from ? from : "");
+    b->checksums_checked = json_is_true(json_object_get(m, "checksums_checked"));
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(m, "files"), i, f) {
         b->files++;
         b->bytes += json_integer_value(json_object_get(f, "size"));
         b->stored += json_integer_value(json_object_get(f, "stored"));
+        b->checksum_errors += (int64_t)json_array_size(json_object_get(f, "checksum_errors"));
     }
 }
 

@@ -6,6 +6,9 @@
  *   "ref"    unchanged: the backup it builds on has it;
  *   "blocks" the object holds the listed 8 kB blocks, the rest comes from the backup it builds
  *            on (its "sha256" is then empty: the whole file exists only once put together).
+ * "checksums_checked" (top level) says the cluster had data checksums on, so the pages of
+ * relation files were checked as they were copied; a file with pages that failed has
+ * "checksum_errors": their block numbers within the file.
  * A manifest is written last: a backup without one is incomplete and never listed. */
 #ifndef PGVIGIL_MANIFEST_H
 #define PGVIGIL_MANIFEST_H

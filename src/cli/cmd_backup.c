@@ -26,7 +26,9 @@ static void backup_usage(FILE *out)
           "take: a base backup of this node's server (primary or standby) into the repository;\n"
           "      complete only once its manifest is written, after pg_backup_stop. full: every file;\n"
           "      incr: what changed since the newest backup started; diff: since the newest full\n"
-          "      one (changed blocks of relation files, changed files otherwise).\n"
+          "      one (changed blocks of relation files, changed files otherwise). With data\n"
+          "      checksums on, every page copied is checked; a page that fails is named, and\n"
+          "      counted in the backup (which still completes: it holds what is on disk).\n"
           "list: the complete backups, oldest first.\n"
           "verify: re-read the repository: every hash, every backup against its manifest and the\n"
           "      WAL it needs, gaps in the WAL; what each backup can restore to. Exit 1 on a problem.\n"
@@ -114,6 +116,8 @@ static void print_list(const BackupInfo *b, int n, bool as_json)
             json_object_set_new(o, "read_bytes", json_integer(b[i].read_bytes));
             if (b[i].changes_from[0])
                 json_object_set_new(o, "changes_from", json_string(b[i].changes_from));
+            json_object_set_new(o, "checksums_checked", json_boolean(b[i].checksums_checked));
+            json_object_set_new(o, "checksum_errors", json_integer(b[i].checksum_errors));
         }
         char *out = json_dumps(a, JSON_INDENT(2));
         puts(out);
@@ -121,14 +125,17 @@ static void print_list(const BackupInfo *b, int n, bool as_json)
         json_decref(a);
         return;
     }
-    printf("%-17s %-5s %-17s %-24s %-24s %-12s %-12s %8s %10s %10s\n", "label", "type", "builds on", "start",
-           "stop", "start lsn", "stop lsn", "seconds", "size MB", "stored MB");
+    printf("%-17s %-5s %-17s %-24s %-24s %-12s %-12s %8s %10s %10s %9s\n", "label", "type", "builds on", "start",
+           "stop", "start lsn", "stop lsn", "seconds", "size MB", "stored MB", "bad pages");
     for (int i = 0; i < n; i++) {
         char s[32], z[32];
-        printf("%-17s %-5s %-17s %-24s %-24s %-12s %-12s %8.1f %10.1f %10.1f\n", b[i].label, b[i].type,
+        char bad[24] = "-"; /* "-": data checksums off, nothing checked */
+        if (b[i].checksums_checked)
+            str_fmt(bad, sizeof(bad), "%lld", (long long)b[i].checksum_errors);
+        printf("%-17s %-5s %-17s %-24s %-24s %-12s %-12s %8.1f %10.1f %10.1f %9s\n", b[i].label, b[i].type,
                b[i].reference[0] ? b[i].reference : "-", b[i].start_time, b[i].stop_time, lsn_format(b[i].start_lsn, s),
                lsn_format(b[i].stop_lsn, z), b[i].seconds, (double)b[i].bytes / 1048576.0,
-               (double)b[i].stored / 1048576.0);
+               (double)b[i].stored / 1048576.0, bad);
     }
 }
 
@@ -221,6 +228,11 @@ int cmd_backup(int argc, char **argv)
                    (double)b.bytes / 1048576.0, (double)b.stored / 1048576.0, (double)b.read_bytes / 1048576.0,
                    b.changes_from[0] ? " (changed blocks from " : "", b.changes_from, b.changes_from[0] ? ")" : "",
                    b.seconds, lsn_format(b.start_lsn, s), lsn_format(b.stop_lsn, z), b.timeline);
+            if (!b.checksums_checked)
+                printf("page checksums: not checked (data checksums are off in this cluster)\n");
+            else
+                printf("page checksums: %lld page(s) failed the check%s\n", (long long)b.checksum_errors,
+                       b.checksum_errors ? " (each named in a warning; copied as they are on disk, listed in the manifest)" : "");
         } else {
             cli_error("the backup is not complete and will not be listed", "%s", err.msg);
             rc = EXIT_FAILED;

@@ -624,6 +624,14 @@ static bool load_initdb(Loader *ld, const KeySpec *ks, int line, const char *key
     } else {
         ok = type_error(ld, line, key, "a list", v);
     }
+    /* data checksums: on by default (pg_initdb_options); {data-checksums: false} or
+     * "no-data-checksums" turns them off */
+    const char *dc = ok ? kvlist_get(&l, "data-checksums") : NULL;
+    bool on = true;
+    if (dc && !str_empty(dc) && !config_parse_bool(dc, &on))
+        ok = fail_at(ld, line, key, "data-checksums: expected a boolean (true/false), got \"%s\"", dc);
+    else if (ok && on && dc && kvlist_get(&l, "no-data-checksums"))
+        ok = fail_at(ld, line, key, "data-checksums and no-data-checksums: choose one");
     if (!ok) {
         kvlist_free(&l);
         return false;

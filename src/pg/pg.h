@@ -104,6 +104,10 @@ void pg_archive_socket(const PgNode *pg, char *buf, size_t sz);
 /* Write postgresql.conf (including postgresql.base.conf), pg_hba.conf and standby.signal. */
 bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err);
 
+/* The initdb options of bootstrap.initdb ("--encoding=UTF8", a flag as "--data-checksums"), into
+ * out (at most max): data checksums are on ("--data-checksums" added) unless the list says
+ * "no-data-checksums" or {data-checksums: false}. Returns how many. */
+int pg_initdb_options(const KvList *opts, char out[][256], int max);
 bool pg_initdb(PgNode *pg, Err *err);
 bool pg_start(PgNode *pg, int timeout_s, Err *err);
 /* mode: "fast" or "immediate"; falls back to immediate after timeout_s. */

@@ -128,6 +128,35 @@ static bool prepare_data_dir_parent(const PgNode *pg, Err *err)
     return true;
 }
 
+int pg_initdb_options(const KvList *opts, char out[][256], int max)
+{
+    int n = 0;
+    bool checksums = true;
+    for (int i = 0; i < opts->n; i++) {
+        const KeyValue *kv = &opts->items[i];
+        bool on;
+        if (strcmp(kv->key, "no-data-checksums") == 0) {
+            /* PostgreSQL 18's initdb flag; 15's initdb leaves checksums off without a flag */
+            checksums = false;
+            continue;
+        }
+        if (strcmp(kv->key, "data-checksums") == 0) {
+            /* a flag, or {data-checksums: true|false}: initdb takes no value */
+            checksums = str_empty(kv->value) || !config_parse_bool(kv->value, &on) || on;
+            continue;
+        }
+        if (n >= max)
+            break;
+        if (str_empty(kv->value))
+            str_fmt(out[n++], 256, "--%s", kv->key);
+        else
+            str_fmt(out[n++], 256, "--%s=%s", kv->key, kv->value);
+    }
+    if (checksums && n < max)
+        str_copy(out[n++], 256, "--data-checksums");
+    return n;
+}
+
 bool pg_initdb(PgNode *pg, Err *err)
 {
     const Config *cfg = pg->cfg;
@@ -169,14 +198,9 @@ bool pg_initdb(PgNode *pg, Err *err)
         argv[a++] = pw_opt;
     argv[a++] = "--auth-local=trust";
     argv[a++] = fd >= 0 ? "--auth-host=scram-sha-256" : "--auth-host=trust";
-    for (int i = 0; i < cfg->initdb_options.n && i < 32; i++) {
-        const KeyValue *kv = &cfg->initdb_options.items[i];
-        if (str_empty(kv->value))
-            str_fmt(extra[i], sizeof(extra[i]), "--%s", kv->key);
-        else
-            str_fmt(extra[i], sizeof(extra[i]), "--%s=%s", kv->key, kv->value);
+    int n_extra = pg_initdb_options(&cfg->initdb_options, extra, (int)ARRAY_LEN(extra));
+    for (int i = 0; i < n_extra; i++)
         argv[a++] = extra[i];
-    }
     argv[a] = NULL;
     bool ok = run_pg(pg, argv, 300000, NULL, false, err);
     if (fd >= 0)

@@ -2,6 +2,7 @@
  * configuration JSON and its edits, key/value lists and host:port splitting. */
 #include "common/common.h"
 #include "config/config.h"
+#include "pg/pg.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -398,6 +399,44 @@ static void test_merge_keys(void **state)
                  "scope: s\ntags: {<<: [*d, *d, *d, *d, *d, *d, *d, *d]}\n",
                  "merge keys nested or repeated too much");
     expect_error("scope: s\ntags:\n  <<: 5\n", "node.yml:3: tags.<<: expected a mapping or a list of mappings, got \"5\"");
+}
+
+/* bootstrap.initdb and data checksums: on unless the list turns them off (Patroni's shapes:
+ * strings and single-key maps); initdb gets "--data-checksums" once, never with a value */
+static void initdb_args(const char *initdb_yaml, const char *want)
+{
+    Err err = {{0}};
+    char *text = str_printf("scope: s\nname: n\npostgresql: {data_dir: /d}\n%s", initdb_yaml);
+    Config *c = load_text(text, false, &err);
+    free(text);
+    if (!c)
+        fail_msg("%s: %s", initdb_yaml, err.msg);
+    char out[32][256];
+    int n = pg_initdb_options(&c->initdb_options, out, 32);
+    char got[1024] = "";
+    for (int i = 0; i < n; i++)
+        str_fmt(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? " " : "", out[i]);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s: initdb gets '%s', want '%s'", initdb_yaml, got, want);
+    config_free(c);
+}
+
+static void test_initdb_checksums(void **state)
+{
+    (void)state;
+    initdb_args("", "--data-checksums");
+    initdb_args("bootstrap:\n  initdb: [{encoding: UTF8}]\n", "--encoding=UTF8 --data-checksums");
+    initdb_args("bootstrap:\n  initdb: [data-checksums, {encoding: UTF8}]\n", "--encoding=UTF8 --data-checksums");
+    initdb_args("bootstrap:\n  initdb: [{data-checksums: true}]\n", "--data-checksums");
+    initdb_args("bootstrap:\n  initdb: {data-checksums: ~, locale: C}\n", "--locale=C --data-checksums");
+    initdb_args("bootstrap:\n  initdb: [{data-checksums: false}, {encoding: UTF8}]\n", "--encoding=UTF8");
+    initdb_args("bootstrap:\n  initdb: [{data-checksums: off}]\n", "");
+    initdb_args("bootstrap:\n  initdb: [no-data-checksums, {locale: C}]\n", "--locale=C");
+    initdb_args("bootstrap:\n  initdb:\n    - {data-checksums: no}\n    - no-data-checksums\n", "");
+    expect_error("scope: s\nbootstrap:\n  initdb: [{data-checksums: maybe}]\n",
+                 "node.yml:3: bootstrap.initdb: data-checksums: expected a boolean (true/false), got \"maybe\"");
+    expect_error("scope: s\nbootstrap:\n  initdb: [data-checksums, no-data-checksums]\n",
+                 "node.yml:3: bootstrap.initdb: data-checksums and no-data-checksums: choose one");
 }
 
 static void test_client(void **state)
@@ -1100,6 +1139,7 @@ int main(void)
         cmocka_unit_test(test_agent_sections),
         cmocka_unit_test(test_backup_section),
         cmocka_unit_test(test_backup_s3),
+        cmocka_unit_test(test_initdb_checksums),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
