@@ -544,6 +544,39 @@ static bool wait_for_wal(Repo *r, const BackupInfo *b, Err *err)
     return true;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Is every file the backup stored in the repository now, just before the manifest makes it
+ * complete? (Nothing else should remove them; this makes sure no backup looks complete
+ * without its files, whatever happened meanwhile.) */
+static bool files_all_there(Repo *r, const char *prefix, const FileList *l, Err *err)
+{
+    RepoKeys k;
+    char *dir = str_dup(prefix);
+    dir[strlen(dir) - 1] = '\0'; /* "backup/<label>/data" */
+    bool ok = r->ops->list(r, dir, &k, err);
+    free(dir);
+    if (!ok)
+        return false;
+    for (int i = 0; i < l->n_files && ok; i++) {
+        const FileEntry *f = &l->files[i];
+        if (f->gone || f->stored == 0)
+            continue;
+        char *key = str_printf("%s%s", prefix, f->path);
+        if (!bsearch(&key, k.keys, (size_t)k.n, sizeof(char *), cmp_key)) {
+            err_set(err, "backup: %s is no longer in the %s (removed while the backup ran?); the backup is not complete",
+                    key, r->desc);
+            ok = false;
+        }
+        free(key);
+    }
+    repo_keys_free(&k);
+    return ok;
+}
+
 /* The backup an incremental (the newest) or a differential (the newest full) builds on; NULL
  * (a full backup then) when there is none. */
 static Manifest *find_reference(Repo *r, const char *type, Err *err, bool *failed)
@@ -678,6 +711,17 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
         ok = parallel_for(list.n_files - 1, o->workers, copy_file, &j, err) &&
              (list.n_files == 0 || copy_file(&j, list.n_files - 1, err));
     }
+#ifdef PGVIGIL_TEST_HOOKS
+    /* tests: hold the backup here, its files stored and no manifest yet, while the file exists */
+    const char *pause = getenv("PGVIGIL_TEST_BACKUP_PAUSE_FILE");
+    if (pause && access(pause, F_OK) == 0) {
+        char *held = str_printf("%s.held", pause);
+        file_write_atomic(held, "", 0, 0644, NULL);
+        free(held);
+    }
+    while (pause && access(pause, F_OK) == 0)
+        sleep_ms(100);
+#endif
     /* always end the backup mode, even after a failure */
     Err stop_err = {{0}};
     PGresult *res = pg_query(&pg, "SELECT lsn::text, labelfile FROM pg_backup_stop(true)", 3600000, &stop_err);
@@ -716,6 +760,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
      * primary, not on a standby whose archive_mode is "on" */
     if (ok)
         ok = wait_for_wal(r, out, err);
+    if (ok)
+        ok = files_all_there(r, prefix, &list, err);
     /* the manifest last: only now is the backup complete */
     if (ok) {
         char *json = manifest_json(out, &list, label_file);

@@ -33,9 +33,50 @@ static bool remove_prefix(Repo *r, const char *prefix, int *n, Err *err)
     return ok;
 }
 
+/* Files of backups that never got their manifest (the backup failed, or was killed): never
+ * listed or restored, only taking room. The caller holds the cluster's backup lock, so none of
+ * them is a backup still running (and a backup checks its files are all there before it writes
+ * its manifest). */
+static bool remove_leftovers(Repo *r, bool dry_run, FILE *out, ExpireReport *rep, Err *err)
+{
+    RepoKeys k;
+    if (!r->ops->list(r, "backup", &k, err))
+        return false;
+    bool ok = true;
+    char done[64] = "";
+    for (int i = 0; i < k.n && ok; i++) {
+        /* backup/<label>/... */
+        const char *label = k.keys[i] + 7, *slash = strchr(label, '/');
+        if (strncmp(k.keys[i], "backup/", 7) != 0 || !slash || (size_t)(slash - label) >= sizeof(done))
+            continue;
+        char lab[64];
+        str_fmt(lab, sizeof(lab), "%.*s", (int)(slash - label), label);
+        if (strcmp(lab, done) == 0)
+            continue;
+        str_copy(done, sizeof(done), lab);
+        char *mkey = str_printf("backup/%s/manifest", lab);
+        bool exists = true;
+        ok = r->ops->exists(r, mkey, &exists, err);
+        free(mkey);
+        if (!ok || exists)
+            continue;
+        int files = 0;
+        char *prefix = str_printf("backup/%s", lab);
+        if (!dry_run)
+            ok = remove_prefix(r, prefix, &files, err);
+        free(prefix);
+        fprintf(out, "%s the files of %s, a backup that never completed\n", dry_run ? "would remove" : "removed", lab);
+        rep->leftovers++;
+    }
+    repo_keys_free(&k);
+    return ok;
+}
+
 bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, ExpireReport *rep, Err *err)
 {
     memset(rep, 0, sizeof(*rep));
+    if (!remove_leftovers(r, dry_run, out, rep, err))
+        return false;
     if (p->keep_full <= 0 && p->keep_days <= 0) {
         fprintf(out, "no retention set (backup.retention_full, backup.retention_days): nothing expires\n");
         return true;

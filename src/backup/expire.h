@@ -14,11 +14,14 @@ typedef struct ExpirePolicy {
 typedef struct ExpireReport {
     int backups;      /* backups expired (or that would be, with dry_run) */
     int wal_files;    /* WAL files removed */
+    int leftovers;    /* backups that never completed, whose files were removed */
 } ExpireReport;
 
 /* Keep what the policy says (always the newest backup, and every WAL file from the oldest kept
  * backup's start on, so each kept backup stays restorable to the end of the archive); remove the
- * rest, printing what goes. With neither limit set nothing is removed. */
+ * rest, printing what goes. With neither limit set no backup or WAL is removed. The files of
+ * backups that never completed (no manifest) are removed in any case: the caller holds the
+ * cluster's backup lock. */
 bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, ExpireReport *rep, Err *err);
 
 #endif

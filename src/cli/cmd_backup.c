@@ -7,7 +7,9 @@
 #include "backup/repo.h"
 #include "backup/expire.h"
 #include "backup/verify.h"
+#include "cli/backup_lock.h"
 #include "cli/cli.h"
+#include "common/log.h"
 #include "common/lsn.h"
 #include "common/proc.h"
 #include "config/config.h"
@@ -33,7 +35,9 @@ static void backup_usage(FILE *out)
           "verify: re-read the repository: every hash, every backup against its manifest and the\n"
           "      WAL it needs, gaps in the WAL; what each backup can restore to. Exit 1 on a problem.\n"
           "expire: remove the backups backup.retention_full / retention_days (or --keep / --days)\n"
-          "      do not keep, and the WAL older than the oldest kept backup.\n",
+          "      do not keep, and the WAL older than the oldest kept backup.\n"
+          "take and expire run one at a time in the cluster: they hold pgvigil_backup_running in\n"
+          "etcd (scheduled backups too), and one started meanwhile stops with an error.\n",
           out);
 }
 
@@ -151,7 +155,7 @@ int cmd_backup(int argc, char **argv)
     const char *cfg_path = NULL;
     int workers = 0, keep = -1, days = -1;
     const char *type = "full";
-    bool as_json = false, dry_run = false;
+    bool as_json = false, dry_run = false, lock_held = false;
     for (int i = first; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             backup_usage(stdout);
@@ -170,6 +174,8 @@ int cmd_backup(int argc, char **argv)
             as_json = true;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
             dry_run = true;
+        } else if (strcmp(argv[i], "--lock-held") == 0) {
+            lock_held = true; /* the agent's scheduled backup: it took the lock on its own lease */
         } else if (strcmp(argv[i], "--keep") == 0 && i + 1 < argc && parse_count(argv[i + 1], 100000, &keep)) {
             i++;
         } else if (strcmp(argv[i], "--days") == 0 && i + 1 < argc && parse_count(argv[i + 1], 36500, &days)) {
@@ -189,6 +195,24 @@ int cmd_backup(int argc, char **argv)
     if (!cfg)
         return rc;
     Err err = {{0}};
+    /* one backup or expiry at a time in the cluster: a backup goes on without the lock when etcd
+     * cannot be reached (PostgreSQL runs concurrent backups; only the rule is not kept), an
+     * expiry does not (it could remove what a running incremental builds on) */
+    BackupLock *lock = NULL;
+    bool locking = !lock_held && (strcmp(sub, "take") == 0 || (strcmp(sub, "expire") == 0 && !dry_run));
+    if (locking) {
+        bool busy = false;
+        lock = backup_lock_take(cfg, sub, &busy, &err);
+        if (!lock && (busy || strcmp(sub, "expire") == 0)) {
+            cli_error(busy ? "wait for it to end, then run again" : "run it again once etcd answers", "%s", err.msg);
+            repo_free(repo);
+            config_free(cfg);
+            return EXIT_FAILED;
+        }
+        if (!lock)
+            log_warn("%s; backing up without it", err.msg);
+        err.msg[0] = '\0';
+    }
     if (strcmp(sub, "expire") == 0) {
         ExpirePolicy p = {.keep_full = keep >= 0 ? keep : cfg->backup.retention_full,
                           .keep_days = days >= 0 ? days : cfg->backup.retention_days};
@@ -238,6 +262,7 @@ int cmd_backup(int argc, char **argv)
             rc = EXIT_FAILED;
         }
     }
+    backup_lock_release(lock);
     repo_free(repo);
     config_free(cfg);
     return rc;

@@ -82,7 +82,7 @@ static void start(Agent *a, int64_t slot)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(a->backup_slot_text, sizeof(a->backup_slot_text), "%Y-%m-%d %H:%M UTC", &tm);
-    const char *argv[] = {self, "backup", "take", "-c", cfg_abs, NULL};
+    const char *argv[] = {self, "backup", "take", "-c", cfg_abs, "--lock-held", NULL};
     ProcOpts o = {.new_session = true};
     pid_t pid = proc_spawn(argv, &o, &err);
     if (pid < 0) {
