@@ -230,7 +230,7 @@ static bool copy_file(void *arg, int i, Err *err)
     }
     void *obj = NULL;
     size_t on = 0;
-    bool ok = obj_encode(j->compress, j->level, raw, n, &obj, &on, err);
+    bool ok = obj_encode(j->repo->cipher, j->compress, j->level, raw, n, &obj, &on, err);
     free(raw);
     char *key = str_printf("%s%s", j->prefix, f->path);
     ok = ok && repo_put(j->repo, key, obj, on, err);
