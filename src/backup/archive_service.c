@@ -58,6 +58,9 @@ struct ArchiveService {
     uint64_t seq;
     atomic_bool stop;
     ArchiveStats stats;
+    char *encryption, *encryption_key_file;
+    pthread_mutex_t setup_mu;
+    bool repo_ready;             /* repo_cipher_setup succeeded (under setup_mu) */
     char logged_error[256];
     int64_t logged_at_ms;
 };
@@ -169,6 +172,19 @@ static void log_push_error(ArchiveService *s, const char *msg)
     }
 }
 
+/* The repository's cipher settings are read by the first push, not when the agent's loop
+ * starts the service: that loop never waits on the repository (an S3 request). A failure (a
+ * wrong key) fails the push, and the next one tries again. */
+static bool repo_ready(ArchiveService *s, Err *err)
+{
+    pthread_mutex_lock(&s->setup_mu);
+    if (!s->repo_ready)
+        s->repo_ready = repo_cipher_setup(s->repo, s->encryption, s->encryption_key_file, err);
+    bool ok = s->repo_ready;
+    pthread_mutex_unlock(&s->setup_mu);
+    return ok;
+}
+
 static void *worker_main(void *arg)
 {
     ArchiveService *s = arg;
@@ -191,7 +207,7 @@ static void *worker_main(void *arg)
         str_fmt(path, sizeof(path), "%s/%s", s->wal_dir, name);
         WalPushResult res;
         Err err = {{0}};
-        bool ok = wal_push(s->repo, s->compress, s->level, path, name, &res, &err);
+        bool ok = repo_ready(s, &err) && wal_push(s->repo, s->compress, s->level, path, name, &res, &err);
 
         pthread_mutex_lock(&s->mu);
         j = job_find(s, name);
@@ -451,6 +467,9 @@ ArchiveService *archive_service_start(const ArchiveServiceConfig *c, Err *err)
     s->level = c->level;
     s->workers = c->workers > 0 ? c->workers : 1;
     s->listen_fd = fd;
+    s->encryption = str_dup(c->encryption);
+    s->encryption_key_file = str_dup(c->encryption_key_file);
+    pthread_mutex_init(&s->setup_mu, NULL);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->threads = xcalloc((size_t)s->workers, sizeof(pthread_t));
@@ -493,6 +512,9 @@ void archive_service_stop(ArchiveService *s)
     repo_free(s->repo);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->setup_mu);
+    free(s->encryption);
+    free(s->encryption_key_file);
     free(s->threads);
     free(s->socket_path);
     free(s->wal_dir);

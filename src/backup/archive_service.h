@@ -18,7 +18,10 @@ typedef struct ArchiveService ArchiveService;
 typedef struct ArchiveServiceConfig {
     const char *socket_path;   /* where the module connects */
     const char *data_dir;      /* the server's data directory (pg_wal inside) */
-    Repo *repo;                /* taken over by the service */
+    Repo *repo;                /* taken over by the service; repo_open_driver's (the first push reads
+                                  its cipher settings with the next two) */
+    const char *encryption;    /* backup.encryption (NULL: none) */
+    const char *encryption_key_file; /* backup.encryption_key_file (NULL: $PGVIGIL_BACKUP_KEY) */
     CompressKind compress;
     int level;
     int workers;               /* parallel pushes, >= 1 */

@@ -208,7 +208,7 @@ static bool store_file(CopyJob *j, FileEntry *f, const void *raw, size_t n, Err 
 {
     void *obj = NULL;
     size_t on = 0;
-    bool ok = obj_encode(j->compress, j->level, raw, n, &obj, &on, err);
+    bool ok = obj_encode(j->repo->cipher, j->compress, j->level, raw, n, &obj, &on, err);
     char *key = str_printf("%s%s", j->prefix, f->path);
     ok = ok && repo_put(j->repo, key, obj, on, err);
     free(key);

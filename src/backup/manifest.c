@@ -42,7 +42,8 @@ Manifest *manifest_load(Repo *r, const char *label, Err *err)
     void *stored = NULL, *raw = NULL;
     size_t sn = 0, rn = 0;
     bool missing = false;
-    bool ok = r->ops->read_all(r, key, &stored, &sn, &missing, err) && obj_decode(stored, sn, &raw, &rn, err);
+    bool ok = r->ops->read_all(r, key, &stored, &sn, &missing, err) &&
+              obj_decode(r->cipher, stored, sn, &raw, &rn, err);
     free(stored);
     if (!ok) {
         err_prefix(err, "%s: backup %s", r->desc, label);
@@ -108,7 +109,8 @@ bool manifest_store(Repo *r, const char *label, const char *json, Err *err)
     void *obj = NULL;
     size_t on = 0;
     char *key = str_printf("backup/%s/manifest", label);
-    bool ok = obj_encode(COMPRESS_ZSTD, 3, json, strlen(json), &obj, &on, err) && repo_put(r, key, obj, on, err);
+    bool ok = obj_encode(r->cipher, COMPRESS_ZSTD, 3, json, strlen(json), &obj, &on, err) &&
+              repo_put(r, key, obj, on, err);
     free(obj);
     free(key);
     return ok;

@@ -2,7 +2,7 @@
 #include "backup/repo.h"
 #include "config/config.h"
 
-Repo *repo_open(const BackupConfig *bc, Err *err)
+Repo *repo_open_driver(const BackupConfig *bc, Err *err)
 {
     if (bc->repo_type && strcmp(bc->repo_type, "s3") == 0) {
         /* the agent's configuration has them (checked at load); a client's may not */
@@ -28,6 +28,16 @@ Repo *repo_open(const BackupConfig *bc, Err *err)
         return NULL;
     }
     return repo_posix_new(bc->repo_path, err);
+}
+
+Repo *repo_open(const BackupConfig *bc, Err *err)
+{
+    Repo *r = repo_open_driver(bc, err);
+    if (r && !repo_cipher_setup(r, bc->encryption, bc->encryption_key_file, err)) {
+        repo_free(r);
+        return NULL;
+    }
+    return r;
 }
 
 bool repo_key_valid(const char *key)
@@ -68,6 +78,9 @@ void repo_keys_free(RepoKeys *k)
 
 void repo_free(Repo *r)
 {
-    if (r)
-        r->ops->free(r);
+    if (!r)
+        return;
+    obj_cipher_free(r->cipher);
+    r->cipher = NULL;
+    r->ops->free(r);
 }

@@ -6,6 +6,7 @@
 #ifndef PGVIGIL_REPO_H
 #define PGVIGIL_REPO_H
 
+#include "backup/cipher.h"
 #include "common/common.h"
 
 typedef struct Repo Repo;
@@ -36,6 +37,9 @@ typedef struct RepoOps {
 struct Repo {
     const RepoOps *ops;
     char *desc;    /* for messages: "repository /var/lib/pgvigil/repo" */
+    /* an encrypted repository's key, set by repo_open (NULL: not encrypted); freed with r. Every
+     * obj_encode/obj_decode of its objects takes it. */
+    ObjCipher *cipher;
 };
 
 /* A repository in a local or mounted directory (created when missing). */
@@ -56,9 +60,14 @@ typedef struct S3RepoConfig {
 } S3RepoConfig;
 Repo *repo_s3_new(const S3RepoConfig *c, Err *err);
 
-/* The repository backup.repository describes (posix or s3). */
+/* The repository backup.repository describes (posix or s3), with its cipher when
+ * backup.encryption is set: the key is checked here, so a wrong one fails before anything is
+ * read or written. */
 struct BackupConfig;
 Repo *repo_open(const struct BackupConfig *bc, Err *err);
+/* The driver alone, not read yet (no request to an S3 bucket): what the agent's loop creates
+ * without waiting on the repository. repo_cipher_setup must run before its first object. */
+Repo *repo_open_driver(const struct BackupConfig *bc, Err *err);
 
 /* A key a driver accepts: relative, '/' separated, no empty, "." or ".." component. */
 bool repo_key_valid(const char *key);

@@ -60,7 +60,8 @@ static bool read_object(RestoreCtx *c, const char *label, const char *path, unsi
     void *stored = NULL, *raw = NULL;
     size_t sn = 0, rn = 0;
     bool missing = false;
-    bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) && obj_decode(stored, sn, &raw, &rn, err);
+    bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
+              obj_decode(c->repo->cipher, stored, sn, &raw, &rn, err);
     free(stored);
     if (!ok)
         err_prefix(err, "%s: %s", c->repo->desc, key);

@@ -73,7 +73,8 @@ static bool check_object(Ctx *c, const char *key, const char *want_sha256, int64
     size_t sn = 0, rn = 0;
     bool missing = false;
     Err err = {{0}};
-    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, &err) && obj_decode(stored, sn, &raw, &rn, &err);
+    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, &err) &&
+              obj_decode(c->r->cipher, stored, sn, &raw, &rn, &err);
     free(stored);
     if (ok && want_sha256) {
         unsigned char bin[32];
@@ -104,7 +105,8 @@ static bool next_timeline(Ctx *c, unsigned tli, uint64_t *start_segno)
     void *stored = NULL, *raw = NULL;
     size_t sn = 0, rn = 0;
     bool missing = false;
-    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, NULL) && obj_decode(stored, sn, &raw, &rn, NULL);
+    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, NULL) &&
+              obj_decode(c->r->cipher, stored, sn, &raw, &rn, NULL);
     free(stored);
     if (!ok)
         return false;
@@ -176,7 +178,7 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
         bool missing = false;
         Err e = {{0}};
         json_t *m = NULL;
-        if (r->ops->read_all(r, mkey, &stored, &sn, &missing, &e) && obj_decode(stored, sn, &raw, &rn, &e))
+        if (r->ops->read_all(r, mkey, &stored, &sn, &missing, &e) && obj_decode(r->cipher, stored, sn, &raw, &rn, &e))
             m = json_loadb(raw, rn, 0, NULL);
         free(stored);
         free(raw);

@@ -109,7 +109,7 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
         ObjInfo info;
         bool same = false;
         if (r->ops->read_all(r, key, &old, &old_n, &missing, &e)) {
-            same = obj_read_header(old, old_n, &info, &e) && info.raw_size == n && memcmp(info.sha256, sum, 32) == 0;
+            same = obj_read_header(r->cipher, old, old_n, &info, &e) && info.raw_size == n && memcmp(info.sha256, sum, 32) == 0;
             res->stored_size = old_n;
             free(old);
         } else if (missing) {
@@ -138,7 +138,7 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
     }
     void *stored = NULL;
     size_t stored_n = 0;
-    bool ok = obj_encode(k, level, raw, n, &stored, &stored_n, err);
+    bool ok = obj_encode(r->cipher, k, level, raw, n, &stored, &stored_n, err);
     free(raw);
     if (!ok) {
         err_prefix(err, "archive: %s", name);
@@ -166,7 +166,7 @@ bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, bool 
         return false;
     void *raw = NULL;
     size_t raw_n = 0;
-    bool ok = obj_decode(stored, stored_n, &raw, &raw_n, err);
+    bool ok = obj_decode(r->cipher, stored, stored_n, &raw, &raw_n, err);
     free(stored);
     if (!ok) {
         err_prefix(err, "%s: %s", r->desc, key);

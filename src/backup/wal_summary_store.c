@@ -41,7 +41,7 @@ bool wal_summary_store(Repo *r, const char *name, const unsigned char *raw, size
     wal_summary_free(&s);
     void *obj = NULL;
     size_t on = 0;
-    bool ok = obj_encode(COMPRESS_ZSTD, 3, ser, sn, &obj, &on, err) && repo_put(r, key, obj, on, err);
+    bool ok = obj_encode(r->cipher, COMPRESS_ZSTD, 3, ser, sn, &obj, &on, err) && repo_put(r, key, obj, on, err);
     free(ser);
     free(obj);
     if (!ok)
@@ -69,7 +69,7 @@ static bool load_one(Repo *r, const char *data_dir, const char *name, uint64_t s
     bool missing = false;
     Err e = {{0}};
     if (r->ops->read_all(r, key, &stored, &sn, &missing, &e)) {
-        bool ok = obj_decode(stored, sn, &raw, &rn, &e) && wal_summary_deserialize(raw, rn, out, &e);
+        bool ok = obj_decode(r->cipher, stored, sn, &raw, &rn, &e) && wal_summary_deserialize(raw, rn, out, &e);
         free(stored);
         free(raw);
         if (!ok) {

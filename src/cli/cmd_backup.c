@@ -71,18 +71,18 @@ static Config *open_node(const char *path, Repo **repo, int *rc)
         *rc = EXIT_CONFIG;
         return NULL;
     }
+    /* first: what repo_open may write (repo.cipher) is given to the server's group, as the rest */
+    if (!proc_set_run_as(cfg->pg_run_as, &err)) {
+        cli_error("set postgresql.run_as to an existing unprivileged user", "%s: %s", path, err.msg);
+        config_free(cfg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
     *repo = repo_open(&cfg->backup, &err);
     if (!*repo) {
         cli_error(NULL, "%s: %s", path, err.msg);
         config_free(cfg);
         *rc = EXIT_FAILED;
-        return NULL;
-    }
-    if (!proc_set_run_as(cfg->pg_run_as, &err)) {
-        cli_error("set postgresql.run_as to an existing unprivileged user", "%s: %s", path, err.msg);
-        repo_free(*repo);
-        config_free(cfg);
-        *rc = EXIT_CONFIG;
         return NULL;
     }
     return cfg;

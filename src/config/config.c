@@ -2,6 +2,7 @@
  * validate. Every error is one line naming the file, the line and the dotted key. */
 #include "common/common.h"
 #include "config/config.h"
+#include "backup/cipher.h"
 #include "backup/compress.h"
 #include "backup/schedule.h"
 #include "common/log.h"
@@ -136,6 +137,8 @@ static const KeySpec keys[] = {
     {"backup.retention_full", K_INT, C(backup.retention_full), 0},
     {"backup.retention_days", K_INT, C(backup.retention_days), 0},
     {"backup.schedule", K_STR, C(backup.schedule), 0},
+    {"backup.encryption", K_STR, C(backup.encryption), 0},
+    {"backup.encryption_key_file", K_ABSPATH, C(backup.encryption_key_file), 0},
     {"dns", K_SECTION, 0, 0},
     {"dns.server", K_ADDR, C(dns.server), 0},
     {"dns.zone", K_STR, C(dns.zone), 0},
@@ -1110,6 +1113,38 @@ static bool finish_s3(Loader *ld, BackupConfig *bc, bool need_credentials)
     return true;
 }
 
+/* backup.encryption and its key. The agent (LOAD_NODE) reads the key material at load, so that
+ * a missing, open or short key stops it at start; a client command reads it only when it opens
+ * the repository (repo_open), as with the S3 credentials. The key is never in a message. */
+static bool finish_encryption(Loader *ld, BackupConfig *bc, bool need_key)
+{
+    default_str(&bc->encryption, "none");
+    int line = key_line(ld, "backup.encryption");
+    if (strcmp(bc->encryption, "none") != 0 && strcmp(bc->encryption, "aes-256-gcm") != 0)
+        return fail_at(ld, line, "backup.encryption", "expected none or aes-256-gcm, got \"%s\"", bc->encryption);
+    if (strcmp(bc->encryption, "none") == 0) {
+        if (bc->encryption_key_file)
+            return fail_at(ld, key_line(ld, "backup.encryption_key_file"), "backup.encryption_key_file",
+                           "set, but backup.encryption is none (set backup.encryption: aes-256-gcm to encrypt)");
+        return true;
+    }
+    if (!config_has_repository(bc))
+        return fail_at(ld, line, "backup.repository.path", "required when backup.encryption is set");
+    if (!need_key)
+        return true;
+    char source[4200];
+    char *material = NULL;
+    size_t n = 0;
+    Err e = {{0}};
+    if (!cipher_material_load(bc->encryption_key_file, &material, &n, source, sizeof(source), &e)) {
+        int at = bc->encryption_key_file ? key_line(ld, "backup.encryption_key_file") : line;
+        err_set(ld->err, "%s:%d: %s", ld->file, at, e.msg);
+        return false;
+    }
+    cipher_material_free(material, n);
+    return true;
+}
+
 static bool positive(Loader *ld, const char *key, int v)
 {
     return v > 0 || fail_at(ld, key_line(ld, key), key, "must be positive, got %d", v);
@@ -1186,6 +1221,8 @@ static bool finish_sections(Loader *ld, LoadMode mode)
     }
     if (bc->archive && !config_has_repository(bc))
         return fail_at(ld, key_line(ld, "backup.archive"), "backup.repository.path", "required when backup.archive is on");
+    if (!finish_encryption(ld, bc, mode == LOAD_NODE))
+        return false;
 
     NotifyConfig *nc = &cfg->notify;
     default_str(&nc->pushover_url, "https://api.pushover.net/1/messages.json");
@@ -1373,6 +1410,8 @@ void config_free(Config *cfg)
     }
     free(cfg->backup.compression);
     free(cfg->backup.schedule);
+    free(cfg->backup.encryption);
+    free(cfg->backup.encryption_key_file);
     free(cfg->proxy.admin_listen);
     free_routes(&cfg->proxy);
     free(cfg);

@@ -126,6 +126,8 @@ typedef struct BackupConfig {
     int retention_full;     /* backup.retention_full: keep the newest N full backups (0: all) */
     int retention_days;     /* backup.retention_days: keep what restores the last N days (0: no window) */
     char *schedule;         /* backup.schedule: cron fields, UTC ("0 2 * * *"); NULL: no scheduled backups */
+    char *encryption;       /* backup.encryption: "none" (default) or "aes-256-gcm" (backup/cipher.h) */
+    char *encryption_key_file; /* backup.encryption_key_file: the key material (mode 0600), else $PGVIGIL_BACKUP_KEY */
 } BackupConfig;
 
 typedef struct Config {

@@ -97,7 +97,7 @@ static void agent_archive_start(Agent *a)
     if (!bc->archive || a->archive)
         return;
     Err err = {{0}};
-    Repo *repo = repo_open(bc, &err);
+    Repo *repo = repo_open_driver(bc, &err); /* read by the service's first push, not here */
     CompressKind k = COMPRESS_ZSTD;
     compress_kind_parse(bc->compression, &k);
     char sock[4200];
@@ -109,6 +109,8 @@ static void agent_archive_start(Agent *a)
         .compress = k,
         .level = bc->compression_level,
         .workers = bc->archive_workers,
+        .encryption = bc->encryption,
+        .encryption_key_file = bc->encryption_key_file,
     };
     if (repo)
         a->archive = archive_service_start(&c, &err);
@@ -119,8 +121,8 @@ static void agent_archive_start(Agent *a)
         a->archive_logged = true;
         return;
     }
-    log_info("archive: storing WAL in the %s (%s), %d worker(s), socket %s", repo->desc, bc->compression,
-             c.workers, sock);
+    log_info("archive: storing WAL in the %s (%s, encryption %s), %d worker(s), socket %s", repo->desc,
+             bc->compression, bc->encryption ? bc->encryption : "none", c.workers, sock);
 }
 
 /* One archive_failing notification per failure streak (the service logs every distinct error). */

@@ -13,6 +13,8 @@
 #      SignatureDoesNotMatch, never the secret; the server's secret rotated under the agent makes
 #      archiving fail loudly while PostgreSQL keeps the WAL, and resume once it is back;
 #   6. the server stopped mid-way, then started again: archiving resumes by itself.
+#   7. an encrypted bucket (backup.encryption): repo.cipher written at first use, a WAL file
+#      stored sealed and fetched back whole, a wrong key named in one line (wal-fetch exits 126).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
@@ -167,14 +169,17 @@ grep -aq "^request: GET $BUCKET.s3.localhost:$S3_PORT /wal/${seg:0:8}/$seg" "$T_
 log "part 4: host style (http://$BUCKET.s3.localhost:$S3_PORT) lists $label and fetches $seg, credentials from the environment"
 
 # ---- 5. a wrong secret ----------------------------------------------------------------------------
+# a command's first request, the GET of repo.cipher (the repository's cipher settings, read when
+# it is opened), is refused, and named
 sed "s|s3_secret: .*|s3_secret: not-the-secret-Z9|" "$CFG" >"$T_DIR/wrong.yml"
 "$BIN" backup list -c "$T_DIR/wrong.yml" >"$T_DIR/wrong.out" 2>&1 && fail "backup list with a wrong secret succeeded"
 [ "$(grep -c '^error: ' "$T_DIR/wrong.out")" = 1 ] || fail "the error is not one line: $(cat "$T_DIR/wrong.out")"
-grep -q "repository $REPO_DESC: GET list of \"backup/\": 403 SignatureDoesNotMatch" "$T_DIR/wrong.out" ||
+grep -q "repository $REPO_DESC: GET repo.cipher: 403 SignatureDoesNotMatch" "$T_DIR/wrong.out" ||
     fail "wrong secret: unexpected error: $(cat "$T_DIR/wrong.out")"
 grep -q "not-the-secret-Z9" "$T_DIR/wrong.out" && fail "the error shows the secret"
 "$BIN" wal-fetch -c "$T_DIR/wrong.yml" "$seg" "$T_DIR/fetched3" >"$T_DIR/wrong2.out" 2>&1 && fail "wal-fetch with a wrong secret succeeded"
-grep -q "GET wal/${seg:0:8}/$seg: 403 SignatureDoesNotMatch" "$T_DIR/wrong2.out" || fail "wal-fetch, wrong secret: $(cat "$T_DIR/wrong2.out")"
+grep -q "repository $REPO_DESC: GET repo.cipher: 403 SignatureDoesNotMatch" "$T_DIR/wrong2.out" ||
+    fail "wal-fetch, wrong secret: $(cat "$T_DIR/wrong2.out")"
 log "part 5: wrong secret: $(grep '^error: ' "$T_DIR/wrong.out")"
 
 # the secret rotated on the server: the agent's requests are refused, archiving fails loudly
@@ -210,6 +215,32 @@ wait_until 120 "$seg archived after the server came back" archived "$seg"
 wal_in_bucket "$seg" || fail "$seg not in the bucket"
 "$BIN" backup verify -c "$CFG" >"$T_DIR/verify2.out" 2>&1 || fail "backup verify after the outages: $(cat "$T_DIR/verify2.out")"
 log "part 6: with the server down $seg stayed ready ($(psql_n 1 -c 'select failed_count from pg_stat_archiver') failures), then was archived; verify: $(tail -1 "$T_DIR/verify2.out")"
+
+# ---- 7. an encrypted bucket (backup.encryption) ----------------------------------------------------
+# its first use writes repo.cipher into the bucket; a WAL file goes in sealed and comes back whole;
+# a wrong key is named in one line
+code=$(s3curl "$S3_SECRET" -o "$T_DIR/mb2.out" -w '%{http_code}' -X PUT "$S3_URL/$BUCKET-enc")
+[ "$code" = 200 ] || fail "creating bucket $BUCKET-enc: HTTP $code $(cat "$T_DIR/mb2.out")"
+( umask 077; echo "an encryption key for the s3 test" >"$T_DIR/enc.key"; echo "another key, not the right one" >"$T_DIR/wrong.key" )
+sed -e "s|s3_bucket: $BUCKET|s3_bucket: $BUCKET-enc|" "$CFG" >"$T_DIR/enc.yml"
+printf '  encryption: aes-256-gcm\n  encryption_key_file: %s\n' "$T_DIR/enc.key" >>"$T_DIR/enc.yml"
+sed "s|$T_DIR/enc.key|$T_DIR/wrong.key|" "$T_DIR/enc.yml" >"$T_DIR/enc_wrong.yml"
+cp "$T_DIR/fetched" "$T_DIR/0000000100000000000000AA"
+"$BIN" wal-push -c "$T_DIR/enc.yml" "$T_DIR/0000000100000000000000AA" >"$T_DIR/enc_push.out" 2>&1 ||
+    fail "wal-push into the encrypted bucket: $(cat "$T_DIR/enc_push.out")"
+s3curl "$S3_SECRET" -o "$T_DIR/enc_cipher.json" "$S3_URL/$BUCKET-enc/repo.cipher"
+[ "$(jq -r .cipher "$T_DIR/enc_cipher.json")" = aes-256-gcm ] || fail "repo.cipher in the bucket: $(cat "$T_DIR/enc_cipher.json")"
+s3curl "$S3_SECRET" -o "$T_DIR/enc_obj" "$S3_URL/$BUCKET-enc/wal/00000001/0000000100000000000000AA"
+[ "$(head -c 10 "$T_DIR/enc_obj" | tail -c 1 | od -An -tu1 | tr -d ' ')" = 1 ] || fail "the stored WAL object is not sealed"
+"$BIN" wal-fetch -c "$T_DIR/enc.yml" 0000000100000000000000AA "$T_DIR/enc_fetched" >"$T_DIR/enc_fetch.out" 2>&1 ||
+    fail "wal-fetch from the encrypted bucket: $(cat "$T_DIR/enc_fetch.out")"
+cmp -s "$T_DIR/fetched" "$T_DIR/enc_fetched" || fail "the WAL file fetched from the encrypted bucket differs"
+"$BIN" wal-fetch -c "$T_DIR/enc_wrong.yml" 0000000100000000000000AA "$T_DIR/enc_fetched2" >"$T_DIR/enc_wrong.out" 2>&1
+rc=$?
+[ "$rc" = 126 ] && [ "$(grep -c '^error: ' "$T_DIR/enc_wrong.out")" = 1 ] &&
+    grep -q "wrong encryption key for repository s3://$BUCKET-enc@127.0.0.1:$S3_PORT (backup.encryption_key_file $T_DIR/wrong.key)" "$T_DIR/enc_wrong.out" ||
+    fail "wal-fetch with a wrong key: exit $rc: $(cat "$T_DIR/enc_wrong.out")"
+log "part 7: encrypted bucket: repo.cipher written, a WAL file sealed and fetched back whole; wrong key: exit 126, $(cat "$T_DIR/enc_wrong.out")"
 
 # the secret never reaches a log or an output
 leaks=$(grep -rla --exclude='*.yml' --exclude-dir=data --exclude-dir=s3data --exclude-dir='etcd*' -- "$S3_SECRET" "$T_DIR" 2>/dev/null || true)

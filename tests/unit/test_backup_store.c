@@ -86,32 +86,32 @@ static void test_object_checks(void **state)
     void *obj = NULL, *back = NULL;
     size_t on = 0, bn = 0;
     Err err = {{0}};
-    assert_true(obj_encode(COMPRESS_NONE, 0, raw, n, &obj, &on, &err));
+    assert_true(obj_encode(NULL, COMPRESS_NONE, 0, raw, n, &obj, &on, &err));
     assert_int_equal(on, OBJ_HEADER_LEN + n);
-    assert_true(obj_decode(obj, on, &back, &bn, &err));
+    assert_true(obj_decode(NULL, obj, on, &back, &bn, &err));
     assert_int_equal(bn, n);
     assert_memory_equal(back, raw, n);
     free(back);
     /* one flipped bit in the content: the hash says so */
     ((unsigned char *)obj)[OBJ_HEADER_LEN + 5000] ^= 1;
-    assert_false(obj_decode(obj, on, &back, &bn, &err));
+    assert_false(obj_decode(NULL, obj, on, &back, &bn, &err));
     assert_non_null(strstr(err.msg, "checksum mismatch"));
     ((unsigned char *)obj)[OBJ_HEADER_LEN + 5000] ^= 1;
     /* a bad magic, a short object, an unknown compression */
     ((unsigned char *)obj)[0] = 'X';
-    assert_false(obj_decode(obj, on, &back, &bn, &err));
+    assert_false(obj_decode(NULL, obj, on, &back, &bn, &err));
     assert_non_null(strstr(err.msg, "bad magic"));
     ((unsigned char *)obj)[0] = 'P';
-    assert_false(obj_decode(obj, 20, &back, &bn, &err));
+    assert_false(obj_decode(NULL, obj, 20, &back, &bn, &err));
     ((unsigned char *)obj)[8] = 9;
-    assert_false(obj_decode(obj, on, &back, &bn, &err));
+    assert_false(obj_decode(NULL, obj, on, &back, &bn, &err));
     assert_non_null(strstr(err.msg, "unsupported"));
     free(obj);
 
     /* zstd: a damaged compressed body fails in the decoder or in the hash */
-    assert_true(obj_encode(COMPRESS_ZSTD, 3, raw, n, &obj, &on, &err));
+    assert_true(obj_encode(NULL, COMPRESS_ZSTD, 3, raw, n, &obj, &on, &err));
     ((unsigned char *)obj)[on - 10] ^= 0x40;
-    assert_false(obj_decode(obj, on, &back, &bn, &err));
+    assert_false(obj_decode(NULL, obj, on, &back, &bn, &err));
     free(obj);
     free(raw);
 }

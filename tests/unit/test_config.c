@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char tmpdir[] = "/tmp/pgvigil-test-config-XXXXXX";
@@ -1113,6 +1114,81 @@ static void test_backup_s3(void **state)
     assert_null(strstr(err.msg, "TOPSECRET"));
 }
 
+/* backup.encryption and its key: the file (owner only), else the environment; errors name the
+ * key file and never hold the key */
+static void write_key_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_backup_encryption(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    const char *base = "scope: s\nname: n\npostgresql: {data_dir: /d}\nbackup:\n  repository: {path: /r}\n";
+    char key[sizeof(tmpdir) + 16], text[1024], want[512];
+    str_fmt(key, sizeof(key), "%s/repo.key", tmpdir);
+    unsetenv("PGVIGIL_BACKUP_KEY");
+    write_key_file(key, "a long enough key for the repository\n", 0600);
+
+    /* default: none */
+    Config *c = load_text(base, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.encryption, "none");
+    assert_null(c->backup.encryption_key_file);
+    config_free(c);
+    /* aes-256-gcm with a key file */
+    str_fmt(text, sizeof(text), "%s  encryption: aes-256-gcm\n  encryption_key_file: %s\n", base, key);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->backup.encryption, "aes-256-gcm");
+    assert_string_equal(c->backup.encryption_key_file, key);
+    config_free(c);
+    /* with the key in the environment */
+    str_fmt(text, sizeof(text), "%s  encryption: aes-256-gcm\n", base);
+    setenv("PGVIGIL_BACKUP_KEY", "a long enough key from the environment", 1);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_null(c->backup.encryption_key_file);
+    config_free(c);
+    unsetenv("PGVIGIL_BACKUP_KEY");
+    expect_error(text, "node.yml:6: backup.encryption_key_file: required with backup.encryption aes-256-gcm (or set "
+                       "PGVIGIL_BACKUP_KEY in the environment)");
+    /* a client command loads without the key (repo_open reads it when it opens the repository) */
+    c = load_text(text, true, &err);
+    assert_non_null(c);
+    config_free(c);
+
+    str_fmt(text, sizeof(text), "%s  encryption: aes-256-cbc\n", base);
+    expect_error(text, "node.yml:6: backup.encryption: expected none or aes-256-gcm, got \"aes-256-cbc\"");
+    str_fmt(text, sizeof(text), "%s  encryption_key_file: %s\n", base, key);
+    expect_error(text, "node.yml:6: backup.encryption_key_file: set, but backup.encryption is none");
+    str_fmt(text, sizeof(text), "%s  encryption: aes-256-gcm\n  encryption_key_file: keys/repo.key\n", base);
+    expect_error(text, "node.yml:7: backup.encryption_key_file");
+    str_fmt(text, sizeof(text), "scope: s\nname: n\npostgresql: {data_dir: /d}\nbackup:\n  encryption: aes-256-gcm\n"
+            "  encryption_key_file: %s\n", key);
+    expect_error(text, "node.yml:5: backup.repository.path: required when backup.encryption is set");
+    /* a key file the group or others may read, a missing one, a short one: one line naming it */
+    str_fmt(text, sizeof(text), "%s  encryption: aes-256-gcm\n  encryption_key_file: %s\n", base, key);
+    write_key_file(key, "a long enough key for the repository\n", 0644);
+    str_fmt(want, sizeof(want), "node.yml:7: backup.encryption_key_file %s: group or others may access it (mode 0644)",
+            key);
+    expect_error(text, want);
+    write_key_file(key, "TOPSECRET\n", 0600);
+    str_fmt(want, sizeof(want), "node.yml:7: backup.encryption_key_file %s: the key is too short", key);
+    expect_error(text, want);
+    c = load_text(text, false, &err);
+    assert_null(c);
+    assert_null(strstr(err.msg, "TOPSECRET"));
+    unlink(key);
+    str_fmt(want, sizeof(want), "node.yml:7: backup.encryption_key_file %s: cannot open it: No such file", key);
+    expect_error(text, want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1140,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_backup_section),
         cmocka_unit_test(test_backup_s3),
         cmocka_unit_test(test_initdb_checksums),
+        cmocka_unit_test(test_backup_encryption),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
