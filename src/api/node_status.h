@@ -42,6 +42,14 @@ typedef struct NodeStatus {
     double archive_last_success;  /* epoch seconds of the last WAL file stored, 0 none */
     int archive_ready;        /* WAL files PostgreSQL waits to archive (archive_status/\*.ready) */
     char archive_last_error[256];
+    int64_t archive_lag_bytes;    /* primary: its WAL not in the repository yet; -1 unknown */
+    double archive_rpo_seconds;   /* primary: seconds since the newest WAL stored when some is not; -1 unknown */
+    /* the cluster's newest complete backup (pgvigil_backup_newest in etcd) */
+    char backup_newest_label[40];
+    int64_t backup_newest_stop;   /* epoch seconds, 0 none known */
+    int64_t backup_age_seconds;   /* at the snapshot */
+    int64_t backup_newest_bytes;
+    double backup_newest_seconds;
 } NodeStatus;
 
 #endif

@@ -358,7 +358,17 @@ char *rest_status_json(const NodeStatus *st)
             json_object_set_new(ar, "last_archived_at", json_real(st->archive_last_success));
         if (st->archive_last_error[0])
             json_object_set_new(ar, "last_error", json_string(st->archive_last_error));
+        if (st->archive_lag_bytes >= 0)
+            json_object_set_new(ar, "lag_bytes", json_integer(st->archive_lag_bytes));
+        if (st->archive_rpo_seconds >= 0)
+            json_object_set_new(ar, "rpo_seconds", json_real(st->archive_rpo_seconds));
         json_object_set_new(o, "archive", ar);
+    }
+    if (st->backup_newest_stop > 0) {
+        json_object_set_new(o, "backup", json_pack("{s:s, s:I, s:I, s:f}", "newest", st->backup_newest_label,
+                                                   "newest_ended_at", (json_int_t)st->backup_newest_stop, "bytes",
+                                                   (json_int_t)st->backup_newest_bytes, "seconds",
+                                                   st->backup_newest_seconds));
     }
     if (is_sync_standby(st))
         json_object_set_new(o, "sync_standby", json_true());
@@ -512,6 +522,27 @@ char *rest_metrics_text(const NodeStatus *st)
                  "WAL files PostgreSQL waits to archive: the archive backlog.", st->archive_ready);
         metric_i(&b, labels, "pgvigil_archive_last_success_time", "gauge",
                  "Epoch seconds of the last WAL file stored, 0 none yet.", (int64_t)st->archive_last_success);
+        if (st->archive_lag_bytes >= 0)
+            metric_i(&b, labels, "pgvigil_archive_lag_bytes", "gauge",
+                     "Primary: bytes of its WAL not in the repository yet (what a restore would lose now).",
+                     st->archive_lag_bytes);
+        if (st->archive_rpo_seconds >= 0)
+            metric_i(&b, labels, "pgvigil_archive_rpo_seconds", "gauge",
+                     "Primary: the recovery point a restore from the repository promises now: 0 when all its WAL "
+                     "is stored, else seconds since the newest WAL file was stored.",
+                     (int64_t)st->archive_rpo_seconds);
+    }
+    if (st->backup_newest_stop > 0) {
+        metric_i(&b, labels, "pgvigil_backup_last_success_time", "gauge",
+                 "Epoch seconds the cluster's newest complete backup ended.", st->backup_newest_stop);
+        metric_i(&b, labels, "pgvigil_backup_age_seconds", "gauge", "Age of the cluster's newest complete backup.",
+                 st->backup_age_seconds);
+        metric_i(&b, labels, "pgvigil_backup_newest_bytes", "gauge", "Database size in the newest complete backup.",
+                 st->backup_newest_bytes);
+        metric_i(&b, labels, "pgvigil_restore_copy_estimate_seconds", "gauge",
+                 "Expected time to put the newest backup's files back: as long as that backup took (WAL replay "
+                 "since it comes on top).",
+                 (int64_t)(st->backup_newest_seconds + 0.5));
     }
     return b.data;
 }

@@ -397,20 +397,37 @@ static void *listener_main(void *arg)
     return NULL;
 }
 
-int archive_ready_count(const char *data_dir)
+int archive_backlog(const char *data_dir, uint64_t wal_lsn, int64_t *lag_bytes)
 {
     char dir[PATH_MAX + 32];
     str_fmt(dir, sizeof(dir), "%s/pg_wal/archive_status", data_dir);
+    if (lag_bytes)
+        *lag_bytes = -1;
     DIR *d = opendir(dir);
     if (!d)
         return 0;
     int n = 0;
+    char oldest[25] = "";
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
-        n += len > 6 && strcmp(e->d_name + len - 6, ".ready") == 0;
+        if (len <= 6 || strcmp(e->d_name + len - 6, ".ready") != 0)
+            continue;
+        n++;
+        /* a segment: "000000010000000000000003.ready"; the smallest segment number waits longest */
+        if (len == 24 + 6 && (!oldest[0] || strncmp(e->d_name + 8, oldest + 8, 16) < 0))
+            str_fmt(oldest, sizeof(oldest), "%.24s", e->d_name);
     }
     closedir(d);
+    if (lag_bytes && wal_lsn) {
+        const uint64_t seg = 16ULL * 1024 * 1024;
+        unsigned tli, hi, lo;
+        /* from the start of the oldest segment not archived (or of the one being written) */
+        uint64_t from = wal_lsn / seg * seg;
+        if (oldest[0] && sscanf(oldest, "%8X%8X%8X", &tli, &hi, &lo) == 3)
+            from = ((uint64_t)hi * (0x100000000ULL / seg) + lo) * seg;
+        *lag_bytes = wal_lsn > from ? (int64_t)(wal_lsn - from) : 0;
+    }
     return n;
 }
 

@@ -40,8 +40,10 @@ typedef struct ArchiveStats {
 ArchiveService *archive_service_start(const ArchiveServiceConfig *c, Err *err);
 void archive_service_stats(ArchiveService *s, ArchiveStats *out);
 /* How many WAL files of the server in data_dir wait to be archived (pg_wal/archive_status/
- * *.ready): the archive's backlog. */
-int archive_ready_count(const char *data_dir);
+ * *.ready): the archive's backlog. With the primary's current position wal_lsn (0 unknown),
+ * *lag_bytes (may be NULL) gets how much of its WAL is not in the repository yet: from the
+ * start of the oldest segment waiting (or of the segment being written) to wal_lsn; -1 unknown. */
+int archive_backlog(const char *data_dir, uint64_t wal_lsn, int64_t *lag_bytes);
 /* Stop the threads (a push under way finishes first) and remove the socket. */
 void archive_service_stop(ArchiveService *s);
 

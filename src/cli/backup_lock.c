@@ -1,5 +1,6 @@
 /* The cluster's backup lock (see backup_lock.h). */
 #include "cli/backup_lock.h"
+#include "backup/base_backup.h"
 #include "common/log.h"
 #include "dcs/dcs.h"
 
@@ -25,8 +26,9 @@ static int lock_ttl(void)
 struct BackupLock {
     Dcs *dcs;
     pthread_t renewer;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;          /* stop, with cv */
     pthread_cond_t cv;
+    pthread_mutex_t dcs_mu;      /* one call at a time on dcs */
     bool stop;
 };
 
@@ -44,7 +46,10 @@ static void *renew_main(void *arg)
         pthread_mutex_unlock(&l->mu);
         Err err = {{0}};
         bool expired = false;
-        if (!l->dcs->ops->keepalive(l->dcs, lock_ttl(), &expired, &err) || expired)
+        pthread_mutex_lock(&l->dcs_mu);
+        bool renewed = l->dcs->ops->keepalive(l->dcs, lock_ttl(), &expired, &err);
+        pthread_mutex_unlock(&l->dcs_mu);
+        if (!renewed || expired)
             /* the backup itself is still right: PostgreSQL runs concurrent backups; only the
              * one-at-a-time rule is not enforced until etcd answers again */
             log_warn("backup lock: %s", expired ? "the lease expired; another backup may start" : err.msg);
@@ -91,6 +96,7 @@ BackupLock *backup_lock_take(const Config *cfg, const char *what, bool *busy, Er
     BackupLock *l = xcalloc(1, sizeof(*l));
     l->dcs = d;
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->dcs_mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     if (pthread_create(&l->renewer, NULL, renew_main, l) != 0) {
         err_set(err, "backup lock: cannot start the thread that renews it");
@@ -98,6 +104,45 @@ BackupLock *backup_lock_take(const Config *cfg, const char *what, bool *busy, Er
         return NULL;
     }
     return l;
+}
+
+/* "2026-12-05T02:03:00.123Z" -> epoch seconds (0 when malformed) */
+static int64_t iso_epoch(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (!s || !strptime(s, "%Y-%m-%dT%H:%M:%S", &tm))
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+void backup_record_newest(const Config *cfg, BackupLock *l, const BackupInfo *b)
+{
+    Err err = {{0}};
+    Dcs *d = l ? l->dcs : NULL;
+    if (!d) {
+        char *prefix = dcs_prefix(cfg->namespace_, cfg->scope);
+        d = dcs_etcd_new(cfg->etcd_hosts, cfg->n_etcd_hosts, prefix, cfg->etcd_username, cfg->etcd_password,
+                         LOCK_DCS_TIMEOUT_MS, &err);
+        free(prefix);
+    }
+    char *value = str_printf("{\"label\":\"%s\",\"type\":\"%s\",\"stop_epoch\":%lld,\"bytes\":%lld,\"seconds\":%.3f,"
+                             "\"member\":\"%s\"}",
+                             b->label, b->type, (long long)iso_epoch(b->stop_time), (long long)b->bytes, b->seconds,
+                             cfg->name ? cfg->name : "");
+    /* the renewing thread shares l's handle: one call at a time */
+    if (l)
+        pthread_mutex_lock(&l->dcs_mu);
+    bool ok = d && d->ops->put(d, "pgvigil_backup_newest", value, false, &err);
+    if (l)
+        pthread_mutex_unlock(&l->dcs_mu);
+    if (!ok)
+        log_warn("cannot record backup %s as the newest in etcd (pgvigil_backup_newest): %s; the agents' backup age "
+                 "metric stays on the one before",
+                 b->label, err.msg);
+    free(value);
+    if (d && !l)
+        d->ops->free(d);
 }
 
 void backup_lock_release(BackupLock *l)
@@ -116,6 +161,7 @@ void backup_lock_release(BackupLock *l)
         log_warn("backup lock: %s (it expires within %d s)", err.msg, LOCK_TTL_S);
     l->dcs->ops->free(l->dcs);
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->dcs_mu);
     pthread_cond_destroy(&l->cv);
     free(l);
 }

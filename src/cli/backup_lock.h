@@ -14,6 +14,11 @@ typedef struct BackupLock BackupLock;
 /* Take it for what ("backup", "expire"). NULL with *busy when another command holds it (err
  * names who, since when); NULL without when etcd cannot be reached (err says why). */
 BackupLock *backup_lock_take(const Config *cfg, const char *what, bool *busy, Err *err);
+/* Record b as the cluster's newest complete backup (pgvigil_backup_newest, read by the agents
+ * for their metrics), through l's etcd handle, or a new one when l is NULL. A failure is only
+ * logged. */
+struct BackupInfo;
+void backup_record_newest(const Config *cfg, BackupLock *l, const struct BackupInfo *b);
 /* Give it back (and stop renewing it). */
 void backup_lock_release(BackupLock *l);
 

@@ -245,6 +245,7 @@ int cmd_backup(int argc, char **argv)
         compress_kind_parse(cfg->backup.compression, &o.compress);
         BackupInfo b;
         if (backup_take(cfg, repo, &o, &b, &err)) {
+            backup_record_newest(cfg, lock, &b);
             char s[32], z[32];
             printf("backup %s complete (%s%s%s): %lld files, %.1f MB stored as %.1f MB, %.1f MB read%s%s%s, %.1f s, "
                    "WAL %s to %s on timeline %d\n",

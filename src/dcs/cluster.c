@@ -627,6 +627,26 @@ static void read_backup_slot(Cluster *c, const DcsKv *kv, bool running)
     json_decref(root);
 }
 
+static void read_backup_newest(Cluster *c, const DcsKv *kv)
+{
+    Err err = {{0}};
+    json_t *root = load_object("pgvigil_backup_newest", kv->value, &err);
+    JsonCtx ctx = {.where = "pgvigil_backup_newest", .prefix = "", .err = &err};
+    int64_t stop = 0, bytes = 0;
+    const char *label = root ? json_string_value(json_object_get(root, "label")) : NULL;
+    if (!root || !label || !get_int64(&ctx, root, "stop_epoch", 1, INT64_MAX, &stop) ||
+        !get_int64(&ctx, root, "bytes", 0, INT64_MAX, &bytes)) {
+        log_warn("%s; ignoring the pgvigil_backup_newest key", err.msg[0] ? err.msg : "no label in it");
+        json_decref(root);
+        return;
+    }
+    str_copy(c->backup_newest_label, sizeof(c->backup_newest_label), label);
+    c->backup_newest_stop = stop;
+    c->backup_newest_bytes = bytes;
+    c->backup_newest_seconds = json_number_value(json_object_get(root, "seconds"));
+    json_decref(root);
+}
+
 /* Each history entry records the timeline a promotion ended; the one after it was reached. */
 static int history_max_timeline(const char *json)
 {
@@ -686,6 +706,8 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
             read_reserved_timeline(out, kv);
         } else if (strcmp(key, "pgvigil_backup_running") == 0 || strcmp(key, "pgvigil_backup_last") == 0) {
             read_backup_slot(out, kv, strcmp(key, "pgvigil_backup_running") == 0);
+        } else if (strcmp(key, "pgvigil_backup_newest") == 0) {
+            read_backup_newest(out, kv);
         }
     }
     if (out->n_members > 1)

@@ -77,6 +77,12 @@ typedef struct Cluster {
     int64_t backup_running_slot;   /* 0: none running */
     char backup_running_member[64];
     int64_t backup_last_slot;      /* 0: none yet */
+    /* pgvigil_backup_newest {"label": "...", "stop_epoch": N, "bytes": N, "seconds": X}: the
+     * newest backup that completed, written by `backup take` */
+    char backup_newest_label[40];
+    int64_t backup_newest_stop;    /* epoch seconds it completed, 0 none known */
+    int64_t backup_newest_bytes;   /* its database size */
+    double backup_newest_seconds;  /* how long it took */
     int64_t revision;              /* etcd header revision of the read */
 } Cluster;
 

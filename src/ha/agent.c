@@ -354,8 +354,23 @@ void agent_publish(Agent *a)
         ns.archived_total = as.archived;
         ns.archive_failures_total = as.failures;
         ns.archive_last_success = as.last_archived_at;
-        ns.archive_ready = archive_ready_count(cfg->pg_data_dir);
+        /* what a restore from the repository would lose now: the primary's WAL not stored yet */
+        bool primary = st->running && !st->in_recovery;
+        ns.archive_ready = archive_backlog(cfg->pg_data_dir, primary ? st->wal_lsn : 0, &ns.archive_lag_bytes);
+        ns.archive_rpo_seconds = -1;
+        if (primary && ns.archive_lag_bytes >= 0)
+            ns.archive_rpo_seconds = ns.archive_lag_bytes == 0 ? 0
+                                     : as.last_archived_at > 0 ? wall_now() - as.last_archived_at
+                                                               : -1;
         str_copy(ns.archive_last_error, sizeof(ns.archive_last_error), as.last_error);
+    }
+    if (a->cluster.backup_newest_stop > 0) {
+        str_copy(ns.backup_newest_label, sizeof(ns.backup_newest_label), a->cluster.backup_newest_label);
+        ns.backup_newest_stop = a->cluster.backup_newest_stop;
+        ns.backup_newest_bytes = a->cluster.backup_newest_bytes;
+        ns.backup_newest_seconds = a->cluster.backup_newest_seconds;
+        int64_t age = (int64_t)wall_now() - ns.backup_newest_stop;
+        ns.backup_age_seconds = age > 0 ? age : 0;
     }
     ns.server_version = st->server_version;
     ns.postmaster_start_time = st->postmaster_start_time;

@@ -89,6 +89,10 @@ grep -q "archive: .*No space left on device" "$T_DIR/$l.log" || fail "the agent 
 metric() { curl -s "http://127.0.0.1:${API_PORT[$ln]}/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" {print $2}'; }
 backlog_seen() { [ "$(metric pgvigil_archive_ready_files)" -ge 1 ] && [ "$(metric pgvigil_archive_failures_total)" -ge 1 ]; }
 wait_until 30 "the metrics show the backlog and the failures" backlog_seen
+# what a restore would lose now: at least the whole segment that could not be stored
+lag_seen() { [ "$(metric pgvigil_archive_lag_bytes)" -ge 16777216 ] && [ "$(metric pgvigil_archive_rpo_seconds)" -ge 0 ]; }
+wait_until 30 "the metrics show the unarchived WAL (lag and RPO)" lag_seen
+log "while full: lag $(metric pgvigil_archive_lag_bytes) bytes, RPO $(metric pgvigil_archive_rpo_seconds) s"
 alerted() {
     [ -s "$T_DIR/hooks.jsonl" ] && python3 -c '
 import json, sys
@@ -101,6 +105,8 @@ rm -f "$REPO/filler"
 wait_until 120 "$full_seg archived once space is back" stored "$full_seg"
 archived_again() { [ "$(psql_n "$ln" -c "select last_archived_wal >= '$full_seg' from pg_stat_archiver")" = t ]; }
 wait_until 60 "pg_stat_archiver reports $full_seg archived" archived_again
+lag_back() { [ "$(metric pgvigil_archive_lag_bytes)" -lt 16777216 ]; }
+wait_until 30 "the lag metric back under one segment" lag_back
 log "part 2: a full repository failed $full_seg loudly, kept it ready, and archived it once space was back"
 
 # ---- 3. failover: the new primary archives the new timeline ----------------------------------------

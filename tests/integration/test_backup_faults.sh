@@ -5,7 +5,8 @@
 #     expiry started meanwhile stop with one clear line, and change nothing.
 #   - kill -9 of that backup: its lease expires and frees the lock; the backup is never listed
 #     or counted by verify; the next backup completes; expire removes the killed backup's files;
-#     a restore of the new backup holds the data.
+#     a restore of the new backup holds the data; the agent reports it as the cluster's newest
+#     backup (/patroni, pgvigil_backup_age_seconds).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
@@ -64,6 +65,11 @@ psql_n 1 -c "insert into t select g, 'after' from generate_series(5001, 6000) g"
 label_c=$(sed -n 's/^backup \([0-9T]*F\) complete.*/\1/p' "$T_DIR/c.out")
 [ -n "$label_c" ] || fail "no label: $(cat "$T_DIR/c.out")"
 lock_free || fail "the lock stayed after the backup ended: $(lock_key)"
+# the agents know the cluster's newest backup (pgvigil_backup_newest): /patroni and /metrics
+newest_known() { [ "$(curl -s "http://127.0.0.1:${API_PORT[1]}/patroni" | jq -r '.backup.newest // ""')" = "$label_c" ]; }
+wait_until 30 "the agent reports $label_c as the newest backup" newest_known
+age=$(curl -s "http://127.0.0.1:${API_PORT[1]}/metrics" | awk '$1 ~ /^pgvigil_backup_age_seconds/ {print $2}')
+[ -n "$age" ] && [ "$age" -ge 0 ] && [ "$age" -lt 600 ] || fail "pgvigil_backup_age_seconds: '$age'"
 "$BIN" backup expire -c "$CFG" >"$T_DIR/e2.out" 2>&1 || fail "expire: $(cat "$T_DIR/e2.out")"
 grep -q "removed the files of $label_a, a backup that never completed" "$T_DIR/e2.out" || fail "expire: $(cat "$T_DIR/e2.out")"
 [ -e "$REPO/backup/$label_a" ] && [ -n "$(find "$REPO/backup/$label_a" -type f)" ] && fail "files of $label_a are left"
