@@ -6,7 +6,9 @@
 #include "backup/obj.h"
 #include "backup/pages.h"
 #include "backup/parallel.h"
+#include "backup/wal_chain.h"
 #include "common/fileutil.h"
+#include "common/log.h"
 #include "common/proc.h"
 #include "pg/pg.h"
 
@@ -426,6 +428,52 @@ static bool make_dirs(const Manifest *m, const char *target_dir, Err *err)
     return true;
 }
 
+/* Before anything is written: the WAL the backup needs to become consistent must be in the
+ * repository, and a target LSN past a gap in the WAL is out of reach. A gap that does not stop
+ * the target is a warning naming the missing segment and the furthest point recovery reaches. */
+static bool check_wal(Repo *r, const BackupInfo *b, const RestoreOptions *o, Err *err)
+{
+    WalChain ch;
+    if (!wal_chain_load(r, &ch, err))
+        return false;
+    unsigned tli = (unsigned)b->timeline;
+    uint64_t start = b->start_lsn / WAL_SEG_BYTES;
+    uint64_t stop = b->stop_lsn > b->start_lsn ? (b->stop_lsn - 1) / WAL_SEG_BYTES : start;
+    bool ok = true;
+    for (uint64_t s = start; s <= stop && ok; s++)
+        if (!wal_chain_has(&ch, tli, s)) {
+            char name[32];
+            wal_seg_name(tli, s, name, sizeof(name));
+            err_set(err, "restore: WAL segment %s, which backup %s needs to become consistent, is not in the %s", name,
+                    b->label, r->desc);
+            ok = false;
+        }
+    unsigned end_tli;
+    uint64_t end_seg;
+    if (ok) {
+        wal_chain_reach(&ch, tli, stop, &end_tli, &end_seg);
+        if (wal_chain_more_after(&ch, end_tli, end_seg)) {
+            char missing[32], last[32], at[LSN_BUFSZ];
+            wal_seg_name(end_tli, end_seg + 1, missing, sizeof(missing));
+            wal_seg_name(end_tli, end_seg, last, sizeof(last));
+            Lsn reach = (end_seg + 1) * WAL_SEG_BYTES;
+            Lsn target = 0;
+            if (o->target_lsn && lsn_parse(o->target_lsn, &target) && target > reach) {
+                err_set(err, "restore: WAL segment %s is missing from the %s: recovery can reach %s (the end of %s), not "
+                        "the target LSN %s",
+                        missing, r->desc, lsn_format(reach, at), last, o->target_lsn);
+                ok = false;
+            } else {
+                log_warn("restore: WAL segment %s is missing from the %s: recovery stops at %s (the end of %s); what "
+                         "was written after it is out of reach",
+                         missing, r->desc, lsn_format(reach, at), last);
+            }
+        }
+    }
+    wal_chain_free(&ch);
+    return ok;
+}
+
 bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, RestoreCounts *counts,
                     Err *err)
 {
@@ -444,6 +492,10 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
     if (!manifest_chain(r, label, &chain, &n_chain, err))
         return false;
     *used = chain[0]->info;
+    if (!check_wal(r, &chain[0]->info, o, err)) {
+        manifest_chain_free(chain, n_chain);
+        return false;
+    }
     if (delta && (!delta_target_ok(cfg, o->target_dir, chain[0], err) ||
                   !delta_prune(o->target_dir, "", chain[0], json_object_get(chain[0]->root, "directories"),
                                &counts->removed, err))) {

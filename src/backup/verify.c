@@ -12,38 +12,15 @@
 #include "backup/manifest.h"
 #include "backup/obj.h"
 #include "backup/wal_archive.h"
+#include "backup/wal_chain.h"
 
 #include <jansson.h>
-
-#define SEGS_PER_XLOGID 256ULL   /* 0x100000000 / 16 MB */
-#define SEG_SIZE (16ULL * 1024 * 1024)
-
-typedef struct Seg {
-    unsigned tli;
-    uint64_t segno;
-} Seg;
-
-static bool seg_parse(const char *name, Seg *s)
-{
-    unsigned tli, hi, lo;
-    if (wal_file_kind(name) != WALFILE_SEGMENT || sscanf(name, "%8X%8X%8X", &tli, &hi, &lo) != 3)
-        return false;
-    s->tli = tli;
-    s->segno = (uint64_t)hi * SEGS_PER_XLOGID + lo;
-    return true;
-}
-
-static void seg_name(unsigned tli, uint64_t segno, char *buf, size_t sz)
-{
-    str_fmt(buf, sz, "%08X%08X%08X", tli, (unsigned)(segno / SEGS_PER_XLOGID), (unsigned)(segno % SEGS_PER_XLOGID));
-}
 
 typedef struct Ctx {
     Repo *r;
     FILE *out;
     VerifyReport *rep;
-    Seg *segs;               /* stored, valid segments */
-    int n_segs;
+    WalChain chain;          /* stored, valid segments */
 } Ctx;
 
 static void problem(Ctx *c, const char *fmt, ...) PRINTF_LIKE(2, 3);
@@ -56,14 +33,6 @@ static void problem(Ctx *c, const char *fmt, ...)
     fputc('\n', c->out);
     va_end(ap);
     c->rep->problems++;
-}
-
-static bool have_seg(const Ctx *c, unsigned tli, uint64_t segno)
-{
-    for (int i = 0; i < c->n_segs; i++)
-        if (c->segs[i].tli == tli && c->segs[i].segno == segno)
-            return true;
-    return false;
 }
 
 /* Decode one object; with want_sha256, also compare with the manifest's. */
@@ -94,42 +63,10 @@ static bool check_object(Ctx *c, const char *key, const char *want_sha256, int64
     return ok;
 }
 
-/* The switch point of timeline tli+1 from tli, from tli+1's history file: the segment where it
- * starts. False when there is no such file (or it does not name tli). */
-static bool next_timeline(Ctx *c, unsigned tli, uint64_t *start_segno)
-{
-    char name[32], key[64];
-    str_fmt(name, sizeof(name), "%08X.history", tli + 1);
-    if (!wal_file_key(name, key, sizeof(key)))
-        return false;
-    void *stored = NULL, *raw = NULL;
-    size_t sn = 0, rn = 0;
-    bool missing = false;
-    bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, NULL) &&
-              obj_decode(c->r->cipher, stored, sn, &raw, &rn, NULL);
-    free(stored);
-    if (!ok)
-        return false;
-    char *text = xmalloc(rn + 1);
-    memcpy(text, raw, rn);
-    text[rn] = '\0';
-    free(raw);
-    bool found = false;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        unsigned parent, hi, lo;
-        if (sscanf(line, "%u %X/%X", &parent, &hi, &lo) == 3 && parent == tli) {
-            *start_segno = (((uint64_t)hi << 32) | lo) / SEG_SIZE;
-            found = true;
-        }
-    }
-    free(text);
-    return found;
-}
-
 bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
 {
     memset(rep, 0, sizeof(*rep));
-    Ctx c = {.r = r, .out = out, .rep = rep};
+    Ctx c = {.r = r, .out = out, .rep = rep, .chain = {.r = r}};
     BackupInfo *backups = NULL;
     int n_backups = 0;
     if (!backup_list(r, &backups, &n_backups, err))
@@ -142,16 +79,16 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
         free(backups);
         return false;
     }
-    c.segs = xcalloc((size_t)wal.n + 1, sizeof(Seg));
     for (int i = 0; i < wal.n; i++) {
         const char *name = strrchr(wal.keys[i], '/') + 1;
         bool ok = check_object(&c, wal.keys[i], NULL, 0);
         rep->wal_files++;
-        Seg s;
-        if (ok && seg_parse(name, &s))
-            c.segs[c.n_segs++] = s;
+        WalSeg s;
+        if (ok && wal_seg_parse(name, &s))
+            wal_chain_add(&c.chain, s);
     }
     repo_keys_free(&wal);
+    wal_chain_sort(&c.chain);
 
     /* manifests that cannot be read (the backups list leaves them out) */
     RepoKeys mk;
@@ -220,35 +157,26 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
         }
         json_decref(m);
         /* the stop LSN ends the WAL the backup needs: on a segment boundary, not the next one */
-        uint64_t start = backups[b].start_lsn / SEG_SIZE;
-        uint64_t stop = backups[b].stop_lsn > backups[b].start_lsn ? (backups[b].stop_lsn - 1) / SEG_SIZE : start;
+        uint64_t start = backups[b].start_lsn / WAL_SEG_BYTES;
+        uint64_t stop = backups[b].stop_lsn > backups[b].start_lsn ? (backups[b].stop_lsn - 1) / WAL_SEG_BYTES : start;
         if (start < oldest)
             oldest = start;
         /* the WAL it needs to become consistent */
         int missing_wal = 0;
         for (uint64_t s = start; s <= stop; s++)
-            if (!have_seg(&c, (unsigned)backups[b].timeline, s)) {
+            if (!wal_chain_has(&c.chain, (unsigned)backups[b].timeline, s)) {
                 char name[32];
-                seg_name((unsigned)backups[b].timeline, s, name, sizeof(name));
+                wal_seg_name((unsigned)backups[b].timeline, s, name, sizeof(name));
                 problem(&c, "backup %s: WAL segment %s, which it needs to be consistent, is not in the repository",
                         backups[b].label, name);
                 missing_wal++;
             }
         /* how far it reaches: contiguous segments on, following timeline switches */
-        unsigned tli = (unsigned)backups[b].timeline;
-        uint64_t seg = stop;
-        for (;;) {
-            while (have_seg(&c, tli, seg + 1))
-                seg++;
-            uint64_t next_start;
-            if (!next_timeline(&c, tli, &next_start) || next_start > seg + 1 ||
-                !(have_seg(&c, tli + 1, next_start) || have_seg(&c, tli + 1, next_start + 1)))
-                break;
-            tli++;
-            seg = have_seg(&c, tli, next_start) ? next_start : next_start + 1;
-        }
+        unsigned tli;
+        uint64_t seg;
+        wal_chain_reach(&c.chain, (unsigned)backups[b].timeline, stop, &tli, &seg);
         char last[32];
-        seg_name(tli, seg, last, sizeof(last));
+        wal_seg_name(tli, seg, last, sizeof(last));
         fprintf(out, "backup %s (%s, %s): %s; restores to any point up to the end of WAL segment %s\n",
                 backups[b].label, backups[b].type, backups[b].stop_time,
                 bad || missing_wal ? "NOT RESTORABLE" : "files intact", last);
@@ -257,27 +185,27 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
     }
 
     /* gaps: on each timeline, from the oldest backup's start to its last stored segment */
-    for (int i = 0; i < c.n_segs; i++) {
-        Seg s = c.segs[i];
-        if (s.segno <= oldest || have_seg(&c, s.tli, s.segno - 1))
+    for (int i = 0; i < c.chain.n; i++) {
+        WalSeg s = c.chain.segs[i];
+        if (s.segno <= oldest || wal_chain_has(&c.chain, s.tli, s.segno - 1))
             continue;
         /* the first segment of a timeline that starts here is not a gap */
         uint64_t start;
-        if (s.tli > 1 && next_timeline(&c, s.tli - 1, &start) && start == s.segno)
+        if (s.tli > 1 && wal_chain_next_timeline(&c.chain, s.tli - 1, &start) && start == s.segno)
             continue;
         /* is there an earlier segment on this timeline? then the ones between are missing */
         uint64_t prev = 0;
         bool any = false;
-        for (int k = 0; k < c.n_segs; k++)
-            if (c.segs[k].tli == s.tli && c.segs[k].segno < s.segno && (!any || c.segs[k].segno > prev)) {
-                prev = c.segs[k].segno;
+        for (int k = 0; k < c.chain.n; k++)
+            if (c.chain.segs[k].tli == s.tli && c.chain.segs[k].segno < s.segno && (!any || c.chain.segs[k].segno > prev)) {
+                prev = c.chain.segs[k].segno;
                 any = true;
             }
         if (!any)
             continue;
         char from[32], to[32];
-        seg_name(s.tli, prev + 1, from, sizeof(from));
-        seg_name(s.tli, s.segno - 1, to, sizeof(to));
+        wal_seg_name(s.tli, prev + 1, from, sizeof(from));
+        wal_seg_name(s.tli, s.segno - 1, to, sizeof(to));
         problem(&c, "WAL gap on timeline %u: %s%s%s missing", s.tli, from, prev + 1 == s.segno - 1 ? "" : " to ",
                 prev + 1 == s.segno - 1 ? "" : to);
         rep->gaps++;
@@ -285,7 +213,7 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
     fprintf(out, "verified %llu objects (%.1f MB stored): %d backup(s), %d restorable, %llu WAL file(s), %d gap(s), %d problem(s)\n",
             (unsigned long long)rep->objects, (double)rep->bytes / 1048576.0, rep->backups, rep->restorable,
             (unsigned long long)rep->wal_files, rep->gaps, rep->problems);
-    free(c.segs);
+    wal_chain_free(&c.chain);
     free(backups);
     return true;
 }

@@ -101,6 +101,18 @@ hole=${walsegs[$(( ${#walsegs[@]} - 2 ))]}
 mv "$REPO/wal/00000001/$hole" "$T_DIR/hole"
 "$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 && fail "verify passed with $hole missing"
 grep -q "problem: WAL gap on timeline 1: $hole missing" "$T_DIR/verify.out" || fail "verify did not name the gap at $hole: $(cat "$T_DIR/verify.out")"
+# restore names the missing segment and the furthest point: a target past it is refused, and a
+# restore to the end warns
+"$BIN" restore -c "$CFG" --target-dir "$T_DIR/gap" --target-lsn "$(psql_n 1 -c 'select pg_current_wal_lsn()')" \
+    >"$T_DIR/gap.out" 2>&1 && fail "a restore to a target past the gap at $hole started"
+grep -q "^error: restore: WAL segment $hole is missing from the repository .*: recovery can reach [0-9A-F]*/[0-9A-F]* (the end of [0-9A-F]\{24\}), not the target LSN" "$T_DIR/gap.out" ||
+    fail "restore past the gap: $(cat "$T_DIR/gap.out")"
+[ -e "$T_DIR/gap" ] && fail "the refused restore wrote $T_DIR/gap"
+"$BIN" restore -c "$CFG" --target-dir "$T_DIR/gap" >"$T_DIR/gap.out" 2>&1 || fail "restore to the end with a gap: $(cat "$T_DIR/gap.out")"
+grep -q "WARNING: restore: WAL segment $hole is missing from the repository .*: recovery stops at" "$T_DIR/gap.out" ||
+    fail "restore to the end did not warn about $hole: $(cat "$T_DIR/gap.out")"
+rm -rf "$T_DIR/gap"
+log "restore with $hole missing: $(grep -m1 WARNING "$T_DIR/gap.out")"
 mv "$T_DIR/hole" "$REPO/wal/00000001/$hole"
 obj=$(find "$REPO/backup/$label/data/base" -type f | head -1)
 python3 - "$obj" <<'PY'
