@@ -10,6 +10,7 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/proc.h"
+#include "common/progress.h"
 #include "common/timeutil.h"
 #include "pg/pg.h"
 
@@ -36,6 +37,7 @@ typedef struct FileEntry {
     char *path;              /* relative to the data directory */
     int64_t size, stored;
     int64_t read;            /* bytes read from the data directory */
+    int64_t listed;          /* size when listed (for the progress shown) */
     char sha256[65];         /* of the whole file; "" for a block-mode entry */
     const char *mode;        /* "whole", "ref" or "blocks" */
     uint32_t *blocks;        /* block-mode: the blocks stored, in order */
@@ -124,6 +126,7 @@ static bool walk(const char *root, const char *rel, FileList *l, Err *err)
             FileEntry *f = &l->files[l->n_files++];
             memset(f, 0, sizeof(*f));
             f->path = child;
+            f->listed = st.st_size;
         } else {
             free(child);
         }
@@ -148,6 +151,7 @@ typedef struct CopyJob {
     /* the blocks the WAL changed since ref_start (NULL: compare page LSNs instead) */
     const WalSummary *changes;
     bool crosscheck;         /* tests: also compare page LSNs, and fail on a block the WAL missed */
+    Progress *progress;      /* on a terminal */
     /* data checksums on: the pages of relation files are checked (page_checksum.h) */
     bool check_pages;
     Lsn start_lsn;
@@ -356,10 +360,19 @@ static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
 }
 
 /* Copy one file into the repository (one item of the parallel loop). */
+static bool copy_one(CopyJob *j, FileEntry *f, Err *err);
+
 static bool copy_file(void *arg, int i, Err *err)
 {
     CopyJob *j = arg;
     FileEntry *f = &j->list->files[i];
+    bool ok = copy_one(j, f, err);
+    progress_add(j->progress, f->listed > 0 ? (uint64_t)f->listed : 0);
+    return ok;
+}
+
+static bool copy_one(CopyJob *j, FileEntry *f, Err *err)
+{
     int done = copy_changed_blocks(j, f, err);
     if (done != 0)
         return done > 0;
@@ -708,8 +721,13 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
 #ifdef PGVIGIL_TEST_HOOKS
         j.crosscheck = changes && getenv("PGVIGIL_TEST_CROSSCHECK_SUMMARIES") != NULL;
 #endif
+        uint64_t total = 0;
+        for (int i = 0; i < list.n_files; i++)
+            total += list.files[i].listed > 0 ? (uint64_t)list.files[i].listed : 0;
+        j.progress = progress_start("backup", total);
         ok = parallel_for(list.n_files - 1, o->workers, copy_file, &j, err) &&
              (list.n_files == 0 || copy_file(&j, list.n_files - 1, err));
+        progress_end(j.progress);
     }
 #ifdef PGVIGIL_TEST_HOOKS
     /* tests: hold the backup here, its files stored and no manifest yet, while the file exists */

@@ -9,6 +9,7 @@
 #include "backup/wal_chain.h"
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "common/progress.h"
 #include "common/proc.h"
 #include "pg/pg.h"
 
@@ -54,6 +55,7 @@ typedef struct RestoreCtx {
     int n_chain;
     const char *target_dir;
     json_t *files;           /* chain[0]'s file entries */
+    Progress *progress;      /* on a terminal */
 } RestoreCtx;
 
 static bool read_object(RestoreCtx *c, const char *label, const char *path, unsigned char **buf, size_t *n, Err *err)
@@ -165,10 +167,20 @@ static bool same_as_local(const char *dst, const json_t *e)
 }
 
 /* Restore one file of the backup (one item of the parallel loop). */
+static bool restore_one(RestoreCtx *c, const json_t *e, Err *err);
+
 static bool restore_file(void *arg, int i, Err *err)
 {
     RestoreCtx *c = arg;
     const json_t *e = json_array_get(c->files, (size_t)i);
+    bool ok = restore_one(c, e, err);
+    json_int_t size = json_integer_value(json_object_get(e, "size"));
+    progress_add(c->progress, size > 0 ? (uint64_t)size : 0);
+    return ok;
+}
+
+static bool restore_one(RestoreCtx *c, const json_t *e, Err *err)
+{
     const char *path = json_string_value(json_object_get(e, "path"));
     const char *sha = json_string_value(json_object_get(e, "sha256"));
     unsigned char *buf = NULL;
@@ -512,7 +524,16 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
     if (ok) {
         RestoreCtx c = {.delta = delta, .repo = r, .chain = chain, .n_chain = n_chain, .target_dir = o->target_dir,
                         .files = json_object_get(chain[0]->root, "files")};
+        uint64_t total = 0;
+        size_t fi;
+        json_t *fe;
+        json_array_foreach(c.files, fi, fe) {
+            json_int_t size = json_integer_value(json_object_get(fe, "size"));
+            total += size > 0 ? (uint64_t)size : 0;
+        }
+        c.progress = progress_start("restore", total);
         ok = parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        progress_end(c.progress);
         counts->written = atomic_load(&c.written);
         counts->kept = atomic_load(&c.kept);
         if (!ok)

@@ -129,7 +129,11 @@ log "verify named the gap at $hole and the damaged file ${obj#$REPO/}"
 
 # retention: a second backup, then keep 1: the first (damaged) backup and the WAL before the
 # second's start go; what is kept verifies, and still restores to the end of the archive
-"$BIN" backup take -c "$CFG" >"$T_DIR/backup2.out" 2>&1 || fail "second backup: $(cat "$T_DIR/backup2.out")"
+# on a terminal (script gives it one) the backup shows its progress; in a file it does not
+script -qec "'$BIN' backup take -c '$CFG'" /dev/null >"$T_DIR/backup2.tty" 2>&1 || fail "second backup: $(cat "$T_DIR/backup2.tty")"
+grep -aq "backup: [0-9.]* MB of [0-9.]* MB ([0-9]*%)" "$T_DIR/backup2.tty" || fail "no progress on a terminal: $(cat -v "$T_DIR/backup2.tty")"
+tr '\r' '\n' <"$T_DIR/backup2.tty" | sed 's/\x1b\[K//g' | grep -a '^backup .* complete' >"$T_DIR/backup2.out"
+grep -q "MB of" "$T_DIR/backup.out" && fail "progress written into a file: $(cat "$T_DIR/backup.out")"
 label2=$(sed -n 's/^backup \([0-9T]*F\) complete.*/\1/p' "$T_DIR/backup2.out")
 [ -n "$label2" ] && [ "$label2" != "$label" ] || fail "no second backup label: $(cat "$T_DIR/backup2.out")"
 "$BIN" backup expire -c "$CFG" --keep 1 >"$T_DIR/expire.out" 2>&1 || fail "expire: $(cat "$T_DIR/expire.out")"
