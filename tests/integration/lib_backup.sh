@@ -26,3 +26,16 @@ restore_to() {
         fail "restore $name: $(cat "$T_DIR/$name.restore.out")"
     restored_start "$name" "$T_DIR/$name"
 }
+
+# backup_cluster N [MORE]: a cluster of N nodes whose backup section has a POSIX repository in
+# $REPO ($T_DIR/repo), MORE (YAML lines) added under `backup:`; CFG is node1's configuration
+backup_cluster() {
+    [ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
+    REPO="$T_DIR/repo"
+    NODE_EXTRA="backup:
+  repository:
+    path: $REPO${2:+
+$2}"
+    start_cluster "$1"
+    CFG="$T_DIR/node1.yml"
+}

@@ -10,13 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
-[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-REPO="$T_DIR/repo"
-NODE_EXTRA="backup:
-  repository:
-    path: $REPO"
-start_cluster 1
-CFG="$T_DIR/node1.yml"
+backup_cluster 1
 DATA="$T_DIR/node1/data"
 [ "$(psql_n 1 -c 'show data_checksums')" = on ] || fail "the bootstrapped cluster has no data checksums"
 

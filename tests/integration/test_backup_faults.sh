@@ -10,14 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
-[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-REPO="$T_DIR/repo"
-NODE_EXTRA="backup:
-  repository:
-    path: $REPO
-  retention_full: 5"
-start_cluster 1
-CFG="$T_DIR/node1.yml"
+backup_cluster 1 "  retention_full: 5"
 export PGVIGIL_TEST_BACKUP_LOCK_TTL=4
 psql_n 1 -c "create table t(id int primary key, v text)" >/dev/null || fail "create table"
 psql_n 1 -c "insert into t select g, md5(g::text) from generate_series(1, 5000) g" >/dev/null || fail "insert"

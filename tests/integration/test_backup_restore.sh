@@ -8,13 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
-[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-REPO="$T_DIR/repo"
-NODE_EXTRA="backup:
-  repository:
-    path: $REPO"
-start_cluster 1
-CFG="$T_DIR/node1.yml"
+backup_cluster 1
 psql_n 1 -c "create table ev(id int primary key, batch text, t timestamptz default clock_timestamp())" || fail "create table"
 psql_n 1 -c "insert into ev(id, batch) select g, 'base' from generate_series(1, 100) g" || fail "insert base"
 

@@ -9,13 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
-[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-REPO="$T_DIR/repo"
-NODE_EXTRA="backup:
-  repository:
-    path: $REPO"
-start_cluster 1
-CFG="$T_DIR/node1.yml"
+backup_cluster 1
 first=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn())")
 PGPASSWORD=it-super "$PGBIN/pgbench" -q -i -s 2 -h 127.0.0.1 -p "${PG_PORT[1]}" -U postgres postgres >"$T_DIR/pgbench-init.log" 2>&1 ||
     fail "pgbench -i: $(tail -3 "$T_DIR/pgbench-init.log")"
