@@ -7,18 +7,17 @@
 #     or counted by verify; the next backup completes; expire removes the killed backup's files;
 #     a restore of the new backup holds the data; the agent reports it as the cluster's newest
 #     backup (/patroni, pgvigil_backup_age_seconds).
+#   - a failover during a backup of the standby (held mid-way, then the standby promoted): the
+#     backup fails with PostgreSQL's reason and is never listed; the lock is freed.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 
-backup_cluster 1 "  retention_full: 5"
+backup_cluster 2 "  retention_full: 5"
 export PGVIGIL_TEST_BACKUP_LOCK_TTL=4
 psql_n 1 -c "create table t(id int primary key, v text)" >/dev/null || fail "create table"
 psql_n 1 -c "insert into t select g, md5(g::text) from generate_series(1, 5000) g" >/dev/null || fail "insert"
 
-lock_key() {   # the value of pgvigil_backup_running, "" when absent
-    local k; k=$(printf '/service/%s/pgvigil_backup_running' "$SCOPE" | base64 -w0)
-    curl -sf -X POST "http://127.0.0.1:$E_PORT/v3/kv/range" -d "{\"key\":\"$k\"}" | jq -r '.kvs[0].value // ""' | base64 -d
-}
+lock_key() { etcdctl_ get --print-value-only "/service/$SCOPE/pgvigil_backup_running" 2>/dev/null; }
 lock_taken() { [ -n "$(lock_key)" ]; }
 lock_free() { [ -z "$(lock_key)" ]; }
 repo_state() { find "$REPO/backup" -type f -printf '%P %s\n' | sort | sha256sum; }
@@ -78,4 +77,23 @@ got=$(restored_q "select count(*) from t")
 restored_stop "$T_DIR/restored"
 [ "$got" = "$want" ] || fail "the restore of $label_c holds $got rows, the primary $want"
 log "after the killed backup: $label_c restored with $got rows"
+
+# a failover during a backup of the standby: held mid-way, the standby is promoted (switchover to
+# it), then the backup goes on: PostgreSQL refuses to end it, and it never becomes complete
+n_before=$("$BIN" backup list -c "$CFG" --json | jq length)
+rm -f "$PAUSE.held"
+touch "$PAUSE"
+PGVIGIL_TEST_BACKUP_PAUSE_FILE="$PAUSE" "$BIN" backup take -c "$T_DIR/node2.yml" >"$T_DIR/f.out" 2>&1 &
+f_pid=$!
+EXTRA_PIDS+=("$f_pid")
+wait_until 60 "the standby's backup stored its files" held
+"$BIN" switchover --dcs-url "http://127.0.0.1:$E_PORT" --scope "$SCOPE" --candidate node2 --force >"$T_DIR/so.out" 2>&1 ||
+    fail "switchover: $(cat "$T_DIR/so.out")"
+wait_until 60 "node2 promoted" is_primary 2
+rm -f "$PAUSE"
+wait "$f_pid" && fail "the backup of the promoted standby completed: $(cat "$T_DIR/f.out")"
+grep -q "^error: .*promoted during online backup" "$T_DIR/f.out" || fail "backup across the failover: $(cat "$T_DIR/f.out")"
+[ "$("$BIN" backup list -c "$CFG" --json | jq length)" = "$n_before" ] || fail "the backup across the failover is listed"
+wait_until 30 "the lock freed after the failed backup" lock_free
+log "backup across a failover: $(grep -m1 '^error' "$T_DIR/f.out")"
 echo "PASS [$T_NAME]"
