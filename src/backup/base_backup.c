@@ -742,7 +742,9 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
 #endif
     /* always end the backup mode, even after a failure */
     Err stop_err = {{0}};
-    PGresult *res = pg_query(&pg, "SELECT lsn::text, labelfile FROM pg_backup_stop(true)", 3600000, &stop_err);
+    /* not waiting for the archive there: PostgreSQL would wait for ever while the repository is
+     * down; wait_for_wal below waits a bounded time, and fails at once on a repository error */
+    PGresult *res = pg_query(&pg, "SELECT lsn::text, labelfile FROM pg_backup_stop(false)", 600000, &stop_err);
     if (res)
         switch_upstream_wal(&pg, cfg);
     pg_node_close(&pg);
@@ -774,8 +776,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
             out->read_bytes += list.files[i].read;
             out->checksum_errors += list.files[i].n_bad_pages;
         }
-    /* the WAL from start to stop must be in the repository: pg_backup_stop waits for it on a
-     * primary, not on a standby whose archive_mode is "on" */
+    /* the WAL from start to stop must be in the repository (pg_backup_stop switched to a new
+     * segment on a primary; switch_upstream_wal asked a standby's primary to) */
     if (ok)
         ok = wait_for_wal(r, out, err);
     if (ok)

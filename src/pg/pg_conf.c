@@ -200,9 +200,12 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
         if (!(guard && strcmp(cfg->pg_parameters.items[i].key, "shared_preload_libraries") == 0))
             add_param(&b, cfg->pg_parameters.items[i].key, cfg->pg_parameters.items[i].value);
     if (cfg->backup.archive) {
-        /* archive_mode "always" of the user's is kept; otherwise the primary archives */
+        /* "always": a standby archives what it receives too (each node's agent stores it, and
+         * finds it stored already when another node was first). With "on", a standby marks
+         * what it streams as archived, so a segment the primary finished but had not archived
+         * when it died would be archived by nobody: a gap after the failover. */
         if (!user_overrides(cfg, spec->dyn_params, "archive_mode"))
-            add_param(&b, "archive_mode", "on");
+            add_param(&b, "archive_mode", "always");
         add_param(&b, "archive_library", "pgvigil_archive");
         char sock[4200];
         pg_archive_socket(pg, sock, sizeof(sock));

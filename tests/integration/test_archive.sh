@@ -6,8 +6,10 @@
 #   2. the repository fills up: archiving fails loudly (pg_stat_archiver, postgres log, agent
 #      log, metrics, an archive_failing notification), PostgreSQL keeps the WAL file ready, and
 #      once space is back it is archived by itself;
-#   3. after a kill -9 failover the new primary archives the new timeline's history file, the
-#      old timeline's last partial segment and its own segments;
+#   3. a segment the primary could not store (repository full) when it was killed is stored by
+#      the standby that received it (archive_mode always), so verify finds no gap; the new
+#      primary archives the new timeline's history file, the old timeline's last partial segment
+#      and its own segments;
 #   4. wal-fetch (restore_command): a missing file exits 1, a damaged copy exits 126 and names it.
 source "$(dirname "$0")/lib.sh"
 
@@ -33,7 +35,7 @@ l=$(leader); ln=$(node_of "$l")
 [ -n "$ln" ] || fail "no leader"
 for n in 1 2; do [ "$n" != "$ln" ] && rn=$n; done
 [ "$(psql_n "$ln" -c 'show archive_library')" = pgvigil_archive ] || fail "archive_library is not pgvigil_archive on $l"
-[ "$(psql_n "$ln" -c 'show archive_mode')" = on ] || fail "archive_mode is not on"
+[ "$(psql_n "$ln" -c 'show archive_mode')" = always ] || fail "archive_mode is not always"
 grep -q "archive: storing WAL in the repository $REPO" "$T_DIR/$l.log" || fail "the agent of $l did not start its archive service"
 
 # ---- 1. switched segments reach the repository, intact -------------------------------------------
@@ -110,12 +112,21 @@ wait_until 30 "the lag metric back under one segment" lag_back
 log "part 2: a full repository failed $full_seg loudly, kept it ready, and archived it once space was back"
 
 # ---- 3. failover: the new primary archives the new timeline ----------------------------------------
+# a segment the primary finished but could not store (the repository full) when it died: the
+# standby, which archives what it receives (archive_mode always), stores it once space is back
+dd if=/dev/zero of="$REPO/filler" bs=1M count=64 >/dev/null 2>&1
+psql_n "$ln" -c "insert into a select g, md5(g::text) from generate_series(1, 20000) g" || fail "insert"
+lost_seg=$(psql_n "$ln" -c "select pg_walfile_name(pg_current_wal_lsn())")
+psql_n "$ln" -c "select pg_switch_wal()" >/dev/null
+wait_until 60 "archiving $lost_seg fails on the full repository" failed
 # WAL in the middle of a segment, on the replica too: its last segment of timeline 1 is partial
 psql_n "$ln" -c "insert into a values (0, 'before failover')" || fail "insert"
 lsn=$(psql_n "$ln" -c "select pg_current_wal_lsn()")
 replayed() { [ "$(psql_n "$rn" -c "select pg_last_wal_replay_lsn() >= '$lsn'")" = t ]; }
 wait_until 30 "node$rn replayed $lsn" replayed
 kill9_node "$ln"
+stored "$lost_seg" && fail "$lost_seg was stored although the repository was full"
+rm -f "$REPO/filler"
 wait_until 60 "node$rn promoted" bash -c "[ \"\$(PGPASSWORD=it-super psql -X -h 127.0.0.1 -p ${PG_PORT[$rn]} -U postgres -d postgres -Atc 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]"
 tl=$(psql_n "$rn" -c "select timeline_id from pg_control_checkpoint()")
 hist=$(printf '%08X.history' 2)
@@ -126,6 +137,9 @@ psql_n "$rn" -c "insert into a values (1, 'after failover')" || fail "write on t
 seg2=$(psql_n "$rn" -c "select pg_walfile_name(pg_current_wal_lsn())")
 psql_n "$rn" -c "select pg_switch_wal()" >/dev/null
 wait_until 60 "$seg2 (timeline 2) in the repository" stored "$seg2"
+wait_until 60 "$lost_seg, which the dead primary never stored, in the repository" stored "$lost_seg"
+"$BIN" backup verify -c "$T_DIR/node$rn.yml" >"$T_DIR/verify3.out" 2>&1
+grep -q " 0 gap(s)" "$T_DIR/verify3.out" || fail "a WAL gap after the failover: $(cat "$T_DIR/verify3.out")"
 log "part 3: after the failover node$rn archived $hist, $(ls "$REPO/wal/00000001/" | grep '\.partial$') and $seg2 (checkpoint timeline $tl)"
 
 # ---- 4. wal-fetch as restore_command --------------------------------------------------------------

@@ -12,7 +12,8 @@
 #   5. a wrong secret: a CLI command fails with one line naming the repository, the request and
 #      SignatureDoesNotMatch, never the secret; the server's secret rotated under the agent makes
 #      archiving fail loudly while PostgreSQL keeps the WAL, and resume once it is back;
-#   6. the server stopped mid-way, then started again: archiving resumes by itself.
+#   6. the server stopped mid-way, then started again: a backup under way fails with one line and
+#      is never listed; archiving resumes by itself.
 #   7. an encrypted bucket (backup.encryption): repo.cipher written at first use, a WAL file
 #      stored sealed and fetched back whole, a wrong key named in one line (wal-fetch exits 126).
 source "$(dirname "$0")/lib.sh"
@@ -203,7 +204,20 @@ wal_in_bucket "$seg" || fail "$seg not in the bucket"
 
 # ---- 6. the server stopped mid-way, then started again ----------------------------------------------
 before=$(psql_n 1 -c 'select failed_count from pg_stat_archiver')
+# a backup under way when the server stops (held mid-way by a test hook, its files uploaded): it
+# fails with one line naming the repository, and is never listed
+n_backups=$("$BIN" backup list -c "$CFG" --json | jq length)
+PAUSE="$T_DIR/pause"
+touch "$PAUSE"
+PGVIGIL_TEST_BACKUP_PAUSE_FILE="$PAUSE" "$BIN" backup take -c "$CFG" >"$T_DIR/backup-down.out" 2>&1 &
+bk_pid=$!
+EXTRA_PIDS+=("$bk_pid")
+wait_until 60 "the backup stored its files" test -f "$PAUSE.held"
 stop_s3
+rm -f "$PAUSE"
+wait "$bk_pid" && fail "a backup completed with the server down: $(cat "$T_DIR/backup-down.out")"
+grep -q "^error: .*$REPO_DESC" "$T_DIR/backup-down.out" || fail "backup with the server down: $(cat "$T_DIR/backup-down.out")"
+log "part 6: a backup under way when the server stopped: $(grep -m1 '^error' "$T_DIR/backup-down.out")"
 batch D 20301 20400
 seg=$(switch_wal)
 more_failures() { [ "$(psql_n 1 -c 'select failed_count from pg_stat_archiver')" -gt "$before" ]; }
@@ -213,6 +227,7 @@ wait_until 30 "the agent logs the unreachable server" agent_says "$REPO_DESC: .*
 start_s3
 wait_until 120 "$seg archived after the server came back" archived "$seg"
 wal_in_bucket "$seg" || fail "$seg not in the bucket"
+[ "$("$BIN" backup list -c "$CFG" --json | jq length)" = "$n_backups" ] || fail "the backup cut by the outage is listed"
 "$BIN" backup verify -c "$CFG" >"$T_DIR/verify2.out" 2>&1 || fail "backup verify after the outages: $(cat "$T_DIR/verify2.out")"
 log "part 6: with the server down $seg stayed ready ($(psql_n 1 -c 'select failed_count from pg_stat_archiver') failures), then was archived; verify: $(tail -1 "$T_DIR/verify2.out")"
 
