@@ -118,7 +118,6 @@ agent_reply(char *buf, size_t size)
 	for (;;)
 	{
 		ssize_t		n;
-		int			rc;
 		long		left_ms;
 
 		n = recv(agent_sock, buf + got, size - 1 - got, MSG_DONTWAIT);
@@ -159,10 +158,17 @@ agent_reply(char *buf, size_t size)
 			agent_disconnect();
 			return false;
 		}
-		rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   agent_sock, Min(left_ms, 1000L), PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
-			ResetLatch(MyLatch);
+		/*
+		 * Not woken by the latch, which must not be reset here: it is the
+		 * archiver's main loop's, set by SIGUSR2 (shutdown: one last cycle,
+		 * then exit) and when a file is ready. Reset here, that wakeup was
+		 * lost and the archiver slept its full 60 s wait before exiting,
+		 * holding up the primary's clean shutdown, so a switchover failed:
+		 * the shutdown switches to a new segment, so a request is usually in
+		 * flight when SIGUSR2 comes. Left set, the main loop sees it.
+		 */
+		(void) WaitLatchOrSocket(MyLatch, WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 agent_sock, Min(left_ms, 1000L), PG_WAIT_EXTENSION);
 	}
 }
 

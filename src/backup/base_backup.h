@@ -52,7 +52,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
 bool backup_list(Repo *r, BackupInfo **out, int *n, Err *err);
 
 typedef struct RestoreOptions {
-    const char *label;          /* NULL: the newest backup (before target_time when that is set) */
+    const char *label;          /* NULL: the newest backup (ended before target_time or target_lsn
+                                 * when one is set) */
     const char *target_dir;     /* must be empty or missing */
     const char *target_time;    /* recovery_target_time ("2026-12-05 02:03:00+00"), or NULL */
     const char *target_lsn;     /* recovery_target_lsn, or NULL */

@@ -10,6 +10,7 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/lsn.h"
 #include "common/proc.h"
 #include "pg/pg.h"
 
@@ -396,13 +397,26 @@ static bool choose_backup(Repo *r, const RestoreOptions *o, char *label, size_t 
     double target = 0, stop = 0;
     bool by_time = o->target_time != NULL;
     bool target_utc = by_time && parse_utc(o->target_time, &target);
+    /* an LSN target: the newest backup that ended before it. A backup that ends after it cannot
+     * stop there (PostgreSQL refuses a stop point before the consistent point, after the restore) */
+    Lsn target_lsn = 0;
+    bool by_lsn = !by_time && o->target_lsn && lsn_parse(o->target_lsn, &target_lsn);
     for (int i = 0; i < n; i++) {
-        if (!by_time || (target_utc && parse_utc(all[i].stop_time, &stop) && stop < target))
+        if (by_lsn) {
+            if (all[i].stop_lsn < target_lsn)
+                str_copy(label, sz, all[i].label);
+        } else if (!by_time || (target_utc && parse_utc(all[i].stop_time, &stop) && stop < target)) {
             str_copy(label, sz, all[i].label);
-        else if (by_time && !target_utc && !label[0])
+        } else if (by_time && !target_utc && !label[0]) {
             str_copy(label, sz, all[i].label);
+        }
     }
     free(all);
+    if (!label[0] && n > 0 && (by_lsn || target_utc)) {
+        err_set(err, "restore: no backup in the %s ended before the target %s (give --backup LABEL to try one)",
+                r->desc, by_lsn ? o->target_lsn : o->target_time);
+        return false;
+    }
     if (!label[0]) {
         err_set(err, "restore: the %s holds no complete backup", r->desc);
         return false;
