@@ -541,7 +541,8 @@ static bool wait_for_wal(Repo *r, const BackupInfo *b, Err *err)
         char key[80];
         str_fmt(key, sizeof(key), "wal/%08X/%08X%08X%08X", (unsigned)b->timeline, (unsigned)b->timeline,
                 (unsigned)(seg / per_id), (unsigned)(seg % per_id));
-        for (;;) {
+        /* usually there within milliseconds (the archive service pushes ahead): poll fast first */
+        for (int wait_ms = 20;; wait_ms = wait_ms < 1000 ? wait_ms * 2 : 1000) {
             bool exists = false;
             if (!r->ops->exists(r, key, &exists, err))
                 return false;
@@ -551,7 +552,7 @@ static bool wait_for_wal(Repo *r, const BackupInfo *b, Err *err)
                 err_set(err, "backup: %s, which the backup needs, was not archived within 10 minutes", key);
                 return false;
             }
-            sleep_ms(1000);
+            sleep_ms(wait_ms);
         }
     }
     return true;
