@@ -613,6 +613,36 @@ static Manifest *find_reference(Repo *r, const char *type, Err *err, bool *faile
     return m;
 }
 
+/* The label of a backup starting now: its UTC second and type letter. No two backups share a
+ * second (whatever their types), so that labels sort as the backups started: a backup that
+ * starts in the second of another one waits for the next. */
+static bool pick_label(Repo *r, char letter, char *label, size_t sz, Err *err)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        char second[24];
+        strftime(second, sizeof(second), "%Y%m%dT%H%M%S", &tm);
+        bool taken = false;
+        for (const char *l = "FDI"; *l && !taken; l++) {
+            char *key = str_printf("backup/%s%c/manifest", second, *l);
+            bool ok = r->ops->exists(r, key, &taken, err);
+            free(key);
+            if (!ok)
+                return false;
+        }
+        if (!taken) {
+            str_fmt(label, sz, "%s%c", second, letter);
+            return true;
+        }
+        sleep_ms(1000 - (int)(ts.tv_nsec / 1000000) + 5);
+    }
+    err_set(err, "backup: no free label: a backup exists for every one of the last 5 seconds");
+    return false;
+}
+
 bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo *out, Err *err)
 {
     memset(out, 0, sizeof(*out));
@@ -630,26 +660,14 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
         if (!ref)
             type = "full"; /* nothing to build on */
     }
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(out->label, sizeof(out->label), "%Y%m%dT%H%M%S", &tm);
-    str_fmt(out->label + strlen(out->label), sizeof(out->label) - strlen(out->label), "%c",
-            strcmp(type, "full") == 0 ? 'F' : strcmp(type, "diff") == 0 ? 'D' : 'I');
+    if (!pick_label(r, strcmp(type, "full") == 0 ? 'F' : strcmp(type, "diff") == 0 ? 'D' : 'I', out->label,
+                    sizeof(out->label), err)) {
+        manifest_free(ref);
+        return false;
+    }
     str_copy(out->type, sizeof(out->type), type);
     if (ref)
         str_copy(out->reference, sizeof(out->reference), ref->info.label);
-    bool exists = false;
-    char *mkey = str_printf("backup/%s/manifest", out->label);
-    if (!r->ops->exists(r, mkey, &exists, err)) {
-        free(mkey);
-        return false;
-    }
-    if (exists) {
-        err_set(err, "a backup labelled %s exists already; start the next one a second later", out->label);
-        free(mkey);
-        return false;
-    }
     PgNode pg;
     pg_node_init(&pg, cfg);
     int64_t t0 = mono_ms();
@@ -663,7 +681,6 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     if (!start) {
         err_prefix(err, "backup: cannot start it on %s", cfg->pg_data_dir);
         free(sysid);
-        free(mkey);
         pg_node_close(&pg);
         return false;
     }
@@ -791,7 +808,6 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     }
     free(label_file);
     free(prefix);
-    free(mkey);
     list_free(&list);
     manifest_free(ref);
     if (changes) {

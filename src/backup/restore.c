@@ -57,6 +57,7 @@ typedef struct RestoreCtx {
     const char *target_dir;
     json_t *files;           /* chain[0]'s file entries */
     Progress *progress;      /* on a terminal */
+    int control;             /* index of global/pg_control in files (-1 none): written last */
 } RestoreCtx;
 
 static bool read_object(RestoreCtx *c, const char *label, const char *path, unsigned char **buf, size_t *n, Err *err)
@@ -173,6 +174,8 @@ static bool restore_one(RestoreCtx *c, const json_t *e, Err *err);
 static bool restore_file(void *arg, int i, Err *err)
 {
     RestoreCtx *c = arg;
+    if (i == c->control)
+        return true; /* after every other file */
     const json_t *e = json_array_get(c->files, (size_t)i);
     bool ok = restore_one(c, e, err);
     json_int_t size = json_integer_value(json_object_get(e, "size"));
@@ -537,16 +540,32 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
     bool ok = make_dirs(chain[0], o->target_dir, err);
     if (ok) {
         RestoreCtx c = {.delta = delta, .repo = r, .chain = chain, .n_chain = n_chain, .target_dir = o->target_dir,
-                        .files = json_object_get(chain[0]->root, "files")};
+                        .files = json_object_get(chain[0]->root, "files"), .control = -1};
         uint64_t total = 0;
         size_t fi;
         json_t *fe;
         json_array_foreach(c.files, fi, fe) {
             json_int_t size = json_integer_value(json_object_get(fe, "size"));
             total += size > 0 ? (uint64_t)size : 0;
+            const char *fp = json_string_value(json_object_get(fe, "path"));
+            if (fp && strcmp(fp, "global/pg_control") == 0)
+                c.control = (int)fi;
         }
+        /* pg_control last, and (delta) gone until then: a restore that fails half-way leaves a
+         * directory PostgreSQL refuses to start, never one that starts as a wrong cluster */
+        char *control = str_printf("%s/global/pg_control", o->target_dir);
+        if (unlink(control) != 0 && errno != ENOENT) {
+            err_set(err, "restore: cannot remove %s: %s", control, strerror(errno));
+            ok = false;
+        }
+        free(control);
         c.progress = progress_start("restore", total);
-        ok = parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        ok = ok && parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        if (ok && c.control >= 0) {
+            const json_t *ce = json_array_get(c.files, (size_t)c.control);
+            ok = restore_one(&c, ce, err);
+            progress_add(c.progress, (uint64_t)json_integer_value(json_object_get(ce, "size")));
+        }
         progress_end(c.progress);
         counts->written = atomic_load(&c.written);
         counts->kept = atomic_load(&c.kept);

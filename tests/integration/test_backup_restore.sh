@@ -120,6 +120,13 @@ PY
 grep -q "problem: backup/$label/data/base/" "$T_DIR/verify.out" && grep -q "backup $label .*NOT RESTORABLE" "$T_DIR/verify.out" ||
     fail "verify did not name the damaged file: $(cat "$T_DIR/verify.out")"
 log "verify named the gap at $hole and the damaged file ${obj#$REPO/}"
+# a restore of the damaged backup fails naming the file, and leaves no pg_control: what it wrote
+# cannot be started as a cluster
+"$BIN" restore -c "$CFG" --target-dir "$T_DIR/damaged" --backup "$label" >"$T_DIR/damaged.out" 2>&1 &&
+    fail "the restore of a damaged backup succeeded"
+grep -q "^error: .*backup/$label/data/base/" "$T_DIR/damaged.out" || fail "restore of the damaged backup: $(cat "$T_DIR/damaged.out")"
+[ -e "$T_DIR/damaged/global/pg_control" ] && fail "the failed restore wrote pg_control"
+rm -rf "$T_DIR/damaged"
 
 # retention: a second backup, then keep 1: the first (damaged) backup and the WAL before the
 # second's start go; what is kept verifies, and still restores to the end of the archive
