@@ -227,8 +227,7 @@ static bool restore_one(RestoreCtx *c, const json_t *e, Err *err)
         why = strerror(errno);
     else if (n > 0 && write(fd, buf, n) != (ssize_t)n)
         why = errno ? strerror(errno) : "short write";
-    else if (fsync(fd) != 0)
-        why = strerror(errno);
+    /* made durable all at once (sync_target), not one fsync per file */
     if (fd >= 0) {
         uid_t uid;
         gid_t gid;
@@ -457,6 +456,21 @@ static bool make_dirs(const Manifest *m, const char *target_dir, Err *err)
     return true;
 }
 
+/* Make what the restore wrote durable: one syncfs of the target's file system instead of an
+ * fsync per file (much faster for thousands of files; the directory entries are synced too). */
+static bool sync_target(const char *dir, Err *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0) {
+        err_set(err, "restore: cannot sync %s to disk: %s", dir, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
 /* Before anything is written: the WAL the backup needs to become consistent must be in the
  * repository, and a target LSN past a gap in the WAL is out of reach. A gap that does not stop
  * the target is a warning naming the missing segment and the furthest point recovery reaches. */
@@ -561,9 +575,11 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         free(control);
         c.progress = progress_start("restore", total);
         ok = ok && parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        /* every other file durable before pg_control exists, then pg_control */
+        ok = ok && sync_target(o->target_dir, err);
         if (ok && c.control >= 0) {
             const json_t *ce = json_array_get(c.files, (size_t)c.control);
-            ok = restore_one(&c, ce, err);
+            ok = restore_one(&c, ce, err) && sync_target(o->target_dir, err);
             progress_add(c.progress, (uint64_t)json_integer_value(json_object_get(ce, "size")));
         }
         progress_end(c.progress);
