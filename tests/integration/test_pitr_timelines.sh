@@ -19,12 +19,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_backup.sh"
 source "$(dirname "$0")/lib_probe.sh"
 
-[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
-REPO="$T_DIR/repo"
-NODE_EXTRA="backup:
-  repository:
-    path: $REPO"
-start_cluster 3
+backup_cluster 3
 [ "$(leader)" = node1 ] || fail "expected node1 to bootstrap, leader is '$(leader)'"
 psql_n 1 -c "create table pitr(id int primary key, ts timestamptz not null default clock_timestamp())" || fail "create table"
 member_running_replica() { etcdctl_ get --print-value-only "/service/$SCOPE/members/node$1" | jq -e '.state == "running" and .role == "replica"'; }
