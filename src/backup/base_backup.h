@@ -64,6 +64,8 @@ typedef struct RestoreOptions {
                                  * what differs from the backup is written, what the backup does
                                  * not have is removed, and pg_wal is emptied */
     const char *wal_fetch_cmd;  /* the restore_command prefix: "/usr/bin/pgvigil wal-fetch -c /etc/n.yml" */
+    bool files_only;            /* the files and backup_label only: the caller sets recovery up (the
+                                 * agent, in the configuration it owns) */
     int workers;
 } RestoreOptions;
 

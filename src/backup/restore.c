@@ -575,6 +575,17 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         free(control);
         c.progress = progress_start("restore", total);
         ok = ok && parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        /* the backup label before pg_control: a directory with pg_control and no label would
+         * start as if it were consistent at the backup's last checkpoint, and the agent starts
+         * any data directory that has PG_VERSION and pg_control */
+        if (ok) {
+            const char *lf = json_string_value(json_object_get(chain[0]->root, "backup_label"));
+            char *p = str_printf("%s/backup_label", o->target_dir);
+            ok = lf && file_write_atomic(p, lf, strlen(lf), 0600, err);
+            if (ok)
+                proc_lchown_run_as(p, NULL);
+            free(p);
+        }
         /* every other file durable before pg_control exists, then pg_control */
         ok = ok && sync_target(o->target_dir, err);
         if (ok && c.control >= 0) {
@@ -588,23 +599,16 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         if (!ok)
             err_prefix(err, "restore");
     }
-    /* recovery: the backup label, a recovery signal, and how to get WAL and where to stop */
-    if (ok) {
-        const char *lf = json_string_value(json_object_get(chain[0]->root, "backup_label"));
-        char *p = str_printf("%s/backup_label", o->target_dir);
-        ok = lf && file_write_atomic(p, lf, strlen(lf), 0600, err);
-        if (ok)
-            proc_lchown_run_as(p, NULL);
-        free(p);
-    }
-    if (ok) {
+    /* recovery: a recovery signal, and how to get WAL and where to stop (the agent writes its
+     * own, into the configuration it owns) */
+    if (ok && !o->files_only) {
         char *p = str_printf("%s/recovery.signal", o->target_dir);
         ok = file_write_atomic(p, "", 0, 0600, err);
         if (ok)
             proc_lchown_run_as(p, NULL);
         free(p);
     }
-    if (ok) {
+    if (ok && !o->files_only) {
         char *cmd = str_printf("%s %%f %%p", o->wal_fetch_cmd);
         char *qcmd = conf_quote(cmd);
         char *text = str_printf("\n# added by pgvigil restore of backup %s\n"
