@@ -6,6 +6,7 @@
 #include "backup/compress.h"
 #include "backup/schedule.h"
 #include "common/log.h"
+#include "common/lsn.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -42,6 +43,7 @@ typedef struct KeySpec {
 
 #define C(f) offsetof(Config, f)
 #define D(f) offsetof(Config, bootstrap_dcs.f)
+#define BR(f) offsetof(Config, boot_restore.f)
 
 /* The known keys; anything else in the file is ignored. */
 static const KeySpec keys[] = {
@@ -92,6 +94,7 @@ static const KeySpec keys[] = {
     {"postgresql.callbacks.on_role_change", K_STR, C(cb_on_role_change), 0},
     {"postgresql.callbacks.on_restart", K_STR, C(cb_on_restart), 0},
     {"postgresql.callbacks.on_reload", K_STR, C(cb_on_reload), 0},
+    {"postgresql.create_replica_methods", K_LINES, C(replica_methods), C(n_replica_methods)},
     {"tags", K_SECTION, 0, 0},
     {"tags.nofailover", K_BOOL, C(tags.nofailover), 0},
     {"tags.noloadbalance", K_BOOL, C(tags.noloadbalance), 0},
@@ -115,6 +118,23 @@ static const KeySpec keys[] = {
     {"bootstrap.dcs.postgresql.use_slots", K_BOOL, D(use_slots), 0},
     {"bootstrap.dcs.postgresql.parameters", K_KVMAP, D(pg_parameters), 0},
     {"bootstrap.initdb", K_INITDB, C(initdb_options), 0},
+    {"bootstrap.method", K_STR, C(bootstrap_method), 0},
+    {"bootstrap.pgvigil_restore", K_SECTION, 0, 0},
+    {"bootstrap.pgvigil_restore.backup", K_STR, BR(backup), 0},
+    {"bootstrap.pgvigil_restore.target_time", K_STR, BR(target_time), 0},
+    {"bootstrap.pgvigil_restore.target_lsn", K_STR, BR(target_lsn), 0},
+    {"bootstrap.pgvigil_restore.repository", K_SECTION, 0, 0},
+    {"bootstrap.pgvigil_restore.repository.type", K_STR, BR(repo.repo_type), 0},
+    {"bootstrap.pgvigil_restore.repository.path", K_ABSPATH, BR(repo.repo_path), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_endpoint", K_STR, BR(repo.s3_endpoint), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_bucket", K_STR, BR(repo.s3_bucket), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_region", K_STR, BR(repo.s3_region), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_uri_style", K_STR, BR(repo.s3_uri_style), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_key", K_STR, BR(repo.s3_key), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_secret", K_STR, BR(repo.s3_secret), 0},
+    {"bootstrap.pgvigil_restore.repository.s3_part_size", K_INT64, BR(repo.s3_part_size), 0},
+    {"bootstrap.pgvigil_restore.encryption", K_STR, BR(repo.encryption), 0},
+    {"bootstrap.pgvigil_restore.encryption_key_file", K_ABSPATH, BR(repo.encryption_key_file), 0},
     {"vip", K_SECTION, 0, 0},
     {"vip.address", K_STR, C(vip.address), 0},
     {"vip.interface", K_STR, C(vip.interface), 0},
@@ -1038,6 +1058,61 @@ bool config_has_repository(const BackupConfig *bc)
     return bc->repo_path != NULL || (bc->repo_type && strcmp(bc->repo_type, "s3") == 0);
 }
 
+static bool is_s3(const BackupConfig *bc)
+{
+    return bc->repo_type && strcmp(bc->repo_type, "s3") == 0;
+}
+
+/* a directory's canonical name when it exists, else the name without trailing slashes */
+static void canonical_dir(const char *p, char *out, size_t sz)
+{
+    char buf[PATH_MAX];
+    if (realpath(p, buf)) {
+        str_copy(out, sz, buf);
+        return;
+    }
+    str_copy(out, sz, p);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = '\0';
+}
+
+static bool same_endpoint(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    while (na > 0 && a[na - 1] == '/')
+        na--;
+    while (nb > 0 && b[nb - 1] == '/')
+        nb--;
+    return na == nb && strncasecmp(a, b, na) == 0;
+}
+
+bool config_same_repository(const BackupConfig *a, const BackupConfig *b)
+{
+    if (!config_has_repository(a) || !config_has_repository(b) || is_s3(a) != is_s3(b))
+        return false;
+    if (is_s3(a))
+        return a->s3_endpoint && b->s3_endpoint && a->s3_bucket && b->s3_bucket &&
+               same_endpoint(a->s3_endpoint, b->s3_endpoint) && strcmp(a->s3_bucket, b->s3_bucket) == 0;
+    char ca[PATH_MAX], cb[PATH_MAX];
+    canonical_dir(a->repo_path, ca, sizeof(ca));
+    canonical_dir(b->repo_path, cb, sizeof(cb));
+    return strcmp(ca, cb) == 0;
+}
+
+bool config_replica_method(const Config *cfg, const char *method)
+{
+    for (int i = 0; i < cfg->n_replica_methods; i++)
+        if (strcmp(cfg->replica_methods[i], method) == 0)
+            return true;
+    return false;
+}
+
+bool config_bootstrap_restores(const Config *cfg)
+{
+    return cfg->bootstrap_method && strcmp(cfg->bootstrap_method, "pgvigil_restore") == 0;
+}
+
 /* AWS's bucket naming rules: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
  * ending with a letter or digit (a name that also works in a host name). */
 static bool s3_bucket_ok(const char *b)
@@ -1055,39 +1130,47 @@ static bool s3_bucket_ok(const char *b)
  * style and part size. The agent (LOAD_NODE) needs the credentials at load; a client command
  * needs them only when it opens the repository (repo_open names the key then), so that a
  * command that does not read the repository runs without them. */
-static bool finish_s3(Loader *ld, BackupConfig *bc, bool need_credentials)
+static bool finish_s3(Loader *ld, BackupConfig *bc, const char *sec, bool need_credentials)
 {
-    const char *pre = "backup.repository.";
-    int type_line = key_line(ld, "backup.repository.type");
-    char key[80];
+    char pre[80], k_type[96], k_path[96], k_endpoint[96], k_bucket[96], k_region[96], k_style[96], k_part[96];
+    str_fmt(pre, sizeof(pre), "%s.repository.", sec);
+    str_fmt(k_type, sizeof(k_type), "%stype", pre);
+    str_fmt(k_path, sizeof(k_path), "%spath", pre);
+    str_fmt(k_endpoint, sizeof(k_endpoint), "%ss3_endpoint", pre);
+    str_fmt(k_bucket, sizeof(k_bucket), "%ss3_bucket", pre);
+    str_fmt(k_region, sizeof(k_region), "%ss3_region", pre);
+    str_fmt(k_style, sizeof(k_style), "%ss3_uri_style", pre);
+    str_fmt(k_part, sizeof(k_part), "%ss3_part_size", pre);
+    int type_line = key_line(ld, k_type);
+    char key[96];
     if (bc->repo_path)
-        return fail_at(ld, key_line(ld, "backup.repository.path"), "backup.repository.path",
+        return fail_at(ld, key_line(ld, k_path), k_path,
                        "only for type posix (an s3 repository is named by s3_endpoint and s3_bucket)");
     if (str_empty(bc->s3_endpoint))
-        return fail_at(ld, bc->s3_endpoint ? key_line(ld, "backup.repository.s3_endpoint") : type_line,
-                       "backup.repository.s3_endpoint", "required for an s3 repository (\"http://host:port\" or \"https://host\")");
+        return fail_at(ld, bc->s3_endpoint ? key_line(ld, k_endpoint) : type_line,
+                       k_endpoint, "required for an s3 repository (\"http://host:port\" or \"https://host\")");
     const char *e = bc->s3_endpoint;
     const char *host = strncmp(e, "http://", 7) == 0 ? e + 7 : strncmp(e, "https://", 8) == 0 ? e + 8 : NULL;
     size_t hl = host ? strcspn(host, "/") : 0;
     if (!host || hl == 0 || strspn(host + hl, "/") != strlen(host + hl) || strpbrk(host, "?#@ "))
-        return fail_at(ld, key_line(ld, "backup.repository.s3_endpoint"), "backup.repository.s3_endpoint",
+        return fail_at(ld, key_line(ld, k_endpoint), k_endpoint,
                        "expected http://host[:port] or https://host[:port] without a path, got \"%s\"", e);
     if (str_empty(bc->s3_bucket))
-        return fail_at(ld, bc->s3_bucket ? key_line(ld, "backup.repository.s3_bucket") : type_line,
-                       "backup.repository.s3_bucket", "required for an s3 repository");
+        return fail_at(ld, bc->s3_bucket ? key_line(ld, k_bucket) : type_line,
+                       k_bucket, "required for an s3 repository");
     if (!s3_bucket_ok(bc->s3_bucket))
-        return fail_at(ld, key_line(ld, "backup.repository.s3_bucket"), "backup.repository.s3_bucket",
+        return fail_at(ld, key_line(ld, k_bucket), k_bucket,
                        "expected 3 to 63 lower-case letters, digits, '.' or '-', got \"%s\"", bc->s3_bucket);
     default_str(&bc->s3_region, "us-east-1");
     if (str_empty(bc->s3_region) || strpbrk(bc->s3_region, "/ "))
-        return fail_at(ld, key_line(ld, "backup.repository.s3_region"), "backup.repository.s3_region",
+        return fail_at(ld, key_line(ld, k_region), k_region,
                        "expected a region name such as us-east-1, got \"%s\"", bc->s3_region);
     default_str(&bc->s3_uri_style, "path");
     if (strcmp(bc->s3_uri_style, "path") != 0 && strcmp(bc->s3_uri_style, "host") != 0)
-        return fail_at(ld, key_line(ld, "backup.repository.s3_uri_style"), "backup.repository.s3_uri_style",
+        return fail_at(ld, key_line(ld, k_style), k_style,
                        "expected path or host, got \"%s\"", bc->s3_uri_style);
     if (strcmp(bc->s3_uri_style, "host") == 0 && strchr(bc->s3_bucket, '.') && strncmp(e, "https://", 8) == 0)
-        return fail_at(ld, key_line(ld, "backup.repository.s3_uri_style"), "backup.repository.s3_uri_style",
+        return fail_at(ld, key_line(ld, k_style), k_style,
                        "host style with https needs a bucket name without dots (the certificate covers one "
                        "level), got \"%s\": use path", bc->s3_bucket);
     /* credentials: the file's, else the environment's; either way never in a message */
@@ -1105,31 +1188,35 @@ static bool finish_s3(Loader *ld, BackupConfig *bc, bool need_credentials)
             return fail_at(ld, *field ? key_line(ld, key) : type_line, key,
                            "required for an s3 repository (or set %s in the environment)", cred[i].env);
     }
-    if (key_line(ld, "backup.repository.s3_part_size") == 0)
+    if (key_line(ld, k_part) == 0)
         bc->s3_part_size = 16 * 1024 * 1024;
     if (bc->s3_part_size < 65536 || bc->s3_part_size > (int64_t)5 * 1024 * 1024 * 1024)
-        return fail_at(ld, key_line(ld, "backup.repository.s3_part_size"), "backup.repository.s3_part_size",
+        return fail_at(ld, key_line(ld, k_part), k_part,
                        "expected 65536 to 5368709120 bytes, got %lld", (long long)bc->s3_part_size);
     return true;
 }
 
-/* backup.encryption and its key. The agent (LOAD_NODE) reads the key material at load, so that
+/* backup.encryption (or sec's) and its key. The agent (LOAD_NODE) reads the key material at load, so that
  * a missing, open or short key stops it at start; a client command reads it only when it opens
  * the repository (repo_open), as with the S3 credentials. The key is never in a message. */
-static bool finish_encryption(Loader *ld, BackupConfig *bc, bool need_key)
+static bool finish_encryption(Loader *ld, BackupConfig *bc, const char *sec, bool need_key)
 {
+    char k_enc[96], k_file[96], k_path[96];
+    str_fmt(k_enc, sizeof(k_enc), "%s.encryption", sec);
+    str_fmt(k_file, sizeof(k_file), "%s.encryption_key_file", sec);
+    str_fmt(k_path, sizeof(k_path), "%s.repository.path", sec);
     default_str(&bc->encryption, "none");
-    int line = key_line(ld, "backup.encryption");
+    int line = key_line(ld, k_enc);
     if (strcmp(bc->encryption, "none") != 0 && strcmp(bc->encryption, "aes-256-gcm") != 0)
-        return fail_at(ld, line, "backup.encryption", "expected none or aes-256-gcm, got \"%s\"", bc->encryption);
+        return fail_at(ld, line, k_enc, "expected none or aes-256-gcm, got \"%s\"", bc->encryption);
     if (strcmp(bc->encryption, "none") == 0) {
         if (bc->encryption_key_file)
-            return fail_at(ld, key_line(ld, "backup.encryption_key_file"), "backup.encryption_key_file",
-                           "set, but backup.encryption is none (set backup.encryption: aes-256-gcm to encrypt)");
+            return fail_at(ld, key_line(ld, k_file), k_file, "set, but %s is none (set %s: aes-256-gcm to encrypt)",
+                           k_enc, k_enc);
         return true;
     }
     if (!config_has_repository(bc))
-        return fail_at(ld, line, "backup.repository.path", "required when backup.encryption is set");
+        return fail_at(ld, line, k_path, "required when %s is set", k_enc);
     if (!need_key)
         return true;
     char source[4200];
@@ -1137,11 +1224,92 @@ static bool finish_encryption(Loader *ld, BackupConfig *bc, bool need_key)
     size_t n = 0;
     Err e = {{0}};
     if (!cipher_material_load(bc->encryption_key_file, &material, &n, source, sizeof(source), &e)) {
-        int at = bc->encryption_key_file ? key_line(ld, "backup.encryption_key_file") : line;
+        int at = bc->encryption_key_file ? key_line(ld, k_file) : line;
         err_set(ld->err, "%s:%d: %s", ld->file, at, e.msg);
         return false;
     }
     cipher_material_free(material, n);
+    return true;
+}
+
+/* postgresql.create_replica_methods: known names, once each; default basebackup */
+static bool finish_replica_methods(Loader *ld, Config *cfg)
+{
+    const char *key = "postgresql.create_replica_methods";
+    int line = key_line(ld, key);
+    if (cfg->n_replica_methods == 0) {
+        if (line > 0)
+            return fail_at(ld, line, key, "must name at least one method (pgvigil, basebackup)");
+        free_strv(cfg->replica_methods, 0);
+        cfg->replica_methods = xcalloc(2, sizeof(char *));
+        cfg->replica_methods[0] = str_dup("basebackup");
+        cfg->n_replica_methods = 1;
+        return true;
+    }
+    for (int i = 0; i < cfg->n_replica_methods; i++) {
+        const char *m = cfg->replica_methods[i];
+        char ekey[96];
+        str_fmt(ekey, sizeof(ekey), "%s[%d]", key, i);
+        if (strcmp(m, "pgvigil") != 0 && strcmp(m, "basebackup") != 0)
+            return fail_at(ld, line, ekey, "expected pgvigil or basebackup, got \"%s\"", m);
+        for (int j = 0; j < i; j++)
+            if (strcmp(cfg->replica_methods[j], m) == 0)
+                return fail_at(ld, line, ekey, "%s is named twice", m);
+        if (strcmp(m, "pgvigil") == 0 && !config_has_repository(&cfg->backup))
+            return fail_at(ld, line, ekey, "pgvigil restores from backup.repository, which is not set");
+    }
+    return true;
+}
+
+/* bootstrap.method, and with pgvigil_restore its section: a target, and a repository to restore
+ * from that is not the node's own (the restored cluster archives and backs up into its own
+ * backup.repository; two clusters with one system identifier never share a repository). The
+ * S3 credentials and the encryption key of that repository are read when it is opened. */
+static bool finish_bootstrap(Loader *ld, Config *cfg)
+{
+    default_str(&cfg->bootstrap_method, "initdb");
+    if (strcmp(cfg->bootstrap_method, "initdb") != 0 && !config_bootstrap_restores(cfg))
+        return fail_at(ld, key_line(ld, "bootstrap.method"), "bootstrap.method",
+                       "expected initdb or pgvigil_restore, got \"%s\" (bootstrap commands of your own are not "
+                       "supported)", cfg->bootstrap_method);
+    if (!config_bootstrap_restores(cfg))
+        return true;
+    const char *sec = "bootstrap.pgvigil_restore";
+    BootstrapRestore *br = &cfg->boot_restore;
+    Lsn lsn;
+    if (br->target_time && br->target_lsn)
+        return fail_at(ld, key_line(ld, "bootstrap.pgvigil_restore.target_lsn"), "bootstrap.pgvigil_restore.target_lsn",
+                       "give target_time or target_lsn, not both");
+    if (br->target_lsn && !lsn_parse(br->target_lsn, &lsn))
+        return fail_at(ld, key_line(ld, "bootstrap.pgvigil_restore.target_lsn"), "bootstrap.pgvigil_restore.target_lsn",
+                       "expected an LSN such as 0/3000060, got \"%s\"", br->target_lsn);
+    if (br->target_time) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *rest = strptime(br->target_time, "%Y-%m-%d", &tm);
+        if (!rest || (*rest && *rest != ' ' && *rest != 'T'))
+            return fail_at(ld, key_line(ld, "bootstrap.pgvigil_restore.target_time"),
+                           "bootstrap.pgvigil_restore.target_time",
+                           "expected a time such as \"2026-12-05 02:03:00+00\", got \"%s\"", br->target_time);
+    }
+    BackupConfig *rc = &br->repo;
+    default_str(&rc->repo_type, "posix");
+    if (strcmp(rc->repo_type, "posix") != 0 && strcmp(rc->repo_type, "s3") != 0)
+        return fail_at(ld, key_line(ld, "bootstrap.pgvigil_restore.repository.type"),
+                       "bootstrap.pgvigil_restore.repository.type", "expected posix or s3, got \"%s\"", rc->repo_type);
+    if (is_s3(rc) && !finish_s3(ld, rc, sec, false))
+        return false;
+    if (!config_has_repository(rc)) {
+        int line = key_line(ld, "bootstrap.pgvigil_restore.repository");
+        return fail_at(ld, line ? line : key_line(ld, "bootstrap.method"), "bootstrap.pgvigil_restore.repository.path",
+                       "required with bootstrap.method pgvigil_restore: the repository to restore from");
+    }
+    if (!finish_encryption(ld, rc, sec, false))
+        return false;
+    if (config_same_repository(rc, &cfg->backup))
+        return fail_at(ld, key_line(ld, "bootstrap.pgvigil_restore.repository"), "bootstrap.pgvigil_restore.repository",
+                       "is this node's backup.repository: the restored cluster archives and backs up into "
+                       "backup.repository, which must be a new one (restore from the old repository, write into another)");
     return true;
 }
 
@@ -1188,7 +1356,7 @@ static bool finish_sections(Loader *ld, LoadMode mode)
     if (strcmp(bc->repo_type, "posix") != 0 && strcmp(bc->repo_type, "s3") != 0)
         return fail_at(ld, key_line(ld, "backup.repository.type"), "backup.repository.type",
                        "expected posix or s3, got \"%s\"", bc->repo_type);
-    if (strcmp(bc->repo_type, "s3") == 0 && !finish_s3(ld, bc, mode == LOAD_NODE))
+    if (strcmp(bc->repo_type, "s3") == 0 && !finish_s3(ld, bc, "backup", mode == LOAD_NODE))
         return false;
     default_str(&bc->compression, "zstd");
     CompressKind ck;
@@ -1221,7 +1389,9 @@ static bool finish_sections(Loader *ld, LoadMode mode)
     }
     if (bc->archive && !config_has_repository(bc))
         return fail_at(ld, key_line(ld, "backup.archive"), "backup.repository.path", "required when backup.archive is on");
-    if (!finish_encryption(ld, bc, mode == LOAD_NODE))
+    if (!finish_encryption(ld, bc, "backup", mode == LOAD_NODE))
+        return false;
+    if (!finish_replica_methods(ld, cfg) || !finish_bootstrap(ld, cfg))
         return false;
 
     NotifyConfig *nc = &cfg->notify;
@@ -1352,6 +1522,25 @@ static void free_credentials(Credentials *c)
     free(c->password);
 }
 
+static void free_backup_config(BackupConfig *bc)
+{
+    free(bc->repo_type);
+    free(bc->repo_path);
+    free(bc->s3_endpoint);
+    free(bc->s3_bucket);
+    free(bc->s3_region);
+    free(bc->s3_uri_style);
+    free(bc->s3_key);
+    if (bc->s3_secret) {
+        memset(bc->s3_secret, 0, strlen(bc->s3_secret));
+        free(bc->s3_secret);
+    }
+    free(bc->compression);
+    free(bc->schedule);
+    free(bc->encryption);
+    free(bc->encryption_key_file);
+}
+
 void config_free(Config *cfg)
 {
     if (!cfg)
@@ -1397,21 +1586,13 @@ void config_free(Config *cfg)
                    &cfg->notify.pushover_token, &cfg->notify.pushover_user, &cfg->notify.command};
     for (size_t i = 0; i < ARRAY_LEN(nc); i++)
         free(*nc[i]);
-    free(cfg->backup.repo_type);
-    free(cfg->backup.repo_path);
-    free(cfg->backup.s3_endpoint);
-    free(cfg->backup.s3_bucket);
-    free(cfg->backup.s3_region);
-    free(cfg->backup.s3_uri_style);
-    free(cfg->backup.s3_key);
-    if (cfg->backup.s3_secret) {
-        memset(cfg->backup.s3_secret, 0, strlen(cfg->backup.s3_secret));
-        free(cfg->backup.s3_secret);
-    }
-    free(cfg->backup.compression);
-    free(cfg->backup.schedule);
-    free(cfg->backup.encryption);
-    free(cfg->backup.encryption_key_file);
+    free_backup_config(&cfg->backup);
+    free_strv(cfg->replica_methods, cfg->n_replica_methods);
+    free(cfg->bootstrap_method);
+    free(cfg->boot_restore.backup);
+    free(cfg->boot_restore.target_time);
+    free(cfg->boot_restore.target_lsn);
+    free_backup_config(&cfg->boot_restore.repo);
     free(cfg->proxy.admin_listen);
     free_routes(&cfg->proxy);
     free(cfg);

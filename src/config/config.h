@@ -130,6 +130,20 @@ typedef struct BackupConfig {
     char *encryption_key_file; /* backup.encryption_key_file: the key material (mode 0600), else $PGVIGIL_BACKUP_KEY */
 } BackupConfig;
 
+/* bootstrap.method pgvigil_restore: the member that wins the initialize key restores a backup
+ * instead of running initdb, recovers from the archive (to the end, or to a target) and
+ * promotes; the new cluster keeps the backup's system identifier. */
+typedef struct BootstrapRestore {
+    char *backup;           /* bootstrap.pgvigil_restore.backup: a label; NULL: the newest (that ended
+                             * before the target, when one is set) */
+    char *target_time;      /* bootstrap.pgvigil_restore.target_time: recovery_target_time, or NULL */
+    char *target_lsn;       /* bootstrap.pgvigil_restore.target_lsn: recovery_target_lsn, or NULL */
+    /* bootstrap.pgvigil_restore.repository (type, path, s3_*), .encryption, .encryption_key_file:
+     * where the backup and its WAL are; required, and never this node's own backup.repository
+     * (a restored cluster writes only into its own). Only those fields are used. */
+    BackupConfig repo;
+} BootstrapRestore;
+
 typedef struct Config {
     char *path;                     /* file it was read from */
     char *scope;                    /* required */
@@ -163,9 +177,17 @@ typedef struct Config {
     bool remove_data_directory_on_diverged_timelines;
     char *cb_on_start, *cb_on_stop, *cb_on_role_change, *cb_on_restart, *cb_on_reload; /* postgresql.callbacks.* */
 
+    /* postgresql.create_replica_methods (Patroni's): how a replica's data directory is made, tried
+     * in order: "pgvigil" (restore from backup.repository), "basebackup" (pg_basebackup from the
+     * leader). Default: basebackup alone. */
+    char **replica_methods;
+    int n_replica_methods;
+
     Tags tags;
     DynConfig bootstrap_dcs;        /* bootstrap.dcs: written to etcd once, at cluster creation */
     KvList initdb_options;          /* bootstrap.initdb: list of "key: value" or flags ("data-checksums") */
+    char *bootstrap_method;         /* bootstrap.method: "initdb" (default) or "pgvigil_restore" */
+    BootstrapRestore boot_restore;  /* bootstrap.pgvigil_restore */
 
     VipConfig vip;
     DnsConfig dns;
@@ -185,6 +207,12 @@ Config *config_load_proxy(const char *path, Err *err);
 void config_free(Config *cfg);
 /* A repository is configured: a posix path, or type s3 (checked complete at load). */
 bool config_has_repository(const BackupConfig *bc);
+/* Do a and b name the same repository (the same directory, or the same bucket of one endpoint)? */
+bool config_same_repository(const BackupConfig *a, const BackupConfig *b);
+/* Is method ("pgvigil", "basebackup") in postgresql.create_replica_methods? */
+bool config_replica_method(const Config *cfg, const char *method);
+/* bootstrap.method is pgvigil_restore */
+bool config_bootstrap_restores(const Config *cfg);
 
 /* Defaults for DynConfig (used before etcd has a config key). */
 void dynconfig_defaults(DynConfig *dc);

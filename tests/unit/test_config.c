@@ -1189,6 +1189,135 @@ static void test_backup_encryption(void **state)
     expect_error(text, want);
 }
 
+/* postgresql.create_replica_methods: default basebackup; known names, once each; pgvigil needs a
+ * repository */
+static void test_replica_methods(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    const char *base = "scope: s\nname: n\nbackup:\n  repository: {path: /r}\n";
+    char text[512];
+    str_fmt(text, sizeof(text), "%spostgresql: {data_dir: /d}\n", base);
+    Config *c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_int_equal(c->n_replica_methods, 1);
+    assert_string_equal(c->replica_methods[0], "basebackup");
+    assert_true(config_replica_method(c, "basebackup"));
+    assert_false(config_replica_method(c, "pgvigil"));
+    config_free(c);
+    str_fmt(text, sizeof(text), "%spostgresql:\n  data_dir: /d\n  create_replica_methods: [pgvigil, basebackup]\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_int_equal(c->n_replica_methods, 2);
+    assert_string_equal(c->replica_methods[0], "pgvigil");
+    assert_string_equal(c->replica_methods[1], "basebackup");
+    assert_true(config_replica_method(c, "pgvigil"));
+    config_free(c);
+    str_fmt(text, sizeof(text), "%spostgresql:\n  data_dir: /d\n  create_replica_methods:\n    - pgvigil\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_int_equal(c->n_replica_methods, 1);
+    config_free(c);
+
+    str_fmt(text, sizeof(text), "%spostgresql:\n  data_dir: /d\n  create_replica_methods: [pgbackrest, basebackup]\n", base);
+    expect_error(text, "node.yml:7: postgresql.create_replica_methods[0]: expected pgvigil or basebackup, got \"pgbackrest\"");
+    str_fmt(text, sizeof(text), "%spostgresql:\n  data_dir: /d\n  create_replica_methods: [basebackup, basebackup]\n", base);
+    expect_error(text, "node.yml:7: postgresql.create_replica_methods[1]: basebackup is named twice");
+    str_fmt(text, sizeof(text), "%spostgresql:\n  data_dir: /d\n  create_replica_methods: []\n", base);
+    expect_error(text, "node.yml:7: postgresql.create_replica_methods: must name at least one method");
+    str_fmt(text, sizeof(text), "%spostgresql:\n  data_dir: /d\n  create_replica_methods: pgvigil\n", base);
+    expect_error(text, "node.yml:7: postgresql.create_replica_methods: expected a list of strings, got \"pgvigil\"");
+    expect_error("scope: s\nname: n\npostgresql:\n  data_dir: /d\n  create_replica_methods: [basebackup, pgvigil]\n",
+                 "node.yml:5: postgresql.create_replica_methods[1]: pgvigil restores from backup.repository, which is not set");
+}
+
+/* bootstrap.method and bootstrap.pgvigil_restore: a target, a repository to restore from that
+ * is not the node's own */
+static void test_bootstrap_restore(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    const char *base = "scope: s\nname: n\npostgresql: {data_dir: /d}\nbackup:\n  repository: {path: /new/repo}\n";
+    char text[1024];
+    /* default: initdb; a pgvigil_restore section is ignored then */
+    str_fmt(text, sizeof(text), "%sbootstrap:\n  pgvigil_restore: {target_lsn: nonsense}\n", base);
+    Config *c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->bootstrap_method, "initdb");
+    assert_false(config_bootstrap_restores(c));
+    config_free(c);
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    backup: 20261205T020300F\n"
+            "    target_time: '2026-12-05 02:03:00+00'\n    repository: {path: /old/repo}\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_true(config_bootstrap_restores(c));
+    assert_string_equal(c->boot_restore.backup, "20261205T020300F");
+    assert_string_equal(c->boot_restore.target_time, "2026-12-05 02:03:00+00");
+    assert_null(c->boot_restore.target_lsn);
+    assert_string_equal(c->boot_restore.repo.repo_type, "posix");
+    assert_string_equal(c->boot_restore.repo.repo_path, "/old/repo");
+    assert_string_equal(c->boot_restore.repo.encryption, "none");
+    config_free(c);
+    /* s3 source, no credentials needed at load (read when the repository is opened) */
+    unsetenv("PGVIGIL_S3_KEY");
+    unsetenv("PGVIGIL_S3_SECRET");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    target_lsn: 0/3000060\n"
+            "    repository: {type: s3, s3_endpoint: 'http://127.0.0.1:9000', s3_bucket: old-bucket}\n"
+            "    encryption: aes-256-gcm\n    encryption_key_file: /etc/pgvigil/old.key\n", base);
+    c = load_text(text, false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->boot_restore.target_lsn, "0/3000060");
+    assert_string_equal(c->boot_restore.repo.s3_bucket, "old-bucket");
+    assert_string_equal(c->boot_restore.repo.s3_region, "us-east-1");
+    assert_string_equal(c->boot_restore.repo.encryption, "aes-256-gcm");
+    config_free(c);
+
+    str_fmt(text, sizeof(text), "%sbootstrap:\n  method: pgbackrest\n", base);
+    expect_error(text, "node.yml:7: bootstrap.method: expected initdb or pgvigil_restore, got \"pgbackrest\"");
+    str_fmt(text, sizeof(text), "%sbootstrap:\n  method: pgvigil_restore\n", base);
+    expect_error(text, "node.yml:7: bootstrap.pgvigil_restore.repository.path: required with bootstrap.method pgvigil_restore");
+    str_fmt(text, sizeof(text), "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: /new/repo/}\n",
+            base);
+    expect_error(text, "node.yml:9: bootstrap.pgvigil_restore.repository: is this node's backup.repository");
+    str_fmt(text, sizeof(text), "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: old/repo}\n",
+            base);
+    expect_error(text, "node.yml:9: bootstrap.pgvigil_restore.repository.path: must be an absolute path");
+    str_fmt(text, sizeof(text), "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {type: ftp, path: /o}\n",
+            base);
+    expect_error(text, "node.yml:9: bootstrap.pgvigil_restore.repository.type: expected posix or s3, got \"ftp\"");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: /o}\n    target_lsn: 3000060\n",
+            base);
+    expect_error(text, "node.yml:10: bootstrap.pgvigil_restore.target_lsn: expected an LSN such as 0/3000060, got \"3000060\"");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: /o}\n"
+            "    target_time: '2026-12-05 02:03:00+00'\n    target_lsn: 0/3000060\n", base);
+    expect_error(text, "node.yml:11: bootstrap.pgvigil_restore.target_lsn: give target_time or target_lsn, not both");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: /o}\n    target_time: yesterday\n",
+            base);
+    expect_error(text, "node.yml:10: bootstrap.pgvigil_restore.target_time: expected a time such as");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {type: s3, s3_bucket: b-1}\n", base);
+    expect_error(text, "bootstrap.pgvigil_restore.repository.s3_endpoint: required for an s3 repository");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: /o}\n    encryption: rot13\n",
+            base);
+    expect_error(text, "node.yml:10: bootstrap.pgvigil_restore.encryption: expected none or aes-256-gcm, got \"rot13\"");
+    str_fmt(text, sizeof(text),
+            "%sbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n    repository: {path: /o}\n"
+            "    encryption_key_file: /k\n", base);
+    expect_error(text, "node.yml:10: bootstrap.pgvigil_restore.encryption_key_file: set, but bootstrap.pgvigil_restore.encryption is none");
+    /* the same bucket of the same endpoint is the same repository */
+    str_fmt(text, sizeof(text),
+            "scope: s\nname: n\npostgresql: {data_dir: /d}\nbackup:\n  repository: {type: s3, s3_endpoint: 'http://h:9000', "
+            "s3_bucket: bk1, s3_key: k, s3_secret: s}\nbootstrap:\n  method: pgvigil_restore\n  pgvigil_restore:\n"
+            "    repository: {type: s3, s3_endpoint: 'http://H:9000/', s3_bucket: bk1}\n");
+    expect_error(text, "node.yml:9: bootstrap.pgvigil_restore.repository: is this node's backup.repository");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1217,6 +1346,8 @@ int main(void)
         cmocka_unit_test(test_backup_s3),
         cmocka_unit_test(test_initdb_checksums),
         cmocka_unit_test(test_backup_encryption),
+        cmocka_unit_test(test_replica_methods),
+        cmocka_unit_test(test_bootstrap_restore),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
