@@ -177,3 +177,31 @@ bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, bool 
     free(raw);
     return ok;
 }
+
+bool wal_history_read(Repo *r, int tli, char **text, bool *missing, Err *err)
+{
+    *text = NULL;
+    *missing = false;
+    char name[32], key[128];
+    str_fmt(name, sizeof(name), "%08X.history", (unsigned)tli);
+    if (!wal_file_key(name, key, sizeof(key))) {
+        err_set(err, "timeline %d: no history file name", tli);
+        return false;
+    }
+    void *stored = NULL, *raw = NULL;
+    size_t stored_n = 0, raw_n = 0;
+    if (!r->ops->read_all(r, key, &stored, &stored_n, missing, err))
+        return false;
+    bool ok = obj_decode(r->cipher, stored, stored_n, &raw, &raw_n, err);
+    free(stored);
+    if (!ok) {
+        err_prefix(err, "%s: %s", r->desc, key);
+        return false;
+    }
+    char *t = xmalloc(raw_n + 1);
+    memcpy(t, raw, raw_n);
+    t[raw_n] = '\0';
+    free(raw);
+    *text = t;
+    return true;
+}

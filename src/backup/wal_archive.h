@@ -38,5 +38,8 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
  * the repository has no such file (not an error for restore_command: the end of the archive);
  * *damaged when the stored copy fails its checks (nothing is written then). */
 bool wal_fetch(Repo *r, const char *name, const char *dest, bool *missing, bool *damaged, Err *err);
+/* The history file of timeline tli (> 1) from the repository, as text (malloc'd); *missing (and
+ * false) when the repository has none. */
+bool wal_history_read(Repo *r, int tli, char **text, bool *missing, Err *err);
 
 #endif
