@@ -19,9 +19,11 @@
 static void wal_usage(FILE *out, const char *cmd)
 {
     if (strcmp(cmd, "wal-fetch") == 0)
-        fputs("usage: pgvigil wal-fetch -c node.yml NAME DEST\n\n"
+        fputs("usage: pgvigil wal-fetch -c node.yml [--bootstrap-repository] NAME DEST\n\n"
               "Restore the WAL file NAME from the repository into DEST (for restore_command:\n"
               "  restore_command = 'pgvigil wal-fetch -c /etc/pgvigil/node.yml %f %p').\n"
+              "--bootstrap-repository: from bootstrap.pgvigil_restore.repository (what a cluster\n"
+              "bootstrapped from a backup recovers from) instead of backup.repository.\n"
               "Exit status: 0 restored, 1 not available, 126 damaged in the repository.\n",
               out);
     else
@@ -36,6 +38,7 @@ static Config *wal_args(const char *cmd, int argc, char **argv, const char **pos
 {
     const char *cfg_path = NULL;
     int got = 0;
+    bool bootstrap_repo = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             wal_usage(stdout, cmd);
@@ -44,6 +47,8 @@ static Config *wal_args(const char *cmd, int argc, char **argv, const char **pos
         }
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             cfg_path = argv[++i];
+        } else if (strcmp(argv[i], "--bootstrap-repository") == 0 && strcmp(cmd, "wal-fetch") == 0) {
+            bootstrap_repo = true;
         } else if (argv[i][0] != '-' && got < npos) {
             pos[got++] = argv[i];
         } else {
@@ -64,13 +69,20 @@ static Config *wal_args(const char *cmd, int argc, char **argv, const char **pos
         *rc = EXIT_CONFIG;
         return NULL;
     }
-    if (!config_has_repository(&cfg->backup)) {
+    if (bootstrap_repo && !config_bootstrap_restores(cfg)) {
+        cli_error("set bootstrap.method: pgvigil_restore and its repository", "%s: bootstrap.method is not pgvigil_restore",
+                  cfg_path);
+        config_free(cfg);
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    if (!bootstrap_repo && !config_has_repository(&cfg->backup)) {
         cli_error("add a backup section", "%s: backup.repository.path is not set", cfg_path);
         config_free(cfg);
         *rc = EXIT_CONFIG;
         return NULL;
     }
-    *repo = repo_open(&cfg->backup, &err);
+    *repo = repo_open(bootstrap_repo ? &cfg->boot_restore.repo : &cfg->backup, &err);
     if (!*repo) {
         cli_error(NULL, "%s: %s", cfg_path, err.msg);
         config_free(cfg);

@@ -88,7 +88,15 @@ typedef struct PgConfSpec {
                                   * gets the blocking one ahead of a promotion in sync mode */
     const KvList *dyn_params;    /* dynamic parameters from etcd config (may be NULL) */
     bool keep_signal;            /* leave standby.signal as it is (promotion removes it itself) */
+    const KvList *recovery;      /* a server restored from a backup: restore_command, targets
+                                  * (written last; may be NULL) */
 } PgConfSpec;
+
+/* The restore_command of this node: "<pgvigil> wal-fetch -c <node.yml> [--bootstrap-repository]
+ * %f %p", with absolute paths. A replica gets it (from backup.repository) when
+ * postgresql.create_replica_methods names pgvigil, so that it catches up from the archive
+ * whenever the primary no longer has the WAL it needs. */
+void pg_wal_fetch_command(const Config *cfg, bool bootstrap_repository, char *buf, size_t sz);
 
 /* The commit guard (pgext/guard): is its server module installed with this postgres, and where
  * does the agent publish the lease for it (next to the server's socket)? When installed,
@@ -109,6 +117,8 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err);
  * "no-data-checksums" or {data-checksums: false}. Returns how many. */
 int pg_initdb_options(const KvList *opts, char out[][256], int max);
 bool pg_initdb(PgNode *pg, Err *err);
+/* The data directory (0700, the server user's) and its parent (0755), for a restore into it. */
+bool pg_make_data_dir(PgNode *pg, Err *err);
 bool pg_start(PgNode *pg, int timeout_s, Err *err);
 /* mode: "fast" or "immediate"; falls back to immediate after timeout_s. */
 bool pg_stop(PgNode *pg, const char *mode, int timeout_s, Err *err);

@@ -7,6 +7,7 @@
 #include "common/proc.h"
 #include "pg/pg.h"
 
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,47 @@ static void add_preload(Buf *b, const Config *cfg, const KvList *dyn)
     free(value);
 }
 
+/* a word for /bin/sh: as it is when it holds no special character, else single-quoted */
+static void shell_word(char *out, size_t sz, const char *w)
+{
+    if (strspn(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:,=@") == strlen(w)) {
+        str_copy(out, sz, w);
+        return;
+    }
+    size_t k = 0;
+    if (sz < 3) {
+        if (sz)
+            out[0] = '\0';
+        return;
+    }
+    out[k++] = '\'';
+    for (const char *p = w; *p && k + 6 < sz; p++) {
+        if (*p == '\'') {
+            memcpy(out + k, "'\\''", 4);
+            k += 4;
+        } else {
+            out[k++] = *p;
+        }
+    }
+    out[k++] = '\'';
+    out[k] = '\0';
+}
+
+void pg_wal_fetch_command(const Config *cfg, bool bootstrap_repository, char *buf, size_t sz)
+{
+    char self[PATH_MAX], cfg_abs[PATH_MAX], qself[2 * PATH_MAX], qcfg[2 * PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        str_copy(self, sizeof(self), "pgvigil");
+    else
+        self[n] = '\0';
+    if (!realpath(cfg->path, cfg_abs))
+        str_copy(cfg_abs, sizeof(cfg_abs), cfg->path);
+    shell_word(qself, sizeof(qself), self);
+    shell_word(qcfg, sizeof(qcfg), cfg_abs);
+    str_fmt(buf, sz, "%s wal-fetch -c %s%s %%f %%p", qself, qcfg, bootstrap_repository ? " --bootstrap-repository" : "");
+}
+
 bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
 {
     const Config *cfg = pg->cfg;
@@ -237,10 +279,21 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
         }
         add_param(&b, "primary_slot_name", spec->slot_name ? spec->slot_name : "");
         add_param(&b, "synchronous_standby_names", spec->sync_names ? spec->sync_names : "");
+        if (config_replica_method(cfg, "pgvigil") && config_has_repository(&cfg->backup) &&
+            !user_overrides(cfg, spec->dyn_params, "restore_command")) {
+            char cmd[3 * PATH_MAX];
+            pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
+            add_param(&b, "restore_command", cmd);
+        }
     } else {
         add_param(&b, "primary_conninfo", "");
         add_param(&b, "primary_slot_name", "");
         add_param(&b, "synchronous_standby_names", spec->sync_names ? spec->sync_names : "");
+    }
+    if (spec->recovery) {
+        buf_add(&b, "# recovery from the backup repository\n");
+        for (int i = 0; i < spec->recovery->n; i++)
+            add_param(&b, spec->recovery->items[i].key, spec->recovery->items[i].value);
     }
     bool ok = write_owned(conf, &b, err);
     free(b.s);

@@ -128,6 +128,15 @@ static bool prepare_data_dir_parent(const PgNode *pg, Err *err)
     return true;
 }
 
+bool pg_make_data_dir(PgNode *pg, Err *err)
+{
+    const char *dd = pg->cfg->pg_data_dir;
+    if (!prepare_data_dir_parent(pg, err) || !dir_make_all(dd, 0700, err) || !proc_chown_run_as(dd, err))
+        return false;
+    chmod(dd, 0700);
+    return true;
+}
+
 int pg_initdb_options(const KvList *opts, char out[][256], int max)
 {
     int n = 0;
