@@ -46,7 +46,10 @@ typedef struct Job {
     char replica_ssn[64];       /* ... written for a replica: SSN_BLOCK in synchronous mode */
     KvList dyn_params;          /* copy of the cluster's postgresql.parameters */
     int start_timeout;          /* seconds (primary_start_timeout) */
+    char sysid[32];             /* JOB_CLONE, JOB_REINIT: the cluster's system identifier */
+    int leader_timeline;        /* ... and the timeline of the member cloned from (its member key) */
     bool did_initdb;            /* set by the worker: the data directory is ours to remove */
+    char restored[40];          /* set by the worker: the backup a bootstrap or clone restored ("" none) */
 } Job;
 
 typedef struct Agent {
@@ -76,7 +79,7 @@ typedef struct Agent {
     bool history_pending;
     int history_tli;            /* the timeline we left */
     Lsn history_lsn;            /* where it forked (the new timeline's switch point) */
-    bool history_switchover;
+    char history_reason[80];    /* "failover", "switchover", "restored from backup <label>" */
     int history_checked_tli;    /* a timeline found recorded in the history key (checked once) */
     int promote_timeline;       /* reserved for the promotion being submitted (see agent_act.c) */
     Effects fx;                 /* VIP, DNS, notifications (loop thread) */
@@ -167,6 +170,18 @@ void agent_apply_params(Agent *a);
 /* Re-read the YAML file (REST POST /reload, SIGHUP) and apply what can change live. */
 void agent_reload_config(Agent *a);
 bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port);
+
+/* Write the server's configuration for a job: as a replica of the job's target or as a
+ * primary; keep_signal leaves standby.signal alone; recovery: settings of a server restored
+ * from a backup (NULL none). */
+bool agent_write_job_conf(PgNode *pg, const Job *j, bool replica, bool keep_signal, const KvList *recovery, Err *err);
+
+/* agent_restore.c: data directories made from the backup repository (worker thread) */
+/* A new replica of the job's target, by each of postgresql.create_replica_methods in turn until
+ * one works (pgvigil: from backup.repository; basebackup: pg_basebackup); started as a standby. */
+bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* bootstrap.method pgvigil_restore: restore, recover from the archive, promoted by PostgreSQL. */
+bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
 
 /* agent.c */
 /* Arm the fence at our lease deadline (minus its margin) before taking the leader key or

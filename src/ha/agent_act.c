@@ -141,6 +141,9 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
     }
     if (kind == JOB_PROMOTE)
         j->new_timeline = a->promote_timeline;
+    str_copy(j->sysid, sizeof(j->sysid), a->cluster.sysid);
+    const Member *tm = target && target[0] ? cluster_member(&a->cluster, target) : NULL;
+    j->leader_timeline = tm ? tm->timeline : 0;
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
     str_copy(j->replica_ssn, sizeof(j->replica_ssn), replica_ssn(a));
     j->start_timeout = a->cluster.config.primary_start_timeout;
@@ -233,7 +236,7 @@ static void test_hook_promote_pause(Agent *a)
 }
 #endif
 
-static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_signal, Err *err)
+bool agent_write_job_conf(PgNode *pg, const Job *j, bool replica, bool keep_signal, const KvList *recovery, Err *err)
 {
     PgConfSpec spec = {
         .keep_signal = keep_signal,
@@ -243,8 +246,14 @@ static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_sign
         .slot_name = j->slot[0] ? j->slot : NULL,
         .sync_names = replica ? j->replica_ssn : j->sync_names,
         .dyn_params = &j->dyn_params,
+        .recovery = recovery,
     };
     return pg_write_config(pg, &spec, err);
+}
+
+static bool write_conf_ex(PgNode *pg, const Job *j, bool replica, bool keep_signal, Err *err)
+{
+    return agent_write_job_conf(pg, j, replica, keep_signal, NULL, err);
 }
 
 static bool write_conf(PgNode *pg, const Job *j, bool replica, Err *err)
@@ -344,6 +353,10 @@ static bool run_job(Agent *a, Job *j, Err *err)
             err_set(err, "bootstrap: %s is not empty; refusing to initialize over it", cfg->pg_data_dir);
             break;
         }
+        if (config_bootstrap_restores(cfg)) {
+            ok = agent_bootstrap_restore(a, j, &pg, start_timeout, err);
+            break;
+        }
         log_info("bootstrap: running initdb in %s", cfg->pg_data_dir);
         j->did_initdb = true;
         if (!pg_initdb(&pg, err))
@@ -355,17 +368,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
     }
     case JOB_CLONE:
     case JOB_REINIT:
-        if (!j->host[0]) {
-            err_set(err, "no address known for %s", j->target);
-            break;
-        }
-        if (j->kind == JOB_REINIT) {
-            Err e2;
-            pg_stop(&pg, "immediate", 30, &e2);
-        }
-        log_info("cloning from %s (%s:%d) with pg_basebackup", j->target, j->host, j->port);
-        ok = pg_basebackup(&pg, j->host, j->port, err) && write_conf(&pg, j, true, err) &&
-             pg_start(&pg, start_timeout, err);
+        ok = agent_create_replica(a, j, &pg, start_timeout, err);
         break;
     case JOB_START_REPLICA:
         ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
@@ -501,6 +504,23 @@ void agent_worker_stop(Agent *a)
     a->worker_started = false;
 }
 
+/* A cluster bootstrapped from a backup starts on the timeline its recovery ended with: the history
+ * key records where it forked from the backup's, as after a promotion. */
+static void note_restored_timeline(Agent *a, const char *label)
+{
+    PgState st;
+    pg_observe(&a->pg, &st);
+    int parent = st.timeline - 1;
+    Lsn fork = 0;
+    Err err = {{0}};
+    if (st.timeline <= 1 || !agent_fork_lsn(a->cfg->pg_data_dir, st.timeline, &parent, &fork, &err))
+        return;
+    a->history_pending = true;
+    a->history_tli = parent;
+    a->history_lsn = fork;
+    str_fmt(a->history_reason, sizeof(a->history_reason), "restored from backup %s", label);
+}
+
 static const char *job_name(JobKind k)
 {
     static const char *names[] = {"none", "bootstrap", "clone", "start as replica", "start as primary",
@@ -536,7 +556,8 @@ void agent_collect_job(Agent *a)
             char sysid[32];
             if (pg_read_sysid(&a->pg, sysid, sizeof(sysid), &err) &&
                 a->dcs->ops->put(a->dcs, "initialize", sysid, false, &err)) {
-                log_info("bootstrap complete: cluster %s, system identifier %s", a->cfg->scope, sysid);
+                log_info("bootstrap complete: cluster %s, system identifier %s%s%s", a->cfg->scope, sysid,
+                         j.restored[0] ? ", restored from backup " : "", j.restored);
                 if (!a->cluster.has_config) {
                     char *json = dynconfig_to_json(&a->cfg->bootstrap_dcs);
                     bool sw;
@@ -547,6 +568,8 @@ void agent_collect_job(Agent *a)
             } else {
                 log_error("bootstrap: cannot record the system identifier: %s", err.msg);
             }
+            if (j.restored[0])
+                note_restored_timeline(a, j.restored);
             set_role(a, "primary", "bootstrapped a new cluster");
             agent_run_callback(a, "on_start", "primary");
         } else {
@@ -625,7 +648,8 @@ void agent_collect_job(Agent *a)
             a->history_pending = true;
             a->history_tli = parent;
             a->history_lsn = fork;
-            a->history_switchover = a->cluster.failover.present;
+            str_copy(a->history_reason, sizeof(a->history_reason),
+                     a->cluster.failover.present ? "switchover" : "failover");
             agent_write_history(a);
             agent_effects_promoted(a, a->cluster.failover.present);
             delete_failover_key(a);

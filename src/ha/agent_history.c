@@ -62,9 +62,10 @@ static void find_missing_entry(Agent *a)
 {
     const Cluster *c = &a->cluster;
     const PgState *st = &a->pgst;
+    /* a promotion or a bootstrap from a backup under way records its own entry when it ends */
     if (a->history_pending || strcmp(c->leader, a->cfg->name) != 0 || !st->running || !st->accepting ||
         st->in_recovery || st->timeline <= 1 || st->timeline <= c->history_timeline ||
-        st->timeline == a->history_checked_tli)
+        st->timeline == a->history_checked_tli || agent_job_running(a))
         return;
     Err err = {{0}};
     int parent = st->timeline - 1;
@@ -84,7 +85,7 @@ static void find_missing_entry(Agent *a)
     a->history_pending = true;
     a->history_tli = parent;
     a->history_lsn = fork;
-    a->history_switchover = false;
+    str_copy(a->history_reason, sizeof(a->history_reason), "failover");
 }
 
 void agent_write_history(Agent *a)
@@ -106,7 +107,7 @@ void agent_write_history(Agent *a)
         return;
     }
     char *hist = history_append(c->history_json, a->history_tli, a->history_lsn,
-                                a->history_switchover ? "switchover" : "failover", a->cfg->name);
+                                a->history_reason, a->cfg->name);
     Err err = {{0}};
     bool swapped = false;
     if (!a->dcs->ops->cas(a->dcs, "history", c->history_json, hist, false, &swapped, &err))
@@ -116,7 +117,7 @@ void agent_write_history(Agent *a)
     else {
         char lb[LSN_BUFSZ];
         log_info("history: timeline %d forked at %s (%s)", a->history_tli, lsn_format(a->history_lsn, lb),
-                 a->history_switchover ? "switchover" : "failover");
+                 a->history_reason);
         a->history_pending = false;
         /* published as primary at once: the proxies wait for it */
         a->last_member_shape[0] = '\0';
