@@ -267,7 +267,9 @@ leader() { etcdctl_ get --print-value-only "/service/$SCOPE/leader" 2>/dev/null;
 leader_is() { [ "$(leader)" = "$1" ]; }
 leader_is_not() { local l; l=$(leader); [ -n "$l" ] && [ "$l" != "$1" ]; }
 
-# node_config N [EXTRA_YAML]: write $T_DIR/nodeN.yml
+# node_config N [EXTRA_YAML]: write $T_DIR/nodeN.yml. Also from the environment: BOOTSTRAP_EXTRA
+# (under bootstrap.dcs, indented 4), BOOTSTRAP_TOP_EXTRA (under bootstrap, indented 2), PG_EXTRA
+# (under postgresql, indented 2).
 node_config() {
     local n="$1" extra="${2:-}"
     if [ -z "${PG_PORT[$n]:-}" ]; then alloc_port "PG_PORT[$n]"; alloc_port "API_PORT[$n]"; fi
@@ -293,6 +295,7 @@ ${BOOTSTRAP_EXTRA:-}
       parameters:
         max_connections: 30
         shared_buffers: 16MB
+${BOOTSTRAP_TOP_EXTRA:-}
 postgresql:
   listen: 127.0.0.1:${PG_PORT[$n]}
   connect_address: 127.0.0.1:${PG_PORT[$n]}
@@ -306,6 +309,7 @@ postgresql:
       username: replicator
       password: it-repl
   remove_data_directory_on_rewind_failure: true
+${PG_EXTRA:-}
 $extra
 YML
 }
