@@ -43,6 +43,7 @@ typedef struct Client {
 struct ArchiveService {
     char *socket_path;
     char *wal_dir;               /* real path of <data_dir>/pg_wal */
+    char *standby_signal;        /* <data_dir>/standby.signal: there while the server is a standby */
     Repo *repo;
     CompressKind compress;
     int level;
@@ -207,7 +208,9 @@ static void *worker_main(void *arg)
         str_fmt(path, sizeof(path), "%s/%s", s->wal_dir, name);
         WalPushResult res;
         Err err = {{0}};
-        bool ok = repo_ready(s, &err) && wal_push(s->repo, s->compress, s->level, path, name, &res, &err);
+        /* in recovery (PostgreSQL 15 keeps standby.signal until it is promoted): a standby's copy */
+        bool standby = access(s->standby_signal, F_OK) == 0;
+        bool ok = repo_ready(s, &err) && wal_push(s->repo, s->compress, s->level, path, name, standby, &res, &err);
 
         pthread_mutex_lock(&s->mu);
         j = job_find(s, name);
@@ -479,6 +482,7 @@ ArchiveService *archive_service_start(const ArchiveServiceConfig *c, Err *err)
     ArchiveService *s = xcalloc(1, sizeof(*s));
     s->socket_path = str_dup(c->socket_path);
     s->wal_dir = str_dup(wal_dir);
+    s->standby_signal = str_printf("%s/standby.signal", c->data_dir);
     s->repo = c->repo;
     s->compress = c->compress;
     s->level = c->level;
@@ -535,5 +539,6 @@ void archive_service_stop(ArchiveService *s)
     free(s->threads);
     free(s->socket_path);
     free(s->wal_dir);
+    free(s->standby_signal);
     free(s);
 }

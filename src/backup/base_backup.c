@@ -155,6 +155,7 @@ typedef struct CopyJob {
     /* data checksums on: the pages of relation files are checked (page_checksum.h) */
     bool check_pages;
     Lsn start_lsn;
+    bool lsns_reliable;      /* data checksums or wal_log_hints: every page change moves its LSN */
 } CopyJob;
 
 /* Against the backup this one builds on: false when the file is unchanged (a reference);
@@ -172,7 +173,11 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
         f->mode = "ref";
         return false;
     }
-    if (!page_file_has_lsns(f->path)) {
+    /* blocks by page LSN only without WAL summaries (a file they say to read whole, a database
+     * copied whole or mostly changed, keeps the LSNs of the pages it was copied from), and only
+     * when every page change moves the LSN (data checksums or wal_log_hints: otherwise setting
+     * PD_ALL_VISIBLE leaves it, and the visibility map, read whole, would disagree with the page) */
+    if (!page_file_has_lsns(f->path) || j->changes || !j->lsns_reliable) {
         f->mode = "whole";
         return true;
     }
@@ -701,8 +706,10 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     char *tli_text = ref ? query_one(&pg, "SELECT timeline_id::text FROM pg_control_checkpoint()", 10000, NULL) : NULL;
     int tli = tli_text ? atoi(tli_text) : 0;
     free(tli_text);
+    /* and not across data checksums turned on or off (pg_checksums rewrites every page without
+     * WAL: the older backup's pages would not match this pg_control) */
     if (ref && (strcmp(ref->info.sysid, out->sysid) != 0 || ref->info.timeline != tli ||
-                ref->info.stop_lsn > out->start_lsn)) {
+                ref->info.stop_lsn > out->start_lsn || ref->info.checksums_checked != out->checksums_checked)) {
         manifest_free(ref);
         ref = NULL;
         str_copy(out->type, sizeof(out->type), "full");
@@ -712,12 +719,17 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
 
     /* what changed since the older backup started: from the WAL summaries when they cover it */
     WalSummary *changes = NULL;
+    bool lsns_reliable = false;
     if (ref) {
         char why[512];
         changes = wal_changes_between(r, cfg->pg_data_dir, tli, ref->info.start_lsn, out->start_lsn, why, sizeof(why));
         if (!changes)
             log_info("backup: comparing page LSNs to find the changed blocks: %s", why);
-        str_copy(out->changes_from, sizeof(out->changes_from), changes ? "wal-summaries" : "page-lsns");
+        char *hints = changes ? NULL : query_one(&pg, "SHOW wal_log_hints", 10000, NULL);
+        lsns_reliable = out->checksums_checked || (hints && strcmp(hints, "on") == 0);
+        free(hints);
+        str_copy(out->changes_from, sizeof(out->changes_from),
+                 changes ? "wal-summaries" : lsns_reliable ? "page-lsns" : "changed-files");
     }
 
     FileList list = {0};
@@ -735,7 +747,8 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
             }
         CopyJob j = {.data_dir = cfg->pg_data_dir, .repo = r, .prefix = prefix, .compress = o->compress,
                      .level = o->level, .list = &list, .ref = ref, .ref_start = ref ? ref->info.start_lsn : 0,
-                     .changes = changes, .check_pages = out->checksums_checked, .start_lsn = out->start_lsn};
+                     .changes = changes, .check_pages = out->checksums_checked, .start_lsn = out->start_lsn,
+                     .lsns_reliable = lsns_reliable};
 #ifdef PGVIGIL_TEST_HOOKS
         j.crosscheck = changes && getenv("PGVIGIL_TEST_CROSSCHECK_SUMMARIES") != NULL;
 #endif
@@ -800,6 +813,18 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
         ok = wait_for_wal(r, out, err);
     if (ok)
         ok = files_all_there(r, prefix, &list, err);
+    /* and the backup this one builds on (an expiry that ran without the lock, etcd being down) */
+    if (ok && ref) {
+        char *rkey = str_printf("backup/%s/manifest", ref->info.label);
+        bool there = false;
+        ok = r->ops->exists(r, rkey, &there, err);
+        if (ok && !there) {
+            err_set(err, "backup: %s, which this backup builds on, was removed while it ran; take it again",
+                    ref->info.label);
+            ok = false;
+        }
+        free(rkey);
+    }
     /* the manifest last: only now is the backup complete */
     if (ok) {
         char *json = manifest_json(out, &list, label_file);

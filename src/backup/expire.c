@@ -46,8 +46,10 @@ static bool remove_leftovers(Repo *r, bool dry_run, FILE *out, ExpireReport *rep
     char done[64] = "";
     for (int i = 0; i < k.n && ok; i++) {
         /* backup/<label>/... */
+        if (strncmp(k.keys[i], "backup/", 7) != 0)
+            continue;
         const char *label = k.keys[i] + 7, *slash = strchr(label, '/');
-        if (strncmp(k.keys[i], "backup/", 7) != 0 || !slash || (size_t)(slash - label) >= sizeof(done))
+        if (!slash || (size_t)(slash - label) >= sizeof(done))
             continue;
         char lab[64];
         str_fmt(lab, sizeof(lab), "%.*s", (int)(slash - label), label);
@@ -157,7 +159,8 @@ bool backup_expire(Repo *r, const ExpirePolicy *p, bool dry_run, FILE *out, Expi
         if (!(ok = r->ops->list(r, prefixes[pi], &k, err)))
             break;
         for (int i = 0; i < k.n && ok; i++) {
-            const char *name = strrchr(k.keys[i], '/') + 1;
+            const char *slash = strrchr(k.keys[i], '/');
+            const char *name = slash ? slash + 1 : k.keys[i];
             WalFileKind kind = wal_file_kind(name);
             unsigned tli, hi, lo;
             if (kind == WALFILE_HISTORY || kind == WALFILE_NONE || sscanf(name, "%8X%8X%8X", &tli, &hi, &lo) != 3)

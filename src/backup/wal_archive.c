@@ -3,6 +3,7 @@
 #include "backup/obj.h"
 #include "backup/wal_summary_store.h"
 #include "common/fileutil.h"
+#include "common/log.h"
 
 #include "common/proc.h"
 
@@ -78,7 +79,8 @@ char *wal_file_read(const char *path, size_t *n, Err *err)
     return buf;
 }
 
-bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, WalPushResult *res, Err *err)
+bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, bool standby, WalPushResult *res,
+              Err *err)
 {
     memset(res, 0, sizeof(*res));
     char key[128];
@@ -126,6 +128,16 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
                 return ok;
             }
             free(raw);
+            if (standby) {
+                /* a standby's copy backs the primary's up; the first stored stays. A standby that
+                 * followed a failover closes the old timeline's last segment early (its tail is
+                 * not the old primary's): retrying for ever would only fill its pg_wal */
+                log_warn("archive: %s is already in the %s with other content (%s); this standby's copy is not "
+                         "stored, the one there stays",
+                         name, r->desc, e.msg[0] ? e.msg : "another hash");
+                res->already = true;
+                return true;
+            }
             err_set(err, "archive: %s is already in the %s with other content (%s); not replaced", name, r->desc,
                     e.msg[0] ? e.msg : "another hash");
             return false;

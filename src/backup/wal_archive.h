@@ -31,9 +31,11 @@ typedef struct WalPushResult {
 } WalPushResult;
 
 /* Store the WAL file at path under its name: hashed, compressed, durable before it returns
- * true. A file stored before with the same content is fine (a retry); with other content it is
- * an error, and nothing is replaced. */
-bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, WalPushResult *res, Err *err);
+ * true. A file stored before with the same content is fine (a retry, or a standby's copy of what
+ * the primary stored); with other content nothing is replaced, and it is an error, except for a
+ * standby's copy (standby: the server is in recovery), which is then only logged. */
+bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, bool standby, WalPushResult *res,
+              Err *err);
 /* Restore the WAL file called name into dest (written whole, then renamed). *missing when
  * the repository has no such file (not an error for restore_command: the end of the archive);
  * *damaged when the stored copy fails its checks (nothing is written then). */

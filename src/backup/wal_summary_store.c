@@ -76,8 +76,9 @@ static bool load_one(Repo *r, const char *data_dir, const char *name, uint64_t s
             str_fmt(why, why_sz, "%s: %s", key, e.msg);
             return false;
         }
-        if (!out->complete) {
-            str_fmt(why, why_sz, "%s covers the segment only in part", key);
+        if (out->seg_start != start || !out->complete) {
+            str_fmt(why, why_sz, "%s %s", key,
+                    out->seg_start != start ? "summarizes another segment" : "covers the segment only in part");
             wal_summary_free(out);
             return false;
         }

@@ -26,6 +26,7 @@ static int lock_ttl(void)
 struct BackupLock {
     Dcs *dcs;
     pthread_t renewer;
+    bool renewing;               /* the renewer thread was started */
     pthread_mutex_t mu;          /* stop, with cv */
     pthread_cond_t cv;
     pthread_mutex_t dcs_mu;      /* one call at a time on dcs */
@@ -98,7 +99,8 @@ BackupLock *backup_lock_take(const Config *cfg, const char *what, bool *busy, Er
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->dcs_mu, NULL);
     pthread_cond_init(&l->cv, NULL);
-    if (pthread_create(&l->renewer, NULL, renew_main, l) != 0) {
+    l->renewing = pthread_create(&l->renewer, NULL, renew_main, l) == 0;
+    if (!l->renewing) {
         err_set(err, "backup lock: cannot start the thread that renews it");
         backup_lock_release(l);
         return NULL;
@@ -150,11 +152,10 @@ void backup_lock_release(BackupLock *l)
     if (!l)
         return;
     pthread_mutex_lock(&l->mu);
-    bool started = !l->stop;
     l->stop = true;
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
-    if (started && l->renewer)
+    if (l->renewing)
         pthread_join(l->renewer, NULL);
     Err err = {{0}};
     if (!l->dcs->ops->revoke(l->dcs, &err))

@@ -140,7 +140,7 @@ int cmd_wal_push(int argc, char **argv)
     const char *name = slash ? slash + 1 : pos[0];
     Err err = {{0}};
     WalPushResult res;
-    if (wal_push(repo, k, cfg->backup.compression_level, pos[0], name, &res, &err)) {
+    if (wal_push(repo, k, cfg->backup.compression_level, pos[0], name, false, &res, &err)) {
         printf("%s %s (%zu bytes, %zu stored)\n", name, res.already ? "was stored already" : "stored", res.raw_size,
                res.stored_size);
     } else {

@@ -220,18 +220,21 @@ static void test_wal_push_fetch(void **state)
     write_file(seg, raw, n);
 
     WalPushResult res;
-    assert_true(wal_push(r, COMPRESS_ZSTD, 3, seg, "000000010000000000000001", &res, &err));
+    assert_true(wal_push(r, COMPRESS_ZSTD, 3, seg, "000000010000000000000001", false, &res, &err));
     assert_false(res.already);
     assert_int_equal(res.raw_size, n);
     assert_true(res.stored_size < n / 4);
     /* PostgreSQL retries after a crash: the same content again is fine */
-    assert_true(wal_push(r, COMPRESS_LZ4, 1, seg, "000000010000000000000001", &res, &err));
+    assert_true(wal_push(r, COMPRESS_LZ4, 1, seg, "000000010000000000000001", false, &res, &err));
     assert_true(res.already);
     /* other content under a stored name: refused, the stored copy kept */
     raw[100] ^= 0xff;
     write_file(seg, raw, n);
-    assert_false(wal_push(r, COMPRESS_ZSTD, 3, seg, "000000010000000000000001", &res, &err));
+    assert_false(wal_push(r, COMPRESS_ZSTD, 3, seg, "000000010000000000000001", false, &res, &err));
     assert_non_null(strstr(err.msg, "other content"));
+    /* a standby's copy with other content: left out (logged), counted as done, the stored one kept */
+    assert_true(wal_push(r, COMPRESS_ZSTD, 3, seg, "000000010000000000000001", true, &res, &err));
+    assert_true(res.already);
     raw[100] ^= 0xff;
 
     bool missing = false, damaged = false;
@@ -245,8 +248,8 @@ static void test_wal_push_fetch(void **state)
     assert_false(wal_fetch(r, "000000010000000000000002", out, &missing, &damaged, &err));
     assert_true(missing);
     assert_false(damaged);
-    assert_false(wal_push(r, COMPRESS_ZSTD, 3, seg, "RECOVERYXLOG", &res, &err));
-    assert_false(wal_push(r, COMPRESS_ZSTD, 3, "/nonexistent/seg", "000000010000000000000005", &res, &err));
+    assert_false(wal_push(r, COMPRESS_ZSTD, 3, seg, "RECOVERYXLOG", false, &res, &err));
+    assert_false(wal_push(r, COMPRESS_ZSTD, 3, "/nonexistent/seg", "000000010000000000000005", false, &res, &err));
     assert_non_null(strstr(err.msg, "/nonexistent/seg"));
 
     /* a stored object damaged in the repository: fetch names it and writes nothing */

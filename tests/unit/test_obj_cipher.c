@@ -299,15 +299,15 @@ static void test_encrypted_repository(void **state)
     assert_non_null(r);
     assert_non_null(r->cipher);
     WalPushResult res;
-    assert_true(wal_push(r, COMPRESS_NONE, 0, seg, name, &res, &err));
+    assert_true(wal_push(r, COMPRESS_NONE, 0, seg, name, false, &res, &err));
     assert_false(res.already);
     assert_false(file_has(obj_path, marker));
     /* PostgreSQL's retry of the same file: recognized through the encrypted header */
-    assert_true(wal_push(r, COMPRESS_NONE, 0, seg, name, &res, &err));
+    assert_true(wal_push(r, COMPRESS_NONE, 0, seg, name, false, &res, &err));
     assert_true(res.already);
     raw[5] ^= 1;
     assert_true(file_write_atomic(seg, (const char *)raw, n, 0600, &err));
-    assert_false(wal_push(r, COMPRESS_NONE, 0, seg, name, &res, &err));
+    assert_false(wal_push(r, COMPRESS_NONE, 0, seg, name, false, &res, &err));
     assert_non_null(strstr(err.msg, "other content"));
     raw[5] ^= 1;
     repo_free(r);
@@ -401,7 +401,7 @@ static void test_encrypted_repository(void **state)
     r = repo_open(&plain, &err);
     assert_non_null(r);
     assert_null(r->cipher);
-    assert_true(wal_push(r, COMPRESS_NONE, 0, seg, name, &res, &err));
+    assert_true(wal_push(r, COMPRESS_NONE, 0, seg, name, false, &res, &err));
     repo_free(r);
     char plain_obj[256];
     str_fmt(plain_obj, sizeof(plain_obj), "%s/wal/00000001/%s", plain_root, name);
