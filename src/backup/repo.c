@@ -67,6 +67,20 @@ bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err)
     return r->ops->write_commit(w, err);
 }
 
+bool repo_put_lazy(Repo *r, const char *key, const void *p, size_t n, Err *err)
+{
+    if (!r->ops->write_commit_lazy)
+        return repo_put(r, key, p, n, err);
+    RepoWriter *w = r->ops->write_open(r, key, err);
+    if (!w)
+        return false;
+    if (!r->ops->write(w, p, n, err)) {
+        r->ops->write_abort(w);
+        return false;
+    }
+    return r->ops->write_commit_lazy(w, err);
+}
+
 void repo_keys_free(RepoKeys *k)
 {
     for (int i = 0; i < k->n; i++)

@@ -24,6 +24,9 @@ typedef struct RepoOps {
     bool (*write_commit)(RepoWriter *w, Err *err);
     /* drop what was written, and free w */
     void (*write_abort)(RepoWriter *w);
+    /* optional: visible under its key, whole or not at all, but not made durable (a crash may
+     * leave it empty or gone); for what can be made again, such as WAL summaries */
+    bool (*write_commit_lazy)(RepoWriter *w, Err *err);
     /* the whole object; *missing (and false) when there is none */
     bool (*read_all)(Repo *r, const char *key, void **buf, size_t *n, bool *missing, Err *err);
     /* every key under prefix ("" = all), at any depth */
@@ -74,6 +77,9 @@ bool repo_key_valid(const char *key);
 
 /* Write a whole object (open, write, commit). */
 bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err);
+/* The same without making it durable where the driver can (write_commit_lazy): for objects whose
+ * loss or damage after a crash is noticed (their checked header) and costs only speed. */
+bool repo_put_lazy(Repo *r, const char *key, const void *p, size_t n, Err *err);
 void repo_keys_free(RepoKeys *k);
 void repo_free(Repo *r);
 

@@ -41,7 +41,9 @@ bool wal_summary_store(Repo *r, const char *name, const unsigned char *raw, size
     wal_summary_free(&s);
     void *obj = NULL;
     size_t on = 0;
-    bool ok = obj_encode(r->cipher, COMPRESS_ZSTD, 3, ser, sn, &obj, &on, err) && repo_put(r, key, obj, on, err);
+    /* not made durable: a summary lost or damaged by a crash only makes an incremental compare
+     * page LSNs */
+    bool ok = obj_encode(r->cipher, COMPRESS_ZSTD, 3, ser, sn, &obj, &on, err) && repo_put_lazy(r, key, obj, on, err);
     free(ser);
     free(obj);
     if (!ok)

@@ -150,7 +150,15 @@ static void test_posix_repo(void **state)
     assert_true(repo_put(r, "b/two", "2", 1, &err));
     assert_true(repo_put(r, "a/x/one", "11", 2, &err));
     assert_true(repo_put(r, "c", "333", 3, &err));
-    assert_true(repo_put(r, "c", "4444", 4, &err)); /* replaced whole */
+    assert_true(repo_put(r, "c", "333", 3, &err));
+    assert_true(repo_put_lazy(r, "c", "4444", 4, &err)); /* replaced whole, without fsync */
+    void *lz = NULL;
+    size_t lzn = 0;
+    bool lz_missing = true;
+    assert_true(r->ops->read_all(r, "c", &lz, &lzn, &lz_missing, &err));
+    assert_int_equal(lzn, 4);
+    assert_memory_equal(lz, "4444", 4);
+    free(lz);
     /* an aborted write leaves nothing, not even its temporary file */
     RepoWriter *w = r->ops->write_open(r, "b/aborted", &err);
     assert_non_null(w);

@@ -190,6 +190,21 @@ static bool posix_write_commit(RepoWriter *w, Err *err)
     return ok;
 }
 
+/* Renamed into place without fsync: whole or absent (or empty after a crash), never durable. */
+static bool posix_write_commit_lazy(RepoWriter *w, Err *err)
+{
+    const char *desc = w->repo->base.desc;
+    int rc = close(w->fd);
+    w->fd = -1;
+    if (rc != 0 || rename(w->tmp, w->path) != 0) {
+        err_set(err, "%s: storing %s: %s", desc, w->key, strerror(errno));
+        posix_write_abort(w);
+        return false;
+    }
+    writer_free(w);
+    return true;
+}
+
 static bool posix_read_all(Repo *base, const char *key, void **buf, size_t *n, bool *missing, Err *err)
 {
     PosixRepo *r = (PosixRepo *)base;
@@ -335,6 +350,7 @@ static const RepoOps posix_ops = {
     .write = posix_write,
     .write_commit = posix_write_commit,
     .write_abort = posix_write_abort,
+    .write_commit_lazy = posix_write_commit_lazy,
     .read_all = posix_read_all,
     .list = posix_list,
     .remove = posix_remove,
