@@ -212,12 +212,13 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
     return true;
 }
 
-/* Compress and store what f keeps of the file (raw, n bytes: the whole file or its blocks). */
-static bool store_file(CopyJob *j, FileEntry *f, const void *raw, size_t n, Err *err)
+/* Compress and store what f keeps of the file (raw, n bytes: the whole file, whose SHA-256 is
+ * sha when not NULL, or its blocks). */
+static bool store_file(CopyJob *j, FileEntry *f, const void *raw, size_t n, const unsigned char *sha, Err *err)
 {
     void *obj = NULL;
     size_t on = 0;
-    bool ok = obj_encode(j->repo->cipher, j->compress, j->level, raw, n, &obj, &on, err);
+    bool ok = obj_encode_hashed(j->repo->cipher, j->compress, j->level, raw, n, sha, &obj, &on, err);
     char *key = str_printf("%s%s", j->prefix, f->path);
     ok = ok && repo_put(j->repo, key, obj, on, err);
     free(key);
@@ -359,7 +360,7 @@ static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
         f->n_bad_pages = page_check_blocks(j->data_dir, f->path, blk, whole, list, j->start_lsn, &f->bad_pages);
     }
     f->mode = "blocks";
-    ok = ok && store_file(j, f, blk, (size_t)nc * PAGE_SIZE_BYTES, err);
+    ok = ok && store_file(j, f, blk, (size_t)nc * PAGE_SIZE_BYTES, NULL, err);
     free(blk);
     return ok ? 1 : -1;
 }
@@ -417,7 +418,8 @@ static bool copy_one(CopyJob *j, FileEntry *f, Err *err)
         raw = blk;
         n = (size_t)f->n_blocks * PAGE_SIZE_BYTES;
     }
-    bool ok = store_file(j, f, raw, n, err);
+    /* the whole file: its hash is the one computed above */
+    bool ok = store_file(j, f, raw, n, strcmp(f->mode, "whole") == 0 ? sum : NULL, err);
     free(raw);
     return ok;
 }

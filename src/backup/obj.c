@@ -67,6 +67,12 @@ void hex_encode(const unsigned char *p, size_t n, char *out)
 bool obj_encode(const ObjCipher *c, CompressKind k, int level, const void *raw, size_t n, void **out, size_t *out_n,
                 Err *err)
 {
+    return obj_encode_hashed(c, k, level, raw, n, NULL, out, out_n, err);
+}
+
+bool obj_encode_hashed(const ObjCipher *c, CompressKind k, int level, const void *raw, size_t n,
+                       const unsigned char *sha256, void **out, size_t *out_n, Err *err)
+{
     void *body = NULL;
     size_t body_n = 0;
     if (!compress_buf(k, level, raw, n, &body, &body_n, err))
@@ -83,7 +89,10 @@ bool obj_encode(const ObjCipher *c, CompressKind k, int level, const void *raw, 
     p[9] = 0;
     put_u32(p + 12, OBJ_HEADER_LEN);
     put_u64(p + 16, (uint64_t)n);
-    sha256_buf(raw, n, p + 24);
+    if (sha256)
+        memcpy(p + 24, sha256, 32);
+    else
+        sha256_buf(raw, n, p + 24);
     memcpy(p + OBJ_HEADER_LEN, body, body_n);
     free(body);
     if (c) {
@@ -175,6 +184,12 @@ bool obj_read_header(const ObjCipher *c, const void *stored, size_t n, ObjInfo *
 
 bool obj_decode(const ObjCipher *c, const void *stored, size_t n, void **raw, size_t *raw_n, Err *err)
 {
+    return obj_decode_hashed(c, stored, n, raw, raw_n, NULL, err);
+}
+
+bool obj_decode_hashed(const ObjCipher *c, const void *stored, size_t n, void **raw, size_t *raw_n,
+                       unsigned char *sha256, Err *err)
+{
     const unsigned char *p = NULL;
     size_t pn = 0;
     unsigned char *owned = NULL;
@@ -200,6 +215,8 @@ bool obj_decode(const ObjCipher *c, const void *stored, size_t n, void **raw, si
         err_set(err, "checksum mismatch (content does not match its SHA-256)");
         return false;
     }
+    if (sha256)
+        memcpy(sha256, sum, 32);
     *raw = out;
     *raw_n = (size_t)info.raw_size;
     return true;

@@ -32,6 +32,13 @@ bool obj_encode(const ObjCipher *c, CompressKind k, int level, const void *raw, 
 bool obj_read_header(const ObjCipher *c, const void *stored, size_t n, ObjInfo *info, Err *err);
 /* stored -> raw (malloc'd *raw), hash and size checked */
 bool obj_decode(const ObjCipher *c, const void *stored, size_t n, void **raw, size_t *raw_n, Err *err);
+/* The same, with the SHA-256 of raw known already (encode: the caller hashed it; NULL: hashed
+ * here) or wanted (decode: the checked hash goes to sha256 when not NULL), so that a file is
+ * hashed once. */
+bool obj_encode_hashed(const ObjCipher *c, CompressKind k, int level, const void *raw, size_t n,
+                       const unsigned char *sha256, void **out, size_t *out_n, Err *err);
+bool obj_decode_hashed(const ObjCipher *c, const void *stored, size_t n, void **raw, size_t *raw_n,
+                       unsigned char *sha256, Err *err);
 
 void sha256_buf(const void *p, size_t n, unsigned char out[32]);
 void hex_encode(const unsigned char *p, size_t n, char *out); /* out: 2n + 1 */

@@ -60,14 +60,16 @@ typedef struct RestoreCtx {
     int control;             /* index of global/pg_control in files (-1 none): written last */
 } RestoreCtx;
 
-static bool read_object(RestoreCtx *c, const char *label, const char *path, unsigned char **buf, size_t *n, Err *err)
+/* The object of path in backup label, decoded and checked; its SHA-256 to sha when not NULL. */
+static bool read_object(RestoreCtx *c, const char *label, const char *path, unsigned char **buf, size_t *n,
+                        unsigned char *sha, Err *err)
 {
     char *key = str_printf("backup/%s/data/%s", label, path);
     void *stored = NULL, *raw = NULL;
     size_t sn = 0, rn = 0;
     bool missing = false;
     bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
-              obj_decode(c->repo->cipher, stored, sn, &raw, &rn, err);
+              obj_decode_hashed(c->repo->cipher, stored, sn, &raw, &rn, sha, err);
     free(stored);
     if (!ok)
         err_prefix(err, "%s: %s", c->repo->desc, key);
@@ -78,10 +80,12 @@ static bool read_object(RestoreCtx *c, const char *label, const char *path, unsi
 }
 
 /* The content of path as backup k of the chain has it (malloc'd). */
-static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char **buf, size_t *n, Err *err)
+static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char **buf, size_t *n, unsigned char *sha,
+                         bool *sha_known, Err *err)
 {
     const Manifest *m = c->chain[k];
     const json_t *e = manifest_file(m, path);
+    *sha_known = false;
     if (!e) {
         /* a block-mode file the older backup did not have: it starts empty */
         *buf = xmalloc(1);
@@ -89,24 +93,28 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
         return true;
     }
     const char *mode = manifest_file_mode(e);
-    if (strcmp(mode, "whole") == 0)
-        return read_object(c, m->info.label, path, buf, n, err);
+    if (strcmp(mode, "whole") == 0) {
+        /* the object is the whole file: its checked hash is the file's */
+        *sha_known = true;
+        return read_object(c, m->info.label, path, buf, n, sha, err);
+    }
     if (k + 1 >= c->n_chain) {
         err_set(err, "backup %s: %s refers to an older backup, and %s is a full one", m->info.label, path,
                 m->info.label);
         return false;
     }
     if (strcmp(mode, "ref") == 0)
-        return put_together(c, k + 1, path, buf, n, err);
+        return put_together(c, k + 1, path, buf, n, sha, sha_known, err);
     if (strcmp(mode, "blocks") != 0) {
         err_set(err, "backup %s: %s: unknown mode \"%s\" in the manifest", m->info.label, path, mode);
         return false;
     }
     unsigned char *base = NULL, *blocks = NULL;
     size_t bn = 0, kn = 0;
-    if (!put_together(c, k + 1, path, &base, &bn, err))
+    bool base_known = false;
+    if (!put_together(c, k + 1, path, &base, &bn, sha, &base_known, err))
         return false;
-    if (!read_object(c, m->info.label, path, &blocks, &kn, err)) {
+    if (!read_object(c, m->info.label, path, &blocks, &kn, NULL, err)) {
         free(base);
         return false;
     }
@@ -198,14 +206,17 @@ static bool restore_one(RestoreCtx *c, const json_t *e, Err *err)
             return true;
         }
     }
-    if (!put_together(c, 0, path, &buf, &n, err))
+    unsigned char bin[32];
+    bool known = false;
+    if (!put_together(c, 0, path, &buf, &n, bin, &known, err))
         return false;
-    /* the whole file against the manifest, when it knows the whole file's hash */
+    /* the whole file against the manifest, when it knows the whole file's hash (an object that
+     * is the whole file was hashed as it was decoded) */
     bool same = (int64_t)n == json_integer_value(json_object_get(e, "size"));
     if (same && sha && sha[0]) {
-        unsigned char bin[32];
         char hex[65];
-        sha256_buf(buf, n, bin);
+        if (!known)
+            sha256_buf(buf, n, bin);
         hex_encode(bin, 32, hex);
         same = strcmp(hex, sha) == 0;
     }
