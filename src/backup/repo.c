@@ -55,7 +55,8 @@ bool repo_key_valid(const char *key)
     return true;
 }
 
-bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err)
+static bool put_with(Repo *r, const char *key, const void *p, size_t n, bool (*commit)(RepoWriter *w, Err *err),
+                     Err *err)
 {
     RepoWriter *w = r->ops->write_open(r, key, err);
     if (!w)
@@ -64,21 +65,17 @@ bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err)
         r->ops->write_abort(w);
         return false;
     }
-    return r->ops->write_commit(w, err);
+    return commit(w, err);
+}
+
+bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err)
+{
+    return put_with(r, key, p, n, r->ops->write_commit, err);
 }
 
 bool repo_put_lazy(Repo *r, const char *key, const void *p, size_t n, Err *err)
 {
-    if (!r->ops->write_commit_lazy)
-        return repo_put(r, key, p, n, err);
-    RepoWriter *w = r->ops->write_open(r, key, err);
-    if (!w)
-        return false;
-    if (!r->ops->write(w, p, n, err)) {
-        r->ops->write_abort(w);
-        return false;
-    }
-    return r->ops->write_commit_lazy(w, err);
+    return put_with(r, key, p, n, r->ops->write_commit_lazy ? r->ops->write_commit_lazy : r->ops->write_commit, err);
 }
 
 void repo_keys_free(RepoKeys *k)
