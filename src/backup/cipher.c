@@ -5,6 +5,7 @@
  * The check value is a known block sealed with the repository key: a key that does not open it
  * is the wrong one, found before anything is read or written. */
 #include "backup/cipher.h"
+#include "backup/obj.h"
 #include "backup/repo.h"
 
 #include <fcntl.h>
@@ -220,16 +221,6 @@ static bool hex_decode(const char *s, unsigned char *out, size_t n)
     return true;
 }
 
-static void hex_of(const unsigned char *p, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 #define CHECK_LEN (sizeof(check_block) + CIPHER_OVERHEAD)
 
 /* The key repo.cipher's text describes, checked against material. */
@@ -305,8 +296,8 @@ static ObjCipher *cipher_create(Repo *r, const char *material, size_t mn, const 
         return NULL;
     }
     char salt_hex[2 * sizeof(salt) + 1], check_hex[2 * sizeof(check) + 1];
-    hex_of(salt, sizeof(salt), salt_hex);
-    hex_of(check, sizeof(check), check_hex);
+    hex_encode(salt, sizeof(salt), salt_hex);
+    hex_encode(check, sizeof(check), check_hex);
     json_t *root = json_pack("{s:i, s:s, s:s, s:i, s:s, s:s}", "format", REPO_CIPHER_FORMAT, "cipher", "aes-256-gcm",
                              "kdf", "pbkdf2-sha256", "iterations", cipher_new_repo_iterations, "salt", salt_hex,
                              "check", check_hex);

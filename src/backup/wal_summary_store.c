@@ -2,10 +2,9 @@
 #include "backup/wal_summary_store.h"
 #include "backup/obj.h"
 #include "backup/wal_archive.h"
+#include "backup/wal_chain.h"
 #include "common/log.h"
 
-#define SEG_BYTES (16ULL * 1024 * 1024)
-#define SEGS_PER_ID (0x100000000ULL / SEG_BYTES)
 
 bool wal_summary_key(const char *segment_name, char *key, size_t sz)
 {
@@ -14,24 +13,16 @@ bool wal_summary_key(const char *segment_name, char *key, size_t sz)
     return str_fmt(key, sz, "walsum/%.8s/%s", segment_name, segment_name);
 }
 
-static bool segment_start(const char *name, uint64_t *lsn)
-{
-    unsigned tli, hi, lo;
-    if (wal_file_kind(name) != WALFILE_SEGMENT || sscanf(name, "%8X%8X%8X", &tli, &hi, &lo) != 3)
-        return false;
-    *lsn = ((uint64_t)hi * SEGS_PER_ID + lo) * SEG_BYTES;
-    return true;
-}
-
 bool wal_summary_store(Repo *r, const char *name, const unsigned char *raw, size_t n, Err *err)
 {
     char key[128];
-    uint64_t start = 0;
-    if (!wal_summary_key(name, key, sizeof(key)) || !segment_start(name, &start))
+    WalSeg seg;
+    if (!wal_summary_key(name, key, sizeof(key)) || !wal_seg_parse(name, &seg))
         return true; /* only segments have summaries */
+    uint64_t start = seg.segno * WAL_SEG_BYTES;
     WalSummary s;
     Err pe = {{0}};
-    if (n != SEG_BYTES || !wal_summary_parse(raw, n, start, 0, &s, &pe)) {
+    if (n != WAL_SEG_BYTES || !wal_summary_parse(raw, n, start, 0, &s, &pe)) {
         log_warn("archive: no WAL summary for %s (%s); incremental backups over it compare page LSNs", name,
                  pe.msg[0] ? pe.msg : "not a 16 MB segment");
         return true;
@@ -122,14 +113,13 @@ WalSummary *wal_changes_between(Repo *r, const char *data_dir, int tli, Lsn from
         return NULL;
     }
     WalSummary *acc = NULL;
-    uint64_t first = from / SEG_BYTES, last = (to - 1) / SEG_BYTES;
+    uint64_t first = from / WAL_SEG_BYTES, last = (to - 1) / WAL_SEG_BYTES;
     for (uint64_t seg = first; seg <= last; seg++) {
         char name[32];
-        str_fmt(name, sizeof(name), "%08X%08X%08X", (unsigned)tli, (unsigned)(seg / SEGS_PER_ID),
-                (unsigned)(seg % SEGS_PER_ID));
+        wal_seg_name((unsigned)tli, seg, name, sizeof(name));
         WalSummary one;
         /* a summary made by the archive covers its whole segment; the local read stops at to */
-        if (!load_one(r, data_dir, name, seg * SEG_BYTES, seg == last ? to : 0, &one, why, why_sz))
+        if (!load_one(r, data_dir, name, seg * WAL_SEG_BYTES, seg == last ? to : 0, &one, why, why_sz))
             goto fail;
         if (!acc) {
             acc = xmalloc(sizeof(*acc));
