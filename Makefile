@@ -3,7 +3,7 @@
 # under ASan/UBSan, then under valgrind with the plain build), `make fuzz` (libFuzzer targets with
 # clang, build-fuzz/fuzz/). New source files need no edit here.
 
-PKGS    := libpq libcurl libmicrohttpd yaml-0.1 jansson libcrypto ldns libzstd liblz4 zlib
+PKGS    := libpq libcurl libmicrohttpd yaml-0.1 jansson libcrypto ldns libzstd liblz4 zlib libxxhash
 BUILD   ?= build
 CC      ?= cc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))

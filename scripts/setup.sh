@@ -2,7 +2,7 @@
 # Install what pgvigil needs to build, test and run its demo (Debian 12, as root), then build.
 set -euo pipefail
 PKGS=(build-essential pkg-config libpq-dev libcurl4-openssl-dev libmicrohttpd-dev libyaml-dev
-      libjansson-dev libcmocka-dev libzstd-dev liblz4-dev zlib1g-dev valgrind postgresql-15 postgresql-client-15 postgresql-server-dev-15
+      libjansson-dev libcmocka-dev libzstd-dev libxxhash-dev liblz4-dev zlib1g-dev valgrind postgresql-15 postgresql-client-15 postgresql-server-dev-15
       etcd-server etcd-client
       iproute2 procps curl bc jq libssl-dev libldns-dev bind9 bind9-utils bind9-dnsutils
       haproxy python3 python3-psycopg2 clang libclang-rt-14-dev)

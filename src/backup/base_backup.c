@@ -38,7 +38,7 @@ typedef struct FileEntry {
     int64_t size, stored;
     int64_t read;            /* bytes read from the data directory */
     int64_t listed;          /* size when listed (for the progress shown) */
-    char sha256[65];         /* of the whole file; "" for a block-mode entry */
+    char checksum[CHECKSUM_HEX_LEN]; /* of the whole file (hex); "" for a block-mode entry */
     const char *mode;        /* "whole", "ref" or "blocks" */
     uint32_t *blocks;        /* block-mode: the blocks stored, in order */
     int n_blocks;
@@ -138,7 +138,17 @@ static bool walk(const char *root, const char *rel, FileList *l, Err *err)
 
 /* ---- parallel copy ----------------------------------------------------------------------------- */
 
+/* What one copy worker keeps from one file to the next. */
+typedef struct CopyWorker {
+    ObjEncoder *enc;
+    unsigned char *chunk;    /* COPY_CHUNK bytes */
+} CopyWorker;
+
+/* a whole file is read, checked and compressed this much at a time (whole pages) */
+#define COPY_CHUNK ((size_t)1 << 20)
+
 typedef struct CopyJob {
+    CopyWorker *workers;
     const char *data_dir;
     Repo *repo;
     const char *prefix;      /* "backup/<label>/data/" */
@@ -167,9 +177,8 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
         f->mode = "whole";
         return true;
     }
-    const char *ref_sha = json_string_value(json_object_get(e, "sha256"));
     int64_t ref_size = json_integer_value(json_object_get(e, "size"));
-    if (ref_sha && strcmp(ref_sha, f->sha256) == 0 && ref_size == f->size) {
+    if (strcmp(manifest_file_checksum(e), f->checksum) == 0 && ref_size == f->size) {
         f->mode = "ref";
         return false;
     }
@@ -197,7 +206,7 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
         /* only unlogged changes (hint bits): the older copy is as good */
         free(changed);
         f->mode = "ref";
-        f->sha256[0] = '\0';
+        f->checksum[0] = '\0';
         return false;
     }
     if (nblocks > 0 && (size_t)nc * 2 > nblocks) {
@@ -208,24 +217,31 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
     f->mode = "blocks";
     f->blocks = changed;
     f->n_blocks = nc;
-    f->sha256[0] = '\0'; /* the whole file exists only once put together with the older copy */
+    f->checksum[0] = '\0'; /* the whole file exists only once put together with the older copy */
     return true;
 }
 
-/* Compress and store what f keeps of the file (raw, n bytes: the whole file, whose SHA-256 is
- * sha when not NULL, or its blocks). */
-static bool store_file(CopyJob *j, FileEntry *f, const void *raw, size_t n, const unsigned char *sha, Err *err)
+/* Store an object of f (what store_file or copy_streamed encoded). */
+static bool put_object(CopyJob *j, FileEntry *f, const void *obj, size_t on, Err *err)
 {
-    void *obj = NULL;
-    size_t on = 0;
-    bool ok = obj_encode_hashed(j->repo->cipher, j->compress, j->level, raw, n, sha, &obj, &on, err);
     char *key = str_printf("%s%s", j->prefix, f->path);
-    ok = ok && repo_put(j->repo, key, obj, on, err);
+    bool ok = repo_put(j->repo, key, obj, on, err);
     free(key);
-    free(obj);
     if (ok)
         f->stored = (int64_t)on;
     return ok;
+}
+
+/* Compress and store what f keeps of the file (raw, n bytes: the whole file or its blocks). */
+static bool store_file(CopyJob *j, CopyWorker *w, FileEntry *f, const void *raw, size_t n, Err *err)
+{
+    const void *obj = NULL;
+    size_t on = 0;
+    ChecksumKind kind;
+    unsigned char sum[CHECKSUM_MAX_LEN];
+    return obj_encoder_begin(w->enc, j->repo->cipher, j->compress, j->level, err) &&
+           obj_encoder_feed(w->enc, raw, n, err) && obj_encoder_finish(w->enc, &obj, &on, &kind, sum, err) &&
+           put_object(j, f, obj, on, err);
 }
 
 /* The blocks of a relation file to read again: those the WAL changed, those past a truncation
@@ -288,7 +304,7 @@ static bool crosscheck_blocks(CopyJob *j, FileEntry *f, int fd, uint64_t ref_blo
 
 /* An incremental with WAL summaries: a main-fork relation file the older backup has is read only
  * in its changed blocks. 1: done (stored, a reference or gone); 0: read it whole; -1: error. */
-static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
+static int copy_changed_blocks(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
 {
     WalRelKey k;
     uint32_t segno;
@@ -327,7 +343,7 @@ static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
     }
     f->blocks = list;
     f->n_blocks = nc;
-    f->sha256[0] = '\0'; /* the whole file exists only once put together with the older copy */
+    f->checksum[0] = '\0'; /* the whole file exists only once put together with the older copy */
     if (j->crosscheck && !crosscheck_blocks(j, f, fd, ref_blocks, err)) {
         close(fd);
         return -1;
@@ -335,8 +351,7 @@ static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
     if (nc == 0 && f->size == ref_size) {
         close(fd);
         f->mode = "ref";
-        const char *ref_sha = json_string_value(json_object_get(e, "sha256"));
-        str_copy(f->sha256, sizeof(f->sha256), ref_sha ? ref_sha : "");
+        str_copy(f->checksum, sizeof(f->checksum), manifest_file_checksum(e));
         return 1;
     }
     unsigned char *blk = xcalloc((size_t)nc + 1, PAGE_SIZE_BYTES);
@@ -360,28 +375,109 @@ static int copy_changed_blocks(CopyJob *j, FileEntry *f, Err *err)
         f->n_bad_pages = page_check_blocks(j->data_dir, f->path, blk, whole, list, j->start_lsn, &f->bad_pages);
     }
     f->mode = "blocks";
-    ok = ok && store_file(j, f, blk, (size_t)nc * PAGE_SIZE_BYTES, NULL, err);
+    ok = ok && store_file(j, w, f, blk, (size_t)nc * PAGE_SIZE_BYTES, err);
     free(blk);
     return ok ? 1 : -1;
 }
 
-/* Copy one file into the repository (one item of the parallel loop). */
-static bool copy_one(CopyJob *j, FileEntry *f, Err *err);
+/* Read up to n bytes at the file's position, fewer only at its end. */
+static ssize_t read_full(int fd, unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
 
-static bool copy_file(void *arg, int i, Err *err)
+/* Does f's copy need the whole file in memory? Only to pick its changed blocks by page LSN. */
+static bool needs_whole_file(const CopyJob *j, const FileEntry *f)
+{
+    return j->ref && !j->changes && j->lsns_reliable && page_file_has_lsns(f->path) && manifest_file(j->ref, f->path);
+}
+
+/* The whole file, read a chunk at a time: each chunk's pages are checked, and it is hashed and
+ * compressed into the object, which is stored unless the older backup has the same file. */
+static bool copy_streamed(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
+{
+    char *path = str_printf("%s/%s", j->data_dir, f->path);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            f->gone = true; /* dropped meanwhile: WAL replay removes it anyway */
+        else
+            err_set(err, "cannot open %s: %s", path, strerror(errno));
+        free(path);
+        return f->gone;
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    PageCheckRun pc;
+    if (j->check_pages)
+        page_check_begin(&pc, j->data_dir, f->path, j->start_lsn);
+    bool ok = obj_encoder_begin(w->enc, j->repo->cipher, j->compress, j->level, err);
+    uint64_t off = 0;
+    while (ok) {
+        ssize_t n = read_full(fd, w->chunk, COPY_CHUNK);
+        if (n < 0) {
+            err_set(err, "cannot read %s: %s", path, strerror(errno));
+            ok = false;
+        }
+        if (n <= 0)
+            break;
+        /* a tail shorter than a page (the file being extended as it was read) is not checked */
+        if (j->check_pages)
+            page_check_pages(&pc, w->chunk, (size_t)n / PAGE_SIZE_BYTES, (uint32_t)(off / PAGE_SIZE_BYTES), NULL);
+        ok = obj_encoder_feed(w->enc, w->chunk, (size_t)n, err);
+        off += (uint64_t)n;
+    }
+    close(fd);
+    free(path);
+    if (j->check_pages)
+        f->n_bad_pages = page_check_end(&pc, &f->bad_pages);
+    const void *obj = NULL;
+    size_t on = 0;
+    ChecksumKind kind;
+    unsigned char sum[CHECKSUM_MAX_LEN];
+    if (!ok || !obj_encoder_finish(w->enc, &obj, &on, &kind, sum, err))
+        return false;
+    f->read = f->size = (int64_t)off;
+    checksum_hex(kind, sum, f->checksum);
+    f->mode = "whole";
+    const json_t *e = j->ref ? manifest_file(j->ref, f->path) : NULL;
+    if (e && strcmp(manifest_file_checksum(e), f->checksum) == 0 &&
+        json_integer_value(json_object_get(e, "size")) == f->size) {
+        f->mode = "ref"; /* unchanged: a reference, nothing to store */
+        return true;
+    }
+    return put_object(j, f, obj, on, err);
+}
+
+/* Copy one file into the repository (one item of the parallel loop). */
+static bool copy_one(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err);
+
+static bool copy_file(void *arg, int worker, int i, Err *err)
 {
     CopyJob *j = arg;
     FileEntry *f = &j->list->files[i];
-    bool ok = copy_one(j, f, err);
+    bool ok = copy_one(j, &j->workers[worker], f, err);
     progress_add(j->progress, f->listed > 0 ? (uint64_t)f->listed : 0);
     return ok;
 }
 
-static bool copy_one(CopyJob *j, FileEntry *f, Err *err)
+static bool copy_one(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
 {
-    int done = copy_changed_blocks(j, f, err);
+    int done = copy_changed_blocks(j, w, f, err);
     if (done != 0)
         return done > 0;
+    if (!needs_whole_file(j, f))
+        return copy_streamed(j, w, f, err);
     char *path = str_printf("%s/%s", j->data_dir, f->path);
     size_t n = 0;
     char *raw = file_read_all(path, &n, err);
@@ -395,14 +491,14 @@ static bool copy_one(CopyJob *j, FileEntry *f, Err *err)
     if (!raw)
         return false;
     f->read = (int64_t)n;
-    unsigned char sum[32];
-    sha256_buf(raw, n, sum);
-    hex_encode(sum, 32, f->sha256);
+    unsigned char sum[CHECKSUM_MAX_LEN];
+    checksum_buf(CHECKSUM_NEW, raw, n, sum);
+    checksum_hex(CHECKSUM_NEW, sum, f->checksum);
     f->size = (int64_t)n;
     f->mode = "whole";
     if (j->check_pages)
         f->n_bad_pages = page_check_file(j->data_dir, f->path, (unsigned char *)raw, n, j->start_lsn, &f->bad_pages);
-    if (j->ref && !choose_mode(j, f, (unsigned char *)raw, n)) {
+    if (!choose_mode(j, f, (unsigned char *)raw, n)) {
         free(raw);
         return true; /* unchanged: a reference, nothing to store */
     }
@@ -418,8 +514,7 @@ static bool copy_one(CopyJob *j, FileEntry *f, Err *err)
         raw = blk;
         n = (size_t)f->n_blocks * PAGE_SIZE_BYTES;
     }
-    /* the whole file: its hash is the one computed above */
-    bool ok = store_file(j, f, raw, n, strcmp(f->mode, "whole") == 0 ? sum : NULL, err);
+    bool ok = store_file(j, w, f, raw, n, err);
     free(raw);
     return ok;
 }
@@ -469,8 +564,8 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
         const FileEntry *f = &l->files[i];
         if (f->gone)
             continue;
-        json_t *e = json_pack("{s:s, s:I, s:s, s:I}", "path", f->path, "size", (json_int_t)f->size, "sha256",
-                              f->sha256, "stored", (json_int_t)f->stored);
+        json_t *e = json_pack("{s:s, s:I, s:s, s:I}", "path", f->path, "size", (json_int_t)f->size, "checksum",
+                              f->checksum, "stored", (json_int_t)f->stored);
         if (f->mode && strcmp(f->mode, "whole") != 0)
             json_object_set_new(e, "mode", json_string(f->mode));
         if (f->mode && strcmp(f->mode, "blocks") == 0) {
@@ -754,13 +849,24 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
 #ifdef PGVIGIL_TEST_HOOKS
         j.crosscheck = changes && getenv("PGVIGIL_TEST_CROSSCHECK_SUMMARIES") != NULL;
 #endif
+        int nw = o->workers > 1 ? o->workers : 1;
+        j.workers = xcalloc((size_t)nw, sizeof(CopyWorker));
+        for (int i = 0; i < nw; i++) {
+            j.workers[i].enc = obj_encoder_new();
+            j.workers[i].chunk = xmalloc(COPY_CHUNK);
+        }
         uint64_t total = 0;
         for (int i = 0; i < list.n_files; i++)
             total += list.files[i].listed > 0 ? (uint64_t)list.files[i].listed : 0;
         j.progress = progress_start("backup", total);
-        ok = parallel_for(list.n_files - 1, o->workers, copy_file, &j, err) &&
-             (list.n_files == 0 || copy_file(&j, list.n_files - 1, err));
+        ok = parallel_for(list.n_files - 1, nw, copy_file, &j, err) &&
+             (list.n_files == 0 || copy_file(&j, 0, list.n_files - 1, err));
         progress_end(j.progress);
+        for (int i = 0; i < nw; i++) {
+            obj_encoder_free(j.workers[i].enc);
+            free(j.workers[i].chunk);
+        }
+        free(j.workers);
     }
 #ifdef PGVIGIL_TEST_HOOKS
     /* tests: hold the backup here, its files stored and no manifest yet, while the file exists */

@@ -95,6 +95,14 @@ const char *manifest_file_mode(const json_t *entry)
     return mode ? mode : "whole";
 }
 
+const char *manifest_file_checksum(const json_t *entry)
+{
+    const char *sum = json_string_value(json_object_get(entry, "checksum"));
+    if (!sum)
+        sum = json_string_value(json_object_get(entry, "sha256")); /* manifests before xxh128 */
+    return sum ? sum : "";
+}
+
 bool manifest_key_label(const char *key, char *label, size_t sz)
 {
     size_t len = strlen(key);

@@ -1,11 +1,12 @@
 /* Backup manifests: backup/<label>/manifest, a checked object holding JSON. It names the backup
  * (label, type, the backup it builds on), its WAL range and times, the backup label file, every
- * directory, and every file: size, SHA-256 of the whole content, stored size, and how the file is
- * kept:
+ * directory, and every file: size, checksum of the whole content (backup/checksum.h: hex, its
+ * length says the kind; "sha256" instead of "checksum" in older manifests), stored size, and how
+ * the file is kept:
  *   "whole"  (default) the object backup/<label>/data/<path> holds the file;
  *   "ref"    unchanged: the backup it builds on has it;
  *   "blocks" the object holds the listed 8 kB blocks, the rest comes from the backup it builds
- *            on (its "sha256" is then empty: the whole file exists only once put together).
+ *            on (its checksum is then empty: the whole file exists only once put together).
  * "checksums_checked" (top level) says the cluster had data checksums on, so the pages of
  * relation files were checked as they were copied; a file with pages that failed has
  * "checksum_errors": their block numbers within the file.
@@ -32,6 +33,8 @@ void manifest_free(Manifest *m);
 json_t *manifest_file(const Manifest *m, const char *path);
 /* "whole", "ref" or "blocks" */
 const char *manifest_file_mode(const json_t *entry);
+/* the hex checksum of the whole file ("" when not known: a block-mode entry) */
+const char *manifest_file_checksum(const json_t *entry);
 /* Is key a manifest's ("backup/<label>/manifest")? Then its label goes to label. */
 bool manifest_key_label(const char *key, char *label, size_t sz);
 /* Store the manifest JSON of a backup (the step that makes it complete). */

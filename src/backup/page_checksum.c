@@ -163,6 +163,63 @@ static int reread(int *fd, const char *path, size_t b, unsigned char *page)
 /* corrupt pages of one file logged one by one; the rest only counted */
 #define REPORT_PER_FILE 10
 
+void page_check_begin(PageCheckRun *r, const char *data_dir, const char *rel, Lsn backup_start)
+{
+    memset(r, 0, sizeof(*r));
+    r->data_dir = data_dir;
+    r->rel = rel;
+    r->backup_start = backup_start;
+    r->fd = -1;
+    uint32_t segno;
+    r->applies = page_checksum_file(rel, &segno);
+    r->first = segno * PAGE_BLOCKS_PER_SEGMENT;
+}
+
+void page_check_pages(PageCheckRun *r, const unsigned char *data, size_t pages, uint32_t from, const uint32_t *blocks)
+{
+    if (!r->applies)
+        return;
+    for (size_t i = 0; i < pages; i++) {
+        size_t b = blocks ? blocks[i] : from + i;
+        PageCheck c;
+        if (page_verify(data + i * PAGE_SIZE_BYTES, r->first + (uint32_t)b, r->backup_start, &c) != PAGE_CORRUPT)
+            continue;
+        /* perhaps read while PostgreSQL wrote it: once more, as it is now */
+        if (!r->path) {
+            r->path = str_printf("%s/%s", r->data_dir, r->rel);
+            r->again = xmalloc(PAGE_SIZE_BYTES);
+        }
+        int got = reread(&r->fd, r->path, b, r->again);
+        if (got == 0)
+            continue;
+        if (got > 0 && page_verify(r->again, r->first + (uint32_t)b, r->backup_start, &c) != PAGE_CORRUPT)
+            continue;
+        r->bad = xrealloc(r->bad, (size_t)(r->nbad + 1) * sizeof(uint32_t));
+        r->bad[r->nbad++] = (uint32_t)b;
+        if (r->nbad <= REPORT_PER_FILE) {
+            char lsn[LSN_BUFSZ];
+            log_warn("backup: page checksum mismatch in %s block %zu (LSN %s): stored 0x%04X, computed 0x%04X", r->rel,
+                     b, lsn_format(c.lsn, lsn), (unsigned)c.stored, (unsigned)c.computed);
+        }
+    }
+}
+
+int page_check_end(PageCheckRun *r, uint32_t **bad)
+{
+    if (r->nbad > REPORT_PER_FILE)
+        log_warn("backup: %s: %d more pages with a checksum mismatch (%d in all; the manifest lists them)", r->rel,
+                 r->nbad - REPORT_PER_FILE, r->nbad);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->again);
+    free(r->path);
+    *bad = r->bad;
+    int n = r->nbad;
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    return n;
+}
+
 int page_check_file(const char *data_dir, const char *rel, const unsigned char *data, size_t n, Lsn backup_start,
                     uint32_t **bad)
 {
@@ -173,43 +230,8 @@ int page_check_file(const char *data_dir, const char *rel, const unsigned char *
 int page_check_blocks(const char *data_dir, const char *rel, const unsigned char *data, size_t pages,
                       const uint32_t *blocks, Lsn backup_start, uint32_t **bad)
 {
-    *bad = NULL;
-    uint32_t segno;
-    if (!page_checksum_file(rel, &segno))
-        return 0;
-    uint32_t first = segno * PAGE_BLOCKS_PER_SEGMENT;
-    char *path = NULL;
-    int fd = -1, nbad = 0;
-    unsigned char *again = NULL;
-    for (size_t i = 0; i < pages; i++) {
-        size_t b = blocks ? blocks[i] : i;
-        PageCheck c;
-        if (page_verify(data + i * PAGE_SIZE_BYTES, first + (uint32_t)b, backup_start, &c) != PAGE_CORRUPT)
-            continue;
-        /* perhaps read while PostgreSQL wrote it: once more, as it is now */
-        if (!path) {
-            path = str_printf("%s/%s", data_dir, rel);
-            again = xmalloc(PAGE_SIZE_BYTES);
-        }
-        int r = reread(&fd, path, b, again);
-        if (r == 0)
-            continue;
-        if (r > 0 && page_verify(again, first + (uint32_t)b, backup_start, &c) != PAGE_CORRUPT)
-            continue;
-        *bad = xrealloc(*bad, (size_t)(nbad + 1) * sizeof(uint32_t));
-        (*bad)[nbad++] = (uint32_t)b;
-        if (nbad <= REPORT_PER_FILE) {
-            char lsn[LSN_BUFSZ];
-            log_warn("backup: page checksum mismatch in %s block %zu (LSN %s): stored 0x%04X, computed 0x%04X", rel,
-                     b, lsn_format(c.lsn, lsn), (unsigned)c.stored, (unsigned)c.computed);
-        }
-    }
-    if (nbad > REPORT_PER_FILE)
-        log_warn("backup: %s: %d more pages with a checksum mismatch (%d in all; the manifest lists them)", rel,
-                 nbad - REPORT_PER_FILE, nbad);
-    if (fd >= 0)
-        close(fd);
-    free(again);
-    free(path);
-    return nbad;
+    PageCheckRun r;
+    page_check_begin(&r, data_dir, rel, backup_start);
+    page_check_pages(&r, data, pages, 0, blocks);
+    return page_check_end(&r, bad);
 }

@@ -63,4 +63,21 @@ int page_check_file(const char *data_dir, const char *rel, const unsigned char *
 int page_check_blocks(const char *data_dir, const char *rel, const unsigned char *data, size_t pages,
                       const uint32_t *blocks, Lsn backup_start, uint32_t **bad);
 
+/* The same for a file read in pieces: begin, then the whole pages of each piece (block from
+ * onwards, or those blocks lists), then end (the corrupt blocks to *bad, their number back). */
+typedef struct PageCheckRun {
+    const char *data_dir, *rel;
+    Lsn backup_start;
+    bool applies;            /* page_checksum_file(rel) */
+    uint32_t first;          /* the fork's block number of the file's first block */
+    uint32_t *bad;
+    int nbad;
+    char *path;              /* for reading a page again */
+    int fd;
+    unsigned char *again;
+} PageCheckRun;
+void page_check_begin(PageCheckRun *r, const char *data_dir, const char *rel, Lsn backup_start);
+void page_check_pages(PageCheckRun *r, const unsigned char *data, size_t pages, uint32_t from, const uint32_t *blocks);
+int page_check_end(PageCheckRun *r, uint32_t **bad);
+
 #endif

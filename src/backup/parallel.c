@@ -8,13 +8,19 @@ typedef struct Loop {
     int next, n;
     bool failed;
     Err err;
-    bool (*fn)(void *ctx, int item, Err *err);
+    bool (*fn)(void *ctx, int worker, int item, Err *err);
     void *ctx;
 } Loop;
 
+typedef struct Worker {
+    Loop *loop;
+    int index;
+} Worker;
+
 static void *loop_main(void *arg)
 {
-    Loop *l = arg;
+    Worker *w = arg;
+    Loop *l = w->loop;
     for (;;) {
         pthread_mutex_lock(&l->mu);
         int i = l->failed || l->next >= l->n ? -1 : l->next++;
@@ -22,7 +28,7 @@ static void *loop_main(void *arg)
         if (i < 0)
             return NULL;
         Err err = {{0}};
-        if (!l->fn(l->ctx, i, &err)) {
+        if (!l->fn(l->ctx, w->index, i, &err)) {
             pthread_mutex_lock(&l->mu);
             if (!l->failed)
                 l->err = err;
@@ -33,22 +39,29 @@ static void *loop_main(void *arg)
     }
 }
 
-bool parallel_for(int n_items, int workers, bool (*fn)(void *ctx, int item, Err *err), void *ctx, Err *err)
+bool parallel_for(int n_items, int workers, bool (*fn)(void *ctx, int worker, int item, Err *err), void *ctx,
+                  Err *err)
 {
     Loop l = {.n = n_items, .fn = fn, .ctx = ctx};
     pthread_mutex_init(&l.mu, NULL);
     if (workers < 1)
         workers = 1;
     pthread_t *t = xcalloc((size_t)workers, sizeof(pthread_t));
+    Worker *w = xcalloc((size_t)workers, sizeof(Worker));
     int started = 0;
-    for (int i = 0; i < workers; i++)
-        if (pthread_create(&t[i], NULL, loop_main, &l) == 0)
+    for (int i = 0; i < workers; i++) {
+        w[started] = (Worker){.loop = &l, .index = started};
+        if (pthread_create(&t[started], NULL, loop_main, &w[started]) == 0)
             started++;
-    if (started == 0)
-        loop_main(&l);
+    }
+    if (started == 0) {
+        w[0] = (Worker){.loop = &l, .index = 0};
+        loop_main(&w[0]);
+    }
     for (int i = 0; i < started; i++)
         pthread_join(t[i], NULL);
     free(t);
+    free(w);
     pthread_mutex_destroy(&l.mu);
     if (l.failed && err)
         *err = l.err;

@@ -2,6 +2,7 @@
  * ones it builds on and checked, and the settings that make PostgreSQL recover from the
  * archive. */
 #include "backup/base_backup.h"
+#include "backup/file_sink.h"
 #include "backup/manifest.h"
 #include "backup/obj.h"
 #include "backup/pages.h"
@@ -48,7 +49,16 @@ static bool parse_utc(const char *s, double *out)
     return true;
 }
 
+/* What one restore worker keeps from one file to the next. */
+typedef struct RestoreWorker {
+    ObjDecoder *dec;
+    unsigned char *chunk;    /* RESTORE_CHUNK bytes, aligned for direct I/O */
+} RestoreWorker;
+
+#define RESTORE_CHUNK ((size_t)1 << 20)
+
 typedef struct RestoreCtx {
+    RestoreWorker *workers;
     bool delta;
     atomic_int written, kept;
     Repo *repo;
@@ -60,16 +70,16 @@ typedef struct RestoreCtx {
     int control;             /* index of global/pg_control in files (-1 none): written last */
 } RestoreCtx;
 
-/* The object of path in backup label, decoded and checked; its SHA-256 to sha when not NULL. */
+/* The object of path in backup label, decoded and checked; its header to info when not NULL. */
 static bool read_object(RestoreCtx *c, const char *label, const char *path, unsigned char **buf, size_t *n,
-                        unsigned char *sha, Err *err)
+                        ObjInfo *info, Err *err)
 {
     char *key = str_printf("backup/%s/data/%s", label, path);
     void *stored = NULL, *raw = NULL;
     size_t sn = 0, rn = 0;
     bool missing = false;
     bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
-              obj_decode_hashed(c->repo->cipher, stored, sn, &raw, &rn, sha, err);
+              obj_decode_hashed(c->repo->cipher, stored, sn, &raw, &rn, info, err);
     free(stored);
     if (!ok)
         err_prefix(err, "%s: %s", c->repo->desc, key);
@@ -79,13 +89,14 @@ static bool read_object(RestoreCtx *c, const char *label, const char *path, unsi
     return ok;
 }
 
-/* The content of path as backup k of the chain has it (malloc'd). */
-static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char **buf, size_t *n, unsigned char *sha,
-                         bool *sha_known, Err *err)
+/* The content of path as backup k of the chain has it (malloc'd); *known, and info, when it is
+ * one whole object (whose checksum is then the file's). */
+static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char **buf, size_t *n, ObjInfo *info,
+                         bool *known, Err *err)
 {
     const Manifest *m = c->chain[k];
     const json_t *e = manifest_file(m, path);
-    *sha_known = false;
+    *known = false;
     if (!e) {
         /* a block-mode file the older backup did not have: it starts empty */
         *buf = xmalloc(1);
@@ -94,9 +105,8 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
     }
     const char *mode = manifest_file_mode(e);
     if (strcmp(mode, "whole") == 0) {
-        /* the object is the whole file: its checked hash is the file's */
-        *sha_known = true;
-        return read_object(c, m->info.label, path, buf, n, sha, err);
+        *known = true;
+        return read_object(c, m->info.label, path, buf, n, info, err);
     }
     if (k + 1 >= c->n_chain) {
         err_set(err, "backup %s: %s refers to an older backup, and %s is a full one", m->info.label, path,
@@ -104,7 +114,7 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
         return false;
     }
     if (strcmp(mode, "ref") == 0)
-        return put_together(c, k + 1, path, buf, n, sha, sha_known, err);
+        return put_together(c, k + 1, path, buf, n, info, known, err);
     if (strcmp(mode, "blocks") != 0) {
         err_set(err, "backup %s: %s: unknown mode \"%s\" in the manifest", m->info.label, path, mode);
         return false;
@@ -112,7 +122,7 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
     unsigned char *base = NULL, *blocks = NULL;
     size_t bn = 0, kn = 0;
     bool base_known = false;
-    if (!put_together(c, k + 1, path, &base, &bn, sha, &base_known, err))
+    if (!put_together(c, k + 1, path, &base, &bn, info, &base_known, err))
         return false;
     if (!read_object(c, m->info.label, path, &blocks, &kn, NULL, err)) {
         free(base);
@@ -156,103 +166,176 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
     return true;
 }
 
-/* Delta: is the local copy already the backup's (same size and SHA-256)? */
-static bool same_as_local(const char *dst, const json_t *e)
+/* Delta: is the local copy already the backup's (same size and checksum)? Read a chunk at a
+ * time into the worker's buffer. */
+static bool same_as_local(RestoreWorker *w, const char *dst, const json_t *e)
 {
-    const char *sha = json_string_value(json_object_get(e, "sha256"));
+    const char *want = manifest_file_checksum(e);
+    ChecksumKind kind;
     struct stat st;
-    if (!sha || !sha[0] || stat(dst, &st) != 0 || !S_ISREG(st.st_mode) ||
+    if (!checksum_kind_of_hex(want, &kind) || lstat(dst, &st) != 0 || !S_ISREG(st.st_mode) ||
         st.st_size != json_integer_value(json_object_get(e, "size")))
         return false;
-    size_t n = 0;
-    char *local = file_read_all(dst, &n, NULL);
-    if (!local)
+    int fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
         return false;
-    unsigned char bin[32];
-    char hex[65];
-    sha256_buf(local, n, bin);
-    hex_encode(bin, 32, hex);
-    free(local);
-    return strcmp(hex, sha) == 0;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    Checksum sum;
+    checksum_init(&sum, kind);
+    int64_t total = 0;
+    ssize_t r;
+    while ((r = read(fd, w->chunk, RESTORE_CHUNK)) != 0) {
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            break;
+        checksum_update(&sum, w->chunk, (size_t)r);
+        total += r;
+    }
+    close(fd);
+    unsigned char bin[CHECKSUM_MAX_LEN];
+    char hex[CHECKSUM_HEX_LEN];
+    checksum_final(&sum, bin);
+    checksum_hex(kind, bin, hex);
+    return r == 0 && total == st.st_size && strcmp(hex, want) == 0;
 }
 
 /* Restore one file of the backup (one item of the parallel loop). */
-static bool restore_one(RestoreCtx *c, const json_t *e, Err *err);
+static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *err);
 
-static bool restore_file(void *arg, int i, Err *err)
+static bool restore_file(void *arg, int worker, int i, Err *err)
 {
     RestoreCtx *c = arg;
     if (i == c->control)
         return true; /* after every other file */
     const json_t *e = json_array_get(c->files, (size_t)i);
-    bool ok = restore_one(c, e, err);
+    bool ok = restore_one(c, &c->workers[worker], e, err);
     json_int_t size = json_integer_value(json_object_get(e, "size"));
     progress_add(c->progress, size > 0 ? (uint64_t)size : 0);
     return ok;
 }
 
-static bool restore_one(RestoreCtx *c, const json_t *e, Err *err)
+/* The target file dst, opened for writing: never through a link planted there (the target may
+ * be the server user's directory). */
+static bool open_target(RestoreCtx *c, RestoreWorker *w, FileSink *sink, const char *dst, uint64_t size, Err *err)
 {
-    const char *path = json_string_value(json_object_get(e, "path"));
-    const char *sha = json_string_value(json_object_get(e, "sha256"));
-    unsigned char *buf = NULL;
-    size_t n = 0;
-    if (c->delta) {
-        char *dst = str_printf("%s/%s", c->target_dir, path);
-        bool same = same_as_local(dst, e);
-        free(dst);
-        if (same) {
-            atomic_fetch_add(&c->kept, 1);
-            return true;
-        }
-    }
-    unsigned char bin[32];
-    bool known = false;
-    if (!put_together(c, 0, path, &buf, &n, bin, &known, err))
-        return false;
-    /* the whole file against the manifest, when it knows the whole file's hash (an object that
-     * is the whole file was hashed as it was decoded) */
-    bool same = (int64_t)n == json_integer_value(json_object_get(e, "size"));
-    if (same && sha && sha[0]) {
-        char hex[65];
-        if (!known)
-            sha256_buf(buf, n, bin);
-        hex_encode(bin, 32, hex);
-        same = strcmp(hex, sha) == 0;
-    }
-    if (!same) {
-        err_set(err, "backup %s: %s put together is %zu bytes%s, the manifest says %lld bytes and SHA-256 %s",
-                c->chain[0]->info.label, path, n, sha && sha[0] ? " with another SHA-256" : "",
-                (long long)json_integer_value(json_object_get(e, "size")), sha && sha[0] ? sha : "(not known)");
-        free(buf);
-        return false;
-    }
-    char *dst = str_printf("%s/%s", c->target_dir, path);
-    /* the target may be the server user's directory: never write through a link planted there */
     struct stat lst;
     if (c->delta && lstat(dst, &lst) == 0 && !S_ISREG(lst.st_mode))
         unlink(dst);
-    int fd = open(dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (c->delta ? O_TRUNC : O_EXCL), 0600);
-    const char *why = NULL;
-    if (fd < 0)
-        why = strerror(errno);
-    else if (n > 0 && write(fd, buf, n) != (ssize_t)n)
-        why = errno ? strerror(errno) : "short write";
-    /* made durable all at once (sync_target), not one fsync per file */
-    if (fd >= 0) {
-        uid_t uid;
-        gid_t gid;
-        if (!why && proc_run_as(&uid, &gid) && fchown(fd, uid, gid) != 0)
-            why = strerror(errno);
-        close(fd);
+    return file_sink_open(sink, dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (c->delta ? O_TRUNC : O_EXCL),
+                          0600, size, w->chunk, RESTORE_CHUNK, err);
+}
+
+/* A file that is one whole object: decoded a chunk at a time straight into the file, its
+ * checksum compared with the manifest's before anything is written and with the content as it
+ * goes (a mismatch at the end fails the restore, which then has no pg_control). */
+static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e, const char *path, const char *dst,
+                             Err *err)
+{
+    const char *want = manifest_file_checksum(e);
+    int64_t size = json_integer_value(json_object_get(e, "size"));
+    char *key = str_printf("backup/%s/data/%s", c->chain[0]->info.label, path);
+    void *stored = NULL;
+    size_t sn = 0;
+    bool missing = false;
+    ObjInfo info;
+    bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
+              obj_decoder_begin(w->dec, c->repo->cipher, stored, sn, &info, err);
+    if (!ok)
+        err_prefix(err, "%s: %s", c->repo->desc, key);
+    if (ok) {
+        char hex[CHECKSUM_HEX_LEN];
+        checksum_hex(info.sum_kind, info.sum, hex);
+        if ((int64_t)info.raw_size != size || (want[0] && strcmp(hex, want) != 0)) {
+            err_set(err, "backup %s: %s is %llu bytes with %s %s, the manifest says %lld bytes and %s", c->chain[0]->info.label,
+                    path, (unsigned long long)info.raw_size, checksum_kind_name(info.sum_kind), hex, (long long)size,
+                    want[0] ? want : "(no checksum)");
+            ok = false;
+        }
+    }
+    FileSink sink;
+    ok = ok && open_target(c, w, &sink, dst, (uint64_t)size, err);
+    if (!ok) {
+        free(stored);
+        free(key);
+        return false;
+    }
+    /* the sink's bounce buffer is the chunk itself: content decoded there is aligned already */
+    size_t got = 0;
+    do {
+        ok = obj_decoder_read(w->dec, w->chunk, RESTORE_CHUNK, &got, err) &&
+             (got == 0 || file_sink_write(&sink, w->chunk, got, err));
+    } while (ok && got > 0);
+    free(stored);
+    if (!ok) {
+        file_sink_abort(&sink);
+        /* what was written of it stays: the restore fails, and leaves no pg_control */
+        err_prefix(err, "%s: %s", c->repo->desc, key);
+    }
+    free(key);
+    return ok && file_sink_close(&sink, err);
+}
+
+static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *err)
+{
+    const char *path = json_string_value(json_object_get(e, "path"));
+    const char *want = manifest_file_checksum(e);
+    char *dst = str_printf("%s/%s", c->target_dir, path);
+    if (c->delta && same_as_local(w, dst, e)) {
+        free(dst);
+        atomic_fetch_add(&c->kept, 1);
+        return true;
+    }
+    if (strcmp(manifest_file_mode(e), "whole") == 0) {
+        bool ok = restore_streamed(c, w, e, path, dst, err);
+        free(dst);
+        if (ok)
+            atomic_fetch_add(&c->written, 1);
+        return ok;
+    }
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    ObjInfo info;
+    bool known = false;
+    if (!put_together(c, 0, path, &buf, &n, &info, &known, err)) {
+        free(dst);
+        return false;
+    }
+    /* the whole file against the manifest, when it knows the whole file's checksum (an object
+     * that is the whole file was checked as it was decoded) */
+    bool same = (int64_t)n == json_integer_value(json_object_get(e, "size"));
+    ChecksumKind kind;
+    if (same && checksum_kind_of_hex(want, &kind)) {
+        unsigned char bin[CHECKSUM_MAX_LEN];
+        char hex[CHECKSUM_HEX_LEN];
+        if (known && info.sum_kind == kind)
+            memcpy(bin, info.sum, sizeof(bin));
+        else
+            checksum_buf(kind, buf, n, bin);
+        checksum_hex(kind, bin, hex);
+        same = strcmp(hex, want) == 0;
+    }
+    if (!same) {
+        err_set(err, "backup %s: %s put together is %zu bytes%s, the manifest says %lld bytes and checksum %s",
+                c->chain[0]->info.label, path, n, want[0] ? " with another checksum" : "",
+                (long long)json_integer_value(json_object_get(e, "size")), want[0] ? want : "(not known)");
+        free(buf);
+        free(dst);
+        return false;
+    }
+    FileSink sink;
+    bool ok = open_target(c, w, &sink, dst, n, err);
+    if (ok && !file_sink_write(&sink, buf, n, err)) {
+        file_sink_abort(&sink);
+        ok = false;
+    } else if (ok) {
+        ok = file_sink_close(&sink, err);
     }
     free(buf);
-    if (!why)
-        atomic_fetch_add(&c->written, 1);
-    else
-        err_set(err, "cannot write %s: %s", dst, why);
     free(dst);
-    return !why;
+    if (ok)
+        atomic_fetch_add(&c->written, 1);
+    return ok;
 }
 
 /* Delta: the directory must be a stopped data directory of the cluster the backup is of. */
@@ -584,8 +667,14 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
             ok = false;
         }
         free(control);
+        int nw = o->workers > 1 ? o->workers : 1;
+        c.workers = xcalloc((size_t)nw, sizeof(RestoreWorker));
+        for (int i = 0; i < nw; i++) {
+            c.workers[i].dec = obj_decoder_new();
+            c.workers[i].chunk = xcalloc_aligned(1, RESTORE_CHUNK, FILE_SINK_ALIGN);
+        }
         c.progress = progress_start("restore", total);
-        ok = ok && parallel_for((int)json_array_size(c.files), o->workers, restore_file, &c, err);
+        ok = ok && parallel_for((int)json_array_size(c.files), nw, restore_file, &c, err);
         /* the backup label before pg_control: a directory with pg_control and no label would
          * start as if it were consistent at the backup's last checkpoint, and the agent starts
          * any data directory that has PG_VERSION and pg_control */
@@ -601,10 +690,15 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         ok = ok && sync_target(o->target_dir, err);
         if (ok && c.control >= 0) {
             const json_t *ce = json_array_get(c.files, (size_t)c.control);
-            ok = restore_one(&c, ce, err) && sync_target(o->target_dir, err);
+            ok = restore_one(&c, &c.workers[0], ce, err) && sync_target(o->target_dir, err);
             progress_add(c.progress, (uint64_t)json_integer_value(json_object_get(ce, "size")));
         }
         progress_end(c.progress);
+        for (int i = 0; i < nw; i++) {
+            obj_decoder_free(c.workers[i].dec);
+            free(c.workers[i].chunk);
+        }
+        free(c.workers);
         counts->written = atomic_load(&c.written);
         counts->kept = atomic_load(&c.kept);
         if (!ok)

@@ -35,22 +35,21 @@ static void problem(Ctx *c, const char *fmt, ...)
     c->rep->problems++;
 }
 
-/* Decode one object; with want_sha256, also compare with the manifest's. */
-static bool check_object(Ctx *c, const char *key, const char *want_sha256, int64_t want_size)
+/* Decode one object; with want_sum (a hex checksum), also compare with the manifest's. */
+static bool check_object(Ctx *c, const char *key, const char *want_sum, int64_t want_size)
 {
     void *stored = NULL, *raw = NULL;
     size_t sn = 0, rn = 0;
     bool missing = false;
     Err err = {{0}};
+    ObjInfo info;
     bool ok = c->r->ops->read_all(c->r, key, &stored, &sn, &missing, &err) &&
-              obj_decode(c->r->cipher, stored, sn, &raw, &rn, &err);
+              obj_decode_hashed(c->r->cipher, stored, sn, &raw, &rn, &info, &err);
     free(stored);
-    if (ok && want_sha256) {
-        unsigned char bin[32];
-        char hex[65];
-        sha256_buf(raw, rn, bin);
-        hex_encode(bin, 32, hex);
-        if (strcmp(hex, want_sha256) != 0 || (int64_t)rn != want_size) {
+    if (ok && want_sum) {
+        char hex[CHECKSUM_HEX_LEN];
+        checksum_hex(info.sum_kind, info.sum, hex);
+        if (strcmp(hex, want_sum) != 0 || (int64_t)rn != want_size) {
             err_set(&err, "content differs from the manifest");
             ok = false;
         }
@@ -135,7 +134,7 @@ bool backup_verify(Repo *r, FILE *out, VerifyReport *rep, Err *err)
             /* a block-mode object holds blocks, not the file: its own hash, and its size against the
              * blocks listed, are what can be checked */
             bool blocks = mode && strcmp(mode, "blocks") == 0;
-            if (!check_object(&c, key, blocks ? NULL : json_string_value(json_object_get(f, "sha256")),
+            if (!check_object(&c, key, blocks ? NULL : manifest_file_checksum(f),
                               json_integer_value(json_object_get(f, "size"))))
                 bad++;
             else if (blocks && !json_is_array(json_object_get(f, "blocks"))) {

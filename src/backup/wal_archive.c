@@ -94,8 +94,6 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
     if (!raw)
         return false;
     res->raw_size = n;
-    unsigned char sum[32];
-    sha256_buf(raw, n, sum);
 
     /* stored before? Same content: done (PostgreSQL retries after a crash); other content: a
      * second timeline or a second cluster writing here, never overwrite */
@@ -111,7 +109,12 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
         ObjInfo info;
         bool same = false;
         if (r->ops->read_all(r, key, &old, &old_n, &missing, &e)) {
-            same = obj_read_header(r->cipher, old, old_n, &info, &e) && info.raw_size == n && memcmp(info.sha256, sum, 32) == 0;
+            same = obj_read_header(r->cipher, old, old_n, &info, &e) && info.raw_size == n;
+            if (same) {
+                unsigned char sum[CHECKSUM_MAX_LEN];
+                checksum_buf(info.sum_kind, raw, n, sum);
+                same = memcmp(info.sum, sum, sizeof(sum)) == 0;
+            }
             res->stored_size = old_n;
             free(old);
         } else if (missing) {

@@ -22,6 +22,18 @@ void strbuf_add(StrBuf *b, const void *p, size_t n)
     b->s[b->len] = '\0';
 }
 
+char *strbuf_space(StrBuf *b, size_t n)
+{
+    reserve(b, n);
+    return b->s + b->len;
+}
+
+void strbuf_grew(StrBuf *b, size_t n)
+{
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
 void strbuf_adds(StrBuf *b, const char *s)
 {
     strbuf_add(b, s, strlen(s));

@@ -70,17 +70,17 @@ static void test_sealed_objects(void **state)
     ObjCipher *other = cipher_of("correct horse battery stapl3");
     size_t n = 100000;
     unsigned char *raw = sample(n);
-    unsigned char sum[32];
-    sha256_buf(raw, n, sum);
+    unsigned char sum[CHECKSUM_MAX_LEN];
+    checksum_buf(CHECKSUM_NEW, raw, n, sum);
     void *obj = NULL, *obj2 = NULL, *back = NULL;
     size_t on = 0, on2 = 0, bn = 0;
     Err err = {{0}};
 
-    /* round trip; the stored bytes hold neither the content nor its SHA-256 */
+    /* round trip; the stored bytes hold neither the content nor its checksum */
     assert_true(obj_encode(c, COMPRESS_NONE, 0, raw, n, &obj, &on, &err));
     assert_int_equal(on, OBJ_SEALED_HEADER_LEN + CIPHER_OVERHEAD + OBJ_HEADER_LEN + n);
     assert_false(contains(obj, on, marker, strlen(marker)));
-    assert_false(contains(obj, on, sum, sizeof(sum)));
+    assert_false(contains(obj, on, sum, checksum_len(CHECKSUM_NEW)));
     assert_true(obj_decode(c, obj, on, &back, &bn, &err));
     assert_int_equal(bn, n);
     assert_memory_equal(back, raw, n);
@@ -90,7 +90,8 @@ static void test_sealed_objects(void **state)
     assert_true(obj_read_header(c, obj, on, &info, &err));
     assert_int_equal(info.raw_size, n);
     assert_int_equal(info.compress, COMPRESS_NONE);
-    assert_memory_equal(info.sha256, sum, 32);
+    assert_int_equal(info.sum_kind, CHECKSUM_NEW);
+    assert_memory_equal(info.sum, sum, CHECKSUM_MAX_LEN);
 
     /* the same content again: another nonce, other bytes */
     assert_true(obj_encode(c, COMPRESS_NONE, 0, raw, n, &obj2, &on2, &err));
@@ -242,10 +243,10 @@ static char *snapshot(const char *root)
         size_t n = 0;
         bool missing = false;
         assert_true(r->ops->read_all(r, k.keys[i], &buf, &n, &missing, &err));
-        unsigned char sum[32];
-        char hex[65];
-        sha256_buf(buf, n, sum);
-        hex_encode(sum, 32, hex);
+        unsigned char sum[CHECKSUM_MAX_LEN];
+        char hex[CHECKSUM_HEX_LEN];
+        checksum_buf(CHECKSUM_SHA256, buf, n, sum);
+        checksum_hex(CHECKSUM_SHA256, sum, hex);
         free(buf);
         char *line = str_printf("%s %zu %s\n", k.keys[i], n, hex);
         out = xrealloc(out, cap += strlen(line));

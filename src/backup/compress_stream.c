@@ -1,0 +1,348 @@
+/* Streaming compression with the same libraries and frame formats as compress.c: zstd's
+ * streaming API, lz4's frame API, zlib's deflate/inflate with a gzip wrapper. */
+#include "backup/compress_stream.h"
+
+#include <lz4frame.h>
+#include <zlib.h>
+#include <zstd.h>
+
+struct Compressor {
+    CompressKind kind;
+    ZSTD_CCtx *zstd;
+    LZ4F_cctx *lz4;
+    z_stream gz;
+    bool gz_open;
+    LZ4F_preferences_t lz4_prefs;
+    bool lz4_begun;
+};
+
+struct Decompressor {
+    CompressKind kind;
+    ZSTD_DCtx *zstd;
+    LZ4F_dctx *lz4;
+    z_stream gz;
+    bool gz_open;
+    const unsigned char *in;
+    size_t n, pos;
+    bool ended; /* the stream's end was seen */
+};
+
+Compressor *compressor_new(void)
+{
+    return xcalloc(1, sizeof(Compressor));
+}
+
+static void gz_close(z_stream *z, bool *open, bool inflating)
+{
+    if (*open) {
+        if (inflating)
+            inflateEnd(z);
+        else
+            deflateEnd(z);
+    }
+    *open = false;
+}
+
+void compressor_free(Compressor *z)
+{
+    if (!z)
+        return;
+    ZSTD_freeCCtx(z->zstd);
+    if (z->lz4)
+        LZ4F_freeCompressionContext(z->lz4);
+    gz_close(&z->gz, &z->gz_open, false);
+    free(z);
+}
+
+bool compressor_begin(Compressor *z, CompressKind k, int level, Err *err)
+{
+    z->kind = k;
+    switch (k) {
+    case COMPRESS_NONE:
+        return true;
+    case COMPRESS_ZSTD:
+        if (!z->zstd && !(z->zstd = ZSTD_createCCtx())) {
+            err_set(err, "zstd: cannot start compression");
+            return false;
+        }
+        ZSTD_CCtx_reset(z->zstd, ZSTD_reset_session_and_parameters);
+        if (ZSTD_isError(ZSTD_CCtx_setParameter(z->zstd, ZSTD_c_compressionLevel, level))) {
+            err_set(err, "zstd: level %d refused", level);
+            return false;
+        }
+        return true;
+    case COMPRESS_LZ4:
+        if (!z->lz4 && LZ4F_isError(LZ4F_createCompressionContext(&z->lz4, LZ4F_VERSION))) {
+            z->lz4 = NULL;
+            err_set(err, "lz4: cannot start compression");
+            return false;
+        }
+        memset(&z->lz4_prefs, 0, sizeof(z->lz4_prefs));
+        z->lz4_prefs.compressionLevel = level;
+        z->lz4_prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+        z->lz4_begun = false;
+        return true;
+    case COMPRESS_GZIP:
+        gz_close(&z->gz, &z->gz_open, false);
+        memset(&z->gz, 0, sizeof(z->gz));
+        /* 15 + 16: a gzip header and trailer (CRC-32) around the deflate stream */
+        if (deflateInit2(&z->gz, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            err_set(err, "gzip: cannot start compression");
+            return false;
+        }
+        z->gz_open = true;
+        return true;
+    }
+    err_set(err, "unknown compression %d", (int)k);
+    return false;
+}
+
+static bool zstd_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf *out, Err *err)
+{
+    ZSTD_inBuffer ib = {in, n, 0};
+    ZSTD_EndDirective mode = last ? ZSTD_e_end : ZSTD_e_continue;
+    for (;;) {
+        size_t room = ZSTD_CStreamOutSize() + ib.size - ib.pos;
+        ZSTD_outBuffer ob = {strbuf_space(out, room), room, 0};
+        size_t left = ZSTD_compressStream2(z->zstd, &ob, &ib, mode);
+        strbuf_grew(out, ob.pos);
+        if (ZSTD_isError(left)) {
+            err_set(err, "zstd: %s", ZSTD_getErrorName(left));
+            return false;
+        }
+        /* done when the input is taken and, at the end, the frame is flushed whole */
+        if (last ? left == 0 : ib.pos == ib.size)
+            return true;
+    }
+}
+
+static bool lz4_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf *out, Err *err)
+{
+    if (!z->lz4_begun) {
+        char *p = strbuf_space(out, LZ4F_HEADER_SIZE_MAX);
+        size_t r = LZ4F_compressBegin(z->lz4, p, LZ4F_HEADER_SIZE_MAX, &z->lz4_prefs);
+        if (LZ4F_isError(r)) {
+            err_set(err, "lz4: %s", LZ4F_getErrorName(r));
+            return false;
+        }
+        strbuf_grew(out, r);
+        z->lz4_begun = true;
+    }
+    if (n > 0) {
+        size_t room = LZ4F_compressBound(n, &z->lz4_prefs);
+        size_t r = LZ4F_compressUpdate(z->lz4, strbuf_space(out, room), room, in, n, NULL);
+        if (LZ4F_isError(r)) {
+            err_set(err, "lz4: %s", LZ4F_getErrorName(r));
+            return false;
+        }
+        strbuf_grew(out, r);
+    }
+    if (last) {
+        size_t room = LZ4F_compressBound(0, &z->lz4_prefs);
+        size_t r = LZ4F_compressEnd(z->lz4, strbuf_space(out, room), room, NULL);
+        if (LZ4F_isError(r)) {
+            err_set(err, "lz4: %s", LZ4F_getErrorName(r));
+            return false;
+        }
+        strbuf_grew(out, r);
+    }
+    return true;
+}
+
+static bool gzip_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf *out, Err *err)
+{
+    z->gz.next_in = (Bytef *)in;
+    z->gz.avail_in = (uInt)n;
+    for (;;) {
+        size_t room = deflateBound(&z->gz, (uLong)z->gz.avail_in) + 64;
+        z->gz.next_out = (Bytef *)strbuf_space(out, room);
+        z->gz.avail_out = (uInt)room;
+        int rc = deflate(&z->gz, last ? Z_FINISH : Z_NO_FLUSH);
+        strbuf_grew(out, room - z->gz.avail_out);
+        if (rc == Z_STREAM_END || (!last && rc == Z_OK && z->gz.avail_in == 0))
+            break;
+        if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            err_set(err, "gzip: compression failed (%d)", rc);
+            return false;
+        }
+    }
+    if (last)
+        gz_close(&z->gz, &z->gz_open, false);
+    return true;
+}
+
+bool compressor_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf *out, Err *err)
+{
+    switch (z->kind) {
+    case COMPRESS_NONE:
+        strbuf_add(out, in, n);
+        return true;
+    case COMPRESS_ZSTD:
+        return zstd_feed(z, in, n, last, out, err);
+    case COMPRESS_LZ4:
+        return lz4_feed(z, in, n, last, out, err);
+    case COMPRESS_GZIP:
+        return gzip_feed(z, in, n, last, out, err);
+    }
+    err_set(err, "unknown compression %d", (int)z->kind);
+    return false;
+}
+
+/* ---- decompression ---------------------------------------------------------------------------- */
+
+Decompressor *decompressor_new(void)
+{
+    return xcalloc(1, sizeof(Decompressor));
+}
+
+void decompressor_free(Decompressor *d)
+{
+    if (!d)
+        return;
+    ZSTD_freeDCtx(d->zstd);
+    if (d->lz4)
+        LZ4F_freeDecompressionContext(d->lz4);
+    gz_close(&d->gz, &d->gz_open, true);
+    free(d);
+}
+
+bool decompressor_begin(Decompressor *d, CompressKind k, const void *in, size_t n, Err *err)
+{
+    d->kind = k;
+    d->in = in;
+    d->n = n;
+    d->pos = 0;
+    d->ended = false;
+    switch (k) {
+    case COMPRESS_NONE:
+        return true;
+    case COMPRESS_ZSTD:
+        if (!d->zstd && !(d->zstd = ZSTD_createDCtx())) {
+            err_set(err, "zstd: cannot start decompression");
+            return false;
+        }
+        ZSTD_DCtx_reset(d->zstd, ZSTD_reset_session_only);
+        return true;
+    case COMPRESS_LZ4:
+        if (!d->lz4 && LZ4F_isError(LZ4F_createDecompressionContext(&d->lz4, LZ4F_VERSION))) {
+            d->lz4 = NULL;
+            err_set(err, "lz4: cannot start decompression");
+            return false;
+        }
+        LZ4F_resetDecompressionContext(d->lz4);
+        return true;
+    case COMPRESS_GZIP:
+        gz_close(&d->gz, &d->gz_open, true);
+        memset(&d->gz, 0, sizeof(d->gz));
+        if (inflateInit2(&d->gz, 15 + 16) != Z_OK) {
+            err_set(err, "gzip: cannot start decompression");
+            return false;
+        }
+        d->gz_open = true;
+        return true;
+    }
+    err_set(err, "unknown compression %d", (int)k);
+    return false;
+}
+
+/* The end of the output: the stream must have ended exactly where the input does. */
+static bool at_end(Decompressor *d, const char *kind, size_t *got, Err *err)
+{
+    *got = 0;
+    if (!d->ended || d->pos != d->n) {
+        err_set(err, "%s: corrupt data (%s)", kind, d->ended ? "data after the end of the stream" : "stream cut short");
+        return false;
+    }
+    return true;
+}
+
+static bool zstd_read(Decompressor *d, void *buf, size_t cap, size_t *got, Err *err)
+{
+    ZSTD_outBuffer ob = {buf, cap, 0};
+    while (ob.pos < ob.size && !(d->ended && d->pos == d->n)) {
+        ZSTD_inBuffer ib = {d->in, d->n, d->pos};
+        size_t in0 = ib.pos, out0 = ob.pos;
+        /* with the input used up, this still flushes what the context holds */
+        size_t r = ZSTD_decompressStream(d->zstd, &ob, &ib);
+        d->pos = ib.pos;
+        if (ZSTD_isError(r)) {
+            err_set(err, "zstd: corrupt data (%s)", ZSTD_getErrorName(r));
+            return false;
+        }
+        d->ended = r == 0; /* a frame ended and is flushed (more input would start another) */
+        if (ib.pos == in0 && ob.pos == out0)
+            break;
+    }
+    if (ob.pos == 0)
+        return at_end(d, "zstd", got, err);
+    *got = ob.pos;
+    return true;
+}
+
+static bool lz4_read(Decompressor *d, void *buf, size_t cap, size_t *got, Err *err)
+{
+    size_t out = 0;
+    /* one frame: whatever follows its end is left over, and at_end calls that corrupt */
+    while (out < cap && !d->ended) {
+        size_t dst = cap - out, src = d->n - d->pos;
+        size_t r = LZ4F_decompress(d->lz4, (char *)buf + out, &dst, d->in + d->pos, &src, NULL);
+        if (LZ4F_isError(r)) {
+            err_set(err, "lz4: corrupt data (%s)", LZ4F_getErrorName(r));
+            return false;
+        }
+        out += dst;
+        d->pos += src;
+        d->ended = r == 0;
+        if (dst == 0 && src == 0)
+            break;
+    }
+    if (out == 0)
+        return at_end(d, "lz4", got, err);
+    *got = out;
+    return true;
+}
+
+static bool gzip_read(Decompressor *d, void *buf, size_t cap, size_t *got, Err *err)
+{
+    if (d->ended)
+        return at_end(d, "gzip", got, err);
+    d->gz.next_in = (Bytef *)(d->in + d->pos);
+    d->gz.avail_in = (uInt)(d->n - d->pos);
+    d->gz.next_out = buf;
+    d->gz.avail_out = (uInt)cap;
+    int rc = inflate(&d->gz, Z_NO_FLUSH);
+    d->pos = d->n - d->gz.avail_in;
+    size_t out = cap - d->gz.avail_out;
+    if (rc == Z_STREAM_END)
+        d->ended = true;
+    else if (rc != Z_OK) {
+        /* Z_BUF_ERROR: no progress possible, the input is used up before the stream's end */
+        err_set(err, "gzip: corrupt data (%s)", rc == Z_BUF_ERROR ? "stream cut short" : "bad stream");
+        return false;
+    }
+    if (out == 0)
+        return at_end(d, "gzip", got, err);
+    *got = out;
+    return true;
+}
+
+bool decompressor_read(Decompressor *d, void *buf, size_t cap, size_t *got, Err *err)
+{
+    switch (d->kind) {
+    case COMPRESS_NONE: {
+        size_t take = d->n - d->pos < cap ? d->n - d->pos : cap;
+        memcpy(buf, d->in + d->pos, take);
+        d->pos += take;
+        *got = take;
+        return true;
+    }
+    case COMPRESS_ZSTD:
+        return zstd_read(d, buf, cap, got, err);
+    case COMPRESS_LZ4:
+        return lz4_read(d, buf, cap, got, err);
+    case COMPRESS_GZIP:
+        return gzip_read(d, buf, cap, got, err);
+    }
+    err_set(err, "unknown compression %d", (int)d->kind);
+    return false;
+}
