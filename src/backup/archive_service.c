@@ -189,6 +189,7 @@ static bool repo_ready(ArchiveService *s, Err *err)
 static void *worker_main(void *arg)
 {
     ArchiveService *s = arg;
+    WalPushBuffers *bufs = wal_push_buffers_new();
     pthread_mutex_lock(&s->mu);
     while (!atomic_load(&s->stop)) {
         Job *j = job_next(s);
@@ -210,7 +211,7 @@ static void *worker_main(void *arg)
         Err err = {{0}};
         /* in recovery (PostgreSQL 15 keeps standby.signal until it is promoted): a standby's copy */
         bool standby = access(s->standby_signal, F_OK) == 0;
-        bool ok = repo_ready(s, &err) && wal_push(s->repo, s->compress, s->level, path, name, standby, &res, &err);
+        bool ok = repo_ready(s, &err) && wal_push_with(s->repo, s->compress, s->level, path, name, standby, bufs, &res, &err);
 
         pthread_mutex_lock(&s->mu);
         j = job_find(s, name);
@@ -238,6 +239,7 @@ static void *worker_main(void *arg)
         pthread_cond_broadcast(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
+    wal_push_buffers_free(bufs);
     return NULL;
 }
 

@@ -44,7 +44,37 @@ bool wal_file_key(const char *name, char *key, size_t sz)
     return str_fmt(key, sz, "wal/%.8s/%s", name, name);
 }
 
+struct WalPushBuffers {
+    char *buf;
+    size_t cap;
+    ObjEncoder *enc;
+};
+
+WalPushBuffers *wal_push_buffers_new(void)
+{
+    WalPushBuffers *b = xcalloc(1, sizeof(*b));
+    b->enc = obj_encoder_new();
+    return b;
+}
+
+void wal_push_buffers_free(WalPushBuffers *b)
+{
+    if (!b)
+        return;
+    free(b->buf);
+    obj_encoder_free(b->enc);
+    free(b);
+}
+
+/* wal_file_read into b's buffer (grown as needed, kept) */
+static char *read_into(const char *path, WalPushBuffers *b, size_t *n, Err *err);
+
 char *wal_file_read(const char *path, size_t *n, Err *err)
+{
+    return read_into(path, NULL, n, err);
+}
+
+static char *read_into(const char *path, WalPushBuffers *b, size_t *n, Err *err)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
@@ -59,7 +89,17 @@ char *wal_file_read(const char *path, size_t *n, Err *err)
         close(fd);
         return NULL;
     }
-    char *buf = xmalloc((size_t)st.st_size + 1);
+    char *buf;
+    if (b) {
+        if (b->cap < (size_t)st.st_size + 1) {
+            free(b->buf);
+            b->cap = (size_t)st.st_size + 1;
+            b->buf = xmalloc(b->cap);
+        }
+        buf = b->buf;
+    } else {
+        buf = xmalloc((size_t)st.st_size + 1);
+    }
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
@@ -68,7 +108,8 @@ char *wal_file_read(const char *path, size_t *n, Err *err)
         if (k <= 0) {
             err_set(err, "archive: reading %s: %s", path, k < 0 ? strerror(errno) : "it shrank while read");
             close(fd);
-            free(buf);
+            if (!b)
+                free(buf);
             return NULL;
         }
         got += (size_t)k;
@@ -82,6 +123,17 @@ char *wal_file_read(const char *path, size_t *n, Err *err)
 bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, bool standby, WalPushResult *res,
               Err *err)
 {
+    WalPushBuffers *b = wal_push_buffers_new();
+    bool ok = wal_push_with(r, k, level, path, name, standby, b, res, err);
+    wal_push_buffers_free(b);
+    return ok;
+}
+
+bool wal_push_with(Repo *r, CompressKind k, int level, const char *path, const char *name, bool standby,
+                   WalPushBuffers *b, WalPushResult *res, Err *err)
+{
+    if (!b)
+        return wal_push(r, k, level, path, name, standby, res, err);
     memset(res, 0, sizeof(*res));
     char key[128];
     if (!wal_file_key(name, key, sizeof(key))) {
@@ -90,7 +142,7 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
     }
     Err e = {{0}};
     size_t n = 0;
-    char *raw = wal_file_read(path, &n, err);
+    char *raw = read_into(path, b, &n, err);
     if (!raw)
         return false;
     res->raw_size = n;
@@ -99,7 +151,6 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
      * second timeline or a second cluster writing here, never overwrite */
     bool exists = false;
     if (!r->ops->exists(r, key, &exists, err)) {
-        free(raw);
         return false;
     }
     if (exists) {
@@ -126,11 +177,9 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
                 bool have = false;
                 bool ok = wal_summary_stored(r, name, &have, err) &&
                           (have || wal_summary_store(r, name, (unsigned char *)raw, n, err));
-                free(raw);
                 res->already = ok;
                 return ok;
             }
-            free(raw);
             if (standby) {
                 /* a standby's copy backs the primary's up; the first stored stays. A standby that
                  * followed a failover closes the old timeline's last segment early (its tail is
@@ -147,20 +196,18 @@ bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *
         }
     }
     /* the summary first: a stored segment always has one, unless it could not be read */
-    if (!wal_summary_store(r, name, (unsigned char *)raw, n, err)) {
-        free(raw);
+    if (!wal_summary_store(r, name, (unsigned char *)raw, n, err))
         return false;
-    }
-    void *stored = NULL;
+    const void *stored = NULL;
     size_t stored_n = 0;
-    bool ok = obj_encode(r->cipher, k, level, raw, n, &stored, &stored_n, err);
-    free(raw);
-    if (!ok) {
+    ChecksumKind kind;
+    unsigned char sum[CHECKSUM_MAX_LEN];
+    if (!obj_encoder_begin(b->enc, r->cipher, k, level, err) || !obj_encoder_feed(b->enc, raw, n, err) ||
+        !obj_encoder_finish(b->enc, &stored, &stored_n, &kind, sum, err)) {
         err_prefix(err, "archive: %s", name);
         return false;
     }
-    ok = repo_put(r, key, stored, stored_n, err);
-    free(stored);
+    bool ok = repo_put(r, key, stored, stored_n, err);
     if (ok)
         res->stored_size = stored_n;
     return ok;

@@ -25,6 +25,12 @@ bool wal_file_key(const char *name, char *key, size_t sz);
  * is set) no larger than a WAL segment can be (1 GB) is read, and a FIFO cannot block. */
 char *wal_file_read(const char *path, size_t *n, Err *err);
 
+/* What a thread that pushes one WAL file after another keeps from one to the next: a read
+ * buffer and an encoder (no fresh 16 MB buffers per segment). */
+typedef struct WalPushBuffers WalPushBuffers;
+WalPushBuffers *wal_push_buffers_new(void);
+void wal_push_buffers_free(WalPushBuffers *b);
+
 typedef struct WalPushResult {
     bool already;         /* an identical copy was stored before (PostgreSQL retried) */
     size_t raw_size, stored_size;
@@ -36,6 +42,9 @@ typedef struct WalPushResult {
  * standby's copy (standby: the server is in recovery), which is then only logged. */
 bool wal_push(Repo *r, CompressKind k, int level, const char *path, const char *name, bool standby, WalPushResult *res,
               Err *err);
+/* The same with a pushing thread's buffers (NULL: allocated for this push). */
+bool wal_push_with(Repo *r, CompressKind k, int level, const char *path, const char *name, bool standby,
+                   WalPushBuffers *b, WalPushResult *res, Err *err);
 /* Restore the WAL file called name into dest (written whole, then renamed). *missing when
  * the repository has no such file (not an error for restore_command: the end of the archive);
  * *damaged when the stored copy fails its checks (nothing is written then). */
