@@ -136,6 +136,14 @@ static bool walk(const char *root, const char *rel, FileList *l, Err *err)
     return ok;
 }
 
+static int larger_first(const void *a, const void *b)
+{
+    const FileEntry *x = a, *y = b;
+    if (x->listed != y->listed)
+        return x->listed > y->listed ? -1 : 1;
+    return strcmp(x->path, y->path);
+}
+
 /* ---- parallel copy ----------------------------------------------------------------------------- */
 
 /* What one copy worker keeps from one file to the next. */
@@ -225,7 +233,8 @@ static bool choose_mode(CopyJob *j, FileEntry *f, const unsigned char *raw, size
 static bool put_object(CopyJob *j, FileEntry *f, const void *obj, size_t on, Err *err)
 {
     char *key = str_printf("%s%s", j->prefix, f->path);
-    bool ok = repo_put(j->repo, key, obj, on, err);
+    /* made durable all at once before the manifest (repo_sync), not one fsync per file */
+    bool ok = repo_put_lazy(j->repo, key, obj, on, err);
     free(key);
     if (ok)
         f->stored = (int64_t)on;
@@ -833,6 +842,9 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     bool ok = walk(cfg->pg_data_dir, "", &list, err);
     char *prefix = str_printf("backup/%s/data/", out->label);
     if (ok) {
+        /* largest first: the workers then end together, not one of them alone on a last 1 GB
+         * file while the other waits */
+        qsort(list.files, (size_t)list.n_files, sizeof(FileEntry), larger_first);
         /* pg_control last, as pg_basebackup does: for a backup of a standby, its minimum recovery
          * point is where the restored copy becomes consistent */
         for (int i = 0; i < list.n_files - 1; i++)
@@ -920,7 +932,7 @@ bool backup_take(const Config *cfg, Repo *r, const BackupOptions *o, BackupInfo 
     if (ok)
         ok = wait_for_wal(r, out, err);
     if (ok)
-        ok = files_all_there(r, prefix, &list, err);
+        ok = repo_sync(r, err) && files_all_there(r, prefix, &list, err);
     /* and the backup this one builds on (an expiry that ran without the lock, etcd being down) */
     if (ok && ref) {
         char *rkey = str_printf("backup/%s/manifest", ref->info.label);

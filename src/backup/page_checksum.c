@@ -44,20 +44,31 @@ static inline uint16_t u16_at(const unsigned char *p, size_t off)
     return v;
 }
 
+/* The lanes over n rows of words at p: one column per lane, with no branch inside so that the
+ * compiler turns the lane loop into vector instructions (8 lanes at a time with AVX2). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void hash_rows(uint32_t h[LANES], const unsigned char *p, size_t n)
+{
+    for (size_t row = 0; row < n; row++) {
+        uint32_t w[LANES];
+        memcpy(w, p + row * LANES * 4, sizeof(w));
+        for (size_t lane = 0; lane < LANES; lane++)
+            h[lane] = fold_in(h[lane], w[lane]);
+    }
+}
+
 uint16_t page_checksum(const unsigned char page[PAGE_SIZE_BYTES], uint32_t blkno)
 {
     uint32_t h[LANES];
     memcpy(h, lane_seed, sizeof(h));
-    /* the word holding pd_checksum counts with that field as zero (pd_flags, beside it, counts) */
-    unsigned char head[4];
-    memcpy(head, page + OFF_CHECKSUM, sizeof(head));
-    memset(head, 0, 2);
-    for (size_t row = 0; row < ROWS; row++) {
-        for (size_t lane = 0; lane < LANES; lane++) {
-            size_t off = (row * LANES + lane) * 4;
-            h[lane] = fold_in(h[lane], off == OFF_CHECKSUM ? word_at(head, 0) : word_at(page, off));
-        }
-    }
+    /* the first row counts with pd_checksum as zero (pd_flags, beside it, counts) */
+    unsigned char first[LANES * 4];
+    memcpy(first, page, sizeof(first));
+    memset(first + OFF_CHECKSUM, 0, 2);
+    hash_rows(h, first, 1);
+    hash_rows(h, page + sizeof(first), ROWS - 1);
     uint32_t sum = 0;
     for (size_t lane = 0; lane < LANES; lane++) {
         /* two rounds of zeros spread the last word's bits */

@@ -78,6 +78,11 @@ bool repo_put_lazy(Repo *r, const char *key, const void *p, size_t n, Err *err)
     return put_with(r, key, p, n, r->ops->write_commit_lazy ? r->ops->write_commit_lazy : r->ops->write_commit, err);
 }
 
+bool repo_sync(Repo *r, Err *err)
+{
+    return !r->ops->sync_all || r->ops->sync_all(r, err);
+}
+
 void repo_keys_free(RepoKeys *k)
 {
     for (int i = 0; i < k->n; i++)

@@ -337,6 +337,20 @@ static bool posix_exists(Repo *base, const char *key, bool *exists, Err *err)
     return true;
 }
 
+/* One syncfs for everything written lazily (a backup's files): one journal commit instead of one
+ * per file. It flushes whatever else is dirty on that file system too. */
+static bool posix_sync_all(Repo *base, Err *err)
+{
+    PosixRepo *r = (PosixRepo *)base;
+    int fd = open(r->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    bool ok = fd >= 0 && syncfs(fd) == 0;
+    if (!ok)
+        err_set(err, "%s: syncing: %s", base->desc, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
 static void posix_free(Repo *base)
 {
     PosixRepo *r = (PosixRepo *)base;
@@ -351,6 +365,7 @@ static const RepoOps posix_ops = {
     .write_commit = posix_write_commit,
     .write_abort = posix_write_abort,
     .write_commit_lazy = posix_write_commit_lazy,
+    .sync_all = posix_sync_all,
     .read_all = posix_read_all,
     .list = posix_list,
     .remove = posix_remove,
