@@ -152,8 +152,9 @@ typedef struct CopyWorker {
     unsigned char *chunk;    /* COPY_CHUNK bytes */
 } CopyWorker;
 
-/* a whole file is read, checked and compressed this much at a time (whole pages) */
-#define COPY_CHUNK ((size_t)1 << 20)
+/* a whole file is read, checked and compressed this much at a time (whole pages; for zstd, one
+ * frame each: a few MB keep the output within 1% of one frame's) */
+#define COPY_CHUNK ((size_t)4 << 20)
 
 typedef struct CopyJob {
     CopyWorker *workers;

@@ -272,8 +272,10 @@ static bool repo_in_use(Repo *r, char **first, Err *err)
     return true;
 }
 
-/* A new repository's repo.cipher: a random salt and the check value, written, then read back (if
- * another process wrote its own meanwhile, the one stored is the one everybody uses). */
+/* A new repository's repo.cipher: a random salt and the check value, written only where none is
+ * (two agents that start on a new repository at once: the first one's stays, and the other
+ * takes it), then read back (a store that cannot create only where none is may have let another
+ * process's replace it: the one stored is the one everybody uses). */
 static ObjCipher *cipher_create(Repo *r, const char *material, size_t mn, const char *source, Err *err)
 {
     char *first = NULL;
@@ -310,7 +312,8 @@ static ObjCipher *cipher_create(Repo *r, const char *material, size_t mn, const 
     void *back = NULL;
     size_t bn = 0;
     bool missing = false;
-    bool ok = repo_put(r, CIPHER_REPO_KEY, text, tn, err) &&
+    bool existed = false;
+    bool ok = repo_put_new(r, CIPHER_REPO_KEY, text, tn, &existed, err) &&
               r->ops->read_all(r, CIPHER_REPO_KEY, &back, &bn, &missing, err);
     if (ok && (bn != tn || memcmp(back, text, tn) != 0)) {
         obj_cipher_free(c);

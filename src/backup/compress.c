@@ -164,8 +164,9 @@ bool decompress_buf(CompressKind k, const void *in, size_t n, size_t raw_n, void
         return true;
     }
     case COMPRESS_ZSTD: {
+        /* the first frame's header (a stream written in pieces has one frame per piece) */
         unsigned long long content = ZSTD_getFrameContentSize(in, n);
-        if (content == ZSTD_CONTENTSIZE_ERROR || (content != ZSTD_CONTENTSIZE_UNKNOWN && content != raw_n)) {
+        if (content == ZSTD_CONTENTSIZE_ERROR || (content != ZSTD_CONTENTSIZE_UNKNOWN && content > raw_n)) {
             err_set(err, "zstd: corrupt data (frame header)");
             return false;
         }

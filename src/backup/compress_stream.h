@@ -1,8 +1,9 @@
 /* Compression in pieces: a file is compressed as it is read, chunk by chunk, and decompressed
  * chunk by chunk as it is written, so that neither side holds a whole 1 GB relation file in
- * memory. The stored form is the same single frame compress_buf writes (and decompress_buf
- * reads). A Compressor or Decompressor is reused from one object to the next by one worker:
- * its library context and buffers are allocated once. */
+ * memory. The stored form is what decompress_buf reads: for zstd, one frame per piece fed (a
+ * zstd stream may hold several frames), for lz4 and gzip one frame as compress_buf writes. A
+ * Compressor or Decompressor is reused from one object to the next by one worker: its library
+ * context and buffers are allocated once. */
 #ifndef PGVIGIL_COMPRESS_STREAM_H
 #define PGVIGIL_COMPRESS_STREAM_H
 

@@ -78,6 +78,21 @@ bool repo_put_lazy(Repo *r, const char *key, const void *p, size_t n, Err *err)
     return put_with(r, key, p, n, r->ops->write_commit_lazy ? r->ops->write_commit_lazy : r->ops->write_commit, err);
 }
 
+bool repo_put_new(Repo *r, const char *key, const void *p, size_t n, bool *existed, Err *err)
+{
+    *existed = false;
+    if (!r->ops->write_commit_new)
+        return r->ops->exists(r, key, existed, err) && (*existed || repo_put(r, key, p, n, err));
+    RepoWriter *w = r->ops->write_open(r, key, err);
+    if (!w)
+        return false;
+    if (!r->ops->write(w, p, n, err)) {
+        r->ops->write_abort(w);
+        return false;
+    }
+    return r->ops->write_commit_new(w, existed, err);
+}
+
 bool repo_sync(Repo *r, Err *err)
 {
     return !r->ops->sync_all || r->ops->sync_all(r, err);

@@ -27,6 +27,9 @@ typedef struct RepoOps {
     /* optional: visible under its key, whole or not at all, but not made durable (a crash may
      * leave it empty or gone); for what can be made again, such as WAL summaries */
     bool (*write_commit_lazy)(RepoWriter *w, Err *err);
+    /* optional: durable and visible under its key only when no object is there; when one is,
+     * *existed and nothing is written (frees w either way) */
+    bool (*write_commit_new)(RepoWriter *w, bool *existed, Err *err);
     /* optional: make every object committed lazily so far durable (a POSIX directory: syncfs
      * of its file system); NULL where a commit is durable anyway (S3) */
     bool (*sync_all)(Repo *r, Err *err);
@@ -83,6 +86,9 @@ bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err);
 /* The same without making it durable where the driver can (write_commit_lazy): for objects whose
  * loss or damage after a crash is noticed (their checked header) and costs only speed. */
 bool repo_put_lazy(Repo *r, const char *key, const void *p, size_t n, Err *err);
+/* Write a whole object only where none is: *existed (and nothing written) when one is. Atomic
+ * where the driver has write_commit_new; otherwise a check, then a put. */
+bool repo_put_new(Repo *r, const char *key, const void *p, size_t n, bool *existed, Err *err);
 /* Every object put lazily so far made durable (sync_all; nothing to do without one). */
 bool repo_sync(Repo *r, Err *err);
 void repo_keys_free(RepoKeys *k);

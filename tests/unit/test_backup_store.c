@@ -159,6 +159,19 @@ static void test_posix_repo(void **state)
     assert_int_equal(lzn, 4);
     assert_memory_equal(lz, "4444", 4);
     free(lz);
+    /* created only where nothing is: the second put_new leaves the first one's content */
+    bool existed = true;
+    assert_true(repo_put_new(r, "new/one", "first", 5, &existed, &err));
+    assert_false(existed);
+    assert_true(repo_put_new(r, "new/one", "second", 6, &existed, &err));
+    assert_true(existed);
+    assert_true(r->ops->read_all(r, "new/one", &lz, &lzn, &lz_missing, &err));
+    assert_int_equal(lzn, 5);
+    assert_memory_equal(lz, "first", 5);
+    free(lz);
+    assert_true(r->ops->remove(r, "new/one", &err));
+    /* and a sync of everything put lazily */
+    assert_true(repo_sync(r, &err));
     /* an aborted write leaves nothing, not even its temporary file */
     RepoWriter *w = r->ops->write_open(r, "b/aborted", &err);
     assert_non_null(w);

@@ -190,6 +190,33 @@ static bool posix_write_commit(RepoWriter *w, Err *err)
     return ok;
 }
 
+/* Linked into place only where no file is (link(2) fails with EEXIST otherwise: atomic, unlike
+ * a check before a rename), durable. */
+static bool posix_write_commit_new(RepoWriter *w, bool *existed, Err *err)
+{
+    const char *desc = w->repo->base.desc;
+    *existed = false;
+    if (fsync(w->fd) != 0 || close(w->fd) != 0) {
+        w->fd = -1;
+        err_set(err, "%s: syncing %s: %s", desc, w->key, strerror(errno));
+        posix_write_abort(w);
+        return false;
+    }
+    w->fd = -1;
+    if (link(w->tmp, w->path) != 0) {
+        if (errno != EEXIST)
+            err_set(err, "%s: storing %s: %s", desc, w->key, strerror(errno));
+        *existed = errno == EEXIST;
+        bool ok = *existed;
+        posix_write_abort(w);
+        return ok;
+    }
+    unlink(w->tmp);
+    bool ok = fsync_dir_of(w->path, err, desc);
+    writer_free(w);
+    return ok;
+}
+
 /* Renamed into place without fsync: whole or absent (or empty after a crash), never durable. */
 static bool posix_write_commit_lazy(RepoWriter *w, Err *err)
 {
@@ -365,6 +392,7 @@ static const RepoOps posix_ops = {
     .write_commit = posix_write_commit,
     .write_abort = posix_write_abort,
     .write_commit_lazy = posix_write_commit_lazy,
+    .write_commit_new = posix_write_commit_new,
     .sync_all = posix_sync_all,
     .read_all = posix_read_all,
     .list = posix_list,

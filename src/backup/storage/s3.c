@@ -53,6 +53,7 @@ typedef struct Request {
     size_t body_len;
     const char *content_type;
     const char *range;         /* a Range header (not signed) */
+    bool if_none_match;        /* If-None-Match: * (not signed): only where no object is */
 } Request;
 
 typedef struct Response {
@@ -301,7 +302,7 @@ static bool attempt(S3Repo *r, const Request *rq, const char *payload_hash, Resp
     free(path);
 
     struct curl_slist *hl = NULL;
-    char *lines[6];
+    char *lines[7];
     int nl = 0;
     lines[nl++] = str_printf("Host: %s", host);
     lines[nl++] = str_printf("x-amz-content-sha256: %s", payload_hash);
@@ -311,6 +312,8 @@ static bool attempt(S3Repo *r, const Request *rq, const char *payload_hash, Resp
                   : rq->content_type ? str_printf("Content-Type: %s", rq->content_type)
                                      : str_dup("Content-Type:");   /* none */
     lines[nl++] = str_dup("Expect:");
+    if (rq->if_none_match)
+        lines[nl++] = str_dup("If-None-Match: *");
     for (int i = 0; i < nl; i++)
         hl = curl_slist_append(hl, lines[i]);
     s3_signature_free(&sig);
@@ -601,6 +604,33 @@ static bool s3_write_commit(RepoWriter *w, Err *err)
     return true;
 }
 
+/* One PUT that only creates: 412 Precondition Failed when the key holds an object (AWS S3 and
+ * MinIO honour If-None-Match on PUT; a server that ignores it overwrites, which the caller then
+ * sees when it reads the object back). */
+static bool s3_write_commit_new(RepoWriter *w, bool *existed, Err *err)
+{
+    S3Repo *r = w->repo;
+    *existed = false;
+    if (w->upload_id) {
+        err_set(err, "%s: %s is too large to be created only where none is", r->base.desc, w->key);
+        s3_write_abort(w);
+        return false;
+    }
+    Request rq = {.method = "PUT", .key = w->key, .body = w->buf, .body_len = w->len,
+                  .content_type = "application/octet-stream", .if_none_match = true};
+    Response rs = {0};
+    bool ok = perform(r, &rq, &rs, err);
+    if (ok && rs.cc == CURLE_OK && rs.status == 412) {
+        *existed = true;
+    } else if (ok && !ok_status(&rs)) {
+        fail(r, err, rq.method, w->key, &rs);
+        ok = false;
+    }
+    resp_free(&rs);
+    writer_free(w);
+    return ok;
+}
+
 /* ---- reads ---- */
 
 static bool s3_read_all(Repo *base, const char *key, void **buf, size_t *n, bool *missing, Err *err)
@@ -797,6 +827,7 @@ static const RepoOps s3_ops = {
     .write_open = s3_write_open,
     .write = s3_write,
     .write_commit = s3_write_commit,
+    .write_commit_new = s3_write_commit_new,
     .write_abort = s3_write_abort,
     .read_all = s3_read_all,
     .list = s3_list,
