@@ -434,6 +434,8 @@ static bool copy_streamed(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
     bool ok = obj_encoder_begin(w->enc, j->repo->cipher, j->compress, j->level, err);
     uint64_t off = 0;
     while (ok) {
+        /* the kernel reads the next chunk while this one is checked and compressed */
+        posix_fadvise(fd, (off_t)(off + COPY_CHUNK), (off_t)COPY_CHUNK, POSIX_FADV_WILLNEED);
         ssize_t n = read_full(fd, w->chunk, COPY_CHUNK);
         if (n < 0) {
             err_set(err, "cannot read %s: %s", path, strerror(errno));

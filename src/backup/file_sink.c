@@ -29,6 +29,19 @@ bool file_sink_open(FileSink *s, const char *path, int flags, mode_t mode, uint6
     return true;
 }
 
+void file_sink_adopt(FileSink *s, int fd, const char *path, uint64_t size_hint, unsigned char *bounce, size_t bounce_n)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->path = path;
+    s->bounce = bounce;
+    s->bounce_n = bounce_n - bounce_n % FILE_SINK_ALIGN;
+    int fl;
+    if (size_hint >= FILE_SINK_DIRECT_MIN && bounce && s->bounce_n > 0 && ((uintptr_t)bounce % FILE_SINK_ALIGN) == 0 &&
+        (fl = fcntl(fd, F_GETFL)) >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0)
+        s->direct = true;
+}
+
 static bool write_all(FileSink *s, const unsigned char *p, size_t n, Err *err)
 {
     while (n > 0) {

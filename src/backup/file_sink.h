@@ -1,7 +1,8 @@
-/* Writing a restored file. A large file goes to disk with direct I/O (O_DIRECT) where the file
- * system takes it: a restore writes gigabytes that nobody reads soon, and copying them through
- * the page cache costs more CPU than decompressing them (measured: 1.8 s of system time per GB
- * buffered against 0.3 s direct, on ext4 in a VM). The unaligned tail of a file, a file system
+/* Writing a restored file, or a large object into a repository directory. A large file goes to
+ * disk with direct I/O (O_DIRECT) where the file system takes it: a restore or a backup writes
+ * gigabytes that nobody reads soon, and copying them through the page cache costs more CPU than
+ * decompressing them (measured: 1.8 s of system time per GB buffered against 0.3 s direct, on
+ * ext4 in a VM). The unaligned tail of a file, a file system
  * without direct I/O and small files are written the usual way. Durability is the caller's (one
  * syncfs for the whole restore). */
 #ifndef PGVIGIL_FILE_SINK_H
@@ -25,6 +26,9 @@ typedef struct FileSink {
  * of FILE_SINK_ALIGN) the sink may use until closed. */
 bool file_sink_open(FileSink *s, const char *path, int flags, mode_t mode, uint64_t size_hint, unsigned char *bounce,
                     size_t bounce_n, Err *err);
+/* The same on a file already open for writing at offset 0 (fd stays the caller's to close):
+ * direct I/O is turned on with fcntl when size_hint makes it worth it. */
+void file_sink_adopt(FileSink *s, int fd, const char *path, uint64_t size_hint, unsigned char *bounce, size_t bounce_n);
 bool file_sink_write(FileSink *s, const void *p, size_t n, Err *err);
 /* fchown to the server user where pgvigil runs as root (proc_run_as), then close */
 bool file_sink_close(FileSink *s, Err *err);

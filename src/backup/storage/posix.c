@@ -2,6 +2,7 @@
  * temporary file beside its key, and is committed by fsync, rename, and fsync of the directory:
  * after a crash the key holds the old object or the new one, whole. */
 #include "backup/repo.h"
+#include "backup/file_sink.h"
 #include "common/fileutil.h"
 #include "common/proc.h"
 
@@ -24,7 +25,14 @@ struct RepoWriter {
     char *path;   /* final */
     char *tmp;
     int fd;
+    uint64_t written;
+    /* an object of 1 MB or more goes through a file sink (direct I/O where the file system
+     * takes it: a backup writes gigabytes nobody reads soon) */
+    FileSink sink;
+    unsigned char *bounce;
 };
+
+#define BOUNCE_SIZE ((size_t)1 << 20)
 
 static atomic_uint tmp_counter;
 
@@ -125,6 +133,17 @@ static RepoWriter *posix_write_open(Repo *base, const char *key, Err *err)
 
 static bool posix_write(RepoWriter *w, const void *p, size_t n, Err *err)
 {
+    if (w->written == 0 && n >= FILE_SINK_DIRECT_MIN && !w->bounce) {
+        w->bounce = xcalloc_aligned(1, BOUNCE_SIZE, FILE_SINK_ALIGN);
+        file_sink_adopt(&w->sink, w->fd, w->tmp, n, w->bounce, BOUNCE_SIZE);
+    }
+    w->written += n;
+    if (w->bounce) {
+        if (file_sink_write(&w->sink, p, n, err))
+            return true;
+        err_prefix(err, "%s", w->repo->base.desc);
+        return false;
+    }
     const char *c = p;
     while (n > 0) {
         ssize_t k = write(w->fd, c, n);
@@ -142,6 +161,7 @@ static bool posix_write(RepoWriter *w, const void *p, size_t n, Err *err)
 
 static void writer_free(RepoWriter *w)
 {
+    free(w->bounce);
     free(w->key);
     free(w->path);
     free(w->tmp);
