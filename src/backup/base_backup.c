@@ -448,6 +448,10 @@ static bool copy_streamed(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
             page_check_pages(&pc, w->chunk, (size_t)n / PAGE_SIZE_BYTES, (uint32_t)(off / PAGE_SIZE_BYTES), NULL);
         ok = obj_encoder_feed(w->enc, w->chunk, (size_t)n, err);
         off += (uint64_t)n;
+        /* the end as it was when reached: what a relation gains later is in the WAL, and a chunk
+         * read after it could start in the middle of a page */
+        if ((size_t)n < COPY_CHUNK)
+            break;
     }
     close(fd);
     free(path);

@@ -154,6 +154,8 @@ static bool lz4_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf 
 
 static bool gzip_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf *out, Err *err)
 {
+    if (n == 0 && !last)
+        return true; /* deflate would make no progress (Z_BUF_ERROR) */
     z->gz.next_in = (Bytef *)in;
     z->gz.avail_in = (uInt)n;
     for (;;) {
@@ -162,7 +164,7 @@ static bool gzip_feed(Compressor *z, const void *in, size_t n, bool last, StrBuf
         z->gz.avail_out = (uInt)room;
         int rc = deflate(&z->gz, last ? Z_FINISH : Z_NO_FLUSH);
         strbuf_grew(out, room - z->gz.avail_out);
-        if (rc == Z_STREAM_END || (!last && rc == Z_OK && z->gz.avail_in == 0))
+        if (rc == Z_STREAM_END || (!last && (rc == Z_OK || rc == Z_BUF_ERROR) && z->gz.avail_in == 0))
             break;
         if (rc != Z_OK && rc != Z_BUF_ERROR) {
             err_set(err, "gzip: compression failed (%d)", rc);

@@ -10,22 +10,16 @@
 bool file_sink_open(FileSink *s, const char *path, int flags, mode_t mode, uint64_t size_hint, unsigned char *bounce,
                     size_t bounce_n, Err *err)
 {
-    memset(s, 0, sizeof(*s));
-    s->path = path;
-    s->bounce = bounce;
-    s->bounce_n = bounce_n - bounce_n % FILE_SINK_ALIGN;
-    s->fd = -1;
-    if (size_hint >= FILE_SINK_DIRECT_MIN && bounce && s->bounce_n > 0 && ((uintptr_t)bounce % FILE_SINK_ALIGN) == 0) {
-        s->fd = open(path, flags | O_DIRECT, mode);
-        s->direct = s->fd >= 0;
-        /* EINVAL: no direct I/O on this file system; anything else the plain open says again */
-    }
-    if (s->fd < 0)
-        s->fd = open(path, flags, mode);
-    if (s->fd < 0) {
+    /* opened plainly, direct I/O turned on afterwards: an open with O_CREAT | O_DIRECT that the
+     * file system refuses (EINVAL) has created the file already */
+    int fd = open(path, flags, mode);
+    if (fd < 0) {
+        memset(s, 0, sizeof(*s));
+        s->fd = -1;
         err_set(err, "cannot write %s: %s", path, strerror(errno));
         return false;
     }
+    file_sink_adopt(s, fd, path, size_hint, bounce, bounce_n);
     return true;
 }
 

@@ -157,6 +157,10 @@ bool obj_encoder_begin(ObjEncoder *e, const ObjCipher *c, CompressKind k, int le
     e->kind = k;
     e->raw = 0;
     e->out.len = 0;
+    /* kept for the next object, unless a very large one left it huge (largest files first:
+     * the rest are smaller) */
+    if (e->out.cap > ((size_t)64 << 20))
+        strbuf_free(&e->out);
     size_t pre = encoder_pre(e);
     memset(strbuf_space(&e->out, pre), 0, pre);
     strbuf_grew(&e->out, pre);

@@ -17,6 +17,9 @@
 typedef struct PosixRepo {
     Repo base;
     char *root;
+    /* opened with the repository: syncfs reports a writeback error to the descriptors opened
+     * before it happened, so this one sees every error of what the repository wrote lazily */
+    int root_fd;
 } PosixRepo;
 
 struct RepoWriter {
@@ -216,20 +219,40 @@ static bool posix_write_commit_new(RepoWriter *w, bool *existed, Err *err)
 {
     const char *desc = w->repo->base.desc;
     *existed = false;
-    if (fsync(w->fd) != 0 || close(w->fd) != 0) {
-        w->fd = -1;
-        err_set(err, "%s: syncing %s: %s", desc, w->key, strerror(errno));
+    bool synced = fsync(w->fd) == 0;
+    int en = errno;
+    if (close(w->fd) != 0 && synced) {
+        synced = false;
+        en = errno;
+    }
+    w->fd = -1;
+    if (!synced) {
+        err_set(err, "%s: syncing %s: %s", desc, w->key, strerror(en));
         posix_write_abort(w);
         return false;
     }
-    w->fd = -1;
     if (link(w->tmp, w->path) != 0) {
-        if (errno != EEXIST)
-            err_set(err, "%s: storing %s: %s", desc, w->key, strerror(errno));
-        *existed = errno == EEXIST;
-        bool ok = *existed;
+        en = errno;
+        if (en == EPERM || en == ENOTSUP || en == EOPNOTSUPP || en == ENOSYS) {
+            /* no hard links here (vfat, some network file systems): a check, then a rename */
+            struct stat st;
+            if (lstat(w->path, &st) == 0) {
+                *existed = true;
+                posix_write_abort(w);
+                return true;
+            }
+            if (rename(w->tmp, w->path) == 0) {
+                bool ok = fsync_dir_of(w->path, err, desc);
+                writer_free(w);
+                return ok;
+            }
+            en = errno;
+        }
+        *existed = en == EEXIST;
+        if (!*existed)
+            err_set(err, "%s: storing %s: %s", desc, w->key, strerror(en));
         posix_write_abort(w);
-        return ok;
+        return *existed;
     }
     unlink(w->tmp);
     bool ok = fsync_dir_of(w->path, err, desc);
@@ -389,18 +412,18 @@ static bool posix_exists(Repo *base, const char *key, bool *exists, Err *err)
 static bool posix_sync_all(Repo *base, Err *err)
 {
     PosixRepo *r = (PosixRepo *)base;
-    int fd = open(r->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    bool ok = fd >= 0 && syncfs(fd) == 0;
-    if (!ok)
-        err_set(err, "%s: syncing: %s", base->desc, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    return ok;
+    if (r->root_fd < 0 || syncfs(r->root_fd) != 0) {
+        err_set(err, "%s: syncing: %s", base->desc, r->root_fd < 0 ? "the directory could not be opened" : strerror(errno));
+        return false;
+    }
+    return true;
 }
 
 static void posix_free(Repo *base)
 {
     PosixRepo *r = (PosixRepo *)base;
+    if (r->root_fd >= 0)
+        close(r->root_fd);
     free(r->root);
     free(r->base.desc);
     free(r);
@@ -437,13 +460,12 @@ Repo *repo_posix_new(const char *path, Err *err)
         return NULL;
     }
     int rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (rfd >= 0) {
+    if (rfd >= 0)
         proc_fchgrp_run_as(rfd, 0750, NULL);
-        close(rfd);
-    }
     PosixRepo *r = xcalloc(1, sizeof(*r));
     r->base.ops = &posix_ops;
     r->base.desc = str_printf("repository %s", root);
     r->root = root;
+    r->root_fd = rfd;
     return &r->base;
 }

@@ -9,6 +9,7 @@
 #include "backup/repo.h"
 #include "backup/s3_sign.h"
 #include "common/strbuf.h"
+#include "common/timeutil.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -607,6 +608,8 @@ static bool s3_write_commit(RepoWriter *w, Err *err)
 /* One PUT that only creates: 412 Precondition Failed when the key holds an object (AWS S3 and
  * MinIO honour If-None-Match on PUT; a server that ignores it overwrites, which the caller then
  * sees when it reads the object back). */
+static bool s3_exists(Repo *base, const char *key, bool *exists, Err *err);
+
 static bool s3_write_commit_new(RepoWriter *w, bool *existed, Err *err)
 {
     S3Repo *r = w->repo;
@@ -618,15 +621,40 @@ static bool s3_write_commit_new(RepoWriter *w, bool *existed, Err *err)
     }
     Request rq = {.method = "PUT", .key = w->key, .body = w->buf, .body_len = w->len,
                   .content_type = "application/octet-stream", .if_none_match = true};
-    Response rs = {0};
-    bool ok = perform(r, &rq, &rs, err);
-    if (ok && rs.cc == CURLE_OK && rs.status == 412) {
-        *existed = true;
-    } else if (ok && !ok_status(&rs)) {
-        fail(r, err, rq.method, w->key, &rs);
-        ok = false;
+    bool ok = false;
+    for (int attempt_no = 0;; attempt_no++) {
+        Response rs = {0};
+        ok = perform(r, &rq, &rs, err);
+        long status = ok && rs.cc == CURLE_OK ? rs.status : 0;
+        if (ok && status == 409 && attempt_no < 5) {
+            /* ConditionalRequestConflict: another conditional PUT of this key is under way */
+            resp_free(&rs);
+            sleep_ms(100 << attempt_no);
+            continue;
+        }
+        if (ok && status == 501) {
+            /* no conditional PUT here: a check, then a plain PUT (the caller reads it back) */
+            resp_free(&rs);
+            bool there = false;
+            ok = s3_exists(&r->base, w->key, &there, err);
+            *existed = ok && there;
+            rq.if_none_match = false;
+            if (ok && !there) {
+                Response plain = {0};
+                ok = request(r, &rq, w->key, &plain, err);
+                resp_free(&plain);
+            }
+            break;
+        }
+        if (ok && status == 412)
+            *existed = true;
+        else if (ok && !ok_status(&rs)) {
+            fail(r, err, rq.method, w->key, &rs);
+            ok = false;
+        }
+        resp_free(&rs);
+        break;
     }
-    resp_free(&rs);
     writer_free(w);
     return ok;
 }
