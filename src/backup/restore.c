@@ -233,55 +233,174 @@ static bool open_target(RestoreCtx *c, RestoreWorker *w, FileSink *sink, const c
                           0600, size, w->chunk, RESTORE_CHUNK, err);
 }
 
-/* A file that is one whole object: decoded a chunk at a time straight into the file, its
- * checksum compared with the manifest's before anything is written and with the content as it
- * goes (a mismatch at the end fails the restore, which then has no pg_control). */
-static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e, const char *path, const char *dst,
+/* One level of a block-mode chain: the file as that backup has it is the one below cut or
+ * zero-extended to size, with the stored blocks laid over it. */
+typedef struct Overlay {
+    uint64_t size;
+    const json_t *blocks;    /* block numbers, ascending */
+    unsigned char *data;     /* the stored blocks, one after the other */
+    size_t next;             /* the first block not laid over yet */
+} Overlay;
+
+/* Read exactly want bytes of content (fewer only at its end) into buf. */
+static bool decoder_fill(ObjDecoder *d, unsigned char *buf, size_t want, size_t *got, Err *err)
+{
+    *got = 0;
+    while (*got < want) {
+        size_t n = 0;
+        if (!obj_decoder_read(d, buf + *got, want - *got, &n, err))
+            return false;
+        if (n == 0)
+            break;
+        *got += n;
+    }
+    return true;
+}
+
+/* The chunk [off, off + len) of the file: the base's bytes there (zeros past its end), then each
+ * overlay from the oldest to the newest. */
+static bool lay_over(const char *label, const char *path, Overlay *ov, int n_ov, unsigned char *chunk, uint64_t off,
+                     size_t len, Err *err)
+{
+    for (int l = n_ov - 1; l >= 0; l--) {
+        Overlay *o = &ov[l];
+        if (off + len > o->size) {
+            uint64_t from = o->size > off ? o->size - off : 0;
+            memset(chunk + from, 0, len - from);
+        }
+        size_t nb = json_array_size(o->blocks);
+        while (o->next < nb) {
+            json_int_t blk = json_integer_value(json_array_get(o->blocks, o->next));
+            uint64_t boff = (uint64_t)blk * PAGE_SIZE_BYTES;
+            if (blk < 0 || boff >= o->size) {
+                err_set(err, "backup %s: %s: block %lld lies beyond the file's %llu bytes", label, path, (long long)blk,
+                        (unsigned long long)o->size);
+                return false;
+            }
+            if (boff >= off + len)
+                break;
+            if (boff < off) {
+                err_set(err, "backup %s: %s: blocks out of order in the manifest", label, path);
+                return false;
+            }
+            size_t blen = o->size - boff < PAGE_SIZE_BYTES ? (size_t)(o->size - boff) : PAGE_SIZE_BYTES;
+            memcpy(chunk + (boff - off), o->data + o->next * PAGE_SIZE_BYTES, blen);
+            o->next++;
+        }
+    }
+    return true;
+}
+
+/* A file of 1 MB or more, written a chunk at a time: the whole object it comes from (this
+ * backup's, or the one a chain of references and block-mode entries leads to) is decoded
+ * chunk by chunk, and the blocks stored by the backups above it are laid over each chunk. The
+ * base object's header is compared with its manifest before anything is written, and its
+ * content as it goes: a mismatch found at its end fails the restore, and the file is removed
+ * (the restore then leaves no pg_control). */
+static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e0, const char *path, const char *dst,
                              Err *err)
 {
-    const char *want = manifest_file_checksum(e);
-    int64_t size = json_integer_value(json_object_get(e, "size"));
-    char *key = str_printf("backup/%s/data/%s", c->chain[0]->info.label, path);
+    const char *top = c->chain[0]->info.label;
+    uint64_t size = (uint64_t)json_integer_value(json_object_get(e0, "size"));
+    Overlay *ov = NULL;
+    int n_ov = 0;
+    const json_t *base = NULL;
+    const char *base_label = NULL;
+    bool ok = true;
+    for (int k = 0; ok; k++) {
+        const json_t *e = manifest_file(c->chain[k], path);
+        if (!e)
+            break; /* a block-mode file the older backup did not have: it starts empty */
+        const char *mode = manifest_file_mode(e);
+        if (strcmp(mode, "whole") == 0) {
+            base = e;
+            base_label = c->chain[k]->info.label;
+            break;
+        }
+        if (k + 1 >= c->n_chain) {
+            err_set(err, "backup %s: %s refers to an older backup, and %s is a full one", c->chain[k]->info.label,
+                    path, c->chain[k]->info.label);
+            ok = false;
+        } else if (strcmp(mode, "blocks") == 0) {
+            ov = xrealloc(ov, (size_t)(n_ov + 1) * sizeof(Overlay));
+            Overlay *o = &ov[n_ov++];
+            memset(o, 0, sizeof(*o));
+            o->size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+            o->blocks = json_object_get(e, "blocks");
+            size_t kn = 0;
+            ok = read_object(c, c->chain[k]->info.label, path, &o->data, &kn, NULL, err);
+            if (ok && kn != json_array_size(o->blocks) * PAGE_SIZE_BYTES) {
+                err_set(err, "backup %s: %s: %zu bytes of blocks for %zu blocks listed", c->chain[k]->info.label,
+                        path, kn, json_array_size(o->blocks));
+                ok = false;
+            }
+        } else if (strcmp(mode, "ref") != 0) {
+            err_set(err, "backup %s: %s: unknown mode \"%s\" in the manifest", c->chain[k]->info.label, path, mode);
+            ok = false;
+        }
+    }
+    char *key = base ? str_printf("backup/%s/data/%s", base_label, path) : NULL;
     void *stored = NULL;
-    size_t sn = 0;
-    bool missing = false;
-    ObjInfo info;
-    bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
-              obj_decoder_begin(w->dec, c->repo->cipher, stored, sn, &info, err);
-    if (!ok)
-        err_prefix(err, "%s: %s", c->repo->desc, key);
-    if (ok) {
+    uint64_t base_size = 0;
+    if (ok && base) {
+        size_t sn = 0;
+        bool missing = false;
+        ObjInfo info;
+        ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
+             obj_decoder_begin(w->dec, c->repo->cipher, stored, sn, &info, err);
+        if (!ok)
+            err_prefix(err, "%s: %s", c->repo->desc, key);
+        base_size = (uint64_t)json_integer_value(json_object_get(base, "size"));
+        const char *want = manifest_file_checksum(base);
         char hex[CHECKSUM_HEX_LEN];
-        checksum_hex(info.sum_kind, info.sum, hex);
-        if ((int64_t)info.raw_size != size || (want[0] && strcmp(hex, want) != 0)) {
-            err_set(err, "backup %s: %s is %llu bytes with %s %s, the manifest says %lld bytes and %s", c->chain[0]->info.label,
-                    path, (unsigned long long)info.raw_size, checksum_kind_name(info.sum_kind), hex, (long long)size,
-                    want[0] ? want : "(no checksum)");
+        if (ok)
+            checksum_hex(info.sum_kind, info.sum, hex);
+        if (ok && (info.raw_size != base_size || (want[0] && strcmp(hex, want) != 0))) {
+            err_set(err, "backup %s: %s is %llu bytes with %s %s, the manifest says %llu bytes and %s", base_label, path,
+                    (unsigned long long)info.raw_size, checksum_kind_name(info.sum_kind), hex,
+                    (unsigned long long)base_size, want[0] ? want : "(no checksum)");
             ok = false;
         }
     }
     FileSink sink;
-    ok = ok && open_target(c, w, &sink, dst, (uint64_t)size, err);
+    bool opened = ok && open_target(c, w, &sink, dst, size, err);
+    ok = ok && opened;
+    /* the sink's bounce buffer is the chunk itself: content decoded there is aligned already */
+    for (uint64_t off = 0; ok && off < size; off += RESTORE_CHUNK) {
+        size_t len = size - off < RESTORE_CHUNK ? (size_t)(size - off) : RESTORE_CHUNK;
+        size_t got = 0;
+        /* never past the base's content: its end (and checksum) is read after the loop */
+        if (base && off < base_size)
+            ok = decoder_fill(w->dec, w->chunk, base_size - off < len ? (size_t)(base_size - off) : len, &got, err);
+        if (ok && got < len)
+            memset(w->chunk + got, 0, len - got);
+        ok = ok && lay_over(top, path, ov, n_ov, w->chunk, off, len, err) &&
+             file_sink_write(&sink, w->chunk, len, err);
+    }
+    /* the rest of the base (a file that shrank since) is read too: its checksum covers it all,
+     * and a damaged object fails here rather than pass unseen */
+    if (ok && base) {
+        size_t got = 0;
+        do
+            ok = obj_decoder_read(w->dec, w->chunk, RESTORE_CHUNK, &got, err);
+        while (ok && got > 0);
+        if (!ok)
+            err_prefix(err, "%s: %s", c->repo->desc, key);
+    }
+    free(stored);
+    free(key);
+    for (int l = 0; l < n_ov; l++)
+        free(ov[l].data);
+    free(ov);
     if (!ok) {
-        free(stored);
-        free(key);
+        if (opened) {
+            /* written before the end showed it wrong: not left behind */
+            file_sink_abort(&sink);
+            unlink(dst);
+        }
         return false;
     }
-    /* the sink's bounce buffer is the chunk itself: content decoded there is aligned already */
-    size_t got = 0;
-    do {
-        ok = obj_decoder_read(w->dec, w->chunk, RESTORE_CHUNK, &got, err) &&
-             (got == 0 || file_sink_write(&sink, w->chunk, got, err));
-    } while (ok && got > 0);
-    free(stored);
-    if (!ok) {
-        /* written before the end showed it wrong: not left behind (and the restore fails) */
-        file_sink_abort(&sink);
-        unlink(dst);
-        err_prefix(err, "%s: %s", c->repo->desc, key);
-    }
-    free(key);
-    return ok && file_sink_close(&sink, err);
+    return file_sink_close(&sink, err);
 }
 
 static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *err)
@@ -294,10 +413,9 @@ static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *e
         atomic_fetch_add(&c->kept, 1);
         return true;
     }
-    /* a large whole file is decoded straight into place; a small one (pg_control among them)
-     * is decoded and checked whole before a byte of it is written */
-    if (strcmp(manifest_file_mode(e), "whole") == 0 &&
-        json_integer_value(json_object_get(e, "size")) >= (json_int_t)FILE_SINK_DIRECT_MIN) {
+    /* a large file is decoded straight into place; a small one (pg_control among them) is put
+     * together and checked whole before a byte of it is written */
+    if (json_integer_value(json_object_get(e, "size")) >= (json_int_t)FILE_SINK_DIRECT_MIN) {
         bool ok = restore_streamed(c, w, e, path, dst, err);
         free(dst);
         if (ok)
