@@ -236,6 +236,7 @@ static bool open_target(RestoreCtx *c, RestoreWorker *w, FileSink *sink, const c
 /* One level of a block-mode chain: the file as that backup has it is the one below cut or
  * zero-extended to size, with the stored blocks laid over it. */
 typedef struct Overlay {
+    const char *label;       /* the backup that stored these blocks */
     uint64_t size;
     const json_t *blocks;    /* block numbers, ascending */
     unsigned char *data;     /* the stored blocks, one after the other */
@@ -257,10 +258,29 @@ static bool decoder_fill(ObjDecoder *d, unsigned char *buf, size_t want, size_t 
     return true;
 }
 
+/* A level's block list: strictly ascending, every block within the level's size (what
+ * put_together refuses too, whether or not the final file reaches that far). */
+static bool overlay_blocks_ok(const Overlay *o, const char *path, Err *err)
+{
+    json_int_t prev = -1;
+    size_t i;
+    const json_t *b;
+    json_array_foreach(o->blocks, i, b) {
+        json_int_t blk = json_integer_value(b);
+        if (!json_is_integer(b) || blk <= prev || (uint64_t)blk * PAGE_SIZE_BYTES >= o->size) {
+            err_set(err, "backup %s: %s: block %lld %s", o->label, path, (long long)blk,
+                    blk <= prev ? "out of order in the manifest" : "lies beyond the file's size");
+            return false;
+        }
+        prev = blk;
+    }
+    return true;
+}
+
 /* The chunk [off, off + len) of the file: the base's bytes there (zeros past its end), then each
  * overlay from the oldest to the newest. */
-static bool lay_over(const char *label, const char *path, Overlay *ov, int n_ov, unsigned char *chunk, uint64_t off,
-                     size_t len, Err *err)
+static bool lay_over(const char *path, Overlay *ov, int n_ov, unsigned char *chunk, uint64_t off, size_t len,
+                     Err *err)
 {
     for (int l = n_ov - 1; l >= 0; l--) {
         Overlay *o = &ov[l];
@@ -272,15 +292,10 @@ static bool lay_over(const char *label, const char *path, Overlay *ov, int n_ov,
         while (o->next < nb) {
             json_int_t blk = json_integer_value(json_array_get(o->blocks, o->next));
             uint64_t boff = (uint64_t)blk * PAGE_SIZE_BYTES;
-            if (blk < 0 || boff >= o->size) {
-                err_set(err, "backup %s: %s: block %lld lies beyond the file's %llu bytes", label, path, (long long)blk,
-                        (unsigned long long)o->size);
-                return false;
-            }
             if (boff >= off + len)
                 break;
-            if (boff < off) {
-                err_set(err, "backup %s: %s: blocks out of order in the manifest", label, path);
+            if (blk < 0 || boff < off || boff >= o->size) { /* checked by overlay_blocks_ok */
+                err_set(err, "backup %s: %s: block %lld out of place", o->label, path, (long long)blk);
                 return false;
             }
             size_t blen = o->size - boff < PAGE_SIZE_BYTES ? (size_t)(o->size - boff) : PAGE_SIZE_BYTES;
@@ -325,10 +340,11 @@ static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e0, 
             ov = xrealloc(ov, (size_t)(n_ov + 1) * sizeof(Overlay));
             Overlay *o = &ov[n_ov++];
             memset(o, 0, sizeof(*o));
+            o->label = c->chain[k]->info.label;
             o->size = (uint64_t)json_integer_value(json_object_get(e, "size"));
             o->blocks = json_object_get(e, "blocks");
             size_t kn = 0;
-            ok = read_object(c, c->chain[k]->info.label, path, &o->data, &kn, NULL, err);
+            ok = overlay_blocks_ok(o, path, err) && read_object(c, o->label, path, &o->data, &kn, NULL, err);
             if (ok && kn != json_array_size(o->blocks) * PAGE_SIZE_BYTES) {
                 err_set(err, "backup %s: %s: %zu bytes of blocks for %zu blocks listed", c->chain[k]->info.label,
                         path, kn, json_array_size(o->blocks));
@@ -362,6 +378,20 @@ static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e0, 
             ok = false;
         }
     }
+    /* a reference alone: the file is the base, whose size must be this one's */
+    if (ok && n_ov == 0 && base_size != size) {
+        err_set(err, "backup %s: %s is %llu bytes, and the copy it refers to (backup %s) %llu", top, path,
+                (unsigned long long)size, base ? base_label : "(none)", (unsigned long long)base_size);
+        ok = false;
+    }
+    /* the file as put together, against this backup's checksum of it (when the manifest has
+     * one: a block-mode entry has none) unless it is the base itself, checked as decoded */
+    const char *want = manifest_file_checksum(e0);
+    ChecksumKind want_kind;
+    bool summing = ok && base != e0 && checksum_kind_of_hex(want, &want_kind);
+    Checksum sum;
+    if (summing)
+        checksum_init(&sum, want_kind);
     FileSink sink;
     bool opened = ok && open_target(c, w, &sink, dst, size, err);
     ok = ok && opened;
@@ -370,12 +400,27 @@ static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e0, 
         size_t len = size - off < RESTORE_CHUNK ? (size_t)(size - off) : RESTORE_CHUNK;
         size_t got = 0;
         /* never past the base's content: its end (and checksum) is read after the loop */
-        if (base && off < base_size)
+        if (base && off < base_size) {
             ok = decoder_fill(w->dec, w->chunk, base_size - off < len ? (size_t)(base_size - off) : len, &got, err);
+            if (!ok)
+                err_prefix(err, "%s: %s", c->repo->desc, key);
+        }
         if (ok && got < len)
             memset(w->chunk + got, 0, len - got);
-        ok = ok && lay_over(top, path, ov, n_ov, w->chunk, off, len, err) &&
-             file_sink_write(&sink, w->chunk, len, err);
+        ok = ok && lay_over(path, ov, n_ov, w->chunk, off, len, err);
+        if (ok && summing)
+            checksum_update(&sum, w->chunk, len);
+        ok = ok && file_sink_write(&sink, w->chunk, len, err);
+    }
+    if (summing) {
+        unsigned char bin[CHECKSUM_MAX_LEN];
+        char hex[CHECKSUM_HEX_LEN];
+        checksum_final(&sum, bin);
+        checksum_hex(want_kind, bin, hex);
+        if (ok && strcmp(hex, want) != 0) {
+            err_set(err, "backup %s: %s put together has another checksum than the manifest's %s", top, path, want);
+            ok = false;
+        }
     }
     /* the rest of the base (a file that shrank since) is read too: its checksum covers it all,
      * and a damaged object fails here rather than pass unseen */
@@ -400,7 +445,11 @@ static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e0, 
         }
         return false;
     }
-    return file_sink_close(&sink, err);
+    if (!file_sink_close(&sink, err)) {
+        unlink(dst);
+        return false;
+    }
+    return true;
 }
 
 static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *err)
@@ -456,9 +505,11 @@ static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *e
     bool ok = open_target(c, w, &sink, dst, n, err);
     if (ok && !file_sink_write(&sink, buf, n, err)) {
         file_sink_abort(&sink);
+        unlink(dst);
         ok = false;
-    } else if (ok) {
-        ok = file_sink_close(&sink, err);
+    } else if (ok && !file_sink_close(&sink, err)) {
+        unlink(dst);
+        ok = false;
     }
     free(buf);
     free(dst);
