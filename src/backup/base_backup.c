@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/progress.h"
+#include "common/strbuf.h"
 #include "common/timeutil.h"
 #include "pg/pg.h"
 
@@ -39,6 +40,7 @@ typedef struct FileEntry {
     int64_t read;            /* bytes read from the data directory */
     int64_t listed;          /* size when listed (for the progress shown) */
     char checksum[CHECKSUM_HEX_LEN]; /* of the whole file (hex); "" for a block-mode entry */
+    char *region_sums;       /* a large file's per-region checksums (checksum_region_hex), or NULL */
     const char *mode;        /* "whole", "ref" or "blocks" */
     uint32_t *blocks;        /* block-mode: the blocks stored, in order */
     int n_blocks;
@@ -62,6 +64,7 @@ static void list_free(FileList *l)
         free(l->files[i].path);
         free(l->files[i].blocks);
         free(l->files[i].bad_pages);
+        free(l->files[i].region_sums);
     }
     free(l->dirs);
     free(l->files);
@@ -433,6 +436,7 @@ static bool copy_streamed(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
         page_check_begin(&pc, j->data_dir, f->path, j->start_lsn);
     bool ok = obj_encoder_begin(w->enc, j->repo->cipher, j->compress, j->level, err);
     uint64_t off = 0;
+    StrBuf sums = {0};
     while (ok) {
         /* the kernel reads the next chunk while this one is checked and compressed */
         posix_fadvise(fd, (off_t)(off + COPY_CHUNK), (off_t)COPY_CHUNK, POSIX_FADV_WILLNEED);
@@ -447,6 +451,13 @@ static bool copy_streamed(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
         if (j->check_pages)
             page_check_pages(&pc, w->chunk, (size_t)n / PAGE_SIZE_BYTES, (uint32_t)(off / PAGE_SIZE_BYTES), NULL);
         ok = obj_encoder_feed(w->enc, w->chunk, (size_t)n, err);
+        /* chunks are whole regions (COPY_CHUNK is a multiple of CHECKSUM_REGION), the last
+         * one excepted */
+        for (size_t r = 0; r < (size_t)n; r += CHECKSUM_REGION) {
+            char hex[CHECKSUM_REGION_HEX + 1];
+            checksum_region_hex(w->chunk + r, (size_t)n - r < CHECKSUM_REGION ? (size_t)n - r : CHECKSUM_REGION, hex);
+            strbuf_add(&sums, hex, CHECKSUM_REGION_HEX);
+        }
         off += (uint64_t)n;
         /* the end as it was when reached: what a relation gains later is in the WAL, and a chunk
          * read after it could start in the middle of a page */
@@ -461,8 +472,14 @@ static bool copy_streamed(CopyJob *j, CopyWorker *w, FileEntry *f, Err *err)
     size_t on = 0;
     ChecksumKind kind;
     unsigned char sum[CHECKSUM_MAX_LEN];
-    if (!ok || !obj_encoder_finish(w->enc, &obj, &on, &kind, sum, err))
+    if (!ok || !obj_encoder_finish(w->enc, &obj, &on, &kind, sum, err)) {
+        strbuf_free(&sums);
         return false;
+    }
+    /* worth a list from two regions on */
+    if (off > CHECKSUM_REGION)
+        f->region_sums = strbuf_take(&sums);
+    strbuf_free(&sums);
     f->read = f->size = (int64_t)off;
     checksum_hex(kind, sum, f->checksum);
     f->mode = "whole";
@@ -571,6 +588,7 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
     if (b->changes_from[0])
         json_object_set_new(m, "changes_from", json_string(b->changes_from));
     json_object_set_new(m, "checksums_checked", json_boolean(b->checksums_checked));
+    json_object_set_new(m, "region_size", json_integer((json_int_t)CHECKSUM_REGION));
     json_t *dirs = json_array();
     for (int i = 0; i < l->n_dirs; i++)
         json_array_append_new(dirs, json_string(l->dirs[i]));
@@ -590,6 +608,8 @@ static char *manifest_json(const BackupInfo *b, const FileList *l, const char *l
                 json_array_append_new(bl, json_integer(f->blocks[k]));
             json_object_set_new(e, "blocks", bl);
         }
+        if (f->region_sums && (!f->mode || strcmp(f->mode, "whole") == 0))
+            json_object_set_new(e, "region_checksums", json_string(f->region_sums));
         if (f->n_bad_pages > 0) {
             json_t *bad = json_array();
             for (int k = 0; k < f->n_bad_pages; k++)

@@ -73,6 +73,9 @@ typedef struct RestoreCounts {
     int written;                /* files written from the repository */
     int kept;                   /* delta: files already as the backup has them */
     int removed;                /* delta: files the backup does not have */
+    int patched;                /* delta: of those written, files rewritten only in the regions
+                                   that differed (region_checksums) */
+    int64_t patched_bytes;      /* what those rewrites wrote */
 } RestoreCounts;
 
 bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, RestoreCounts *counts,

@@ -116,3 +116,12 @@ void checksum_hex(ChecksumKind k, const unsigned char sum[CHECKSUM_MAX_LEN], cha
 {
     hex_encode(sum, checksum_len(k), out);
 }
+
+void checksum_region_hex(const void *p, size_t n, char *out)
+{
+    XXH64_hash_t h = XXH3_64bits(p, n);
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < CHECKSUM_REGION_HEX; i++)
+        out[i] = digits[(h >> (4 * (CHECKSUM_REGION_HEX - 1 - i))) & 15];
+    out[CHECKSUM_REGION_HEX] = '\0';
+}

@@ -45,4 +45,12 @@ void checksum_buf(ChecksumKind k, const void *p, size_t n, unsigned char out[CHE
 /* the checksum as lower-case hex (checksum_len(k) * 2 characters) */
 void checksum_hex(ChecksumKind k, const unsigned char sum[CHECKSUM_MAX_LEN], char out[CHECKSUM_HEX_LEN]);
 
+/* Per-region checksums of a large file, for a manifest: XXH3-64 of each CHECKSUM_REGION bytes
+ * (the last region shorter), written as 16 hex digits each, one after the other. A delta
+ * restore compares a local file region by region with them and rewrites only what differs. */
+#define CHECKSUM_REGION ((size_t)1 << 20)
+#define CHECKSUM_REGION_HEX 16
+/* out: CHECKSUM_REGION_HEX + 1 */
+void checksum_region_hex(const void *p, size_t n, char *out);
+
 #endif

@@ -93,10 +93,13 @@ static bool gunzip_buf(const void *in, size_t n, size_t raw_n, void **out, Err *
     z.avail_out = (uInt)(raw_n + 1); /* one more: a longer stream shows as too long */
     int rc = inflate(&z, Z_FINISH);
     size_t got = z.total_out;
+    bool trailing = z.avail_in != 0;
     inflateEnd(&z);
-    if (rc != Z_STREAM_END || got != raw_n) {
+    /* a stream followed by anything is corrupt, as the streaming decoder says too */
+    if (rc != Z_STREAM_END || got != raw_n || trailing) {
         free(buf);
-        err_set(err, "gzip: corrupt data (%s)", rc != Z_STREAM_END ? "stream does not end" : "wrong size");
+        err_set(err, "gzip: corrupt data (%s)",
+                rc != Z_STREAM_END ? "stream does not end" : trailing ? "data after the end of the stream" : "wrong size");
         return false;
     }
     *out = buf;
@@ -200,9 +203,11 @@ bool decompress_buf(CompressKind k, const void *in, size_t n, size_t raw_n, void
                 break;
         }
         LZ4F_freeDecompressionContext(d);
-        if (LZ4F_isError(r) || r != 0 || got != raw_n) {
+        if (LZ4F_isError(r) || r != 0 || got != raw_n || used_total != n) {
             free(buf);
-            err_set(err, "lz4: corrupt data (%s)", LZ4F_isError(r) ? LZ4F_getErrorName(r) : "wrong size or truncated");
+            err_set(err, "lz4: corrupt data (%s)",
+                    LZ4F_isError(r) ? LZ4F_getErrorName(r) : used_total != n && r == 0 ? "data after the end of the frame"
+                                                                                     : "wrong size or truncated");
             return false;
         }
         *out = buf;

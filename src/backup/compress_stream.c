@@ -27,6 +27,10 @@ struct Decompressor {
     const unsigned char *in;
     size_t n, pos;
     bool ended; /* the stream's end was seen */
+    /* zstd: the frame being read, its declared content size, what it gave so far */
+    unsigned long long frame_declared;
+    unsigned long long frame_out;
+    bool frame_open;
 };
 
 Compressor *compressor_new(void)
@@ -218,6 +222,7 @@ bool decompressor_begin(Decompressor *d, CompressKind k, const void *in, size_t 
     d->n = n;
     d->pos = 0;
     d->ended = false;
+    d->frame_open = false;
     switch (k) {
     case COMPRESS_NONE:
         return true;
@@ -265,6 +270,17 @@ static bool zstd_read(Decompressor *d, void *buf, size_t cap, size_t *got, Err *
 {
     ZSTD_outBuffer ob = {buf, cap, 0};
     while (ob.pos < ob.size && !(d->ended && d->pos == d->n)) {
+        if (!d->frame_open) {
+            /* a frame starts here: the content size its header declares, if any, is checked at
+             * its end (as the one-shot decoder does) */
+            d->frame_declared = ZSTD_getFrameContentSize(d->in + d->pos, d->n - d->pos);
+            if (d->frame_declared == ZSTD_CONTENTSIZE_ERROR) {
+                err_set(err, "zstd: corrupt data (frame header)");
+                return false;
+            }
+            d->frame_out = 0;
+            d->frame_open = true;
+        }
         ZSTD_inBuffer ib = {d->in, d->n, d->pos};
         size_t in0 = ib.pos, out0 = ob.pos;
         /* with the input used up, this still flushes what the context holds */
@@ -274,7 +290,16 @@ static bool zstd_read(Decompressor *d, void *buf, size_t cap, size_t *got, Err *
             err_set(err, "zstd: corrupt data (%s)", ZSTD_getErrorName(r));
             return false;
         }
+        d->frame_out += ob.pos - out0;
         d->ended = r == 0; /* a frame ended and is flushed (more input would start another) */
+        if (d->ended) {
+            if (d->frame_declared != ZSTD_CONTENTSIZE_UNKNOWN && d->frame_declared != d->frame_out) {
+                err_set(err, "zstd: corrupt data (a frame gave %llu bytes, its header says %llu)", d->frame_out,
+                        d->frame_declared);
+                return false;
+            }
+            d->frame_open = false;
+        }
         if (ib.pos == in0 && ob.pos == out0)
             break;
     }

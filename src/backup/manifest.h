@@ -7,6 +7,9 @@
  *   "ref"    unchanged: the backup it builds on has it;
  *   "blocks" the object holds the listed 8 kB blocks, the rest comes from the backup it builds
  *            on (its checksum is then empty: the whole file exists only once put together).
+ * A whole file larger than one region also has "region_checksums": the checksum of each
+ * "region_size" bytes (top level; checksum_region_hex), for a delta restore that rewrites only
+ * the regions that differ.
  * "checksums_checked" (top level) says the cluster had data checksums on, so the pages of
  * relation files were checked as they were copied; a file with pages that failed has
  * "checksum_errors": their block numbers within the file.

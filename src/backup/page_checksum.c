@@ -30,13 +30,6 @@ static inline uint32_t fold_in(uint32_t h, uint32_t word)
     return (x * FNV_PRIME) ^ (x >> 17);
 }
 
-static inline uint32_t word_at(const unsigned char *p, size_t off)
-{
-    uint32_t w;
-    memcpy(&w, p + off, sizeof(w));
-    return w;
-}
-
 static inline uint16_t u16_at(const unsigned char *p, size_t off)
 {
     uint16_t v;

@@ -341,10 +341,14 @@ int cmd_restore(int argc, char **argv)
     BackupInfo used;
     RestoreCounts counts;
     if (backup_restore(cfg, repo, &o, &used, &counts, &err)) {
-        printf("restored backup %s (%lld files, %.1f MB) into %s: %d written, %d kept, %d removed; start it to "
+        char patched[160] = "";
+        if (counts.patched > 0)
+            str_fmt(patched, sizeof(patched), " (%d of them only where they differed: %.1f MB written)", counts.patched,
+                    (double)counts.patched_bytes / 1048576.0);
+        printf("restored backup %s (%lld files, %.1f MB) into %s: %d written, %d kept, %d removed%s; start it to "
                "recover from the repository%s, then promote\n",
                used.label, (long long)used.files, (double)used.bytes / 1048576.0, o.target_dir, counts.written,
-               counts.kept, counts.removed, targets ? " up to the target" : " to the end of the archive");
+               counts.kept, counts.removed, patched, targets ? " up to the target" : " to the end of the archive");
     } else {
         cli_error(o.delta ? "run it again: a delta restore rewrites only what still differs" : NULL, "%s", err.msg);
         rc = EXIT_FAILED;

@@ -298,7 +298,37 @@ def wal_summary():
     write("fuzz_wal_summary", "continued", struct.pack("<HHI", 1, 0, 16) + b"\xee" * 16 + recs)
 
 
+def obj_decode():
+    """Stored objects for fuzz_obj_decode (a piece-size byte first): SHA-256 checksummed (kind 0),
+    stored as is and gzip-compressed, and an empty one."""
+    import hashlib
+    for name, raw in (("text", b"pgvigil object " * 40), ("empty", b"")):
+        bodies = [(0, raw), (3, gzip_bytes(raw))]
+        for kind, tool in ((1, "zstd"), (2, "lz4")):   # from the command-line tools, when there
+            body = cli_compress(tool, raw)
+            if body is not None:
+                bodies.append((kind, body))
+        for kind, body in bodies:
+            hdr = b"PGVOBJ01" + bytes([kind, 0, 0, 0]) + struct.pack("<IQ", 56, len(raw)) + hashlib.sha256(raw).digest()
+            write("fuzz_obj_decode", f"{name}-{kind}", b"\x07" + hdr + body)
+
+
+def cli_compress(tool, raw):
+    import shutil
+    import subprocess
+    if not shutil.which(tool):
+        return None
+    return subprocess.run([tool, "-c", "-q"], input=raw, stdout=subprocess.PIPE, check=True).stdout
+
+
+def gzip_bytes(raw):
+    import zlib
+    c = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return c.compress(raw) + c.flush()
+
+
 if __name__ == "__main__":
+    obj_decode()
     wal_summary()
     base64()
     pg_protocol()

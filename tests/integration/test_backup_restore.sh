@@ -11,6 +11,11 @@ source "$(dirname "$0")/lib_backup.sh"
 backup_cluster 1
 psql_n 1 -c "create table ev(id int primary key, batch text, t timestamptz default clock_timestamp())" || fail "create table"
 psql_n 1 -c "insert into ev(id, batch) select g, 'base' from generate_series(1, 100) g" || fail "insert base"
+# a table of a few MB: a delta restore rewrites only the 1 MB regions of its file that differ
+psql_n 1 -c "create table big as select g, md5(g::text) || repeat('x', 300) as pad from generate_series(1, 12000) g" ||
+    fail "create big"
+big_sum=$(psql_n 1 -c "select sum(g) || ':' || md5(string_agg(pad, '' order by g)) from big")
+big_file=$(psql_n 1 -c "select pg_relation_filepath('big')")
 
 "$BIN" backup take -c "$CFG" --workers 2 >"$T_DIR/backup.out" 2>&1 || fail "backup take: $(cat "$T_DIR/backup.out")"
 label=$(sed -n 's/^backup \([0-9T]*F\) complete.*/\1/p' "$T_DIR/backup.out")
@@ -62,17 +67,24 @@ check to_end "A B C D base" 500
 
 # delta restore into that (stopped) server's directory, after damage: one data file changed, a
 # file the backup does not have added; only those are touched, and the result holds the same
-relfile=$(find "$T_DIR/to_end/base" -type f -size +8k | head -1)
+relfile=$(find "$T_DIR/to_end/base" -type f -size +8k -size -1024k | head -1)
 printf 'garbage' | dd of="$relfile" bs=1 seek=100 conv=notrunc 2>/dev/null
 echo stray >"$T_DIR/to_end/base/stray_file"
+# and 7 bytes in the third MB of big's file (over 3 MB)
+[ "$(stat -c %s "$T_DIR/to_end/$big_file")" -gt 3145728 ] || fail "big's file is not over 3 MB"
+printf 'garbage' | dd of="$T_DIR/to_end/$big_file" bs=1 seek=2200000 conv=notrunc 2>/dev/null
 "$BIN" restore -c "$CFG" --target-dir "$T_DIR/to_end" --delta >"$T_DIR/delta.out" 2>&1 || fail "delta restore: $(cat "$T_DIR/delta.out")"
 written=$(sed -n 's/.*: \([0-9]*\) written, \([0-9]*\) kept, \([0-9]*\) removed.*/\1 \2 \3/p' "$T_DIR/delta.out")
 read -r w k rm_ <<<"$written"
 [ -n "$w" ] && [ "$k" -gt 900 ] && [ "$w" -lt 20 ] && [ "$rm_" -ge 1 ] || fail "delta restore counts (written kept removed): '$written' ($(cat "$T_DIR/delta.out"))"
 [ -e "$T_DIR/to_end/base/stray_file" ] && fail "delta restore left a file the backup does not have"
-log "delta restore: $w written, $k kept, $rm_ removed"
+grep -q "(1 of them only where they differed: 1.0 MB written)" "$T_DIR/delta.out" ||
+    fail "big's file was not rewritten in its damaged 1 MB region alone: $(cat "$T_DIR/delta.out")"
+log "delta restore: $w written, $k kept, $rm_ removed; big's file rewritten in one 1 MB region"
 restored_start delta "$T_DIR/to_end"
 batches
+[ "$(restored_q "select sum(g) || ':' || md5(string_agg(pad, '' order by g)) from big")" = "$big_sum" ] ||
+    fail "big after the delta restore differs from the primary's"
 restored_stop "$T_DIR/to_end"
 check delta "A B C D base" 500
 # a delta into another cluster's directory is refused
