@@ -55,17 +55,22 @@ bool repo_key_valid(const char *key)
     return true;
 }
 
+/* A writer that holds the whole object, not committed yet (NULL on an error). */
+static RepoWriter *written(Repo *r, const char *key, const void *p, size_t n, Err *err)
+{
+    RepoWriter *w = r->ops->write_open(r, key, err);
+    if (w && !r->ops->write(w, p, n, err)) {
+        r->ops->write_abort(w);
+        return NULL;
+    }
+    return w;
+}
+
 static bool put_with(Repo *r, const char *key, const void *p, size_t n, bool (*commit)(RepoWriter *w, Err *err),
                      Err *err)
 {
-    RepoWriter *w = r->ops->write_open(r, key, err);
-    if (!w)
-        return false;
-    if (!r->ops->write(w, p, n, err)) {
-        r->ops->write_abort(w);
-        return false;
-    }
-    return commit(w, err);
+    RepoWriter *w = written(r, key, p, n, err);
+    return w && commit(w, err);
 }
 
 bool repo_put(Repo *r, const char *key, const void *p, size_t n, Err *err)
@@ -83,14 +88,8 @@ bool repo_put_new(Repo *r, const char *key, const void *p, size_t n, bool *exist
     *existed = false;
     if (!r->ops->write_commit_new)
         return r->ops->exists(r, key, existed, err) && (*existed || repo_put(r, key, p, n, err));
-    RepoWriter *w = r->ops->write_open(r, key, err);
-    if (!w)
-        return false;
-    if (!r->ops->write(w, p, n, err)) {
-        r->ops->write_abort(w);
-        return false;
-    }
-    return r->ops->write_commit_new(w, existed, err);
+    RepoWriter *w = written(r, key, p, n, err);
+    return w && r->ops->write_commit_new(w, existed, err);
 }
 
 bool repo_sync(Repo *r, Err *err)
