@@ -8,10 +8,13 @@
 #include "backup/compress.h"
 #include "backup/repo.h"
 #include "backup/wal_archive.h"
+#include "backup/wal_prefetch.h"
 #include "cli/cli.h"
 #include "config/config.h"
 #include "common/log.h"
 
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define EXIT_WAL_DAMAGED 126   /* above 125: PostgreSQL stops recovery */
@@ -92,6 +95,30 @@ static Config *wal_args(const char *cmd, int argc, char **argv, const char **pos
     return cfg;
 }
 
+/* The next segments, fetched by a detached process (twice forked, in a session of its own) while
+ * PostgreSQL replays this one. */
+static void start_prefetcher(Repo *repo, const char *spool, const char *name, int count)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return;
+    if (pid == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        wal_prefetch_run(repo, spool, name, count);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+}
+
 int cmd_wal_fetch(int argc, char **argv)
 {
     const char *pos[2];
@@ -102,6 +129,12 @@ int cmd_wal_fetch(int argc, char **argv)
         return rc == EXIT_OK ? EXIT_OK : EXIT_WAL_DAMAGED;
     Err err = {{0}};
     bool missing = false, damaged = false, ok = false;
+    bool segment = wal_file_kind(pos[0]) == WALFILE_SEGMENT;
+    char *spool = wal_prefetch_spool(pos[1]);
+    if (segment && wal_prefetch_take(spool, pos[0], pos[1])) {
+        ok = true;
+        log_info("wal-fetch: %s from the prefetch spool", pos[0]);
+    }
     for (int attempt = 0; attempt < 3 && !ok; attempt++) {
         if (attempt)
             sleep(2); /* a repository that does not answer: a few more tries before giving up */
@@ -112,8 +145,14 @@ int cmd_wal_fetch(int argc, char **argv)
     }
     if (ok) {
         rc = EXIT_OK;
+        if (segment && cfg->backup.prefetch > 0)
+            start_prefetcher(repo, spool, pos[0], cfg->backup.prefetch);
     } else if (missing) {
         rc = EXIT_FAILED; /* the end of the archive: not an error for recovery */
+        /* nothing after a missing segment is stored either: the spool has served its turn (this
+         * is also how it goes at the end of recovery) */
+        if (segment)
+            wal_prefetch_clear(spool);
     } else if (damaged) {
         cli_error("the repository holds a damaged copy; recovery stops rather than replay it", "%s", err.msg);
         rc = EXIT_WAL_DAMAGED;
@@ -121,6 +160,7 @@ int cmd_wal_fetch(int argc, char **argv)
         cli_error("recovery stops rather than take this for the end of the archive", "%s", err.msg);
         rc = EXIT_WAL_DAMAGED;
     }
+    free(spool);
     repo_free(repo);
     config_free(cfg);
     return rc;

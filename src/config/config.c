@@ -154,6 +154,7 @@ static const KeySpec keys[] = {
     {"backup.compression_level", K_INT, C(backup.compression_level), 0},
     {"backup.archive", K_BOOL, C(backup.archive), 0},
     {"backup.archive_workers", K_INT, C(backup.archive_workers), 0},
+    {"backup.prefetch", K_INT, C(backup.prefetch), 0},
     {"backup.retention_full", K_INT, C(backup.retention_full), 0},
     {"backup.retention_days", K_INT, C(backup.retention_days), 0},
     {"backup.schedule", K_STR, C(backup.schedule), 0},
@@ -1375,6 +1376,11 @@ static bool finish_sections(Loader *ld, LoadMode mode)
     if (bc->archive_workers < 1 || bc->archive_workers > 32)
         return fail_at(ld, key_line(ld, "backup.archive_workers"), "backup.archive_workers",
                        "expected 1 to 32, got %d", bc->archive_workers);
+    if (key_line(ld, "backup.prefetch") == 0)
+        bc->prefetch = 8;
+    if (bc->prefetch < 0 || bc->prefetch > 64)
+        return fail_at(ld, key_line(ld, "backup.prefetch"), "backup.prefetch", "expected 0 to 64, got %d",
+                       bc->prefetch);
     if (bc->retention_full < 0)
         return fail_at(ld, key_line(ld, "backup.retention_full"), "backup.retention_full", "must not be negative");
     if (bc->retention_days < 0)

@@ -123,6 +123,7 @@ typedef struct BackupConfig {
     int compression_level;  /* backup.compression_level: default per kind (zstd 3, lz4 1, gzip 6) */
     bool archive;           /* backup.archive: archive WAL from the primary; default on with a repository */
     int archive_workers;    /* backup.archive_workers: WAL files pushed in parallel; default 2 */
+    int prefetch;           /* backup.prefetch: WAL segments restore_command fetches ahead; default 8, 0 none */
     int retention_full;     /* backup.retention_full: keep the newest N full backups (0: all) */
     int retention_days;     /* backup.retention_days: keep what restores the last N days (0: no window) */
     char *schedule;         /* backup.schedule: cron fields, UTC ("0 2 * * *"); NULL: no scheduled backups */

@@ -65,6 +65,26 @@ check by_name "A B C base" 400
 restore_and_count to_end
 check to_end "A B C D base" 500
 
+# wal-fetch prefetches: serving a segment starts a background fetch of the next ones into
+# pg_wal/pgvigil-prefetch, the next request is served from there (the same bytes as a direct
+# fetch), and a request past the end of the archive clears the spool
+pf="$T_DIR/pf/pg_wal"
+mkdir -p "$pf" "$T_DIR/pf2/pg_wal"
+mapfile -t segs < <(ls "$REPO/wal/00000001/" | grep -E '^[0-9A-F]{24}$' | sort)
+[ "${#segs[@]}" -ge 3 ] || fail "too few segments in the repository for the prefetch check: ${segs[*]}"
+"$BIN" wal-fetch -c "$CFG" "${segs[0]}" "$pf/RECOVERYXLOG" 2>"$T_DIR/pf0.err" || fail "wal-fetch ${segs[0]}: $(cat "$T_DIR/pf0.err")"
+prefetched() { [ -f "$pf/pgvigil-prefetch/${segs[2]}" ]; }
+wait_until 60 "${segs[1]} and ${segs[2]} prefetched" prefetched
+"$BIN" wal-fetch -c "$CFG" "${segs[1]}" "$pf/RECOVERYXLOG" 2>"$T_DIR/pf1.err" || fail "wal-fetch ${segs[1]}: $(cat "$T_DIR/pf1.err")"
+grep -q "${segs[1]} from the prefetch spool" "$T_DIR/pf1.err" || fail "${segs[1]} did not come from the spool: $(cat "$T_DIR/pf1.err")"
+"$BIN" wal-fetch -c "$CFG" "${segs[1]}" "$T_DIR/pf2/pg_wal/RECOVERYXLOG" 2>/dev/null || fail "direct wal-fetch ${segs[1]}"
+cmp -s "$pf/RECOVERYXLOG" "$T_DIR/pf2/pg_wal/RECOVERYXLOG" || fail "the prefetched ${segs[1]} differs from a direct fetch"
+idle() { flock -n "$pf/pgvigil-prefetch/.lock" true; }
+wait_until 60 "the prefetcher done" idle
+"$BIN" wal-fetch -c "$CFG" 0000000100000000000000F0 "$pf/RECOVERYXLOG" 2>/dev/null && fail "wal-fetch of a segment never archived succeeded"
+[ -e "$pf/pgvigil-prefetch" ] && fail "the spool is still there past the end of the archive: $(ls -a "$pf/pgvigil-prefetch")"
+log "wal-fetch: ${segs[1]} served from the prefetch spool, as a direct fetch has it; spool cleared at the end of the archive"
+
 # delta restore into that (stopped) server's directory, after damage: one data file changed, a
 # file the backup does not have added; only those are touched, and the result holds the same
 relfile=$(find "$T_DIR/to_end/base" -type f -size +8k -size -1024k | head -1)

@@ -6,6 +6,7 @@
 #include "backup/pages.h"
 #include "backup/repo.h"
 #include "backup/wal_archive.h"
+#include "backup/wal_prefetch.h"
 #include "common/common.h"
 #include "common/fileutil.h"
 
@@ -312,6 +313,25 @@ static void test_pages(void **state)
     assert_true(page_lsn(page) == ((Lsn)0x12 << 32 | 0x3456789a));
 }
 
+/* the names the prefetcher walks through, and where its spool is */
+static void test_prefetch_names(void **state)
+{
+    (void)state;
+    char next[32];
+    assert_true(wal_next_segment("0000000100000000000000FE", next, sizeof(next)));
+    assert_string_equal(next, "0000000100000000000000FF");
+    assert_true(wal_next_segment("0000000200000003000000FF", next, sizeof(next)));
+    assert_string_equal(next, "000000020000000400000000");
+    assert_false(wal_next_segment("00000002.history", next, sizeof(next)));
+    assert_false(wal_next_segment("000000010000000000000003.partial", next, sizeof(next)));
+    char *spool = wal_prefetch_spool("pg_wal/RECOVERYXLOG");
+    assert_string_equal(spool, "pg_wal/" WAL_PREFETCH_DIR);
+    free(spool);
+    /* a spool without the segment: not taken */
+    assert_false(wal_prefetch_take("/nonexistent/spool", "000000010000000000000003", "/nonexistent/dest"));
+    assert_false(wal_prefetch_take("/nonexistent/spool", "00000002.history", "/nonexistent/dest"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_posix_repo),
         cmocka_unit_test(test_wal_push_fetch),
         cmocka_unit_test(test_pages),
+        cmocka_unit_test(test_prefetch_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

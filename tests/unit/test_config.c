@@ -980,15 +980,17 @@ static void test_backup_section(void **state)
     assert_string_equal(c->backup.compression, "zstd");
     assert_int_equal(c->backup.compression_level, 3);
     assert_int_equal(c->backup.archive_workers, 2);
+    assert_int_equal(c->backup.prefetch, 8);
     config_free(c);
     str_fmt(text, sizeof(text),
             "%sbackup:\n  repository: {type: posix, path: /r}\n  compression: gzip\n  archive: off\n"
-            "  archive_workers: 4\n", base);
+            "  archive_workers: 4\n  prefetch: 0\n", base);
     c = load_text(text, false, &err);
     assert_non_null(c);
     assert_false(c->backup.archive);
     assert_int_equal(c->backup.compression_level, 6);
     assert_int_equal(c->backup.archive_workers, 4);
+    assert_int_equal(c->backup.prefetch, 0);
     config_free(c);
 
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: relative/dir}\n", base);
@@ -1003,6 +1005,8 @@ static void test_backup_section(void **state)
     expect_error(text, "node.yml:5: backup.repository.path: required when backup.archive is on");
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  archive_workers: 0\n", base);
     expect_error(text, "node.yml:6: backup.archive_workers: expected 1 to 32, got 0");
+    str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  prefetch: 65\n", base);
+    expect_error(text, "node.yml:6: backup.prefetch: expected 0 to 64, got 65");
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  retention_full: -1\n", base);
     expect_error(text, "node.yml:6: backup.retention_full: must not be negative");
     str_fmt(text, sizeof(text), "%sbackup:\n  repository: {path: /r}\n  retention_full: 3\n  retention_days: 7\n", base);
