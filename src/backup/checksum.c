@@ -119,9 +119,7 @@ void checksum_hex(ChecksumKind k, const unsigned char sum[CHECKSUM_MAX_LEN], cha
 
 void checksum_region_hex(const void *p, size_t n, char *out)
 {
-    XXH64_hash_t h = XXH3_64bits(p, n);
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < CHECKSUM_REGION_HEX; i++)
-        out[i] = digits[(h >> (4 * (CHECKSUM_REGION_HEX - 1 - i))) & 15];
-    out[CHECKSUM_REGION_HEX] = '\0';
+    XXH64_canonical_t canon; /* big-endian: the hash's digits, most significant first */
+    XXH64_canonicalFromHash(&canon, XXH3_64bits(p, n));
+    hex_encode(canon.digest, sizeof(canon.digest), out);
 }

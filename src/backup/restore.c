@@ -167,6 +167,19 @@ static bool put_together(RestoreCtx *c, int k, const char *path, unsigned char *
     return true;
 }
 
+/* A local file opened to compare it with the backup: a large one with direct I/O where the file
+ * system takes it (it is seldom in the page cache, a restore writes with direct I/O too, and
+ * filling the cache with gigabytes costs more CPU than hashing them); -1 when it cannot be read. */
+static int open_to_compare(const char *dst, off_t size)
+{
+    int fd = -1;
+    if (size >= (off_t)FILE_SINK_DIRECT_MIN)
+        fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
+    if (fd < 0)
+        fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    return fd;
+}
+
 /* Delta: is the local copy already the backup's (same size and checksum)? Read a chunk at a
  * time into the worker's buffer. */
 static bool same_as_local(RestoreWorker *w, const char *dst, const json_t *e)
@@ -177,14 +190,7 @@ static bool same_as_local(RestoreWorker *w, const char *dst, const json_t *e)
     if (!checksum_kind_of_hex(want, &kind) || lstat(dst, &st) != 0 || !S_ISREG(st.st_mode) ||
         st.st_size != json_integer_value(json_object_get(e, "size")))
         return false;
-    /* a large file is read with direct I/O where the file system takes it: it is seldom in the
-     * page cache (a restore writes with direct I/O too), and filling the cache with gigabytes
-     * costs more CPU than hashing them */
-    int fd = -1;
-    if (st.st_size >= (off_t)FILE_SINK_DIRECT_MIN)
-        fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
-    if (fd < 0)
-        fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open_to_compare(dst, st.st_size);
     if (fd < 0)
         return false;
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -232,6 +238,34 @@ static bool open_target(RestoreCtx *c, RestoreWorker *w, FileSink *sink, const c
         unlink(dst);
     return file_sink_open(sink, dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (c->delta ? O_TRUNC : O_EXCL),
                           0600, size, w->chunk, RESTORE_CHUNK, err);
+}
+
+/* The stored object of entry e (path in backup label) read and its decoder begun, its header
+ * compared with e (size, checksum) before anything is written; *stored is the caller's to free
+ * once the decoder is done, *key (for messages) too. */
+static bool begin_checked(RestoreCtx *c, RestoreWorker *w, const char *label, const char *path, const json_t *e,
+                          void **stored, char **key, Err *err)
+{
+    *key = str_printf("backup/%s/data/%s", label, path);
+    size_t sn = 0;
+    bool missing = false;
+    ObjInfo info;
+    if (!c->repo->ops->read_all(c->repo, *key, stored, &sn, &missing, err) ||
+        !obj_decoder_begin(w->dec, c->repo->cipher, *stored, sn, &info, err)) {
+        err_prefix(err, "%s: %s", c->repo->desc, *key);
+        return false;
+    }
+    uint64_t size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+    const char *want = manifest_file_checksum(e);
+    char hex[CHECKSUM_HEX_LEN];
+    checksum_hex(info.sum_kind, info.sum, hex);
+    if (info.raw_size != size || (want[0] && strcmp(hex, want) != 0)) {
+        err_set(err, "backup %s: %s is %llu bytes with %s %s, the manifest says %llu bytes and %s", label, path,
+                (unsigned long long)info.raw_size, checksum_kind_name(info.sum_kind), hex, (unsigned long long)size,
+                want[0] ? want : "(no checksum)");
+        return false;
+    }
+    return true;
 }
 
 /* One level of a block-mode chain: the file as that backup has it is the one below cut or
@@ -356,29 +390,11 @@ static bool restore_streamed(RestoreCtx *c, RestoreWorker *w, const json_t *e0, 
             ok = false;
         }
     }
-    char *key = base ? str_printf("backup/%s/data/%s", base_label, path) : NULL;
+    char *key = NULL;
     void *stored = NULL;
-    uint64_t base_size = 0;
-    if (ok && base) {
-        size_t sn = 0;
-        bool missing = false;
-        ObjInfo info;
-        ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
-             obj_decoder_begin(w->dec, c->repo->cipher, stored, sn, &info, err);
-        if (!ok)
-            err_prefix(err, "%s: %s", c->repo->desc, key);
-        base_size = (uint64_t)json_integer_value(json_object_get(base, "size"));
-        const char *want = manifest_file_checksum(base);
-        char hex[CHECKSUM_HEX_LEN];
-        if (ok)
-            checksum_hex(info.sum_kind, info.sum, hex);
-        if (ok && (info.raw_size != base_size || (want[0] && strcmp(hex, want) != 0))) {
-            err_set(err, "backup %s: %s is %llu bytes with %s %s, the manifest says %llu bytes and %s", base_label, path,
-                    (unsigned long long)info.raw_size, checksum_kind_name(info.sum_kind), hex,
-                    (unsigned long long)base_size, want[0] ? want : "(no checksum)");
-            ok = false;
-        }
-    }
+    uint64_t base_size = base ? (uint64_t)json_integer_value(json_object_get(base, "size")) : 0;
+    if (ok && base)
+        ok = begin_checked(c, w, base_label, path, base, &stored, &key, err);
     /* a reference alone: the file is the base, whose size must be this one's */
     if (ok && n_ov == 0 && base_size != size) {
         err_set(err, "backup %s: %s is %llu bytes, and the copy it refers to (backup %s) %llu", top, path,
@@ -469,10 +485,7 @@ static int delta_by_regions(RestoreCtx *c, RestoreWorker *w, const json_t *e, co
     if (!sums || strcmp(manifest_file_mode(e), "whole") != 0 || region != (json_int_t)CHECKSUM_REGION ||
         strlen(sums) != n_regions * CHECKSUM_REGION_HEX || lstat(dst, &st) != 0 || !S_ISREG(st.st_mode))
         return 0;
-    /* read with direct I/O where the file system takes it (see same_as_local) */
-    int fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
-    if (fd < 0)
-        fd = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open_to_compare(dst, st.st_size);
     if (fd < 0)
         return 0;
     bool *differs = xcalloc(n_regions + 1, sizeof(bool));
@@ -496,25 +509,9 @@ static int delta_by_regions(RestoreCtx *c, RestoreWorker *w, const json_t *e, co
         atomic_fetch_add(&c->kept, 1);
         return 1;
     }
-    char *key = str_printf("backup/%s/data/%s", c->chain[0]->info.label, path);
+    char *key = NULL;
     void *stored = NULL;
-    size_t sn = 0;
-    bool missing = false;
-    ObjInfo info;
-    const char *want_sum = manifest_file_checksum(e);
-    bool ok = c->repo->ops->read_all(c->repo, key, &stored, &sn, &missing, err) &&
-              obj_decoder_begin(w->dec, c->repo->cipher, stored, sn, &info, err);
-    if (!ok)
-        err_prefix(err, "%s: %s", c->repo->desc, key);
-    char hex[CHECKSUM_HEX_LEN];
-    if (ok)
-        checksum_hex(info.sum_kind, info.sum, hex);
-    if (ok && (info.raw_size != size || (want_sum[0] && strcmp(hex, want_sum) != 0))) {
-        err_set(err, "backup %s: %s is %llu bytes with %s %s, the manifest says %llu bytes and %s",
-                c->chain[0]->info.label, path, (unsigned long long)info.raw_size, checksum_kind_name(info.sum_kind),
-                hex, (unsigned long long)size, want_sum[0] ? want_sum : "(no checksum)");
-        ok = false;
-    }
+    bool ok = begin_checked(c, w, c->chain[0]->info.label, path, e, &stored, &key, err);
     int wfd = ok ? open(dst, O_WRONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
     if (ok && wfd < 0) {
         err_set(err, "cannot write %s: %s", dst, strerror(errno));
