@@ -10,7 +10,7 @@
 typedef struct NodeStatus {
     char name[64];
     char scope[64];
-    char role[16];            /* "primary", "replica", "uninitialized" */
+    char role[16];            /* "primary", "replica", "standby_leader", "uninitialized" */
     char state[32];           /* "running", "starting", "stopped", "crashed", "creating replica",
                                  "restarting", "rewinding", "demoting" */
     bool pg_running;          /* postmaster alive and accepting connections */
@@ -50,6 +50,11 @@ typedef struct NodeStatus {
     int64_t backup_age_seconds;   /* at the snapshot */
     int64_t backup_newest_bytes;
     double backup_newest_seconds;
+    /* standby cluster (a DR site following another one) */
+    bool standby_cluster;         /* the cluster's config has standby_cluster */
+    char source[160];             /* its host:port ("" archive only) */
+    bool source_known;            /* the source answered lately (identity and position) */
+    int64_t site_lag_bytes;       /* standby leader: the source's flushed WAL not received here; -1 unknown */
 } NodeStatus;
 
 #endif

@@ -14,6 +14,7 @@ typedef enum {
     CHECK_READ_ONLY,
     CHECK_READ_ONLY_SYNC,
     CHECK_STANDBY_LEADER,
+    CHECK_LEADER,
     CHECK_SYNC,
     CHECK_ASYNC,
     CHECK_HEALTH,
@@ -28,7 +29,7 @@ static const struct {
     {"/", CHECK_PRIMARY},
     {"/primary", CHECK_PRIMARY},
     {"/master", CHECK_PRIMARY},
-    {"/leader", CHECK_PRIMARY},          /* also a standby leader in Patroni; we have none */
+    {"/leader", CHECK_LEADER},           /* the primary, or a standby cluster's standby leader */
     {"/read-write", CHECK_PRIMARY},
     {"/replica", CHECK_REPLICA},
     {"/read-only", CHECK_READ_ONLY},
@@ -221,6 +222,12 @@ static bool primary_ok(const NodeStatus *st)
     return st->is_leader || (st->paused && !st->dcs_ok);
 }
 
+/* The leader key holder of a standby cluster, running in recovery. */
+static bool standby_leader_ok(const NodeStatus *st)
+{
+    return st->pg_running && st->in_recovery && role_is(st, "standby_leader") && st->is_leader;
+}
+
 static bool replica_ok(const NodeStatus *st, const char *query)
 {
     return st->pg_running && st->in_recovery && role_is(st, "replica") && !st->tags.noloadbalance &&
@@ -254,7 +261,10 @@ int rest_health_code(const char *path, const char *query, const NodeStatus *st)
         ok = primary_ok(st) || (is_sync_standby(st) && replica_ok(st, query));
         break;
     case CHECK_STANDBY_LEADER:
-        ok = false; /* XXX: no standby clusters yet */
+        ok = standby_leader_ok(st);
+        break;
+    case CHECK_LEADER:
+        ok = primary_ok(st) || standby_leader_ok(st);
         break;
     case CHECK_SYNC:
         ok = is_sync_standby(st) && replica_ok(st, query);
@@ -270,7 +280,8 @@ int rest_health_code(const char *path, const char *query, const NodeStatus *st)
         break;
     case CHECK_READINESS:
         ok = st->pg_running &&
-             ((st->is_leader && role_is(st, "primary")) || (role_is(st, "replica") && st->streaming));
+             ((st->is_leader && (role_is(st, "primary") || role_is(st, "standby_leader"))) ||
+              (role_is(st, "replica") && st->streaming));
         break;
     }
     return ok ? 200 : 503;
@@ -372,6 +383,12 @@ char *rest_status_json(const NodeStatus *st)
     }
     if (is_sync_standby(st))
         json_object_set_new(o, "sync_standby", json_true());
+    if (st->standby_cluster) {
+        json_t *sc = json_pack("{s:s, s:b}", "source", st->source, "source_reachable", st->source_known);
+        if (st->site_lag_bytes >= 0)
+            json_object_set_new(sc, "lag_bytes", json_integer(st->site_lag_bytes));
+        json_object_set_new(o, "standby_cluster", sc);
+    }
     json_object_set_new(o, "patroni",
                         json_pack("{s:s, s:s, s:s}", "version", PGVIGIL_VERSION, "scope", st->scope,
                                   "name", st->name));
@@ -532,6 +549,14 @@ char *rest_metrics_text(const NodeStatus *st)
                      "is stored, else seconds since the newest WAL file was stored.",
                      (int64_t)st->archive_rpo_seconds);
     }
+    metric_i(&b, labels, "pgvigil_standby_cluster", "gauge",
+             "Value is 1 if this node's cluster is a standby cluster (a DR site following another site), 0 otherwise.",
+             st->standby_cluster);
+    if (st->standby_cluster && st->site_lag_bytes >= 0)
+        metric_i(&b, labels, "pgvigil_site_lag_bytes", "gauge",
+                 "Standby leader: bytes of WAL the source site has flushed and this site has not received (the "
+                 "RPO of a site failover now, in bytes).",
+                 st->site_lag_bytes);
     if (st->backup_newest_stop > 0) {
         metric_i(&b, labels, "pgvigil_backup_last_success_time", "gauge",
                  "Epoch seconds the cluster's newest complete backup ended.", st->backup_newest_stop);

@@ -489,7 +489,7 @@ const char *cli_member_state(const Cluster *c, const Member *m)
 const char *cli_member_role(const Cluster *c, const Member *m)
 {
     if (is_leader(c, m))
-        return "Leader";
+        return c->config.standby.present ? "Standby Leader" : "Leader";
     if (!m->role[0] || strcmp(m->role, "uninitialized") == 0)
         return "Uninitialized";
     if (sync_has(&c->sync, m->name))
@@ -665,6 +665,14 @@ char *cli_format_members(const Cluster *c, const char *scope)
     strbuf_adds(&b, table);
     if (c->config.pause)
         strbuf_adds(&b, " Maintenance mode: on\n");
+    if (c->config.standby.present) {
+        const StandbyCluster *sc = &c->config.standby;
+        if (sc->host)
+            strbuf_addf(&b, " Standby cluster: following %s:%d%s%s\n", sc->host, sc->port,
+                        sc->primary_slot_name ? " through slot " : "", sc->primary_slot_name ? sc->primary_slot_name : "");
+        else
+            strbuf_adds(&b, " Standby cluster: following its restore_command\n");
+    }
     if (c->failover.present) {
         if (c->failover.leader[0] && c->failover.candidate[0])
             strbuf_addf(&b, " Switchover pending: %s -> %s\n", c->failover.leader, c->failover.candidate);

@@ -2,6 +2,7 @@
  * validate. Every error is one line naming the file, the line and the dotted key. */
 #include "common/common.h"
 #include "config/config.h"
+#include "config/dynconfig_int.h"
 #include "backup/cipher.h"
 #include "backup/compress.h"
 #include "backup/schedule.h"
@@ -117,6 +118,14 @@ static const KeySpec keys[] = {
     {"bootstrap.dcs.postgresql.use_pg_rewind", K_BOOL, D(use_pg_rewind), 0},
     {"bootstrap.dcs.postgresql.use_slots", K_BOOL, D(use_slots), 0},
     {"bootstrap.dcs.postgresql.parameters", K_KVMAP, D(pg_parameters), 0},
+    {"bootstrap.dcs.standby_cluster", K_SECTION, 0, 0},
+    {"bootstrap.dcs.standby_cluster.host", K_STR, D(standby.host), 0},
+    {"bootstrap.dcs.standby_cluster.port", K_INT, D(standby.port), 0},
+    {"bootstrap.dcs.standby_cluster.primary_slot_name", K_STR, D(standby.primary_slot_name), 0},
+    {"bootstrap.dcs.standby_cluster.restore_command", K_STR, D(standby.restore_command), 0},
+    {"bootstrap.dcs.standby_cluster.recovery_min_apply_delay", K_STR, D(standby.recovery_min_apply_delay), 0},
+    {"bootstrap.dcs.standby_cluster.create_replica_methods", K_LINES, D(standby.create_replica_methods),
+     D(standby.n_create_replica_methods)},
     {"bootstrap.initdb", K_INITDB, C(initdb_options), 0},
     {"bootstrap.method", K_STR, C(bootstrap_method), 0},
     {"bootstrap.pgvigil_restore", K_SECTION, 0, 0},
@@ -1034,6 +1043,21 @@ static bool finish(Loader *ld, LoadMode mode)
                        "must not be negative, got %d", cfg->tags.failover_priority);
 
     Err e;
+    int sc_line = key_line(ld, "bootstrap.dcs.standby_cluster");
+    if (sc_line > 0) {
+        /* checked as the etcd key will be: the same rules, one place */
+        StandbyCluster *sc = &cfg->bootstrap_dcs.standby;
+        if (sc->port == 0)
+            sc->port = 5432;
+        sc->present = true;
+        json_t *j = standby_cluster_to_json(sc);
+        StandbyCluster checked;
+        bool ok = standby_cluster_from_json(j, &checked, &e);
+        json_decref(j);
+        if (!ok)
+            return fail_at(ld, sc_line, "bootstrap.dcs.standby_cluster", "%s", e.msg);
+        standby_cluster_free(&checked);
+    }
     const char *bad = dynconfig_check(&cfg->bootstrap_dcs, &e);
     if (bad) {
         char path[96];

@@ -21,6 +21,20 @@ typedef struct KvList {
  *  "synchronous_mode":false,"synchronous_mode_strict":false,"synchronous_node_count":1,
  *  "pause":false,"primary_start_timeout":300,
  *  "postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}} */
+/* standby_cluster (Patroni's shape): this cluster follows another one. Its leader is a standby
+ * leader that replicates from host:port (or only through restore_command when there is no
+ * host); the other members cascade from it. Removing the key promotes the standby leader. */
+typedef struct StandbyCluster {
+    bool present;
+    char *host;                     /* one host, or a libpq list "a,b" (the writable one is used) */
+    int port;                       /* default 5432 */
+    char *primary_slot_name;        /* slot on the source (NULL none) */
+    char *restore_command;          /* NULL: wal-fetch from this node's backup.repository, if any */
+    char *recovery_min_apply_delay; /* PostgreSQL's text ("1h"); NULL none */
+    char **create_replica_methods;  /* "basebackup" (from host:port), "pgvigil" (repository) */
+    int n_create_replica_methods;
+} StandbyCluster;
+
 typedef struct DynConfig {
     int ttl;                        /* seconds, leader lease TTL; default 5 */
     int loop_wait_ms;               /* between HA ticks and lease renewals; "loop_wait" in
@@ -35,6 +49,10 @@ typedef struct DynConfig {
     bool use_pg_rewind;             /* default true */
     bool use_slots;                 /* default true */
     KvList pg_parameters;           /* postgresql.parameters */
+    StandbyCluster standby;         /* standby_cluster */
+    char **slots;                   /* slots: permanent physical slots the primary keeps (for
+                                     * another site following this one), {"name":{"type":"physical"}} */
+    int n_slots;
 } DynConfig;
 
 typedef struct Credentials {

@@ -2,6 +2,7 @@
  * including the key=value edits of edit-config and the merge patches of PATCH /config. */
 #include "common/common.h"
 #include "config/config.h"
+#include "config/dynconfig_int.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -55,8 +56,15 @@ void dynconfig_defaults(DynConfig *dc)
 
 void dynconfig_free(DynConfig *dc)
 {
-    if (dc)
-        kvlist_free(&dc->pg_parameters);
+    if (!dc)
+        return;
+    kvlist_free(&dc->pg_parameters);
+    standby_cluster_free(&dc->standby);
+    for (int i = 0; i < dc->n_slots; i++)
+        free(dc->slots[i]);
+    free(dc->slots);
+    dc->slots = NULL;
+    dc->n_slots = 0;
 }
 
 void dynconfig_copy(DynConfig *dst, const DynConfig *src)
@@ -68,6 +76,13 @@ void dynconfig_copy(DynConfig *dst, const DynConfig *src)
     dst->pg_parameters.n = 0;
     for (int i = 0; i < src->pg_parameters.n; i++)
         kvlist_set(&dst->pg_parameters, src->pg_parameters.items[i].key, src->pg_parameters.items[i].value);
+    standby_cluster_copy(&dst->standby, &src->standby);
+    dst->slots = NULL;
+    if (src->n_slots > 0) {
+        dst->slots = xcalloc((size_t)src->n_slots, sizeof(char *));
+        for (int i = 0; i < src->n_slots; i++)
+            dst->slots[i] = str_dup(src->slots[i]);
+    }
 }
 
 const char *dynconfig_check(const DynConfig *dc, Err *err)
@@ -306,6 +321,9 @@ static bool from_object(const json_t *root, DynConfig *dc, Err *err)
                 return false;
         }
     }
+    if (!standby_cluster_from_json(json_object_get(root, "standby_cluster"), &dc->standby, err) ||
+        !slots_from_json(json_object_get(root, "slots"), &dc->slots, &dc->n_slots, err))
+        return false;
     const char *bad = dynconfig_check(dc, err);
     if (bad) {
         err_prefix(err, "%s", bad);
@@ -387,6 +405,12 @@ char *dynconfig_to_json(const DynConfig *dc)
     }
     json_object_set_new(pg, "parameters", params);
     json_object_set_new(root, "postgresql", pg);
+    json_t *sc = standby_cluster_to_json(&dc->standby);
+    if (sc)
+        json_object_set_new(root, "standby_cluster", sc);
+    json_t *slots = slots_to_json(dc->slots, dc->n_slots);
+    if (slots)
+        json_object_set_new(root, "slots", slots);
     char *s = dump(root);
     json_decref(root);
     return s;

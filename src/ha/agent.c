@@ -253,6 +253,7 @@ static const char *state_name(const Agent *a)
         case JOB_REWIND: return "rewinding";
         case JOB_BOOTSTRAP: return "initializing new cluster";
         case JOB_RELEASE: return "stopping";
+        case JOB_STANDBY_DEMOTE: return "restarting";
         default: return "starting";
         }
     }
@@ -278,6 +279,11 @@ void agent_publish(Agent *a)
     str_fmt(m.api_url, sizeof(m.api_url), "http://%s/patroni", cfg->restapi_connect_address);
     str_copy(m.state, sizeof(m.state), state_name(a));
     const char *role = !st->data_dir_valid ? "uninitialized" : (st->running && st->accepting && !st->in_recovery) ? "primary" : "replica";
+    /* Patroni's name for the leader of a standby cluster */
+    bool standby_leader = strcmp(role, "replica") == 0 && a->dcs_ok && a->cluster.config.standby.present &&
+                          strcmp(a->cluster.leader, cfg->name) == 0;
+    if (standby_leader)
+        role = "standby_leader";
     str_copy(m.role, sizeof(m.role), role);
     str_copy(m.version, sizeof(m.version), PGVIGIL_VERSION);
     m.xlog_location = st->in_recovery ? st->replay_lsn : st->wal_lsn;
@@ -372,6 +378,19 @@ void agent_publish(Agent *a)
         int64_t age = (int64_t)wall_now() - ns.backup_newest_stop;
         ns.backup_age_seconds = age > 0 ? age : 0;
     }
+    ns.site_lag_bytes = -1;
+    if (a->cluster.config.standby.present) {
+        const StandbyCluster *sc = &a->cluster.config.standby;
+        ns.standby_cluster = true;
+        if (sc->host)
+            str_fmt(ns.source, sizeof(ns.source), "%s:%d", sc->host, sc->port);
+        SourceInfo si;
+        source_probe_get(&a->source, &si);
+        ns.source_known = si.known;
+        Lsn mine = st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn;
+        if (si.known && standby_leader && mine)
+            ns.site_lag_bytes = si.flush_lsn > mine ? (int64_t)(si.flush_lsn - mine) : 0;
+    }
     ns.server_version = st->server_version;
     ns.postmaster_start_time = st->postmaster_start_time;
     str_copy(ns.sysid, sizeof(ns.sysid), st->sysid[0] ? st->sysid : a->cluster.sysid);
@@ -410,7 +429,10 @@ static void feed_fence(Agent *a)
         fence_set_paused(&a->fence, a->cluster.config.pause);
     bool i_lead = a->dcs_ok && strcmp(a->cluster.leader, a->cfg->name) == 0;
     int64_t margin = fence_margin(a);
-    if (i_lead && a->lease_ok) {
+    /* a standby cluster's leader runs in recovery: nothing to fence while it cannot write */
+    bool standby_lead = i_lead && a->cluster.config.standby.present && !pg_may_be_primary(&a->pgst) &&
+                        !job_may_make_primary(a);
+    if (i_lead && a->lease_ok && !standby_lead) {
         fence_arm(&a->fence, a->lease_deadline_ms - margin);
         return;
     }
@@ -458,7 +480,10 @@ static void handle_requests(Agent *a, Decision *d)
         str_copy(d->reason, sizeof(d->reason), "reinitialize requested through the REST API");
     } else if (restart) {
         log_info("restart requested through the REST API");
-        agent_submit(a, JOB_RESTART, a->following);
+        if (a->following_remote)
+            agent_submit_remote(a, JOB_RESTART);
+        else
+            agent_submit(a, JOB_RESTART, a->following);
         d->action = ACT_WAIT;
         str_copy(d->reason, sizeof(d->reason), "restart in progress");
     }
@@ -575,6 +600,12 @@ static void tick(Agent *a)
     o.now_ms = mono_ms();
     o.action_running = agent_job_running(a);
     o.following = a->following;
+    o.following_remote = a->following_remote;
+    SourceInfo si;
+    if (a->dcs_ok)
+        source_probe_set(&a->source, &a->cluster.config.standby, a->cfg);
+    source_probe_get(&a->source, &si);
+    o.remote_sysid = si.known ? si.sysid : "";
     if (!a->rewind_failed && a->pgst.data_dir_valid && !a->pgst.running && !o.action_running &&
         pg_rewind_marked_failed(&a->pg)) {
         log_warn("%s/%s: an earlier pg_rewind failed here", a->cfg->pg_data_dir, PG_REWIND_FAILED_FILE);
@@ -720,6 +751,7 @@ int cmd_agent(int argc, char **argv)
     a->lease_gen = ((uint64_t)getpid() << 40) ^ ((uint64_t)wall_now() << 8);
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->api_mu, NULL);
+    source_probe_init(&a->source);
     cluster_init(&a->cluster);
     dynconfig_free(&a->cluster.config);
     dynconfig_copy(&a->cluster.config, &cfg->bootstrap_dcs);
@@ -855,6 +887,7 @@ out:
     g_agent = NULL;
     proc_set_cancel_flag(NULL);
     agent_worker_stop(a);
+    source_probe_stop(&a->source);
     rest_stop(a->rest);
     if (a->leave_fence)
         fence_abandon(&a->fence);

@@ -15,6 +15,7 @@
 #include "ha/agent_effects.h"
 #include "ha/fence.h"
 #include "ha/ha_decide.h"
+#include "ha/source_probe.h"
 #include "pg/pg.h"
 
 #include <pthread.h>
@@ -31,12 +32,14 @@ typedef enum JobKind {
     JOB_REINIT,
     JOB_RELEASE,
     JOB_RESTART,
+    JOB_STANDBY_DEMOTE,
 } JobKind;
 
 typedef struct Job {
     JobKind kind;
     char target[NAME_MAX_LEN];  /* member to clone/rewind from / follow */
-    char host[128];             /* its PostgreSQL address */
+    bool remote;                /* ... or instead the standby_cluster source (target "") */
+    char host[256];             /* its PostgreSQL address (the source's may be a list "a,b") */
     int port;
     char slot[64];
     char peer_slots[32][64];    /* JOB_PROMOTE with use_slots: the other members' slots */
@@ -50,6 +53,12 @@ typedef struct Job {
     int leader_timeline;        /* ... and the timeline of the member cloned from (its member key) */
     bool did_initdb;            /* set by the worker: the data directory is ours to remove */
     char restored[40];          /* set by the worker: the backup a bootstrap or clone restored ("" none) */
+    /* remote: standby_cluster's restore_command ("" the default), recovery_min_apply_delay ("" none),
+     * and create_replica_methods for a standby cluster's bootstrap */
+    char restore_command[1024];
+    char min_apply_delay[64];
+    char methods[4][16];
+    int n_methods;
 } Job;
 
 typedef struct Agent {
@@ -93,6 +102,8 @@ typedef struct Agent {
     int64_t dcs_timeout_ms;
     PgState pgst;
     char following[NAME_MAX_LEN];
+    bool following_remote;      /* following the standby_cluster source (following is "") */
+    SourceProbe source;         /* standby cluster: the source's identity and position */
     bool rewind_failed;
     bool start_failed;
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */
@@ -162,6 +173,8 @@ bool agent_job_running(Agent *a);
 void agent_wait_job(Agent *a, int64_t timeout_ms);
 /* Hand a long action to the worker thread (no-op while it is busy). */
 void agent_submit(Agent *a, JobKind kind, const char *target);
+/* ... with the standby_cluster source as the target */
+void agent_submit_remote(Agent *a, JobKind kind);
 void agent_collect_job(Agent *a);          /* consume a finished job's result (loop thread) */
 void agent_run_callback(Agent *a, const char *which, const char *role);
 void agent_reap_children(void);

@@ -117,24 +117,62 @@ static const char *replica_ssn(const Agent *a)
     return a->cluster.config.synchronous_mode ? SSN_BLOCK : "";
 }
 
-/* The replication slots of the other members, as a primary keeps them; returns the count. */
+/* The replication slots of the other members, as a primary keeps them, and the permanent ones
+ * of the config's `slots` (another site following this one); returns the count. */
 static int peer_slot_names(const Agent *a, char names[][64], int max)
 {
     int n = 0;
     for (int i = 0; i < a->cluster.n_members && n < max; i++)
         if (strcmp(a->cluster.members[i].name, a->cfg->name) != 0)
             pg_slot_name(a->cluster.members[i].name, names[n++], 64);
+    for (int i = 0; i < a->cluster.config.n_slots && n < max; i++) {
+        bool dup = false;
+        for (int k = 0; k < n; k++)
+            dup = dup || strcmp(names[k], a->cluster.config.slots[i]) == 0;
+        if (!dup)
+            str_copy(names[n++], 64, a->cluster.config.slots[i]);
+    }
     return n;
 }
 
-static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
+/* The standby_cluster source as a job's target: its address, slot, restore_command, delay. */
+static void job_source(const Agent *a, Job *j)
+{
+    const StandbyCluster *sc = &a->cluster.config.standby;
+    j->remote = true;
+    j->target[0] = '\0';
+    str_copy(j->host, sizeof(j->host), sc->host ? sc->host : "");
+    j->port = sc->port;
+    str_copy(j->slot, sizeof(j->slot), sc->primary_slot_name ? sc->primary_slot_name : "");
+    str_copy(j->restore_command, sizeof(j->restore_command), sc->restore_command ? sc->restore_command : "");
+    str_copy(j->min_apply_delay, sizeof(j->min_apply_delay),
+             sc->recovery_min_apply_delay ? sc->recovery_min_apply_delay : "");
+    for (int i = 0; i < sc->n_create_replica_methods && j->n_methods < (int)ARRAY_LEN(j->methods); i++)
+        str_copy(j->methods[j->n_methods++], sizeof(j->methods[0]), sc->create_replica_methods[i]);
+}
+
+/* What the source says of itself, for a copy made before the cluster knows its identity (the
+ * bootstrap of a standby cluster from the repository picks a backup by them). */
+static void job_source_identity(Agent *a, Job *j)
+{
+    SourceInfo si;
+    source_probe_get(&a->source, &si);
+    if (!j->sysid[0] && si.known)
+        str_copy(j->sysid, sizeof(j->sysid), si.sysid);
+    if (j->leader_timeline <= 0 && si.known)
+        j->leader_timeline = si.timeline;
+}
+
+static void job_prepare_ex(Agent *a, Job *j, JobKind kind, const char *target, bool remote)
 {
     memset(j, 0, sizeof(*j));
     j->kind = kind;
     str_copy(j->target, sizeof(j->target), target ? target : "");
     if (target && target[0] && !agent_member_pg_addr(&a->cluster, target, j->host, sizeof(j->host), &j->port))
         j->host[0] = '\0';
-    if (a->cluster.config.use_slots) {
+    if (remote)
+        job_source(a, j);
+    else if (a->cluster.config.use_slots) {
         pg_slot_name(a->cfg->name, j->slot, sizeof(j->slot));
         if (kind == JOB_PROMOTE)
             j->n_peer_slots = peer_slot_names(a, j->peer_slots, 32);
@@ -144,6 +182,8 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
     str_copy(j->sysid, sizeof(j->sysid), a->cluster.sysid);
     const Member *tm = target && target[0] ? cluster_member(&a->cluster, target) : NULL;
     j->leader_timeline = tm ? tm->timeline : 0;
+    if (remote)
+        job_source_identity(a, j);
     str_copy(j->sync_names, sizeof(j->sync_names), a->sync_applied);
     str_copy(j->replica_ssn, sizeof(j->replica_ssn), replica_ssn(a));
     j->start_timeout = a->cluster.config.primary_start_timeout;
@@ -152,18 +192,28 @@ static void job_prepare(Agent *a, Job *j, JobKind kind, const char *target)
                    a->cluster.config.pg_parameters.items[i].value);
 }
 
-void agent_submit(Agent *a, JobKind kind, const char *target)
+static void submit(Agent *a, JobKind kind, const char *target, bool remote)
 {
     pthread_mutex_lock(&a->mu);
     if (a->busy) {
         pthread_mutex_unlock(&a->mu);
         return;
     }
-    job_prepare(a, &a->job, kind, target);
+    job_prepare_ex(a, &a->job, kind, target, remote);
     a->busy = true;
     a->job_done = false;
     pthread_cond_signal(&a->job_cv);
     pthread_mutex_unlock(&a->mu);
+}
+
+void agent_submit(Agent *a, JobKind kind, const char *target)
+{
+    submit(a, kind, target, false);
+}
+
+void agent_submit_remote(Agent *a, JobKind kind)
+{
+    submit(a, kind, NULL, true);
 }
 
 void agent_wait_job(Agent *a, int64_t timeout_ms)
@@ -247,6 +297,10 @@ bool agent_write_job_conf(PgNode *pg, const Job *j, bool replica, bool keep_sign
         .sync_names = replica ? j->replica_ssn : j->sync_names,
         .dyn_params = &j->dyn_params,
         .recovery = recovery,
+        .from_source = j->remote,
+        .restore_command = j->remote && j->restore_command[0] ? j->restore_command : NULL,
+        .fetch_from_repository = j->remote,
+        .min_apply_delay = j->remote && j->min_apply_delay[0] ? j->min_apply_delay : NULL,
     };
     return pg_write_config(pg, &spec, err);
 }
@@ -353,6 +407,11 @@ static bool run_job(Agent *a, Job *j, Err *err)
             err_set(err, "bootstrap: %s is not empty; refusing to initialize over it", cfg->pg_data_dir);
             break;
         }
+        if (j->remote) {
+            /* a standby cluster starts as a copy of its source, never with initdb */
+            ok = agent_create_replica(a, j, &pg, start_timeout, err);
+            break;
+        }
         if (config_bootstrap_restores(cfg)) {
             ok = agent_bootstrap_restore(a, j, &pg, start_timeout, err);
             break;
@@ -420,7 +479,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         /* single-user crash recovery (done by pg_rewind) refuses standby mode */
         str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
         unlink(path);
-        log_info("pg_rewind from %s (%s:%d)", j->target, j->host, j->port);
+        log_info("pg_rewind from %s (%s:%d)", j->remote ? "the standby_cluster source" : j->target, j->host, j->port);
         if (!pg_rewind(&pg, j->host, j->port, err))
             break;
         ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
@@ -431,6 +490,15 @@ static bool run_job(Agent *a, Job *j, Err *err)
         if (!pg_checkpoint(&pg, &e2))
             log_warn("switchover: checkpoint failed: %s", e2.msg);
         ok = pg_stop(&pg, "fast", 60, err);
+        break;
+    }
+    case JOB_STANDBY_DEMOTE: {
+        /* a clean stop: the shutdown checkpoint is the last record, which the new primary site
+         * has once it replayed past it; this server then follows it without a rewind */
+        Err e2 = {{0}};
+        if (!pg_checkpoint(&pg, &e2))
+            log_warn("demote to standby leader: checkpoint failed: %s", e2.msg);
+        ok = pg_stop(&pg, "fast", 60, err) && write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
         break;
     }
     case JOB_RESTART: {
@@ -524,7 +592,8 @@ static void note_restored_timeline(Agent *a, const char *label)
 static const char *job_name(JobKind k)
 {
     static const char *names[] = {"none", "bootstrap", "clone", "start as replica", "start as primary",
-                                  "promote", "rewind", "reinitialize", "release", "restart"};
+                                  "promote", "rewind", "reinitialize", "release", "restart",
+                                  "demote to standby leader"};
     return names[k];
 }
 
@@ -568,6 +637,13 @@ void agent_collect_job(Agent *a)
             } else {
                 log_error("bootstrap: cannot record the system identifier: %s", err.msg);
             }
+            if (j.remote) {
+                a->following[0] = '\0';
+                a->following_remote = true;
+                set_role(a, "standby_leader", "bootstrapped a standby cluster from its source");
+                agent_run_callback(a, "on_start", "standby_leader");
+                break;
+            }
             if (j.restored[0])
                 note_restored_timeline(a, j.restored);
             set_role(a, "primary", "bootstrapped a new cluster");
@@ -607,8 +683,9 @@ void agent_collect_job(Agent *a)
             a->start_diverged = false;
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
-            set_role(a, "replica", "following the leader");
-            agent_run_callback(a, "on_start", "replica");
+            a->following_remote = j.remote;
+            set_role(a, j.remote ? "standby_leader" : "replica", "following the leader");
+            agent_run_callback(a, "on_start", a->role);
         }
         break;
     case JOB_START_REPLICA:
@@ -621,8 +698,10 @@ void agent_collect_job(Agent *a)
         a->start_failures = ok ? 0 : a->start_failures + 1;
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
-            set_role(a, "replica", j.target[0] ? "started as a replica" : "started read-only, no leader yet");
-            agent_run_callback(a, "on_start", "replica");
+            a->following_remote = j.remote;
+            set_role(a, j.remote ? "standby_leader" : "replica",
+                     j.remote ? "started as standby leader" : j.target[0] ? "started as a replica" : "started read-only, no leader yet");
+            agent_run_callback(a, "on_start", a->role);
         }
         break;
     case JOB_START_PRIMARY:
@@ -637,6 +716,7 @@ void agent_collect_job(Agent *a)
         if (ok) {
             a->failovers++;
             a->following[0] = '\0';
+            a->following_remote = false;
             PgState st;
             pg_observe(&a->pg, &st);
             /* the history entry goes in before the new leader announces itself (tick() writes it,
@@ -678,6 +758,18 @@ void agent_collect_job(Agent *a)
         a->start_failures = ok ? 0 : a->start_failures + 1;
         agent_run_callback(a, "on_restart", a->role);
         break;
+    case JOB_STANDBY_DEMOTE:
+        a->start_failed = !ok;
+        if (!ok) {
+            a->start_failed_at = mono_ms();
+            a->start_failures++;
+            break;
+        }
+        a->start_failures = 0;
+        a->following[0] = '\0';
+        a->following_remote = true;
+        set_role(a, "standby_leader", "this site now follows another one");
+        break;
     case JOB_NONE:
         break;
     }
@@ -698,14 +790,12 @@ static void maintain_slots(Agent *a)
 
 /* Rewrite the configuration of the running server and reload it (loop thread): as a replica
  * of `target` ("" none), or as a primary with synchronous_standby_names `ssn`. */
-static bool reconfigure(Agent *a, bool replica, const char *target, const char *ssn, Err *err)
+static bool reconfigure(Agent *a, bool replica, const char *target, bool remote, const char *ssn, Err *err)
 {
     Job j;
-    job_prepare(a, &j, JOB_NONE, replica ? target : NULL);
-    PgConfSpec spec = {.replica = replica, .primary_host = j.host, .primary_port = j.port,
-                       .slot_name = j.slot[0] ? j.slot : NULL, .sync_names = replica ? j.replica_ssn : ssn,
-                       .dyn_params = &j.dyn_params};
-    bool ok = pg_write_config(&a->pg, &spec, err) && pg_reload(&a->pg, err);
+    job_prepare_ex(a, &j, JOB_NONE, replica ? target : NULL, replica && remote);
+    str_copy(j.sync_names, sizeof(j.sync_names), ssn ? ssn : "");
+    bool ok = agent_write_job_conf(&a->pg, &j, replica, false, NULL, err) && pg_reload(&a->pg, err);
     kvlist_free(&j.dyn_params);
     return ok;
 }
@@ -717,7 +807,7 @@ static bool reconfigure(Agent *a, bool replica, const char *target, const char *
 static bool apply_ssn(Agent *a, const char *ssn)
 {
     Err err = {{0}};
-    if (!reconfigure(a, false, NULL, ssn, &err)) {
+    if (!reconfigure(a, false, NULL, false, ssn, &err)) {
         log_error("cannot apply synchronous_standby_names: %s", err.msg);
         return false;
     }
@@ -887,7 +977,7 @@ void agent_apply_params(Agent *a)
         a->sync_changed_ms = mono_ms();
     }
     Err err = {{0}};
-    if (reconfigure(a, a->pgst.in_recovery, a->following, a->sync_applied, &err)) {
+    if (reconfigure(a, a->pgst.in_recovery, a->following, a->following_remote, a->sync_applied, &err)) {
         if (!first)
             log_info("postgresql parameters changed in the cluster config: configuration rewritten and reloaded");
         free(a->params_applied);
@@ -911,6 +1001,12 @@ static void keep_leader(Agent *a, const Decision *d)
     if (!a->pgst.in_recovery && a->pgst.accepting && (!me || strcmp(me->role, "primary") != 0))
         agent_publish(a);
     maintain_slots(a);
+    if (a->pgst.in_recovery) {
+        /* a standby leader: it keeps its cascading members' slots (and the permanent ones, which
+         * then hold what another site needs the moment this one is promoted); nothing else */
+        set_role(a, "standby_leader", d->reason);
+        return;
+    }
     maintain_sync(a);
     int64_t now = mono_ms();
     if (a->pgst.wal_lsn && a->pgst.wal_lsn != a->cluster.status_optime &&
@@ -986,6 +1082,7 @@ static void demote_now(Agent *a, const char *mode)
         log_error("demote: cannot stop postgres: %s (the fence stays armed)", err.msg);
     pg_node_close(&a->pg);
     a->following[0] = '\0';
+    a->following_remote = false;
     if (stopped)
         fence_disarm(&a->fence);
     set_role(a, "demoted", "stopped writes");
@@ -1017,12 +1114,16 @@ void agent_act(Agent *a, const Decision *d)
             log_info("bootstrap: another member won the initialize key");
             break;
         }
-        if (!agent_arm_fence_for_lead(a) || !take_leader_key(a)) {
+        /* a standby cluster's bootstrap copies its source and stays in recovery: no fence */
+        if ((!d->remote && !agent_arm_fence_for_lead(a)) || !take_leader_key(a)) {
             bool del;
             a->dcs->ops->del(a->dcs, "initialize", "", &del, &err);
             break;
         }
-        agent_submit(a, JOB_BOOTSTRAP, NULL);
+        if (d->remote)
+            agent_submit_remote(a, JOB_BOOTSTRAP);
+        else
+            agent_submit(a, JOB_BOOTSTRAP, NULL);
         break;
     }
     case ACT_CLONE:
@@ -1030,7 +1131,10 @@ void agent_act(Agent *a, const Decision *d)
         agent_submit(a, JOB_CLONE, d->target);
         break;
     case ACT_START_REPLICA:
-        agent_submit(a, JOB_START_REPLICA, d->target);
+        if (d->remote)
+            agent_submit_remote(a, JOB_START_REPLICA);
+        else
+            agent_submit(a, JOB_START_REPLICA, d->target);
         break;
     case ACT_START_PRIMARY:
         if (!agent_arm_fence_for_lead(a)) {
@@ -1044,10 +1148,13 @@ void agent_act(Agent *a, const Decision *d)
     case ACT_KEEP_LEADER:
         keep_leader(a, d);
         break;
-    case ACT_ACQUIRE:
-        if (agent_arm_fence_for_lead(a) && take_leader_key(a))
-            set_role(a, "primary", d->reason);
+    case ACT_ACQUIRE: {
+        /* a standby cluster's new standby leader, in recovery, needs no fence */
+        bool standby_lead = a->cluster.config.standby.present && a->pgst.in_recovery && a->pgst.accepting;
+        if ((standby_lead || agent_arm_fence_for_lead(a)) && take_leader_key(a))
+            set_role(a, standby_lead ? "standby_leader" : "primary", d->reason);
         break;
+    }
     case ACT_PROMOTE:
         /* the fence is armed before the key is ours: if we die from here on, whatever
          * postgres has become is killed by the lease deadline */
@@ -1072,15 +1179,22 @@ void agent_act(Agent *a, const Decision *d)
             dcs_del_if_mine(a, "leader");
         break;
     case ACT_FOLLOW:
-        if (reconfigure(a, true, d->target, NULL, &err)) {
+        if (reconfigure(a, true, d->target, d->remote, NULL, &err)) {
             str_copy(a->following, sizeof(a->following), d->target);
-            set_role(a, "replica", d->reason);
+            a->following_remote = d->remote;
+            set_role(a, d->remote ? "standby_leader" : "replica", d->reason);
         } else {
-            log_error("follow %s: %s", d->target, err.msg);
+            log_error("follow %s: %s", d->remote ? "the standby_cluster source" : d->target, err.msg);
         }
         break;
     case ACT_REWIND:
-        agent_submit(a, JOB_REWIND, d->target);
+        if (d->remote)
+            agent_submit_remote(a, JOB_REWIND);
+        else
+            agent_submit(a, JOB_REWIND, d->target);
+        break;
+    case ACT_STANDBY_DEMOTE:
+        agent_submit_remote(a, JOB_STANDBY_DEMOTE);
         break;
     case ACT_REINIT:
         agent_submit(a, JOB_REINIT, d->target);

@@ -117,7 +117,8 @@ static bool replica_from_repository(Agent *a, Job *j, PgNode *pg, int start_time
 /* Method basebackup: pg_basebackup from the job's target. */
 static bool replica_from_leader(PgNode *pg, const Job *j, int start_timeout, Err *err)
 {
-    log_info("cloning from %s (%s:%d) with pg_basebackup", j->target, j->host, j->port);
+    log_info("cloning from %s (%s:%d) with pg_basebackup", j->remote ? "the standby_cluster source" : j->target, j->host,
+             j->port);
     return pg_basebackup(pg, j->host, j->port, err) && agent_write_job_conf(pg, j, true, false, NULL, err) &&
            pg_start(pg, start_timeout, err);
 }
@@ -133,9 +134,21 @@ bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *
         Err e2;
         pg_stop(pg, "immediate", 30, &e2);
     }
+    /* a standby cluster's source: standby_cluster.create_replica_methods (default basebackup) */
+    const char *source_default[] = {"basebackup"};
     int n = cfg->n_replica_methods;
+    const char *methods[8];
+    for (int i = 0; i < n && i < 8; i++)
+        methods[i] = cfg->replica_methods[i];
+    if (j->remote) {
+        n = j->n_methods > 0 ? j->n_methods : 1;
+        for (int i = 0; i < n; i++)
+            methods[i] = j->n_methods > 0 ? j->methods[i] : source_default[0];
+    }
+    if (n > 8)
+        n = 8;
     for (int i = 0; i < n; i++) {
-        const char *m = cfg->replica_methods[i];
+        const char *m = methods[i];
         Err me = {{0}};
         bool ok = strcmp(m, "pgvigil") == 0 ? replica_from_repository(a, j, pg, start_timeout, &me)
                                             : replica_from_leader(pg, j, start_timeout, &me);
@@ -147,7 +160,7 @@ bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *
                 err_prefix(err, "create replica: method %s: ", m);
             return false;
         }
-        log_warn("create replica: method %s failed: %s; trying %s", m, me.msg, cfg->replica_methods[i + 1]);
+        log_warn("create replica: method %s failed: %s; trying %s", m, me.msg, methods[i + 1]);
         Err de = {{0}};
         if (!discard_data_dir(pg, &de)) {
             err_set(err, "create replica: method %s failed (%s), and what it left cannot be removed: %s", m, me.msg,

@@ -30,6 +30,7 @@ static const char *action_names[ACT__COUNT] = {
     [ACT_REINIT] = "reinitialize",
     [ACT_RELEASE] = "release leader key",
     [ACT_GIVE_UP_LEADER] = "give up leader key",
+    [ACT_STANDBY_DEMOTE] = "demote to standby leader",
 };
 
 const char *ha_action_name(Action a)
@@ -48,6 +49,47 @@ static void decide(Decision *d, Action a, const char *target, const char *fmt, .
     va_end(ap);
 }
 
+/* decide() with the standby_cluster source as the target */
+static void decide_remote(Decision *d, Action a, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void decide_remote(Decision *d, Action a, const char *fmt, ...)
+{
+    d->action = a;
+    d->target[0] = '\0';
+    d->remote = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->reason, sizeof(d->reason), fmt, ap);
+    va_end(ap);
+}
+
+static bool standby_cluster(const Cluster *c)
+{
+    return c->config.standby.present;
+}
+
+/* "10.1.0.3:5432", or "restore_command" for a standby cluster that only reads the archive */
+static void source_text(const Cluster *c, char *buf, size_t sz)
+{
+    const StandbyCluster *sc = &c->config.standby;
+    if (sc->host)
+        str_fmt(buf, sz, "%s:%d", sc->host, sc->port);
+    else
+        str_copy(buf, sz, "its restore_command");
+}
+
+/* The standby_cluster source belongs to another cluster: never follow it (nor demote for it). */
+static bool source_refused(const Observation *o, char *why, size_t sz)
+{
+    const Cluster *c = o->cluster;
+    if (str_empty(o->remote_sysid) || !c->sysid[0] || strcmp(o->remote_sysid, c->sysid) == 0)
+        return false;
+    char src[160];
+    source_text(c, src, sizeof(src));
+    str_fmt(why, sz, "standby_cluster source %s has system identifier %s but this cluster has %s: refusing to follow it",
+            src, o->remote_sysid, c->sysid);
+    return true;
+}
+
 /* Could the local server be accepting writes? Unknown counts as yes, except that a server
  * started with standby.signal cannot have left recovery unless it answered as a primary. */
 static bool may_be_primary(const Observation *o)
@@ -57,6 +99,13 @@ static bool may_be_primary(const Observation *o)
     if (o->pg_accepting)
         return !o->pg_in_recovery;
     return !o->standby_signal;
+}
+
+/* Synchronous replication is the primary site's business: a standby cluster's members
+ * acknowledge no commits, so its rules do not apply there. */
+static bool sync_mode(const Cluster *c)
+{
+    return c->config.synchronous_mode && !standby_cluster(c);
 }
 
 static bool eligible_tags(const Tags *t)
@@ -77,13 +126,58 @@ static const Member *best_replica(const Cluster *c, const char *me)
         const Member *m = &c->members[i];
         if (strcmp(m->name, me) == 0 || !member_is_healthy_replica(m) || strcmp(m->replication_state, "streaming") != 0)
             continue;
-        if (c->config.synchronous_mode && !sync_may_promote(&c->sync, m->name, m->xlog_location))
+        if (sync_mode(c) && !sync_may_promote(&c->sync, m->name, m->xlog_location))
             continue;
         if (!best || m->xlog_location > best->xlog_location)
             best = m;
     }
     return best;
 }
+
+/* A switchover request (the failover key) seen by the leader: release the key to the candidate,
+ * or refuse and clear the request. False when there is none. */
+static bool decide_switchover_request(const Observation *o, Decision *d)
+{
+    const Cluster *c = o->cluster;
+    const FailoverReq *f = &c->failover;
+    if (f->present) {
+        bool for_me = f->leader[0] == '\0' || strcmp(f->leader, o->name) == 0;
+        if (!for_me || strcmp(f->candidate, o->name) == 0) {
+            decide(d, ACT_KEEP_LEADER, "", "ignoring a failover request that does not apply to this leader");
+            d->clear_failover = true;
+            return true;
+        }
+        const Member *cand = f->candidate[0] ? cluster_member(c, f->candidate) : best_replica(c, o->name);
+        if (!cand) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover refused: %s", f->candidate[0] ? "candidate is not a member" : "no healthy replica");
+            d->clear_failover = true;
+            return true;
+        }
+        if (!member_is_healthy_replica(cand)) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not a healthy eligible replica", cand->name);
+            d->clear_failover = true;
+            return true;
+        }
+        /* a clean stop hands every WAL record to the standbys connected at that moment; one
+         * that does not stream would miss the last ones */
+        if (strcmp(cand->replication_state, "streaming") != 0) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not streaming from me", cand->name);
+            d->clear_failover = true;
+            return true;
+        }
+        if (sync_mode(c) && !sync_may_promote(&c->sync, cand->name, cand->xlog_location)) {
+            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: not a synchronous standby", cand->name);
+            d->clear_failover = true;
+            return true;
+        }
+        decide(d, ACT_RELEASE, cand->name, "switchover to %s requested: stopping cleanly and releasing the leader key",
+               cand->name);
+        return true;
+    }
+    return false;
+}
+
+static void decide_standby_leader(const Observation *o, Decision *d);
 
 static void decide_leader(const Observation *o, Decision *d)
 {
@@ -97,6 +191,10 @@ static void decide_leader(const Observation *o, Decision *d)
         }
         decide(d, ACT_WAIT, "", "cannot renew the leader lease; retrying (lease valid for %lld ms)",
                (long long)(o->lease_deadline_ms - o->now_ms));
+        return;
+    }
+    if (standby_cluster(c)) {
+        decide_standby_leader(o, d);
         return;
     }
     if (!o->pg_running) {
@@ -130,42 +228,78 @@ static void decide_leader(const Observation *o, Decision *d)
         decide(d, ACT_PROMOTE, "", "I hold the leader key but postgres is in recovery: promoting");
         return;
     }
-    const FailoverReq *f = &c->failover;
-    if (f->present) {
-        bool for_me = f->leader[0] == '\0' || strcmp(f->leader, o->name) == 0;
-        if (!for_me || strcmp(f->candidate, o->name) == 0) {
-            decide(d, ACT_KEEP_LEADER, "", "ignoring a failover request that does not apply to this leader");
-            d->clear_failover = true;
+    if (decide_switchover_request(o, d))
+        return;
+    decide(d, ACT_KEEP_LEADER, "", "holding the leader key with a live lease");
+}
+
+/* The leader of a standby cluster: a standby leader, in recovery, following the source named by
+ * standby_cluster (the primary site), which the site's other members cascade from. It never
+ * promotes here: removing standby_cluster (a site promotion) does that. */
+static void decide_standby_leader(const Observation *o, Decision *d)
+{
+    const Cluster *c = o->cluster;
+    char src[160], why[256];
+    source_text(c, src, sizeof(src));
+    bool refused = source_refused(o, why, sizeof(why));
+    if (!o->pg_running) {
+        int64_t limit = (int64_t)c->config.primary_start_timeout * 1000;
+        if (o->start_failures >= LEADER_START_ATTEMPTS || o->pg_down_ms > limit) {
+            decide(d, ACT_GIVE_UP_LEADER, "", "postgres did not come back (%s): releasing the standby leader key",
+                   o->pg_down_ms > limit ? "down longer than primary_start_timeout" : "start failed repeatedly");
             return;
         }
-        const Member *cand = f->candidate[0] ? cluster_member(c, f->candidate) : best_replica(c, o->name);
-        if (!cand) {
-            decide(d, ACT_KEEP_LEADER, "", "switchover refused: %s", f->candidate[0] ? "candidate is not a member" : "no healthy replica");
-            d->clear_failover = true;
+        if (refused) {
+            decide(d, ACT_WAIT, "", "%s", why);
             return;
         }
-        if (!member_is_healthy_replica(cand)) {
-            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not a healthy eligible replica", cand->name);
-            d->clear_failover = true;
+        if (o->rewind_failed) {
+            decide(d, ACT_WAIT, "", "pg_rewind from %s failed; data directory not usable: run 'pgvigil reinit %s'", src,
+                   o->name);
             return;
         }
-        /* a clean stop hands every WAL record to the standbys connected at that moment; one
-         * that does not stream would miss the last ones */
-        if (strcmp(cand->replication_state, "streaming") != 0) {
-            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: it is not streaming from me", cand->name);
-            d->clear_failover = true;
+        /* a primary that stopped uncleanly (the old site after a site failover) may hold WAL the
+         * new primary site never had */
+        if (o->was_primary && c->config.use_pg_rewind && c->config.standby.host) {
+            decide_remote(d, ACT_REWIND, "former primary rejoining as standby leader: pg_rewind from %s, then follow it",
+                          src);
             return;
         }
-        if (c->config.synchronous_mode && !sync_may_promote(&c->sync, cand->name, cand->xlog_location)) {
-            decide(d, ACT_KEEP_LEADER, "", "switchover to %s refused: not a synchronous standby", cand->name);
-            d->clear_failover = true;
+        if (o->start_failed && o->start_diverged && c->config.use_pg_rewind && c->config.standby.host) {
+            decide_remote(d, ACT_REWIND, "postgres went past the fork of %s's timeline: pg_rewind from it", src);
             return;
         }
-        decide(d, ACT_RELEASE, cand->name, "switchover to %s requested: stopping cleanly and releasing the leader key",
-               cand->name);
+        if (o->start_failed && o->start_failed_ago_ms < LEADER_START_RETRY_MS) {
+            decide(d, ACT_WAIT, "", "starting postgres as standby leader failed; retrying");
+            return;
+        }
+        decide_remote(d, ACT_START_REPLICA, "standby leader: starting postgres, following %s", src);
         return;
     }
-    decide(d, ACT_KEEP_LEADER, "", "holding the leader key with a live lease");
+    if (!o->pg_accepting) {
+        decide(d, ACT_WAIT, "", "standby leader; postgres is not answering yet");
+        return;
+    }
+    if (!o->pg_in_recovery) {
+        if (refused) {
+            decide(d, ACT_KEEP_LEADER, "", "%s; staying primary", why);
+            return;
+        }
+        decide_remote(d, ACT_STANDBY_DEMOTE, "standby_cluster is set: stopping cleanly to follow %s as standby leader",
+                      src);
+        return;
+    }
+    if (refused) {
+        decide(d, ACT_WAIT, "", "%s", why);
+        return;
+    }
+    if (!o->following_remote) {
+        decide_remote(d, ACT_FOLLOW, "standby leader: replicating from %s", src);
+        return;
+    }
+    if (decide_switchover_request(o, d))
+        return;
+    decide(d, ACT_KEEP_LEADER, "", "standby leader, following %s", src);
 }
 
 static void decide_follower(const Observation *o, Decision *d)
@@ -239,7 +373,7 @@ static void decide_follower(const Observation *o, Decision *d)
 /* May `name` win a leaderless election as far as synchronous mode is concerned? */
 static bool sync_candidate(const Cluster *c, const char *name)
 {
-    return !c->config.synchronous_mode || sync_has(&c->sync, name) || sync_names_leader(&c->sync, name);
+    return !sync_mode(c) || sync_has(&c->sync, name) || sync_names_leader(&c->sync, name);
 }
 
 /* No leader key: either take it for a running primary, or run the election. */
@@ -300,8 +434,8 @@ static void decide_no_leader(const Observation *o, Decision *d)
         d->clear_failover = to_me;
         return;
     }
-    bool key_leader = c->config.synchronous_mode && sync_names_leader(&c->sync, o->name);
-    if (c->config.synchronous_mode && !key_leader && !sync_has(&c->sync, o->name)) {
+    bool key_leader = sync_mode(c) && sync_names_leader(&c->sync, o->name);
+    if (sync_mode(c) && !key_leader && !sync_has(&c->sync, o->name)) {
         if (to_me)
             decide(d, ACT_WAIT, "", "failover to me requested, but I am not a synchronous standby");
         else
@@ -309,7 +443,7 @@ static void decide_no_leader(const Observation *o, Decision *d)
         d->clear_failover = to_me;
         return;
     }
-    if (c->config.synchronous_mode && !key_leader && !sync_may_promote(&c->sync, o->name, o->my_lsn)) {
+    if (sync_mode(c) && !key_leader && !sync_may_promote(&c->sync, o->name, o->my_lsn)) {
         Lsn need = sync_catchup(&c->sync, o->name);
         if (need == LSN_PENDING)
             decide(d, ACT_WAIT, "", "synchronous standby not yet confirmed by the old leader: may not be promoted");
@@ -372,6 +506,13 @@ static void decide_no_leader(const Observation *o, Decision *d)
             return;
         }
     }
+    if (standby_cluster(c)) {
+        /* the new standby leader takes the key and re-points to the source: no promotion */
+        decide(d, ACT_ACQUIRE, "", "%s: taking the key as standby leader (%s)",
+               to_me ? "switchover to me requested" : "leader key is gone, I am the most advanced",
+               lsn_format(o->my_lsn, buf));
+        return;
+    }
     if (to_me)
         decide(d, ACT_PROMOTE, "", "failover to me requested: promoting (%s)", lsn_format(o->my_lsn, buf));
     else
@@ -433,6 +574,13 @@ void ha_decide(const Observation *o, Decision *d)
         }
         if (!eligible_tags(&o->tags)) {
             decide(d, ACT_WAIT, "", "cluster not initialized; nofailover member waits for another to bootstrap");
+            return;
+        }
+        if (standby_cluster(c)) {
+            char src[160];
+            source_text(c, src, sizeof(src));
+            decide_remote(d, ACT_BOOTSTRAP, "standby cluster not initialized: racing for the initialize key to copy %s",
+                          src);
             return;
         }
         decide(d, ACT_BOOTSTRAP, "", "cluster not initialized: racing for the initialize key");

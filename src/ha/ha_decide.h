@@ -40,6 +40,8 @@ typedef struct Observation {
     const char *my_sysid;      /* "" when unknown */
     int64_t pg_down_ms;        /* how long the postmaster has been seen down (0 when up) */
     const char *following;     /* member our primary_conninfo points at, "" none */
+    bool following_remote;     /* standby cluster: it points at the standby_cluster source */
+    const char *remote_sysid;  /* standby cluster: the source's system identifier ("" unknown) */
     bool rewind_failed;        /* the last pg_rewind attempt failed */
     bool start_failed;         /* the last start attempt failed */
     bool start_diverged;       /* ... because this replica went past the point where the leader's
@@ -79,12 +81,15 @@ typedef enum Action {
     ACT_REINIT,           /* wipe the data directory and clone from `target` */
     ACT_RELEASE,          /* switchover: checkpoint, stop cleanly, delete the leader key */
     ACT_GIVE_UP_LEADER,   /* postgres will not come back: delete the leader key */
+    ACT_STANDBY_DEMOTE,   /* the cluster became a standby cluster: checkpoint, stop cleanly,
+                             start again as its standby leader, following the source */
     ACT__COUNT
 } Action;
 
 typedef struct Decision {
     Action action;
     char target[NAME_MAX_LEN];  /* member to follow / clone / rewind from */
+    bool remote;                /* ... or instead the standby_cluster source (target "") */
     char reason[256];
     bool clear_failover;        /* the failover key is stale or refused: delete it */
 } Decision;

@@ -90,6 +90,12 @@ typedef struct PgConfSpec {
     bool keep_signal;            /* leave standby.signal as it is (promotion removes it itself) */
     const KvList *recovery;      /* a server restored from a backup: restore_command, targets
                                   * (written last; may be NULL) */
+    /* a standby leader following the standby_cluster source (another site) */
+    bool from_source;            /* primary_host/port name the source (a host list "a,b" gets
+                                  * target_session_attrs=primary) */
+    const char *restore_command; /* replica: this restore_command (NULL: the default below) */
+    bool fetch_from_repository;  /* replica: wal-fetch from backup.repository when it is set */
+    const char *min_apply_delay; /* replica: recovery_min_apply_delay (NULL none) */
 } PgConfSpec;
 
 /* The restore_command of this node: "<pgvigil> wal-fetch -c <node.yml> [--bootstrap-repository]

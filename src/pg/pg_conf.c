@@ -271,6 +271,8 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
             if (cfg->pg_replication.password)
                 add_conninfo_value(&ci, "password", cfg->pg_replication.password);
             add_conninfo_value(&ci, "application_name", cfg->name);
+            if (spec->from_source && strchr(spec->primary_host, ','))
+                add_conninfo_value(&ci, "target_session_attrs", "primary");
             buf_add(&ci, "connect_timeout=2 keepalives_idle=2 keepalives_interval=1 keepalives_count=3");
             add_param(&b, "primary_conninfo", ci.s);
             free(ci.s);
@@ -279,12 +281,16 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
         }
         add_param(&b, "primary_slot_name", spec->slot_name ? spec->slot_name : "");
         add_param(&b, "synchronous_standby_names", spec->sync_names ? spec->sync_names : "");
-        if (config_replica_method(cfg, "pgvigil") && config_has_repository(&cfg->backup) &&
-            !user_overrides(cfg, spec->dyn_params, "restore_command")) {
+        if (spec->restore_command) {
+            add_param(&b, "restore_command", spec->restore_command);
+        } else if ((spec->fetch_from_repository || config_replica_method(cfg, "pgvigil")) &&
+                   config_has_repository(&cfg->backup) && !user_overrides(cfg, spec->dyn_params, "restore_command")) {
             char cmd[3 * PATH_MAX];
             pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
             add_param(&b, "restore_command", cmd);
         }
+        if (spec->min_apply_delay)
+            add_param(&b, "recovery_min_apply_delay", spec->min_apply_delay);
     } else {
         add_param(&b, "primary_conninfo", "");
         add_param(&b, "primary_slot_name", "");

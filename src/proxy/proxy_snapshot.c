@@ -84,7 +84,9 @@ ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd
         bool running = strcmp(m->state, "running") == 0;
         bool leader = c->leader[0] && strcmp(m->name, c->leader) == 0;
         b->is_primary = etcd_ok && leader && running && strcmp(m->role, "primary") == 0;
-        b->replica = !leader && running && strcmp(m->role, "replica") == 0;
+        /* a standby cluster's leader serves reads like a replica (it is one, of another site) */
+        b->replica = running && ((!leader && strcmp(m->role, "replica") == 0) ||
+                                 (leader && strcmp(m->role, "standby_leader") == 0));
         b->lag = -1;
         if (b->replica && leader_pos)
             b->lag = leader_pos > m->xlog_location ? (int64_t)(leader_pos - m->xlog_location) : 0;

@@ -634,7 +634,8 @@ static void test_dynconfig_round_trip(void **state)
                              "\"fsync\":\"off\",\"hot_standby\":\"on\",\"max_connections\":100,"
                              "\"port\":\"05432\",\"wal_level\":\"logical\",\"work_mem\":\"8MB\"},"
                              "\"use_pg_rewind\":false,\"use_slots\":false},\"primary_start_timeout\":99,"
-                             "\"retry_timeout\":10,\"synchronous_mode\":true,\"synchronous_mode_strict\":true,"
+                             "\"retry_timeout\":10,\"slots\":{\"x\":{\"type\":\"physical\"}},"
+                             "\"synchronous_mode\":true,\"synchronous_mode_strict\":true,"
                              "\"synchronous_node_count\":2,\"ttl\":30}");
 
     /* Reading our own output gives the same settings back. */
@@ -706,6 +707,94 @@ static void test_dynconfig_json_errors(void **state)
     expect_json_error("{\"loop_wait\":\"fast\"}", "loop_wait: expected a number of seconds, got \"fast\"");
     expect_json_error("{\"loop_wait\":-2}", "loop_wait: out of range");
     expect_json_error("{\"ttl\":1,\"loop_wait\":1}", "loop_wait: must be less than ttl (1), got 1");
+}
+
+/* standby_cluster and permanent slots: Patroni's shapes, checked like the rest */
+static void test_dynconfig_standby_cluster(void **state)
+{
+    DynConfig d;
+    Err err = {{0}};
+    const char *in = "{\"standby_cluster\":{\"host\":\"10.1.0.3,10.1.0.4\",\"port\":\"5433\",\"primary_slot_name\":"
+                     "\"site_b\",\"recovery_min_apply_delay\":\"1h\",\"create_replica_methods\":[\"pgvigil\","
+                     "\"basebackup\"],\"archive_cleanup_command\":\"x\"},\"slots\":{\"site_a\":{\"type\":\"physical\"}}}";
+    if (!dynconfig_from_json(in, &d, &err))
+        fail_msg("%s", err.msg);
+    assert_true(d.standby.present);
+    assert_string_equal(d.standby.host, "10.1.0.3,10.1.0.4");
+    assert_int_equal(d.standby.port, 5433);
+    assert_string_equal(d.standby.primary_slot_name, "site_b");
+    assert_null(d.standby.restore_command);
+    assert_string_equal(d.standby.recovery_min_apply_delay, "1h");
+    assert_int_equal(d.standby.n_create_replica_methods, 2);
+    assert_string_equal(d.standby.create_replica_methods[0], "pgvigil");
+    assert_int_equal(d.n_slots, 1);
+    assert_string_equal(d.slots[0], "site_a");
+    char *out = dynconfig_to_json(&d);
+    assert_non_null(strstr(out, "\"standby_cluster\":{\"create_replica_methods\":[\"pgvigil\",\"basebackup\"],"
+                                "\"host\":\"10.1.0.3,10.1.0.4\",\"port\":5433,\"primary_slot_name\":\"site_b\","
+                                "\"recovery_min_apply_delay\":\"1h\"}"));
+    assert_non_null(strstr(out, "\"slots\":{\"site_a\":{\"type\":\"physical\"}}"));
+    DynConfig copy;
+    dynconfig_copy(&copy, &d);
+    dynconfig_free(&d);
+    char *out2 = dynconfig_to_json(&copy);
+    assert_string_equal(out, out2);
+    free(out);
+    free(out2);
+    dynconfig_free(&copy);
+
+    /* archive only: a restore_command and no host; port defaults to 5432; null means absent */
+    assert_true(dynconfig_from_json("{\"standby_cluster\":{\"restore_command\":\"cp /a/%f %p\"}}", &d, &err));
+    assert_true(d.standby.present && !d.standby.host && d.standby.port == 5432);
+    dynconfig_free(&d);
+    assert_true(dynconfig_from_json("{\"standby_cluster\":null}", &d, &err));
+    assert_false(d.standby.present);
+    out = dynconfig_to_json(&d);
+    assert_null(strstr(out, "standby_cluster"));
+    free(out);
+    dynconfig_free(&d);
+
+    expect_json_error("{\"standby_cluster\":{}}", "standby_cluster: needs a host to replicate from, or a restore_command");
+    expect_json_error("{\"standby_cluster\":\"10.1.0.3\"}", "standby_cluster: expected an object");
+    expect_json_error("{\"standby_cluster\":{\"host\":\"a\",\"port\":70000}}", "standby_cluster.port: expected a port number");
+    expect_json_error("{\"standby_cluster\":{\"host\":\"a\",\"port\":\"x\"}}", "standby_cluster.port");
+    expect_json_error("{\"standby_cluster\":{\"host\":7}}", "standby_cluster.host: expected a string");
+    expect_json_error("{\"standby_cluster\":{\"host\":\"a b\"}}", "standby_cluster.host: \"a b\" is not a host name");
+    expect_json_error("{\"standby_cluster\":{\"host\":\"a\",\"primary_slot_name\":\"Site-B\"}}",
+                      "standby_cluster.primary_slot_name: \"Site-B\" is not a replication slot name");
+    expect_json_error("{\"standby_cluster\":{\"host\":\"a\",\"create_replica_methods\":[\"wal_e\"]}}",
+                      "standby_cluster.create_replica_methods[0]: expected basebackup or pgvigil");
+    expect_json_error("{\"slots\":{\"x\":{\"type\":\"logical\",\"plugin\":\"pgoutput\"}}}",
+                      "slots.x: only physical permanent slots are kept");
+    expect_json_error("{\"slots\":{\"Bad\":{}}}", "slots.Bad: not a replication slot name");
+    expect_json_error("{\"slots\":[\"x\"]}", "slots: expected an object of slot names");
+}
+
+/* bootstrap.dcs.standby_cluster in the YAML: a DR site's first member copies its source */
+static void test_yaml_standby_cluster(void **state)
+{
+    const char *base = "scope: b\nname: n3\npostgresql:\n  data_dir: /tmp/x\nbootstrap:\n  dcs:\n    standby_cluster:\n";
+    char text[1024];
+    str_fmt(text, sizeof(text), "%s      host: 10.1.0.3\n      port: 5433\n      primary_slot_name: site_b\n"
+                                "      create_replica_methods:\n        - basebackup\n", base);
+    Err err = {{0}};
+    Config *cfg = load_text(text, false, &err);
+    if (!cfg)
+        fail_msg("%s", err.msg);
+    const StandbyCluster *sc = &cfg->bootstrap_dcs.standby;
+    assert_true(sc->present);
+    assert_string_equal(sc->host, "10.1.0.3");
+    assert_int_equal(sc->port, 5433);
+    assert_string_equal(sc->primary_slot_name, "site_b");
+    assert_int_equal(sc->n_create_replica_methods, 1);
+    char *js = dynconfig_to_json(&cfg->bootstrap_dcs);
+    assert_non_null(strstr(js, "\"standby_cluster\":{\"create_replica_methods\":[\"basebackup\"],\"host\":\"10.1.0.3\""));
+    free(js);
+    config_free(cfg);
+    str_fmt(text, sizeof(text), "%s      port: 5433\n", base);
+    expect_error(text, "node.yml:7: bootstrap.dcs.standby_cluster: standby_cluster: needs a host");
+    str_fmt(text, sizeof(text), "%s      host: 10.1.0.3\n      primary_slot_name: Site-B\n", base);
+    expect_error(text, "node.yml:7: bootstrap.dcs.standby_cluster: standby_cluster.primary_slot_name");
 }
 
 static void expect_set(const char *json, const char *assignment, const char *want)
@@ -1339,6 +1428,8 @@ int main(void)
         cmocka_unit_test(test_dynconfig_defaults_json),
         cmocka_unit_test(test_dynconfig_round_trip),
         cmocka_unit_test(test_dynconfig_json_errors),
+        cmocka_unit_test(test_dynconfig_standby_cluster),
+        cmocka_unit_test(test_yaml_standby_cluster),
         cmocka_unit_test(test_json_set),
         cmocka_unit_test(test_json_merge),
         cmocka_unit_test(test_kvlist),

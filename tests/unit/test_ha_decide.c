@@ -332,6 +332,26 @@ static void t_m3_ahead(Fx *f) { member(f, "node3")->xlog_location = L_NODE2 + 1;
 static void t_m3_nofailover(Fx *f) { member(f, "node3")->tags.nofailover = true; }
 static void t_m3_stopped(Fx *f) { str_copy(member(f, "node3")->state, 32, "stopped"); }
 
+/* standby cluster: this site follows another one at 10.9.0.1:5432 */
+static void t_standby(Fx *f)
+{
+    StandbyCluster *sc = &f->c.config.standby;
+    sc->present = true;
+    sc->host = str_dup("10.9.0.1");
+    sc->port = 5432;
+}
+/* ... and I am its standby leader (node1 holds the key), in recovery, following the source */
+static void t_standby_leader(Fx *f)
+{
+    t_standby(f);
+    f->o.pg_in_recovery = true;
+    f->o.following_remote = true;
+    f->o.remote_sysid = SYSID;
+}
+static void t_not_following_source(Fx *f) { f->o.following_remote = false; }
+static void t_source_other_cluster(Fx *f) { f->o.remote_sysid = "7300000000000000001"; }
+static void t_source_unknown(Fx *f) { f->o.remote_sysid = ""; }
+
 /* ---- the table runner ---- */
 
 #define MAX_TWEAKS 5
@@ -341,7 +361,7 @@ typedef struct Row {
     Tweak base;
     Tweak tw[MAX_TWEAKS];
     Action want;
-    const char *target;   /* NULL means "" */
+    const char *target;   /* NULL means ""; "@source" the standby_cluster source */
     const char *reason;   /* substring; NULL: not checked */
     bool clear_failover;
 } Row;
@@ -358,8 +378,10 @@ static bool run_row(const Row *r)
     ha_decide(&f.o, &d);
     cluster_free(&f.c);
 
-    const char *want_target = r->target ? r->target : "";
-    bool ok = d.action == r->want && strcmp(d.target, want_target) == 0 &&
+    /* "@source": the standby_cluster source, not a member */
+    bool want_remote = r->target && strcmp(r->target, "@source") == 0;
+    const char *want_target = r->target && !want_remote ? r->target : "";
+    bool ok = d.action == r->want && strcmp(d.target, want_target) == 0 && d.remote == want_remote &&
               (!r->reason || strstr(d.reason, r->reason)) && d.clear_failover == r->clear_failover &&
               d.reason[0] != '\0';
     if (!ok)
@@ -733,6 +755,40 @@ static void test_manual_failover(void **state)
     RUN(rows);
 }
 
+static void test_standby_cluster(void **state)
+{
+    (void)state;
+    static const Row rows[] = {
+        {"standby leader following the source", as_leader, {t_standby_leader}, ACT_KEEP_LEADER, NULL, "standby leader, following 10.9.0.1:5432", false},
+        {"standby leader, source not reachable (identity unknown)", as_leader, {t_standby_leader, t_source_unknown}, ACT_KEEP_LEADER, NULL, "standby leader", false},
+        {"standby leader not pointed at the source", as_leader, {t_standby_leader, t_not_following_source}, ACT_FOLLOW, "@source", "replicating from 10.9.0.1:5432", false},
+        {"standby leader, postgres down", as_leader, {t_standby_leader, t_pg_down}, ACT_START_REPLICA, "@source", "following 10.9.0.1", false},
+        {"standby leader, postgres down too long", as_leader, {t_standby_leader, t_pg_down, t_down_long}, ACT_GIVE_UP_LEADER, NULL, NULL, false},
+        {"standby leader, start just failed", as_leader, {t_standby_leader, t_pg_down, t_start_failed}, ACT_WAIT, NULL, "retrying", false},
+        {"standby leader was an uncleanly stopped primary", as_leader, {t_standby_leader, t_was_primary}, ACT_REWIND, "@source", "pg_rewind from 10.9.0.1:5432", false},
+        {"standby leader went past the fork of the source", as_leader, {t_standby_leader, t_start_diverged}, ACT_REWIND, "@source", "went past the fork", false},
+        {"standby leader, rewind failed", as_leader, {t_standby_leader, t_was_primary, t_rewind_failed}, ACT_WAIT, NULL, "pg_rewind from 10.9.0.1:5432 failed", false},
+        /* a primary site turned into a standby cluster: stops cleanly and follows */
+        {"leader running as primary, standby_cluster set", as_leader, {t_standby}, ACT_STANDBY_DEMOTE, "@source", "stopping cleanly", false},
+        {"leader running as primary, source of another cluster", as_leader, {t_standby, t_source_other_cluster}, ACT_KEEP_LEADER, NULL, "refusing to follow it", false},
+        {"standby leader, source of another cluster", as_leader, {t_standby_leader, t_source_other_cluster}, ACT_WAIT, NULL, "system identifier 7300000000000000001", false},
+        {"standby leader stopped, source of another cluster", as_leader, {t_standby_leader, t_source_other_cluster, t_pg_down}, ACT_WAIT, NULL, "refusing", false},
+        {"standby leader, renewal failed: keeps replicating", as_leader, {t_standby_leader, t_lease_fail, t_past_margin}, ACT_WAIT, NULL, "cannot renew", false},
+        {"standby leader, switchover to node2", as_leader, {t_standby_leader, t_so_node2}, ACT_RELEASE, "node2", "switchover to node2", false},
+        {"standby leader ignores synchronous mode", as_leader, {t_standby_leader, t_sync_mode}, ACT_KEEP_LEADER, NULL, "standby leader", false},
+        /* removing standby_cluster is the site promotion */
+        {"standby_cluster removed: the standby leader promotes", as_leader, {t_in_recovery}, ACT_PROMOTE, NULL, "in recovery", false},
+        {"replica of a standby leader", as_replica, {t_standby}, ACT_WAIT, NULL, "following leader node1", false},
+        {"stopped replica of a standby leader", as_replica, {t_standby, t_pg_down}, ACT_START_REPLICA, "node1", NULL, false},
+        {"election in a standby cluster: no promotion", as_election, {t_standby}, ACT_ACQUIRE, NULL, "taking the key as standby leader", false},
+        {"election in a standby cluster ignores synchronous mode", as_election, {t_standby, t_sync_mode}, ACT_ACQUIRE, NULL, "standby leader", false},
+        {"election in a standby cluster, a peer is ahead", as_election, {t_standby, t_p3_ahead}, ACT_WAIT, NULL, "more advanced", false},
+        {"switchover to me in a standby cluster", as_election, {t_standby, t_fo_node2}, ACT_ACQUIRE, NULL, "switchover to me requested", false},
+        {"uninitialized standby cluster copies its source", as_uninit, {t_standby}, ACT_BOOTSTRAP, "@source", "copy 10.9.0.1:5432", false},
+    };
+    RUN(rows);
+}
+
 static void test_action_names(void **state)
 {
     (void)state;
@@ -754,6 +810,7 @@ static void test_action_names(void **state)
         {ACT_REINIT, "reinitialize"},
         {ACT_RELEASE, "release leader key"},
         {ACT_GIVE_UP_LEADER, "give up leader key"},
+        {ACT_STANDBY_DEMOTE, "demote to standby leader"},
     };
     assert_int_equal(ARRAY_LEN(names), ACT__COUNT);
     for (size_t i = 0; i < ARRAY_LEN(names); i++) {
@@ -821,6 +878,8 @@ static void randomize(Fx *f)
     c->config.synchronous_mode = rnd(3) == 0;
     c->config.use_pg_rewind = rnd(4) != 0;
     c->config.primary_start_timeout = rnd(5) == 0 ? 0 : 300;
+    if (rnd(4) == 0)
+        t_standby(f);
     c->sync.present = rnd(4) != 0;
     str_copy(c->sync.leader, NAME_MAX_LEN, rnd(4) == 0 ? "" : node_names[rnd(3)]);
     for (int i = 0; i < 3; i++)
@@ -850,6 +909,8 @@ static void randomize(Fx *f)
     o->start_failed = rnd(4) == 0;
     o->not_streaming_ms = rnd(3) == 0 ? 20000 : 0;
     o->reinit_on_rewind_failure = rnd(2);
+    o->following_remote = rnd(2);
+    o->remote_sysid = sysids[rnd(5)];
 
     o->dcs_ok = rnd(6) != 0;
     o->lease_ok = rnd(3) != 0;
@@ -967,10 +1028,29 @@ static const char *check_invariants(const Fx *f, const Decision *d)
         return "starts a data directory whose pg_rewind failed";
     if (sysid_mismatch && a != ACT_WAIT && a != ACT_DEMOTE)
         return "touches a data directory of another cluster";
-    if ((a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW ||
+    bool standby = c->config.standby.present;
+    bool source_other = standby && o->remote_sysid && o->remote_sysid[0] && c->sysid[0] &&
+                        strcmp(o->remote_sysid, c->sysid) != 0;
+    if (d->remote) {
+        /* only a standby cluster's leader (or its bootstrap) follows the source */
+        if (!standby)
+            return "follows a source outside a standby cluster";
+        if (a == ACT_BOOTSTRAP ? c->initialized || c->leader[0] : !i_lead || !o->lease_ok)
+            return "follows the source without holding the leader key";
+        if (a != ACT_BOOTSTRAP && a != ACT_FOLLOW && a != ACT_REWIND && a != ACT_START_REPLICA &&
+            a != ACT_STANDBY_DEMOTE)
+            return "remote target on an action that has none";
+        if (source_other)
+            return "follows a source of another cluster";
+    }
+    if (standby && (a == ACT_PROMOTE || a == ACT_START_PRIMARY))
+        return "a standby cluster writes without a site promotion";
+    if (a == ACT_STANDBY_DEMOTE && (!standby || !i_lead || !surely_primary))
+        return "demotes to standby leader outside that situation";
+    if (!d->remote && (a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW ||
          (a == ACT_START_REPLICA && d->target[0])) && strcmp(d->target, c->leader) != 0)
         return "replicates from someone other than the leader";
-    if (a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW)
+    if (!d->remote && (a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW))
         if (!other_leads)
             return "replica action without another leader";
     if (c->config.pause && (a == ACT_PROMOTE || a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT ||
@@ -979,10 +1059,15 @@ static const char *check_invariants(const Fx *f, const Decision *d)
     if (a == ACT_RELEASE) {
         const Member *m = cluster_member(c, d->target);
         if (!i_lead || !o->lease_ok || !m || strcmp(m->state, "running") != 0 || strcmp(m->role, "replica") != 0 ||
-            !tags_ok(&m->tags) || (c->config.synchronous_mode && !sync_has(&c->sync, m->name)))
+            !tags_ok(&m->tags) || (c->config.synchronous_mode && !standby && !sync_has(&c->sync, m->name)))
             return "releases to an unfit candidate";
     }
-    if (a == ACT_ACQUIRE) {
+    if (a == ACT_ACQUIRE && standby && !surely_primary) {
+        /* a standby cluster's election: the winner takes the key in recovery */
+        if (c->leader[0] || !o->pg_running || !o->pg_accepting || !o->pg_in_recovery || o->action_running ||
+            !tags_ok(&o->tags))
+            return "takes the standby leader key without being a healthy eligible standby";
+    } else if (a == ACT_ACQUIRE) {
         if (c->leader[0] || !surely_primary || o->action_running)
             return "acquires without being the running primary of a leaderless cluster";
         if (!c->config.pause)
@@ -1074,6 +1159,7 @@ int main(void)
         cmocka_unit_test(test_pause),
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_manual_failover),
+        cmocka_unit_test(test_standby_cluster),
         cmocka_unit_test(test_action_names),
         cmocka_unit_test(test_sweep_invariants),
     };
