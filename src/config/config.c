@@ -33,6 +33,7 @@ typedef enum {
     K_KVMAP,    /* a mapping of scalars, into a KvList */
     K_INITDB,   /* a list of flags and mappings, into a KvList */
     K_ROUTES,   /* proxy.routes: a list of mappings, into ProxyRoute[] */
+    K_SLOTS,    /* bootstrap.dcs.slots: {name: {type: physical}}, into DynConfig.slots */
 } KeyKind;
 
 typedef struct KeySpec {
@@ -118,6 +119,7 @@ static const KeySpec keys[] = {
     {"bootstrap.dcs.postgresql.use_pg_rewind", K_BOOL, D(use_pg_rewind), 0},
     {"bootstrap.dcs.postgresql.use_slots", K_BOOL, D(use_slots), 0},
     {"bootstrap.dcs.postgresql.parameters", K_KVMAP, D(pg_parameters), 0},
+    {"bootstrap.dcs.slots", K_SLOTS, 0, 0},
     {"bootstrap.dcs.standby_cluster", K_SECTION, 0, 0},
     {"bootstrap.dcs.standby_cluster.host", K_STR, D(standby.host), 0},
     {"bootstrap.dcs.standby_cluster.port", K_INT, D(standby.port), 0},
@@ -777,6 +779,36 @@ static bool load_routes(Loader *ld, int line, const char *key, const yaml_node_t
 
 static bool load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix);
 
+/* bootstrap.dcs.slots, checked by the same rules as the etcd key's */
+static bool load_slots(Loader *ld, int line, const char *key, const yaml_node_t *v)
+{
+    if (v->type != YAML_MAPPING_NODE)
+        return type_error(ld, line, key, "a mapping of slot names", v);
+    json_t *o = json_object();
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
+        const yaml_node_t *spec = yaml_document_get_node(&ld->doc, p->value);
+        if (!k || k->type != YAML_SCALAR_NODE)
+            continue;
+        json_t *js = json_object();
+        if (spec && spec->type == YAML_MAPPING_NODE) {
+            for (yaml_node_pair_t *q = spec->data.mapping.pairs.start; q < spec->data.mapping.pairs.top; q++) {
+                const yaml_node_t *qk = yaml_document_get_node(&ld->doc, q->key);
+                const yaml_node_t *qv = yaml_document_get_node(&ld->doc, q->value);
+                if (qk && qv && qk->type == YAML_SCALAR_NODE && qv->type == YAML_SCALAR_NODE)
+                    json_object_set_new(js, scalar(qk), json_string(scalar(qv)));
+            }
+        }
+        json_object_set_new(o, scalar(k), js);
+    }
+    DynConfig *dc = &ld->cfg->bootstrap_dcs;
+    free_strv(dc->slots, dc->n_slots);   /* a merge key may have set them already */
+    Err e;
+    bool ok = slots_from_json(o, &dc->slots, &dc->n_slots, &e);
+    json_decref(o);
+    return ok || fail_at(ld, line, key, "%s", e.msg);
+}
+
 static bool load_value(Loader *ld, const KeySpec *ks, int line, const yaml_node_t *v)
 {
     const char *key = ks->path;
@@ -856,6 +888,8 @@ static bool load_value(Loader *ld, const KeySpec *ks, int line, const yaml_node_
         return load_initdb(ld, ks, line, key, v);
     case K_ROUTES:
         return load_routes(ld, line, key, v);
+    case K_SLOTS:
+        return load_slots(ld, line, key, v);
     }
     return true;
 }

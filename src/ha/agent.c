@@ -416,6 +416,8 @@ static bool job_may_make_primary(Agent *a)
     if (!agent_job_running(a))
         return false;
     JobKind k = a->job.kind;
+    if (a->job.remote)
+        return false;   /* a job following a standby cluster's source leaves a standby */
     return k == JOB_PROMOTE || k == JOB_START_PRIMARY || k == JOB_BOOTSTRAP || k == JOB_RESTART;
 }
 
@@ -599,13 +601,18 @@ static void tick(Agent *a)
     o.tags = a->cfg->tags;
     o.now_ms = mono_ms();
     o.action_running = agent_job_running(a);
+    agent_adopt_source(a);
     o.following = a->following;
-    o.following_remote = a->following_remote;
+    char sig[sizeof(a->following_sig)];
+    agent_source_signature(&a->cluster.config.standby, sig, sizeof(sig));
+    /* pointed at the source as it is configured now: an edited standby_cluster means re-pointing */
+    o.following_remote = a->following_remote && strcmp(sig, a->following_sig) == 0;
     SourceInfo si;
     if (a->dcs_ok)
         source_probe_set(&a->source, &a->cluster.config.standby, a->cfg);
     source_probe_get(&a->source, &si);
     o.remote_sysid = si.known ? si.sysid : "";
+    o.remote_error = si.error;
     if (!a->rewind_failed && a->pgst.data_dir_valid && !a->pgst.running && !o.action_running &&
         pg_rewind_marked_failed(&a->pg)) {
         log_warn("%s/%s: an earlier pg_rewind failed here", a->cfg->pg_data_dir, PG_REWIND_FAILED_FILE);

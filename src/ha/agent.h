@@ -59,6 +59,7 @@ typedef struct Job {
     char min_apply_delay[64];
     char methods[4][16];
     int n_methods;
+    char source_sig[1400];      /* remote: agent_source_signature() of the source followed */
 } Job;
 
 typedef struct Agent {
@@ -103,6 +104,7 @@ typedef struct Agent {
     PgState pgst;
     char following[NAME_MAX_LEN];
     bool following_remote;      /* following the standby_cluster source (following is "") */
+    char following_sig[1400];   /* ... as configured then (agent_source_signature) */
     SourceProbe source;         /* standby cluster: the source's identity and position */
     bool rewind_failed;
     bool start_failed;
@@ -183,6 +185,11 @@ void agent_apply_params(Agent *a);
 /* Re-read the YAML file (REST POST /reload, SIGHUP) and apply what can change live. */
 void agent_reload_config(Agent *a);
 bool agent_member_pg_addr(const Cluster *c, const char *name, char *host, size_t hsz, int *port);
+/* What postgres is configured with to follow a standby_cluster source: a change of any of it
+ * (host, port, slot, restore_command, delay) means re-pointing. */
+void agent_source_signature(const StandbyCluster *sc, char *buf, size_t sz);
+/* An agent restarted under a running standby leader recognises that postgres follows the source. */
+void agent_adopt_source(Agent *a);
 
 /* Write the server's configuration for a job: as a replica of the job's target or as a
  * primary; keep_signal leaves standby.signal alone; recovery: settings of a server restored

@@ -135,6 +135,13 @@ static int peer_slot_names(const Agent *a, char names[][64], int max)
     return n;
 }
 
+void agent_source_signature(const StandbyCluster *sc, char *buf, size_t sz)
+{
+    str_fmt(buf, sz, "%s\x1f%d\x1f%s\x1f%s\x1f%s", sc->host ? sc->host : "", sc->port,
+            sc->primary_slot_name ? sc->primary_slot_name : "", sc->restore_command ? sc->restore_command : "",
+            sc->recovery_min_apply_delay ? sc->recovery_min_apply_delay : "");
+}
+
 /* The standby_cluster source as a job's target: its address, slot, restore_command, delay. */
 static void job_source(const Agent *a, Job *j)
 {
@@ -149,6 +156,7 @@ static void job_source(const Agent *a, Job *j)
              sc->recovery_min_apply_delay ? sc->recovery_min_apply_delay : "");
     for (int i = 0; i < sc->n_create_replica_methods && j->n_methods < (int)ARRAY_LEN(j->methods); i++)
         str_copy(j->methods[j->n_methods++], sizeof(j->methods[0]), sc->create_replica_methods[i]);
+    agent_source_signature(sc, j->source_sig, sizeof(j->source_sig));
 }
 
 /* What the source says of itself, for a copy made before the cluster knows its identity (the
@@ -640,6 +648,7 @@ void agent_collect_job(Agent *a)
             if (j.remote) {
                 a->following[0] = '\0';
                 a->following_remote = true;
+                str_copy(a->following_sig, sizeof(a->following_sig), j.source_sig);
                 set_role(a, "standby_leader", "bootstrapped a standby cluster from its source");
                 agent_run_callback(a, "on_start", "standby_leader");
                 break;
@@ -684,6 +693,7 @@ void agent_collect_job(Agent *a)
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             a->following_remote = j.remote;
+            str_copy(a->following_sig, sizeof(a->following_sig), j.source_sig);
             set_role(a, j.remote ? "standby_leader" : "replica", "following the leader");
             agent_run_callback(a, "on_start", a->role);
         }
@@ -699,6 +709,7 @@ void agent_collect_job(Agent *a)
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             a->following_remote = j.remote;
+            str_copy(a->following_sig, sizeof(a->following_sig), j.source_sig);
             set_role(a, j.remote ? "standby_leader" : "replica",
                      j.remote ? "started as standby leader" : j.target[0] ? "started as a replica" : "started read-only, no leader yet");
             agent_run_callback(a, "on_start", a->role);
@@ -768,11 +779,38 @@ void agent_collect_job(Agent *a)
         a->start_failures = 0;
         a->following[0] = '\0';
         a->following_remote = true;
+        str_copy(a->following_sig, sizeof(a->following_sig), j.source_sig);
         set_role(a, "standby_leader", "this site now follows another one");
         break;
     case JOB_NONE:
         break;
     }
+}
+
+/* An agent restarted under a running standby leader: postgres follows the source already when it
+ * runs with the primary_conninfo and slot this agent would write for it now. */
+void agent_adopt_source(Agent *a)
+{
+    const StandbyCluster *sc = &a->cluster.config.standby;
+    if (a->following_remote || a->following[0] || !a->dcs_ok || !sc->present || !sc->host || !a->pgst.running ||
+        !a->pgst.accepting || !a->pgst.in_recovery || strcmp(a->cluster.leader, a->cfg->name) != 0 ||
+        agent_job_running(a))
+        return;
+    Job j;
+    job_prepare_ex(a, &j, JOB_NONE, NULL, true);
+    PgConfSpec spec = {.replica = true, .primary_host = j.host, .primary_port = j.port, .from_source = true};
+    char *want = pg_primary_conninfo(a->cfg, &spec);
+    Err err = {{0}};
+    PGresult *r = pg_query(&a->pg, "SELECT current_setting('primary_conninfo'), current_setting('primary_slot_name')",
+                           2000, &err);
+    if (r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), want) == 0 && strcmp(PQgetvalue(r, 0, 1), j.slot) == 0) {
+        a->following_remote = true;
+        str_copy(a->following_sig, sizeof(a->following_sig), j.source_sig);
+        log_info("standby leader: postgres already follows %s:%d", sc->host, sc->port);
+    }
+    PQclear(r);
+    free(want);
+    kvlist_free(&j.dyn_params);
 }
 
 /* ---- leader maintenance ----------------------------------------------------------------- */
@@ -958,6 +996,13 @@ void agent_apply_params(Agent *a)
 {
     if (!a->pgst.running || !a->pgst.accepting || !a->dcs_ok)
         return;
+    if (a->following_remote) {
+        /* the source changed: re-pointing is ha_decide's (it may refuse the new one) */
+        char sig[sizeof(a->following_sig)];
+        agent_source_signature(&a->cluster.config.standby, sig, sizeof(sig));
+        if (strcmp(sig, a->following_sig) != 0)
+            return;
+    }
     char *now = params_text(&a->cluster.config.pg_parameters);
     if (a->params_applied && strcmp(now, a->params_applied) == 0) {
         free(now);
@@ -1182,6 +1227,7 @@ void agent_act(Agent *a, const Decision *d)
         if (reconfigure(a, true, d->target, d->remote, NULL, &err)) {
             str_copy(a->following, sizeof(a->following), d->target);
             a->following_remote = d->remote;
+            agent_source_signature(&a->cluster.config.standby, a->following_sig, sizeof(a->following_sig));
             set_role(a, d->remote ? "standby_leader" : "replica", d->reason);
         } else {
             log_error("follow %s: %s", d->remote ? "the standby_cluster source" : d->target, err.msg);

@@ -294,6 +294,14 @@ static void decide_standby_leader(const Observation *o, Decision *d)
         return;
     }
     if (!o->following_remote) {
+        /* a running standby is re-pointed only at a source whose identity is known to match: a
+         * source that does not answer may be another cluster's server */
+        if (str_empty(o->remote_sysid)) {
+            decide(d, ACT_WAIT, "", "standby leader: waiting to verify the system identifier of %s before replicating "
+                                    "from it%s%s", src, str_empty(o->remote_error) ? "" : ": ",
+                   str_empty(o->remote_error) ? "" : o->remote_error);
+            return;
+        }
         decide_remote(d, ACT_FOLLOW, "standby leader: replicating from %s", src);
         return;
     }

@@ -42,6 +42,7 @@ typedef struct Observation {
     const char *following;     /* member our primary_conninfo points at, "" none */
     bool following_remote;     /* standby cluster: it points at the standby_cluster source */
     const char *remote_sysid;  /* standby cluster: the source's system identifier ("" unknown) */
+    const char *remote_error;  /* ... why it is unknown ("" or NULL: not tried yet) */
     bool rewind_failed;        /* the last pg_rewind attempt failed */
     bool start_failed;         /* the last start attempt failed */
     bool start_diverged;       /* ... because this replica went past the point where the leader's

@@ -115,6 +115,8 @@ void pg_guard_lease_file(const PgNode *pg, char *buf, size_t sz);
 bool pg_archive_module_installed(const PgNode *pg);
 void pg_archive_socket(const PgNode *pg, char *buf, size_t sz);
 
+/* The primary_conninfo pg_write_config writes for a replica of spec's upstream (malloc'd). */
+char *pg_primary_conninfo(const Config *cfg, const PgConfSpec *spec);
 /* Write postgresql.conf (including postgresql.base.conf), pg_hba.conf and standby.signal. */
 bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err);
 

@@ -66,6 +66,23 @@ static void add_conninfo_value(Buf *b, const char *key, const char *value)
     buf_add(b, "' ");
 }
 
+char *pg_primary_conninfo(const Config *cfg, const PgConfSpec *spec)
+{
+    Buf ci = {0};
+    char p[16];
+    str_fmt(p, sizeof(p), "%d", spec->primary_port);
+    add_conninfo_value(&ci, "host", spec->primary_host ? spec->primary_host : "");
+    add_conninfo_value(&ci, "port", p);
+    add_conninfo_value(&ci, "user", cfg->pg_replication.username);
+    if (cfg->pg_replication.password)
+        add_conninfo_value(&ci, "password", cfg->pg_replication.password);
+    add_conninfo_value(&ci, "application_name", cfg->name);
+    if (spec->from_source && spec->primary_host && strchr(spec->primary_host, ','))
+        add_conninfo_value(&ci, "target_session_attrs", "primary");
+    buf_add(&ci, "connect_timeout=2 keepalives_idle=2 keepalives_interval=1 keepalives_count=3");
+    return ci.s;
+}
+
 static bool write_owned(const char *path, const Buf *b, Err *err)
 {
     if (!file_write_atomic(path, b->s ? b->s : "", b->len, 0600, err))
@@ -262,20 +279,9 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
 
     if (spec->replica) {
         if (!str_empty(spec->primary_host)) {
-            Buf ci = {0};
-            char p[16];
-            str_fmt(p, sizeof(p), "%d", spec->primary_port);
-            add_conninfo_value(&ci, "host", spec->primary_host);
-            add_conninfo_value(&ci, "port", p);
-            add_conninfo_value(&ci, "user", cfg->pg_replication.username);
-            if (cfg->pg_replication.password)
-                add_conninfo_value(&ci, "password", cfg->pg_replication.password);
-            add_conninfo_value(&ci, "application_name", cfg->name);
-            if (spec->from_source && strchr(spec->primary_host, ','))
-                add_conninfo_value(&ci, "target_session_attrs", "primary");
-            buf_add(&ci, "connect_timeout=2 keepalives_idle=2 keepalives_interval=1 keepalives_count=3");
-            add_param(&b, "primary_conninfo", ci.s);
-            free(ci.s);
+            char *ci = pg_primary_conninfo(cfg, spec);
+            add_param(&b, "primary_conninfo", ci);
+            free(ci);
         } else {
             add_param(&b, "primary_conninfo", "");
         }

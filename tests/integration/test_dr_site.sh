@@ -1,0 +1,123 @@
+#!/bin/bash
+# A disaster-recovery site: site b is a standby cluster of site a, each site its own pgvigil
+# cluster with its own etcd, in network namespaces of their own.
+#  - b's first member copies a (pg_basebackup through standby_cluster.host, a list of a's
+#    nodes) and becomes b's standby leader, streaming from a's primary through slot site_b
+#    (kept by a's leader from its `slots` config); b's other member cascades from it. list says
+#    "Standby Leader" and names the source; /standby-leader and /leader answer 200 on it,
+#    /primary 503; /metrics has the site lag. Rows written on a reach both of b's members.
+#  - the standby leader fails over inside site b: node3 killed, node4 takes the key without
+#    promoting and streams from a; node3 comes back as node4's replica.
+#  - a fails over inside site a (node1 killed): b's standby leader finds a's new primary in the
+#    host list and follows it onto the new timeline.
+#  - bad input: standby_cluster pointed at a PostgreSQL of another cluster is refused (the
+#    standby leader says so and keeps following a), and a standby_cluster without host or
+#    restore_command is refused by edit-config.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_sites.sh"
+
+sites_setup
+start_site_etcd a
+start_site_etcd b
+
+A_HOSTS="${NODE_IP[1]},${NODE_IP[2]}"
+# site a keeps a slot for site b; site b one for site a (used once b is the primary site)
+BOOTSTRAP_EXTRA="    slots:
+      site_b:
+        type: physical" site_node_config 1 a
+BOOTSTRAP_EXTRA="    slots:
+      site_b:
+        type: physical" site_node_config 2 a
+SB="    slots:
+      site_a:
+        type: physical
+    standby_cluster:
+      host: $A_HOSTS
+      port: 5432
+      primary_slot_name: site_b"
+BOOTSTRAP_EXTRA="$SB" site_node_config 3 b
+BOOTSTRAP_EXTRA="$SB" site_node_config 4 b
+
+start_agent 1
+wait_until 60 "node1 bootstraps site a" is_primary 1
+start_agent 2
+wait_until 90 "node2 streams from node1" streams_from 2 1
+psql_n 1 -c "create table dr(id int primary key, at text)" -c "insert into dr values (1, 'a')"
+
+# ---- site b: a standby cluster of site a
+start_agent 3
+wait_until 120 "node3 is site b's standby leader" site_role_is 3 "Standby Leader"
+wait_until 60 "node3 streams from node1 (site a's primary)" streams_from 3 1
+[ "$(psql_n 1 -c "select active from pg_replication_slots where slot_name = 'site_b'")" = t ] ||
+    fail "site b does not use slot site_b on node1"
+start_agent 4
+wait_until 120 "node4 cascades from node3" streams_from 4 3
+site_role_is 4 Replica || fail "node4: role $(site_role 4), want Replica"
+[ "$(site_etcdctl b get --print-value-only /service/site-b/initialize)" = "$(site_etcdctl a get --print-value-only /service/site-a/initialize)" ] ||
+    fail "site b's initialize key differs from site a's system identifier"
+table=$(sitectl b list)
+echo "$table"
+grep -q "Standby cluster: following $A_HOSTS:5432 through slot site_b" <<<"$table" || fail "list does not name the source"
+
+code() { nsexec 0 curl -s -o /dev/null -w '%{http_code}' "$(api_url "$1")$2"; }
+[ "$(code 3 /standby-leader)" = 200 ] || fail "/standby-leader on node3: $(code 3 /standby-leader)"
+[ "$(code 3 /leader)" = 200 ] || fail "/leader on node3: $(code 3 /leader)"
+[ "$(code 3 /primary)" = 503 ] || fail "/primary on node3: $(code 3 /primary)"
+[ "$(code 4 /standby-leader)" = 503 ] || fail "/standby-leader on node4: $(code 4 /standby-leader)"
+[ "$(code 1 /standby-leader)" = 503 ] || fail "/standby-leader on node1 (site a's primary): $(code 1 /standby-leader)"
+metrics=$(nsexec 0 curl -s "$(api_url 3)/metrics")
+grep -q '^pgvigil_standby_cluster{[^}]*} 1$' <<<"$metrics" || fail "/metrics: no pgvigil_standby_cluster 1 on node3"
+grep -q '^pgvigil_site_lag_bytes{' <<<"$metrics" || fail "/metrics: no pgvigil_site_lag_bytes on node3"
+st=$(nsexec 0 curl -s "$(api_url 3)/patroni")
+[ "$(jq -r .role <<<"$st")" = standby_leader ] || fail "/patroni role on node3: $st"
+[ "$(jq -r .standby_cluster.source <<<"$st")" = "$A_HOSTS:5432" ] || fail "/patroni standby_cluster on node3: $st"
+
+row_on() { [ "$(psql_n "$1" -c "select at from dr where id = $2" 2>/dev/null)" = "$3" ]; }
+psql_n 1 -c "insert into dr values (2, 'b')"
+wait_until 30 "row 2 reaches node4 through node3" row_on 4 2 b
+
+# ---- the standby leader fails over inside site b
+kill9_node 3
+wait_until 60 "node4 takes site b's standby leader key" site_leader_is b node4
+wait_until 60 "node4 streams from node1" streams_from 4 1
+is_replica 4 || fail "node4 left recovery: a standby cluster never promotes by itself"
+psql_n 1 -c "insert into dr values (3, 'c')"
+wait_until 30 "row 3 reaches node4" row_on 4 3 c
+start_agent 3
+wait_until 120 "node3 rejoins as node4's replica" streams_from 3 4
+wait_until 30 "row 3 reaches node3" row_on 3 3 c
+
+# ---- site a fails over; site b follows its new primary onto the new timeline
+kill9_node 1
+wait_until 60 "node2 becomes site a's primary" is_primary 2
+wait_until 90 "site b's standby leader streams from node2" streams_from 4 2
+psql_n 2 -c "insert into dr values (4, 'd')"
+wait_until 30 "row 4 reaches node3 (cascaded)" row_on 3 4 d
+tl2=$(psql_n 2 -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+tl3=$(psql_n 3 -c "select received_tli from pg_stat_wal_receiver")
+log "site a is on timeline $tl2; node3 receives timeline $tl3"
+
+# ---- bad input
+# a PostgreSQL of another cluster (its own initdb), reachable from site b
+FOREIGN="$T_DIR/foreign"
+mkdir -p "$FOREIGN" && chown postgres: "$FOREIGN" && chmod 700 "$FOREIGN"
+runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$FOREIGN" -U postgres >/dev/null || fail "initdb of the foreign server"
+echo "host replication all $NETNS_SUBNET.0/24 trust" >>"$FOREIGN/pg_hba.conf"
+mkdir -p "$T_DIR/foreign.sock" && chown postgres: "$T_DIR/foreign.sock"
+nsexec 13 runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$FOREIGN" -l "$T_DIR/foreign.sock/postgres.log" -w \
+    -o "-c listen_addresses=${NODE_IP[13]} -c unix_socket_directories=$T_DIR/foreign.sock" start >/dev/null ||
+    fail "foreign server did not start"
+nsexec 13 runuser -u postgres -- psql -X -q -h "$T_DIR/foreign.sock" -U postgres -d postgres \
+    -c "create role replicator login replication" || fail "replicator role on the foreign server"
+sitectl b edit-config --force --set "standby_cluster.host=${NODE_IP[13]}" >/dev/null || fail "edit-config standby_cluster.host"
+wait_until 30 "node4 refuses the foreign source" grep -q "has system identifier .* but this cluster has .*: refusing to follow it" "$T_DIR/node4.log"
+streams_from 4 2 || fail "node4 stopped following site a after being pointed at another cluster"
+psql_n 2 -c "insert into dr values (5, 'e')"
+wait_until 30 "row 5 still reaches node4" row_on 4 5 e
+sitectl b edit-config --force --set "standby_cluster.host=$A_HOSTS" >/dev/null || fail "edit-config back"
+nsexec 13 runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$FOREIGN" -m immediate -w stop >/dev/null
+
+out=$(sitectl b edit-config --force --set "standby_cluster.host=null" 2>&1) && fail "edit-config accepted a standby_cluster without host: $out"
+grep -q "standby_cluster: needs a host to replicate from, or a restore_command" <<<"$out" || fail "edit-config: $out"
+log "standby cluster, standby leader failover in both sites, and refusals: ok"
+echo "PASS [$T_NAME]"
