@@ -22,6 +22,7 @@ static const Command commands[] = {
     {"history", cmd_history, "timeline history (failovers and switchovers)"},
     {"show-config", cmd_show_config, "print the dynamic cluster configuration"},
     {"edit-config", cmd_edit_config, "change dynamic configuration: --set key=value"},
+    {"site", cmd_site, "site status|switchover: the primary site and its standby cluster (DR site)"},
     {"demo", cmd_demo, "demo up|down|status: a local 3-node cluster on loopback"},
     {"backup", cmd_backup, "backup take|list: base backups in the repository (-c node.yml)"},
     {"restore", cmd_restore, "restore a backup into a directory, to the end of the archive or a target"},

@@ -25,6 +25,7 @@ int cmd_reinit(int argc, char **argv);
 int cmd_history(int argc, char **argv);
 int cmd_show_config(int argc, char **argv);
 int cmd_edit_config(int argc, char **argv);
+int cmd_site(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);

@@ -479,8 +479,10 @@ static bool is_leader(const Cluster *c, const Member *m)
 
 const char *cli_member_state(const Cluster *c, const Member *m)
 {
-    /* like patronictl: a running replica that streams from the primary shows "streaming" */
-    if (strcmp(m->name, c->leader) != 0 && strcmp(m->state, "running") == 0 &&
+    /* like patronictl: a running replica that streams from the primary shows "streaming" (and a
+     * standby cluster's leader, from its source) */
+    bool standby_leader = strcmp(m->role, "standby_leader") == 0;
+    if ((strcmp(m->name, c->leader) != 0 || standby_leader) && strcmp(m->state, "running") == 0 &&
         strcmp(m->replication_state, "streaming") == 0)
         return "streaming";
     return m->state;

@@ -103,6 +103,12 @@ static const KeySpec keys[] = {
     {"tags.nosync", K_BOOL, C(tags.nosync), 0},
     {"tags.clonefrom", K_BOOL, C(tags.clonefrom), 0},
     {"tags.failover_priority", K_INT, C(tags.failover_priority), 0},
+    {"site", K_SECTION, 0, 0},
+    {"site.peer", K_SECTION, 0, 0},
+    {"site.peer.scope", K_STR, C(site.peer_scope), 0},
+    {"site.peer.namespace", K_STR, C(site.peer_namespace), 0},
+    {"site.peer.etcd3", K_SECTION, 0, 0},
+    {"site.peer.etcd3.hosts", K_HOSTS, C(site.peer_etcd_hosts), C(site.n_peer_etcd_hosts)},
     {"bootstrap", K_SECTION, 0, 0},
     {"bootstrap.dcs", K_SECTION, 0, 0},
     {"bootstrap.dcs.ttl", K_INT, D(ttl), 0},
@@ -1616,6 +1622,9 @@ void config_free(Config *cfg)
     free(cfg->log_level);
     free(cfg->pid_file);
     free_strv(cfg->etcd_hosts, cfg->n_etcd_hosts);
+    free_strv(cfg->site.peer_etcd_hosts, cfg->site.n_peer_etcd_hosts);
+    free(cfg->site.peer_scope);
+    free(cfg->site.peer_namespace);
     free(cfg->etcd_protocol);
     free(cfg->etcd_username);
     free(cfg->etcd_password);

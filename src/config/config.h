@@ -163,6 +163,14 @@ typedef struct BootstrapRestore {
     BackupConfig repo;
 } BootstrapRestore;
 
+/* site: the other data center's cluster, for `pgvigil site` (switchover, promote, status). */
+typedef struct SiteConfig {
+    char *peer_scope;               /* site.peer.scope */
+    char *peer_namespace;           /* site.peer.namespace (default: this file's namespace) */
+    char **peer_etcd_hosts;         /* site.peer.etcd3.hosts */
+    int n_peer_etcd_hosts;
+} SiteConfig;
+
 typedef struct Config {
     char *path;                     /* file it was read from */
     char *scope;                    /* required */
@@ -213,6 +221,7 @@ typedef struct Config {
     NotifyConfig notify;
     BackupConfig backup;
     ProxyConfig proxy;              /* only read by config_load_proxy() */
+    SiteConfig site;
 } Config;
 
 /* Load and validate a YAML file. On error returns NULL and err names file, line and key,

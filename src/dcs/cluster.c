@@ -156,6 +156,7 @@ void cluster_free(Cluster *c)
     free(c->members);
     free(c->config_json);
     free(c->history_json);
+    free(c->site_json);
     dynconfig_free(&c->config);
     memset(c, 0, sizeof(*c));
 }
@@ -696,6 +697,9 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
             read_failover(out, kv);
         } else if (strcmp(key, "sync") == 0) {
             read_sync(out, kv);
+        } else if (strcmp(key, "pgvigil_site") == 0) {
+            free(out->site_json);
+            out->site_json = str_dup(kv->value ? kv->value : "");
         } else if (strcmp(key, "history") == 0) {
             free(out->history_json);
             out->history_json = str_dup(kv->value ? kv->value : "");

@@ -83,6 +83,9 @@ typedef struct Cluster {
     int64_t backup_newest_stop;    /* epoch seconds it completed, 0 none known */
     int64_t backup_newest_bytes;   /* its database size */
     double backup_newest_seconds;  /* how long it took */
+    /* pgvigil_site: this site's part in site switchovers and promotions (written by `pgvigil
+     * site`): {"role": "primary"|"standby", "state": ..., "peer": scope, ...}; raw, NULL absent */
+    char *site_json;
     int64_t revision;              /* etcd header revision of the read */
 } Cluster;
 

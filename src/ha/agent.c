@@ -292,6 +292,10 @@ void agent_publish(Agent *a)
     if (st->in_recovery && st->receive_lsn > m.xlog_location)
         m.xlog_location = st->receive_lsn;
     m.timeline = st->timeline;
+    /* a standby whose walreceiver is down reports its last restartpoint's timeline; the history
+     * file it fetched when it followed a promotion tells the one it is on */
+    if (st->in_recovery && st->history_tli > m.timeline)
+        m.timeline = st->history_tli;
     if (st->in_recovery)
         str_copy(m.replication_state, sizeof(m.replication_state), st->streaming ? "streaming" : "in archive recovery");
     m.tags = cfg->tags;

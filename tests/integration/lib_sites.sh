@@ -73,3 +73,70 @@ site_config() { site_etcdctl "$1" get --print-value-only "/service/${SITE_SCOPE[
 site_json() { sitectl "$1" list --json 2>/dev/null; }
 site_role() { site_json "${SITE_OF[$1]}" | jq -r --arg m "node$1" '.[] | select(.Member == $m) | .Role'; }
 site_role_is() { [ "$(site_role "$1")" = "$2" ]; }
+
+# sites_start: site a (nodes 1 2) with a permanent slot site_b; site b (nodes 3 4) a standby
+# cluster of it through standby_cluster.host = a's nodes and slot site_b, keeping slot site_a
+# for the day it is the primary site. Waits until b's standby leader streams from a and node4
+# cascades from it. SITE_EXTRA (YAML) is added to every node's file.
+sites_start() {
+    start_site_etcd a
+    start_site_etcd b
+    A_HOSTS="${NODE_IP[1]},${NODE_IP[2]}"
+    local sa="    slots:
+      site_b:
+        type: physical" sb="    slots:
+      site_a:
+        type: physical
+    standby_cluster:
+      host: $A_HOSTS
+      port: 5432
+      primary_slot_name: site_b"
+    BOOTSTRAP_EXTRA="$sa" site_node_config 1 a "${SITE_EXTRA:-}"
+    BOOTSTRAP_EXTRA="$sa" site_node_config 2 a "${SITE_EXTRA:-}"
+    BOOTSTRAP_EXTRA="$sb" site_node_config 3 b "${SITE_EXTRA:-}"
+    BOOTSTRAP_EXTRA="$sb" site_node_config 4 b "${SITE_EXTRA:-}"
+    start_agent 1
+    wait_until 60 "node1 bootstraps site a" is_primary 1
+    start_agent 2
+    wait_until 90 "node2 streams from node1" streams_from 2 1
+    start_agent 3
+    wait_until 120 "node3 is site b's standby leader" site_role_is 3 "Standby Leader"
+    wait_until 60 "node3 streams from node1 (site a's primary)" streams_from 3 1
+    start_agent 4
+    wait_until 120 "node4 cascades from node3" streams_from 4 3
+}
+
+# `pgvigil site ...` as an operator on the bridge would run it: site a's file, site b's etcd
+site_cli() { nsexec 0 "$BIN" site "$@" -c "$T_DIR/node1.yml" --peer-dcs-url "$(site_url b)" --peer-scope site-b; }
+
+# start_site_writer FILE: inserts 1, 2, 3... into dr_w through every node's address
+# (target_session_attrs=read-write: whichever site is primary); each acknowledged id is logged
+# as "<ms> <id>" in FILE. Stop it by creating FILE.stop.
+start_site_writer() {
+    local out="$1" parent=$$ hosts="${NODE_IP[1]},${NODE_IP[2]},${NODE_IP[3]},${NODE_IP[4]}"
+    rm -f "$out.stop"
+    (
+        i=0
+        while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
+            i=$((i + 1))
+            if nsexec 0 env PGPASSWORD=it-super PGOPTIONS="-c statement_timeout=1500" timeout -k 1 4 psql -X -q -At \
+                "host=$hosts port=5432 dbname=postgres user=postgres connect_timeout=2 target_session_attrs=read-write" \
+                -c "insert into dr_w values ($i)" >/dev/null 2>&1; then
+                echo "$(date +%s%3N) $i" >>"$out"
+            else
+                sleep 0.02
+            fi
+        done
+    ) &
+    BG_PIDS+=("$!")
+}
+
+# the longest time between two acknowledged writes in FILE from line FROM on (ms)
+max_write_gap() { tail -n +"${2:-1}" "$1" | awk 'NR > 1 && $1 - prev > gap { gap = $1 - prev } { prev = $1 } END { print gap + 0 }'; }
+
+# every id acknowledged in FILE is in dr_w on node N; prints what is missing
+acked_present() {
+    local f="$1" n="$2" missing
+    missing=$(comm -23 <(awk '{print $2}' "$f" | sort -u) <(psql_n "$n" -c "select id from dr_w" | sort -u))
+    [ -z "$missing" ] || { echo "acknowledged but missing on node$n: $(echo $missing | head -c 300)"; return 1; }
+}

@@ -17,41 +17,12 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_sites.sh"
 
 sites_setup
-start_site_etcd a
-start_site_etcd b
-
-A_HOSTS="${NODE_IP[1]},${NODE_IP[2]}"
-# site a keeps a slot for site b; site b one for site a (used once b is the primary site)
-BOOTSTRAP_EXTRA="    slots:
-      site_b:
-        type: physical" site_node_config 1 a
-BOOTSTRAP_EXTRA="    slots:
-      site_b:
-        type: physical" site_node_config 2 a
-SB="    slots:
-      site_a:
-        type: physical
-    standby_cluster:
-      host: $A_HOSTS
-      port: 5432
-      primary_slot_name: site_b"
-BOOTSTRAP_EXTRA="$SB" site_node_config 3 b
-BOOTSTRAP_EXTRA="$SB" site_node_config 4 b
-
-start_agent 1
-wait_until 60 "node1 bootstraps site a" is_primary 1
-start_agent 2
-wait_until 90 "node2 streams from node1" streams_from 2 1
+sites_start
 psql_n 1 -c "create table dr(id int primary key, at text)" -c "insert into dr values (1, 'a')"
 
 # ---- site b: a standby cluster of site a
-start_agent 3
-wait_until 120 "node3 is site b's standby leader" site_role_is 3 "Standby Leader"
-wait_until 60 "node3 streams from node1 (site a's primary)" streams_from 3 1
 [ "$(psql_n 1 -c "select active from pg_replication_slots where slot_name = 'site_b'")" = t ] ||
     fail "site b does not use slot site_b on node1"
-start_agent 4
-wait_until 120 "node4 cascades from node3" streams_from 4 3
 site_role_is 4 Replica || fail "node4: role $(site_role 4), want Replica"
 [ "$(site_etcdctl b get --print-value-only /service/site-b/initialize)" = "$(site_etcdctl a get --print-value-only /service/site-a/initialize)" ] ||
     fail "site b's initialize key differs from site a's system identifier"

@@ -1,0 +1,597 @@
+/* `pgvigil site`: two data centers, each an ordinary pgvigil cluster with its own etcd, one the
+ * primary site and the other a standby cluster following it (standby_cluster in its config).
+ *   site status      which site is primary, each site's leader, the DR site's position
+ *   site switchover  hand the primary role to the other site and back, with no lost commit and
+ *                    no re-clone: the primary site's leader stops cleanly and restarts as a standby
+ *                    leader following the other site (its shutdown checkpoint is its last record);
+ *                    once the other site's standby leader has received everything up to that
+ *                    checkpoint it is promoted (its standby_cluster removed). Every step is
+ *                    recorded in both sites' pgvigil_site key; running the command again resumes
+ *                    an interrupted switchover, and once done switches back.
+ * The other site is given by --peer-dcs-url/--peer-scope or the file's site.peer section. */
+#include "common/common.h"
+#include "cli/cli.h"
+#include "cli/cli_common.h"
+#include "common/lsn.h"
+#include "common/strbuf.h"
+#include "common/timeutil.h"
+
+#include <jansson.h>
+
+#define SITE_POLL_MS 100
+
+typedef struct Site {
+    CliCtx ctx;
+    bool open;
+} Site;
+
+static void site_usage(FILE *out)
+{
+    fputs("usage: pgvigil site status|switchover [options] [cluster options]\n\n"
+          "Two sites (data centers), each its own pgvigil cluster and etcd; one is the primary site, the\n"
+          "other a standby cluster following it (standby_cluster in its dynamic configuration).\n"
+          "  status       both sites: which is primary, their leaders, the standby site's lag\n"
+          "  switchover   make the standby site the primary site, and this one its standby cluster:\n"
+          "               no lost commit, no re-clone; run it again to switch back\n\n"
+          "options:\n"
+          "      --peer-dcs-url URLS   the other site's etcd (default: site.peer.etcd3.hosts of -c FILE)\n"
+          "      --peer-scope NAME     the other site's cluster name (default: site.peer.scope)\n"
+          "      --peer-namespace NS   its key namespace (default: site.peer.namespace, else this one's)\n"
+          "      --timeout SECONDS     how long each step may take (default 60)\n"
+          "      --json                status: print JSON\n",
+          out);
+    fputs(CLI_CONN_USAGE, out);
+}
+
+static const Member *leader_of(const Cluster *c)
+{
+    return c->leader[0] ? cluster_member(c, c->leader) : NULL;
+}
+
+static bool is_standby_site(const Cluster *c)
+{
+    return c->config.standby.present;
+}
+
+/* "10.0.0.3,10.0.0.4" and the port of every member's PostgreSQL (one port for all: standby_cluster
+ * takes one) */
+static bool site_hosts(const Cluster *c, const char *scope, char *hosts, size_t hsz, int *port, Err *err)
+{
+    hosts[0] = '\0';
+    *port = 0;
+    size_t len = 0;
+    for (int i = 0; i < c->n_members; i++) {
+        char hp[256];
+        cli_member_host(c->members[i].conn_url, hp, sizeof(hp));
+        char *colon = strrchr(hp, ':');
+        if (!colon)
+            continue;
+        *colon = '\0';
+        int p = atoi(colon + 1);
+        if (*port && p != *port) {
+            err_set(err, "the members of %s listen on different ports (%d, %d): standby_cluster takes one port", scope,
+                    *port, p);
+            return false;
+        }
+        *port = p;
+        int n = snprintf(hosts + len, hsz - len, "%s%s", len ? "," : "", hp);
+        if (n < 0 || (size_t)n >= hsz - len) {
+            err_set(err, "%s: too many members for one host list", scope);
+            return false;
+        }
+        len += (size_t)n;
+    }
+    if (!len) {
+        err_set(err, "%s has no member records: is its agent running?", scope);
+        return false;
+    }
+    return true;
+}
+
+/* Merge a JSON patch into a site's config key (retrying when it changed under us); the result
+ * must be a valid dynamic configuration. */
+static bool patch_config(CliCtx *ctx, const char *patch, Err *err)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        const Cluster *c = &ctx->cluster;
+        char *json = dynconfig_json_merge(c->config_json ? c->config_json : "{}", patch, err);
+        if (!json)
+            return false;
+        DynConfig dc;
+        bool ok = dynconfig_from_json(json, &dc, err);
+        dynconfig_free(&dc);
+        if (!ok) {
+            err_prefix(err, "%s: the new configuration is invalid: ", ctx->scope);
+            free(json);
+            return false;
+        }
+        bool swapped = false;
+        ok = ctx->dcs->ops->cas_rev(ctx->dcs, "config", c->has_config ? c->config_mod_revision : 0, json, &swapped,
+                                    NULL, err);
+        free(json);
+        if (!ok)
+            return false;
+        if (swapped) {
+            Err re = {{0}};
+            cli_reload(ctx, &re);   /* the next wait reloads anyway */
+            return true;
+        }
+        if (!cli_reload(ctx, err))
+            return false;
+    }
+    err_set(err, "%s: the config key kept changing under us", ctx->scope);
+    return false;
+}
+
+/* pgvigil_site of one site: what happened last (the switchover's steps, in both sites) */
+static bool put_site_record(CliCtx *ctx, json_t *rec, Err *err)
+{
+    char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    bool ok = s && ctx->dcs->ops->put(ctx->dcs, "pgvigil_site", s, false, err);
+    free(s);
+    return ok;
+}
+
+static bool record_both(Site *p, Site *d, const char *state, json_t *extra, Err *err)
+{
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "state", state, "from", p->ctx.scope, "to", d->ctx.scope,
+                            "at", (json_int_t)wall_now());
+    if (extra)
+        json_object_update(rec, extra);
+    bool ok = put_site_record(&p->ctx, rec, err) && put_site_record(&d->ctx, rec, err);
+    json_decref(rec);
+    return ok;
+}
+
+/* The record's state and destination ("" when absent). */
+static void site_record(const Cluster *c, char *state, size_t ssz, char *to, size_t tsz)
+{
+    state[0] = to[0] = '\0';
+    json_t *o = c->site_json ? json_loads(c->site_json, 0, NULL) : NULL;
+    const char *s = json_string_value(json_object_get(o, "state"));
+    const char *t = json_string_value(json_object_get(o, "to"));
+    str_copy(state, ssz, s ? s : "");
+    str_copy(to, tsz, t ? t : "");
+    json_decref(o);
+}
+
+typedef bool (*SiteCond)(const Cluster *c, const void *arg, char *why, size_t wsz);
+
+/* Reload the site until cond holds, or the deadline; false + err naming what was awaited. */
+static bool wait_for(Site *s, SiteCond cond, const void *arg, const char *what, int64_t timeout_ms, Err *err)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    char why[256] = "";
+    for (;;) {
+        Err e = {{0}};
+        if (cli_reload(&s->ctx, &e)) {
+            if (cond(&s->ctx.cluster, arg, why, sizeof(why)))
+                return true;
+        } else {
+            str_copy(why, sizeof(why), e.msg);
+        }
+        if (mono_ms() >= deadline) {
+            err_set(err, "%s: %s did not happen within %lld s%s%s", s->ctx.scope, what, (long long)(timeout_ms / 1000),
+                    why[0] ? ": " : "", why);
+            return false;
+        }
+        sleep_ms(SITE_POLL_MS);
+    }
+}
+
+/* the demoted site's leader runs again, as a standby leader */
+static bool demoted(const Cluster *c, const void *arg, char *why, size_t wsz)
+{
+    (void)arg;
+    const Member *l = leader_of(c);
+    if (!l) {
+        str_copy(why, wsz, "no leader");
+        return false;
+    }
+    str_fmt(why, wsz, "leader %s is %s, %s", l->name, l->role, l->state);
+    return strcmp(l->role, "standby_leader") == 0 && strcmp(l->state, "running") == 0 && l->xlog_location > 0;
+}
+
+typedef struct Position {
+    Lsn lsn;
+    int timeline;
+} Position;
+
+/* the standby site's leader has received everything up to the demoted site's last record */
+static bool caught_up(const Cluster *c, const void *arg, char *why, size_t wsz)
+{
+    const Position *want = arg;
+    const Member *l = leader_of(c);
+    if (!l) {
+        str_copy(why, wsz, "no leader");
+        return false;
+    }
+    char a[LSN_BUFSZ], b[LSN_BUFSZ];
+    str_fmt(why, wsz, "leader %s has %s on timeline %d, the other site ended at %s on timeline %d", l->name,
+            lsn_format(l->xlog_location, a), l->timeline, lsn_format(want->lsn, b), want->timeline);
+    return l->timeline == want->timeline && l->xlog_location >= want->lsn;
+}
+
+static bool promoted(const Cluster *c, const void *arg, char *why, size_t wsz)
+{
+    (void)arg;
+    const Member *l = leader_of(c);
+    if (!l) {
+        str_copy(why, wsz, "no leader");
+        return false;
+    }
+    str_fmt(why, wsz, "leader %s is %s, %s", l->name, l->role, l->state);
+    return strcmp(l->role, "primary") == 0 && strcmp(l->state, "running") == 0;
+}
+
+/* the new standby site streams from the new primary site, on its timeline */
+static bool following(const Cluster *c, const void *arg, char *why, size_t wsz)
+{
+    const int *timeline = arg;
+    const Member *l = leader_of(c);
+    if (!l) {
+        str_copy(why, wsz, "no leader");
+        return false;
+    }
+    str_fmt(why, wsz, "leader %s: %s, timeline %d", l->name, l->replication_state[0] ? l->replication_state : l->state,
+            l->timeline);
+    return strcmp(l->role, "standby_leader") == 0 && strcmp(l->replication_state, "streaming") == 0 &&
+           l->timeline >= *timeline;
+}
+
+/* The standby_cluster the demoted site gets: the other site's members, and what the other site's
+ * own standby_cluster said about restoring WAL and delays (the DR site's settings move with it). */
+static json_t *standby_for(const Cluster *newp, const char *newp_scope, const StandbyCluster *old, Err *err)
+{
+    char hosts[1024];
+    int port;
+    if (!site_hosts(newp, newp_scope, hosts, sizeof(hosts), &port, err))
+        return NULL;
+    json_t *o = json_pack("{s:s, s:i}", "host", hosts, "port", port);
+    /* the slot the new primary site keeps for its standby site: its one permanent slot */
+    if (newp->config.n_slots == 1)
+        json_object_set_new(o, "primary_slot_name", json_string(newp->config.slots[0]));
+    if (old->restore_command)
+        json_object_set_new(o, "restore_command", json_string(old->restore_command));
+    if (old->recovery_min_apply_delay)
+        json_object_set_new(o, "recovery_min_apply_delay", json_string(old->recovery_min_apply_delay));
+    if (old->n_create_replica_methods > 0) {
+        json_t *m = json_array();
+        for (int i = 0; i < old->n_create_replica_methods; i++)
+            json_array_append_new(m, json_string(old->create_replica_methods[i]));
+        json_object_set_new(o, "create_replica_methods", m);
+    }
+    return o;
+}
+
+/* Does the standby leader reach its source now? Its agent checks every couple of seconds (a
+ * walreceiver cut off silently says "streaming" until wal_receiver_timeout). */
+static bool source_reachable(const CliCtx *ctx, const Member *leader)
+{
+    char *base = cli_api_base(leader->api_url);
+    char *url = str_printf("%s/patroni", base);
+    long code = 0;
+    char *resp = NULL;
+    Err err = {{0}};
+    bool ok = cli_http("GET", url, NULL, ctx->api_user, ctx->api_password, 3000, &code, &resp, &err) && code == 200;
+    json_t *o = ok ? json_loads(resp, 0, NULL) : NULL;
+    ok = json_is_true(json_object_get(json_object_get(o, "standby_cluster"), "source_reachable"));
+    json_decref(o);
+    free(resp);
+    free(url);
+    free(base);
+    return ok;
+}
+
+/* The standby site never received the demoted site's last record: make the demoted site the
+ * primary site again (its standby leader is promoted, on a new timeline the standby site then
+ * follows). Nothing was lost: the standby site was never promoted. */
+static int roll_back(Site *p, Site *d, const Err *why, int64_t tmo)
+{
+    fprintf(stderr, "site switchover: %s\nrolling back: %s becomes the primary site again\n", why->msg, p->ctx.scope);
+    Err err = {{0}};
+    if (!record_both(p, d, "rolled back", NULL, &err) || !cli_reload(&p->ctx, &err) ||
+        !patch_config(&p->ctx, "{\"standby_cluster\":null}", &err) ||
+        !wait_for(p, promoted, NULL, "the promotion of its standby leader", tmo, &err)) {
+        cli_error("remove standby_cluster from one site by hand (edit-config --set standby_cluster=null)",
+                  "site switchover: the rollback failed: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    cli_error("find out why the standby site did not receive the primary site's WAL, then try again",
+              "site switchover failed and was rolled back: %s is the primary site again (timeline %d)", p->ctx.scope,
+              leader_of(&p->ctx.cluster)->timeline);
+    return EXIT_FAILED;
+}
+
+static int fail_step(const char *hint, const Err *err)
+{
+    cli_error(hint, "site switchover: %s", err->msg);
+    return EXIT_FAILED;
+}
+
+/* The last step: the demoted site p streams from the new primary site d on new_tl. */
+static int finish_switchover(Site *p, Site *d, int new_tl, json_t *extra, int64_t t0, int64_t tmo)
+{
+    Err err = {{0}};
+    if (!wait_for(p, following, &new_tl, "its standby leader streaming from the new primary site", tmo, &err)) {
+        fprintf(stderr, "warning: %s\n", err.msg);
+        return EXIT_FAILED;
+    }
+    int64_t t_end = mono_ms();
+    json_object_set_new(extra, "seconds", json_real((t_end - t0) / 1000.0));
+    json_object_set_new(extra, "new_timeline", json_integer(new_tl));
+    if (!record_both(p, d, "done", extra, &err))
+        fprintf(stderr, "warning: cannot record the end of the switchover: %s\n", err.msg);
+    printf("  %s: %s streams from %s\n", p->ctx.scope, leader_of(&p->ctx.cluster)->name, d->ctx.scope);
+    printf("site switchover done in %.1f s: %s is the primary site, %s its standby cluster\n", (t_end - t0) / 1000.0,
+           d->ctx.scope, p->ctx.scope);
+    return EXIT_OK;
+}
+
+static int site_switchover(Site *own, Site *peer, int timeout_s)
+{
+    int64_t tmo = (int64_t)timeout_s * 1000;
+    Cluster *oc = &own->ctx.cluster, *pc = &peer->ctx.cluster;
+    Site *p, *d;   /* the primary site (to demote) and the standby site (to promote) */
+    bool resume = false;
+    if (!is_standby_site(oc) && is_standby_site(pc)) {
+        p = own;
+        d = peer;
+    } else if (is_standby_site(oc) && !is_standby_site(pc)) {
+        p = peer;
+        d = own;
+    } else if (is_standby_site(oc) && is_standby_site(pc)) {
+        /* both follow: a switchover stopped between its demotion and its promotion */
+        char st[32], to[128];
+        site_record(oc, st, sizeof(st), to, sizeof(to));
+        if (strcmp(st, "demoting") != 0 && strcmp(st, "promoting") != 0) {
+            cli_error("promote one of them ('pgvigil site promote'), or remove standby_cluster from one with "
+                      "edit-config", "site switchover: %s and %s are both standby clusters and no switchover between "
+                      "them is under way", own->ctx.scope, peer->ctx.scope);
+            return EXIT_STATE;
+        }
+        d = strcmp(to, own->ctx.scope) == 0 ? own : peer;
+        p = d == own ? peer : own;
+        resume = true;
+        printf("resuming the switchover from %s to %s (%s)\n", p->ctx.scope, d->ctx.scope, st);
+    } else {
+        cli_error("make one of them a standby cluster (standby_cluster in its dynamic configuration)",
+                  "site switchover: neither %s nor %s is a standby cluster: both are primary sites", own->ctx.scope,
+                  peer->ctx.scope);
+        return EXIT_STATE;
+    }
+    Cluster *P = &p->ctx.cluster, *D = &d->ctx.cluster;
+    if (!resume) {
+        /* a switchover to p that stopped after promoting it: only its last step is left */
+        char st[32], to[128];
+        site_record(P, st, sizeof(st), to, sizeof(to));
+        const Member *pl = leader_of(P);
+        if (strcmp(st, "promoting") == 0 && strcmp(to, p->ctx.scope) == 0 && pl) {
+            printf("completing the switchover from %s to %s\n", d->ctx.scope, p->ctx.scope);
+            json_t *extra = json_object();
+            int rc = finish_switchover(d, p, pl->timeline, extra, mono_ms(), (int64_t)timeout_s * 1000);
+            json_decref(extra);
+            return rc;
+        }
+    }
+    if (P->sysid[0] && D->sysid[0] && strcmp(P->sysid, D->sysid) != 0) {
+        cli_error("a standby cluster copies its primary site: these two are different databases",
+                  "site switchover: %s has system identifier %s but %s has %s", p->ctx.scope, P->sysid, d->ctx.scope,
+                  D->sysid);
+        return EXIT_STATE;
+    }
+    const Member *dl = leader_of(D);
+    if (!dl || strcmp(dl->role, "standby_leader") != 0 || strcmp(dl->state, "running") != 0) {
+        cli_error("wait until it has a running standby leader (pgvigil list)",
+                  "site switchover: %s has no running standby leader%s%s", d->ctx.scope, dl ? ": " : "",
+                  dl ? dl->name : "");
+        return EXIT_STATE;
+    }
+    Err err = {{0}};
+    int64_t t0 = mono_ms(), t_demoted = t0, t_caught = t0, t_promoted = t0;
+    if (!resume) {
+        const Member *pl = leader_of(P);
+        if (!pl || strcmp(pl->role, "primary") != 0 || strcmp(pl->state, "running") != 0) {
+            cli_error("wait until it has a running primary (pgvigil list)", "site switchover: %s has no running primary",
+                      p->ctx.scope);
+            return EXIT_STATE;
+        }
+        if (strcmp(dl->replication_state, "streaming") != 0 || !source_reachable(&d->ctx, dl)) {
+            cli_error("a clean stop hands the last WAL only to a standby connected at that moment",
+                      "site switchover refused: %s's standby leader %s is not streaming from %s", d->ctx.scope,
+                      dl->name, p->ctx.scope);
+            return EXIT_STATE;
+        }
+        json_t *sc = standby_for(D, d->ctx.scope, &D->config.standby, &err);
+        if (!sc)
+            return fail_step("nothing was changed", &err);
+        json_t *patch = json_pack("{s:o}", "standby_cluster", sc);
+        char *text = json_dumps(patch, JSON_COMPACT);
+        json_decref(patch);
+        printf("switching the primary site from %s to %s\n", p->ctx.scope, d->ctx.scope);
+        bool ok = record_both(p, d, "demoting", NULL, &err) && patch_config(&p->ctx, text, &err);
+        free(text);
+        if (!ok)
+            return fail_step("nothing was changed in the clusters; run it again", &err);
+        printf("  %s: standby_cluster set; its leader stops cleanly and restarts as a standby leader\n", p->ctx.scope);
+    }
+    if (!wait_for(p, demoted, NULL, "its leader restarting as a standby leader", tmo, &err))
+        return fail_step("run 'pgvigil site switchover' again to resume; to undo, remove standby_cluster from the "
+                         "demoted site (edit-config --set standby_cluster=null)", &err);
+    const Member *pl = leader_of(P);
+    Position end = {pl->xlog_location, pl->timeline};
+    t_demoted = mono_ms();
+    char lsn[LSN_BUFSZ];
+    printf("  %s: %s stopped cleanly at %s on timeline %d (%.1f s)\n", p->ctx.scope, pl->name,
+           lsn_format(end.lsn, lsn), end.timeline, (t_demoted - t0) / 1000.0);
+    if (!wait_for(d, caught_up, &end, "its standby leader receiving everything the other site wrote", tmo, &err))
+        return roll_back(p, d, &err, tmo);
+    t_caught = mono_ms();
+    dl = leader_of(D);
+    printf("  %s: %s has received everything up to %s (%.1f s)\n", d->ctx.scope, dl->name, lsn, (t_caught - t_demoted) / 1000.0);
+    json_t *extra = json_pack("{s:s, s:i}", "lsn", lsn, "timeline", end.timeline);
+    bool ok = record_both(p, d, "promoting", extra, &err) && patch_config(&d->ctx, "{\"standby_cluster\":null}", &err);
+    if (!ok) {
+        json_decref(extra);
+        return fail_step("run 'pgvigil site switchover' again to resume", &err);
+    }
+    if (!wait_for(d, promoted, NULL, "the promotion of its standby leader", tmo, &err)) {
+        json_decref(extra);
+        return fail_step("see the agents' logs; run 'pgvigil site switchover' again to resume", &err);
+    }
+    t_promoted = mono_ms();
+    dl = leader_of(D);
+    printf("  %s: %s promoted, timeline %d: %s is the primary site (%.1f s)\n", d->ctx.scope, dl->name, dl->timeline,
+           d->ctx.scope, (t_promoted - t_caught) / 1000.0);
+    int rc = finish_switchover(p, d, dl->timeline, extra, t0, tmo);
+    json_decref(extra);
+    return rc;
+}
+
+static void status_of(StrBuf *b, json_t *arr, Site *s)
+{
+    const Cluster *c = &s->ctx.cluster;
+    const Member *l = leader_of(c);
+    const char *kind = is_standby_site(c) ? "standby site" : "primary site";
+    char lsn[LSN_BUFSZ];
+    strbuf_addf(b, "%s: %s, leader %s", s->ctx.scope, kind, l ? l->name : "(none)");
+    if (l)
+        strbuf_addf(b, " (%s, %s, timeline %d, %s)", l->role, l->state, l->timeline, lsn_format(l->xlog_location, lsn));
+    if (is_standby_site(c) && c->config.standby.host)
+        strbuf_addf(b, ", following %s:%d", c->config.standby.host, c->config.standby.port);
+    strbuf_adds(b, "\n");
+    json_t *o = json_pack("{s:s, s:s, s:s}", "scope", s->ctx.scope, "role", is_standby_site(c) ? "standby" : "primary",
+                          "leader", l ? l->name : "");
+    if (l) {
+        json_object_set_new(o, "leader_role", json_string(l->role));
+        json_object_set_new(o, "timeline", json_integer(l->timeline));
+        json_object_set_new(o, "lsn", json_string(lsn));
+    }
+    if (c->site_json) {
+        json_t *r = json_loads(c->site_json, 0, NULL);
+        if (r)
+            json_object_set_new(o, "last_change", r);
+    }
+    json_array_append_new(arr, o);
+}
+
+static int site_status(Site *own, Site *peer, bool as_json)
+{
+    StrBuf b = {0};
+    json_t *arr = json_array();
+    status_of(&b, arr, own);
+    status_of(&b, arr, peer);
+    char *text = strbuf_take(&b);
+    if (as_json) {
+        char *s = json_dumps(arr, JSON_COMPACT);
+        puts(s ? s : "[]");
+        free(s);
+    } else {
+        fputs(text, stdout);
+    }
+    free(text);
+    json_decref(arr);
+    return EXIT_OK;
+}
+
+/* The other site's connection options: flags first, then the file's site.peer section. */
+static int open_peer(const CliCtx *own, const char *url, const char *scope, const char *ns, Site *peer)
+{
+    char *built = NULL;
+    const SiteConfig *sc = own->cfg ? &own->cfg->site : NULL;
+    if (!url && sc && sc->n_peer_etcd_hosts > 0) {
+        StrBuf b = {0};
+        for (int i = 0; i < sc->n_peer_etcd_hosts; i++)
+            strbuf_addf(&b, "%shttp://%s", i ? "," : "", sc->peer_etcd_hosts[i]);
+        url = built = strbuf_take(&b);
+    }
+    if (!scope && sc)
+        scope = sc->peer_scope;
+    if (!ns && sc && sc->peer_namespace)
+        ns = sc->peer_namespace;
+    if (!ns && own->cfg)
+        ns = own->cfg->namespace_;
+    if (!url || !scope) {
+        free(built);
+        cli_error("give --peer-dcs-url and --peer-scope, or site.peer.etcd3.hosts and site.peer.scope in -c FILE",
+                  "no other site given");
+        return EXIT_USAGE;
+    }
+    CliConnOpts o = {.dcs_url = url, .scope = scope, .namespace_ = ns};
+    int rc = cli_open(&o, &peer->ctx);
+    free(built);
+    peer->open = rc == EXIT_OK;
+    return rc;
+}
+
+int cmd_site(int argc, char **argv)
+{
+    enum { OPT_PEER_URL = CLI_OPT_NEXT, OPT_PEER_SCOPE, OPT_PEER_NS, OPT_TIMEOUT, OPT_JSON };
+    static const struct option longopts[] = {
+        CLI_CONN_LONGOPTS,
+        {"peer-dcs-url", required_argument, NULL, OPT_PEER_URL},
+        {"peer-scope", required_argument, NULL, OPT_PEER_SCOPE},
+        {"peer-namespace", required_argument, NULL, OPT_PEER_NS},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+    CliConnOpts conn = {0};
+    const char *peer_url = NULL, *peer_scope = NULL, *peer_ns = NULL;
+    int timeout_s = 60;
+    bool as_json = false;
+    int opt;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, CLI_CONN_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_conn_opt(&conn, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'h':
+            site_usage(stdout);
+            return EXIT_OK;
+        case OPT_PEER_URL: peer_url = optarg; break;
+        case OPT_PEER_SCOPE: peer_scope = optarg; break;
+        case OPT_PEER_NS: peer_ns = optarg; break;
+        case OPT_JSON: as_json = true; break;
+        case OPT_TIMEOUT:
+            if (!cli_parse_int(optarg, 1, 86400, &timeout_s)) {
+                cli_error("e.g. --timeout 120", "--timeout: expected seconds (1-86400), got \"%s\"", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        default:
+            return cli_bad_option("site", opt, argv);
+        }
+    }
+    if (optind >= argc) {
+        cli_error("run 'pgvigil site --help'", "site: which one? status or switchover");
+        return EXIT_USAGE;
+    }
+    const char *sub = argv[optind];
+    if (strcmp(sub, "status") != 0 && strcmp(sub, "switchover") != 0) {
+        cli_error("run 'pgvigil site --help'", "site: unknown subcommand \"%s\"", sub);
+        return EXIT_USAGE;
+    }
+    if (optind + 1 < argc) {
+        cli_error("run 'pgvigil site --help'", "unexpected argument \"%s\"", argv[optind + 1]);
+        return EXIT_USAGE;
+    }
+    Site own = {0}, peer = {0};
+    int rc = cli_open(&conn, &own.ctx);
+    if (rc != EXIT_OK)
+        return rc;
+    own.open = true;
+    rc = open_peer(&own.ctx, peer_url, peer_scope, peer_ns, &peer);
+    if (rc == EXIT_OK && strcmp(own.ctx.scope, peer.ctx.scope) == 0) {
+        cli_error("give each site's cluster its own scope (name)", "both sites are named %s: the sites' records could not "
+                  "be told apart", own.ctx.scope);
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_OK)
+        rc = strcmp(sub, "status") == 0 ? site_status(&own, &peer, as_json) : site_switchover(&own, &peer, timeout_s);
+    if (peer.open)
+        cli_close(&peer.ctx);
+    cli_close(&own.ctx);
+    return rc;
+}
