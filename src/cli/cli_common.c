@@ -304,10 +304,15 @@ int cli_open(const CliConnOpts *o, CliCtx *ctx)
     }
 
     if (!cli_reload(ctx, &err)) {
+        if (o->allow_unreachable) {
+            str_copy(ctx->load_error, sizeof(ctx->load_error), err.msg);
+            return EXIT_OK;
+        }
         int rc = cli_dcs_error(ctx, &err);
         cli_close(ctx);
         return rc;
     }
+    ctx->loaded = true;
     return EXIT_OK;
 }
 

@@ -48,6 +48,8 @@ typedef struct CliConnOpts {
     const char *dcs_url;
     const char *scope;
     const char *namespace_;
+    bool allow_unreachable;   /* an etcd that does not answer is not an error: ctx->loaded is false
+                                 and ctx->load_error says why */
 } CliConnOpts;
 
 /* Store opt (a getopt_long result) in o when it is a connection option; false otherwise. */
@@ -75,6 +77,8 @@ typedef struct CliCtx {
     char *where;            /* "node.yml" or "--dcs-url": named in hints */
     char *api_user;         /* REST API Basic auth, NULL = none */
     char *api_password;
+    bool loaded;            /* the cluster was read (always, unless allow_unreachable) */
+    char load_error[512];
 } CliCtx;
 
 /* Resolve the options (and environment), open the Dcs and load the cluster. On failure prints

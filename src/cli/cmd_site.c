@@ -27,18 +27,25 @@ typedef struct Site {
 
 static void site_usage(FILE *out)
 {
-    fputs("usage: pgvigil site status|switchover [options] [cluster options]\n\n"
+    fputs("usage: pgvigil site status|switchover|promote|rejoin [options] [cluster options]\n\n"
           "Two sites (data centers), each its own pgvigil cluster and etcd; one is the primary site, the\n"
           "other a standby cluster following it (standby_cluster in its dynamic configuration).\n"
           "  status       both sites: which is primary, their leaders, the standby site's lag\n"
           "  switchover   make the standby site the primary site, and this one its standby cluster:\n"
-          "               no lost commit, no re-clone; run it again to switch back\n\n"
+          "               no lost commit, no re-clone; run it again to switch back\n"
+          "  promote      the primary site is lost: make the standby site the primary site. Refused while\n"
+          "               the other site runs a primary; without --old-site-fenced, refused while the\n"
+          "               other site cannot be checked\n"
+          "  rejoin       the old primary site is back: make it a standby cluster of the promoted one (its\n"
+          "               leader rewinds, listing what the other site never had); agents with site.peer\n"
+          "               in their file do it themselves\n\n"
           "options:\n"
           "      --peer-dcs-url URLS   the other site's etcd (default: site.peer.etcd3.hosts of -c FILE)\n"
           "      --peer-scope NAME     the other site's cluster name (default: site.peer.scope)\n"
           "      --peer-namespace NS   its key namespace (default: site.peer.namespace, else this one's)\n"
           "      --timeout SECONDS     how long each step may take (default 60)\n"
-          "      --json                status: print JSON\n",
+          "      --json                status: print JSON\n"
+          "      --old-site-fenced     promote: the operator confirms the other site is stopped or cut off\n",
           out);
     fputs(CLI_CONN_USAGE, out);
 }
@@ -132,10 +139,29 @@ static bool put_site_record(CliCtx *ctx, json_t *rec, Err *err)
     return ok;
 }
 
-static bool record_both(Site *p, Site *d, const char *state, json_t *extra, Err *err)
+/* The epoch of a site's record: every change of the primary site raises it, in both sites when
+ * both are reachable; a site whose record's epoch is below the other's was superseded. */
+static int64_t record_epoch(const CliCtx *ctx)
 {
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "state", state, "from", p->ctx.scope, "to", d->ctx.scope,
-                            "at", (json_int_t)wall_now());
+    if (!ctx->loaded || !ctx->cluster.site_json)
+        return 0;
+    json_t *o = json_loads(ctx->cluster.site_json, 0, NULL);
+    json_t *e = json_object_get(o, "epoch");
+    int64_t v = json_is_integer(e) ? (int64_t)json_integer_value(e) : 0;
+    json_decref(o);
+    return v;
+}
+
+static int64_t next_epoch(const Site *a, const Site *b)
+{
+    int64_t x = record_epoch(&a->ctx), y = record_epoch(&b->ctx);
+    return (x > y ? x : y) + 1;
+}
+
+static bool record_both(Site *p, Site *d, int64_t epoch, const char *state, json_t *extra, Err *err)
+{
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:I}", "state", state, "from", p->ctx.scope, "to", d->ctx.scope,
+                            "at", (json_int_t)wall_now(), "epoch", (json_int_t)epoch);
     if (extra)
         json_object_update(rec, extra);
     bool ok = put_site_record(&p->ctx, rec, err) && put_site_record(&d->ctx, rec, err);
@@ -286,11 +312,11 @@ static bool source_reachable(const CliCtx *ctx, const Member *leader)
 /* The standby site never received the demoted site's last record: make the demoted site the
  * primary site again (its standby leader is promoted, on a new timeline the standby site then
  * follows). Nothing was lost: the standby site was never promoted. */
-static int roll_back(Site *p, Site *d, const Err *why, int64_t tmo)
+static int roll_back(Site *p, Site *d, int64_t epoch, const Err *why, int64_t tmo)
 {
     fprintf(stderr, "site switchover: %s\nrolling back: %s becomes the primary site again\n", why->msg, p->ctx.scope);
     Err err = {{0}};
-    if (!record_both(p, d, "rolled back", NULL, &err) || !cli_reload(&p->ctx, &err) ||
+    if (!record_both(p, d, epoch, "rolled back", NULL, &err) || !cli_reload(&p->ctx, &err) ||
         !patch_config(&p->ctx, "{\"standby_cluster\":null}", &err) ||
         !wait_for(p, promoted, NULL, "the promotion of its standby leader", tmo, &err)) {
         cli_error("remove standby_cluster from one site by hand (edit-config --set standby_cluster=null)",
@@ -310,7 +336,7 @@ static int fail_step(const char *hint, const Err *err)
 }
 
 /* The last step: the demoted site p streams from the new primary site d on new_tl. */
-static int finish_switchover(Site *p, Site *d, int new_tl, json_t *extra, int64_t t0, int64_t tmo)
+static int finish_switchover(Site *p, Site *d, int64_t epoch, int new_tl, json_t *extra, int64_t t0, int64_t tmo)
 {
     Err err = {{0}};
     if (!wait_for(p, following, &new_tl, "its standby leader streaming from the new primary site", tmo, &err)) {
@@ -320,7 +346,7 @@ static int finish_switchover(Site *p, Site *d, int new_tl, json_t *extra, int64_
     int64_t t_end = mono_ms();
     json_object_set_new(extra, "seconds", json_real((t_end - t0) / 1000.0));
     json_object_set_new(extra, "new_timeline", json_integer(new_tl));
-    if (!record_both(p, d, "done", extra, &err))
+    if (!record_both(p, d, epoch, "done", extra, &err))
         fprintf(stderr, "warning: cannot record the end of the switchover: %s\n", err.msg);
     printf("  %s: %s streams from %s\n", p->ctx.scope, leader_of(&p->ctx.cluster)->name, d->ctx.scope);
     printf("site switchover done in %.1f s: %s is the primary site, %s its standby cluster\n", (t_end - t0) / 1000.0,
@@ -369,7 +395,8 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
         if (strcmp(st, "promoting") == 0 && strcmp(to, p->ctx.scope) == 0 && pl) {
             printf("completing the switchover from %s to %s\n", d->ctx.scope, p->ctx.scope);
             json_t *extra = json_object();
-            int rc = finish_switchover(d, p, pl->timeline, extra, mono_ms(), (int64_t)timeout_s * 1000);
+            int rc = finish_switchover(d, p, record_epoch(&p->ctx), pl->timeline, extra, mono_ms(),
+                                       (int64_t)timeout_s * 1000);
             json_decref(extra);
             return rc;
         }
@@ -389,6 +416,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     }
     Err err = {{0}};
     int64_t t0 = mono_ms(), t_demoted = t0, t_caught = t0, t_promoted = t0;
+    int64_t epoch = resume ? record_epoch(&own->ctx) : next_epoch(p, d);
     if (!resume) {
         const Member *pl = leader_of(P);
         if (!pl || strcmp(pl->role, "primary") != 0 || strcmp(pl->state, "running") != 0) {
@@ -409,7 +437,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
         char *text = json_dumps(patch, JSON_COMPACT);
         json_decref(patch);
         printf("switching the primary site from %s to %s\n", p->ctx.scope, d->ctx.scope);
-        bool ok = record_both(p, d, "demoting", NULL, &err) && patch_config(&p->ctx, text, &err);
+        bool ok = record_both(p, d, epoch, "demoting", NULL, &err) && patch_config(&p->ctx, text, &err);
         free(text);
         if (!ok)
             return fail_step("nothing was changed in the clusters; run it again", &err);
@@ -425,12 +453,13 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     printf("  %s: %s stopped cleanly at %s on timeline %d (%.1f s)\n", p->ctx.scope, pl->name,
            lsn_format(end.lsn, lsn), end.timeline, (t_demoted - t0) / 1000.0);
     if (!wait_for(d, caught_up, &end, "its standby leader receiving everything the other site wrote", tmo, &err))
-        return roll_back(p, d, &err, tmo);
+        return roll_back(p, d, epoch, &err, tmo);
     t_caught = mono_ms();
     dl = leader_of(D);
     printf("  %s: %s has received everything up to %s (%.1f s)\n", d->ctx.scope, dl->name, lsn, (t_caught - t_demoted) / 1000.0);
     json_t *extra = json_pack("{s:s, s:i}", "lsn", lsn, "timeline", end.timeline);
-    bool ok = record_both(p, d, "promoting", extra, &err) && patch_config(&d->ctx, "{\"standby_cluster\":null}", &err);
+    bool ok = record_both(p, d, epoch, "promoting", extra, &err) &&
+              patch_config(&d->ctx, "{\"standby_cluster\":null}", &err);
     if (!ok) {
         json_decref(extra);
         return fail_step("run 'pgvigil site switchover' again to resume", &err);
@@ -443,14 +472,182 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     dl = leader_of(D);
     printf("  %s: %s promoted, timeline %d: %s is the primary site (%.1f s)\n", d->ctx.scope, dl->name, dl->timeline,
            d->ctx.scope, (t_promoted - t_caught) / 1000.0);
-    int rc = finish_switchover(p, d, dl->timeline, extra, t0, tmo);
+    int rc = finish_switchover(p, d, epoch, dl->timeline, extra, t0, tmo);
     json_decref(extra);
     return rc;
+}
+
+/* A member of the site runs a writable PostgreSQL (as its records say). */
+static const Member *running_primary(const Cluster *c)
+{
+    for (int i = 0; i < c->n_members; i++)
+        if (strcmp(c->members[i].role, "primary") == 0 && strcmp(c->members[i].state, "running") == 0)
+            return &c->members[i];
+    return NULL;
+}
+
+/* What a superseded site becomes: a standby cluster of the promoted one, with the settings the
+ * promoted site had as a standby cluster (restore_command, delay, methods). */
+static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
+{
+    return standby_for(&newp->ctx.cluster, newp->ctx.scope, old, err);
+}
+
+/* site promote: the standby site becomes the primary site while the primary site is lost. Never
+ * while the other site is known to run a primary; without --old-site-fenced, never while it
+ * cannot be checked (it could come back and take writes of its own). */
+static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
+{
+    Site *d, *p;
+    if (is_standby_site(&own->ctx.cluster)) {
+        d = own;
+        p = peer;
+    } else if (peer->ctx.loaded && is_standby_site(&peer->ctx.cluster)) {
+        d = peer;
+        p = own;
+    } else {
+        cli_error("run it against the standby cluster (the DR site)",
+                  "site promote: %s is not a standby cluster%s%s", own->ctx.scope,
+                  peer->ctx.loaded ? " and neither is " : "", peer->ctx.loaded ? peer->ctx.scope : "");
+        return EXIT_STATE;
+    }
+    if (!d->ctx.loaded) {
+        cli_error("the standby site's etcd must answer", "site promote: cannot read %s: %s", d->ctx.scope,
+                  d->ctx.load_error);
+        return EXIT_DCS;
+    }
+    Cluster *D = &d->ctx.cluster;
+    if (p->ctx.loaded) {
+        const Member *pm = running_primary(&p->ctx.cluster);
+        if (pm) {
+            cli_error("use 'pgvigil site switchover' while both sites run (it loses no commit), or stop that site first",
+                      "site promote refused: %s is reachable and its member %s runs as a writable primary", p->ctx.scope,
+                      pm->name);
+            return EXIT_STATE;
+        }
+        if (!fenced && p->ctx.cluster.n_members > 0) {
+            cli_error("confirm with --old-site-fenced once its servers are stopped or cut off from clients",
+                      "site promote refused: %s still has %d member(s) registered in its etcd", p->ctx.scope,
+                      p->ctx.cluster.n_members);
+            return EXIT_STATE;
+        }
+    } else if (!fenced) {
+        cli_error("confirm with --old-site-fenced that it is fenced or gone: a site that comes back by itself "
+                  "would take writes of its own",
+                  "site promote refused: cannot reach %s to check it is down (%s)", p->ctx.scope, p->ctx.load_error);
+        return EXIT_STATE;
+    }
+    const Member *dl = leader_of(D);
+    if (!dl || strcmp(dl->role, "standby_leader") != 0 || strcmp(dl->state, "running") != 0) {
+        cli_error("wait until it has a running standby leader (pgvigil list)",
+                  "site promote: %s has no running standby leader", d->ctx.scope);
+        return EXIT_STATE;
+    }
+    Err err = {{0}};
+    int64_t t0 = mono_ms();
+    int64_t epoch = next_epoch(p, d);
+    char lsn[LSN_BUFSZ];
+    lsn_format(dl->xlog_location, lsn);
+    json_t *extra = json_pack("{s:s, s:i, s:s}", "lsn", lsn, "timeline", dl->timeline, "kind", "failover");
+    json_t *back = rejoin_as(d, &D->config.standby, &err);
+    if (!back) {
+        json_decref(extra);
+        cli_error(NULL, "site promote: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    json_object_set_new(extra, "rejoin_as", back);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:I}", "state", "promoted", "from", p->ctx.scope, "to", d->ctx.scope,
+                            "at", (json_int_t)wall_now(), "epoch", (json_int_t)epoch);
+    json_object_update(rec, extra);
+    json_decref(extra);
+    bool ok = put_site_record(&d->ctx, rec, &err);
+    if (ok && p->ctx.loaded) {
+        /* the old site's etcd answers: it follows the new primary site as soon as its agents run */
+        char *sc = json_dumps(json_object_get(rec, "rejoin_as"), JSON_COMPACT);
+        char *patch = str_printf("{\"standby_cluster\":%s}", sc);
+        free(sc);
+        Err pe = {{0}};
+        if (!put_site_record(&p->ctx, rec, &pe) || !patch_config(&p->ctx, patch, &pe))
+            fprintf(stderr, "warning: %s: %s (run 'pgvigil site rejoin' when it is back)\n", p->ctx.scope, pe.msg);
+        else
+            printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
+                   d->ctx.scope);
+        free(patch);
+    }
+    json_decref(rec);
+    /* (the member records are read again below: keep what is printed) */
+    char name[NAME_MAX_LEN];
+    str_copy(name, sizeof(name), dl->name);
+    int tl = dl->timeline;
+    ok = ok && patch_config(&d->ctx, "{\"standby_cluster\":null}", &err);
+    if (!ok) {
+        cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    printf("promoting %s (its standby leader %s had received up to %s on timeline %d)\n", d->ctx.scope, name, lsn, tl);
+    if (!wait_for(d, promoted, NULL, "the promotion of its standby leader", (int64_t)timeout_s * 1000, &err)) {
+        cli_error("see the agents' logs", "site promote: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    dl = leader_of(D);
+    printf("site promote done in %.1f s: %s is the primary site (leader %s, timeline %d)\n", (mono_ms() - t0) / 1000.0,
+           d->ctx.scope, dl->name, dl->timeline);
+    return EXIT_OK;
+}
+
+/* site rejoin: the old primary site, back after a site promotion, becomes a standby cluster of
+ * the promoted one (its agents do it themselves when they can read the other site's etcd). */
+static int site_rejoin(Site *own, Site *peer)
+{
+    if (!peer->ctx.loaded) {
+        cli_error("both sites' etcd must answer", "site rejoin: cannot read %s: %s", peer->ctx.scope,
+                  peer->ctx.load_error);
+        return EXIT_DCS;
+    }
+    int64_t eo = record_epoch(&own->ctx), ep = record_epoch(&peer->ctx);
+    Site *newp = ep > eo ? peer : own, *old = newp == peer ? own : peer;
+    if (is_standby_site(&old->ctx.cluster)) {
+        printf("%s is already a standby cluster of %s\n", old->ctx.scope, newp->ctx.scope);
+        return EXIT_OK;
+    }
+    if (is_standby_site(&newp->ctx.cluster) || ep == eo) {
+        cli_error("use 'pgvigil site status'", "site rejoin: neither site's record says it was promoted over the other");
+        return EXIT_STATE;
+    }
+    json_t *rec = json_loads(newp->ctx.cluster.site_json, 0, NULL);
+    json_t *back = json_object_get(rec, "rejoin_as");
+    Err err = {{0}};
+    json_t *sc = back ? json_incref(back) : rejoin_as(newp, &newp->ctx.cluster.config.standby, &err);
+    if (!sc) {
+        json_decref(rec);
+        cli_error(NULL, "site rejoin: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    char *text = json_dumps(sc, JSON_COMPACT);
+    char *patch = str_printf("{\"standby_cluster\":%s}", text);
+    bool ok = put_site_record(&old->ctx, rec, &err) && patch_config(&old->ctx, patch, &err);
+    free(text);
+    free(patch);
+    json_decref(sc);
+    json_decref(rec);
+    if (!ok) {
+        cli_error(NULL, "site rejoin: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    printf("%s rejoins as a standby cluster of %s: its leader rewinds what the other site never had (see the "
+           "divergence report in its agent's log) and follows\n", old->ctx.scope, newp->ctx.scope);
+    return EXIT_OK;
 }
 
 static void status_of(StrBuf *b, json_t *arr, Site *s)
 {
     const Cluster *c = &s->ctx.cluster;
+    if (!s->ctx.loaded) {
+        strbuf_addf(b, "%s: unreachable (%s)\n", s->ctx.scope, s->ctx.load_error);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "scope", s->ctx.scope, "role", "unknown", "error",
+                                             s->ctx.load_error));
+        return;
+    }
     const Member *l = leader_of(c);
     const char *kind = is_standby_site(c) ? "standby site" : "primary site";
     char lsn[LSN_BUFSZ];
@@ -495,7 +692,7 @@ static int site_status(Site *own, Site *peer, bool as_json)
 }
 
 /* The other site's connection options: flags first, then the file's site.peer section. */
-static int open_peer(const CliCtx *own, const char *url, const char *scope, const char *ns, Site *peer)
+static int open_peer(const CliCtx *own, const char *url, const char *scope, const char *ns, bool tolerate, Site *peer)
 {
     char *built = NULL;
     const SiteConfig *sc = own->cfg ? &own->cfg->site : NULL;
@@ -517,7 +714,7 @@ static int open_peer(const CliCtx *own, const char *url, const char *scope, cons
                   "no other site given");
         return EXIT_USAGE;
     }
-    CliConnOpts o = {.dcs_url = url, .scope = scope, .namespace_ = ns};
+    CliConnOpts o = {.dcs_url = url, .scope = scope, .namespace_ = ns, .allow_unreachable = tolerate};
     int rc = cli_open(&o, &peer->ctx);
     free(built);
     peer->open = rc == EXIT_OK;
@@ -526,7 +723,7 @@ static int open_peer(const CliCtx *own, const char *url, const char *scope, cons
 
 int cmd_site(int argc, char **argv)
 {
-    enum { OPT_PEER_URL = CLI_OPT_NEXT, OPT_PEER_SCOPE, OPT_PEER_NS, OPT_TIMEOUT, OPT_JSON };
+    enum { OPT_PEER_URL = CLI_OPT_NEXT, OPT_PEER_SCOPE, OPT_PEER_NS, OPT_TIMEOUT, OPT_JSON, OPT_FENCED };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
         {"peer-dcs-url", required_argument, NULL, OPT_PEER_URL},
@@ -534,12 +731,13 @@ int cmd_site(int argc, char **argv)
         {"peer-namespace", required_argument, NULL, OPT_PEER_NS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"old-site-fenced", no_argument, NULL, OPT_FENCED},
         {NULL, 0, NULL, 0},
     };
     CliConnOpts conn = {0};
     const char *peer_url = NULL, *peer_scope = NULL, *peer_ns = NULL;
     int timeout_s = 60;
-    bool as_json = false;
+    bool as_json = false, fenced = false;
     int opt;
     optind = 1;
     opterr = 0;
@@ -554,6 +752,7 @@ int cmd_site(int argc, char **argv)
         case OPT_PEER_SCOPE: peer_scope = optarg; break;
         case OPT_PEER_NS: peer_ns = optarg; break;
         case OPT_JSON: as_json = true; break;
+        case OPT_FENCED: fenced = true; break;
         case OPT_TIMEOUT:
             if (!cli_parse_int(optarg, 1, 86400, &timeout_s)) {
                 cli_error("e.g. --timeout 120", "--timeout: expected seconds (1-86400), got \"%s\"", optarg);
@@ -565,11 +764,12 @@ int cmd_site(int argc, char **argv)
         }
     }
     if (optind >= argc) {
-        cli_error("run 'pgvigil site --help'", "site: which one? status or switchover");
+        cli_error("run 'pgvigil site --help'", "site: which one? status, switchover, promote or rejoin");
         return EXIT_USAGE;
     }
     const char *sub = argv[optind];
-    if (strcmp(sub, "status") != 0 && strcmp(sub, "switchover") != 0) {
+    if (strcmp(sub, "status") != 0 && strcmp(sub, "switchover") != 0 && strcmp(sub, "promote") != 0 &&
+        strcmp(sub, "rejoin") != 0) {
         cli_error("run 'pgvigil site --help'", "site: unknown subcommand \"%s\"", sub);
         return EXIT_USAGE;
     }
@@ -582,14 +782,24 @@ int cmd_site(int argc, char **argv)
     if (rc != EXIT_OK)
         return rc;
     own.open = true;
-    rc = open_peer(&own.ctx, peer_url, peer_scope, peer_ns, &peer);
+    /* status and promote go on without the other site's etcd (it may be what was lost) */
+    bool tolerate = strcmp(sub, "status") == 0 || strcmp(sub, "promote") == 0;
+    rc = open_peer(&own.ctx, peer_url, peer_scope, peer_ns, tolerate, &peer);
     if (rc == EXIT_OK && strcmp(own.ctx.scope, peer.ctx.scope) == 0) {
         cli_error("give each site's cluster its own scope (name)", "both sites are named %s: the sites' records could not "
                   "be told apart", own.ctx.scope);
         rc = EXIT_USAGE;
     }
-    if (rc == EXIT_OK)
-        rc = strcmp(sub, "status") == 0 ? site_status(&own, &peer, as_json) : site_switchover(&own, &peer, timeout_s);
+    if (rc == EXIT_OK) {
+        if (strcmp(sub, "status") == 0)
+            rc = site_status(&own, &peer, as_json);
+        else if (strcmp(sub, "promote") == 0)
+            rc = site_promote(&own, &peer, fenced, timeout_s);
+        else if (strcmp(sub, "rejoin") == 0)
+            rc = site_rejoin(&own, &peer);
+        else
+            rc = site_switchover(&own, &peer, timeout_s);
+    }
     if (peer.open)
         cli_close(&peer.ctx);
     cli_close(&own.ctx);

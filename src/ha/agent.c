@@ -213,9 +213,17 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
      * it is back (the walreceiver retries every wal_retrieve_retry_interval). */
     const Member *lm = a->dcs_ok && a->cluster.leader[0] ? cluster_member(&a->cluster, a->cluster.leader) : NULL;
     bool leader_serving = lm && strcmp(a->following, lm->name) == 0 && strcmp(lm->state, "running") == 0 &&
-                          (strcmp(lm->role, "primary") == 0 || strcmp(lm->role, "master") == 0) &&
+                          (strcmp(lm->role, "primary") == 0 || strcmp(lm->role, "master") == 0 ||
+                           strcmp(lm->role, "standby_leader") == 0) &&
                           !a->cluster.config.pause;
     bool replica_following = st->running && st->accepting && st->in_recovery && a->following[0] && leader_serving;
+    /* a standby leader whose source answers (its identity was read lately) but does not stream
+     * from it: the timelines diverged (the old primary site, back after a site promotion) */
+    SourceInfo src;
+    source_probe_get(&a->source, &src);
+    if (st->running && st->accepting && st->in_recovery && a->following_remote && src.known &&
+        mono_ms() - src.at_ms < 10000 && !a->cluster.config.pause)
+        replica_following = true;
     if (replica_following && !st->streaming) {
         if (!a->not_streaming_since)
             a->not_streaming_since = now;

@@ -60,6 +60,7 @@ typedef struct Job {
     char methods[4][16];
     int n_methods;
     char source_sig[1400];      /* remote: agent_source_signature() of the source followed */
+    char divergence[1200];      /* set by a remote JOB_REWIND: what the rewind threw away ("" none) */
 } Job;
 
 typedef struct Agent {
@@ -195,6 +196,11 @@ void agent_adopt_source(Agent *a);
  * primary; keep_signal leaves standby.signal alone; recovery: settings of a server restored
  * from a backup (NULL none). */
 bool agent_write_job_conf(PgNode *pg, const Job *j, bool replica, bool keep_signal, const KvList *recovery, Err *err);
+
+/* agent_divergence.c (worker thread): before a rewind from the standby_cluster source, keep the
+ * WAL past the fork beside the server log and report its committed transactions (j->divergence
+ * gets the summary). The target must be stopped. */
+bool agent_divergence_report(Agent *a, PgNode *pg, Job *j, Err *err);
 
 /* agent_restore.c: data directories made from the backup repository (worker thread) */
 /* A new replica of the job's target, by each of postgresql.create_replica_methods in turn until

@@ -484,11 +484,26 @@ static bool run_job(Agent *a, Job *j, Err *err)
         pg_observe(&pg, &st);
         if (st.running && !pg_stop(&pg, "fast", 30, err))
             break;
+        unsigned flags = 0;
+        if (!j->remote && a->cluster.config.standby.present)
+            flags |= PG_REWIND_STANDBY_SOURCE;   /* the standby leader of a standby cluster */
+        if (j->remote) {
+            /* the configuration as the source's standby: pg_rewind --restore-target-wal takes WAL
+             * this directory lacks through its restore_command (the backup repository) */
+            if (!write_conf(&pg, j, true, err))
+                break;
+            if (j->restore_command[0] || config_has_repository(&cfg->backup))
+                flags |= PG_REWIND_RESTORE_WAL;
+        }
         /* single-user crash recovery (done by pg_rewind) refuses standby mode */
         str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
         unlink(path);
+        if (j->remote && !agent_divergence_report(a, &pg, j, err)) {
+            err_prefix(err, "not rewinding without keeping what it would throw away: ");
+            break;
+        }
         log_info("pg_rewind from %s (%s:%d)", j->remote ? "the standby_cluster source" : j->target, j->host, j->port);
-        if (!pg_rewind(&pg, j->host, j->port, err))
+        if (!pg_rewind_ex(&pg, j->host, j->port, flags, err))
             break;
         ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
         break;
@@ -680,6 +695,17 @@ void agent_collect_job(Agent *a)
     case JOB_CLONE:
     case JOB_REINIT:
     case JOB_REWIND:
+        if (j.divergence[0]) {
+            /* the other site's operators see it too: etcd, beside the site records */
+            json_t *o = json_pack("{s:s, s:I, s:s}", "member", a->cfg->name, "at", (json_int_t)wall_now(), "summary",
+                                  j.divergence);
+            char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            Err de = {{0}};
+            if (s && !a->dcs->ops->put(a->dcs, "pgvigil_divergence", s, false, &de))
+                log_warn("cannot record the divergence report in etcd: %s", de.msg);
+            free(s);
+            json_decref(o);
+        }
         /* a failed rewind sticks until a rewind, clone or reinit succeeds */
         if (j.kind == JOB_REWIND || ok)
             a->rewind_failed = !ok;

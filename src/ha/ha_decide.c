@@ -305,6 +305,11 @@ static void decide_standby_leader(const Observation *o, Decision *d)
         decide_remote(d, ACT_FOLLOW, "standby leader: replicating from %s", src);
         return;
     }
+    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && c->config.use_pg_rewind && c->config.standby.host) {
+        decide_remote(d, ACT_REWIND, "not streaming from %s for %lld s while it answers: timelines diverged, rewinding",
+                      src, (long long)(o->not_streaming_ms / 1000));
+        return;
+    }
     if (decide_switchover_request(o, d))
         return;
     decide(d, ACT_KEEP_LEADER, "", "standby leader, following %s", src);

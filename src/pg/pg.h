@@ -137,6 +137,21 @@ bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err);
  * PG_REWIND_FAILED_FILE in the data directory (its error inside); a success removes it. */
 #define PG_REWIND_FAILED_FILE "pgvigil.rewind_failed"
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err);
+/* ... with flags: PG_REWIND_RESTORE_WAL takes WAL the data directory lacks through its
+ * restore_command; PG_REWIND_STANDBY_SOURCE: the source is a standby (a standby cluster's leader),
+ * so do not wait for it to leave recovery */
+#define PG_REWIND_RESTORE_WAL 1u
+#define PG_REWIND_STANDBY_SOURCE 2u
+bool pg_rewind_ex(PgNode *pg, const char *host, int port, unsigned flags, Err *err);
+/* pg_rewind --dry-run: where the servers diverged (its output, malloc'd, in *output); changes
+ * nothing but finishing the target's crash recovery. */
+bool pg_rewind_dry_run(PgNode *pg, const char *host, int port, char **output, Err *err);
+/* A stopped data directory that was not shut down cleanly: replay its WAL in single-user mode
+ * so that it is (pg_rewind --dry-run refuses it otherwise). No-op when already clean. */
+bool pg_finish_crash_recovery(PgNode *pg, Err *err);
+/* pg_waldump of this data directory's pg_wal on `timeline` from `start` to where it ends
+ * (malloc'd text in *output; false only when it could not run at all). */
+bool pg_waldump(PgNode *pg, int timeline, Lsn start, int limit, char **output, Err *err);
 bool pg_rewind_marked_failed(const PgNode *pg);
 /* Did the last start fail because the data directory went past the point where the timeline it
  * was told to follow forked ("requested timeline N does not contain minimum recovery point",

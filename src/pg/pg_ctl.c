@@ -362,24 +362,32 @@ static bool remote_value(const char *host, int port, const Credentials *cred, co
  * its control file shows its current timeline. */
 #define REWIND_SOURCE_WAIT_MS 30000
 
-static bool rewind_source_ready(PgNode *pg, const char *host, int port, Err *err)
+/* A standby source (a standby cluster's leader) has the same problem in its control file: it
+ * shows a new timeline only after a restartpoint on it, which a CHECKPOINT asks for. */
+static const char source_state_primary[] =
+    "SELECT CASE WHEN pg_is_in_recovery() THEN 'recovery' ELSE"
+    " (SELECT (timeline_id = ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text"
+    "  FROM pg_control_checkpoint()) END";
+static const char source_state_standby[] =
+    "SELECT ((SELECT timeline_id FROM pg_control_checkpoint()) >="
+    " COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0))::text";
+
+static bool rewind_source_ready(PgNode *pg, const char *host, int port, bool standby, Err *err)
 {
     const Credentials *cred = &pg->cfg->pg_rewind;
     int64_t deadline = mono_ms() + REWIND_SOURCE_WAIT_MS;
-    bool asked = false;
+    int64_t asked_at = 0;
     char v[64];
     for (;;) {
         Err e = {{0}};
-        if (remote_value(host, port, cred,
-                         "SELECT CASE WHEN pg_is_in_recovery() THEN 'recovery' ELSE"
-                         " (SELECT (timeline_id = ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text"
-                         "  FROM pg_control_checkpoint()) END",
-                         v, sizeof(v), &e)) {
+        if (remote_value(host, port, cred, standby ? source_state_standby : source_state_primary, v, sizeof(v), &e)) {
             if (strcmp(v, "true") == 0)
                 return true;
-            if (strcmp(v, "false") == 0 && !asked) {
+            /* asked again now and then: a standby's restartpoint needs a checkpoint record of the
+             * new timeline to have arrived first */
+            if (strcmp(v, "false") == 0 && (!asked_at || mono_ms() - asked_at > 2000)) {
                 Err e2 = {{0}};
-                asked = true;
+                asked_at = mono_ms();
                 if (remote_value(host, port, cred, "CHECKPOINT", v, sizeof(v), &e2))
                     continue;  /* check again at once */
                 log_warn("rewind: cannot checkpoint the source: %s; waiting for its own checkpoint", e2.msg);
@@ -396,17 +404,94 @@ static bool rewind_source_ready(PgNode *pg, const char *host, int port, Err *err
     }
 }
 
-bool pg_rewind(PgNode *pg, const char *host, int port, Err *err)
+static void rewind_source_arg(const PgNode *pg, const char *host, int port, char *buf, size_t sz)
+{
+    /* a host list (another site's members) means its writable one */
+    str_fmt(buf, sz, "--source-server=host=%s port=%d user=%s dbname=postgres%s", host, port,
+            pg->cfg->pg_rewind.username, strchr(host, ',') ? " target_session_attrs=primary" : "");
+}
+
+bool pg_finish_crash_recovery(PgNode *pg, Err *err)
+{
+    ControlInfo ci;
+    if (!pg_controldata_info(pg, &ci, err))
+        return false;
+    if (ci.clean_shutdown)
+        return true;
+    /* what pg_rewind itself does: single-user mode replays the WAL and shuts down cleanly */
+    char prog[4200];
+    bin_path(pg, "postgres", prog, sizeof(prog));
+    const char *argv[] = {prog, "--single", "-F", "-D", pg->cfg->pg_data_dir, "template1", NULL};
+    log_info("finishing the crash recovery of %s in single-user mode", pg->cfg->pg_data_dir);
+    return run_pg(pg, argv, 3600 * 1000, NULL, true, err);
+}
+
+bool pg_rewind_dry_run(PgNode *pg, const char *host, int port, char **output, Err *err)
 {
     const Config *cfg = pg->cfg;
+    /* a source promoted a moment ago shows its new timeline only after its first checkpoint:
+     * asked before, pg_rewind answers "no rewind required" */
     Err e = {{0}};
-    if (!rewind_source_ready(pg, host, port, &e))
-        log_warn("%s; running pg_rewind anyway", e.msg);
-    char prog[4200], src[512];
+    if (!rewind_source_ready(pg, host, port, false, &e))
+        log_warn("%s; asking pg_rewind anyway", e.msg);
+    char prog[4200], src[700];
     bin_path(pg, "pg_rewind", prog, sizeof(prog));
-    str_fmt(src, sizeof(src), "--source-server=host=%s port=%d user=%s dbname=postgres", host, port,
-            cfg->pg_rewind.username);
-    const char *argv[] = {prog, "-D", cfg->pg_data_dir, src, NULL};
+    rewind_source_arg(pg, host, port, src, sizeof(src));
+    const char *argv[] = {prog, "--dry-run", "-D", cfg->pg_data_dir, src, NULL};
+    ClientEnv ce;
+    ProcOpts o = {.as_pg_user = true, .timeout_ms = 600 * 1000, .env = client_env(&ce, &cfg->pg_rewind),
+                  .new_session = true};
+    *output = NULL;
+    int rc = proc_run(argv, &o, output, err);
+    if (rc != 0) {
+        const char *why = *output ? failure_reason(*output) : "";
+        err_prefix(err, "pg_rewind --dry-run");
+        if (*why)
+            snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), ": %s", why);
+    }
+    return rc == 0;
+}
+
+bool pg_waldump(PgNode *pg, int timeline, Lsn start, int limit, char **output, Err *err)
+{
+    char prog[4200], wal[4200], tli[16], from[LSN_BUFSZ], lim[16];
+    str_fmt(lim, sizeof(lim), "%d", limit);
+    bin_path(pg, "pg_waldump", prog, sizeof(prog));
+    str_fmt(wal, sizeof(wal), "%s/pg_wal", pg->cfg->pg_data_dir);
+    str_fmt(tli, sizeof(tli), "%d", timeline);
+    lsn_format(start, from);
+    const char *argv[] = {prog, "-p", wal, "-t", tli, "-s", from, "-n", lim, NULL};
+    ProcOpts o = {.as_pg_user = true, .timeout_ms = 600 * 1000, .new_session = true};
+    *output = NULL;
+    /* pg_waldump ends with an error where the WAL ends (an invalid or missing record): what it
+     * printed up to there is the answer */
+    int rc = proc_run(argv, &o, output, err);
+    if (rc < 0 || !*output) {
+        err_prefix(err, "pg_waldump");
+        return false;
+    }
+    return true;
+}
+
+bool pg_rewind(PgNode *pg, const char *host, int port, Err *err)
+{
+    return pg_rewind_ex(pg, host, port, 0, err);
+}
+
+bool pg_rewind_ex(PgNode *pg, const char *host, int port, unsigned flags, Err *err)
+{
+    const Config *cfg = pg->cfg;
+    bool restore_target_wal = flags & PG_REWIND_RESTORE_WAL;
+    Err e = {{0}};
+    if (!rewind_source_ready(pg, host, port, flags & PG_REWIND_STANDBY_SOURCE, &e))
+        log_warn("%s; running pg_rewind anyway", e.msg);
+    char prog[4200], src[700];
+    bin_path(pg, "pg_rewind", prog, sizeof(prog));
+    rewind_source_arg(pg, host, port, src, sizeof(src));
+    /* --restore-target-wal: WAL this data directory no longer has comes through its
+     * restore_command (the backup repository) */
+    const char *argv[] = {prog, "-D", cfg->pg_data_dir, src, restore_target_wal ? "--restore-target-wal" : NULL,
+                          NULL};
     char marker[4200];
     str_fmt(marker, sizeof(marker), "%s/%s", cfg->pg_data_dir, PG_REWIND_FAILED_FILE);
     if (run_pg(pg, argv, 3600 * 1000, &cfg->pg_rewind, false, err)) {

@@ -57,6 +57,24 @@ site_node_config() {
     grep -q "^  hosts: $ip:2379\$" "$f" || fail "site_node_config $n: could not point $f at site $s's etcd"
 }
 
+# every process in namespace K, killed at once (a data center losing power): agents, fences,
+# postmasters and their backends, etcd
+netns_kill_all() {
+    local k pids
+    for k in "$@"; do
+        pids=$(ip netns pids "$(netns_name "$k")" 2>/dev/null)
+        [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+    done
+    for k in "$@"; do
+        for _ in $(seq 1 50); do
+            [ -z "$(ip netns pids "$(netns_name "$k")" 2>/dev/null)" ] && break
+            sleep 0.1
+        done
+    done
+    for k in "$@"; do [ "${SITE_OF[$k]:-}" ] && AGENT_PID[$k]=""; done
+    return 0
+}
+
 sitectl() {
     local s="$1"
     shift
@@ -108,6 +126,8 @@ sites_start() {
 
 # `pgvigil site ...` as an operator on the bridge would run it: site a's file, site b's etcd
 site_cli() { nsexec 0 "$BIN" site "$@" -c "$T_DIR/node1.yml" --peer-dcs-url "$(site_url b)" --peer-scope site-b; }
+# ... from site b's side (works while site a's etcd is gone)
+site_cli_b() { nsexec 0 "$BIN" site "$@" -c "$T_DIR/node3.yml" --peer-dcs-url "$(site_url a)" --peer-scope site-a; }
 
 # start_site_writer FILE: inserts 1, 2, 3... into dr_w through every node's address
 # (target_session_attrs=read-write: whichever site is primary); each acknowledged id is logged

@@ -763,6 +763,8 @@ static void test_standby_cluster(void **state)
         {"standby leader, source not reachable (identity unknown)", as_leader, {t_standby_leader, t_source_unknown}, ACT_KEEP_LEADER, NULL, "standby leader", false},
         {"standby leader not pointed at the source", as_leader, {t_standby_leader, t_not_following_source}, ACT_FOLLOW, "@source", "replicating from 10.9.0.1:5432", false},
         {"standby leader not pointed at a source that does not answer", as_leader, {t_standby_leader, t_not_following_source, t_source_unknown}, ACT_WAIT, NULL, "waiting to verify the system identifier of 10.9.0.1:5432", false},
+        {"standby leader not streaming from an answering source", as_leader, {t_standby_leader, t_not_streaming}, ACT_REWIND, "@source", "timelines diverged", false},
+        {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"standby leader, postgres down", as_leader, {t_standby_leader, t_pg_down}, ACT_START_REPLICA, "@source", "following 10.9.0.1", false},
         {"standby leader, postgres down too long", as_leader, {t_standby_leader, t_pg_down, t_down_long}, ACT_GIVE_UP_LEADER, NULL, NULL, false},
         {"standby leader, start just failed", as_leader, {t_standby_leader, t_pg_down, t_start_failed}, ACT_WAIT, NULL, "retrying", false},
