@@ -55,6 +55,8 @@ typedef struct NodeStatus {
     char source[160];             /* its host:port ("" archive only) */
     bool source_known;            /* the source answered lately (identity and position) */
     int64_t site_lag_bytes;       /* standby leader: the source's flushed WAL not received here; -1 unknown */
+    double site_lag_seconds;      /* standby leader: age of the last replayed commit (the source's
+                                     heartbeats: one a second); -1 unknown */
 } NodeStatus;
 
 #endif

@@ -387,6 +387,8 @@ char *rest_status_json(const NodeStatus *st)
         json_t *sc = json_pack("{s:s, s:b}", "source", st->source, "source_reachable", st->source_known);
         if (st->site_lag_bytes >= 0)
             json_object_set_new(sc, "lag_bytes", json_integer(st->site_lag_bytes));
+        if (st->site_lag_seconds >= 0)
+            json_object_set_new(sc, "lag_seconds", json_real(st->site_lag_seconds));
         json_object_set_new(o, "standby_cluster", sc);
     }
     json_object_set_new(o, "patroni",
@@ -557,6 +559,11 @@ char *rest_metrics_text(const NodeStatus *st)
                  "Standby leader: bytes of WAL the source site has flushed and this site has not received (the "
                  "RPO of a site failover now, in bytes).",
                  st->site_lag_bytes);
+    if (st->standby_cluster && st->site_lag_seconds >= 0)
+        metric_i(&b, labels, "pgvigil_site_lag_milliseconds", "gauge",
+                 "Standby leader: age of the last transaction replayed from the source site (which commits a "
+                 "heartbeat every second): the RPO of a site failover now, in time.",
+                 (int64_t)(st->site_lag_seconds * 1000 + 0.5));
     if (st->backup_newest_stop > 0) {
         metric_i(&b, labels, "pgvigil_backup_last_success_time", "gauge",
                  "Epoch seconds the cluster's newest complete backup ended.", st->backup_newest_stop);

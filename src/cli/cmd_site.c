@@ -37,8 +37,9 @@ static void site_usage(FILE *out)
           "               the other site runs a primary; without --old-site-fenced, refused while the\n"
           "               other site cannot be checked\n"
           "  rejoin       the old primary site is back: make it a standby cluster of the promoted one (its\n"
-          "               leader rewinds, listing what the other site never had); agents with site.peer\n"
-          "               in their file do it themselves\n\n"
+          "               leader rewinds, listing what the other site never had). Agents with site.peer in\n"
+          "               their file do it themselves when they can read the other site's etcd, and take\n"
+          "               no primary role before they tried once\n\n"
           "options:\n"
           "      --peer-dcs-url URLS   the other site's etcd (default: site.peer.etcd3.hosts of -c FILE)\n"
           "      --peer-scope NAME     the other site's cluster name (default: site.peer.scope)\n"
@@ -205,16 +206,22 @@ static bool wait_for(Site *s, SiteCond cond, const void *arg, const char *what, 
     }
 }
 
-/* the demoted site's leader runs again, as a standby leader */
+/* the demoted site's leader runs again, as a standby leader; the very member that was its
+ * primary ("" when not known: a resumed switchover), since only its position says where the
+ * site's WAL ended */
 static bool demoted(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
-    (void)arg;
+    const char *was = arg;
     const Member *l = leader_of(c);
     if (!l) {
         str_copy(why, wsz, "no leader");
         return false;
     }
     str_fmt(why, wsz, "leader %s is %s, %s", l->name, l->role, l->state);
+    if (was[0] && strcmp(l->name, was) != 0) {
+        str_fmt(why, wsz, "the leader changed from %s to %s during the demotion", was, l->name);
+        return false;
+    }
     return strcmp(l->role, "standby_leader") == 0 && strcmp(l->state, "running") == 0 && l->xlog_location > 0;
 }
 
@@ -292,20 +299,27 @@ static json_t *standby_for(const Cluster *newp, const char *newp_scope, const St
 
 /* Does the standby leader reach its source now? Its agent checks every couple of seconds (a
  * walreceiver cut off silently says "streaming" until wal_receiver_timeout). */
-static bool source_reachable(const CliCtx *ctx, const Member *leader)
+/* A member's GET /patroni, parsed (NULL when it does not answer). */
+static json_t *member_status(const CliCtx *ctx, const Member *m)
 {
-    char *base = cli_api_base(leader->api_url);
+    char *base = cli_api_base(m->api_url);
     char *url = str_printf("%s/patroni", base);
     long code = 0;
     char *resp = NULL;
     Err err = {{0}};
     bool ok = cli_http("GET", url, NULL, ctx->api_user, ctx->api_password, 3000, &code, &resp, &err) && code == 200;
     json_t *o = ok ? json_loads(resp, 0, NULL) : NULL;
-    ok = json_is_true(json_object_get(json_object_get(o, "standby_cluster"), "source_reachable"));
-    json_decref(o);
     free(resp);
     free(url);
     free(base);
+    return o;
+}
+
+static bool source_reachable(const CliCtx *ctx, const Member *leader)
+{
+    json_t *o = member_status(ctx, leader);
+    bool ok = json_is_true(json_object_get(json_object_get(o, "standby_cluster"), "source_reachable"));
+    json_decref(o);
     return ok;
 }
 
@@ -417,6 +431,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     Err err = {{0}};
     int64_t t0 = mono_ms(), t_demoted = t0, t_caught = t0, t_promoted = t0;
     int64_t epoch = resume ? record_epoch(&own->ctx) : next_epoch(p, d);
+    char was_primary[NAME_MAX_LEN] = "";
     if (!resume) {
         const Member *pl = leader_of(P);
         if (!pl || strcmp(pl->role, "primary") != 0 || strcmp(pl->state, "running") != 0) {
@@ -430,6 +445,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
                       dl->name, p->ctx.scope);
             return EXIT_STATE;
         }
+        str_copy(was_primary, sizeof(was_primary), pl->name);
         json_t *sc = standby_for(D, d->ctx.scope, &D->config.standby, &err);
         if (!sc)
             return fail_step("nothing was changed", &err);
@@ -443,7 +459,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
             return fail_step("nothing was changed in the clusters; run it again", &err);
         printf("  %s: standby_cluster set; its leader stops cleanly and restarts as a standby leader\n", p->ctx.scope);
     }
-    if (!wait_for(p, demoted, NULL, "its leader restarting as a standby leader", tmo, &err))
+    if (!wait_for(p, demoted, was_primary, "its leader restarting as a standby leader", tmo, &err))
         return fail_step("run 'pgvigil site switchover' again to resume; to undo, remove standby_cluster from the "
                          "demoted site (edit-config --set standby_cluster=null)", &err);
     const Member *pl = leader_of(P);
@@ -567,12 +583,18 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
         char *patch = str_printf("{\"standby_cluster\":%s}", sc);
         free(sc);
         Err pe = {{0}};
-        if (!put_site_record(&p->ctx, rec, &pe) || !patch_config(&p->ctx, patch, &pe))
-            fprintf(stderr, "warning: %s: %s (run 'pgvigil site rejoin' when it is back)\n", p->ctx.scope, pe.msg);
-        else
-            printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
-                   d->ctx.scope);
+        bool marked = put_site_record(&p->ctx, rec, &pe) && patch_config(&p->ctx, patch, &pe);
         free(patch);
+        if (!marked) {
+            /* its etcd answers, so its agents could come back as a primary site: not promoting
+             * before it is marked as following */
+            json_decref(rec);
+            cli_error("run it again; nothing was promoted",
+                      "site promote: %s answers but cannot be made a standby cluster: %s", p->ctx.scope, pe.msg);
+            return EXIT_FAILED;
+        }
+        printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
+               d->ctx.scope);
     }
     json_decref(rec);
     /* (the member records are read again below: keep what is printed) */
@@ -604,16 +626,23 @@ static int site_rejoin(Site *own, Site *peer)
                   peer->ctx.load_error);
         return EXIT_DCS;
     }
-    int64_t eo = record_epoch(&own->ctx), ep = record_epoch(&peer->ctx);
-    Site *newp = ep > eo ? peer : own, *old = newp == peer ? own : peer;
-    if (is_standby_site(&old->ctx.cluster)) {
-        printf("%s is already a standby cluster of %s\n", old->ctx.scope, newp->ctx.scope);
+    bool so = is_standby_site(&own->ctx.cluster), sp = is_standby_site(&peer->ctx.cluster);
+    if (so != sp) {
+        printf("%s is already a standby cluster of %s\n", so ? own->ctx.scope : peer->ctx.scope,
+               so ? peer->ctx.scope : own->ctx.scope);
         return EXIT_OK;
     }
-    if (is_standby_site(&newp->ctx.cluster) || ep == eo) {
+    if (so && sp) {
+        cli_error("promote one of them ('pgvigil site promote')", "site rejoin: both sites are standby clusters");
+        return EXIT_STATE;
+    }
+    /* both are primary sites: the one promoted later (the higher epoch) stays */
+    int64_t eo = record_epoch(&own->ctx), ep = record_epoch(&peer->ctx);
+    if (ep == eo) {
         cli_error("use 'pgvigil site status'", "site rejoin: neither site's record says it was promoted over the other");
         return EXIT_STATE;
     }
+    Site *newp = ep > eo ? peer : own, *old = newp == peer ? own : peer;
     json_t *rec = json_loads(newp->ctx.cluster.site_json, 0, NULL);
     json_t *back = json_object_get(rec, "rejoin_as");
     Err err = {{0}};
@@ -656,6 +685,20 @@ static void status_of(StrBuf *b, json_t *arr, Site *s)
         strbuf_addf(b, " (%s, %s, timeline %d, %s)", l->role, l->state, l->timeline, lsn_format(l->xlog_location, lsn));
     if (is_standby_site(c) && c->config.standby.host)
         strbuf_addf(b, ", following %s:%d", c->config.standby.host, c->config.standby.port);
+    json_t *sc = NULL;
+    if (is_standby_site(c) && l) {
+        /* its standby leader measures the lag: bytes against the source, seconds by its heartbeats */
+        json_t *st = member_status(&s->ctx, l);
+        sc = json_incref(json_object_get(st, "standby_cluster"));
+        json_decref(st);
+        json_t *lb = json_object_get(sc, "lag_bytes"), *ls = json_object_get(sc, "lag_seconds");
+        if (json_is_integer(lb))
+            strbuf_addf(b, ", lag %" JSON_INTEGER_FORMAT " bytes", json_integer_value(lb));
+        if (json_is_number(ls))
+            strbuf_addf(b, " / %.1f s", json_number_value(ls));
+        if (sc && !json_is_true(json_object_get(sc, "source_reachable")))
+            strbuf_adds(b, " (source not reachable)");
+    }
     strbuf_adds(b, "\n");
     json_t *o = json_pack("{s:s, s:s, s:s}", "scope", s->ctx.scope, "role", is_standby_site(c) ? "standby" : "primary",
                           "leader", l ? l->name : "");
@@ -669,6 +712,8 @@ static void status_of(StrBuf *b, json_t *arr, Site *s)
         if (r)
             json_object_set_new(o, "last_change", r);
     }
+    if (sc)
+        json_object_set_new(o, "standby_cluster", sc);
     json_array_append_new(arr, o);
 }
 

@@ -246,6 +246,9 @@ bool config_bootstrap_restores(const Config *cfg);
 void dynconfig_defaults(DynConfig *dc);
 void dynconfig_free(DynConfig *dc);     /* frees members, not dc itself */
 void dynconfig_copy(DynConfig *dst, const DynConfig *src); /* deep copy; dst must be free/zeroed */
+/* From a config text that does not parse as a whole: its standby_cluster, present whenever the
+ * key holds an object there (fields as far as they parse). A standby cluster stays one. */
+void dynconfig_salvage_standby(const char *json, StandbyCluster *out);
 /* JSON (etcd `config` key) <-> DynConfig. Unknown keys are ignored by parse; parse starts
  * from defaults. to_json returns a malloc'd compact JSON string. */
 bool dynconfig_from_json(const char *json, DynConfig *out, Err *err);

@@ -101,10 +101,10 @@ static bool methods_field(const json_t *obj, StandbyCluster *sc, Err *err)
     for (size_t i = 0; i < n; i++) {
         const json_t *m = json_array_get(v, i);
         const char *s = json_is_string(m) ? json_string_value(m) : "";
-        if (strcmp(s, "basebackup") != 0 && strcmp(s, "pgvigil") != 0) {
-            err_set(err, "standby_cluster.create_replica_methods[%zu]: expected basebackup or pgvigil", i);
-            return false;
-        }
+        /* a method of another tool (Patroni's custom ones) is not ours to run: skipped, and
+         * basebackup is used when none is left */
+        if (strcmp(s, "basebackup") != 0 && strcmp(s, "pgvigil") != 0)
+            continue;
         sc->create_replica_methods[sc->n_create_replica_methods++] = str_dup(s);
     }
     return true;
@@ -133,6 +133,18 @@ bool standby_cluster_from_json(const json_t *v, StandbyCluster *out, Err *err)
                 out->primary_slot_name);
         ok = false;
     }
+    if (ok && out->host && strlen(out->host) > 255) {
+        err_set(err, "standby_cluster.host: longer than 255 characters");
+        ok = false;
+    }
+    if (ok && out->restore_command && strlen(out->restore_command) > 1000) {
+        err_set(err, "standby_cluster.restore_command: longer than 1000 characters");
+        ok = false;
+    }
+    if (ok && out->recovery_min_apply_delay && strlen(out->recovery_min_apply_delay) > 60) {
+        err_set(err, "standby_cluster.recovery_min_apply_delay: longer than 60 characters");
+        ok = false;
+    }
     if (ok && out->host && strpbrk(out->host, " '\\=")) {
         err_set(err, "standby_cluster.host: \"%s\" is not a host name or a list of them", out->host);
         ok = false;
@@ -143,6 +155,22 @@ bool standby_cluster_from_json(const json_t *v, StandbyCluster *out, Err *err)
     }
     out->present = true;
     return true;
+}
+
+void dynconfig_salvage_standby(const char *json, StandbyCluster *out)
+{
+    json_t *root = json ? json_loads(json, 0, NULL) : NULL;
+    json_t *sc = json_object_get(root, "standby_cluster");
+    if (json_is_object(sc)) {
+        Err err = {{0}};
+        standby_cluster_free(out);
+        if (!standby_cluster_from_json(sc, out, &err)) {
+            memset(out, 0, sizeof(*out));
+            out->port = 5432;
+        }
+        out->present = true;
+    }
+    json_decref(root);
 }
 
 json_t *standby_cluster_to_json(const StandbyCluster *sc)
@@ -186,10 +214,13 @@ bool slots_from_json(const json_t *v, char ***names, int *n, Err *err)
     json_object_foreach((json_t *)v, name, spec) {
         const json_t *type = json_is_object(spec) ? json_object_get(spec, "type") : NULL;
         const char *t = json_is_string(type) ? json_string_value(type) : (type ? "" : "physical");
-        if (!slot_name_ok(name) || strcmp(t, "physical") != 0 || (spec && !json_is_object(spec) && !json_is_null(spec))) {
+        /* logical permanent slots (Patroni keeps them for CDC) are not pgvigil's to keep: skipped */
+        if (strcmp(t, "physical") != 0)
+            continue;
+        if (!slot_name_ok(name) || (spec && !json_is_object(spec) && !json_is_null(spec))) {
             err_set(err, "slots.%s: %s", name,
                     !slot_name_ok(name) ? "not a replication slot name ([a-z0-9_], at most 63)"
-                                        : "only physical permanent slots are kept ({\"type\": \"physical\"})");
+                                        : "expected {\"type\": \"physical\"}");
             free_strv(out, k);
             return false;
         }

@@ -545,6 +545,10 @@ static void read_config(Cluster *c, const DcsKv *kv)
     if (!dynconfig_from_json(c->config_json, &dc, &err)) {
         log_warn("config: %s; using defaults", err.msg);
         dynconfig_free(&dc);
+        c->config_invalid = true;
+        /* whatever else is wrong, a standby cluster stays one: its leader must not promote
+         * because a field elsewhere in the key does not parse */
+        dynconfig_salvage_standby(c->config_json, &c->config.standby);
         return;
     }
     dynconfig_free(&c->config);

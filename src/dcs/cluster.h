@@ -64,6 +64,8 @@ typedef struct Cluster {
     DynConfig config;              /* defaults when no config key */
     int64_t config_mod_revision;
     char *config_json;             /* raw text of the config key, NULL when absent */
+    bool config_invalid;           /* the key does not parse: config holds the defaults (and a
+                                      standby_cluster that was there, as far as it parses) */
     FailoverReq failover;
     SyncState sync;
     char *history_json;            /* raw history key: [[timeline, lsn, "reason", "time", "new leader"], ...] */

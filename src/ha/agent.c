@@ -183,6 +183,27 @@ static void load_cluster(Agent *a)
             /* until the bootstrapping member stores it, use our bootstrap.dcs */
             dynconfig_free(&c.config);
             dynconfig_copy(&c.config, &a->cfg->bootstrap_dcs);
+        } else if (c.config_invalid && a->cluster.has_config && !a->cluster.config_invalid) {
+            /* a config key broken by hand: go on with the last one that parsed (its defaults could
+             * turn synchronous mode off or a standby cluster into a primary site), keeping a
+             * standby_cluster the broken key still names */
+            StandbyCluster salvaged = c.config.standby;
+            memset(&c.config.standby, 0, sizeof(c.config.standby));
+            dynconfig_free(&c.config);
+            dynconfig_copy(&c.config, &a->cluster.config);
+            if (salvaged.present && !c.config.standby.present) {
+                DynConfig tmp;
+                memset(&tmp, 0, sizeof(tmp));
+                tmp.standby = c.config.standby;
+                dynconfig_free(&tmp);
+                c.config.standby = salvaged;
+            } else {
+                DynConfig tmp;
+                memset(&tmp, 0, sizeof(tmp));
+                tmp.standby = salvaged;
+                dynconfig_free(&tmp);
+            }
+            c.config_invalid = false;   /* what it holds now is a valid configuration */
         }
         cluster_free(&a->cluster);
         a->cluster = c;
@@ -391,6 +412,7 @@ void agent_publish(Agent *a)
         ns.backup_age_seconds = age > 0 ? age : 0;
     }
     ns.site_lag_bytes = -1;
+    ns.site_lag_seconds = -1;
     if (a->cluster.config.standby.present) {
         const StandbyCluster *sc = &a->cluster.config.standby;
         ns.standby_cluster = true;
@@ -402,6 +424,8 @@ void agent_publish(Agent *a)
         Lsn mine = st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn;
         if (si.known && standby_leader && mine)
             ns.site_lag_bytes = si.flush_lsn > mine ? (int64_t)(si.flush_lsn - mine) : 0;
+        if (standby_leader && st->replay_age_s >= 0)
+            ns.site_lag_seconds = st->replay_age_s;
     }
     ns.server_version = st->server_version;
     ns.postmaster_start_time = st->postmaster_start_time;
@@ -614,6 +638,7 @@ static void tick(Agent *a)
     o.now_ms = mono_ms();
     o.action_running = agent_job_running(a);
     agent_adopt_source(a);
+    agent_site_tick(a, &o);
     o.following = a->following;
     char sig[sizeof(a->following_sig)];
     agent_source_signature(&a->cluster.config.standby, sig, sizeof(sig));
@@ -625,6 +650,7 @@ static void tick(Agent *a)
     source_probe_get(&a->source, &si);
     o.remote_sysid = si.known ? si.sysid : "";
     o.remote_error = si.error;
+    o.remote_timeline = si.known ? si.timeline : 0;
     if (!a->rewind_failed && a->pgst.data_dir_valid && !a->pgst.running && !o.action_running &&
         pg_rewind_marked_failed(&a->pg)) {
         log_warn("%s/%s: an earlier pg_rewind failed here", a->cfg->pg_data_dir, PG_REWIND_FAILED_FILE);
@@ -842,6 +868,7 @@ int cmd_agent(int argc, char **argv)
         rc = EXIT_FAILED;
         goto out;
     }
+    peer_site_start(&a->peer, cfg);
     g_agent = a;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -907,6 +934,7 @@ out:
     proc_set_cancel_flag(NULL);
     agent_worker_stop(a);
     source_probe_stop(&a->source);
+    peer_site_stop(&a->peer);
     rest_stop(a->rest);
     if (a->leave_fence)
         fence_abandon(&a->fence);

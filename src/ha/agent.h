@@ -16,6 +16,7 @@
 #include "ha/fence.h"
 #include "ha/ha_decide.h"
 #include "ha/source_probe.h"
+#include "ha/peer_site.h"
 #include "pg/pg.h"
 
 #include <pthread.h>
@@ -61,6 +62,8 @@ typedef struct Job {
     int n_methods;
     char source_sig[1400];      /* remote: agent_source_signature() of the source followed */
     char divergence[1200];      /* set by a remote JOB_REWIND: what the rewind threw away ("" none) */
+    bool rewind_not_run;        /* set by the worker: pg_rewind was not started (data untouched) */
+    bool standby_cluster;       /* the cluster was a standby cluster when the job was made */
 } Job;
 
 typedef struct Agent {
@@ -107,6 +110,7 @@ typedef struct Agent {
     bool following_remote;      /* following the standby_cluster source (following is "") */
     char following_sig[1400];   /* ... as configured then (agent_source_signature) */
     SourceProbe source;         /* standby cluster: the source's identity and position */
+    PeerSiteWatch peer;         /* site.peer: the other site's record */
     bool rewind_failed;
     bool start_failed;
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */
@@ -123,6 +127,7 @@ typedef struct Agent {
     Action last_action;
     int64_t last_member_write_ms;
     int64_t status_written_ms;  /* last write of the status key (leader) */
+    int64_t heartbeat_ms;       /* last site heartbeat (a primary another site follows) */
     char last_member_shape[1024]; /* last member record written, with xlog_location 0 ("" = rewrite) */
     Lsn last_member_pos;          /* its xlog_location */
     int64_t failovers;
@@ -201,6 +206,10 @@ bool agent_write_job_conf(PgNode *pg, const Job *j, bool replica, bool keep_sign
  * WAL past the fork beside the server log and report its committed transactions (j->divergence
  * gets the summary). The target must be stopped. */
 bool agent_divergence_report(Agent *a, PgNode *pg, Job *j, Err *err);
+
+/* agent_site.c: a superseded site becomes a standby cluster; o->site_unchecked until the other
+ * site was read once */
+void agent_site_tick(Agent *a, Observation *o);
 
 /* agent_restore.c: data directories made from the backup repository (worker thread) */
 /* A new replica of the job's target, by each of postgresql.create_replica_methods in turn until

@@ -187,6 +187,7 @@ static void job_prepare_ex(Agent *a, Job *j, JobKind kind, const char *target, b
     }
     if (kind == JOB_PROMOTE)
         j->new_timeline = a->promote_timeline;
+    j->standby_cluster = a->cluster.config.standby.present;
     str_copy(j->sysid, sizeof(j->sysid), a->cluster.sysid);
     const Member *tm = target && target[0] ? cluster_member(&a->cluster, target) : NULL;
     j->leader_timeline = tm ? tm->timeline : 0;
@@ -485,7 +486,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         if (st.running && !pg_stop(&pg, "fast", 30, err))
             break;
         unsigned flags = 0;
-        if (!j->remote && a->cluster.config.standby.present)
+        if (!j->remote && j->standby_cluster)
             flags |= PG_REWIND_STANDBY_SOURCE;   /* the standby leader of a standby cluster */
         if (j->remote) {
             /* the configuration as the source's standby: pg_rewind --restore-target-wal takes WAL
@@ -499,7 +500,8 @@ static bool run_job(Agent *a, Job *j, Err *err)
         str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
         unlink(path);
         if (j->remote && !agent_divergence_report(a, &pg, j, err)) {
-            err_prefix(err, "not rewinding without keeping what it would throw away: ");
+            err_prefix(err, "not rewinding without keeping what it would throw away (retrying): ");
+            j->rewind_not_run = true;
             break;
         }
         log_info("pg_rewind from %s (%s:%d)", j->remote ? "the standby_cluster source" : j->target, j->host, j->port);
@@ -706,10 +708,11 @@ void agent_collect_job(Agent *a)
             free(s);
             json_decref(o);
         }
-        /* a failed rewind sticks until a rewind, clone or reinit succeeds */
-        if (j.kind == JOB_REWIND || ok)
+        /* a failed rewind sticks until a rewind, clone or reinit succeeds; one that never ran
+         * (its divergence report failed: the data directory is untouched) is retried later */
+        if ((j.kind == JOB_REWIND && !j.rewind_not_run) || ok)
             a->rewind_failed = !ok;
-        a->start_failed = !ok && j.kind != JOB_REWIND;
+        a->start_failed = !ok && (j.kind != JOB_REWIND || j.rewind_not_run);
         if (a->start_failed)
             a->start_failed_at = mono_ms();
         if (j.kind != JOB_REWIND)
@@ -746,8 +749,11 @@ void agent_collect_job(Agent *a)
         if (!ok)
             a->start_failed_at = mono_ms();
         a->start_failures = ok ? 0 : a->start_failures + 1;
-        if (ok)
+        if (ok) {
+            a->following[0] = '\0';
+            a->following_remote = false;
             agent_run_callback(a, "on_start", "primary");
+        }
         break;
     case JOB_PROMOTE:
         if (ok) {
@@ -1060,6 +1066,27 @@ void agent_apply_params(Agent *a)
     free(now);
 }
 
+/* A standby cluster (another site) streams from us when a walsender serves a name that is not
+ * one of our members: then a small commit every second lets it measure its lag in seconds
+ * (pg_last_xact_replay_timestamp() moves only with commits). */
+#define HEARTBEAT_EVERY_MS 1000
+
+static void site_heartbeat(Agent *a)
+{
+    bool other_site = false;
+    for (int i = 0; i < a->pgst.n_senders && !other_site; i++)
+        other_site = !cluster_member(&a->cluster, a->pgst.senders[i].application_name);
+    int64_t now = mono_ms();
+    if (!other_site || now - a->heartbeat_ms < HEARTBEAT_EVERY_MS)
+        return;
+    a->heartbeat_ms = now;
+    Err err = {{0}};
+    if (!pg_exec(&a->pg, "BEGIN; SET LOCAL synchronous_commit TO local; "
+                         "SELECT pg_logical_emit_message(true, 'pgvigil_heartbeat', now()::text); COMMIT",
+                 1000, &err))
+        log_debug("site heartbeat: %s", err.msg);
+}
+
 static void keep_leader(Agent *a, const Decision *d)
 {
     Err err = {{0}};
@@ -1079,6 +1106,7 @@ static void keep_leader(Agent *a, const Decision *d)
         return;
     }
     maintain_sync(a);
+    site_heartbeat(a);
     int64_t now = mono_ms();
     if (a->pgst.wal_lsn && a->pgst.wal_lsn != a->cluster.status_optime &&
         now - a->status_written_ms >= (int64_t)a->cluster.config.loop_wait_ms) {

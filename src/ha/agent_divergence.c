@@ -53,13 +53,14 @@ static bool copy_file(const char *from, const char *to, Err *err)
 }
 
 /* Copy pg_wal's segments of `timeline` from the one holding `from` on into dir. */
-static int keep_segments(const char *data_dir, int timeline, Lsn from, const char *dir, Err *err)
+static int keep_segments(const char *data_dir, int timeline, Lsn from, int64_t seg_size, const char *dir, Err *err)
 {
     char wal[4200], first[32];
     str_fmt(wal, sizeof(wal), "%s/pg_wal", data_dir);
-    /* 16 MB segments: the name of the segment holding `from` (the default segment size) */
-    str_fmt(first, sizeof(first), "%08X%08X%08X", (unsigned)timeline, (unsigned)(from >> 32),
-            (unsigned)((from & 0xFFFFFFFFu) >> 24));
+    /* the name of the segment holding `from` */
+    uint64_t segno = from / (uint64_t)seg_size, per_id = 0x100000000ull / (uint64_t)seg_size;
+    str_fmt(first, sizeof(first), "%08X%08X%08X", (unsigned)timeline, (unsigned)(segno / per_id),
+            (unsigned)(segno % per_id));
     DIR *d = opendir(wal);
     if (!d) {
         err_set(err, "%s: %s", wal, strerror(errno));
@@ -71,7 +72,10 @@ static int keep_segments(const char *data_dir, int timeline, Lsn from, const cha
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const char *name = e->d_name;
-        if (strlen(name) != 24 || strncmp(name, prefix, 8) != 0 || strcmp(name, first) < 0)
+        /* a timeline's last segment is renamed *.partial at a promotion: kept too */
+        size_t len = strlen(name);
+        if (!(len == 24 || (len == 32 && strcmp(name + 24, ".partial") == 0)) || strncmp(name, prefix, 8) != 0 ||
+            strncmp(name, first, 24) < 0)
             continue;
         char src[4300], dst[4300];
         str_fmt(src, sizeof(src), "%s/%s", wal, name);
@@ -129,6 +133,28 @@ static void name_relations(const Job *j, const Config *cfg, Divergence *d)
     }
 }
 
+/* Where timeline t began: the switch point in the last line of its history file ("parent <tab>
+ * LSN <tab> reason"); 0 when the file is missing or malformed. */
+static Lsn timeline_start(const char *data_dir, int t)
+{
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/pg_wal/%08X.history", data_dir, (unsigned)t);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[512];
+    Lsn last = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned parent;
+        char lsn[64];
+        Lsn l;
+        if (line[0] != '#' && sscanf(line, "%u %63s", &parent, lsn) == 2 && lsn_parse(lsn, &l))
+            last = l;
+    }
+    fclose(f);
+    return last;
+}
+
 bool agent_divergence_report(Agent *a, PgNode *pg, Job *j, Err *err)
 {
     const Config *cfg = a->cfg;
@@ -152,22 +178,38 @@ bool agent_divergence_report(Agent *a, PgNode *pg, Job *j, Err *err)
     char logdir[4096], dir[4300];
     str_copy(logdir, sizeof(logdir), pg->log_path);
     str_fmt(dir, sizeof(dir), "%s/pgvigil-divergence-%lld", dirname(logdir), (long long)wall_now());
-    if (!dir_make_all(dir, 0700, err))
-        return false;
-    int kept = keep_segments(cfg->pg_data_dir, d.timeline, d.fork_lsn, dir, err);
-    if (kept < 0) {
+    if (!dir_make_all(dir, 0700, err)) {
         divergence_free(&d);
         return false;
     }
-    char *dump = NULL;
-    Err we = {{0}};
-    if (pg_waldump(pg, d.timeline, d.fork_lsn, WALDUMP_RECORD_LIMIT, &dump, &we)) {
-        divergence_parse_waldump(dump, &d);
-        d.truncated = d.n_records >= WALDUMP_RECORD_LIMIT;
-    } else {
-        log_warn("divergence report: %s (the WAL itself is kept in %s)", we.msg, dir);
+    /* every timeline from the shared one to this directory's own (an internal failover after
+     * the fork moved its writes to a newer one) */
+    ControlInfo ci;
+    if (!pg_controldata_info(pg, &ci, err)) {
+        divergence_free(&d);
+        return false;
     }
-    free(dump);
+    int64_t seg = ci.wal_segment_size > 0 ? ci.wal_segment_size : 16 * 1024 * 1024;
+    int kept = 0;
+    for (int t = d.timeline; t <= ci.timeline && t < d.timeline + 64; t++) {
+        Lsn from = t == d.timeline ? d.fork_lsn : timeline_start(cfg->pg_data_dir, t);
+        if (!from)
+            continue;
+        int k = keep_segments(cfg->pg_data_dir, t, from, seg, dir, err);
+        if (k < 0) {
+            divergence_free(&d);
+            return false;
+        }
+        kept += k;
+        char *dump = NULL;
+        Err we = {{0}};
+        if (pg_waldump(pg, t, from, WALDUMP_RECORD_LIMIT, &dump, &we))
+            divergence_parse_waldump(dump, &d);
+        else
+            log_warn("divergence report: %s (the WAL itself is kept in %s)", we.msg, dir);
+        free(dump);
+    }
+    d.truncated = d.n_records >= WALDUMP_RECORD_LIMIT;
     name_relations(j, cfg, &d);
     char *json = divergence_json(&d, cfg->name, j->host);
     char path[4400];

@@ -97,7 +97,7 @@ static void add_global_rel(Divergence *d, const char *rel)
 void divergence_parse_waldump(const char *out, Divergence *d)
 {
     Pending *pend = NULL;
-    int n_pend = 0, cap_pend = 0, cap_txns = 0;
+    int n_pend = 0, cap_pend = 0;
     const char *line = out ? out : "";
     while (*line) {
         const char *eol = strchr(line, '\n');
@@ -122,9 +122,9 @@ void divergence_parse_waldump(const char *out, Divergence *d)
         const char *desc = strstr(buf, "desc: ");
         bool xact = strncmp(buf, "rmgr: Transaction", 17) == 0;
         if (xact && desc && xid && strncmp(desc + 6, "COMMIT", 6) == 0) {
-            if (d->n_txns == cap_txns) {
-                cap_txns = cap_txns ? cap_txns * 2 : 16;
-                d->txns = xrealloc(d->txns, (size_t)cap_txns * sizeof(*d->txns));
+            if (d->n_txns == d->cap_txns) {
+                d->cap_txns = d->cap_txns ? d->cap_txns * 2 : 16;
+                d->txns = xrealloc(d->txns, (size_t)d->cap_txns * sizeof(*d->txns));
             }
             DivTxn *t = &d->txns[d->n_txns++];
             memset(t, 0, sizeof(*t));

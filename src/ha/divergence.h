@@ -30,6 +30,7 @@ typedef struct Divergence {
     bool truncated;         /* pg_waldump's output was cut at its record limit */
     DivTxn *txns;           /* committed transactions past the fork, in commit order */
     int n_txns;
+    int cap_txns;
     int n_aborted;
     char (*rels)[DIV_REL_LEN]; /* every relation those transactions touched */
     char (*rel_names)[128];    /* ... named on the source where it could ("public.orders"), else "" */
@@ -41,7 +42,8 @@ void divergence_free(Divergence *d);
 /* pg_rewind --dry-run's output: "servers diverged at WAL location 0/3000060 on timeline 1", or
  * "no rewind required". False when it says neither. */
 bool divergence_parse_dry_run(const char *out, Divergence *d);
-/* pg_waldump's records (from the fork on): fills first/last LSN, records, transactions. */
+/* pg_waldump's records (from the fork on): fills first/last LSN, records, transactions; called
+ * once per timeline, it adds to what earlier calls found. */
 void divergence_parse_waldump(const char *out, Divergence *d);
 /* The report as JSON (malloc'd). */
 char *divergence_json(const Divergence *d, const char *member, const char *source);

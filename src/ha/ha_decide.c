@@ -258,6 +258,11 @@ static void decide_standby_leader(const Observation *o, Decision *d)
                    o->name);
             return;
         }
+        if (o->start_failed && o->start_failed_ago_ms < START_RETRY_MS) {
+            decide(d, ACT_WAIT, "", "standby leader: the last attempt failed; retrying in %lld s",
+                   (long long)((START_RETRY_MS - o->start_failed_ago_ms + 999) / 1000));
+            return;
+        }
         /* a primary that stopped uncleanly (the old site after a site failover) may hold WAL the
          * new primary site never had */
         if (o->was_primary && c->config.use_pg_rewind && c->config.standby.host) {
@@ -267,10 +272,6 @@ static void decide_standby_leader(const Observation *o, Decision *d)
         }
         if (o->start_failed && o->start_diverged && c->config.use_pg_rewind && c->config.standby.host) {
             decide_remote(d, ACT_REWIND, "postgres went past the fork of %s's timeline: pg_rewind from it", src);
-            return;
-        }
-        if (o->start_failed && o->start_failed_ago_ms < LEADER_START_RETRY_MS) {
-            decide(d, ACT_WAIT, "", "starting postgres as standby leader failed; retrying");
             return;
         }
         decide_remote(d, ACT_START_REPLICA, "standby leader: starting postgres, following %s", src);
@@ -305,7 +306,10 @@ static void decide_standby_leader(const Observation *o, Decision *d)
         decide_remote(d, ACT_FOLLOW, "standby leader: replicating from %s", src);
         return;
     }
-    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && c->config.use_pg_rewind && c->config.standby.host) {
+    /* not streaming from a source on a newer timeline than ours: diverged. (On the same timeline
+     * a missing slot or removed WAL is not cured by a rewind.) */
+    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && o->remote_timeline > o->my_timeline &&
+        c->config.use_pg_rewind && c->config.standby.host) {
         decide_remote(d, ACT_REWIND, "not streaming from %s for %lld s while it answers: timelines diverged, rewinding",
                       src, (long long)(o->not_streaming_ms / 1000));
         return;
@@ -533,7 +537,22 @@ static void decide_no_leader(const Observation *o, Decision *d)
                key_leader ? ", and the sync key's leader" : "");
 }
 
+static void decide_all(const Observation *o, Decision *d);
+
 void ha_decide(const Observation *o, Decision *d)
+{
+    decide_all(o, d);
+    /* a site the other one may have been promoted over while it was away looks first */
+    if (o->site_unchecked && (d->action == ACT_PROMOTE || d->action == ACT_ACQUIRE || d->action == ACT_START_PRIMARY ||
+                              d->action == ACT_BOOTSTRAP)) {
+        Action was = d->action;
+        memset(d, 0, sizeof(*d));
+        decide(d, ACT_WAIT, "", "not taking the primary role (%s) before the other site was read once",
+               ha_action_name(was));
+    }
+}
+
+static void decide_all(const Observation *o, Decision *d)
 {
     memset(d, 0, sizeof(*d));
     bool maybe_primary = may_be_primary(o);

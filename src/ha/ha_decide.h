@@ -43,6 +43,9 @@ typedef struct Observation {
     bool following_remote;     /* standby cluster: it points at the standby_cluster source */
     const char *remote_sysid;  /* standby cluster: the source's system identifier ("" unknown) */
     const char *remote_error;  /* ... why it is unknown ("" or NULL: not tried yet) */
+    int remote_timeline;       /* the source's timeline (0 unknown) */
+    bool site_unchecked;       /* site.peer is set and the other site was not read yet since the
+                                  agent started: no taking of the primary role before */
     bool rewind_failed;        /* the last pg_rewind attempt failed */
     bool start_failed;         /* the last start attempt failed */
     bool start_diverged;       /* ... because this replica went past the point where the leader's

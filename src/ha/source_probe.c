@@ -4,8 +4,10 @@
 #include "ha/source_probe.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #define PROBE_EVERY_MS 2000
+#define PROBE_QUERY_MS 4000
 
 /* a value for a libpq connection string: quoted, with ' and \ escaped */
 static void add_value(char *buf, size_t sz, const char *key, const char *v)
@@ -43,10 +45,21 @@ void source_conninfo(const StandbyCluster *sc, const Config *cfg, bool replicati
     add_value(buf, sz, "application_name", "pgvigil-source-probe");
     add_value(buf, sz, "connect_timeout", "2");
     add_value(buf, sz, "tcp_user_timeout", "4000");
+    add_value(buf, sz, "keepalives_idle", "2");
+    add_value(buf, sz, "keepalives_interval", "1");
+    add_value(buf, sz, "keepalives_count", "2");
     if (sc->host && strchr(sc->host, ','))
         add_value(buf, sz, "target_session_attrs", "primary");
     if (replication)
         add_value(buf, sz, "replication", "true");
+}
+
+/* libpq's messages end in a newline (and may hold more lines); ours are one line */
+static void one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == '\n')
+            *p = p[1] ? ' ' : '\0';
 }
 
 static void probe_once(const char *conninfo, SourceInfo *out)
@@ -55,10 +68,33 @@ static void probe_once(const char *conninfo, SourceInfo *out)
     PGconn *c = PQconnectdb(conninfo);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         str_copy(out->error, sizeof(out->error), c ? PQerrorMessage(c) : "out of memory");
+        one_line(out->error);
         PQfinish(c);
         return;
     }
-    PGresult *r = PQexec(c, "IDENTIFY_SYSTEM");
+    /* bounded: a source whose server stalls after accepting the query must not hang the probe
+     * (nor the agent's shutdown, which waits for it) */
+    PGresult *r = NULL;
+    if (PQsendQuery(c, "IDENTIFY_SYSTEM")) {
+        int64_t deadline = mono_ms() + PROBE_QUERY_MS;
+        while (PQisBusy(c)) {
+            int64_t left = deadline - mono_ms();
+            struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+            if (left <= 0 || poll(&pfd, 1, (int)left) < 0 || !PQconsumeInput(c))
+                break;
+        }
+        if (!PQisBusy(c)) {
+            r = PQgetResult(c);
+            for (PGresult *more; (more = PQgetResult(c)) != NULL;)
+                PQclear(more);
+        }
+    }
+    if (!r) {
+        str_copy(out->error, sizeof(out->error), PQisBusy(c) ? "IDENTIFY_SYSTEM: no answer in time" : PQerrorMessage(c));
+        one_line(out->error);
+        PQfinish(c);
+        return;
+    }
     Lsn pos = 0;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 3 &&
         lsn_parse(PQgetvalue(r, 0, 2), &pos)) {
@@ -72,10 +108,7 @@ static void probe_once(const char *conninfo, SourceInfo *out)
     }
     PQclear(r);
     PQfinish(c);
-    /* libpq's messages end in a newline; ours are one line */
-    for (char *p = out->error; *p; p++)
-        if (*p == '\n')
-            *p = (p[1] ? ' ' : '\0');
+    one_line(out->error);
 }
 
 static void *probe_main(void *arg)

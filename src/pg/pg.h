@@ -48,6 +48,8 @@ typedef struct PgState {
     int server_version;
     bool pending_restart;
     bool commit_guard;           /* the pgvigil_guard module is loaded and names a lease file */
+    double replay_age_s;         /* standby: seconds since the commit time of the last transaction
+                                    replayed (the primary site's heartbeats keep it small); -1 unknown */
     pid_t postmaster_pid;
     WalSender senders[32];
     int n_senders;
@@ -75,6 +77,7 @@ typedef struct ControlInfo {
     bool was_primary;            /* last run as a primary (state not "... recovery") */
     bool clean_shutdown;
     char sysid[32];              /* database system identifier */
+    int64_t wal_segment_size;    /* bytes (0 unknown) */
 } ControlInfo;
 bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err);
 

@@ -327,11 +327,12 @@ static bool remote_value(const char *host, int port, const Credentials *cred, co
     char p[16];
     str_fmt(p, sizeof(p), "%d", port);
     /* keepalives and tcp_user_timeout bound a peer that vanishes mid-query (no server answer) */
+    /* a host list (another site's members) means its writable one */
     const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "options", "application_name",
                           "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                          cred->password ? "password" : NULL, NULL};
+                          "target_session_attrs", cred->password ? "password" : NULL, NULL};
     const char *vals[] = {host, p, "postgres", cred->username, "3", "-c statement_timeout=10000", "pgvigil",
-                          "2", "1", "3", "12000", cred->password, NULL};
+                          "2", "1", "3", "12000", strchr(host, ',') ? "primary" : "any", cred->password, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 0);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         err_set(err, "postgres %s:%d: %s", host, port, c ? PQerrorMessage(c) : "out of memory");
@@ -589,6 +590,8 @@ bool pg_controldata_info(PgNode *pg, ControlInfo *out, Err *err)
             str_copy(out->sysid, n + 1 < sizeof(out->sysid) ? n + 1 : sizeof(out->sysid), id);
         }
         out->was_primary = strstr(out->state, "recovery") == NULL || strcmp(out->state, "in crash recovery") == 0;
+        const char *seg = field(txt, "Bytes per WAL segment");
+        out->wal_segment_size = seg ? strtoll(seg, NULL, 10) : 0;
     } else {
         err_set(err, "pg_controldata %s: unexpected output", pg->cfg->pg_data_dir);
     }

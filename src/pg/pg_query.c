@@ -229,6 +229,7 @@ static Lsn col_lsn(PGresult *r, int row, int col)
 void pg_observe(PgNode *pg, PgState *st)
 {
     memset(st, 0, sizeof(*st));
+    st->replay_age_s = -1;
     const char *dd = pg->cfg->pg_data_dir;
     char path[4096];
     st->data_dir_nonempty = !dir_is_empty_or_missing(dd);
@@ -260,13 +261,14 @@ void pg_observe(PgNode *pg, PgState *st)
         " (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),"
         " (SELECT count(*) > 0 FROM pg_settings WHERE pending_restart),"
         " (SELECT system_identifier::text FROM pg_control_system()),"
-        " COALESCE(current_setting('" LEASE_FILE_GUC "', true), '') <> ''",
+        " COALESCE(current_setting('" LEASE_FILE_GUC "', true), '') <> '',"
+        " COALESCE(extract(epoch from now() - pg_last_xact_replay_timestamp())::float8, -1)",
         2000, &err);
     if (!r) {
         log_debug("observe: %s", err.msg);
         return;
     }
-    if (PQntuples(r) == 1 && PQnfields(r) == 12) {
+    if (PQntuples(r) == 1 && PQnfields(r) == 13) {
         st->accepting = true;
         st->in_recovery = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         st->wal_lsn = col_lsn(r, 0, 1);
@@ -280,6 +282,7 @@ void pg_observe(PgNode *pg, PgState *st)
         st->pending_restart = strcmp(PQgetvalue(r, 0, 9), "t") == 0;
         str_copy(st->sysid, sizeof(st->sysid), PQgetvalue(r, 0, 10));
         st->commit_guard = strcmp(PQgetvalue(r, 0, 11), "t") == 0;
+        st->replay_age_s = st->in_recovery ? atof(PQgetvalue(r, 0, 12)) : -1;
     }
     PQclear(r);
     if (st->accepting && !st->in_recovery) {

@@ -45,6 +45,11 @@ typedef struct ProxySnapshot {
 /* Build a snapshot from one etcd read (pure apart from name resolution, which the caller may
  * skip with resolve=false: then addresses are numeric-only). etcd_ok=false drops the primary. */
 ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd_ok, bool resolve);
+/* Two sites (site.peer in the proxy's file): one snapshot of both. Writes go to the primary of
+ * the site that is not a standby cluster; when both sites claim one, to neither (a client never
+ * writes to two sites). Reads go to the primary site's replicas only (the standby site's lag is
+ * against another primary). Takes ownership of own and peer (peer may be NULL: own returned). */
+ProxySnapshot *proxy_snapshot_merge(ProxySnapshot *own, bool own_standby, ProxySnapshot *peer, bool peer_standby);
 /* Same routing content (primary identity and address, backends and eligibility)? */
 bool proxy_snapshot_same(const ProxySnapshot *a, const ProxySnapshot *b);
 void proxy_snapshot_ref(ProxySnapshot *s);

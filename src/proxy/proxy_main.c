@@ -119,10 +119,62 @@ static void raise_fd_limit(void)
     }
 }
 
-/* The control loop: read, publish, watch; until a signal. */
-static void control_loop(Proxy *p, Dcs *dcs)
+/* The other site (site.peer): read on every round; the snapshot covers both sites. */
+typedef struct PeerSite {
+    Dcs *dcs;               /* NULL: one site */
+    Cluster last;
+    bool have_last;
+    int64_t last_ok;
+    bool down_logged;
+    bool two_logged;        /* both sites claimed a primary (logged once) */
+} PeerSite;
+
+static void peer_read(PeerSite *ps, int ttl_ms)
 {
-    const ProxyConfig *pc = p->pc;
+    if (!ps->dcs)
+        return;
+    Cluster c;
+    Err err = {{0}};
+    if (ps->dcs->ops->load(ps->dcs, &c, &err)) {
+        cluster_free(&ps->last);
+        ps->last = c;
+        ps->have_last = true;
+        ps->last_ok = mono_ms();
+        if (ps->down_logged)
+            log_info("the other site's etcd is reachable again");
+        ps->down_logged = false;
+        return;
+    }
+    cluster_free(&c);
+    if (!ps->down_logged)
+        log_warn("cannot read the other site from etcd: %s", err.msg);
+    ps->down_logged = true;
+    if (ps->have_last && mono_ms() - ps->last_ok > ttl_ms) {
+        /* what it said is too old to route by */
+        cluster_free(&ps->last);
+        cluster_init(&ps->last);
+        ps->have_last = false;
+    }
+}
+
+static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, PeerSite *ps)
+{
+    ProxySnapshot *s = proxy_snapshot_build(own, p->pc->max_replica_lag, etcd_ok, true);
+    if (!ps->dcs)
+        return s;
+    ProxySnapshot *peer = ps->have_last ? proxy_snapshot_build(&ps->last, p->pc->max_replica_lag, true, true) : NULL;
+    bool two = s->primary >= 0 && !own->config.standby.present && peer && peer->primary >= 0 &&
+               !ps->last.config.standby.present;
+    if (two && !ps->two_logged)
+        log_error("both sites have a primary (%s and %s): no writes are routed until one of them is a standby cluster",
+                  s->leader, peer->leader);
+    ps->two_logged = two;
+    return proxy_snapshot_merge(s, own->config.standby.present, peer, ps->have_last && ps->last.config.standby.present);
+}
+
+/* The control loop: read, publish, watch; until a signal. */
+static void control_loop(Proxy *p, Dcs *dcs, PeerSite *ps)
+{
     Cluster last;
     cluster_init(&last);
     bool have_last = false, down_logged = false;
@@ -151,16 +203,20 @@ static void control_loop(Proxy *p, Dcs *dcs)
         }
         bool etcd_ok = last_ok > 0 && now - last_ok <= ttl_ms;
         atomic_store(&p->etcd_ok, etcd_ok);
-        if (have_last && (ok || !etcd_ok))
-            publish(p, proxy_snapshot_build(&last, pc->max_replica_lag, etcd_ok, true));
+        peer_read(ps, ttl_ms);
+        if (have_last && (ok || !etcd_ok || ps->dcs))
+            publish(p, build(p, &last, etcd_ok, ps));
         if (atomic_load(&p->stop))
             break;
         if (!ok) {
             sleep_ms(200);
             continue;
         }
-        /* bounded, so a silent etcd (frozen, partitioned) is noticed by the next read */
+        /* bounded, so a silent etcd (frozen, partitioned) is noticed by the next read; with two
+         * sites, the other one's changes are seen by the next read too */
         int wait = ttl_ms / 3 < 1000 ? ttl_ms / 3 : 1000;
+        if (ps->dcs && wait > 250)
+            wait = 250;
         Err werr = {{0}};
         if (!dcs->ops->watch(dcs, last.revision, wait, &werr) && werr.msg[0])
             sleep_ms(100);
@@ -245,7 +301,23 @@ int cmd_proxy(int argc, char **argv)
     for (int i = 0; i < p->pc->n_routes; i++)
         log_info("route %s listening on %s -> %s (%s)", p->pc->routes[i].name, p->pc->routes[i].listen,
                  p->pc->routes[i].role == ROUTE_PRIMARY ? "primary" : "replicas", p->pc->routes[i].postgres ? "postgres" : "tcp");
-    control_loop(p, dcs);
+    PeerSite ps;
+    memset(&ps, 0, sizeof(ps));
+    cluster_init(&ps.last);
+    if (cfg->site.peer_scope && cfg->site.n_peer_etcd_hosts > 0) {
+        char *pprefix = dcs_prefix(cfg->site.peer_namespace ? cfg->site.peer_namespace : cfg->namespace_,
+                                   cfg->site.peer_scope);
+        ps.dcs = dcs_etcd_new(cfg->site.peer_etcd_hosts, cfg->site.n_peer_etcd_hosts, pprefix, cfg->etcd_username,
+                              cfg->etcd_password, 1000, &err);
+        free(pprefix);
+        if (!ps.dcs)
+            log_error("site.peer: %s; routing by this site only", err.msg);
+        else
+            log_info("routing across two sites: %s and %s", cfg->scope, cfg->site.peer_scope);
+    }
+    control_loop(p, dcs, &ps);
+    dcs_free(ps.dcs);
+    cluster_free(&ps.last);
     log_info("shutting down");
 out:
     g_proxy = NULL;

@@ -99,6 +99,39 @@ ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd
     return s;
 }
 
+ProxySnapshot *proxy_snapshot_merge(ProxySnapshot *own, bool own_standby, ProxySnapshot *peer, bool peer_standby)
+{
+    if (!peer)
+        return own;
+    bool own_writes = own->primary >= 0 && !own_standby;
+    bool peer_writes = peer->primary >= 0 && !peer_standby;
+    bool both = own_writes && peer_writes;
+    ProxySnapshot *m = xcalloc(1, sizeof(*m));
+    atomic_init(&m->refs, 1);
+    m->primary = -1;
+    m->etcd_ok = own->etcd_ok || peer->etcd_ok;
+    m->backends = xcalloc((size_t)(own->n_backends + peer->n_backends) + 1, sizeof(ProxyBackend));
+    str_copy(m->leader, sizeof(m->leader), own_writes && !both ? own->leader : peer_writes && !both ? peer->leader : "");
+    for (int side = 0; side < 2; side++) {
+        const ProxySnapshot *s = side == 0 ? own : peer;
+        bool writes = (side == 0 ? own_writes : peer_writes) && !both;
+        /* the reads of the site that is not primary (or of both, when neither is) stay off */
+        bool reads = side == 0 ? (own_writes || !peer_writes) && !own_standby : (peer_writes || !own_writes) && !peer_standby;
+        for (int i = 0; i < s->n_backends; i++) {
+            ProxyBackend *b = &m->backends[m->n_backends];
+            *b = s->backends[i];
+            b->is_primary = b->is_primary && writes;
+            b->eligible = b->eligible && reads;
+            if (b->is_primary)
+                m->primary = m->n_backends;
+            m->n_backends++;
+        }
+    }
+    proxy_snapshot_unref(own);
+    proxy_snapshot_unref(peer);
+    return m;
+}
+
 bool proxy_snapshot_same(const ProxySnapshot *a, const ProxySnapshot *b)
 {
     if (!a || !b || a->n_backends != b->n_backends || a->etcd_ok != b->etcd_ok || strcmp(a->leader, b->leader) != 0)

@@ -55,6 +55,13 @@ site_node_config() {
     ip=$(netns_ip "${SITE_ETCD_NS[$s]}")
     sed -i -e "s|^  hosts: $BR_IP:$E_PORT\$|  hosts: $ip:2379|" -e "s|^scope: .*|scope: ${SITE_SCOPE[$s]}|" "$f"
     grep -q "^  hosts: $ip:2379\$" "$f" || fail "site_node_config $n: could not point $f at site $s's etcd"
+    # the other site, which the agent watches (a site promoted over this one while it was away)
+    local other=b
+    [ "$s" = b ] && other=a
+    if [ "$s" = a ] || [ "$s" = b ]; then
+        printf 'site:\n  peer:\n    scope: %s\n    etcd3:\n      hosts: %s:2379\n' "${SITE_SCOPE[$other]}" \
+            "$(netns_ip "${SITE_ETCD_NS[$other]}")" >>"$f"
+    fi
 }
 
 # every process in namespace K, killed at once (a data center losing power): agents, fences,
@@ -129,18 +136,52 @@ site_cli() { nsexec 0 "$BIN" site "$@" -c "$T_DIR/node1.yml" --peer-dcs-url "$(s
 # ... from site b's side (works while site a's etcd is gone)
 site_cli_b() { nsexec 0 "$BIN" site "$@" -c "$T_DIR/node3.yml" --peer-dcs-url "$(site_url a)" --peer-scope site-a; }
 
-# start_site_writer FILE: inserts 1, 2, 3... into dr_w through every node's address
-# (target_session_attrs=read-write: whichever site is primary); each acknowledged id is logged
-# as "<ms> <id>" in FILE. Stop it by creating FILE.stop.
+# start_site_proxy: a pgvigil proxy in the bridge namespace that knows both sites (its file names
+# site a, and site b as site.peer): read-write route on $BR_IP:5000, admin on $BR_IP:5001
+start_site_proxy() {
+    cat >"$T_DIR/proxy-sites.yml" <<YML
+scope: site-a
+log:
+  level: info
+etcd3:
+  hosts: $(netns_ip "${SITE_ETCD_NS[a]}"):2379
+site:
+  peer:
+    scope: site-b
+    etcd3:
+      hosts: $(netns_ip "${SITE_ETCD_NS[b]}"):2379
+proxy:
+  admin_listen: $BR_IP:5001
+  workers: 2
+  connect_wait: 30
+  connect_timeout: 2
+  routes:
+    - name: rw
+      listen: $BR_IP:5000
+      role: primary
+YML
+    nsspawn 0 "$BIN" proxy -c "$T_DIR/proxy-sites.yml" >>"$T_DIR/proxy.log" 2>&1
+    EXTRA_PIDS+=("$NSSPAWN_PID")
+    wait_until 20 "the proxy routes writes" site_proxy_has_primary
+}
+site_proxy_primary() { nsexec 0 curl -s "http://$BR_IP:5001/health" | jq -r '.primary // ""'; }
+site_proxy_has_primary() { [ -n "$(site_proxy_primary)" ]; }
+
+# start_site_writer FILE: inserts 1, 2, 3... into dr_w, each through a new connection: through
+# the proxy of start_site_proxy when SITE_WRITER_VIA=proxy, else to every node's address with
+# target_session_attrs=read-write (whichever site is primary); each acknowledged id is logged as
+# "<ms> <id>" in FILE. Stop it by creating FILE.stop.
 start_site_writer() {
-    local out="$1" parent=$$ hosts="${NODE_IP[1]},${NODE_IP[2]},${NODE_IP[3]},${NODE_IP[4]}"
+    local out="$1" parent=$$ conn
+    conn="host=${NODE_IP[1]},${NODE_IP[2]},${NODE_IP[3]},${NODE_IP[4]} port=5432 target_session_attrs=read-write"
+    [ "${SITE_WRITER_VIA:-}" = proxy ] && conn="host=$BR_IP port=5000 sslmode=disable"
     rm -f "$out.stop"
     (
         i=0
         while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
             i=$((i + 1))
             if nsexec 0 env PGPASSWORD=it-super PGOPTIONS="-c statement_timeout=1500" timeout -k 1 4 psql -X -q -At \
-                "host=$hosts port=5432 dbname=postgres user=postgres connect_timeout=2 target_session_attrs=read-write" \
+                "$conn dbname=postgres user=postgres connect_timeout=2" \
                 -c "insert into dr_w values ($i)" >/dev/null 2>&1; then
                 echo "$(date +%s%3N) $i" >>"$out"
             else

@@ -42,6 +42,14 @@ grep -q '^pgvigil_site_lag_bytes{' <<<"$metrics" || fail "/metrics: no pgvigil_s
 st=$(nsexec 0 curl -s "$(api_url 3)/patroni")
 [ "$(jq -r .role <<<"$st")" = standby_leader ] || fail "/patroni role on node3: $st"
 [ "$(jq -r .standby_cluster.source <<<"$st")" = "$A_HOSTS:5432" ] || fail "/patroni standby_cluster on node3: $st"
+# site a's leader commits a heartbeat every second while another site streams from it: the
+# standby leader's lag in seconds stays small even with no writes
+lag_seconds_small() { nsexec 0 curl -s "$(api_url 3)/patroni" | jq -e '.standby_cluster.lag_seconds < 3' >/dev/null; }
+sleep 4   # (no writes for a while: without heartbeats the age of the last commit would grow)
+wait_until 30 "node3 measures a lag under 3 s" lag_seconds_small
+nsexec 0 curl -s "$(api_url 3)/metrics" | grep -q '^pgvigil_site_lag_milliseconds{' || fail "/metrics: no pgvigil_site_lag_milliseconds"
+site_cli status | tee "$T_DIR/status.out"
+grep -q "^site-b: standby site, leader node3 .*, lag [0-9]* bytes / [0-9.]* s" "$T_DIR/status.out" || fail "site status shows no lag"
 
 row_on() { [ "$(psql_n "$1" -c "select at from dr where id = $2" 2>/dev/null)" = "$3" ]; }
 psql_n 1 -c "insert into dr values (2, 'b')"
@@ -66,7 +74,7 @@ psql_n 2 -c "insert into dr values (4, 'd')"
 wait_until 30 "row 4 reaches node3 (cascaded)" row_on 3 4 d
 tl2=$(psql_n 2 -c "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
 tl3=$(psql_n 3 -c "select received_tli from pg_stat_wal_receiver")
-log "site a is on timeline $tl2; node3 receives timeline $tl3"
+[ -n "$tl2" ] && [ "$tl2" = "$tl3" ] || fail "site a is on timeline $tl2 but node3 receives timeline $tl3"
 
 # ---- bad input
 # a PostgreSQL of another cluster (its own initdb), reachable from site b

@@ -6,8 +6,10 @@
 #  2. Site a is lost: its agents, servers and etcd are killed. `site promote` without
 #     --old-site-fenced is refused (a cannot be checked); with it, b's standby leader is
 #     promoted and b takes writes.
-#  3. Site a comes back (etcd first): `site rejoin` makes it a standby cluster of b, then its
-#     agents start. Its leader finds it cannot stream from b (the timelines diverged), keeps the
+#  3. Site a comes back by itself (etcd, then its agents, which have site.peer): the agents read
+#     b's record (promoted over a, newer epoch) and make a a standby cluster of b; a monitor sees
+#     no server of a take writes meanwhile. (`site rejoin` then finds nothing to do.) Its
+#     leader finds it cannot stream from b (the timelines diverged), keeps the
 #     WAL past the fork and a report listing the transactions b never had (their xids, the
 #     table they touched), rewinds from b and follows it; node2 rewinds from node1 and
 #     cascades. No data directory is rebuilt (each is the same directory), nothing is cloned; a's
@@ -54,18 +56,32 @@ is_primary "${b_leader#node}" || fail "site b's leader $b_leader is not writable
 psql_n "${b_leader#node}" -c "insert into orders values (2001, 'b'), (2002, 'b')"
 log "MEASURE site_failover lost_to_promoted_ms=$((t_promoted - t_lost)) (manual: includes the test's checks)"
 
-# ---- 3. failback: site a rejoins as a standby cluster of b, without a rebuild
+# ---- 3. failback: site a comes back by itself (its agents have site.peer): they read b's
+# record (promoted over a, newer epoch), make a a standby cluster of b, and never take writes
 start_site_etcd a
-site_cli rejoin >"$T_DIR/rejoin.out" 2>&1 || fail "site rejoin: $(cat "$T_DIR/rejoin.out")"
-cat "$T_DIR/rejoin.out"
-[ -n "$(site_config a | jq -r '.standby_cluster.host // empty')" ] || fail "site rejoin did not make site a a standby cluster"
+W_VIOL="$T_DIR/a-writable"
+(
+    while [ ! -e "$T_DIR/monitor.stop" ]; do
+        for n in 1 2; do
+            [ "$(psql_n "$n" -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ] && echo "$(date +%T.%N) node$n" >>"$W_VIOL"
+        done
+        sleep 0.1
+    done
+) &
+BG_PIDS+=("$!")
 start_agent 1
 start_agent 2
 a_standby_leader() { site_role_is 1 "Standby Leader" || site_role_is 2 "Standby Leader"; }
 wait_until 120 "site a has a standby leader" a_standby_leader
+grep -h "was promoted while this site was away" "$T_DIR"/node1.log "$T_DIR"/node2.log | head -1 ||
+    fail "no agent of site a said it became b's standby cluster"
+site_cli rejoin >"$T_DIR/rejoin.out" 2>&1 || fail "site rejoin: $(cat "$T_DIR/rejoin.out")"
+grep -q "site-a is already a standby cluster of site-b" "$T_DIR/rejoin.out" || fail "site rejoin: $(cat "$T_DIR/rejoin.out")"
 late_ids_are() { [ "$(psql_n "$1" -c "select string_agg(id::text, ',' order by id) from orders where id > 1000" 2>/dev/null)" = "$2" ]; }
 wait_until 180 "node1 has b's rows and not its own" late_ids_are 1 2001,2002
 wait_until 120 "node2 has b's rows too" late_ids_are 2 2001,2002
+touch "$T_DIR/monitor.stop"
+[ ! -s "$W_VIOL" ] || fail "site a took writes after coming back while b was the primary site: $(head -3 "$W_VIOL")"
 sl=$(site_leader a)
 grep -h "before pg_rewind: this data directory has what" "$T_DIR/$sl.log" || fail "no divergence report in $sl's log"
 report=$(ls "$T_DIR/$sl"/pgvigil-divergence-*/report.json 2>/dev/null | head -1)

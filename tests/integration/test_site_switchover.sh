@@ -1,7 +1,8 @@
 #!/bin/bash
 # Site switchover, reversible: site a (nodes 1 2) is the primary site, site b (nodes 3 4) its
 # standby cluster, each with its own etcd in network namespaces of their own. Under a writer that
-# connects to every node with target_session_attrs=read-write, `pgvigil site switchover` makes b
+# connects through a pgvigil proxy that knows both sites (one unchanged address), `pgvigil site
+# switchover` makes b
 # the primary site and a its standby cluster, then the same command switches back, twice over
 # (a -> b -> a -> b -> a):
 #  - no acknowledged write is lost (every id the writer saw committed is on the final primary);
@@ -27,8 +28,9 @@ done
 writable() { psql_n "$1" -c "select not pg_is_in_recovery()" 2>/dev/null | grep -qx t; }
 writable_nodes() { local n w=""; for n in 1 2 3 4; do writable "$n" && w="$w $n"; done; echo "${w# }"; }
 
+start_site_proxy
 W="$T_DIR/writes"
-start_site_writer "$W"
+SITE_WRITER_VIA=proxy start_site_writer "$W"
 wait_until 30 "the writer commits" test -s "$W"
 
 # ---- bad input: the standby site's leader is not streaming (its source is cut off from it)
@@ -67,6 +69,8 @@ switch() {
         a) [ "$after" = 1 ] || [ "$after" = 2 ] || fail "writable nodes after switching to a: '$after'" ;;
         b) [ "$after" = 3 ] || [ "$after" = 4 ] || fail "writable nodes after switching to b: '$after'" ;;
     esac
+    proxy_in_site() { case "$(site_proxy_primary)" in node1 | node2) [ "$1" = a ] ;; node3 | node4) [ "$1" = b ] ;; *) false ;; esac; }
+    wait_until 10 "the proxy routes writes to site $to" proxy_in_site "$to"
     gap=$(max_write_gap "$W" "$lines")
     log "MEASURE site_switchover $from->$to write_gap_ms=$gap"
     GAPS="$GAPS $gap"

@@ -762,10 +762,34 @@ static void test_dynconfig_standby_cluster(void **state)
     expect_json_error("{\"standby_cluster\":{\"host\":\"a b\"}}", "standby_cluster.host: \"a b\" is not a host name");
     expect_json_error("{\"standby_cluster\":{\"host\":\"a\",\"primary_slot_name\":\"Site-B\"}}",
                       "standby_cluster.primary_slot_name: \"Site-B\" is not a replication slot name");
-    expect_json_error("{\"standby_cluster\":{\"host\":\"a\",\"create_replica_methods\":[\"wal_e\"]}}",
-                      "standby_cluster.create_replica_methods[0]: expected basebackup or pgvigil");
-    expect_json_error("{\"slots\":{\"x\":{\"type\":\"logical\",\"plugin\":\"pgoutput\"}}}",
-                      "slots.x: only physical permanent slots are kept");
+    char longhost[300];
+    memset(longhost, 'h', 280);
+    longhost[280] = '\0';
+    char text[400];
+    str_fmt(text, sizeof(text), "{\"standby_cluster\":{\"host\":\"%s\"}}", longhost);
+    expect_json_error(text, "standby_cluster.host: longer than 255 characters");
+    /* other tools' methods and logical slots (Patroni files carry them) are skipped, not errors */
+    assert_true(dynconfig_from_json("{\"standby_cluster\":{\"host\":\"a\",\"create_replica_methods\":[\"wal_e\","
+                                    "\"basebackup\"]},\"slots\":{\"cdc\":{\"type\":\"logical\",\"plugin\":"
+                                    "\"pgoutput\"},\"site_b\":{\"type\":\"physical\"}}}",
+                                    &d, &err));
+    assert_int_equal(d.standby.n_create_replica_methods, 1);
+    assert_string_equal(d.standby.create_replica_methods[0], "basebackup");
+    assert_int_equal(d.n_slots, 1);
+    assert_string_equal(d.slots[0], "site_b");
+    dynconfig_free(&d);
+    /* a config key that does not parse still keeps its standby_cluster: never a promotion */
+    StandbyCluster sc;
+    memset(&sc, 0, sizeof(sc));
+    dynconfig_salvage_standby("{\"ttl\":\"x\",\"standby_cluster\":{\"host\":\"10.1.0.3\",\"port\":\"bad\"}}", &sc);
+    assert_true(sc.present);
+    DynConfig holder;
+    memset(&holder, 0, sizeof(holder));
+    holder.standby = sc;
+    dynconfig_free(&holder);
+    memset(&sc, 0, sizeof(sc));
+    dynconfig_salvage_standby("{\"ttl\":\"x\"}", &sc);
+    assert_false(sc.present);
     expect_json_error("{\"slots\":{\"Bad\":{}}}", "slots.Bad: not a replication slot name");
     expect_json_error("{\"slots\":[\"x\"]}", "slots: expected an object of slot names");
 }

@@ -351,6 +351,8 @@ static void t_standby_leader(Fx *f)
 static void t_not_following_source(Fx *f) { f->o.following_remote = false; }
 static void t_source_other_cluster(Fx *f) { f->o.remote_sysid = "7300000000000000001"; }
 static void t_source_unknown(Fx *f) { f->o.remote_sysid = ""; }
+static void t_source_tl3(Fx *f) { f->o.remote_timeline = 3; }
+static void t_site_unchecked(Fx *f) { f->o.site_unchecked = true; }
 
 /* ---- the table runner ---- */
 
@@ -763,13 +765,16 @@ static void test_standby_cluster(void **state)
         {"standby leader, source not reachable (identity unknown)", as_leader, {t_standby_leader, t_source_unknown}, ACT_KEEP_LEADER, NULL, "standby leader", false},
         {"standby leader not pointed at the source", as_leader, {t_standby_leader, t_not_following_source}, ACT_FOLLOW, "@source", "replicating from 10.9.0.1:5432", false},
         {"standby leader not pointed at a source that does not answer", as_leader, {t_standby_leader, t_not_following_source, t_source_unknown}, ACT_WAIT, NULL, "waiting to verify the system identifier of 10.9.0.1:5432", false},
-        {"standby leader not streaming from an answering source", as_leader, {t_standby_leader, t_not_streaming}, ACT_REWIND, "@source", "timelines diverged", false},
-        {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader not streaming from a source on a newer timeline", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3}, ACT_REWIND, "@source", "timelines diverged", false},
+        {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit, t_source_tl3}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader not streaming from a source on its own timeline: no rewind", as_leader, {t_standby_leader, t_not_streaming}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader: the last rewind attempt never ran, retry later", as_leader, {t_standby_leader, t_was_primary, t_start_failed}, ACT_WAIT, NULL, "retrying in", false},
         {"standby leader, postgres down", as_leader, {t_standby_leader, t_pg_down}, ACT_START_REPLICA, "@source", "following 10.9.0.1", false},
         {"standby leader, postgres down too long", as_leader, {t_standby_leader, t_pg_down, t_down_long}, ACT_GIVE_UP_LEADER, NULL, NULL, false},
         {"standby leader, start just failed", as_leader, {t_standby_leader, t_pg_down, t_start_failed}, ACT_WAIT, NULL, "retrying", false},
         {"standby leader was an uncleanly stopped primary", as_leader, {t_standby_leader, t_was_primary}, ACT_REWIND, "@source", "pg_rewind from 10.9.0.1:5432", false},
-        {"standby leader went past the fork of the source", as_leader, {t_standby_leader, t_start_diverged}, ACT_REWIND, "@source", "went past the fork", false},
+        {"standby leader went past the fork of the source", as_leader, {t_standby_leader, t_start_diverged, t_start_failed_long_ago}, ACT_REWIND, "@source", "went past the fork", false},
+        {"standby leader went past the fork a moment ago: retry shortly", as_leader, {t_standby_leader, t_start_diverged}, ACT_WAIT, NULL, "retrying in", false},
         {"standby leader, rewind failed", as_leader, {t_standby_leader, t_was_primary, t_rewind_failed}, ACT_WAIT, NULL, "pg_rewind from 10.9.0.1:5432 failed", false},
         /* a primary site turned into a standby cluster: stops cleanly and follows */
         {"leader running as primary, standby_cluster set", as_leader, {t_standby}, ACT_STANDBY_DEMOTE, "@source", "stopping cleanly", false},
@@ -787,6 +792,10 @@ static void test_standby_cluster(void **state)
         {"election in a standby cluster ignores synchronous mode", as_election, {t_standby, t_sync_mode}, ACT_ACQUIRE, NULL, "standby leader", false},
         {"election in a standby cluster, a peer is ahead", as_election, {t_standby, t_p3_ahead}, ACT_WAIT, NULL, "more advanced", false},
         {"switchover to me in a standby cluster", as_election, {t_standby, t_fo_node2}, ACT_ACQUIRE, NULL, "switchover to me requested", false},
+        {"the other site not read yet: no promotion", as_election, {t_site_unchecked}, ACT_WAIT, NULL, "before the other site was read once", false},
+        {"the other site not read yet: no restart as primary", as_leader, {t_pg_down, t_site_unchecked}, ACT_WAIT, NULL, "start as primary", false},
+        {"the other site not read yet: a running primary keeps its key", as_leader, {t_site_unchecked}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"the other site not read yet: a standby leader still follows", as_leader, {t_standby_leader, t_not_following_source, t_site_unchecked}, ACT_FOLLOW, "@source", NULL, false},
         {"uninitialized standby cluster copies its source", as_uninit, {t_standby}, ACT_BOOTSTRAP, "@source", "copy 10.9.0.1:5432", false},
     };
     RUN(rows);
@@ -913,6 +922,7 @@ static void randomize(Fx *f)
     o->not_streaming_ms = rnd(3) == 0 ? 20000 : 0;
     o->reinit_on_rewind_failure = rnd(2);
     o->following_remote = rnd(2);
+    o->site_unchecked = rnd(6) == 0;
     o->remote_sysid = sysids[rnd(5)];
 
     o->dcs_ok = rnd(6) != 0;
@@ -1050,6 +1060,8 @@ static const char *check_invariants(const Fx *f, const Decision *d)
     }
     if (standby && (a == ACT_PROMOTE || a == ACT_START_PRIMARY))
         return "a standby cluster writes without a site promotion";
+    if (o->site_unchecked && (a == ACT_PROMOTE || a == ACT_START_PRIMARY || a == ACT_ACQUIRE || a == ACT_BOOTSTRAP))
+        return "takes the primary role before the other site was read";
     if (a == ACT_STANDBY_DEMOTE && (!standby || !i_lead || !surely_primary))
         return "demotes to standby leader outside that situation";
     if (!d->remote && (a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW ||

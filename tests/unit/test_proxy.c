@@ -193,6 +193,58 @@ static Member *add_member(Cluster *c, const char *name, int port, const char *ro
     return m;
 }
 
+/* Two sites: writes to the primary of the site that is not a standby cluster, never to two. */
+static void test_snapshot_two_sites(void **state)
+{
+    (void)state;
+    Cluster a, b;
+    cluster_init(&a);
+    cluster_init(&b);
+    str_copy(a.leader, sizeof(a.leader), "a1");
+    add_member(&a, "a1", 5001, "primary", "running", "", 100000000);
+    add_member(&a, "a2", 5002, "replica", "running", "streaming", 100000000);
+    str_copy(b.leader, sizeof(b.leader), "b1");
+    add_member(&b, "b1", 5003, "standby_leader", "running", "streaming", 100000000);
+    add_member(&b, "b2", 5004, "replica", "running", "streaming", 100000000);
+    b.config.standby.present = true;
+    ProxySnapshot *m = proxy_snapshot_merge(proxy_snapshot_build(&a, 1048576, true, false), false,
+                                            proxy_snapshot_build(&b, 1048576, true, false), true);
+    assert_int_equal(m->n_backends, 4);
+    assert_true(m->primary >= 0);
+    assert_string_equal(m->backends[m->primary].name, "a1");
+    assert_true(m->backends[proxy_snapshot_find(m, "a2")].eligible);
+    assert_false(m->backends[proxy_snapshot_find(m, "b1")].eligible);   /* the standby site: no reads */
+    assert_false(m->backends[proxy_snapshot_find(m, "b2")].eligible);
+    proxy_snapshot_unref(m);
+
+    /* after a site switchover, the other site's primary, seen from a's proxy */
+    a.config.standby.present = true;
+    str_copy(a.members[0].role, sizeof(a.members[0].role), "standby_leader");
+    b.config.standby.present = false;
+    str_copy(b.members[0].role, sizeof(b.members[0].role), "primary");
+    m = proxy_snapshot_merge(proxy_snapshot_build(&a, 1048576, true, false), true,
+                             proxy_snapshot_build(&b, 1048576, true, false), false);
+    assert_string_equal(m->backends[m->primary].name, "b1");
+    assert_true(m->backends[proxy_snapshot_find(m, "b2")].eligible);
+    assert_false(m->backends[proxy_snapshot_find(m, "a2")].eligible);
+    proxy_snapshot_unref(m);
+
+    /* both sites claim a primary: writes go nowhere */
+    a.config.standby.present = false;
+    str_copy(a.members[0].role, sizeof(a.members[0].role), "primary");
+    m = proxy_snapshot_merge(proxy_snapshot_build(&a, 1048576, true, false), false,
+                             proxy_snapshot_build(&b, 1048576, true, false), false);
+    assert_int_equal(m->primary, -1);
+    proxy_snapshot_unref(m);
+
+    /* the other site unknown (its etcd silent too long): this site alone */
+    m = proxy_snapshot_merge(proxy_snapshot_build(&a, 1048576, true, false), false, NULL, false);
+    assert_string_equal(m->backends[m->primary].name, "a1");
+    proxy_snapshot_unref(m);
+    cluster_free(&a);
+    cluster_free(&b);
+}
+
 static void test_snapshot_roles(void **state)
 {
     (void)state;
@@ -273,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_error_response),
         cmocka_unit_test(test_conn_url),
         cmocka_unit_test(test_snapshot_roles),
+        cmocka_unit_test(test_snapshot_two_sites),
         cmocka_unit_test(test_snapshot_bad_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
