@@ -55,6 +55,10 @@ typedef struct NodeStatus {
     char source[160];             /* its host:port ("" archive only) */
     bool source_known;            /* the source answered lately (identity and position) */
     int64_t site_lag_bytes;       /* standby leader: the source's flushed WAL not received here; -1 unknown */
+    int64_t wal_free_bytes;       /* free space where pg_wal is, -1 unknown */
+    bool site_guard;              /* the site lag guard is configured (and applies: no sync mode) */
+    bool site_guard_on;           /* ... and commits wait for the other site now */
+    int64_t site_guard_lag;       /* ... the lag of the permanent slots it measured, -1 unknown */
     double site_lag_seconds;      /* standby leader: age of the last replayed commit (the source's
                                      heartbeats: one a second); -1 unknown */
 } NodeStatus;

@@ -396,6 +396,11 @@ char *rest_status_json(const NodeStatus *st)
                                   "name", st->name));
     if (st->sysid[0])
         json_object_set_new(o, "database_system_identifier", json_string(st->sysid));
+    if (st->wal_free_bytes >= 0)
+        json_object_set_new(o, "wal_free_bytes", json_integer(st->wal_free_bytes));
+    if (st->site_guard)
+        json_object_set_new(o, "site_lag_guard", json_pack("{s:b, s:I}", "engaged", st->site_guard_on, "lag_bytes",
+                                                           (json_int_t)st->site_guard_lag));
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!s) {
@@ -559,6 +564,10 @@ char *rest_metrics_text(const NodeStatus *st)
                  "Standby leader: bytes of WAL the source site has flushed and this site has not received (the "
                  "RPO of a site failover now, in bytes).",
                  st->site_lag_bytes);
+    if (st->site_guard)
+        metric_i(&b, labels, "pgvigil_site_lag_guard_engaged", "gauge",
+                 "Value is 1 while commits wait for the other site (its slot lags more than site_lag_guard_bytes).",
+                 st->site_guard_on);
     if (st->standby_cluster && st->site_lag_seconds >= 0)
         metric_i(&b, labels, "pgvigil_site_lag_milliseconds", "gauge",
                  "Standby leader: age of the last transaction replayed from the source site (which commits a "

@@ -12,6 +12,7 @@
 #include "common/common.h"
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "cli/site.h"
 #include "common/lsn.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -20,10 +21,6 @@
 
 #define SITE_POLL_MS 100
 
-typedef struct Site {
-    CliCtx ctx;
-    bool open;
-} Site;
 
 static void site_usage(FILE *out)
 {
@@ -51,12 +48,12 @@ static void site_usage(FILE *out)
     fputs(CLI_CONN_USAGE, out);
 }
 
-static const Member *leader_of(const Cluster *c)
+const Member *site_leader(const Cluster *c)
 {
     return c->leader[0] ? cluster_member(c, c->leader) : NULL;
 }
 
-static bool is_standby_site(const Cluster *c)
+bool site_is_standby(const Cluster *c)
 {
     return c->config.standby.present;
 }
@@ -212,7 +209,7 @@ static bool wait_for(Site *s, SiteCond cond, const void *arg, const char *what, 
 static bool demoted(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
     const char *was = arg;
-    const Member *l = leader_of(c);
+    const Member *l = site_leader(c);
     if (!l) {
         str_copy(why, wsz, "no leader");
         return false;
@@ -234,7 +231,7 @@ typedef struct Position {
 static bool caught_up(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
     const Position *want = arg;
-    const Member *l = leader_of(c);
+    const Member *l = site_leader(c);
     if (!l) {
         str_copy(why, wsz, "no leader");
         return false;
@@ -248,7 +245,7 @@ static bool caught_up(const Cluster *c, const void *arg, char *why, size_t wsz)
 static bool promoted(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
     (void)arg;
-    const Member *l = leader_of(c);
+    const Member *l = site_leader(c);
     if (!l) {
         str_copy(why, wsz, "no leader");
         return false;
@@ -261,7 +258,7 @@ static bool promoted(const Cluster *c, const void *arg, char *why, size_t wsz)
 static bool following(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
     const int *timeline = arg;
-    const Member *l = leader_of(c);
+    const Member *l = site_leader(c);
     if (!l) {
         str_copy(why, wsz, "no leader");
         return false;
@@ -300,7 +297,7 @@ static json_t *standby_for(const Cluster *newp, const char *newp_scope, const St
 /* Does the standby leader reach its source now? Its agent checks every couple of seconds (a
  * walreceiver cut off silently says "streaming" until wal_receiver_timeout). */
 /* A member's GET /patroni, parsed (NULL when it does not answer). */
-static json_t *member_status(const CliCtx *ctx, const Member *m)
+json_t *site_member_status(const CliCtx *ctx, const Member *m)
 {
     char *base = cli_api_base(m->api_url);
     char *url = str_printf("%s/patroni", base);
@@ -317,7 +314,7 @@ static json_t *member_status(const CliCtx *ctx, const Member *m)
 
 static bool source_reachable(const CliCtx *ctx, const Member *leader)
 {
-    json_t *o = member_status(ctx, leader);
+    json_t *o = site_member_status(ctx, leader);
     bool ok = json_is_true(json_object_get(json_object_get(o, "standby_cluster"), "source_reachable"));
     json_decref(o);
     return ok;
@@ -339,7 +336,7 @@ static int roll_back(Site *p, Site *d, int64_t epoch, const Err *why, int64_t tm
     }
     cli_error("find out why the standby site did not receive the primary site's WAL, then try again",
               "site switchover failed and was rolled back: %s is the primary site again (timeline %d)", p->ctx.scope,
-              leader_of(&p->ctx.cluster)->timeline);
+              site_leader(&p->ctx.cluster)->timeline);
     return EXIT_FAILED;
 }
 
@@ -350,7 +347,8 @@ static int fail_step(const char *hint, const Err *err)
 }
 
 /* The last step: the demoted site p streams from the new primary site d on new_tl. */
-static int finish_switchover(Site *p, Site *d, int64_t epoch, int new_tl, json_t *extra, int64_t t0, int64_t tmo)
+static int finish_switchover(Site *p, Site *d, int64_t epoch, int new_tl, json_t *extra, int64_t t0, int64_t tmo,
+                             SiteSteps *steps)
 {
     Err err = {{0}};
     if (!wait_for(p, following, &new_tl, "its standby leader streaming from the new primary site", tmo, &err)) {
@@ -358,29 +356,38 @@ static int finish_switchover(Site *p, Site *d, int64_t epoch, int new_tl, json_t
         return EXIT_FAILED;
     }
     int64_t t_end = mono_ms();
+    if (steps) {
+        steps->follow = (t_end - t0) / 1000.0 - steps->demote - steps->catch_up - steps->promote;
+        steps->total = (t_end - t0) / 1000.0;
+        steps->new_timeline = new_tl;
+        str_copy(steps->from, sizeof(steps->from), p->ctx.scope);
+        str_copy(steps->to, sizeof(steps->to), d->ctx.scope);
+    }
     json_object_set_new(extra, "seconds", json_real((t_end - t0) / 1000.0));
     json_object_set_new(extra, "new_timeline", json_integer(new_tl));
     if (!record_both(p, d, epoch, "done", extra, &err))
         fprintf(stderr, "warning: cannot record the end of the switchover: %s\n", err.msg);
-    printf("  %s: %s streams from %s\n", p->ctx.scope, leader_of(&p->ctx.cluster)->name, d->ctx.scope);
+    printf("  %s: %s streams from %s\n", p->ctx.scope, site_leader(&p->ctx.cluster)->name, d->ctx.scope);
     printf("site switchover done in %.1f s: %s is the primary site, %s its standby cluster\n", (t_end - t0) / 1000.0,
            d->ctx.scope, p->ctx.scope);
     return EXIT_OK;
 }
 
-static int site_switchover(Site *own, Site *peer, int timeout_s)
+int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps)
 {
+    if (steps)
+        memset(steps, 0, sizeof(*steps));
     int64_t tmo = (int64_t)timeout_s * 1000;
     Cluster *oc = &own->ctx.cluster, *pc = &peer->ctx.cluster;
     Site *p, *d;   /* the primary site (to demote) and the standby site (to promote) */
     bool resume = false;
-    if (!is_standby_site(oc) && is_standby_site(pc)) {
+    if (!site_is_standby(oc) && site_is_standby(pc)) {
         p = own;
         d = peer;
-    } else if (is_standby_site(oc) && !is_standby_site(pc)) {
+    } else if (site_is_standby(oc) && !site_is_standby(pc)) {
         p = peer;
         d = own;
-    } else if (is_standby_site(oc) && is_standby_site(pc)) {
+    } else if (site_is_standby(oc) && site_is_standby(pc)) {
         /* both follow: a switchover stopped between its demotion and its promotion */
         char st[32], to[128];
         site_record(oc, st, sizeof(st), to, sizeof(to));
@@ -405,12 +412,12 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
         /* a switchover to p that stopped after promoting it: only its last step is left */
         char st[32], to[128];
         site_record(P, st, sizeof(st), to, sizeof(to));
-        const Member *pl = leader_of(P);
+        const Member *pl = site_leader(P);
         if (strcmp(st, "promoting") == 0 && strcmp(to, p->ctx.scope) == 0 && pl) {
             printf("completing the switchover from %s to %s\n", d->ctx.scope, p->ctx.scope);
             json_t *extra = json_object();
             int rc = finish_switchover(d, p, record_epoch(&p->ctx), pl->timeline, extra, mono_ms(),
-                                       (int64_t)timeout_s * 1000);
+                                       (int64_t)timeout_s * 1000, steps);
             json_decref(extra);
             return rc;
         }
@@ -421,7 +428,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
                   D->sysid);
         return EXIT_STATE;
     }
-    const Member *dl = leader_of(D);
+    const Member *dl = site_leader(D);
     if (!dl || strcmp(dl->role, "standby_leader") != 0 || strcmp(dl->state, "running") != 0) {
         cli_error("wait until it has a running standby leader (pgvigil list)",
                   "site switchover: %s has no running standby leader%s%s", d->ctx.scope, dl ? ": " : "",
@@ -433,7 +440,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     int64_t epoch = resume ? record_epoch(&own->ctx) : next_epoch(p, d);
     char was_primary[NAME_MAX_LEN] = "";
     if (!resume) {
-        const Member *pl = leader_of(P);
+        const Member *pl = site_leader(P);
         if (!pl || strcmp(pl->role, "primary") != 0 || strcmp(pl->state, "running") != 0) {
             cli_error("wait until it has a running primary (pgvigil list)", "site switchover: %s has no running primary",
                       p->ctx.scope);
@@ -462,7 +469,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     if (!wait_for(p, demoted, was_primary, "its leader restarting as a standby leader", tmo, &err))
         return fail_step("run 'pgvigil site switchover' again to resume; to undo, remove standby_cluster from the "
                          "demoted site (edit-config --set standby_cluster=null)", &err);
-    const Member *pl = leader_of(P);
+    const Member *pl = site_leader(P);
     Position end = {pl->xlog_location, pl->timeline};
     t_demoted = mono_ms();
     char lsn[LSN_BUFSZ];
@@ -471,7 +478,7 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
     if (!wait_for(d, caught_up, &end, "its standby leader receiving everything the other site wrote", tmo, &err))
         return roll_back(p, d, epoch, &err, tmo);
     t_caught = mono_ms();
-    dl = leader_of(D);
+    dl = site_leader(D);
     printf("  %s: %s has received everything up to %s (%.1f s)\n", d->ctx.scope, dl->name, lsn, (t_caught - t_demoted) / 1000.0);
     json_t *extra = json_pack("{s:s, s:i}", "lsn", lsn, "timeline", end.timeline);
     bool ok = record_both(p, d, epoch, "promoting", extra, &err) &&
@@ -485,10 +492,15 @@ static int site_switchover(Site *own, Site *peer, int timeout_s)
         return fail_step("see the agents' logs; run 'pgvigil site switchover' again to resume", &err);
     }
     t_promoted = mono_ms();
-    dl = leader_of(D);
+    dl = site_leader(D);
     printf("  %s: %s promoted, timeline %d: %s is the primary site (%.1f s)\n", d->ctx.scope, dl->name, dl->timeline,
            d->ctx.scope, (t_promoted - t_caught) / 1000.0);
-    int rc = finish_switchover(p, d, epoch, dl->timeline, extra, t0, tmo);
+    if (steps) {
+        steps->demote = (t_demoted - t0) / 1000.0;
+        steps->catch_up = (t_caught - t_demoted) / 1000.0;
+        steps->promote = (t_promoted - t_caught) / 1000.0;
+    }
+    int rc = finish_switchover(p, d, epoch, dl->timeline, extra, t0, tmo, steps);
     json_decref(extra);
     return rc;
 }
@@ -515,10 +527,10 @@ static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
 static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
 {
     Site *d, *p;
-    if (is_standby_site(&own->ctx.cluster)) {
+    if (site_is_standby(&own->ctx.cluster)) {
         d = own;
         p = peer;
-    } else if (peer->ctx.loaded && is_standby_site(&peer->ctx.cluster)) {
+    } else if (peer->ctx.loaded && site_is_standby(&peer->ctx.cluster)) {
         d = peer;
         p = own;
     } else {
@@ -553,7 +565,7 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
                   "site promote refused: cannot reach %s to check it is down (%s)", p->ctx.scope, p->ctx.load_error);
         return EXIT_STATE;
     }
-    const Member *dl = leader_of(D);
+    const Member *dl = site_leader(D);
     if (!dl || strcmp(dl->role, "standby_leader") != 0 || strcmp(dl->state, "running") != 0) {
         cli_error("wait until it has a running standby leader (pgvigil list)",
                   "site promote: %s has no running standby leader", d->ctx.scope);
@@ -611,7 +623,7 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
         cli_error("see the agents' logs", "site promote: %s", err.msg);
         return EXIT_FAILED;
     }
-    dl = leader_of(D);
+    dl = site_leader(D);
     printf("site promote done in %.1f s: %s is the primary site (leader %s, timeline %d)\n", (mono_ms() - t0) / 1000.0,
            d->ctx.scope, dl->name, dl->timeline);
     return EXIT_OK;
@@ -626,7 +638,7 @@ static int site_rejoin(Site *own, Site *peer)
                   peer->ctx.load_error);
         return EXIT_DCS;
     }
-    bool so = is_standby_site(&own->ctx.cluster), sp = is_standby_site(&peer->ctx.cluster);
+    bool so = site_is_standby(&own->ctx.cluster), sp = site_is_standby(&peer->ctx.cluster);
     if (so != sp) {
         printf("%s is already a standby cluster of %s\n", so ? own->ctx.scope : peer->ctx.scope,
                so ? peer->ctx.scope : own->ctx.scope);
@@ -677,18 +689,18 @@ static void status_of(StrBuf *b, json_t *arr, Site *s)
                                              s->ctx.load_error));
         return;
     }
-    const Member *l = leader_of(c);
-    const char *kind = is_standby_site(c) ? "standby site" : "primary site";
+    const Member *l = site_leader(c);
+    const char *kind = site_is_standby(c) ? "standby site" : "primary site";
     char lsn[LSN_BUFSZ];
     strbuf_addf(b, "%s: %s, leader %s", s->ctx.scope, kind, l ? l->name : "(none)");
     if (l)
         strbuf_addf(b, " (%s, %s, timeline %d, %s)", l->role, l->state, l->timeline, lsn_format(l->xlog_location, lsn));
-    if (is_standby_site(c) && c->config.standby.host)
+    if (site_is_standby(c) && c->config.standby.host)
         strbuf_addf(b, ", following %s:%d", c->config.standby.host, c->config.standby.port);
     json_t *sc = NULL;
-    if (is_standby_site(c) && l) {
+    if (site_is_standby(c) && l) {
         /* its standby leader measures the lag: bytes against the source, seconds by its heartbeats */
-        json_t *st = member_status(&s->ctx, l);
+        json_t *st = site_member_status(&s->ctx, l);
         sc = json_incref(json_object_get(st, "standby_cluster"));
         json_decref(st);
         json_t *lb = json_object_get(sc, "lag_bytes"), *ls = json_object_get(sc, "lag_seconds");
@@ -700,7 +712,7 @@ static void status_of(StrBuf *b, json_t *arr, Site *s)
             strbuf_adds(b, " (source not reachable)");
     }
     strbuf_adds(b, "\n");
-    json_t *o = json_pack("{s:s, s:s, s:s}", "scope", s->ctx.scope, "role", is_standby_site(c) ? "standby" : "primary",
+    json_t *o = json_pack("{s:s, s:s, s:s}", "scope", s->ctx.scope, "role", site_is_standby(c) ? "standby" : "primary",
                           "leader", l ? l->name : "");
     if (l) {
         json_object_set_new(o, "leader_role", json_string(l->role));
@@ -766,6 +778,35 @@ static int open_peer(const CliCtx *own, const char *url, const char *scope, cons
     return rc;
 }
 
+int site_open_pair(const CliConnOpts *conn, const char *peer_url, const char *peer_scope, const char *peer_ns,
+                   bool tolerate, Site *own, Site *peer)
+{
+    memset(own, 0, sizeof(*own));
+    memset(peer, 0, sizeof(*peer));
+    int rc = cli_open(conn, &own->ctx);
+    if (rc != EXIT_OK)
+        return rc;
+    own->open = true;
+    rc = open_peer(&own->ctx, peer_url, peer_scope, peer_ns, tolerate, peer);
+    if (rc == EXIT_OK && strcmp(own->ctx.scope, peer->ctx.scope) == 0) {
+        cli_error("give each site's cluster its own scope (name)", "both sites are named %s: the sites' records could not "
+                  "be told apart", own->ctx.scope);
+        rc = EXIT_USAGE;
+    }
+    if (rc != EXIT_OK)
+        site_close_pair(own, peer);
+    return rc;
+}
+
+void site_close_pair(Site *own, Site *peer)
+{
+    if (peer->open)
+        cli_close(&peer->ctx);
+    if (own->open)
+        cli_close(&own->ctx);
+    peer->open = own->open = false;
+}
+
 int cmd_site(int argc, char **argv)
 {
     enum { OPT_PEER_URL = CLI_OPT_NEXT, OPT_PEER_SCOPE, OPT_PEER_NS, OPT_TIMEOUT, OPT_JSON, OPT_FENCED };
@@ -823,18 +864,11 @@ int cmd_site(int argc, char **argv)
         return EXIT_USAGE;
     }
     Site own = {0}, peer = {0};
-    int rc = cli_open(&conn, &own.ctx);
-    if (rc != EXIT_OK)
-        return rc;
-    own.open = true;
     /* status and promote go on without the other site's etcd (it may be what was lost) */
     bool tolerate = strcmp(sub, "status") == 0 || strcmp(sub, "promote") == 0;
-    rc = open_peer(&own.ctx, peer_url, peer_scope, peer_ns, tolerate, &peer);
-    if (rc == EXIT_OK && strcmp(own.ctx.scope, peer.ctx.scope) == 0) {
-        cli_error("give each site's cluster its own scope (name)", "both sites are named %s: the sites' records could not "
-                  "be told apart", own.ctx.scope);
-        rc = EXIT_USAGE;
-    }
+    int rc = site_open_pair(&conn, peer_url, peer_scope, peer_ns, tolerate, &own, &peer);
+    if (rc != EXIT_OK)
+        return rc;
     if (rc == EXIT_OK) {
         if (strcmp(sub, "status") == 0)
             rc = site_status(&own, &peer, as_json);
@@ -843,10 +877,8 @@ int cmd_site(int argc, char **argv)
         else if (strcmp(sub, "rejoin") == 0)
             rc = site_rejoin(&own, &peer);
         else
-            rc = site_switchover(&own, &peer, timeout_s);
+            rc = site_switchover_run(&own, &peer, timeout_s, NULL);
     }
-    if (peer.open)
-        cli_close(&peer.ctx);
-    cli_close(&own.ctx);
+    site_close_pair(&own, &peer);
     return rc;
 }

@@ -126,6 +126,7 @@ static const KeySpec keys[] = {
     {"bootstrap.dcs.postgresql.use_slots", K_BOOL, D(use_slots), 0},
     {"bootstrap.dcs.postgresql.parameters", K_KVMAP, D(pg_parameters), 0},
     {"bootstrap.dcs.slots", K_SLOTS, 0, 0},
+    {"bootstrap.dcs.site_lag_guard_bytes", K_INT64, D(site_lag_guard_bytes), 0},
     {"bootstrap.dcs.standby_cluster", K_SECTION, 0, 0},
     {"bootstrap.dcs.standby_cluster.host", K_STR, D(standby.host), 0},
     {"bootstrap.dcs.standby_cluster.port", K_INT, D(standby.port), 0},

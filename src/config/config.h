@@ -50,6 +50,8 @@ typedef struct DynConfig {
     bool use_slots;                 /* default true */
     KvList pg_parameters;           /* postgresql.parameters */
     StandbyCluster standby;         /* standby_cluster */
+    int64_t site_lag_guard_bytes;   /* site_lag_guard_bytes: when a permanent slot (another site)
+                                     * lags more, commits wait for that site (0: off) */
     char **slots;                   /* slots: permanent physical slots the primary keeps (for
                                      * another site following this one), {"name":{"type":"physical"}} */
     int n_slots;

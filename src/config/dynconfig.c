@@ -17,28 +17,30 @@ typedef struct Field {
     FieldKind kind;
     size_t off;
     bool alias;                 /* read only, never written (old Patroni name) */
+    bool omit_zero;             /* pgvigil's own keys: written only when set */
 } Field;
 
 #define DF(f) offsetof(DynConfig, f)
 
 /* Top-level keys; an alias comes before its modern name so the modern one wins. */
 static const Field top_fields[] = {
-    {"ttl", F_INT, DF(ttl), false},
-    {"loop_wait", F_SECONDS_MS, DF(loop_wait_ms), false},
-    {"retry_timeout", F_INT, DF(retry_timeout), false},
-    {"maximum_lag_on_failover", F_INT64, DF(maximum_lag_on_failover), false},
-    {"synchronous_mode", F_BOOL, DF(synchronous_mode), false},
-    {"synchronous_mode_strict", F_BOOL, DF(synchronous_mode_strict), false},
-    {"synchronous_node_count", F_INT, DF(synchronous_node_count), false},
-    {"pause", F_BOOL, DF(pause), false},
-    {"master_start_timeout", F_INT, DF(primary_start_timeout), true},
-    {"primary_start_timeout", F_INT, DF(primary_start_timeout), false},
+    {"ttl", F_INT, DF(ttl), false, false},
+    {"loop_wait", F_SECONDS_MS, DF(loop_wait_ms), false, false},
+    {"retry_timeout", F_INT, DF(retry_timeout), false, false},
+    {"maximum_lag_on_failover", F_INT64, DF(maximum_lag_on_failover), false, false},
+    {"synchronous_mode", F_BOOL, DF(synchronous_mode), false, false},
+    {"synchronous_mode_strict", F_BOOL, DF(synchronous_mode_strict), false, false},
+    {"synchronous_node_count", F_INT, DF(synchronous_node_count), false, false},
+    {"pause", F_BOOL, DF(pause), false, false},
+    {"master_start_timeout", F_INT, DF(primary_start_timeout), true, false},
+    {"primary_start_timeout", F_INT, DF(primary_start_timeout), false, false},
+    {"site_lag_guard_bytes", F_INT64, DF(site_lag_guard_bytes), false, true},
 };
 
 /* Keys under "postgresql" (besides "parameters"). */
 static const Field pg_fields[] = {
-    {"use_pg_rewind", F_BOOL, DF(use_pg_rewind), false},
-    {"use_slots", F_BOOL, DF(use_slots), false},
+    {"use_pg_rewind", F_BOOL, DF(use_pg_rewind), false, false},
+    {"use_slots", F_BOOL, DF(use_slots), false, false},
 };
 
 void dynconfig_defaults(DynConfig *dc)
@@ -112,6 +114,10 @@ const char *dynconfig_check(const DynConfig *dc, Err *err)
     if (dc->synchronous_node_count < 1) {
         err_set(err, "must be at least 1, got %d", dc->synchronous_node_count);
         return "synchronous_node_count";
+    }
+    if (dc->site_lag_guard_bytes < 0) {
+        err_set(err, "must not be negative, got %lld", (long long)dc->site_lag_guard_bytes);
+        return "site_lag_guard_bytes";
     }
     if (dc->primary_start_timeout < 0) {
         err_set(err, "must not be negative, got %d", dc->primary_start_timeout);
@@ -383,6 +389,8 @@ char *dynconfig_to_json(const DynConfig *dc)
         if (f->alias)
             continue;
         const char *field = (const char *)dc + f->off;
+        if (f->omit_zero && f->kind == F_INT64 && *(const int64_t *)(const void *)field == 0)
+            continue;
         json_t *v = NULL;
         switch (f->kind) {
         case F_BOOL: v = json_boolean(*(const bool *)(const void *)field); break;

@@ -15,6 +15,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* renew this much before a whole loop_wait has passed, so a tick that starts a little early
@@ -218,6 +219,9 @@ static void load_cluster(Agent *a)
     }
 }
 
+/* how long a running postgres may refuse connections before its log is read for a divergence */
+#define NOT_ACCEPTING_CHECK_MS 5000
+
 static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
 {
     PgState *st = &a->pgst;
@@ -250,6 +254,18 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
             a->not_streaming_since = now;
     } else {
         a->not_streaming_since = 0;
+    }
+    /* a standby that runs but never becomes consistent may have gone past the fork of the
+     * timeline it should follow (its recovery stops there for good): its log says so */
+    if (st->running && !st->accepting) {
+        if (!a->not_accepting_since)
+            a->not_accepting_since = now;
+        if (now - a->not_accepting_since > NOT_ACCEPTING_CHECK_MS && !a->start_diverged && pg_log_shows_divergence(&a->pg)) {
+            log_warn("postgres runs but cannot recover past the fork of the leader's timeline; it needs pg_rewind");
+            a->start_diverged = true;
+        }
+    } else {
+        a->not_accepting_since = 0;
     }
     memset(ci, 0, sizeof(*ci));
     if (st->data_dir_valid && !st->running) {
@@ -413,6 +429,15 @@ void agent_publish(Agent *a)
     }
     ns.site_lag_bytes = -1;
     ns.site_lag_seconds = -1;
+    ns.wal_free_bytes = -1;
+    ns.site_guard = a->cluster.config.site_lag_guard_bytes > 0 && !a->cluster.config.synchronous_mode;
+    ns.site_guard_on = ns.site_guard && a->guard_on;
+    ns.site_guard_lag = ns.site_guard ? a->guard_lag : -1;
+    char walpath[4200];
+    struct statvfs vfs;
+    str_fmt(walpath, sizeof(walpath), "%s/pg_wal", cfg->pg_data_dir);
+    if (st->data_dir_valid && statvfs(walpath, &vfs) == 0)
+        ns.wal_free_bytes = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize;
     if (a->cluster.config.standby.present) {
         const StandbyCluster *sc = &a->cluster.config.standby;
         ns.standby_cluster = true;
@@ -792,6 +817,7 @@ int cmd_agent(int argc, char **argv)
     a->fence.fd = -1;
     a->fence_ok = true;
     a->pidfile_fd = -1;
+    a->guard_lag = -1;
     /* distinct from an earlier agent's (the lease file may hold one): pid and start time */
     a->lease_gen = ((uint64_t)getpid() << 40) ^ ((uint64_t)wall_now() << 8);
     pthread_mutex_init(&a->mu, NULL);

@@ -118,6 +118,7 @@ typedef struct Agent {
     int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
+    int64_t not_accepting_since; /* postgres runs but refuses connections (starting, recovering) */
     int64_t leaderless_since;   /* monotonic; 0 while a leader key exists */
     Lsn stopped_checkpoint;     /* cleanly stopped: the shutdown checkpoint (published as position) */
     bool release_pending;       /* switchover: stopped; publish the final position, then release */
@@ -128,6 +129,9 @@ typedef struct Agent {
     int64_t last_member_write_ms;
     int64_t status_written_ms;  /* last write of the status key (leader) */
     int64_t heartbeat_ms;       /* last site heartbeat (a primary another site follows) */
+    bool guard_on;              /* the site lag guard makes commits wait for the other site */
+    int64_t guard_lag;          /* ... the lag it measured on the permanent slots (-1 none) */
+    bool guard_warned;          /* ... "not applied in synchronous mode" was logged */
     char last_member_shape[1024]; /* last member record written, with xlog_location 0 ("" = rewrite) */
     Lsn last_member_pos;          /* its xlog_location */
     int64_t failovers;

@@ -5,6 +5,7 @@
 #include "common/fileutil.h"
 #include "common/log.h"
 #include "common/proc.h"
+#include "common/strbuf.h"
 #include "common/timeutil.h"
 #include "ha/agent.h"
 #include "ha/sync_plan.h"
@@ -439,7 +440,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = agent_create_replica(a, j, &pg, start_timeout, err);
         break;
     case JOB_START_REPLICA:
-        ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
+        ok = write_conf(&pg, j, true, err) && pg_start_standby(&pg, start_timeout, err);
         break;
     case JOB_START_PRIMARY:
         ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
@@ -507,7 +508,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         log_info("pg_rewind from %s (%s:%d)", j->remote ? "the standby_cluster source" : j->target, j->host, j->port);
         if (!pg_rewind_ex(&pg, j->host, j->port, flags, err))
             break;
-        ok = write_conf(&pg, j, true, err) && pg_start(&pg, start_timeout, err);
+        ok = write_conf(&pg, j, true, err) && pg_start_standby(&pg, start_timeout, err);
         break;
     }
     case JOB_RELEASE: {
@@ -919,6 +920,57 @@ static void nudge_sync_standbys(Agent *a, const SsnSet *ssn)
     }
 }
 
+/* The site lag guard (site_lag_guard_bytes, outside synchronous mode): when a permanent slot (the
+ * one another site follows through) lags more than the bound, commits wait for that site:
+ * synchronous_standby_names names the walsenders that serve another site (or, with none
+ * connected, a name nobody has: commits wait until it comes back). Released below half the
+ * bound. Measured on the slot, so a site that is gone counts as lagging. */
+static void site_guard_ssn(Agent *a, char *out, size_t sz)
+{
+    out[0] = '\0';
+    const DynConfig *dc = &a->cluster.config;
+    if (dc->site_lag_guard_bytes <= 0 || dc->n_slots == 0) {
+        a->guard_on = false;
+        a->guard_lag = -1;
+        return;
+    }
+    StrBuf q = {0};
+    strbuf_adds(&q, "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0)::bigint "
+                    "FROM pg_replication_slots WHERE slot_type = 'physical' AND slot_name IN (");
+    for (int i = 0; i < dc->n_slots; i++)
+        strbuf_addf(&q, "%s'%s'", i ? ", " : "", dc->slots[i]);   /* names checked: [a-z0-9_] */
+    strbuf_adds(&q, ")");
+    char *sql = strbuf_take(&q);
+    Err err = {{0}};
+    PGresult *r = pg_query(&a->pg, sql, 2000, &err);
+    free(sql);
+    if (!r || PQntuples(r) != 1) {
+        PQclear(r);
+        log_debug("site lag guard: %s", err.msg);
+        if (a->guard_on)   /* unknown: keep what is in force */
+            str_copy(out, sz, a->sync_applied);
+        return;
+    }
+    a->guard_lag = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    if (a->guard_lag > dc->site_lag_guard_bytes)
+        a->guard_on = true;
+    else if (a->guard_lag <= dc->site_lag_guard_bytes / 2)
+        a->guard_on = false;
+    if (!a->guard_on)
+        return;
+    StrBuf names = {0};
+    int n = 0;
+    for (int i = 0; i < a->pgst.n_senders; i++)
+        if (!cluster_member(&a->cluster, a->pgst.senders[i].application_name))
+            strbuf_addf(&names, "%s\"%s\"", n++ ? ", " : "", a->pgst.senders[i].application_name);
+    if (n == 0)
+        strbuf_adds(&names, "\"pgvigil_other_site\"");
+    char *list = strbuf_take(&names);
+    str_fmt(out, sz, "ANY 1 (%s)", list);
+    free(list);
+}
+
 /* Synchronous replication on the leader: sync_plan()'s steps, as many in a row as can be taken
  * at once. */
 static void maintain_sync(Agent *a)
@@ -948,9 +1000,22 @@ static void maintain_sync(Agent *a)
             if (!a->dcs->ops->del(a->dcs, "sync", NULL, &deleted, &err))
                 log_warn("cannot delete the sync key: %s", err.msg);
         }
-        if (current[0] && apply_ssn(a, ""))
-            log_info("synchronous mode off: synchronous_standby_names cleared");
+        char guard[SSN_TEXT_MAX];
+        site_guard_ssn(a, guard, sizeof(guard));
+        if (strcmp(current, guard) != 0 && apply_ssn(a, guard)) {
+            if (guard[0])
+                log_warn("site lag guard: another site lags %lld bytes (more than site_lag_guard_bytes %lld): commits "
+                         "wait for it (synchronous_standby_names = '%s')",
+                         (long long)a->guard_lag, (long long)c->config.site_lag_guard_bytes, guard);
+            else
+                log_info("%s", a->guard_lag >= 0 ? "site lag guard released: the other site caught up"
+                                                   : "synchronous mode off: synchronous_standby_names cleared");
+        }
         return;
+    }
+    if (c->config.site_lag_guard_bytes > 0 && !a->guard_warned) {
+        log_warn("site_lag_guard_bytes is not applied in synchronous mode (synchronous_standby_names belongs to it)");
+        a->guard_warned = true;
     }
     SsnSet applied;
     ssn_parse(current, &applied);

@@ -371,6 +371,12 @@ static void decide_follower(const Observation *o, Decision *d)
         return;
     }
     if (!o->pg_accepting) {
+        /* it runs but its recovery cannot pass the fork of the leader's timeline: it never will */
+        if (o->start_diverged && c->config.use_pg_rewind && leader_running) {
+            decide(d, ACT_REWIND, leader, "postgres cannot recover past the fork of %s's timeline: pg_rewind from %s",
+                   leader, leader);
+            return;
+        }
         decide(d, ACT_WAIT, "", "postgres is starting; leader is %s", leader);
         return;
     }

@@ -131,6 +131,9 @@ bool pg_initdb(PgNode *pg, Err *err);
 /* The data directory (0700, the server user's) and its parent (0755), for a restore into it. */
 bool pg_make_data_dir(PgNode *pg, Err *err);
 bool pg_start(PgNode *pg, int timeout_s, Err *err);
+/* A standby's start: true once postgres answers, or when it still runs recovering after a short
+ * wait (it may take long to become consistent, or never: the agent judges that on later ticks). */
+bool pg_start_standby(PgNode *pg, int timeout_s, Err *err);
 /* mode: "fast" or "immediate"; falls back to immediate after timeout_s. */
 bool pg_stop(PgNode *pg, const char *mode, int timeout_s, Err *err);
 bool pg_reload(PgNode *pg, Err *err);

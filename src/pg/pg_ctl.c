@@ -228,6 +228,21 @@ bool pg_start(PgNode *pg, int timeout_s, Err *err)
     return run_pg(pg, argv, (timeout_s + 10) * 1000, NULL, true, err);
 }
 
+/* A standby may take long to become consistent, and may never (it went past a fork): the start
+ * waits a little, then leaves a server that runs to the next ticks to judge. */
+#define STANDBY_START_WAIT_S 20
+
+bool pg_start_standby(PgNode *pg, int timeout_s, Err *err)
+{
+    int wait = timeout_s < STANDBY_START_WAIT_S ? timeout_s : STANDBY_START_WAIT_S;
+    if (pg_start(pg, wait, err))
+        return true;
+    if (pg_postmaster_pid(pg->cfg->pg_data_dir) == 0)
+        return false;
+    log_info("postgres is still recovering after %d s; it keeps starting (%s)", wait, err->msg);
+    return true;
+}
+
 #define STOP_POLL_MS 10
 
 /* The postmaster removes its pid file last, once the shutdown checkpoint is written and every
@@ -685,7 +700,10 @@ bool pg_log_shows_divergence(const PgNode *pg)
     for (const char *p = tail; (p = strstr(p, "starting PostgreSQL")) != NULL; p++)
         start = p;
     const char *from = start ? start : tail;
-    return strstr(from, "does not contain minimum recovery point") || strstr(from, "is not a child of this server's history");
+    /* what a standby says when it went past the fork of the timeline it should follow */
+    return strstr(from, "does not contain minimum recovery point") || strstr(from, "is not a child of this server's history") ||
+           strstr(from, "is not a child of database system timeline") || strstr(from, "is not in this server's history") ||
+           strstr(from, "of the primary is behind recovery timeline");
 }
 
 bool pg_kill_postmaster(const char *data_dir, int timeout_ms)

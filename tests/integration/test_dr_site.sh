@@ -13,6 +13,9 @@
 #  - bad input: standby_cluster pointed at a PostgreSQL of another cluster is refused (the
 #    standby leader says so and keeps following a), and a standby_cluster without host or
 #    restore_command is refused by edit-config.
+#  - the site lag guard (site_lag_guard_bytes on site a): with site b's walreceiver frozen and
+#    a's slot for it lagging past the bound, a commit on a does not return; once b catches up,
+#    commits go through again and the guard is released.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_sites.sh"
 
@@ -98,5 +101,29 @@ nsexec 13 runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$FOREIGN"
 
 out=$(sitectl b edit-config --force --set "standby_cluster.host=null" 2>&1) && fail "edit-config accepted a standby_cluster without host: $out"
 grep -q "standby_cluster: needs a host to replicate from, or a restore_command" <<<"$out" || fail "edit-config: $out"
-log "standby cluster, standby leader failover in both sites, and refusals: ok"
+# ---- the site lag guard: while site b's slot lags more than the bound, commits on site a wait
+# for site b; they go through again once it caught up
+sitectl a edit-config --force --set site_lag_guard_bytes=1048576 >/dev/null || fail "edit-config site_lag_guard_bytes"
+sl=$(site_leader b)
+wr=$(pgrep -f "walreceiver" | while read -r p; do
+    [ "$(readlink "/proc/$p/cwd")" = "$T_DIR/${sl}/data" ] && echo "$p"; done | head -1)
+[ -n "$wr" ] || fail "no walreceiver found for $sl"
+kill -STOP "$wr"
+psql_n 2 -c "create table guard_fill(x text)" -c "insert into guard_fill select repeat('x', 1000) from generate_series(1, 3000)"
+guard_engaged() { nsexec 0 curl -s "$(api_url 2)/metrics" | grep -q '^pgvigil_site_lag_guard_engaged{[^}]*} 1$'; }
+wait_until 30 "the guard makes commits wait for site b" guard_engaged
+if timeout 3 env PGPASSWORD=it-super nsenter -F --net="/run/netns/$(netns_name 2)" psql -X -q -h "${NODE_IP[2]}" \
+    -U postgres -d postgres -c "insert into dr values (6, 'guarded')" 2>/dev/null; then
+    kill -CONT "$wr"
+    fail "a commit returned while site b lagged more than site_lag_guard_bytes"
+fi
+kill -CONT "$wr"
+guard_released() { timeout 3 env PGPASSWORD=it-super nsenter -F --net="/run/netns/$(netns_name 2)" psql -X -q \
+    -h "${NODE_IP[2]}" -U postgres -d postgres -c "insert into dr values (7, 'after')" 2>/dev/null; }
+wait_until 60 "commits go through again once site b caught up" guard_released
+guard_off() { ! guard_engaged; }
+wait_until 30 "the guard is released" guard_off
+grep -q "site lag guard released: the other site caught up" "$T_DIR/node2.log" || fail "node2 did not log the release"
+sitectl a edit-config --force --set site_lag_guard_bytes=null >/dev/null || fail "edit-config"
+log "standby cluster, standby leader failover in both sites, refusals and the lag guard: ok"
 echo "PASS [$T_NAME]"

@@ -227,6 +227,8 @@ static void t_was_primary(Fx *f) { t_pg_down(f); f->o.was_primary = true; f->o.f
 static void t_rewind_failed(Fx *f) { f->o.rewind_failed = true; }
 static void t_start_diverged(Fx *f) { f->o.pg_running = false; f->o.start_failed = true; f->o.start_diverged = true; }
 static void t_reinit_on(Fx *f) { f->o.reinit_on_rewind_failure = true; }
+/* a replica (started with standby.signal) whose recovery stopped at the fork of the leader's timeline */
+static void t_diverged_running(Fx *f) { f->o.start_diverged = true; f->o.standby_signal = true; }
 static void t_no_pg_rewind(Fx *f) { f->c.config.use_pg_rewind = false; }
 static void t_follow_node3(Fx *f) { f->o.following = "node3"; }
 static void t_follow_none(Fx *f) { f->o.following = ""; }
@@ -588,6 +590,9 @@ static void test_follower(void **state)
         {"start failed past the fork of the leader's timeline", as_replica, {t_pg_down, t_start_diverged}, ACT_REWIND, "node1", "went past the fork", false},
         {"start failed past the fork, leader not running", as_replica, {t_pg_down, t_start_diverged, t_leader_stopped}, ACT_WAIT, NULL, "waiting for leader", false},
         {"start failed past the fork, pg_rewind disabled", as_replica, {t_pg_down, t_start_diverged, t_no_pg_rewind}, ACT_WAIT, NULL, "retrying", false},
+        {"running, not consistent, past the fork of the leader's timeline", as_replica, {t_not_accepting, t_diverged_running}, ACT_REWIND, "node1", "cannot recover past the fork", false},
+        {"running, not consistent, past the fork, leader not running", as_replica, {t_not_accepting, t_diverged_running, t_leader_stopped}, ACT_WAIT, NULL, "starting", false},
+        {"running, not consistent, past the fork, pg_rewind disabled", as_replica, {t_not_accepting, t_diverged_running, t_no_pg_rewind}, ACT_WAIT, NULL, "starting", false},
         {"stopped replica, leader down too", as_replica, {t_pg_down, t_leader_stopped}, ACT_START_REPLICA, "node1", NULL, false},
         {"replica following the wrong member", as_replica, {t_follow_node3}, ACT_FOLLOW, "node1", "was following node3", false},
         {"replica following nobody", as_replica, {t_follow_none}, ACT_FOLLOW, "node1", "nobody", false},

@@ -1,0 +1,38 @@
+/* Two sites (data centers), each its own cluster and etcd: what `pgvigil site` and `pgvigil
+ * drill` share (cmd_site.c). */
+#ifndef PGVIGIL_CLI_SITE_H
+#define PGVIGIL_CLI_SITE_H
+
+#include "cli/cli_common.h"
+
+#include <jansson.h>
+
+typedef struct Site {
+    CliCtx ctx;
+    bool open;
+} Site;
+
+/* How long each step of a site switchover took (seconds). */
+typedef struct SiteSteps {
+    double demote;          /* the primary site's leader stopped cleanly and runs as a standby leader */
+    double catch_up;        /* the other site's standby leader received everything up to that point */
+    double promote;         /* ... was promoted */
+    double follow;          /* the demoted site streams from the new primary site */
+    double total;
+    char from[128], to[128];
+    int new_timeline;
+} SiteSteps;
+
+/* This site (conn) and the other one (flags, else site.peer of the file). tolerate: the other
+ * site's etcd may not answer (peer->ctx.loaded false). Errors are printed; returns the exit code. */
+int site_open_pair(const CliConnOpts *conn, const char *peer_url, const char *peer_scope, const char *peer_ns,
+                   bool tolerate, Site *own, Site *peer);
+void site_close_pair(Site *own, Site *peer);
+/* `pgvigil site switchover` (prints its steps); steps (may be NULL) gets their durations. */
+int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps);
+const Member *site_leader(const Cluster *c);
+bool site_is_standby(const Cluster *c);
+/* A member's GET /patroni, parsed (NULL when it does not answer). */
+json_t *site_member_status(const CliCtx *ctx, const Member *m);
+
+#endif

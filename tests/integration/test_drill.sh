@@ -1,0 +1,58 @@
+#!/bin/bash
+# DR drills between two sites in network namespaces (site a primary, site b its standby cluster).
+#  - `drill observe` passes on healthy sites and writes a JSON report and a runbook naming the
+#    exact commands for these sites; it fails (exit 1, source_and_credentials and
+#    promotable_now) while site b's standby leader is cut off from site a.
+#  - `drill switchover` runs a site switchover and back while a writer commits through the proxy
+#    that knows both sites: both switches succeed, no acknowledged write is lost (RPO 0), and
+#    the report has each switch's write-unavailability (RTO) and steps.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_sites.sh"
+
+sites_setup
+sites_start
+start_site_proxy
+drill() { nsexec 0 "$BIN" drill "$@" -c "$T_DIR/node1.yml" --peer-dcs-url "$(site_url b)" --peer-scope site-b; }
+standby_ready() { [ "$(nsexec 0 curl -s "$(api_url 3)/patroni" | jq -r .standby_cluster.source_reachable)" = true ]; }
+wait_until 30 "node3 reaches site a" standby_ready
+
+# ---- observe: healthy
+drill observe --min-wal-free-mb 10 --report "$T_DIR/observe.json" --runbook "$T_DIR/runbook.md" >"$T_DIR/observe.out" 2>&1 ||
+    fail "drill observe failed on healthy sites: $(cat "$T_DIR/observe.out")"
+cat "$T_DIR/observe.out"
+jq -e '.ok == true and (.checks | length) >= 9 and all(.checks[]; .ok)' "$T_DIR/observe.json" >/dev/null ||
+    fail "observe report: $(cat "$T_DIR/observe.json")"
+jq -e '.primary_site == "site-a" and .standby_site == "site-b"' "$T_DIR/observe.json" >/dev/null || fail "observe report sites"
+grep -q "pgvigil site switchover -c $T_DIR/node1.yml --peer-dcs-url $(site_url b) --peer-scope site-b" "$T_DIR/runbook.md" ||
+    fail "the runbook does not give the switchover command for these sites: $(head -40 "$T_DIR/runbook.md")"
+grep -q "pgvigil site promote --old-site-fenced" "$T_DIR/runbook.md" || fail "the runbook has no unplanned step"
+
+# ---- observe: the standby leader cut off from its source (the check must be able to fail)
+netns_cut 3 1
+netns_cut 3 2
+source_lost() { [ "$(nsexec 0 curl -s "$(api_url 3)/patroni" | jq -r .standby_cluster.source_reachable)" = false ]; }
+wait_until 30 "node3 finds site a unreachable" source_lost
+drill observe --min-wal-free-mb 10 --report "$T_DIR/observe-cut.json" >"$T_DIR/observe-cut.out" 2>&1 &&
+    fail "drill observe passed while the standby leader cannot reach its source: $(cat "$T_DIR/observe-cut.out")"
+cat "$T_DIR/observe-cut.out"
+grep -q "^FAIL source_and_credentials" "$T_DIR/observe-cut.out" || fail "no failed source check"
+grep -q "^FAIL promotable_now" "$T_DIR/observe-cut.out" || fail "promotable_now did not fail"
+jq -e '.ok == false' "$T_DIR/observe-cut.json" >/dev/null || fail "the report says ok"
+netns_heal_all
+wait_until 60 "node3 reaches site a again" standby_ready
+wait_until 60 "node3 streams again" streams_from 3 1
+
+# ---- a real drill: switchover and back, writes through the proxy
+dsn="host=$BR_IP port=5000 dbname=postgres user=postgres password=it-super sslmode=disable connect_timeout=3"
+drill switchover --writer-dsn "$dsn" --min-wal-free-mb 10 --report "$T_DIR/drill.json" --runbook "$T_DIR/runbook2.md" \
+    >"$T_DIR/drill.out" 2>&1 || fail "drill switchover: $(cat "$T_DIR/drill.out")"
+cat "$T_DIR/drill.out"
+jq . "$T_DIR/drill.json" | tail -40
+jq -e '.ok == true and .lost_acknowledged_writes == 0 and .rpo == "0" and .acknowledged_writes > 20' "$T_DIR/drill.json" >/dev/null ||
+    fail "drill report: $(cat "$T_DIR/drill.json")"
+jq -e '(.switchovers | length) == 2 and all(.switchovers[]; .ok and .rto_seconds > 0 and .total_seconds > 0)' \
+    "$T_DIR/drill.json" >/dev/null || fail "drill report switchovers: $(jq .switchovers "$T_DIR/drill.json")"
+jq -e '.switchovers[0].from == "site-a" and .switchovers[0].to == "site-b" and .switchovers[1].to == "site-a"' \
+    "$T_DIR/drill.json" >/dev/null || fail "the drill did not switch a -> b -> a"
+echo "MEASURE drill_switchover rto_seconds=$(jq -c '[.switchovers[].rto_seconds]' "$T_DIR/drill.json") total_seconds=$(jq -c '[.switchovers[].total_seconds]' "$T_DIR/drill.json")"
+echo "PASS [$T_NAME]"
