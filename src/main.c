@@ -23,6 +23,7 @@ static const Command commands[] = {
     {"show-config", cmd_show_config, "print the dynamic cluster configuration"},
     {"edit-config", cmd_edit_config, "change dynamic configuration: --set key=value"},
     {"site", cmd_site, "site status|switchover|promote|rejoin: the primary site and its standby cluster (DR site)"},
+    {"rescue", cmd_rescue, "rescue MEMBER --target-time T: open a delayed standby as it was at T, detached"},
     {"drill", cmd_drill, "drill observe|switchover: DR drills with a JSON report and a runbook"},
     {"demo", cmd_demo, "demo up|down|status: a local 3-node cluster on loopback"},
     {"backup", cmd_backup, "backup take|list: base backups in the repository (-c node.yml)"},

@@ -51,6 +51,7 @@ typedef enum {
     ROUTE_RESTART,
     ROUTE_REINITIALIZE,
     ROUTE_RELOAD,
+    ROUTE_RESCUE,
 } RouteId;
 
 typedef struct Route {
@@ -70,6 +71,7 @@ static const Route routes[] = {
     {"/restart", ROUTE_RESTART, M_POST | M_OPTIONS},
     {"/reinitialize", ROUTE_REINITIALIZE, M_POST | M_OPTIONS},
     {"/reload", ROUTE_RELOAD, M_POST | M_OPTIONS},
+    {"/rescue", ROUTE_RESCUE, M_POST | M_OPTIONS},
 };
 static const Route health_route = {NULL, ROUTE_HEALTH, M_GET | M_HEAD | M_OPTIONS};
 
@@ -517,6 +519,17 @@ static unsigned handle_action(RestServer *srv, struct MHD_Connection *conn, Req 
             goto unsupported;
         rc = b->reload(b->ctx, &out);
         break;
+    case ROUTE_RESCUE: {
+        const char *t = json_string_value(json_object_get(o, "target_time"));
+        if (!t || !t[0] || strlen(t) > 64 || strpbrk(t, "'\\\n")) {
+            msg = "target_time: expected a timestamp, e.g. \"2026-12-05 11:00:00+00\"";
+            goto bad;
+        }
+        if (!b->rescue)
+            goto unsupported;
+        rc = b->rescue(b->ctx, t, &out);
+        break;
+    }
     case ROUTE_CONFIG:
         if (req->len == 0 || json_object_size(o) == 0) {
             msg = "PATCH /config needs a non-empty JSON object";

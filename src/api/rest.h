@@ -20,6 +20,8 @@ typedef struct RestBackend {
     int (*restart)(void *ctx, char **body);
     int (*reinitialize)(void *ctx, bool force, char **body);
     int (*reload)(void *ctx, char **body);
+    /* POST /rescue {"target_time": "..."}: a delayed standby opened at that time (detached) */
+    int (*rescue)(void *ctx, const char *target_time, char **body);
     int (*patch_config)(void *ctx, const char *patch_json, char **body);
 } RestBackend;
 

@@ -27,6 +27,7 @@ int cmd_show_config(int argc, char **argv);
 int cmd_edit_config(int argc, char **argv);
 int cmd_site(int argc, char **argv);
 int cmd_drill(int argc, char **argv);
+int cmd_rescue(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);

@@ -499,6 +499,8 @@ const char *cli_member_role(const Cluster *c, const Member *m)
         return c->config.standby.present ? "Standby Leader" : "Leader";
     if (!m->role[0] || strcmp(m->role, "uninitialized") == 0)
         return "Uninitialized";
+    if (strcmp(m->role, "rescued") == 0)
+        return "Rescued";
     if (sync_has(&c->sync, m->name))
         return "Sync Standby";
     return "Replica";

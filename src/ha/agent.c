@@ -3,6 +3,7 @@
  * an etcd change or loop_wait, whichever comes first. */
 #include "common/common.h"
 #include "common/lease_file.h"
+#include "common/fileutil.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
@@ -329,6 +330,8 @@ void agent_publish(Agent *a)
                           strcmp(a->cluster.leader, cfg->name) == 0;
     if (standby_leader)
         role = "standby_leader";
+    if (a->rescued && st->data_dir_valid)
+        role = "rescued";   /* no primary, no replica: no routing, no election counts it */
     str_copy(m.role, sizeof(m.role), role);
     str_copy(m.version, sizeof(m.version), PGVIGIL_VERSION);
     m.xlog_location = st->in_recovery ? st->replay_lsn : st->wal_lsn;
@@ -488,6 +491,11 @@ static bool job_may_make_primary(Agent *a)
  * while holding the leader key. */
 static void feed_fence(Agent *a)
 {
+    if (a->rescued) {
+        /* opened by a rescue, outside the cluster on purpose: nothing to fence it against */
+        fence_disarm(&a->fence);
+        return;
+    }
     if (a->dcs_ok)
         fence_set_paused(&a->fence, a->cluster.config.pause);
     bool i_lead = a->dcs_ok && strcmp(a->cluster.leader, a->cfg->name) == 0;
@@ -528,15 +536,57 @@ static void watch_fence(Agent *a)
     a->fence_ok = ok;
 }
 
+/* POST /rescue: a standby cluster's member opened at a time before a bad write (agent_rescue). */
+static bool start_rescue(Agent *a, const char *when)
+{
+    if (!a->cluster.config.standby.present || !a->pgst.running || !a->pgst.in_recovery) {
+        log_error("rescue to %s refused: not a running member of a standby cluster", when);
+        return false;
+    }
+    /* what it replayed is before the target, or there is nothing to rescue */
+    char sql[256];
+    str_fmt(sql, sizeof(sql), "SELECT coalesce(pg_last_xact_replay_timestamp() < '%s'::timestamptz, true)::text", when);
+    Err err = {{0}};
+    PGresult *r = pg_query(&a->pg, sql, 2000, &err);
+    bool before = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "true") == 0;
+    PQclear(r);
+    if (!before) {
+        log_error("rescue to %s refused: %s", when,
+                  r ? "this standby already replayed past that time (its recovery_min_apply_delay is shorter)" : err.msg);
+        return false;
+    }
+    if (strcmp(a->cluster.leader, a->cfg->name) == 0) {
+        /* the site's other members elect a new standby leader meanwhile */
+        bool deleted = false;
+        if (a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &err) && deleted)
+            log_info("rescue: standby leader key released");
+    }
+    if (agent_job_running(a)) {
+        log_error("rescue to %s refused: an action is in progress", when);
+        return false;
+    }
+    str_copy(a->rescue_time, sizeof(a->rescue_time), when);   /* job_prepare copies it */
+    agent_submit(a, JOB_RESCUE, NULL);
+    return true;
+}
+
 static void handle_requests(Agent *a, Decision *d)
 {
     pthread_mutex_lock(&a->mu);
     bool restart = a->req_restart, reinit = a->req_reinit, reload = a->req_reload || a->hup;
+    char rescue_at[80];
+    str_copy(rescue_at, sizeof(rescue_at), a->req_rescue);
+    a->req_rescue[0] = '\0';
     a->req_restart = a->req_reinit = a->req_reload = false;
     a->hup = 0;
     pthread_mutex_unlock(&a->mu);
     if (reload)
         agent_reload_config(a);
+    if (rescue_at[0] && start_rescue(a, rescue_at)) {
+        d->action = ACT_WAIT;
+        str_copy(d->reason, sizeof(d->reason), "rescue in progress");
+        return;
+    }
     if (reinit && strcmp(a->cluster.leader, a->cfg->name) != 0 && a->cluster.leader[0]) {
         d->action = ACT_REINIT;
         str_copy(d->target, sizeof(d->target), a->cluster.leader);
@@ -711,6 +761,20 @@ static void tick(Agent *a)
     }
     Decision d;
     ha_decide(&o, &d);
+    if (!a->rescued && a->pgst.data_dir_valid && !o.action_running) {
+        char marker[4200];
+        str_fmt(marker, sizeof(marker), "%s/%s", a->cfg->pg_data_dir, RESCUED_FILE);
+        if (file_exists(marker)) {
+            a->rescued = true;
+            str_copy(a->rescued_at, sizeof(a->rescued_at), "an earlier rescue");
+        }
+    }
+    if (a->rescued && !o.action_running) {
+        memset(&d, 0, sizeof(d));
+        d.action = ACT_WAIT;
+        str_fmt(d.reason, sizeof(d.reason), "rescued (opened as of %s): detached from the cluster; 'pgvigil reinit %s' "
+                "makes it a replica again", a->rescued_at, a->cfg->name);
+    }
     if (a->dcs_ok && !o.action_running && (d.action == ACT_WAIT || d.action == ACT_KEEP_LEADER))
         handle_requests(a, &d);
     /* one line per decision that changes something, or whose reason changed */

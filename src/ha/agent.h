@@ -34,6 +34,7 @@ typedef enum JobKind {
     JOB_RELEASE,
     JOB_RESTART,
     JOB_STANDBY_DEMOTE,
+    JOB_RESCUE,
 } JobKind;
 
 typedef struct Job {
@@ -64,6 +65,7 @@ typedef struct Job {
     char divergence[1200];      /* set by a remote JOB_REWIND: what the rewind threw away ("" none) */
     bool rewind_not_run;        /* set by the worker: pg_rewind was not started (data untouched) */
     bool standby_cluster;       /* the cluster was a standby cluster when the job was made */
+    char rescue_time[80];       /* JOB_RESCUE: recover to this time, then promote (detached) */
 } Job;
 
 typedef struct Agent {
@@ -160,6 +162,10 @@ typedef struct Agent {
     bool req_restart;           /* mu */
     bool req_reinit;            /* mu */
     bool req_reload;            /* mu */
+    char req_rescue[80];        /* mu: POST /rescue's target time ("" none) */
+    bool rescued;               /* opened at a time by a rescue: detached, no HA actions */
+    char rescued_at[80];
+    char rescue_time[80];       /* the target of the rescue being submitted */
     Dcs *api_dcs;               /* REST thread's own etcd handle (guarded by api_mu) */
     pthread_mutex_t api_mu;
 
@@ -221,6 +227,10 @@ void agent_site_tick(Agent *a, Observation *o);
 bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
 /* bootstrap.method pgvigil_restore: restore, recover from the archive, promoted by PostgreSQL. */
 bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* JOB_RESCUE: stop, recover to j->rescue_time from the WAL there is (no apply delay), promote. */
+bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* The marker a rescued data directory carries (its agent stays detached across restarts). */
+#define RESCUED_FILE "pgvigil.rescued"
 
 /* agent.c */
 /* Arm the fence at our lease deadline (minus its margin) before taking the leader key or

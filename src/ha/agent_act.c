@@ -189,6 +189,8 @@ static void job_prepare_ex(Agent *a, Job *j, JobKind kind, const char *target, b
     if (kind == JOB_PROMOTE)
         j->new_timeline = a->promote_timeline;
     j->standby_cluster = a->cluster.config.standby.present;
+    if (kind == JOB_RESCUE)
+        str_copy(j->rescue_time, sizeof(j->rescue_time), a->rescue_time);
     str_copy(j->sysid, sizeof(j->sysid), a->cluster.sysid);
     const Member *tm = target && target[0] ? cluster_member(&a->cluster, target) : NULL;
     j->leader_timeline = tm ? tm->timeline : 0;
@@ -518,6 +520,9 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = pg_stop(&pg, "fast", 60, err);
         break;
     }
+    case JOB_RESCUE:
+        ok = agent_rescue(a, j, &pg, start_timeout, err);
+        break;
     case JOB_STANDBY_DEMOTE: {
         /* a clean stop: the shutdown checkpoint is the last record, which the new primary site
          * has once it replayed past it; this server then follows it without a rewind */
@@ -619,7 +624,7 @@ static const char *job_name(JobKind k)
 {
     static const char *names[] = {"none", "bootstrap", "clone", "start as replica", "start as primary",
                                   "promote", "rewind", "reinitialize", "release", "restart",
-                                  "demote to standby leader"};
+                                  "demote to standby leader", "rescue"};
     return names[k];
 }
 
@@ -720,6 +725,12 @@ void agent_collect_job(Agent *a)
             a->start_failures = ok ? 0 : a->start_failures + 1;
         if (ok)
             a->start_diverged = false;
+        if (ok && a->rescued && j.kind != JOB_REWIND) {
+            /* rebuilt: the rescued data directory is gone, the member takes part again */
+            a->rescued = false;
+            a->rescued_at[0] = '\0';
+            log_info("rescue over: rebuilt as a replica");
+        }
         if (ok) {
             str_copy(a->following, sizeof(a->following), j.target);
             a->following_remote = j.remote;
@@ -801,6 +812,22 @@ void agent_collect_job(Agent *a)
             a->start_failed_at = mono_ms();
         a->start_failures = ok ? 0 : a->start_failures + 1;
         agent_run_callback(a, "on_restart", a->role);
+        break;
+    case JOB_RESCUE:
+        if (ok) {
+            a->rescued = true;
+            str_copy(a->rescued_at, sizeof(a->rescued_at), j.rescue_time);
+            a->following[0] = '\0';
+            a->following_remote = false;
+            set_role(a, "rescued", "opened at the rescue time, detached from the cluster");
+            log_warn("rescue: postgres runs as it was at %s, detached from the cluster (no routing, no elections); "
+                     "'pgvigil reinit %s' makes it a replica again", j.rescue_time, a->cfg->name);
+        } else {
+            log_error("rescue to %s failed: %s (see the server log); 'pgvigil reinit %s' rebuilds it", j.rescue_time,
+                      errmsg, a->cfg->name);
+            a->rescued = true;   /* whatever it is now, it is not a standby to run as before */
+            str_copy(a->rescued_at, sizeof(a->rescued_at), j.rescue_time);
+        }
         break;
     case JOB_STANDBY_DEMOTE:
         a->start_failed = !ok;

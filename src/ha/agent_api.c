@@ -200,6 +200,27 @@ static int reinitialize(void *ctx, bool force, char **body)
     return 202;
 }
 
+static int rescue(void *ctx, const char *target_time, char **body)
+{
+    Agent *a = ctx;
+    pthread_mutex_lock(&a->mu);
+    bool standby = a->status.standby_cluster && a->status.in_recovery && a->status.pg_running;
+    bool busy = a->req_rescue[0] != '\0';
+    if (standby && !busy)
+        str_copy(a->req_rescue, sizeof(a->req_rescue), target_time);
+    pthread_mutex_unlock(&a->mu);
+    if (!standby) {
+        *body = str_dup("only a running member of a standby cluster (a delayed DR site) is rescued");
+        return 409;
+    }
+    if (busy) {
+        *body = str_dup("a rescue is already scheduled");
+        return 409;
+    }
+    *body = str_printf("rescue to %s scheduled", target_time);
+    return 202;
+}
+
 static int reload(void *ctx, char **body)
 {
     Agent *a = ctx;
@@ -260,6 +281,7 @@ RestBackend agent_rest_backend(Agent *a)
         .switchover = switchover,
         .restart = restart,
         .reinitialize = reinitialize,
+        .rescue = rescue,
         .reload = reload,
         .patch_config = patch_config,
     };

@@ -223,6 +223,42 @@ static bool write_signal(const char *data_dir, const char *name, Err *err)
     return file_write_atomic(path, "", 0, 0600, err) && proc_chown_run_as(path, err);
 }
 
+bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
+{
+    const Config *cfg = a->cfg;
+    if (!pg_stop(pg, "fast", 60, err))
+        return false;
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
+    unlink(path);
+    KvList rec = {0};
+    kvlist_set(&rec, "recovery_target_time", j->rescue_time);
+    kvlist_set(&rec, "recovery_target_inclusive", "off");
+    kvlist_set(&rec, "recovery_target_action", "promote");
+    kvlist_set(&rec, "recovery_min_apply_delay", "0");
+    /* its new timeline is nobody else's: it must not reach the cluster's repository */
+    kvlist_set(&rec, "archive_mode", "off");
+    /* a targeted recovery needs a restore_command; what it lacks in pg_wal (where the delayed
+     * standby has what it received) it takes from the repository, when there is one */
+    char cmd[3 * 4096];
+    if (config_has_repository(&cfg->backup))
+        pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
+    else
+        str_copy(cmd, sizeof(cmd), "/bin/false");
+    kvlist_set(&rec, "restore_command", cmd);
+    log_info("rescue: recovering to %s from the WAL received (no apply delay), then promoting, detached",
+             j->rescue_time);
+    /* no primary_conninfo: nothing more than what is here; the marker first, so that a crash
+     * from here on leaves an agent that stays detached */
+    str_fmt(path, sizeof(path), "%s/%s", cfg->pg_data_dir, RESCUED_FILE);
+    bool ok = file_write_atomic(path, j->rescue_time, strlen(j->rescue_time), 0600, err) &&
+              write_signal(cfg->pg_data_dir, "recovery.signal", err) &&
+              agent_write_job_conf(pg, j, false, false, &rec, err) && pg_start(pg, start_timeout, err) &&
+              wait_promoted(a, pg, err);
+    kvlist_free(&rec);
+    return ok;
+}
+
 bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
 {
     const Config *cfg = a->cfg;

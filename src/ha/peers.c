@@ -40,7 +40,8 @@ bool peer_from_status_json(const char *json, PeerPos *out)
     }
     const char *state = json_string_value(json_object_get(root, "state"));
     const char *role = json_string_value(json_object_get(root, "role"));
-    out->pg_running = state && strcmp(state, "running") == 0;
+    /* a member opened by a rescue runs outside the cluster: it takes no part in an election */
+    out->pg_running = state && strcmp(state, "running") == 0 && !(role && strcmp(role, "rescued") == 0);
     out->is_primary = out->pg_running && role && (strcmp(role, "primary") == 0 || strcmp(role, "master") == 0);
     json_t *x = json_object_get(root, "xlog");
     if (json_is_object(x)) {

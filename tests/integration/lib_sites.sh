@@ -115,7 +115,8 @@ sites_start() {
     standby_cluster:
       host: $A_HOSTS
       port: 5432
-      primary_slot_name: site_b"
+      primary_slot_name: site_b${SITE_B_STANDBY_EXTRA:+
+$SITE_B_STANDBY_EXTRA}"
     BOOTSTRAP_EXTRA="$sa" site_node_config 1 a "${SITE_EXTRA:-}"
     BOOTSTRAP_EXTRA="$sa" site_node_config 2 a "${SITE_EXTRA:-}"
     BOOTSTRAP_EXTRA="$sb" site_node_config 3 b "${SITE_EXTRA:-}"

@@ -1,0 +1,52 @@
+#!/bin/bash
+# Delayed standby rescue. Site b (nodes 3 4) is a standby cluster of site a whose standby leader
+# applies WAL an hour late (standby_cluster.recovery_min_apply_delay: 1h). After rows are
+# written on a, then deleted by mistake, `pgvigil rescue node3 --target-time T` (T between the
+# two) opens node3 as it was at T without applying the backlog: it is promoted, detached
+# (role Rescued in list, no standby leader key: node4 takes it and follows a), and has the rows.
+# `pgvigil reinit node3` makes it a replica again. Refused: a rescue of a member of the primary
+# site, and of a standby that already replayed past T (node4, which has no delay).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_sites.sh"
+
+sites_setup
+SITE_B_STANDBY_EXTRA="      recovery_min_apply_delay: 1h" sites_start
+psql_n 1 -c "create table precious(id int primary key)" -c "insert into precious select generate_series(1, 10)"
+sleep 1.5   # (a target time strictly between the rows and the mistake)
+T=$(psql_n 1 -c "select now()")
+sleep 1.5
+psql_n 1 -c "delete from precious"
+wait_until 30 "node4 (no delay) has applied the delete" bash -c \
+    "[ \"\$(PGPASSWORD=it-super nsenter -F --net=/run/netns/$(netns_name 4) psql -X -At -h ${NODE_IP[4]} -U postgres -c 'select count(*) from precious' 2>/dev/null)\" = 0 ]"
+[ "$(psql_n 3 -c "select count(*) from pg_class where relname = 'precious'")" = 0 ] ||
+    fail "node3 applied WAL despite its delay"
+
+# ---- refusals
+out=$(sitectl a rescue node1 --target-time "$T" 2>&1) && fail "rescue of a primary-site member accepted: $out"
+grep -q "only a running member of a standby cluster" <<<"$out" || fail "unexpected answer: $out"
+sitectl b rescue node4 --target-time "$T" >"$T_DIR/r4.out" 2>&1 || fail "rescue node4: $(cat "$T_DIR/r4.out")"
+wait_until 20 "node4's agent refuses: it replayed past T" grep -q "rescue to .* refused: this standby already replayed past that time" "$T_DIR/node4.log"
+is_replica 4 || fail "node4 left recovery after a refused rescue"
+
+# ---- the rescue
+sitectl b rescue node3 --target-time "$T" | tee "$T_DIR/r3.out" || fail "rescue node3"
+wait_until 90 "node3 is opened" is_primary 3
+[ "$(psql_n 3 -c "select count(*) from precious")" = 10 ] || fail "node3 does not have the rows of before the mistake"
+wait_until 30 "node3 is listed as Rescued" site_role_is 3 Rescued
+wait_until 60 "node4 is site b's standby leader" site_role_is 4 "Standby Leader"
+wait_until 60 "node4 streams from site a" streams_from 4 1
+[ "$(site_leader b)" = node4 ] || fail "site b's leader is $(site_leader b)"
+psql_n 1 -c "insert into precious values (100)"
+lsn=$(psql_n 1 -c "select pg_current_wal_lsn()")
+# (node4, the new standby leader, applies an hour late too: what it receives is what counts)
+received4() { [ "$(psql_n 4 -c "select pg_last_wal_receive_lsn() >= '$lsn'" 2>/dev/null)" = t ]; }
+wait_until 30 "site b goes on receiving site a's WAL" received4
+sleep 3   # (checking something does not happen: node3's agent leaves it open)
+is_primary 3 || fail "node3's agent did not leave the rescued server open"
+[ "$(psql_n 3 -c "select count(*) from precious")" = 10 ] || fail "the rescued server changed"
+
+# ---- back to a replica
+sitectl b reinit node3 --force >"$T_DIR/reinit.out" 2>&1 || fail "reinit: $(cat "$T_DIR/reinit.out")"
+wait_until 120 "node3 is a replica of node4 again" streams_from 3 4
+wait_until 30 "node3 is listed as a replica" site_role_is 3 Replica
+echo "PASS [$T_NAME]"
