@@ -570,8 +570,8 @@ char *rest_metrics_text(const NodeStatus *st)
                  st->site_guard_on);
     if (st->standby_cluster && st->site_lag_seconds >= 0)
         metric_i(&b, labels, "pgvigil_site_lag_milliseconds", "gauge",
-                 "Standby leader: age of the last transaction replayed from the source site (which commits a "
-                 "heartbeat every second): the RPO of a site failover now, in time.",
+                 "Standby leader: age of the last transaction replayed from the source site (whose leader commits a "
+                 "heartbeat every loop_wait, at most once a second): the RPO of a site failover now, in time.",
                  (int64_t)(st->site_lag_seconds * 1000 + 0.5));
     if (st->backup_newest_stop > 0) {
         metric_i(&b, labels, "pgvigil_backup_last_success_time", "gauge",

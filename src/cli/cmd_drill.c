@@ -298,7 +298,18 @@ static double longest_gap(const Writer *w, int64_t from_ms, int64_t to_ms)
             gap = w->ok_ms[i] - prev;
         prev = w->ok_ms[i];
     }
+    /* writes that never resumed within the window count whole */
+    if (to_ms - prev > gap)
+        gap = to_ms - prev;
     return gap / 1000.0;
+}
+
+static int writes_between(const Writer *w, int64_t from_ms, int64_t to_ms)
+{
+    int n = 0;
+    for (int i = 0; i < w->n_ok; i++)
+        n += w->ok_ms[i] > from_ms && w->ok_ms[i] <= to_ms;
+    return n;
 }
 
 /* Acknowledged ids missing from the table now (read through the writer's address). */
@@ -431,12 +442,18 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
         int64_t t2 = (int64_t)(wall_now() * 1000);
         pthread_mutex_lock(&w.mu);
         double rto = longest_gap(&w, t0, t2);
+        int after = writes_between(&w, t1, t2);
         pthread_mutex_unlock(&w.mu);
-        json_array_append_new(steps, json_pack("{s:s, s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "from", ss.from,
-                                               "to", ss.to, "ok", rc == EXIT_OK, "rto_seconds", rto, "total_seconds",
-                                               (t1 - t0) / 1000.0, "demote_seconds", ss.demote, "catch_up_seconds",
-                                               ss.catch_up, "promote_seconds", ss.promote, "follow_seconds", ss.follow,
-                                               "new_timeline", ss.new_timeline));
+        json_t *one = json_pack("{s:s, s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "from", ss.from, "to", ss.to,
+                                "ok", rc == EXIT_OK, "rto_seconds", rto, "total_seconds", (t1 - t0) / 1000.0,
+                                "demote_seconds", ss.demote, "catch_up_seconds", ss.catch_up, "promote_seconds",
+                                ss.promote, "follow_seconds", ss.follow, "new_timeline", ss.new_timeline);
+        json_object_set_new(one, "writes_after", json_integer(after));
+        json_array_append_new(steps, one);
+        if (rc == EXIT_OK && after == 0) {
+            fprintf(stderr, "drill: no write was acknowledged in the %d s after the switch to %s\n", o->pause_s, ss.to);
+            rc = EXIT_FAILED;
+        }
         printf("drill: switchover %s -> %s: %s, write-unavailability (RTO) %.2f s\n", ss.from, ss.to,
                rc == EXIT_OK ? "done" : "FAILED", rto);
         Err re = {{0}};

@@ -584,18 +584,26 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
         return EXIT_FAILED;
     }
     json_object_set_new(extra, "rejoin_as", back);
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:I}", "state", "promoted", "from", p->ctx.scope, "to", d->ctx.scope,
+    /* the order keeps every failure safe: "promoting" first (the old site's agents act only on
+     * "promoted"), then the old site marked as following (when its etcd answers), then the
+     * promotion, and "promoted" last */
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:I}", "state", "promoting", "from", p->ctx.scope, "to", d->ctx.scope,
                             "at", (json_int_t)wall_now(), "epoch", (json_int_t)epoch);
     json_object_update(rec, extra);
     json_decref(extra);
-    bool ok = put_site_record(&d->ctx, rec, &err);
-    if (ok && p->ctx.loaded) {
+    if (!put_site_record(&d->ctx, rec, &err)) {
+        json_decref(rec);
+        cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
+        return EXIT_FAILED;
+    }
+    bool marked = false;
+    if (p->ctx.loaded) {
         /* the old site's etcd answers: it follows the new primary site as soon as its agents run */
         char *sc = json_dumps(json_object_get(rec, "rejoin_as"), JSON_COMPACT);
         char *patch = str_printf("{\"standby_cluster\":%s}", sc);
         free(sc);
         Err pe = {{0}};
-        bool marked = put_site_record(&p->ctx, rec, &pe) && patch_config(&p->ctx, patch, &pe);
+        marked = put_site_record(&p->ctx, rec, &pe) && patch_config(&p->ctx, patch, &pe);
         free(patch);
         if (!marked) {
             /* its etcd answers, so its agents could come back as a primary site: not promoting
@@ -608,16 +616,37 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
         printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
                d->ctx.scope);
     }
-    json_decref(rec);
     /* (the member records are read again below: keep what is printed) */
     char name[NAME_MAX_LEN];
     str_copy(name, sizeof(name), dl->name);
     int tl = dl->timeline;
-    ok = ok && patch_config(&d->ctx, "{\"standby_cluster\":null}", &err);
-    if (!ok) {
-        cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
+    if (!patch_config(&d->ctx, "{\"standby_cluster\":null}", &err)) {
+        Err ue = {{0}};
+        if (marked && !patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue))
+            cli_error("remove standby_cluster from one of them (edit-config --set standby_cluster=null)",
+                      "site promote: %s could not be promoted (%s), and %s, already marked as following, could not be "
+                      "unmarked (%s): both sites are standby clusters", d->ctx.scope, err.msg, p->ctx.scope, ue.msg);
+        else
+            cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
+        json_decref(rec);
         return EXIT_FAILED;
     }
+    /* now the record the old site's agents act on */
+    json_object_set_new(rec, "state", json_string("promoted"));
+    bool recorded = false;
+    for (int attempt = 0; attempt < 5 && !recorded; attempt++) {
+        recorded = put_site_record(&d->ctx, rec, &err);
+        if (!recorded)
+            sleep_ms(500);
+    }
+    if (p->ctx.loaded) {
+        Err pe = {{0}};
+        put_site_record(&p->ctx, rec, &pe);
+    }
+    json_decref(rec);
+    if (!recorded)
+        fprintf(stderr, "warning: %s was promoted but its record could not be written (%s): the old site's agents "
+                        "will not see it; run 'pgvigil site rejoin' before they start\n", d->ctx.scope, err.msg);
     printf("promoting %s (its standby leader %s had received up to %s on timeline %d)\n", d->ctx.scope, name, lsn, tl);
     if (!wait_for(d, promoted, NULL, "the promotion of its standby leader", (int64_t)timeout_s * 1000, &err)) {
         cli_error("see the agents' logs", "site promote: %s", err.msg);

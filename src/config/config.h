@@ -50,6 +50,9 @@ typedef struct DynConfig {
     bool use_slots;                 /* default true */
     KvList pg_parameters;           /* postgresql.parameters */
     StandbyCluster standby;         /* standby_cluster */
+    bool site_start_without_peer;   /* site_start_without_peer: a site that starts cold (postgres
+                                     * down) may take the primary role without reading the other
+                                     * site first (default false: it waits for that read) */
     int64_t site_lag_guard_bytes;   /* site_lag_guard_bytes: when a permanent slot (another site)
                                      * lags more, commits wait for that site (0: off) */
     char **slots;                   /* slots: permanent physical slots the primary keeps (for

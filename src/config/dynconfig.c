@@ -35,6 +35,7 @@ static const Field top_fields[] = {
     {"master_start_timeout", F_INT, DF(primary_start_timeout), true, false},
     {"primary_start_timeout", F_INT, DF(primary_start_timeout), false, false},
     {"site_lag_guard_bytes", F_INT64, DF(site_lag_guard_bytes), false, true},
+    {"site_start_without_peer", F_BOOL, DF(site_start_without_peer), false, true},
 };
 
 /* Keys under "postgresql" (besides "parameters"). */
@@ -389,7 +390,8 @@ char *dynconfig_to_json(const DynConfig *dc)
         if (f->alias)
             continue;
         const char *field = (const char *)dc + f->off;
-        if (f->omit_zero && f->kind == F_INT64 && *(const int64_t *)(const void *)field == 0)
+        if (f->omit_zero && ((f->kind == F_INT64 && *(const int64_t *)(const void *)field == 0) ||
+                             (f->kind == F_BOOL && !*(const bool *)(const void *)field)))
             continue;
         json_t *v = NULL;
         switch (f->kind) {

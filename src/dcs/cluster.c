@@ -543,7 +543,8 @@ static void read_config(Cluster *c, const DcsKv *kv)
     memset(&dc, 0, sizeof(dc));
     Err err = {{0}};
     if (!dynconfig_from_json(c->config_json, &dc, &err)) {
-        log_warn("config: %s; using defaults", err.msg);
+        log_warn("config key: %s; the last valid configuration stays in force (none known: defaults, and no "
+                 "node takes the primary role)", err.msg);
         dynconfig_free(&dc);
         c->config_invalid = true;
         /* whatever else is wrong, a standby cluster stays one: its leader must not promote

@@ -253,6 +253,12 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     if (replica_following && !st->streaming) {
         if (!a->not_streaming_since)
             a->not_streaming_since = now;
+        /* what postgres says about it decides a standby leader's rewind */
+        if (a->following_remote && now - a->not_streaming_since > NOT_ACCEPTING_CHECK_MS && !a->start_diverged &&
+            pg_log_shows_divergence(&a->pg)) {
+            log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
+            a->start_diverged = true;
+        }
     } else {
         a->not_streaming_since = 0;
     }

@@ -113,6 +113,9 @@ typedef struct Agent {
     char following_sig[1400];   /* ... as configured then (agent_source_signature) */
     SourceProbe source;         /* standby cluster: the source's identity and position */
     PeerSiteWatch peer;         /* site.peer: the other site's record */
+    bool site_start_seen;       /* the first observation with a data directory was made */
+    bool site_cold_start;       /* ... and postgres was down then */
+    char site_error_logged[256];/* the other site's read error last logged */
     bool rewind_failed;
     bool start_failed;
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */

@@ -703,8 +703,9 @@ void agent_collect_job(Agent *a)
     case JOB_CLONE:
     case JOB_REINIT:
     case JOB_REWIND:
-        if (j.divergence[0]) {
-            /* the other site's operators see it too: etcd, beside the site records */
+        if (j.divergence[0] && strncmp(j.divergence, "no divergence", 13) != 0) {
+            /* the other site's operators see it too: etcd, beside the site records (a rewind that
+             * found nothing to throw away does not replace an earlier report) */
             json_t *o = json_pack("{s:s, s:I, s:s}", "member", a->cfg->name, "at", (json_int_t)wall_now(), "summary",
                                   j.divergence);
             char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -986,11 +987,26 @@ static void site_guard_ssn(Agent *a, char *out, size_t sz)
         a->guard_on = false;
     if (!a->guard_on)
         return;
+    /* the walsenders that serve the permanent slots (not any stranger: pg_receivewal also
+     * reports a flush position) */
+    StrBuf q2 = {0};
+    strbuf_adds(&q2, "SELECT r.application_name FROM pg_replication_slots s JOIN pg_stat_replication r "
+                     "ON r.pid = s.active_pid WHERE s.slot_name IN (");
+    for (int i = 0; i < dc->n_slots; i++)
+        strbuf_addf(&q2, "%s'%s'", i ? ", " : "", dc->slots[i]);
+    strbuf_adds(&q2, ")");
+    sql = strbuf_take(&q2);
+    r = pg_query(&a->pg, sql, 2000, &err);
+    free(sql);
     StrBuf names = {0};
     int n = 0;
-    for (int i = 0; i < a->pgst.n_senders; i++)
-        if (!cluster_member(&a->cluster, a->pgst.senders[i].application_name))
-            strbuf_addf(&names, "%s\"%s\"", n++ ? ", " : "", a->pgst.senders[i].application_name);
+    for (int i = 0; r && i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        if (!name[0] || strpbrk(name, "\"\\") || strlen(name) > 63)
+            continue;   /* not a name synchronous_standby_names can carry */
+        strbuf_addf(&names, "%s\"%s\"", n++ ? ", " : "", name);
+    }
+    PQclear(r);
     if (n == 0)
         strbuf_adds(&names, "\"pgvigil_other_site\"");
     char *list = strbuf_take(&names);

@@ -26,7 +26,7 @@ static bool become_standby(Agent *a, const PeerSiteInfo *pi)
     char *json = dynconfig_json_merge(c->config_json ? c->config_json : "{}", patch, &err);
     free(patch);
     if (!json) {
-        log_error("site: cannot apply the other site's rejoin_as: %s", err.msg);
+        log_error("site: cannot merge the other site's rejoin_as into this site's config key: %s", err.msg);
         return false;
     }
     bool swapped = false;
@@ -54,9 +54,24 @@ void agent_site_tick(Agent *a, Observation *o)
         o->site_unchecked = false;
         return;
     }
+    if (!a->site_start_seen && a->pgst.data_dir_valid) {
+        /* everything here was down (a site outage): the other site may have been promoted meanwhile */
+        a->site_start_seen = true;
+        a->site_cold_start = !a->pgst.running;
+    }
     PeerSiteInfo pi;
     peer_site_get(&a->peer, &pi);
-    o->site_unchecked = !pi.attempted;
+    if (pi.attempted && !pi.reachable && strcmp(pi.error, a->site_error_logged) != 0) {
+        log_warn("site: cannot read the other site %s: %s", a->cfg->site.peer_scope, pi.error);
+        str_copy(a->site_error_logged, sizeof(a->site_error_logged), pi.error);
+    } else if (pi.reachable && a->site_error_logged[0]) {
+        log_info("site: the other site %s can be read again", a->cfg->site.peer_scope);
+        a->site_error_logged[0] = '\0';
+    }
+    /* until the other site was read: not at all yet, or, after a cold start, never successfully
+     * (a site back from an outage may have been superseded: it waits, unless told otherwise) */
+    bool cold_blind = a->site_cold_start && !pi.ever_read && !a->cluster.config.site_start_without_peer;
+    o->site_unchecked = !pi.attempted || cold_blind;
     if (!a->dcs_ok || !pi.reachable || a->cluster.config.standby.present)
         return;
     bool peer_primary = strcmp(pi.to, a->cfg->site.peer_scope) == 0 &&

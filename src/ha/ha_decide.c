@@ -278,6 +278,12 @@ static void decide_standby_leader(const Observation *o, Decision *d)
         return;
     }
     if (!o->pg_accepting) {
+        /* it runs but its recovery cannot pass the fork of the source's timeline: it never will */
+        if (o->start_diverged && c->config.use_pg_rewind && c->config.standby.host && !refused) {
+            decide_remote(d, ACT_REWIND, "postgres cannot recover past the fork of %s's timeline: pg_rewind from it",
+                          src);
+            return;
+        }
         decide(d, ACT_WAIT, "", "standby leader; postgres is not answering yet");
         return;
     }
@@ -306,9 +312,9 @@ static void decide_standby_leader(const Observation *o, Decision *d)
         decide_remote(d, ACT_FOLLOW, "standby leader: replicating from %s", src);
         return;
     }
-    /* not streaming from a source on a newer timeline than ours: diverged. (On the same timeline
-     * a missing slot or removed WAL is not cured by a rewind.) */
-    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && o->remote_timeline > o->my_timeline &&
+    /* not streaming from a source on a newer timeline, and postgres says why: diverged. (A missing
+     * slot or removed WAL is not cured by a rewind.) */
+    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && o->start_diverged && o->remote_timeline > o->my_timeline &&
         c->config.use_pg_rewind && c->config.standby.host) {
         decide_remote(d, ACT_REWIND, "not streaming from %s for %lld s while it answers: timelines diverged, rewinding",
                       src, (long long)(o->not_streaming_ms / 1000));
@@ -548,13 +554,21 @@ static void decide_all(const Observation *o, Decision *d);
 void ha_decide(const Observation *o, Decision *d)
 {
     decide_all(o, d);
-    /* a site the other one may have been promoted over while it was away looks first */
-    if (o->site_unchecked && (d->action == ACT_PROMOTE || d->action == ACT_ACQUIRE || d->action == ACT_START_PRIMARY ||
-                              d->action == ACT_BOOTSTRAP)) {
+    bool takes_primary = d->action == ACT_PROMOTE || d->action == ACT_ACQUIRE || d->action == ACT_START_PRIMARY ||
+                         d->action == ACT_BOOTSTRAP;
+    /* a config key that does not parse, with no valid one known: its defaults could make a
+     * standby cluster a primary site or turn synchronous mode off */
+    bool config_unknown = o->dcs_ok && o->cluster && o->cluster->config_invalid;
+    if (takes_primary && (o->site_unchecked || config_unknown)) {
         Action was = d->action;
         memset(d, 0, sizeof(*d));
-        decide(d, ACT_WAIT, "", "not taking the primary role (%s) before the other site was read once",
-               ha_action_name(was));
+        if (config_unknown)
+            decide(d, ACT_WAIT, "", "not taking the primary role (%s): the config key does not parse (fix it with "
+                                    "edit-config)", ha_action_name(was));
+        else
+            /* a site the other one may have been promoted over while it was away looks first */
+            decide(d, ACT_WAIT, "", "not taking the primary role (%s) before the other site was read",
+                   ha_action_name(was));
     }
 }
 

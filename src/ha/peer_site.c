@@ -25,12 +25,16 @@ static void read_once(Dcs *dcs, PeerSiteInfo *out)
         got.epoch = json_is_integer(e) ? (int64_t)json_integer_value(e) : 0;
         const char *st = json_string_value(json_object_get(o, "state"));
         const char *to = json_string_value(json_object_get(o, "to"));
-        str_copy(got.state, sizeof(got.state), st ? st : "");
-        str_copy(got.to, sizeof(got.to), to ? to : "");
         json_t *rj = json_object_get(o, "rejoin_as");
         char *s = json_is_object(rj) ? json_dumps(rj, JSON_COMPACT) : NULL;
-        if (s && strlen(s) < sizeof(got.rejoin_as))
-            str_copy(got.rejoin_as, sizeof(got.rejoin_as), s);
+        /* a record that does not fit is not half read: as if the site could not be read */
+        got.too_long = !str_copy(got.state, sizeof(got.state), st ? st : "") ||
+                       !str_copy(got.to, sizeof(got.to), to ? to : "") ||
+                       (s && !str_copy(got.rejoin_as, sizeof(got.rejoin_as), s));
+        if (got.too_long) {
+            got.reachable = false;
+            str_copy(got.error, sizeof(got.error), "its pgvigil_site record is too long to read");
+        }
         free(s);
         json_decref(o);
     }
@@ -59,6 +63,7 @@ static void *watch_main(void *arg)
             got.attempted = true;
             str_copy(got.error, sizeof(got.error), err.msg);
         }
+        got.ever_read = w->info.ever_read || got.reachable;
         w->info = got;
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);

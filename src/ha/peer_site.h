@@ -13,11 +13,13 @@
 
 typedef struct PeerSiteInfo {
     bool attempted;         /* a read finished (either way) since the watch started */
+    bool too_long;          /* the record does not fit: treated as not read */
     bool reachable;         /* the last read succeeded */
     int64_t epoch;          /* its pgvigil_site record's epoch (0 none) */
     char state[32];         /* ... its state ("promoted", "done", ...) */
-    char to[128];           /* ... the site that became primary */
-    char rejoin_as[1400];   /* ... the standby_cluster a superseded site takes (JSON, "" none) */
+    char to[256];           /* ... the site that became primary */
+    char rejoin_as[4096];   /* ... the standby_cluster a superseded site takes (JSON, "" none) */
+    bool ever_read;         /* a read succeeded since the watch started */
     char error[256];
 } PeerSiteInfo;
 

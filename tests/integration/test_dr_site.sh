@@ -112,6 +112,8 @@ kill -STOP "$wr"
 psql_n 2 -c "create table guard_fill(x text)" -c "insert into guard_fill select repeat('x', 1000) from generate_series(1, 3000)"
 guard_engaged() { nsexec 0 curl -s "$(api_url 2)/metrics" | grep -q '^pgvigil_site_lag_guard_engaged{[^}]*} 1$'; }
 wait_until 30 "the guard makes commits wait for site b" guard_engaged
+ssn_names_b() { psql_n 2 -c "show synchronous_standby_names" | grep -q "ANY 1 ("; }
+wait_until 30 "synchronous_standby_names names site b on node2" ssn_names_b
 if timeout 3 env PGPASSWORD=it-super nsenter -F --net="/run/netns/$(netns_name 2)" psql -X -q -h "${NODE_IP[2]}" \
     -U postgres -d postgres -c "insert into dr values (6, 'guarded')" 2>/dev/null; then
     kill -CONT "$wr"

@@ -50,7 +50,7 @@ cat "$T_DIR/drill.out"
 jq . "$T_DIR/drill.json" | tail -40
 jq -e '.ok == true and .lost_acknowledged_writes == 0 and .rpo == "0" and .acknowledged_writes > 20' "$T_DIR/drill.json" >/dev/null ||
     fail "drill report: $(cat "$T_DIR/drill.json")"
-jq -e '(.switchovers | length) == 2 and all(.switchovers[]; .ok and .rto_seconds > 0 and .total_seconds > 0)' \
+jq -e '(.switchovers | length) == 2 and all(.switchovers[]; .ok and .rto_seconds > 0 and .total_seconds > 0 and .writes_after > 0)' \
     "$T_DIR/drill.json" >/dev/null || fail "drill report switchovers: $(jq .switchovers "$T_DIR/drill.json")"
 jq -e '.switchovers[0].from == "site-a" and .switchovers[0].to == "site-b" and .switchovers[1].to == "site-a"' \
     "$T_DIR/drill.json" >/dev/null || fail "the drill did not switch a -> b -> a"

@@ -6,7 +6,8 @@
 #  2. Site a is lost: its agents, servers and etcd are killed. `site promote` without
 #     --old-site-fenced is refused (a cannot be checked); with it, b's standby leader is
 #     promoted and b takes writes.
-#  3. Site a comes back by itself (etcd, then its agents, which have site.peer): the agents read
+#  3. Site a comes back by itself (etcd, then its agents, which have site.peer), first still cut
+#     off from site b: it takes no primary role. Once healed, the agents read
 #     b's record (promoted over a, newer epoch) and make a a standby cluster of b; a monitor sees
 #     no server of a take writes meanwhile. (`site rejoin` then finds nothing to do.) Its
 #     leader finds it cannot stream from b (the timelines diverged), keeps the
@@ -69,8 +70,17 @@ W_VIOL="$T_DIR/a-writable"
     done
 ) &
 BG_PIDS+=("$!")
+# first still cut off from site b: a site back from an outage that cannot read the other site
+# takes no primary role (it may have been superseded)
+netns_partition "1 2 11" "3 4 12"
 start_agent 1
 start_agent 2
+wait_until 30 "node1 says it cannot read site b" grep -q "site: cannot read the other site site-b" "$T_DIR/node1.log"
+sleep 5   # (checking that something does not happen: the monitor above sees no writable server)
+[ ! -s "$W_VIOL" ] || fail "site a took writes while it could not read site b: $(head -3 "$W_VIOL")"
+grep -q "not taking the primary role .* before the other site was read" "$T_DIR/node1.log" "$T_DIR/node2.log" ||
+    fail "no agent of site a held back from the primary role"
+netns_heal_all
 a_standby_leader() { site_role_is 1 "Standby Leader" || site_role_is 2 "Standby Leader"; }
 wait_until 120 "site a has a standby leader" a_standby_leader
 grep -h "was promoted while this site was away" "$T_DIR"/node1.log "$T_DIR"/node2.log | head -1 ||

@@ -791,6 +791,19 @@ static void test_dynconfig_standby_cluster(void **state)
     dynconfig_salvage_standby("{\"ttl\":\"x\"}", &sc);
     assert_false(sc.present);
     expect_json_error("{\"slots\":{\"Bad\":{}}}", "slots.Bad: not a replication slot name");
+    /* pgvigil's own site keys: read, and written back only when set */
+    assert_true(dynconfig_from_json("{\"site_lag_guard_bytes\":1048576,\"site_start_without_peer\":true}", &d, &err));
+    assert_true(d.site_lag_guard_bytes == 1048576 && d.site_start_without_peer);
+    out = dynconfig_to_json(&d);
+    assert_non_null(strstr(out, "\"site_lag_guard_bytes\":1048576"));
+    assert_non_null(strstr(out, "\"site_start_without_peer\":true"));
+    free(out);
+    dynconfig_free(&d);
+    dynconfig_defaults(&d);
+    out = dynconfig_to_json(&d);
+    assert_null(strstr(out, "site_"));
+    free(out);
+    expect_json_error("{\"site_lag_guard_bytes\":-1}", "site_lag_guard_bytes: must not be negative");
     expect_json_error("{\"slots\":[\"x\"]}", "slots: expected an object of slot names");
 }
 

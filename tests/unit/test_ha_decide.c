@@ -355,6 +355,8 @@ static void t_source_other_cluster(Fx *f) { f->o.remote_sysid = "730000000000000
 static void t_source_unknown(Fx *f) { f->o.remote_sysid = ""; }
 static void t_source_tl3(Fx *f) { f->o.remote_timeline = 3; }
 static void t_site_unchecked(Fx *f) { f->o.site_unchecked = true; }
+static void t_config_invalid(Fx *f) { f->c.config_invalid = true; }
+static void t_diverged_flag(Fx *f) { f->o.start_diverged = true; }
 
 /* ---- the table runner ---- */
 
@@ -770,8 +772,10 @@ static void test_standby_cluster(void **state)
         {"standby leader, source not reachable (identity unknown)", as_leader, {t_standby_leader, t_source_unknown}, ACT_KEEP_LEADER, NULL, "standby leader", false},
         {"standby leader not pointed at the source", as_leader, {t_standby_leader, t_not_following_source}, ACT_FOLLOW, "@source", "replicating from 10.9.0.1:5432", false},
         {"standby leader not pointed at a source that does not answer", as_leader, {t_standby_leader, t_not_following_source, t_source_unknown}, ACT_WAIT, NULL, "waiting to verify the system identifier of 10.9.0.1:5432", false},
-        {"standby leader not streaming from a source on a newer timeline", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3}, ACT_REWIND, "@source", "timelines diverged", false},
-        {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit, t_source_tl3}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader not streaming from a source on a newer timeline, diverged", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3, t_diverged_flag}, ACT_REWIND, "@source", "timelines diverged", false},
+        {"standby leader not streaming, newer timeline, postgres says nothing of a fork: no rewind", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit, t_source_tl3, t_diverged_flag}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader runs but cannot recover past the fork", as_leader, {t_standby_leader, t_not_accepting, t_diverged_running}, ACT_REWIND, "@source", "cannot recover past the fork", false},
         {"standby leader not streaming from a source on its own timeline: no rewind", as_leader, {t_standby_leader, t_not_streaming}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"standby leader: the last rewind attempt never ran, retry later", as_leader, {t_standby_leader, t_was_primary, t_start_failed}, ACT_WAIT, NULL, "retrying in", false},
         {"standby leader, postgres down", as_leader, {t_standby_leader, t_pg_down}, ACT_START_REPLICA, "@source", "following 10.9.0.1", false},
@@ -797,7 +801,9 @@ static void test_standby_cluster(void **state)
         {"election in a standby cluster ignores synchronous mode", as_election, {t_standby, t_sync_mode}, ACT_ACQUIRE, NULL, "standby leader", false},
         {"election in a standby cluster, a peer is ahead", as_election, {t_standby, t_p3_ahead}, ACT_WAIT, NULL, "more advanced", false},
         {"switchover to me in a standby cluster", as_election, {t_standby, t_fo_node2}, ACT_ACQUIRE, NULL, "switchover to me requested", false},
-        {"the other site not read yet: no promotion", as_election, {t_site_unchecked}, ACT_WAIT, NULL, "before the other site was read once", false},
+        {"the other site not read yet: no promotion", as_election, {t_site_unchecked}, ACT_WAIT, NULL, "before the other site was read", false},
+        {"a config key that does not parse: no promotion", as_election, {t_config_invalid}, ACT_WAIT, NULL, "the config key does not parse", false},
+        {"a config key that does not parse: a running primary keeps its key", as_leader, {t_config_invalid}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"the other site not read yet: no restart as primary", as_leader, {t_pg_down, t_site_unchecked}, ACT_WAIT, NULL, "start as primary", false},
         {"the other site not read yet: a running primary keeps its key", as_leader, {t_site_unchecked}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"the other site not read yet: a standby leader still follows", as_leader, {t_standby_leader, t_not_following_source, t_site_unchecked}, ACT_FOLLOW, "@source", NULL, false},
@@ -928,6 +934,7 @@ static void randomize(Fx *f)
     o->reinit_on_rewind_failure = rnd(2);
     o->following_remote = rnd(2);
     o->site_unchecked = rnd(6) == 0;
+    c->config_invalid = rnd(8) == 0;
     o->remote_sysid = sysids[rnd(5)];
 
     o->dcs_ok = rnd(6) != 0;
@@ -1067,6 +1074,8 @@ static const char *check_invariants(const Fx *f, const Decision *d)
         return "a standby cluster writes without a site promotion";
     if (o->site_unchecked && (a == ACT_PROMOTE || a == ACT_START_PRIMARY || a == ACT_ACQUIRE || a == ACT_BOOTSTRAP))
         return "takes the primary role before the other site was read";
+    if (c->config_invalid && (a == ACT_PROMOTE || a == ACT_START_PRIMARY || a == ACT_ACQUIRE || a == ACT_BOOTSTRAP))
+        return "takes the primary role on a config key that does not parse";
     if (a == ACT_STANDBY_DEMOTE && (!standby || !i_lead || !surely_primary))
         return "demotes to standby leader outside that situation";
     if (!d->remote && (a == ACT_CLONE || a == ACT_REWIND || a == ACT_REINIT || a == ACT_FOLLOW ||
