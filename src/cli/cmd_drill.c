@@ -504,13 +504,11 @@ static void drill_usage(FILE *out)
 
 int cmd_drill(int argc, char **argv)
 {
-    enum { OPT_PEER_URL = CLI_OPT_NEXT, OPT_PEER_SCOPE, OPT_PEER_NS, OPT_REPORT, OPT_RUNBOOK, OPT_DSN, OPT_LAG_B,
-           OPT_LAG_S, OPT_SKEW, OPT_WALFREE, OPT_PAUSE, OPT_TIMEOUT };
+    enum { OPT_REPORT = CLI_OPT_NEXT, OPT_RUNBOOK, OPT_DSN, OPT_LAG_B, OPT_LAG_S, OPT_SKEW, OPT_WALFREE, OPT_PAUSE,
+           OPT_TIMEOUT };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
-        {"peer-dcs-url", required_argument, NULL, OPT_PEER_URL},
-        {"peer-scope", required_argument, NULL, OPT_PEER_SCOPE},
-        {"peer-namespace", required_argument, NULL, OPT_PEER_NS},
+        SITE_PEER_LONGOPTS,
         {"report", required_argument, NULL, OPT_REPORT},
         {"runbook", required_argument, NULL, OPT_RUNBOOK},
         {"writer-dsn", required_argument, NULL, OPT_DSN},
@@ -523,7 +521,7 @@ int cmd_drill(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     CliConnOpts conn = {0};
-    const char *peer_url = NULL, *peer_scope = NULL, *peer_ns = NULL;
+    SitePeerOpts po = {0};
     DrillOpts o = {.max_lag_bytes = 16 * 1024 * 1024, .max_lag_seconds = 30, .max_skew_seconds = 1,
                    .min_wal_free = 1024LL * 1048576, .timeout_s = 60, .pause_s = 3};
     int opt, n;
@@ -531,15 +529,12 @@ int cmd_drill(int argc, char **argv)
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, CLI_CONN_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_conn_opt(&conn, opt, optarg))
+        if (cli_conn_opt(&conn, opt, optarg) || site_peer_opt(&po, opt, optarg))
             continue;
         switch (opt) {
         case 'h':
             drill_usage(stdout);
             return EXIT_OK;
-        case OPT_PEER_URL: peer_url = optarg; break;
-        case OPT_PEER_SCOPE: peer_scope = optarg; break;
-        case OPT_PEER_NS: peer_ns = optarg; break;
         case OPT_REPORT: o.report = optarg; break;
         case OPT_RUNBOOK: o.runbook = optarg; break;
         case OPT_DSN: o.writer_dsn = optarg; break;
@@ -581,7 +576,7 @@ int cmd_drill(int argc, char **argv)
     }
     bool sw = strcmp(argv[optind], "switchover") == 0;
     Site own, peer;
-    int rc = site_open_pair(&conn, peer_url, peer_scope, peer_ns, !sw, &own, &peer);
+    int rc = site_open_pair(&conn, &po, !sw, &own, &peer);
     if (rc != EXIT_OK)
         return rc;
     /* how the runbook's commands name the two sites: as this drill was run */
@@ -590,10 +585,10 @@ int cmd_drill(int argc, char **argv)
         strbuf_addf(&args, "-c %s", conn.config_path);
     else
         strbuf_addf(&args, "--dcs-url %s --scope %s", conn.dcs_url ? conn.dcs_url : CLI_DEFAULT_DCS_URL, own.ctx.scope);
-    if (peer_url)
-        strbuf_addf(&args, " --peer-dcs-url %s", peer_url);
-    if (peer_scope)
-        strbuf_addf(&args, " --peer-scope %s", peer_scope);
+    if (po.url)
+        strbuf_addf(&args, " --peer-dcs-url %s", po.url);
+    if (po.scope)
+        strbuf_addf(&args, " --peer-scope %s", po.scope);
     char *args_text = strbuf_take(&args);
     o.cmd_site_args = args_text;
     json_t *report = json_pack("{s:s, s:I, s:s, s:s}", "drill", sw ? "switchover" : "observe", "at",

@@ -807,8 +807,17 @@ static int open_peer(const CliCtx *own, const char *url, const char *scope, cons
     return rc;
 }
 
-int site_open_pair(const CliConnOpts *conn, const char *peer_url, const char *peer_scope, const char *peer_ns,
-                   bool tolerate, Site *own, Site *peer)
+bool site_peer_opt(SitePeerOpts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case SITE_OPT_PEER_URL: o->url = arg; return true;
+    case SITE_OPT_PEER_SCOPE: o->scope = arg; return true;
+    case SITE_OPT_PEER_NS: o->ns = arg; return true;
+    default: return false;
+    }
+}
+
+int site_open_pair(const CliConnOpts *conn, const SitePeerOpts *po, bool tolerate, Site *own, Site *peer)
 {
     memset(own, 0, sizeof(*own));
     memset(peer, 0, sizeof(*peer));
@@ -816,7 +825,7 @@ int site_open_pair(const CliConnOpts *conn, const char *peer_url, const char *pe
     if (rc != EXIT_OK)
         return rc;
     own->open = true;
-    rc = open_peer(&own->ctx, peer_url, peer_scope, peer_ns, tolerate, peer);
+    rc = open_peer(&own->ctx, po->url, po->scope, po->ns, tolerate, peer);
     if (rc == EXIT_OK && strcmp(own->ctx.scope, peer->ctx.scope) == 0) {
         cli_error("give each site's cluster its own scope (name)", "both sites are named %s: the sites' records could not "
                   "be told apart", own->ctx.scope);
@@ -838,34 +847,29 @@ void site_close_pair(Site *own, Site *peer)
 
 int cmd_site(int argc, char **argv)
 {
-    enum { OPT_PEER_URL = CLI_OPT_NEXT, OPT_PEER_SCOPE, OPT_PEER_NS, OPT_TIMEOUT, OPT_JSON, OPT_FENCED };
+    enum { OPT_TIMEOUT = CLI_OPT_NEXT, OPT_JSON, OPT_FENCED };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
-        {"peer-dcs-url", required_argument, NULL, OPT_PEER_URL},
-        {"peer-scope", required_argument, NULL, OPT_PEER_SCOPE},
-        {"peer-namespace", required_argument, NULL, OPT_PEER_NS},
+        SITE_PEER_LONGOPTS,
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
         {"old-site-fenced", no_argument, NULL, OPT_FENCED},
         {NULL, 0, NULL, 0},
     };
     CliConnOpts conn = {0};
-    const char *peer_url = NULL, *peer_scope = NULL, *peer_ns = NULL;
+    SitePeerOpts po = {0};
     int timeout_s = 60;
     bool as_json = false, fenced = false;
     int opt;
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, CLI_CONN_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_conn_opt(&conn, opt, optarg))
+        if (cli_conn_opt(&conn, opt, optarg) || site_peer_opt(&po, opt, optarg))
             continue;
         switch (opt) {
         case 'h':
             site_usage(stdout);
             return EXIT_OK;
-        case OPT_PEER_URL: peer_url = optarg; break;
-        case OPT_PEER_SCOPE: peer_scope = optarg; break;
-        case OPT_PEER_NS: peer_ns = optarg; break;
         case OPT_JSON: as_json = true; break;
         case OPT_FENCED: fenced = true; break;
         case OPT_TIMEOUT:
@@ -895,7 +899,7 @@ int cmd_site(int argc, char **argv)
     Site own = {0}, peer = {0};
     /* status and promote go on without the other site's etcd (it may be what was lost) */
     bool tolerate = strcmp(sub, "status") == 0 || strcmp(sub, "promote") == 0;
-    int rc = site_open_pair(&conn, peer_url, peer_scope, peer_ns, tolerate, &own, &peer);
+    int rc = site_open_pair(&conn, &po, tolerate, &own, &peer);
     if (rc != EXIT_OK)
         return rc;
     if (rc == EXIT_OK) {

@@ -23,10 +23,23 @@ typedef struct SiteSteps {
     int new_timeline;
 } SiteSteps;
 
+/* The other site's options, shared by `site` and `drill` (codes above the commands' own). */
+enum { SITE_OPT_PEER_URL = CLI_OPT_NEXT + 0x40, SITE_OPT_PEER_SCOPE, SITE_OPT_PEER_NS };
+#define SITE_PEER_LONGOPTS                                                 \
+    {"peer-dcs-url", required_argument, NULL, SITE_OPT_PEER_URL},          \
+    {"peer-scope", required_argument, NULL, SITE_OPT_PEER_SCOPE},          \
+    {"peer-namespace", required_argument, NULL, SITE_OPT_PEER_NS}
+
+typedef struct SitePeerOpts {
+    const char *url, *scope, *ns;
+} SitePeerOpts;
+
+/* Store opt when it is one of SITE_PEER_LONGOPTS; false otherwise. */
+bool site_peer_opt(SitePeerOpts *o, int opt, const char *arg);
+
 /* This site (conn) and the other one (flags, else site.peer of the file). tolerate: the other
  * site's etcd may not answer (peer->ctx.loaded false). Errors are printed; returns the exit code. */
-int site_open_pair(const CliConnOpts *conn, const char *peer_url, const char *peer_scope, const char *peer_ns,
-                   bool tolerate, Site *own, Site *peer);
+int site_open_pair(const CliConnOpts *conn, const SitePeerOpts *po, bool tolerate, Site *own, Site *peer);
 void site_close_pair(Site *own, Site *peer);
 /* `pgvigil site switchover` (prints its steps); steps (may be NULL) gets their durations. */
 int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps);
