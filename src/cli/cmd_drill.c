@@ -17,6 +17,7 @@
 #include "common/lsn.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
+#include "pg/pg.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -65,29 +66,7 @@ static bool leader_query(const Config *cfg, const Member *m, const char *sql, ch
         return false;
     }
     *colon = '\0';
-    const Credentials *su = &cfg->pg_superuser;
-    const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "application_name",
-                          su->password ? "password" : NULL, NULL};
-    const char *vals[] = {hp, colon + 1, "postgres", su->username ? su->username : "postgres", "3", "pgvigil-drill",
-                          su->password, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 0);
-    bool ok = c && PQstatus(c) == CONNECTION_OK;
-    if (ok) {
-        PGresult *r = PQexec(c, sql);
-        ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-        if (ok)
-            str_copy(out, osz, PQgetvalue(r, 0, 0));
-        else
-            err_set(err, "%s: %s", m->name, PQresultErrorMessage(r));
-        PQclear(r);
-    } else {
-        err_set(err, "%s: %s", m->name, c ? PQerrorMessage(c) : "out of memory");
-    }
-    PQfinish(c);
-    for (char *p = err->msg; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-    return ok;
+    return pg_remote_value(hp, atoi(colon + 1), NULL, &cfg->pg_superuser, sql, out, osz, err);
 }
 
 /* Clock offset of a leader from this machine: its now() against the middle of the query. */

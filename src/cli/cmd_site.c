@@ -141,13 +141,7 @@ static bool put_site_record(CliCtx *ctx, json_t *rec, Err *err)
  * both are reachable; a site whose record's epoch is below the other's was superseded. */
 static int64_t record_epoch(const CliCtx *ctx)
 {
-    if (!ctx->loaded || !ctx->cluster.site_json)
-        return 0;
-    json_t *o = json_loads(ctx->cluster.site_json, 0, NULL);
-    json_t *e = json_object_get(o, "epoch");
-    int64_t v = json_is_integer(e) ? (int64_t)json_integer_value(e) : 0;
-    json_decref(o);
-    return v;
+    return ctx->loaded ? cluster_site_epoch(&ctx->cluster) : 0;
 }
 
 static int64_t next_epoch(const Site *a, const Site *b)

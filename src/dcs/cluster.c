@@ -161,6 +161,15 @@ void cluster_free(Cluster *c)
     memset(c, 0, sizeof(*c));
 }
 
+int64_t cluster_site_epoch(const Cluster *c)
+{
+    json_t *o = c->site_json ? json_loads(c->site_json, 0, NULL) : NULL;
+    json_t *e = json_object_get(o, "epoch");
+    int64_t v = json_is_integer(e) ? (int64_t)json_integer_value(e) : 0;
+    json_decref(o);
+    return v;
+}
+
 const Member *cluster_member(const Cluster *c, const char *name)
 {
     if (!c || !name)

@@ -94,6 +94,8 @@ typedef struct Cluster {
 void cluster_init(Cluster *c);      /* zero + config defaults */
 void cluster_free(Cluster *c);      /* frees members; leaves c zeroed */
 const Member *cluster_member(const Cluster *c, const char *name);
+/* The epoch of the cluster's pgvigil_site record (0 when there is none or it has none). */
+int64_t cluster_site_epoch(const Cluster *c);
 
 /* JSON codecs. Parsers are forgiving of unknown keys and strict about types of known ones. */
 bool member_from_json(const char *name, const char *json, Member *out, Err *err);

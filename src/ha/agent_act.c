@@ -231,13 +231,7 @@ void agent_submit_remote(Agent *a, JobKind kind)
 void agent_wait_job(Agent *a, int64_t timeout_ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    mono_deadline_after(&until, timeout_ms);
     pthread_mutex_lock(&a->mu);
     while (a->busy && !a->job_done && !a->stop)
         if (pthread_cond_timedwait(&a->done_cv, &a->mu, &until) != 0)

@@ -98,38 +98,18 @@ static void name_relations(const Job *j, const Config *cfg, Divergence *d)
         unsigned spc = 0, db = 0, node = 0;
         if (sscanf(d->rels[i], "%u/%u/%u", &spc, &db, &node) != 3)
             continue;
-        char port[16], dbq[64];
-        str_fmt(port, sizeof(port), "%d", j->port);
-        const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "target_session_attrs",
-                              cfg->pg_rewind.password ? "password" : NULL, NULL};
-        const char *vals[] = {j->host, port, "postgres", cfg->pg_rewind.username, "3",
-                              strchr(j->host, ',') ? "primary" : "any", cfg->pg_rewind.password, NULL};
-        PGconn *c = PQconnectdbParams(keys, vals, 0);
-        char datname[128] = "";
-        if (c && PQstatus(c) == CONNECTION_OK) {
-            str_fmt(dbq, sizeof(dbq), "SELECT datname FROM pg_database WHERE oid = %u", db);
-            PGresult *r = PQexec(c, dbq);
-            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-                str_copy(datname, sizeof(datname), PQgetvalue(r, 0, 0));
-            PQclear(r);
-        }
-        PQfinish(c);
-        if (!datname[0])
+        char sql[256], datname[128] = "", name[128] = "";
+        Err err = {{0}};
+        str_fmt(sql, sizeof(sql), "SELECT datname FROM pg_database WHERE oid = %u", db);
+        if (!pg_remote_value(j->host, j->port, NULL, &cfg->pg_rewind, sql, datname, sizeof(datname), &err) ||
+            !datname[0])
             continue;
-        vals[2] = datname;
-        c = PQconnectdbParams(keys, vals, 0);
-        if (c && PQstatus(c) == CONNECTION_OK) {
-            char q[256];
-            str_fmt(q, sizeof(q),
-                    "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE pg_relation_filenode(c.oid) = %u",
-                    node);
-            PGresult *r = PQexec(c, q);
-            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-                str_fmt(d->rel_names[i], sizeof(d->rel_names[i]), "%s: %s", datname, PQgetvalue(r, 0, 0));
-            PQclear(r);
-        }
-        PQfinish(c);
+        str_fmt(sql, sizeof(sql),
+                "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE pg_relation_filenode(c.oid) = %u",
+                node);
+        if (pg_remote_value(j->host, j->port, datname, &cfg->pg_rewind, sql, name, sizeof(name), &err) && name[0])
+            str_fmt(d->rel_names[i], sizeof(d->rel_names[i]), "%s: %s", datname, name);
     }
 }
 

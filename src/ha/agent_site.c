@@ -7,15 +7,6 @@
 
 #include <jansson.h>
 
-static int64_t own_epoch(const Cluster *c)
-{
-    json_t *o = c->site_json ? json_loads(c->site_json, 0, NULL) : NULL;
-    json_t *e = json_object_get(o, "epoch");
-    int64_t v = json_is_integer(e) ? (int64_t)json_integer_value(e) : 0;
-    json_decref(o);
-    return v;
-}
-
 /* The other site's record says it became the primary site after this one's last record: take the
  * standby_cluster it left for us (a CAS on the config key; every agent here may try, one wins). */
 static bool become_standby(Agent *a, const PeerSiteInfo *pi)
@@ -37,7 +28,7 @@ static bool become_standby(Agent *a, const PeerSiteInfo *pi)
         log_error("site: %s was promoted while this site was away (its epoch %lld is newer than ours, %lld): this "
                   "site is now its standby cluster (standby_cluster set); what only this site had is reported "
                   "before the rewind",
-                  a->cfg->site.peer_scope, (long long)pi->epoch, (long long)own_epoch(c));
+                  a->cfg->site.peer_scope, (long long)pi->epoch, (long long)cluster_site_epoch(c));
         char *rec = str_printf("{\"state\":\"superseded\",\"by\":\"%s\",\"epoch\":%lld}", a->cfg->site.peer_scope,
                                (long long)pi->epoch);
         if (!a->dcs->ops->put(a->dcs, "pgvigil_site", rec, false, &err))
@@ -76,7 +67,7 @@ void agent_site_tick(Agent *a, Observation *o)
         return;
     bool peer_primary = strcmp(pi.to, a->cfg->site.peer_scope) == 0 &&
                         (strcmp(pi.state, "promoted") == 0 || strcmp(pi.state, "done") == 0);
-    if (peer_primary && pi.epoch > own_epoch(&a->cluster) && pi.rejoin_as[0]) {
+    if (peer_primary && pi.epoch > cluster_site_epoch(&a->cluster) && pi.rejoin_as[0]) {
         become_standby(a, &pi);
         /* this tick's view still says primary site: nothing here takes the primary role until
          * the next read shows standby_cluster (or while it could not be written) */

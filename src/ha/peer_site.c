@@ -21,8 +21,7 @@ static void read_once(Dcs *dcs, PeerSiteInfo *out)
     } else {
         got.reachable = true;
         json_t *o = c.site_json ? json_loads(c.site_json, 0, NULL) : NULL;
-        json_t *e = json_object_get(o, "epoch");
-        got.epoch = json_is_integer(e) ? (int64_t)json_integer_value(e) : 0;
+        got.epoch = cluster_site_epoch(&c);
         const char *st = json_string_value(json_object_get(o, "state"));
         const char *to = json_string_value(json_object_get(o, "to"));
         json_t *rj = json_object_get(o, "rejoin_as");
@@ -66,8 +65,7 @@ static void *watch_main(void *arg)
         got.ever_read = w->info.ever_read || got.reachable;
         w->info = got;
         struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += PEER_READ_EVERY_MS / 1000;
+        mono_deadline_after(&until, PEER_READ_EVERY_MS);
         if (!w->stop)
             pthread_cond_timedwait(&w->cv, &w->mu, &until);
     }

@@ -133,13 +133,7 @@ static void *probe_main(void *arg)
                 p->info.at_ms = last_ok;  /* keeps when the source last answered */
         }
         struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += PROBE_EVERY_MS / 1000;
-        until.tv_nsec += (PROBE_EVERY_MS % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        mono_deadline_after(&until, PROBE_EVERY_MS);
         if (!p->stop && strcmp(conninfo, p->conninfo) == 0)
             pthread_cond_timedwait(&p->cv, &p->mu, &until);
     }

@@ -90,17 +90,6 @@ static bool claim_attempt(DnsUpdater *u, Err *err)
     return false;
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static void *updater_main(void *arg)
 {
     DnsUpdater *u = arg;
@@ -126,7 +115,7 @@ static void *updater_main(void *arg)
         log_warn("dns: %s -> %s failed: %s; retrying in %.1f s", u->cfg.record, u->cfg.address, err.msg,
                  backoff_ms / 1000.0);
         struct timespec until;
-        deadline_after(&until, backoff_ms);
+        mono_deadline_after(&until, backoff_ms);
         while (!u->stop && u->gen == gen)
             if (pthread_cond_timedwait(&u->cv, &u->mu, &until) == ETIMEDOUT)
                 break;

@@ -143,6 +143,11 @@ bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err);
  * PG_REWIND_FAILED_FILE in the data directory (its error inside); a success removes it. */
 #define PG_REWIND_FAILED_FILE "pgvigil.rewind_failed"
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err);
+/* One query on another server (host may be a list: its writable one) as cred, in dbname
+ * ("postgres" when NULL), bounded by connect and statement timeouts: the first column of the
+ * first row in out ("" none), or false + err. */
+bool pg_remote_value(const char *host, int port, const char *dbname, const Credentials *cred, const char *sql,
+                     char *out, size_t osz, Err *err);
 /* ... with flags: PG_REWIND_RESTORE_WAL takes WAL the data directory lacks through its
  * restore_command; PG_REWIND_STANDBY_SOURCE: the source is a standby (a standby cluster's leader),
  * so do not wait for it to leave recovery */

@@ -336,8 +336,8 @@ bool pg_basebackup(PgNode *pg, const char *host, int port, Err *err)
 
 /* One query on a remote server as `cred`, bounded by connect_timeout and statement_timeout.
  * Returns the first column of the first row in out (may be empty) or false + err. */
-static bool remote_value(const char *host, int port, const Credentials *cred, const char *sql, char *out,
-                         size_t osz, Err *err)
+bool pg_remote_value(const char *host, int port, const char *dbname, const Credentials *cred, const char *sql,
+                     char *out, size_t osz, Err *err)
 {
     char p[16];
     str_fmt(p, sizeof(p), "%d", port);
@@ -346,7 +346,7 @@ static bool remote_value(const char *host, int port, const Credentials *cred, co
     const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "options", "application_name",
                           "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
                           "target_session_attrs", cred->password ? "password" : NULL, NULL};
-    const char *vals[] = {host, p, "postgres", cred->username, "3", "-c statement_timeout=10000", "pgvigil",
+    const char *vals[] = {host, p, dbname ? dbname : "postgres", cred->username, "3", "-c statement_timeout=10000", "pgvigil",
                           "2", "1", "3", "12000", strchr(host, ',') ? "primary" : "any", cred->password, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 0);
     if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -396,7 +396,7 @@ static bool rewind_source_ready(PgNode *pg, const char *host, int port, bool sta
     char v[64];
     for (;;) {
         Err e = {{0}};
-        if (remote_value(host, port, cred, standby ? source_state_standby : source_state_primary, v, sizeof(v), &e)) {
+        if (pg_remote_value(host, port, NULL, cred, standby ? source_state_standby : source_state_primary, v, sizeof(v), &e)) {
             if (strcmp(v, "true") == 0)
                 return true;
             /* asked again now and then: a standby's restartpoint needs a checkpoint record of the
@@ -404,7 +404,7 @@ static bool rewind_source_ready(PgNode *pg, const char *host, int port, bool sta
             if (strcmp(v, "false") == 0 && (!asked_at || mono_ms() - asked_at > 2000)) {
                 Err e2 = {{0}};
                 asked_at = mono_ms();
-                if (remote_value(host, port, cred, "CHECKPOINT", v, sizeof(v), &e2))
+                if (pg_remote_value(host, port, NULL, cred, "CHECKPOINT", v, sizeof(v), &e2))
                     continue;  /* check again at once */
                 log_warn("rewind: cannot checkpoint the source: %s; waiting for its own checkpoint", e2.msg);
             }
