@@ -424,59 +424,6 @@ char *cli_api_base(const char *api_url)
     return s;
 }
 
-/* Value of `key=` in a libpq keyword/value string, copied into out. */
-static bool conninfo_value(const char *conninfo, const char *key, char *out, size_t sz)
-{
-    size_t kl = strlen(key);
-    for (const char *p = conninfo; *p;) {
-        while (*p == ' ')
-            p++;
-        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
-            p += kl + 1;
-            size_t n = strcspn(p, " ");
-            if (n >= sz)
-                n = sz - 1;
-            memcpy(out, p, n);
-            out[n] = '\0';
-            return true;
-        }
-        p += strcspn(p, " ");
-    }
-    return false;
-}
-
-void cli_member_host(const char *conn_url, char *buf, size_t sz)
-{
-    buf[0] = '\0';
-    if (str_empty(conn_url) || sz == 0)
-        return;
-    const char *p = strstr(conn_url, "://");
-    if (!p) {
-        char host[128] = "", port[16] = "";
-        if (conninfo_value(conn_url, "host", host, sizeof(host))) {
-            if (conninfo_value(conn_url, "port", port, sizeof(port)))
-                str_fmt(buf, sz, "%s:%s", host, port);
-            else
-                str_copy(buf, sz, host);
-        }
-        return;
-    }
-    p += 3;
-    size_t end = strcspn(p, "/?");
-    /* skip "user:password@" (the last '@' before the path) */
-    for (size_t i = end; i > 0; i--) {
-        if (p[i - 1] == '@') {
-            p += i;
-            end -= i;
-            break;
-        }
-    }
-    if (end >= sz)
-        end = sz - 1;
-    memcpy(buf, p, end);
-    buf[end] = '\0';
-}
-
 static bool is_leader(const Cluster *c, const Member *m)
 {
     return c->leader[0] && strcmp(c->leader, m->name) == 0;
@@ -653,7 +600,7 @@ char *cli_format_members(const Cluster *c, const char *scope)
     for (int i = 0; i < n; i++) {
         const Member *m = ms[i];
         char host[256], lag[32], tags[256];
-        cli_member_host(m->conn_url, host, sizeof(host));
+        cluster_member_host(m->conn_url, host, sizeof(host));
         cli_member_lag(c, m, lag, sizeof(lag));
         cli_member_tags(&m->tags, tags, sizeof(tags));
         char **row = cells + i * MCOL_N;
@@ -706,7 +653,7 @@ char *cli_members_json(const Cluster *c, const char *scope)
     for (int i = 0; i < c->n_members; i++) {
         const Member *m = ms[i];
         char host[256], lag[32];
-        cli_member_host(m->conn_url, host, sizeof(host));
+        cluster_member_host(m->conn_url, host, sizeof(host));
         int64_t lag_bytes = cli_member_lag(c, m, lag, sizeof(lag));
         json_t *o = json_object();
         json_object_set_new(o, "Cluster", json_string(scope));

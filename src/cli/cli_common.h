@@ -108,8 +108,6 @@ bool cli_http(const char *method, const char *url, const char *body, const char 
 
 /* REST base URL of a member: api_url without a trailing "/patroni" (and '/'). Caller frees. */
 char *cli_api_base(const char *api_url);
-/* "postgres://u:p@10.0.0.1:5432/postgres?x=y" -> "10.0.0.1:5432". */
-void cli_member_host(const char *conn_url, char *buf, size_t sz);
 /* State column: "streaming" for a running replica that streams, else the member's state. */
 const char *cli_member_state(const Cluster *c, const Member *m);
 /* Leader | Sync Standby | Replica | Uninitialized */

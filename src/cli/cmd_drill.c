@@ -59,7 +59,7 @@ static void check(json_t *checks, bool *all, const char *name, bool ok, const ch
 static bool leader_query(const Config *cfg, const Member *m, const char *sql, char *out, size_t osz, Err *err)
 {
     char hp[256];
-    cli_member_host(m->conn_url, hp, sizeof(hp));
+    cluster_member_host(m->conn_url, hp, sizeof(hp));
     char *colon = strrchr(hp, ':');
     if (!colon || !cfg) {
         err_set(err, "needs -c FILE (postgresql.authentication.superuser) to connect to %s", m->name);

@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "cli/site.h"
+#include "dcs/site_record.h"
 #include "common/lsn.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -56,41 +57,6 @@ const Member *site_leader(const Cluster *c)
 bool site_is_standby(const Cluster *c)
 {
     return c->config.standby.present;
-}
-
-/* "10.0.0.3,10.0.0.4" and the port of every member's PostgreSQL (one port for all: standby_cluster
- * takes one) */
-static bool site_hosts(const Cluster *c, const char *scope, char *hosts, size_t hsz, int *port, Err *err)
-{
-    hosts[0] = '\0';
-    *port = 0;
-    size_t len = 0;
-    for (int i = 0; i < c->n_members; i++) {
-        char hp[256];
-        cli_member_host(c->members[i].conn_url, hp, sizeof(hp));
-        char *colon = strrchr(hp, ':');
-        if (!colon)
-            continue;
-        *colon = '\0';
-        int p = atoi(colon + 1);
-        if (*port && p != *port) {
-            err_set(err, "the members of %s listen on different ports (%d, %d): standby_cluster takes one port", scope,
-                    *port, p);
-            return false;
-        }
-        *port = p;
-        int n = snprintf(hosts + len, hsz - len, "%s%s", len ? "," : "", hp);
-        if (n < 0 || (size_t)n >= hsz - len) {
-            err_set(err, "%s: too many members for one host list", scope);
-            return false;
-        }
-        len += (size_t)n;
-    }
-    if (!len) {
-        err_set(err, "%s has no member records: is its agent running?", scope);
-        return false;
-    }
-    return true;
 }
 
 /* Merge a JSON patch into a site's config key (retrying when it changed under us); the result
@@ -263,31 +229,6 @@ static bool following(const Cluster *c, const void *arg, char *why, size_t wsz)
            l->timeline >= *timeline;
 }
 
-/* The standby_cluster the demoted site gets: the other site's members, and what the other site's
- * own standby_cluster said about restoring WAL and delays (the DR site's settings move with it). */
-static json_t *standby_for(const Cluster *newp, const char *newp_scope, const StandbyCluster *old, Err *err)
-{
-    char hosts[1024];
-    int port;
-    if (!site_hosts(newp, newp_scope, hosts, sizeof(hosts), &port, err))
-        return NULL;
-    json_t *o = json_pack("{s:s, s:i}", "host", hosts, "port", port);
-    /* the slot the new primary site keeps for its standby site: its one permanent slot */
-    if (newp->config.n_slots == 1)
-        json_object_set_new(o, "primary_slot_name", json_string(newp->config.slots[0]));
-    if (old->restore_command)
-        json_object_set_new(o, "restore_command", json_string(old->restore_command));
-    if (old->recovery_min_apply_delay)
-        json_object_set_new(o, "recovery_min_apply_delay", json_string(old->recovery_min_apply_delay));
-    if (old->n_create_replica_methods > 0) {
-        json_t *m = json_array();
-        for (int i = 0; i < old->n_create_replica_methods; i++)
-            json_array_append_new(m, json_string(old->create_replica_methods[i]));
-        json_object_set_new(o, "create_replica_methods", m);
-    }
-    return o;
-}
-
 /* Does the standby leader reach its source now? Its agent checks every couple of seconds (a
  * walreceiver cut off silently says "streaming" until wal_receiver_timeout). */
 /* A member's GET /patroni, parsed (NULL when it does not answer). */
@@ -447,7 +388,7 @@ int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps)
             return EXIT_STATE;
         }
         str_copy(was_primary, sizeof(was_primary), pl->name);
-        json_t *sc = standby_for(D, d->ctx.scope, &D->config.standby, &err);
+        json_t *sc = site_standby_for(D, d->ctx.scope, &D->config.standby, &err);
         if (!sc)
             return fail_step("nothing was changed", &err);
         json_t *patch = json_pack("{s:o}", "standby_cluster", sc);
@@ -512,7 +453,7 @@ static const Member *running_primary(const Cluster *c)
  * promoted site had as a standby cluster (restore_command, delay, methods). */
 static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
 {
-    return standby_for(&newp->ctx.cluster, newp->ctx.scope, old, err);
+    return site_standby_for(&newp->ctx.cluster, newp->ctx.scope, old, err);
 }
 
 /* site promote: the standby site becomes the primary site while the primary site is lost. Never

@@ -109,6 +109,12 @@ static const KeySpec keys[] = {
     {"site.peer.namespace", K_STR, C(site.peer_namespace), 0},
     {"site.peer.etcd3", K_SECTION, 0, 0},
     {"site.peer.etcd3.hosts", K_HOSTS, C(site.peer_etcd_hosts), C(site.n_peer_etcd_hosts)},
+    {"site.failover", K_STR, C(site.failover), 0},
+    {"site.witness", K_SECTION, 0, 0},
+    {"site.witness.namespace", K_STR, C(site.witness_namespace), 0},
+    {"site.witness.ttl", K_INT, C(site.witness_ttl), 0},
+    {"site.witness.etcd3", K_SECTION, 0, 0},
+    {"site.witness.etcd3.hosts", K_HOSTS, C(site.witness_etcd_hosts), C(site.n_witness_etcd_hosts)},
     {"bootstrap", K_SECTION, 0, 0},
     {"bootstrap.dcs", K_SECTION, 0, 0},
     {"bootstrap.dcs.ttl", K_INT, D(ttl), 0},
@@ -1384,6 +1390,31 @@ static bool positive(Loader *ld, const char *key, int v)
     return v > 0 || fail_at(ld, key_line(ld, key), key, "must be positive, got %d", v);
 }
 
+/* site: the peer needs its etcd; automatic site failover needs the peer and a witness. */
+static bool finish_site(Loader *ld)
+{
+    SiteConfig *sc = &ld->cfg->site;
+    if (sc->peer_scope && sc->n_peer_etcd_hosts == 0)
+        return fail_at(ld, key_line(ld, "site.peer.scope"), "site.peer.etcd3.hosts",
+                       "required when site.peer.scope is set");
+    if (sc->witness_ttl == 0 && key_line(ld, "site.witness.ttl") == 0)
+        sc->witness_ttl = 10;
+    if (sc->witness_ttl < 2)
+        return fail_at(ld, key_line(ld, "site.witness.ttl"), "site.witness.ttl", "must be at least 2 (seconds), got %d",
+                       sc->witness_ttl);
+    default_str(&sc->failover, "manual");
+    sc->automatic = strcmp(sc->failover, "automatic") == 0;
+    if (!sc->automatic && strcmp(sc->failover, "manual") != 0)
+        return fail_at(ld, key_line(ld, "site.failover"), "site.failover",
+                       "must be manual or automatic, got \"%s\"", sc->failover);
+    if (sc->automatic && !sc->peer_scope)
+        return fail_at(ld, key_line(ld, "site.failover"), "site.peer.scope", "required when site.failover is automatic");
+    if (sc->automatic && sc->n_witness_etcd_hosts == 0)
+        return fail_at(ld, key_line(ld, "site.failover"), "site.witness.etcd3.hosts",
+                       "required when site.failover is automatic (a third site's etcd)");
+    return true;
+}
+
 /* vip, dns, notify (agent) and proxy: defaults, then the checks that need several keys. */
 static bool finish_sections(Loader *ld, LoadMode mode)
 {
@@ -1395,6 +1426,9 @@ static bool finish_sections(Loader *ld, LoadMode mode)
         return fail_at(ld, key_line(ld, "vip.arp_count"), "vip.arp_count", "must not be negative");
     if (vip->address && !vip->interface)
         return fail_at(ld, key_line(ld, "vip.address"), "vip.interface", "required when vip.address is set");
+
+    if (!finish_site(ld))
+        return false;
 
     DnsConfig *dns = &cfg->dns;
     if (dns->ttl == 0 && key_line(ld, "dns.ttl") == 0)
@@ -1626,6 +1660,9 @@ void config_free(Config *cfg)
     free_strv(cfg->site.peer_etcd_hosts, cfg->site.n_peer_etcd_hosts);
     free(cfg->site.peer_scope);
     free(cfg->site.peer_namespace);
+    free(cfg->site.failover);
+    free_strv(cfg->site.witness_etcd_hosts, cfg->site.n_witness_etcd_hosts);
+    free(cfg->site.witness_namespace);
     free(cfg->etcd_protocol);
     free(cfg->etcd_username);
     free(cfg->etcd_password);

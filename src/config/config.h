@@ -174,6 +174,12 @@ typedef struct SiteConfig {
     char *peer_namespace;           /* site.peer.namespace (default: this file's namespace) */
     char **peer_etcd_hosts;         /* site.peer.etcd3.hosts */
     int n_peer_etcd_hosts;
+    char *failover;                 /* site.failover: "manual" (default) or "automatic" */
+    bool automatic;                 /* ... == "automatic": needs the peer and a witness */
+    char **witness_etcd_hosts;      /* site.witness.etcd3.hosts: a third site's etcd */
+    int n_witness_etcd_hosts;
+    char *witness_namespace;        /* site.witness.namespace (default: this file's namespace) */
+    int witness_ttl;                /* site.witness.ttl, seconds (default 10) */
 } SiteConfig;
 
 typedef struct Config {

@@ -732,3 +732,56 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
         qsort(out->members, (size_t)out->n_members, sizeof(Member), member_cmp);
     return true;
 }
+
+/* Value of `key=` in a libpq keyword/value string, copied into out. */
+static bool conninfo_value(const char *conninfo, const char *key, char *out, size_t sz)
+{
+    size_t kl = strlen(key);
+    for (const char *p = conninfo; *p;) {
+        while (*p == ' ')
+            p++;
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            p += kl + 1;
+            size_t n = strcspn(p, " ");
+            if (n >= sz)
+                n = sz - 1;
+            memcpy(out, p, n);
+            out[n] = '\0';
+            return true;
+        }
+        p += strcspn(p, " ");
+    }
+    return false;
+}
+
+void cluster_member_host(const char *conn_url, char *buf, size_t sz)
+{
+    buf[0] = '\0';
+    if (str_empty(conn_url) || sz == 0)
+        return;
+    const char *p = strstr(conn_url, "://");
+    if (!p) {
+        char host[128] = "", port[16] = "";
+        if (conninfo_value(conn_url, "host", host, sizeof(host))) {
+            if (conninfo_value(conn_url, "port", port, sizeof(port)))
+                str_fmt(buf, sz, "%s:%s", host, port);
+            else
+                str_copy(buf, sz, host);
+        }
+        return;
+    }
+    p += 3;
+    size_t end = strcspn(p, "/?");
+    /* skip "user:password@" (the last '@' before the path) */
+    for (size_t i = end; i > 0; i--) {
+        if (p[i - 1] == '@') {
+            p += i;
+            end -= i;
+            break;
+        }
+    }
+    if (end >= sz)
+        end = sz - 1;
+    memcpy(buf, p, end);
+    buf[end] = '\0';
+}

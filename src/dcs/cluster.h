@@ -96,6 +96,9 @@ void cluster_free(Cluster *c);      /* frees members; leaves c zeroed */
 const Member *cluster_member(const Cluster *c, const char *name);
 /* The epoch of the cluster's pgvigil_site record (0 when there is none or it has none). */
 int64_t cluster_site_epoch(const Cluster *c);
+/* A member's conn_url, "postgres://u:p@10.0.0.1:5432/postgres?x=y" (or "host=.. port=.."), as
+ * "10.0.0.1:5432". */
+void cluster_member_host(const char *conn_url, char *buf, size_t sz);
 
 /* JSON codecs. Parsers are forgiving of unknown keys and strict about types of known ones. */
 bool member_from_json(const char *name, const char *json, Member *out, Err *err);

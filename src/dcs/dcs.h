@@ -10,6 +10,20 @@
 
 typedef struct Dcs Dcs;
 
+/* A compare of a transaction: key's mod_revision equals mod_revision (0: the key is absent). */
+typedef struct DcsCmp {
+    const char *key;
+    int64_t mod_revision;
+} DcsCmp;
+
+/* An operation of a transaction: put value (on our lease when on_lease), or delete the key when
+ * value is NULL. */
+typedef struct DcsOp {
+    const char *key;
+    const char *value;
+    bool on_lease;
+} DcsOp;
+
 typedef struct DcsOps {
     /* One consistent read of every key under the prefix. */
     bool (*load)(Dcs *d, Cluster *out, Err *err);
@@ -28,6 +42,12 @@ typedef struct DcsOps {
      * gets the key's mod_revision after a swap, 0 otherwise. */
     bool (*cas_rev)(Dcs *d, const char *key, int64_t mod_revision, const char *value,
                     bool *swapped, int64_t *new_revision, Err *err);
+    /* One key: *value (malloc'd; NULL when absent), its mod_revision and lease (0 when absent;
+     * either pointer may be NULL). */
+    bool (*get)(Dcs *d, const char *key, char **value, int64_t *mod_revision, int64_t *lease, Err *err);
+    /* Every op when every compare holds, none otherwise (*succeeded tells which). */
+    bool (*txn)(Dcs *d, const DcsCmp *cmps, int n_cmps, const DcsOp *ops, int n_ops, bool *succeeded,
+                Err *err);
     /* Delete key, only if its value equals expected when expected is non-NULL. */
     bool (*del)(Dcs *d, const char *key, const char *expected, bool *deleted, Err *err);
     /* Delete every key under the prefix (used by `pgvigil remove` and tests). */

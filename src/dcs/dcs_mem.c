@@ -294,6 +294,71 @@ static bool mem_cas_rev(Dcs *d, const char *key, int64_t mod_revision, const cha
     return true;
 }
 
+static bool mem_get(Dcs *d, const char *key, char **value, int64_t *mod_revision, int64_t *lease, Err *err)
+{
+    MemDcs *m = mem_of(d);
+    *value = NULL;
+    if (mod_revision)
+        *mod_revision = 0;
+    if (lease)
+        *lease = 0;
+    if (!mem_check_up(m, err))
+        return false;
+    char *full = full_key(m, key);
+    const MemKv *kv = kv_find(m->store, full);
+    free(full);
+    if (kv) {
+        *value = str_dup(kv->value);
+        if (mod_revision)
+            *mod_revision = kv->mod_revision;
+        if (lease)
+            *lease = kv->lease;
+    }
+    return true;
+}
+
+static bool mem_txn(Dcs *d, const DcsCmp *cmps, int n_cmps, const DcsOp *ops, int n_ops, bool *succeeded,
+                    Err *err)
+{
+    MemDcs *m = mem_of(d);
+    *succeeded = false;
+    if (!mem_check_up(m, err))
+        return false;
+    for (int i = 0; i < n_ops; i++) {
+        int64_t lease;
+        if (ops[i].value && !write_lease(m, ops[i].on_lease, &lease, err))
+            return false;
+    }
+    for (int i = 0; i < n_cmps; i++) {
+        char *full = full_key(m, cmps[i].key);
+        const MemKv *kv = kv_find(m->store, full);
+        free(full);
+        if ((kv ? kv->mod_revision : 0) != cmps[i].mod_revision)
+            return true;
+    }
+    /* etcd gives every operation of one transaction the same new revision */
+    int64_t rev = m->store->revision + 1;
+    for (int i = 0; i < n_ops; i++) {
+        char *full = full_key(m, ops[i].key);
+        if (ops[i].value) {
+            int64_t lease = 0;
+            write_lease(m, ops[i].on_lease, &lease, err);
+            m->store->revision = rev - 1;   /* kv_put writes at revision + 1 */
+            kv_put(m->store, full, ops[i].value, lease);
+        } else {
+            for (int k = 0; k < m->store->n_kvs; k++)
+                if (strcmp(m->store->kvs[k].key, full) == 0) {
+                    kv_remove_at(m->store, k);
+                    break;
+                }
+        }
+        free(full);
+    }
+    m->store->revision = rev;
+    *succeeded = true;
+    return true;
+}
+
 static bool mem_del(Dcs *d, const char *key, const char *expected, bool *deleted, Err *err)
 {
     MemDcs *m = mem_of(d);
@@ -396,6 +461,8 @@ static const DcsOps mem_ops = {
     .put = mem_put,
     .cas = mem_cas,
     .cas_rev = mem_cas_rev,
+    .get = mem_get,
+    .txn = mem_txn,
     .del = mem_del,
     .del_prefix = mem_del_prefix,
     .watch = mem_watch,

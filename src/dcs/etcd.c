@@ -470,14 +470,14 @@ static json_t *put_op(EtcdDcs *e, const char *key, const char *value, int64_t le
     return json_pack("{s:o}", "request_put", put);
 }
 
-/* A one-compare, one-operation transaction. compare and op are stolen. *revision (may be
+/* A transaction of the compares and operations in two JSON arrays (stolen). *revision (may be
  * NULL) gets the store's revision after it: a put that succeeded wrote its key at it. */
-static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, int64_t *revision,
-                     Err *err)
+static bool etcd_txn_arrays(EtcdDcs *e, json_t *compares, json_t *ops, bool *succeeded, int64_t *revision,
+                            Err *err)
 {
     static const char path[] = "/v3/kv/txn";
     *succeeded = false;
-    json_t *req = json_pack("{s:[o], s:[o]}", "compare", compare, "success", op);
+    json_t *req = json_pack("{s:o, s:o}", "compare", compares, "success", ops);
     json_t *res = etcd_call(e, path, req, err);
     if (!res)
         return false;
@@ -488,6 +488,13 @@ static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, i
     }
     json_decref(res);
     return ok ? true : malformed(e, path, err);
+}
+
+/* A one-compare, one-operation transaction (compare and op are stolen). */
+static bool etcd_txn(EtcdDcs *e, json_t *compare, json_t *op, bool *succeeded, int64_t *revision,
+                     Err *err)
+{
+    return etcd_txn_arrays(e, json_pack("[o]", compare), json_pack("[o]", op), succeeded, revision, err);
 }
 
 static json_t *compare_create_absent(EtcdDcs *e, const char *key)
@@ -823,6 +830,65 @@ static bool etcd_cas_rev(Dcs *d, const char *key, int64_t mod_revision, const ch
     return ok;
 }
 
+static bool etcd_get(Dcs *d, const char *key, char **value, int64_t *mod_revision, int64_t *lease, Err *err)
+{
+    static const char path[] = "/v3/kv/range";
+    EtcdDcs *e = etcd_of(d);
+    *value = NULL;
+    if (mod_revision)
+        *mod_revision = 0;
+    if (lease)
+        *lease = 0;
+    char *k = b64_key(e, key);
+    json_t *res = etcd_call(e, path, json_pack("{s:s}", "key", k), err);
+    free(k);
+    if (!res)
+        return false;
+    json_t *arr = json_object_get(res, "kvs");
+    json_t *kv = json_array_get(arr, 0);
+    int64_t mod = 0, ls = 0;
+    bool ok = !arr || (json_is_array(arr) && (json_array_size(arr) == 0 ||
+                                              (get_b64(kv, "value", value, NULL) &&
+                                               get_i64(kv, "mod_revision", &mod) && get_i64(kv, "lease", &ls))));
+    json_decref(res);
+    if (!ok) {
+        free(*value);
+        *value = NULL;
+        return malformed(e, path, err);
+    }
+    if (mod_revision)
+        *mod_revision = mod;
+    if (lease)
+        *lease = ls;
+    return true;
+}
+
+static bool etcd_txn_ops(Dcs *d, const DcsCmp *cmps, int n_cmps, const DcsOp *ops, int n_ops, bool *succeeded,
+                         Err *err)
+{
+    EtcdDcs *e = etcd_of(d);
+    *succeeded = false;
+    json_t *c = json_array(), *o = json_array();
+    for (int i = 0; i < n_cmps; i++)
+        json_array_append_new(c, compare_mod(e, cmps[i].key, cmps[i].mod_revision));
+    for (int i = 0; i < n_ops; i++) {
+        int64_t lease = 0;
+        if (ops[i].value && !write_lease(e, ops[i].on_lease, ops[i].key, &lease, err)) {
+            json_decref(c);
+            json_decref(o);
+            return false;
+        }
+        if (ops[i].value) {
+            json_array_append_new(o, put_op(e, ops[i].key, ops[i].value, lease));
+        } else {
+            char *k = b64_key(e, ops[i].key);
+            json_array_append_new(o, json_pack("{s:{s:s}}", "request_delete_range", "key", k));
+            free(k);
+        }
+    }
+    return etcd_txn_arrays(e, c, o, succeeded, NULL, err);
+}
+
 static bool etcd_del(Dcs *d, const char *key, const char *expected, bool *deleted, Err *err)
 {
     static const char path[] = "/v3/kv/deleterange";
@@ -1094,6 +1160,8 @@ static const DcsOps etcd_ops = {
     .put = etcd_put,
     .cas = etcd_cas,
     .cas_rev = etcd_cas_rev,
+    .get = etcd_get,
+    .txn = etcd_txn_ops,
     .del = etcd_del,
     .del_prefix = etcd_del_prefix,
     .watch = etcd_watch,

@@ -491,6 +491,21 @@ static bool job_may_make_primary(Agent *a)
     return k == JOB_PROMOTE || k == JOB_START_PRIMARY || k == JOB_BOOTSTRAP || k == JOB_RESTART;
 }
 
+bool agent_may_be_primary(Agent *a)
+{
+    return pg_may_be_primary(&a->pgst) || job_may_make_primary(a);
+}
+
+/* The fence's deadline: the lease's, or the end of the site's confirmation when earlier
+ * (automatic site failover), minus the margin. */
+static int64_t fence_deadline(const Agent *a, int64_t margin)
+{
+    int64_t dl = a->lease_deadline_ms;
+    if (a->site_hold_until_ms >= 0 && a->site_hold_until_ms < dl)
+        dl = a->site_hold_until_ms;
+    return dl - margin;
+}
+
 /* The fence kills postgres at the lease deadline unless we renew first. Armed while we hold
  * the leader key (whatever postgres is doing: a promotion or a start may be under way), and
  * while postgres may be a primary or a job may make it one; extended only by a renewal made
@@ -510,7 +525,7 @@ static void feed_fence(Agent *a)
     bool standby_lead = i_lead && a->cluster.config.standby.present && !pg_may_be_primary(&a->pgst) &&
                         !job_may_make_primary(a);
     if (i_lead && a->lease_ok && !standby_lead) {
-        fence_arm(&a->fence, a->lease_deadline_ms - margin);
+        fence_arm(&a->fence, fence_deadline(a, margin));
         return;
     }
     if (!pg_may_be_primary(&a->pgst) && !job_may_make_primary(a)) {
@@ -525,7 +540,7 @@ bool agent_arm_fence_for_lead(Agent *a)
 {
     if (!a->lease_ok || a->lease_deadline_ms <= mono_ms())
         return false;
-    fence_arm(&a->fence, a->lease_deadline_ms - fence_margin(a));
+    fence_arm(&a->fence, fence_deadline(a, fence_margin(a)));
     return !a->fence.failed;
 }
 
@@ -720,6 +735,7 @@ static void tick(Agent *a)
     o.action_running = agent_job_running(a);
     agent_adopt_source(a);
     agent_site_tick(a, &o);
+    agent_witness_tick(a, &o);
     o.following = a->following;
     char sig[sizeof(a->following_sig)];
     agent_source_signature(&a->cluster.config.standby, sig, sizeof(sig));
@@ -965,6 +981,8 @@ int cmd_agent(int argc, char **argv)
         goto out;
     }
     peer_site_start(&a->peer, cfg);
+    a->site_hold_until_ms = -1;
+    site_witness_start(&a->witness, cfg);
     g_agent = a;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -1031,6 +1049,7 @@ out:
     agent_worker_stop(a);
     source_probe_stop(&a->source);
     peer_site_stop(&a->peer);
+    site_witness_stop(&a->witness);
     rest_stop(a->rest);
     if (a->leave_fence)
         fence_abandon(&a->fence);

@@ -17,6 +17,7 @@
 #include "ha/ha_decide.h"
 #include "ha/source_probe.h"
 #include "ha/peer_site.h"
+#include "ha/site_witness.h"
 #include "pg/pg.h"
 
 #include <pthread.h>
@@ -116,6 +117,9 @@ typedef struct Agent {
     bool site_start_seen;       /* the first observation with a data directory was made */
     bool site_cold_start;       /* ... and postgres was down then */
     char site_error_logged[256];/* the other site's read error last logged */
+    SiteWitness witness;        /* site.failover automatic: the witness thread */
+    char witness_why_logged[256];
+    int64_t site_hold_until_ms; /* the primary role is confirmed until (feeds the fence); -1: n/a */
     bool rewind_failed;
     bool start_failed;
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */
@@ -223,6 +227,11 @@ bool agent_divergence_report(Agent *a, PgNode *pg, Job *j, Err *err);
 /* agent_site.c: a superseded site becomes a standby cluster; o->site_unchecked until the other
  * site was read once */
 void agent_site_tick(Agent *a, Observation *o);
+/* agent_witness.c: automatic site failover (site_witness.h): the witness thread's mode, the
+ * observation's site_hold_*, and the standby site's promotion once the thread claimed it */
+void agent_witness_tick(Agent *a, Observation *o);
+/* postgres may run as a primary, or a running job may make it one */
+bool agent_may_be_primary(Agent *a);
 
 /* agent_restore.c: data directories made from the backup repository (worker thread) */
 /* A new replica of the job's target, by each of postgresql.create_replica_methods in turn until

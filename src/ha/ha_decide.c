@@ -559,10 +559,15 @@ void ha_decide(const Observation *o, Decision *d)
     /* a config key that does not parse, with no valid one known: its defaults could make a
      * standby cluster a primary site or turn synchronous mode off */
     bool config_unknown = o->dcs_ok && o->cluster && o->cluster->config_invalid;
-    if (takes_primary && (o->site_unchecked || config_unknown)) {
+    /* automatic site failover: only while the witness or the other site confirms this site */
+    bool unconfirmed = o->site_hold_needed && (!o->site_hold_known || o->now_ms >= o->site_hold_until_ms - o->site_margin_ms);
+    if (takes_primary && (o->site_unchecked || config_unknown || unconfirmed)) {
         Action was = d->action;
         memset(d, 0, sizeof(*d));
-        if (config_unknown)
+        if (unconfirmed && !config_unknown && !o->site_unchecked)
+            decide(d, ACT_WAIT, "", "not taking the primary role (%s): neither the witness nor the other site "
+                                    "confirms this site as the primary site", ha_action_name(was));
+        else if (config_unknown)
             decide(d, ACT_WAIT, "", "not taking the primary role (%s): the config key does not parse (fix it with "
                                     "edit-config)", ha_action_name(was));
         else
@@ -583,6 +588,15 @@ static void decide_all(const Observation *o, Decision *d)
             decide(d, ACT_DEMOTE, "", "the fencing process is dead and cannot be started again: stopping writes");
         else
             decide(d, ACT_WAIT, "", "the fencing process is dead and cannot be started again: no promotion or start");
+        return;
+    }
+
+    /* automatic site failover: the other site may promote once the confirmation runs out */
+    if (o->site_hold_needed && o->site_hold_known && maybe_primary && o->pg_running &&
+        o->now_ms >= o->site_hold_until_ms - o->site_margin_ms) {
+        decide(d, ACT_DEMOTE, "", "neither the witness nor the other site confirms this site as the primary site any "
+                                  "more (%s): stopping writes before the other site may promote",
+               o->site_hold_until_ms > 0 ? "the confirmation is about to run out" : "not confirmed");
         return;
     }
 

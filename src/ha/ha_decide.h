@@ -46,6 +46,12 @@ typedef struct Observation {
     int remote_timeline;       /* the source's timeline (0 unknown) */
     bool site_unchecked;       /* site.peer is set and the other site was not read yet since the
                                   agent started: no taking of the primary role before */
+    /* automatic site failover (site_witness.h), on the primary site: the primary role needs the
+     * witness's or the other site's confirmation, and ends before it runs out */
+    bool site_hold_needed;
+    bool site_hold_known;      /* the confirmation was tried since it became needed */
+    int64_t site_hold_until_ms;/* monotonic: confirmed until (0: not confirmed) */
+    int64_t site_margin_ms;    /* writes stop this long before */
     bool rewind_failed;        /* the last pg_rewind attempt failed */
     bool start_failed;         /* the last start attempt failed */
     bool start_diverged;       /* ... because this replica went past the point where the leader's

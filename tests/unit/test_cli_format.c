@@ -80,11 +80,11 @@ static void test_member_host(void **state)
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         char buf[64];
-        cli_member_host(cases[i].in, buf, sizeof(buf));
+        cluster_member_host(cases[i].in, buf, sizeof(buf));
         assert_string_equal(buf, cases[i].out);
     }
     char small[6];
-    cli_member_host("postgres://127.0.0.1:5432/", small, sizeof(small));
+    cluster_member_host("postgres://127.0.0.1:5432/", small, sizeof(small));
     assert_string_equal(small, "127.0");
 }
 

@@ -1084,6 +1084,38 @@ static void test_agent_sections(void **state)
                  "dns.record: required when dns.server is set");
 }
 
+static void test_site_section(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    Config *c = load_text("scope: a\nname: n\npostgresql: {data_dir: /d}\nsite:\n  peer: {scope: b, etcd3: {hosts: "
+                          "'10.0.0.2:2379'}}\n  failover: automatic\n  witness:\n    ttl: 6\n    etcd3: {hosts: "
+                          "'10.0.0.3:2379'}\n",
+                          false, &err);
+    assert_non_null(c);
+    assert_true(c->site.automatic);
+    assert_int_equal(c->site.witness_ttl, 6);
+    assert_int_equal(c->site.n_witness_etcd_hosts, 1);
+    assert_string_equal(c->site.witness_etcd_hosts[0], "10.0.0.3:2379");
+    config_free(c);
+    c = load_text("scope: a\nname: n\npostgresql: {data_dir: /d}\n", false, &err);
+    assert_non_null(c);
+    assert_false(c->site.automatic);   /* manual by default */
+    assert_int_equal(c->site.witness_ttl, 10);
+    config_free(c);
+    expect_error("scope: a\nname: n\npostgresql: {data_dir: /d}\nsite:\n  failover: yes-please\n",
+                 "node.yml:5: site.failover: must be manual or automatic, got \"yes-please\"");
+    expect_error("scope: a\nname: n\npostgresql: {data_dir: /d}\nsite:\n  failover: automatic\n",
+                 "site.peer.scope: required when site.failover is automatic");
+    expect_error("scope: a\nname: n\npostgresql: {data_dir: /d}\nsite:\n  peer: {scope: b, etcd3: {hosts: h:1}}\n"
+                 "  failover: automatic\n",
+                 "site.witness.etcd3.hosts: required when site.failover is automatic");
+    expect_error("scope: a\nname: n\npostgresql: {data_dir: /d}\nsite:\n  peer: {scope: b}\n",
+                 "site.peer.etcd3.hosts: required when site.peer.scope is set");
+    expect_error("scope: a\nname: n\npostgresql: {data_dir: /d}\nsite:\n  witness: {ttl: 1}\n",
+                 "site.witness.ttl: must be at least 2");
+}
+
 static void test_backup_section(void **state)
 {
     (void)state;
@@ -1474,6 +1506,7 @@ int main(void)
         cmocka_unit_test(test_parse_scalars),
         cmocka_unit_test(test_proxy_config),
         cmocka_unit_test(test_agent_sections),
+        cmocka_unit_test(test_site_section),
         cmocka_unit_test(test_backup_section),
         cmocka_unit_test(test_backup_s3),
         cmocka_unit_test(test_initdb_checksums),

@@ -7,6 +7,8 @@
 
 #include "dcs/dcs.h"
 
+#include "dcs_txn_checks.h"
+
 #define PREFIX "/service/t/"
 
 typedef struct Fixture {
@@ -159,6 +161,27 @@ static void test_cas_rev(void **state)
     assert_true(f->a->ops->cas_rev(f->a, "failover", rev, "f3", &swapped, NULL, &err));
     assert_false(swapped);
     assert_value(f->a, "failover", "f2");
+}
+
+static void test_get_txn(void **state)
+{
+    Fixture *f = *state;
+    keepalive_ok(f->a, 10, false);
+    check_get_txn(f->a);
+    /* the lease's key goes with it */
+    DcsCmp absent = {"leased", 0};
+    DcsOp put = {"leased", "x", true};
+    Err err = {{0}};
+    bool ok = false;
+    assert_true(f->a->ops->txn(f->a, &absent, 1, &put, 1, &ok, &err));
+    assert_true(ok);
+    dcs_mem_advance(f->a, 11000);
+    assert_value(f->a, "leased", NULL);
+    dcs_mem_set_down(f->a, true);
+    char *v = NULL;
+    assert_false(f->a->ops->get(f->a, "leased", &v, NULL, NULL, &err));
+    assert_false(f->a->ops->txn(f->a, &absent, 1, &put, 1, &ok, &err));
+    assert_false(ok);
 }
 
 static void test_del(void **state)
@@ -358,6 +381,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_and_revisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cas_rev, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_txn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_del, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),

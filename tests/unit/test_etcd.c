@@ -21,6 +21,8 @@
 #include "common/timeutil.h"
 #include "dcs/dcs.h"
 
+#include "dcs_txn_checks.h"
+
 #ifndef ETCD_BIN
 #define ETCD_BIN "/usr/bin/etcd"
 #endif
@@ -670,6 +672,17 @@ static bool wait_gone(Dcs *d)
     return false;
 }
 
+static void test_etcd_get_txn(void **state)
+{
+    (void)state;
+    Dcs *d = etcd_dcs("/service/txn/");
+    Err err = {{0}};
+    bool expired = false;
+    assert_true(d->ops->keepalive(d, 10, &expired, &err));
+    check_get_txn(d);
+    dcs_free(d);
+}
+
 static void test_etcd_lease_expiry(void **state)
 {
     Dcs *d = etcd_dcs("/service/lease/");
@@ -995,6 +1008,7 @@ int main(void)
     };
     const struct CMUnitTest etcd_tests[] = {
         cmocka_unit_test(test_etcd_put_create_cas_del),
+        cmocka_unit_test(test_etcd_get_txn),
         cmocka_unit_test(test_etcd_lease_expiry),
         cmocka_unit_test(test_etcd_ttl_change),
         cmocka_unit_test(test_etcd_watch),

@@ -357,6 +357,17 @@ static void t_source_tl3(Fx *f) { f->o.remote_timeline = 3; }
 static void t_site_unchecked(Fx *f) { f->o.site_unchecked = true; }
 static void t_config_invalid(Fx *f) { f->c.config_invalid = true; }
 static void t_diverged_flag(Fx *f) { f->o.start_diverged = true; }
+/* automatic site failover: the site's confirmation, held, about to run out, or never had */
+static void t_site_held(Fx *f)
+{
+    f->o.site_hold_needed = true;
+    f->o.site_hold_known = true;
+    f->o.site_hold_until_ms = NOW + 8000;
+    f->o.site_margin_ms = 1800;
+}
+static void t_site_expiring(Fx *f) { t_site_held(f); f->o.site_hold_until_ms = NOW + 1799; }
+static void t_site_not_held(Fx *f) { t_site_held(f); f->o.site_hold_until_ms = 0; }
+static void t_site_unknown(Fx *f) { t_site_not_held(f); f->o.site_hold_known = false; }
 
 /* ---- the table runner ---- */
 
@@ -812,6 +823,26 @@ static void test_standby_cluster(void **state)
     RUN(rows);
 }
 
+static void test_site_witness(void **state)
+{
+    (void)state;
+    static const Row rows[] = {
+        {"confirmed primary site: the leader keeps its key", as_leader, {t_site_held}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"confirmation about to run out: stop writes", as_leader, {t_site_expiring}, ACT_DEMOTE, NULL, "neither the witness nor the other site", false},
+        {"not confirmed: stop writes", as_leader, {t_site_not_held}, ACT_DEMOTE, NULL, "not confirmed", false},
+        {"not confirmed, etcd down too: stop writes", as_leader, {t_site_not_held, t_dcs_down}, ACT_DEMOTE, NULL, "neither the witness", false},
+        {"not tried yet: a running primary is left alone", as_leader, {t_site_unknown}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"not confirmed: no promotion", as_election, {t_site_not_held}, ACT_WAIT, NULL, "confirms this site", false},
+        {"not tried yet: no promotion", as_election, {t_site_unknown}, ACT_WAIT, NULL, "confirms this site", false},
+        {"confirmed: promotion", as_election, {t_site_held}, ACT_PROMOTE, NULL, NULL, false},
+        {"about to run out: no promotion", as_election, {t_site_expiring}, ACT_WAIT, NULL, "confirms this site", false},
+        {"not confirmed: no restart as primary", as_leader, {t_pg_down, t_site_not_held}, ACT_WAIT, NULL, "start as primary", false},
+        {"not confirmed: no bootstrap", as_uninit, {t_site_not_held}, ACT_WAIT, NULL, "bootstrap", false},
+        {"not confirmed: a replica still follows", as_replica, {t_site_not_held}, ACT_WAIT, NULL, NULL, false},
+    };
+    RUN(rows);
+}
+
 static void test_action_names(void **state)
 {
     (void)state;
@@ -934,6 +965,11 @@ static void randomize(Fx *f)
     o->reinit_on_rewind_failure = rnd(2);
     o->following_remote = rnd(2);
     o->site_unchecked = rnd(6) == 0;
+    o->site_hold_needed = rnd(4) == 0;
+    o->site_hold_known = rnd(3) != 0;
+    static const int64_t holds[] = {NOW + TTL_MS, NOW + MARGIN + 1, NOW + MARGIN, NOW + MARGIN - 1, 0};
+    o->site_hold_until_ms = holds[rnd(5)];
+    o->site_margin_ms = MARGIN;
     c->config_invalid = rnd(8) == 0;
     o->remote_sysid = sysids[rnd(5)];
 
@@ -1074,6 +1110,11 @@ static const char *check_invariants(const Fx *f, const Decision *d)
         return "a standby cluster writes without a site promotion";
     if (o->site_unchecked && (a == ACT_PROMOTE || a == ACT_START_PRIMARY || a == ACT_ACQUIRE || a == ACT_BOOTSTRAP))
         return "takes the primary role before the other site was read";
+    bool unconfirmed = o->site_hold_needed && (!o->site_hold_known || o->now_ms >= o->site_hold_until_ms - o->site_margin_ms);
+    if (unconfirmed && (a == ACT_PROMOTE || a == ACT_START_PRIMARY || a == ACT_ACQUIRE || a == ACT_BOOTSTRAP))
+        return "takes the primary role without the witness's or the other site's confirmation";
+    if (unconfirmed && o->site_hold_known && maybe_primary && o->pg_running && a != ACT_DEMOTE)
+        return "keeps writing after the site's confirmation ran out";
     if (c->config_invalid && (a == ACT_PROMOTE || a == ACT_START_PRIMARY || a == ACT_ACQUIRE || a == ACT_BOOTSTRAP))
         return "takes the primary role on a config key that does not parse";
     if (a == ACT_STANDBY_DEMOTE && (!standby || !i_lead || !surely_primary))
@@ -1137,6 +1178,35 @@ static const char *check_invariants(const Fx *f, const Decision *d)
     return NULL;
 }
 
+/* The invariants fail on the bad decisions they are there to catch. */
+static void test_invariants_catch(void **state)
+{
+    (void)state;
+    static const struct {
+        Tweak base, tweak;
+        Action bad;
+        const char *want;
+    } cases[] = {
+        {as_election, t_site_not_held, ACT_PROMOTE, "confirmation"},
+        {as_leader, t_site_expiring, ACT_KEEP_LEADER, "confirmation ran out"},
+        {as_election, t_site_unchecked, ACT_PROMOTE, "other site was read"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        Fx f;
+        fx_init(&f);
+        cases[i].base(&f);
+        cases[i].tweak(&f);
+        Decision d;
+        memset(&d, 0, sizeof(d));
+        d.action = cases[i].bad;
+        str_copy(d.reason, sizeof(d.reason), "planted");
+        const char *bad = check_invariants(&f, &d);
+        cluster_free(&f.c);
+        if (!bad || !strstr(bad, cases[i].want))
+            fail_msg("case %zu: the invariants let %s through (%s)", i, ha_action_name(cases[i].bad), bad ? bad : "none");
+    }
+}
+
 static void test_sweep_invariants(void **state)
 {
     (void)state;
@@ -1191,6 +1261,8 @@ int main(void)
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_manual_failover),
         cmocka_unit_test(test_standby_cluster),
+        cmocka_unit_test(test_site_witness),
+        cmocka_unit_test(test_invariants_catch),
         cmocka_unit_test(test_action_names),
         cmocka_unit_test(test_sweep_invariants),
     };

@@ -1,0 +1,63 @@
+/* What two sites write about each other in etcd (see site_record.h). */
+#include "common/common.h"
+#include "dcs/site_record.h"
+
+/* "10.0.0.3,10.0.0.4" and the port of every member's PostgreSQL (one port for all: standby_cluster
+ * takes one) */
+static bool site_hosts(const Cluster *c, const char *scope, char *hosts, size_t hsz, int *port, Err *err)
+{
+    hosts[0] = '\0';
+    *port = 0;
+    size_t len = 0;
+    for (int i = 0; i < c->n_members; i++) {
+        char hp[256];
+        cluster_member_host(c->members[i].conn_url, hp, sizeof(hp));
+        char *colon = strrchr(hp, ':');
+        if (!colon)
+            continue;
+        *colon = '\0';
+        int p = atoi(colon + 1);
+        if (*port && p != *port) {
+            err_set(err, "the members of %s listen on different ports (%d, %d): standby_cluster takes one port", scope,
+                    *port, p);
+            return false;
+        }
+        *port = p;
+        int n = snprintf(hosts + len, hsz - len, "%s%s", len ? "," : "", hp);
+        if (n < 0 || (size_t)n >= hsz - len) {
+            err_set(err, "%s: too many members for one host list", scope);
+            return false;
+        }
+        len += (size_t)n;
+    }
+    if (!len) {
+        err_set(err, "%s has no member records: is its agent running?", scope);
+        return false;
+    }
+    return true;
+}
+
+/* The standby_cluster the demoted site gets: the other site's members, and what the other site's
+ * own standby_cluster said about restoring WAL and delays (the DR site's settings move with it). */
+json_t *site_standby_for(const Cluster *newp, const char *newp_scope, const StandbyCluster *old, Err *err)
+{
+    char hosts[1024];
+    int port;
+    if (!site_hosts(newp, newp_scope, hosts, sizeof(hosts), &port, err))
+        return NULL;
+    json_t *o = json_pack("{s:s, s:i}", "host", hosts, "port", port);
+    /* the slot the new primary site keeps for its standby site: its one permanent slot */
+    if (newp->config.n_slots == 1)
+        json_object_set_new(o, "primary_slot_name", json_string(newp->config.slots[0]));
+    if (old->restore_command)
+        json_object_set_new(o, "restore_command", json_string(old->restore_command));
+    if (old->recovery_min_apply_delay)
+        json_object_set_new(o, "recovery_min_apply_delay", json_string(old->recovery_min_apply_delay));
+    if (old->n_create_replica_methods > 0) {
+        json_t *m = json_array();
+        for (int i = 0; i < old->n_create_replica_methods; i++)
+            json_array_append_new(m, json_string(old->create_replica_methods[i]));
+        json_object_set_new(o, "create_replica_methods", m);
+    }
+    return o;
+}
