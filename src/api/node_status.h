@@ -61,6 +61,14 @@ typedef struct NodeStatus {
     int64_t site_guard_lag;       /* ... the lag of the permanent slots it measured, -1 unknown */
     double site_lag_seconds;      /* standby leader: age of the last replayed commit (the source's
                                      heartbeats: one a second); -1 unknown */
+    /* automatic site failover (site.failover: automatic) */
+    bool site_auto;
+    const char *witness_mode;     /* "hold", "observe" or "idle" (static strings) */
+    int64_t site_confirmed_ms;    /* hold: the primary role is confirmed for this long still (0 not) */
+    bool witness_reachable;
+    bool witness_peer_reachable;  /* the other site's etcd, as the witness thread last read it */
+    char witness_holder[128];     /* the site the witness key names ("" none) */
+    int64_t site_gone_ms;         /* observe: the other site looks gone for this long (0 not) */
 } NodeStatus;
 
 #endif

@@ -401,6 +401,16 @@ char *rest_status_json(const NodeStatus *st)
     if (st->site_guard)
         json_object_set_new(o, "site_lag_guard", json_pack("{s:b, s:I}", "engaged", st->site_guard_on, "lag_bytes",
                                                            (json_int_t)st->site_guard_lag));
+    if (st->site_auto) {
+        json_t *w = json_pack("{s:s, s:b, s:s, s:b}", "mode", st->witness_mode ? st->witness_mode : "idle",
+                              "witness_reachable", st->witness_reachable, "holder", st->witness_holder,
+                              "peer_reachable", st->witness_peer_reachable);
+        if (st->witness_mode && strcmp(st->witness_mode, "hold") == 0)
+            json_object_set_new(w, "confirmed_ms", json_integer(st->site_confirmed_ms));
+        if (st->witness_mode && strcmp(st->witness_mode, "observe") == 0)
+            json_object_set_new(w, "peer_gone_ms", json_integer(st->site_gone_ms));
+        json_object_set_new(o, "site_witness", w);
+    }
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!s) {
@@ -573,6 +583,15 @@ char *rest_metrics_text(const NodeStatus *st)
                  "Standby leader: age of the last transaction replayed from the source site (whose leader commits a "
                  "heartbeat every loop_wait, at most once a second): the RPO of a site failover now, in time.",
                  (int64_t)(st->site_lag_seconds * 1000 + 0.5));
+    if (st->site_auto && st->witness_mode && strcmp(st->witness_mode, "hold") == 0)
+        metric_i(&b, labels, "pgvigil_site_confirmed_milliseconds", "gauge",
+                 "Automatic site failover: how long this site's primary role is still confirmed by the witness or "
+                 "the other site (0: not confirmed; writes stop before it runs out).",
+                 st->site_confirmed_ms);
+    if (st->site_auto)
+        metric_i(&b, labels, "pgvigil_site_witness_reachable", "gauge",
+                 "Automatic site failover: value is 1 if the witness's etcd answered the last read.",
+                 st->witness_reachable);
     if (st->backup_newest_stop > 0) {
         metric_i(&b, labels, "pgvigil_backup_last_success_time", "gauge",
                  "Epoch seconds the cluster's newest complete backup ended.", st->backup_newest_stop);

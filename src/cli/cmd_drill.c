@@ -2,8 +2,9 @@
  *   drill observe     safe to schedule: checks that the standby site could be promoted now (its
  *                     standby leader runs, streams, reaches its source with its credentials, lags
  *                     little, same system identifier), the slot the primary site keeps for it,
- *                     free space for WAL, clock skew between the sites' leaders; exit 1 when a
- *                     check fails
+ *                     free space for WAL, clock skew between the sites' leaders, the backup
+ *                     repository's WAL from its newest backup on (no gap, not far behind);
+ *                     exit 1 when a check fails
  *   drill switchover  a real drill: a site switchover and back while a writer commits through
  *                     --writer-dsn (the applications' address: a proxy); measures the RTO (the
  *                     longest time without an acknowledged write), the RPO (acknowledged writes
@@ -13,6 +14,7 @@
 #include "common/common.h"
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "cli/drill.h"
 #include "cli/site.h"
 #include "common/lsn.h"
 #include "common/strbuf.h"
@@ -29,6 +31,7 @@ typedef struct DrillOpts {
     double max_lag_seconds;
     double max_skew_seconds;
     int64_t min_wal_free;
+    int max_archive_behind; /* complete WAL segments the repository may lack behind the primary */
     const char *writer_dsn;
     const char *report;
     const char *runbook;
@@ -176,6 +179,16 @@ static int observe(Site *own, Site *peer, const DrillOpts *o, json_t *report)
         else
             check(checks, &all, "clock_skew", false, "%s%s", e1.msg, e2.msg);
         json_object_set_new(report, "clock_skew_seconds", json_real(skew));
+    }
+    /* the repository: a restore (or the standby site, when the stream breaks) finds every WAL
+     * segment from the newest backup on */
+    {
+        char wf[64] = "", detail[512];
+        Err err = {{0}};
+        if (pl && !leader_query(own->ctx.cfg, pl, "SELECT pg_walfile_name(pg_current_wal_lsn())", wf, sizeof(wf), &err))
+            wf[0] = '\0';
+        bool rok = drill_repo_wal(own->ctx.cfg, wf[0] ? wf : NULL, o->max_archive_behind, detail, sizeof(detail));
+        check(checks, &all, "repository_wal", rok, "%s", detail);
     }
     check(checks, &all, "promotable_now", all, "%s %s", d->ctx.scope,
           all ? "could be promoted now" : "could not be promoted safely now");
@@ -463,7 +476,7 @@ static void drill_usage(FILE *out)
           "Disaster-recovery drills between two sites (see 'pgvigil site --help').\n"
           "  observe      safe to schedule: could the standby site be promoted now? (standby leader\n"
           "               running and streaming, source and credentials, lag, slot, WAL space, clock\n"
-          "               skew); exit 1 when a check fails\n"
+          "               skew, the repository's WAL); exit 1 when a check fails\n"
           "  switchover   a real drill: site switchover and back under a writer through --writer-dsn;\n"
           "               measures write-unavailability (RTO), lost acknowledged writes (RPO) and steps\n\n"
           "options:\n"
@@ -475,6 +488,8 @@ static void drill_usage(FILE *out)
           "      --max-lag-seconds S   observe: default 30\n"
           "      --max-skew-seconds S  observe: default 1\n"
           "      --min-wal-free-mb N   observe: default 1024\n"
+          "      --max-archive-behind N  observe: complete WAL segments the repository (-c FILE's\n"
+          "                            backup.repository) may lack behind the primary (default 8)\n"
           "      --pause SECONDS       switchover: writes measured this long after each switch (default 3)\n"
           "      --timeout SECONDS     switchover: per step (default 60)\n",
           out);
@@ -484,7 +499,7 @@ static void drill_usage(FILE *out)
 int cmd_drill(int argc, char **argv)
 {
     enum { OPT_REPORT = CLI_OPT_NEXT, OPT_RUNBOOK, OPT_DSN, OPT_LAG_B, OPT_LAG_S, OPT_SKEW, OPT_WALFREE, OPT_PAUSE,
-           OPT_TIMEOUT };
+           OPT_TIMEOUT, OPT_ARCH };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
         SITE_PEER_LONGOPTS,
@@ -495,6 +510,7 @@ int cmd_drill(int argc, char **argv)
         {"max-lag-seconds", required_argument, NULL, OPT_LAG_S},
         {"max-skew-seconds", required_argument, NULL, OPT_SKEW},
         {"min-wal-free-mb", required_argument, NULL, OPT_WALFREE},
+        {"max-archive-behind", required_argument, NULL, OPT_ARCH},
         {"pause", required_argument, NULL, OPT_PAUSE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {NULL, 0, NULL, 0},
@@ -502,7 +518,7 @@ int cmd_drill(int argc, char **argv)
     CliConnOpts conn = {0};
     SitePeerOpts po = {0};
     DrillOpts o = {.max_lag_bytes = 16 * 1024 * 1024, .max_lag_seconds = 30, .max_skew_seconds = 1,
-                   .min_wal_free = 1024LL * 1048576, .timeout_s = 60, .pause_s = 3};
+                   .min_wal_free = 1024LL * 1048576, .max_archive_behind = 8, .timeout_s = 60, .pause_s = 3};
     int opt, n;
     double x;
     optind = 1;
@@ -519,6 +535,7 @@ int cmd_drill(int argc, char **argv)
         case OPT_DSN: o.writer_dsn = optarg; break;
         case OPT_LAG_B:
         case OPT_WALFREE:
+        case OPT_ARCH:
         case OPT_PAUSE:
         case OPT_TIMEOUT:
             if (!cli_parse_int(optarg, 0, INT32_MAX, &n)) {
@@ -529,6 +546,8 @@ int cmd_drill(int argc, char **argv)
                 o.max_lag_bytes = n;
             else if (opt == OPT_WALFREE)
                 o.min_wal_free = (int64_t)n * 1048576;
+            else if (opt == OPT_ARCH)
+                o.max_archive_behind = n;
             else if (opt == OPT_PAUSE)
                 o.pause_s = n;
             else

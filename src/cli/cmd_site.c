@@ -531,6 +531,12 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
         cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
         return EXIT_FAILED;
     }
+    if (!site_reserve_timeline_gap(d->ctx.dcs, D, p->ctx.loaded ? site_max_timeline(&p->ctx.cluster) : 0, &err)) {
+        json_decref(rec);
+        cli_error("nothing was promoted; run it again",
+                  "site promote: cannot reserve a timeline clear of %s's: %s", p->ctx.scope, err.msg);
+        return EXIT_FAILED;
+    }
     bool marked = false;
     if (p->ctx.loaded) {
         /* the old site's etcd answers: it follows the new primary site as soon as its agents run */

@@ -61,3 +61,36 @@ json_t *site_standby_for(const Cluster *newp, const char *newp_scope, const Stan
     }
     return o;
 }
+
+int site_max_timeline(const Cluster *c)
+{
+    int max = 0;
+    for (int i = 0; i < c->n_members; i++)
+        if (c->members[i].timeline > max)
+            max = c->members[i].timeline;
+    return max;
+}
+
+bool site_reserve_timeline_gap(Dcs *d, const Cluster *c, int other_max, Err *err)
+{
+    int max = site_max_timeline(c);
+    int known[] = {c->history_timeline, c->reserved_timeline, other_max};
+    for (size_t i = 0; i < ARRAY_LEN(known); i++)
+        if (known[i] > max)
+            max = known[i];
+    if (max > INT32_MAX - 2 * SITE_TIMELINE_GAP) {
+        err_set(err, "timeline %d is too close to the largest possible one", max);
+        return false;
+    }
+    json_t *o = json_pack("{s:i, s:s}", "timeline", max + SITE_TIMELINE_GAP, "member", "(site failover)");
+    char *json = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    bool swapped = false;
+    bool ok = d->ops->cas_rev(d, "pgvigil_timeline", c->reserved_timeline_rev, json, &swapped, NULL, err);
+    free(json);
+    if (ok && !swapped) {
+        err_set(err, "the pgvigil_timeline key changed meanwhile");
+        return false;
+    }
+    return ok;
+}

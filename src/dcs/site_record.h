@@ -4,6 +4,7 @@
 #define PGVIGIL_DCS_SITE_RECORD_H
 
 #include "dcs/cluster.h"
+#include "dcs/dcs.h"
 
 #include <jansson.h>
 
@@ -11,5 +12,15 @@
  * permanent slot, and what old (the standby_cluster newp had) said about restoring WAL, delays
  * and replica methods. NULL + err when newp has no member records or mixed ports. */
 json_t *site_standby_for(const Cluster *newp, const char *newp_scope, const StandbyCluster *old, Err *err);
+
+/* A site failover (automatic or `site promote`): the other site may have promoted on its own
+ * meanwhile, a few timelines past anything this site saw, and two servers on one timeline number
+ * with different histories cannot be rewound apart. So the promotion that follows takes a number
+ * well clear of it: the pgvigil_timeline reservation moves SITE_TIMELINE_GAP past the newest
+ * timeline known here or, from its members' records (other_max), there. */
+#define SITE_TIMELINE_GAP 100
+bool site_reserve_timeline_gap(Dcs *d, const Cluster *c, int other_max, Err *err);
+/* The newest timeline among a cluster's member records (0 none). */
+int site_max_timeline(const Cluster *c);
 
 #endif

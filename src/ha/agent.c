@@ -259,7 +259,9 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
             log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
             a->start_diverged = true;
         }
-    } else {
+    } else if (!(a->start_diverged && a->following_remote && st->running)) {
+        /* (once postgres said it cannot follow, its walreceiver still "streams" for a moment on
+         * each retry, up to the fork: that is no reason to start counting again) */
         a->not_streaming_since = 0;
     }
     /* a standby that runs but never becomes consistent may have gone past the fork of the
@@ -289,6 +291,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     o->was_primary = ci->was_primary && !ci->clean_shutdown;
     o->my_lsn = st->in_recovery ? (st->receive_lsn > st->replay_lsn ? st->receive_lsn : st->replay_lsn) : st->wal_lsn;
     o->my_timeline = st->timeline > st->history_tli ? st->timeline : st->history_tli;
+    o->pg_timeline = st->accepting ? st->timeline : 0;
     a->stopped_checkpoint = (!st->running && ci->clean_shutdown) ? ci->checkpoint : 0;
     /* a stopped data dir is checked too: never rewind, reclone or start another cluster's data */
     o->my_sysid = st->sysid[0] ? st->sysid : ci->sysid;
@@ -460,6 +463,18 @@ void agent_publish(Agent *a)
             ns.site_lag_bytes = si.flush_lsn > mine ? (int64_t)(si.flush_lsn - mine) : 0;
         if (standby_leader && st->replay_age_s >= 0)
             ns.site_lag_seconds = st->replay_age_s;
+    }
+    if (site_witness_enabled(&a->witness)) {
+        WitnessInfo wi;
+        site_witness_get(&a->witness, &wi);
+        int64_t mnow = mono_ms();
+        ns.site_auto = true;
+        ns.witness_mode = wi.mode == WITNESS_HOLD ? "hold" : wi.mode == WITNESS_OBSERVE ? "observe" : "idle";
+        ns.site_confirmed_ms = wi.hold_until_ms > mnow ? wi.hold_until_ms - mnow : 0;
+        ns.witness_reachable = wi.witness_reachable;
+        ns.witness_peer_reachable = wi.peer_reachable;
+        str_copy(ns.witness_holder, sizeof(ns.witness_holder), wi.holder);
+        ns.site_gone_ms = wi.gone_since_ms ? mnow - wi.gone_since_ms : 0;
     }
     ns.server_version = st->server_version;
     ns.postmaster_start_time = st->postmaster_start_time;
@@ -1010,6 +1025,12 @@ int cmd_agent(int argc, char **argv)
          * lease_deadline - margin rather than a whole loop_wait later */
         if (pg_may_be_primary(&a->pgst) && !a->lease_ok && wait > 500)
             wait = 500;
+        /* ... and likewise before the site's confirmation runs out (automatic site failover) */
+        if (pg_may_be_primary(&a->pgst) && a->site_hold_until_ms >= 0) {
+            int64_t due = a->site_hold_until_ms - site_witness_margin_ms(cfg) - mono_ms();
+            if (wait > (due > 0 ? due : 0) + 50)
+                wait = (due > 0 ? due : 0) + 50;
+        }
         /* a busy worker finishing should be noticed quickly */
         if (agent_job_running(a) && wait > 200)
             wait = 200;

@@ -119,6 +119,7 @@ typedef struct Agent {
     char site_error_logged[256];/* the other site's read error last logged */
     SiteWitness witness;        /* site.failover automatic: the witness thread */
     char witness_why_logged[256];
+    bool witness_held_logged;   /* "holds the primary role" was logged (and still true) */
     int64_t site_hold_until_ms; /* the primary role is confirmed until (feeds the fence); -1: n/a */
     bool rewind_failed;
     bool start_failed;

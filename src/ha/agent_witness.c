@@ -10,15 +10,19 @@
 #include <jansson.h>
 
 /* This site's pgvigil_site epoch when the record names this site as primary (0 without one),
- * -1 when it names another site. */
-static int64_t epoch_as_primary(const Agent *a)
+ * -1 when it names another site or says this one was superseded; *switchover: the record is a
+ * switchover's (no "kind"). */
+static int64_t epoch_as_primary(const Agent *a, bool *switchover)
 {
     const Cluster *c = &a->cluster;
+    *switchover = false;
     if (!c->site_json)
         return 0;
     json_t *o = json_loads(c->site_json, 0, NULL);
     const char *to = json_string_value(json_object_get(o, "to"));
-    int64_t e = !to || strcmp(to, a->cfg->scope) == 0 ? cluster_site_epoch(c) : -1;
+    /* a record without "to" says this site was superseded */
+    int64_t e = to && strcmp(to, a->cfg->scope) == 0 ? cluster_site_epoch(c) : -1;
+    *switchover = e >= 0 && !json_object_get(o, "kind");
     json_decref(o);
     return e;
 }
@@ -44,6 +48,12 @@ static bool promote_site(Agent *a, int64_t epoch)
     free(s);
     if (!ok) {
         log_error("site witness: cannot write pgvigil_site: %s", err.msg);
+        return false;
+    }
+    PeerSiteInfo pi;
+    peer_site_get(&a->peer, &pi);
+    if (!site_reserve_timeline_gap(a->dcs, c, pi.max_timeline, &err)) {
+        log_error("site witness: cannot reserve a timeline clear of %s's: %s", a->cfg->site.peer_scope, err.msg);
         return false;
     }
     char *json = dynconfig_json_merge(c->config_json ? c->config_json : "{}", "{\"standby_cluster\":null}", &err);
@@ -74,7 +84,9 @@ void agent_witness_tick(Agent *a, Observation *o)
         in.mode = WITNESS_HOLD;
     else if (standby && i_lead)
         in.mode = WITNESS_OBSERVE;
-    in.my_epoch = epoch_as_primary(a);
+    bool switchover = false;
+    in.my_epoch = epoch_as_primary(a, &switchover);
+    in.takeover_epoch = switchover ? in.my_epoch : -1;
     in.own_epoch = cluster_site_epoch(c);
     PeerSiteInfo pi;
     peer_site_get(&a->peer, &pi);
@@ -90,14 +102,19 @@ void agent_witness_tick(Agent *a, Observation *o)
     o->site_hold_until_ms = wi.hold_until_ms;
     o->site_margin_ms = site_witness_margin_ms(a->cfg);
     a->site_hold_until_ms = o->site_hold_needed && o->site_hold_known ? wi.hold_until_ms : -1;
+    bool held = wi.mode == WITNESS_HOLD && wi.hold_until_ms > mono_ms();
+    if (held && !a->witness_held_logged)
+        log_info("site witness: %s holds the primary role (confirmed by %s%s%s)", a->cfg->scope,
+                 wi.witness_until_ms > mono_ms() ? "the witness" : "",
+                 wi.witness_until_ms > mono_ms() && wi.peer_until_ms > mono_ms() ? " and " : "",
+                 wi.peer_until_ms > mono_ms() ? a->cfg->site.peer_scope : "");
+    a->witness_held_logged = held;
     if (strcmp(wi.why, a->witness_why_logged) != 0) {
-        if (wi.why[0])
+        /* a standby site watching is routine; a primary site losing its confirmation is not */
+        if (wi.why[0] && wi.mode == WITNESS_HOLD)
             log_warn("site witness: %s", wi.why);
-        else if (wi.mode == WITNESS_HOLD)
-            log_info("site witness: %s holds the primary role (confirmed by %s%s%s)", a->cfg->scope,
-                     wi.witness_until_ms > mono_ms() ? "the witness" : "",
-                     wi.witness_until_ms > mono_ms() && wi.peer_until_ms > mono_ms() ? " and " : "",
-                     wi.peer_until_ms > mono_ms() ? a->cfg->site.peer_scope : "");
+        else if (wi.why[0])
+            log_info("site witness: %s", wi.why);
         str_copy(a->witness_why_logged, sizeof(a->witness_why_logged), wi.why);
     }
     if (standby && i_lead && wi.mode == WITNESS_OBSERVE && wi.claimed_epoch > 0 && a->dcs_ok)

@@ -314,7 +314,9 @@ static void decide_standby_leader(const Observation *o, Decision *d)
     }
     /* not streaming from a source on a newer timeline, and postgres says why: diverged. (A missing
      * slot or removed WAL is not cured by a rewind.) */
-    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && o->start_diverged && o->remote_timeline > o->my_timeline &&
+    /* (the timeline it runs on: the new timeline's history file may have been fetched already) */
+    int mine = o->pg_timeline > 0 ? o->pg_timeline : o->my_timeline;
+    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && o->start_diverged && o->remote_timeline > mine &&
         c->config.use_pg_rewind && c->config.standby.host) {
         decide_remote(d, ACT_REWIND, "not streaming from %s for %lld s while it answers: timelines diverged, rewinding",
                       src, (long long)(o->not_streaming_ms / 1000));

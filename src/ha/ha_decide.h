@@ -36,7 +36,8 @@ typedef struct Observation {
     bool standby_signal;       /* standby.signal present: a running server is read-only */
     bool was_primary;          /* stopped data dir whose last run was as a primary (controldata) */
     Lsn my_lsn;                /* write LSN (primary) or max(receive, replay) (replica) */
-    int my_timeline;
+    int my_timeline;           /* max(the timeline postgres runs on, the newest history file) */
+    int pg_timeline;           /* the timeline postgres runs (or, a standby, receives) on; 0 unknown */
     const char *my_sysid;      /* "" when unknown */
     int64_t pg_down_ms;        /* how long the postmaster has been seen down (0 when up) */
     const char *following;     /* member our primary_conninfo points at, "" none */

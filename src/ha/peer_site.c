@@ -2,6 +2,7 @@
 #include "common/common.h"
 #include "common/timeutil.h"
 #include "dcs/dcs.h"
+#include "dcs/site_record.h"
 #include "ha/peer_site.h"
 
 #include <jansson.h>
@@ -20,6 +21,7 @@ static void read_once(Dcs *dcs, PeerSiteInfo *out)
         str_copy(got.error, sizeof(got.error), err.msg);
     } else {
         got.reachable = true;
+        got.max_timeline = site_max_timeline(&c);
         json_t *o = c.site_json ? json_loads(c.site_json, 0, NULL) : NULL;
         got.epoch = cluster_site_epoch(&c);
         const char *st = json_string_value(json_object_get(o, "state"));
@@ -63,6 +65,8 @@ static void *watch_main(void *arg)
             str_copy(got.error, sizeof(got.error), err.msg);
         }
         got.ever_read = w->info.ever_read || got.reachable;
+        if (!got.reachable || got.max_timeline < w->info.max_timeline)
+            got.max_timeline = w->info.max_timeline;
         w->info = got;
         struct timespec until;
         mono_deadline_after(&until, PEER_READ_EVERY_MS);

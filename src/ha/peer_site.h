@@ -20,6 +20,7 @@ typedef struct PeerSiteInfo {
     char to[256];           /* ... the site that became primary */
     char rejoin_as[4096];   /* ... the standby_cluster a superseded site takes (JSON, "" none) */
     bool ever_read;         /* a read succeeded since the watch started */
+    int max_timeline;       /* the newest timeline in its member records, as last read (kept) */
     char error[256];
 } PeerSiteInfo;
 

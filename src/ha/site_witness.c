@@ -24,10 +24,11 @@ typedef struct Owner {
     int64_t epoch;
 } Owner;
 
+/* Short calls: a store that does not answer must not eat much of the TTL (see margin). */
 static int call_timeout_ms(const Config *cfg)
 {
-    int t = cfg->site.witness_ttl * 1000 / 5;
-    return t < 300 ? 300 : (t > 2000 ? 2000 : t);
+    int t = cfg->site.witness_ttl * 100;
+    return t < 200 ? 200 : (t > 1000 ? 1000 : t);
 }
 
 int64_t site_witness_margin_ms(const Config *cfg)
@@ -43,6 +44,7 @@ int64_t site_witness_claim_wait_ms(const Config *cfg)
     return w < 2000 ? 2000 : w;
 }
 
+/* Rounds start this often: a renewal that fails once or twice leaves the key held (TTL/4 each). */
 static int64_t round_every_ms(const Config *cfg)
 {
     return (int64_t)cfg->site.witness_ttl * 250;
@@ -74,10 +76,10 @@ static char *owner_value(const char *site, int64_t epoch, const char *member)
 }
 
 /* Renew our lease on d and make sure key is on it, naming this site: taken when absent (and
- * may_take), or when it names this site (another member's lease, or none after a claim), or, for
- * the witness (newer_epoch_wins), when it names the other site at an older epoch than ours.
+ * may_take), or when it names this site (another member's lease, or none after a claim), or when
+ * it names the other site at an epoch older than takeover_epoch (-1: never).
  * guard (may be NULL) is one more compare for the write. True when the key is ours now. */
-static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, bool newer_epoch_wins,
+static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, int64_t takeover_epoch,
                      int64_t my_epoch, const DcsCmp *guard, bool *reachable, Owner *seen, char *why, size_t wsz)
 {
     Err err = {{0}};
@@ -98,7 +100,7 @@ static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, 
         free(val);
         return true;
     }
-    bool take = may_take && (!val || mine_site || (newer_epoch_wins && my_epoch >= 0 && seen->epoch < my_epoch));
+    bool take = may_take && (!val || mine_site || (takeover_epoch >= 0 && seen->epoch < takeover_epoch));
     if (!take) {
         if (val)
             str_fmt(why, wsz, "%s%s names %s (epoch %lld)", d->prefix, key, seen->site[0] ? seen->site : "?",
@@ -124,68 +126,89 @@ static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, 
     return ok;
 }
 
-static void hold_round(const Config *cfg, Stores *s, const WitnessInput *in, WitnessInfo *st)
+/* The witness key (part 0, HOLD). */
+static void hold_witness(const Config *cfg, Stores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
 {
-    int64_t t0 = mono_ms(), ttl_ms = (int64_t)cfg->site.witness_ttl * 1000;
-    char why_w[256] = "", why_p[256] = "";
+    int64_t t0 = mono_ms();
     Owner seen;
-    if (hold_key(cfg, s->wit, KEY_PRIMARY, true, true, in->my_epoch, NULL, &st->witness_reachable, &seen, why_w,
-                 sizeof(why_w)))
-        st->witness_until_ms = t0 + ttl_ms;
-    else if (st->witness_reachable)
-        st->witness_until_ms = 0;   /* the key is not ours: what was renewed before may be gone */
-    str_copy(st->holder, sizeof(st->holder), seen.site);
-    st->holder_epoch = seen.epoch;
+    bool reachable = false;
+    char why[256] = "";
+    bool held = hold_key(cfg, s->wit, KEY_PRIMARY, true, in->takeover_epoch, in->my_epoch, NULL, &reachable, &seen,
+                         why, sizeof(why));
+    pthread_mutex_lock(&w->mu);
+    p->reachable = reachable;
+    if (held)
+        p->until_ms = t0 + (int64_t)cfg->site.witness_ttl * 1000;
+    else if (reachable)
+        p->until_ms = 0;   /* the key is not ours: what was renewed before may be gone */
+    str_copy(p->why, sizeof(p->why), held ? "" : why);
+    str_copy(w->holder, sizeof(w->holder), seen.site);
+    w->holder_epoch = seen.epoch;
+    p->known = true;
+    pthread_mutex_unlock(&w->mu);
+}
 
-    /* the other site's record: our lease key may be created there only while it does not name
-     * that site as (becoming) the primary site at our epoch or later, and only if the record is
-     * unchanged when it is written (the other site's claim changes it) */
+/* Our lease key in the other site's etcd (part 1, HOLD). It may be created there only while the
+ * other site's record does not name that site as (becoming) the primary site at our epoch or
+ * later, and only if the record is unchanged when it is written (the other site's claim changes
+ * it). */
+static void hold_peer(const Config *cfg, Stores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
+{
+    int64_t t0 = mono_ms();
+    char why[256] = "";
     char *rec = NULL;
     int64_t rec_rev = 0;
     Err err = {{0}};
+    bool reachable = false, held = false;
     if (!s->peer->ops->get(s->peer, KEY_SITE, &rec, &rec_rev, NULL, &err)) {
-        st->peer_reachable = false;
-        str_fmt(why_p, sizeof(why_p), "%s", err.msg);
+        str_fmt(why, sizeof(why), "%s", err.msg);
     } else {
-        Owner pr;
+        Owner pr, seen;
         parse_owner(rec, &pr);
         bool theirs = rec && strcmp(pr.site, cfg->site.peer_scope) == 0 && strcmp(pr.state, "aborted") != 0 &&
                       pr.epoch >= in->own_epoch;
         DcsCmp guard = {KEY_SITE, rec_rev};
-        if (hold_key(cfg, s->peer, KEY_PEER_LEASE, !theirs, false, in->my_epoch, &guard, &st->peer_reachable, &seen,
-                     why_p, sizeof(why_p)))
-            st->peer_until_ms = t0 + ttl_ms;
-        else if (st->peer_reachable)
-            st->peer_until_ms = 0;
-        if (theirs && !why_p[0])
-            str_fmt(why_p, sizeof(why_p), "%s's record names it as the primary site (epoch %lld)", cfg->site.peer_scope,
-                    (long long)pr.epoch);
+        held = hold_key(cfg, s->peer, KEY_PEER_LEASE, !theirs, -1, in->my_epoch, &guard, &reachable, &seen, why,
+                        sizeof(why));
+        if (!held && theirs)
+            str_fmt(why, sizeof(why), "its record names it as the primary site (epoch %lld)", (long long)pr.epoch);
     }
     free(rec);
-    st->hold_until_ms = st->witness_until_ms > st->peer_until_ms ? st->witness_until_ms : st->peer_until_ms;
-    if (st->hold_until_ms > mono_ms())
-        st->why[0] = '\0';
-    else
-        str_fmt(st->why, sizeof(st->why), "witness: %s; %s: %s", why_w[0] ? why_w : "not held", cfg->site.peer_scope,
-                why_p[0] ? why_p : "not held");
-    st->known = true;
+    pthread_mutex_lock(&w->mu);
+    p->reachable = reachable;
+    if (held)
+        p->until_ms = t0 + (int64_t)cfg->site.witness_ttl * 1000;
+    else if (reachable)
+        p->until_ms = 0;
+    str_copy(p->why, sizeof(p->why), held ? "" : why);
+    p->known = true;
+    pthread_mutex_unlock(&w->mu);
 }
 
-/* The standby site claims the primary role (see site_witness.h for why this order is exclusive). */
-static void claim(const Config *cfg, Stores *s, const WitnessInput *in, int64_t witness_rev, WitnessInfo *st)
+/* What an OBSERVE round saw (published under the mutex at its end). */
+typedef struct Seen {
+    bool witness_reachable, own_reachable, peer_reachable, peer_lease_here;
+    Owner holder;
+    int64_t witness_rev;
+    char why[256];
+} Seen;
+
+/* The standby site claims the primary role (see site_witness.h for why this order is exclusive).
+ * The new epoch, or 0 with why set. */
+static int64_t claim(const Config *cfg, Stores *s, const WitnessInput *in, Seen *seen, int64_t gone_ms)
 {
     Err err = {{0}};
     char *rec = NULL;
     int64_t rec_rev = 0;
     if (!s->own->ops->get(s->own, KEY_SITE, &rec, &rec_rev, NULL, &err)) {
-        str_fmt(st->why, sizeof(st->why), "cannot read this site's pgvigil_site: %s", err.msg);
-        return;
+        str_fmt(seen->why, sizeof(seen->why), "cannot read this site's pgvigil_site: %s", err.msg);
+        return 0;
     }
     Owner mine;
     parse_owner(rec, &mine);
     free(rec);
     int64_t e = in->own_epoch;
-    int64_t cands[] = {mine.epoch, in->peer_epoch, st->holder_epoch};
+    int64_t cands[] = {mine.epoch, in->peer_epoch, seen->holder.epoch};
     for (size_t i = 0; i < ARRAY_LEN(cands); i++)
         if (cands[i] > e)
             e = cands[i];
@@ -193,22 +216,23 @@ static void claim(const Config *cfg, Stores *s, const WitnessInput *in, int64_t 
     json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:f}", "state", "promoting", "from", cfg->site.peer_scope, "to",
                           cfg->scope, "epoch", (json_int_t)e, "kind", "automatic", "at", wall_now());
     char *promoting = json_dumps(j, JSON_COMPACT);
+    int64_t claimed = 0;
     DcsCmp c1[2] = {{KEY_PEER_LEASE, 0}, {KEY_SITE, rec_rev}};
     DcsOp o1 = {KEY_SITE, promoting, false};
     bool ok = false;
     if (!s->own->ops->txn(s->own, c1, 2, &o1, 1, &ok, &err) || !ok) {
-        str_fmt(st->why, sizeof(st->why), "claim: this site's record or the other site's lease key changed%s%s",
+        str_fmt(seen->why, sizeof(seen->why), "claim: this site's record or the other site's lease key changed%s%s",
                 err.msg[0] ? ": " : "", err.msg);
         goto out;
     }
     char *owner = owner_value(cfg->scope, e, cfg->name);
-    DcsCmp c2 = {KEY_PRIMARY, witness_rev};
+    DcsCmp c2 = {KEY_PRIMARY, seen->witness_rev};
     DcsOp o2 = {KEY_PRIMARY, owner, false};   /* no lease: the primary site's members take it over */
     ok = false;
     bool called = s->wit->ops->txn(s->wit, &c2, 1, &o2, 1, &ok, &err);
     free(owner);
     if (!called || !ok) {
-        str_fmt(st->why, sizeof(st->why), "claim: the witness key changed or could not be written%s%s",
+        str_fmt(seen->why, sizeof(seen->why), "claim: the witness key changed or could not be written%s%s",
                 err.msg[0] ? ": " : "", err.msg);
         json_object_set_new(j, "state", json_string("aborted"));
         char *aborted = json_dumps(j, JSON_COMPACT);
@@ -218,61 +242,71 @@ static void claim(const Config *cfg, Stores *s, const WitnessInput *in, int64_t 
         free(aborted);
         goto out;
     }
-    st->claimed_epoch = e;
+    claimed = e;
     log_warn("site witness: %s is gone (witness key absent, its lease gone from our etcd, its etcd unreachable for "
              "%lld ms): %s claimed the primary role at epoch %lld",
-             cfg->site.peer_scope, (long long)(mono_ms() - st->gone_since_ms), cfg->scope, (long long)e);
+             cfg->site.peer_scope, (long long)gone_ms, cfg->scope, (long long)e);
 out:
     free(promoting);
     json_decref(j);
+    return claimed;
 }
 
-static void observe_round(const Config *cfg, Stores *s, const WitnessInput *in, WitnessInfo *st)
+/* The standby site's leader (part 0, OBSERVE): does the other site look gone, for long enough? */
+static void observe_round(const Config *cfg, Stores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
 {
     Err err = {{0}};
+    Seen seen;
+    memset(&seen, 0, sizeof(seen));
     char *v = NULL;
-    int64_t wrev = 0;
-    st->witness_reachable = s->wit->ops->get(s->wit, KEY_PRIMARY, &v, &wrev, NULL, &err);
-    Owner o;
-    parse_owner(v, &o);
-    free(v);
-    str_copy(st->holder, sizeof(st->holder), o.site);
-    st->holder_epoch = o.epoch;
-    v = NULL;
-    bool own_ok = s->own->ops->get(s->own, KEY_PEER_LEASE, &v, NULL, NULL, &err);
-    st->peer_lease_here = own_ok && v;
+    seen.witness_reachable = s->wit->ops->get(s->wit, KEY_PRIMARY, &v, &seen.witness_rev, NULL, &err);
+    parse_owner(v, &seen.holder);
     free(v);
     v = NULL;
-    st->peer_reachable = s->peer->ops->get(s->peer, KEY_SITE, &v, NULL, NULL, &err);
+    seen.own_reachable = s->own->ops->get(s->own, KEY_PEER_LEASE, &v, NULL, NULL, &err);
+    seen.peer_lease_here = seen.own_reachable && v;
     free(v);
-    bool holder_free = !st->holder[0] || strcmp(st->holder, cfg->scope) == 0;
-    bool gone = st->witness_reachable && own_ok && holder_free && !st->peer_lease_here && !st->peer_reachable;
-    if (!gone) {
-        st->gone_since_ms = 0;
-        if (!st->witness_reachable)
-            str_fmt(st->why, sizeof(st->why), "the witness does not answer: no automatic promotion");
-        else if (!holder_free)
-            str_fmt(st->why, sizeof(st->why), "the witness names %s", st->holder);
-        else if (st->peer_lease_here)
-            str_fmt(st->why, sizeof(st->why), "%s's lease key is in this site's etcd", cfg->site.peer_scope);
-        else if (st->peer_reachable)
-            str_fmt(st->why, sizeof(st->why), "%s's etcd answers", cfg->site.peer_scope);
-        else
-            str_fmt(st->why, sizeof(st->why), "this site's etcd does not answer");
-        return;
-    }
-    if (!st->gone_since_ms)
-        st->gone_since_ms = mono_ms();
-    if (st->claimed_epoch || !in->may_claim)
-        return;
-    int64_t waited = mono_ms() - st->gone_since_ms;
-    if (waited < site_witness_claim_wait_ms(cfg)) {
-        str_fmt(st->why, sizeof(st->why), "%s looks gone (witness key absent, its lease gone from our etcd, its etcd "
+    v = NULL;
+    seen.peer_reachable = s->peer->ops->get(s->peer, KEY_SITE, &v, NULL, NULL, &err);
+    free(v);
+    bool holder_free = !seen.holder.site[0] || strcmp(seen.holder.site, cfg->scope) == 0;
+    bool gone = seen.witness_reachable && seen.own_reachable && holder_free && !seen.peer_lease_here &&
+                !seen.peer_reachable;
+    if (!seen.witness_reachable)
+        str_fmt(seen.why, sizeof(seen.why), "the witness does not answer: no automatic promotion");
+    else if (!holder_free)
+        str_fmt(seen.why, sizeof(seen.why), "the witness names %s", seen.holder.site);
+    else if (seen.peer_lease_here)
+        str_fmt(seen.why, sizeof(seen.why), "%s's lease key is in this site's etcd", cfg->site.peer_scope);
+    else if (seen.peer_reachable)
+        str_fmt(seen.why, sizeof(seen.why), "%s's etcd answers", cfg->site.peer_scope);
+    else if (!seen.own_reachable)
+        str_fmt(seen.why, sizeof(seen.why), "this site's etcd does not answer");
+    else
+        str_fmt(seen.why, sizeof(seen.why), "%s looks gone (witness key absent, its lease gone from our etcd, its etcd "
                 "unreachable): promoting this site if it stays so for %lld ms", cfg->site.peer_scope,
                 (long long)site_witness_claim_wait_ms(cfg));
-        return;
-    }
-    claim(cfg, s, in, wrev, st);
+
+    pthread_mutex_lock(&w->mu);
+    if (!gone)
+        w->gone_since_ms = 0;
+    else if (!w->gone_since_ms)
+        w->gone_since_ms = mono_ms();
+    int64_t gone_ms = w->gone_since_ms ? mono_ms() - w->gone_since_ms : 0;
+    bool try_claim = gone && !w->claimed_epoch && in->may_claim && gone_ms >= site_witness_claim_wait_ms(cfg);
+    pthread_mutex_unlock(&w->mu);
+    int64_t claimed = try_claim ? claim(cfg, s, in, &seen, gone_ms) : 0;
+
+    pthread_mutex_lock(&w->mu);
+    p->reachable = seen.witness_reachable;
+    str_copy(p->why, sizeof(p->why), seen.why);
+    str_copy(w->holder, sizeof(w->holder), seen.holder.site);
+    w->holder_epoch = seen.holder.epoch;
+    w->peer_lease_here = seen.peer_lease_here;
+    w->observe_peer_reachable = seen.peer_reachable;
+    if (claimed)
+        w->claimed_epoch = claimed;
+    pthread_mutex_unlock(&w->mu);
 }
 
 static Dcs *store_for(const Config *cfg, char *const *hosts, int n, const char *ns, const char *scope, Err *err)
@@ -283,49 +317,58 @@ static Dcs *store_for(const Config *cfg, char *const *hosts, int n, const char *
     return d;
 }
 
-static void *witness_main(void *arg)
+static bool open_stores(const Config *cfg, bool peer_only, Stores *s, Err *err)
 {
-    SiteWitness *w = arg;
-    const Config *cfg = w->cfg;
     const SiteConfig *sc = &cfg->site;
+    memset(s, 0, sizeof(*s));
+    s->peer = store_for(cfg, sc->peer_etcd_hosts, sc->n_peer_etcd_hosts, sc->peer_namespace, sc->peer_scope, err);
+    if (peer_only)
+        return s->peer != NULL;
     /* the pair's keys in the witness: one prefix for both sites, whichever names it first */
     bool mine_first = strcmp(cfg->scope, sc->peer_scope) < 0;
     char *pair = str_printf("pgvigil-sites/%s+%s", mine_first ? cfg->scope : sc->peer_scope,
                             mine_first ? sc->peer_scope : cfg->scope);
-    Err err = {{0}};
-    Stores s = {
-        .wit = store_for(cfg, sc->witness_etcd_hosts, sc->n_witness_etcd_hosts, sc->witness_namespace, pair, &err),
-        .peer = store_for(cfg, sc->peer_etcd_hosts, sc->n_peer_etcd_hosts, sc->peer_namespace, sc->peer_scope, &err),
-        .own = store_for(cfg, cfg->etcd_hosts, cfg->n_etcd_hosts, NULL, cfg->scope, &err),
-    };
+    s->wit = store_for(cfg, sc->witness_etcd_hosts, sc->n_witness_etcd_hosts, sc->witness_namespace, pair, err);
     free(pair);
+    s->own = store_for(cfg, cfg->etcd_hosts, cfg->n_etcd_hosts, NULL, cfg->scope, err);
+    return s->peer && s->wit && s->own;
+}
+
+static void *part_main(void *arg)
+{
+    WitnessPart *p = arg;
+    SiteWitness *w = p->w;
+    const Config *cfg = w->cfg;
+    Err err = {{0}};
+    Stores s;
+    bool opened = open_stores(cfg, p->peer_part, &s, &err);
     pthread_mutex_lock(&w->mu);
-    if (!s.wit || !s.peer || !s.own)
-        str_fmt(w->info.why, sizeof(w->info.why), "site witness: %s", err.msg);
-    WitnessMode last = WITNESS_IDLE;
-    while (!w->stop && s.wit && s.peer && s.own) {
+    if (!opened)
+        str_fmt(p->why, sizeof(p->why), "cannot set up its etcd clients: %s", err.msg);
+    while (!w->stop && opened) {
         WitnessInput in = w->in;
-        WitnessInfo st = w->info;
-        pthread_mutex_unlock(&w->mu);
-        if (in.mode != last) {
-            st.gone_since_ms = 0;
-            st.claimed_epoch = 0;
-            if (in.mode == WITNESS_HOLD)
-                st.known = false;
+        if (in.mode != p->mode) {
+            /* a new mode: what the last one found does not carry over */
+            p->known = false;
+            p->why[0] = '\0';
+            if (!p->peer_part) {
+                w->gone_since_ms = 0;
+                w->claimed_epoch = 0;
+            }
         }
+        pthread_mutex_unlock(&w->mu);
+        int64_t start = mono_ms();
         if (in.mode == WITNESS_HOLD)
-            hold_round(cfg, &s, &in, &st);
-        else if (in.mode == WITNESS_OBSERVE)
-            observe_round(cfg, &s, &in, &st);
-        st.mode = in.mode;
-        last = in.mode;
+            (p->peer_part ? hold_peer : hold_witness)(cfg, &s, &in, p, w);
+        else if (in.mode == WITNESS_OBSERVE && !p->peer_part)
+            observe_round(cfg, &s, &in, p, w);
         pthread_mutex_lock(&w->mu);
-        w->info = st;
+        p->mode = in.mode;
         struct timespec until;
-        mono_deadline_after(&until, in.mode == WITNESS_IDLE ? 1000 : round_every_ms(cfg));
+        int64_t left = (in.mode == WITNESS_IDLE ? 1000 : round_every_ms(cfg)) - (mono_ms() - start);
+        mono_deadline_after(&until, left > 0 ? left : 0);
         /* a new mode starts a round at once */
-        while (!w->stop && w->in.mode == last &&
-               pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
+        while (!w->stop && w->in.mode == p->mode && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
             ;
     }
     pthread_mutex_unlock(&w->mu);
@@ -352,10 +395,15 @@ void site_witness_start(SiteWitness *w, const Config *cfg)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cv, &attr);
     pthread_condattr_destroy(&attr);
-    w->started = pthread_create(&w->thread, NULL, witness_main, w) == 0;
-    if (!w->started) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
+    w->started = true;
+    for (int i = 0; i < 2; i++) {
+        WitnessPart *p = &w->parts[i];
+        p->w = w;
+        p->peer_part = i == 1;
+        p->started = pthread_create(&p->thread, NULL, part_main, p) == 0;
+        if (!p->started)
+            log_error("site witness: cannot start a thread: the primary role cannot be confirmed by %s",
+                      i == 0 ? "the witness" : cfg->site.peer_scope);
     }
 }
 
@@ -367,18 +415,43 @@ void site_witness_set(SiteWitness *w, const WitnessInput *in)
     bool changed = w->in.mode != in->mode;
     w->in = *in;
     if (changed)
-        pthread_cond_signal(&w->cv);
+        pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
 void site_witness_get(SiteWitness *w, WitnessInfo *out)
 {
-    if (!w->started) {
-        memset(out, 0, sizeof(*out));
+    memset(out, 0, sizeof(*out));
+    if (!w->started)
         return;
-    }
+    const WitnessPart *wp = &w->parts[0], *pp = &w->parts[1];
     pthread_mutex_lock(&w->mu);
-    *out = w->info;
+    out->mode = wp->mode;
+    out->witness_until_ms = wp->mode == WITNESS_HOLD ? wp->until_ms : 0;
+    out->peer_until_ms = pp->mode == WITNESS_HOLD ? pp->until_ms : 0;
+    out->hold_until_ms = out->witness_until_ms > out->peer_until_ms ? out->witness_until_ms : out->peer_until_ms;
+    out->known = (wp->known && pp->known) || out->hold_until_ms > mono_ms();
+    out->witness_reachable = wp->reachable;
+    out->peer_reachable = wp->mode == WITNESS_OBSERVE ? w->observe_peer_reachable : pp->reachable;
+    str_copy(out->holder, sizeof(out->holder), w->holder);
+    out->holder_epoch = w->holder_epoch;
+    out->peer_lease_here = w->peer_lease_here;
+    out->gone_since_ms = w->gone_since_ms;
+    out->claimed_epoch = w->claimed_epoch;
+    if (wp->mode == WITNESS_OBSERVE)
+        str_copy(out->why, sizeof(out->why), wp->why);
+    else if (wp->mode == WITNESS_HOLD && out->known) {
+        int64_t now = mono_ms();
+        bool by_w = out->witness_until_ms > now, by_p = out->peer_until_ms > now;
+        const char *ww = wp->why[0] ? wp->why : "no renewal yet", *pw = pp->why[0] ? pp->why : "no renewal yet";
+        if (!by_w && !by_p)
+            str_fmt(out->why, sizeof(out->why), "neither confirms this site: the witness: %s; %s: %s", ww,
+                    w->cfg->site.peer_scope, pw);
+        else if (!by_w)
+            str_fmt(out->why, sizeof(out->why), "confirmed by %s alone; the witness: %s", w->cfg->site.peer_scope, ww);
+        else if (!by_p)
+            str_fmt(out->why, sizeof(out->why), "confirmed by the witness alone; %s: %s", w->cfg->site.peer_scope, pw);
+    }
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -388,9 +461,11 @@ void site_witness_stop(SiteWitness *w)
         return;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
-    pthread_cond_signal(&w->cv);
+    pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
+    for (int i = 0; i < 2; i++)
+        if (w->parts[i].started)
+            pthread_join(w->parts[i].thread, NULL);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     w->started = false;

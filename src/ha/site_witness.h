@@ -38,6 +38,10 @@ typedef struct WitnessInput {
     WitnessMode mode;
     int64_t my_epoch;       /* this site's pgvigil_site epoch when it names this site as primary
                                (0 without a record), -1 when it names the other site */
+    int64_t takeover_epoch; /* my_epoch when a switchover made this site primary (its record has no
+                               "kind"), -1 otherwise: the witness key of the other site at an older
+                               epoch may then be taken over (that site was demoted cleanly first),
+                               never after a failover (it may still be running) */
     int64_t own_epoch;      /* this site's pgvigil_site epoch, whatever it names */
     int64_t peer_epoch;     /* the other site's pgvigil_site epoch, last read (0 unknown) */
     bool may_claim;         /* OBSERVE: this standby leader may promote its site */
@@ -45,7 +49,7 @@ typedef struct WitnessInput {
 
 typedef struct WitnessInfo {
     WitnessMode mode;           /* the mode of the last finished round */
-    bool known;                 /* a HOLD round finished since HOLD was asked for */
+    bool known;                 /* since HOLD was asked for: both keys were tried, or one is held */
     int64_t hold_until_ms;      /* monotonic: this site's primary role is confirmed until (0 not) */
     int64_t witness_until_ms;   /* ... by the witness key */
     int64_t peer_until_ms;      /* ... by the lease key in the other site's etcd */
@@ -56,17 +60,38 @@ typedef struct WitnessInfo {
     bool peer_lease_here;       /* the other site's lease key is in this site's etcd */
     int64_t gone_since_ms;      /* OBSERVE: since when the other site looks gone (0 not) */
     int64_t claimed_epoch;      /* OBSERVE: this site claimed the primary role at this epoch (0 not) */
-    char why[256];              /* why nothing is held or claimed, for the log ("" nothing to say) */
+    char why[520];              /* why nothing is held or claimed, for the log ("" nothing to say) */
 } WitnessInfo;
 
-typedef struct SiteWitness {
+/* What one of the two threads found: one holds (and watches through) the witness, the other
+ * holds the lease key in the other site's etcd, so that a store that does not answer never
+ * delays the renewal of the other. */
+typedef struct WitnessPart {
+    struct SiteWitness *w;
+    bool peer_part;
     pthread_t thread;
+    bool started;
+    WitnessMode mode;           /* mu: the mode of its last finished round */
+    bool known;                 /* mu: a HOLD round finished since HOLD was asked for */
+    int64_t until_ms;           /* mu: its key is ours until (0 not) */
+    bool reachable;             /* mu */
+    char why[256];              /* mu */
+} WitnessPart;
+
+typedef struct SiteWitness {
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;              /* mu */
     WitnessInput in;        /* mu */
-    WitnessInfo info;       /* mu */
+    WitnessPart parts[2];   /* [0] the witness (and OBSERVE), [1] the other site's etcd */
+    /* mu: what the witness part saw */
+    char holder[256];
+    int64_t holder_epoch;
+    bool peer_lease_here;
+    bool observe_peer_reachable;
+    int64_t gone_since_ms;
+    int64_t claimed_epoch;
     const Config *cfg;      /* the agent's first file (read only) */
 } SiteWitness;
 

@@ -703,7 +703,9 @@ bool pg_log_shows_divergence(const PgNode *pg)
     /* what a standby says when it went past the fork of the timeline it should follow */
     return strstr(from, "does not contain minimum recovery point") || strstr(from, "is not a child of this server's history") ||
            strstr(from, "is not a child of database system timeline") || strstr(from, "is not in this server's history") ||
-           strstr(from, "of the primary is behind recovery timeline");
+           strstr(from, "of the primary is behind recovery timeline") ||
+           /* a running standby that replayed past the point where the new timeline forked */
+           strstr(from, "forked off current database system timeline");
 }
 
 bool pg_kill_postmaster(const char *data_dir, int timeout_ms)

@@ -4,7 +4,8 @@
 #
 #   site a: nodes 1 2, scope site-a, etcd in namespace 11
 #   site b: nodes 3 4, scope site-b, etcd in namespace 12
-#   witness: namespace 13 (an etcd of its own, when a test starts it)
+#   witness: namespace 13 (an etcd of its own, when a test starts it; SITE_AUTOMATIC=1 gives
+#            every node site.failover: automatic with it as the witness)
 # Every namespace hangs off one bridge (lib_netns.sh), so the sites reach each other until a
 # test cuts them apart (netns_partition "1 2 11" "3 4 12").
 #
@@ -61,6 +62,11 @@ site_node_config() {
     if [ "$s" = a ] || [ "$s" = b ]; then
         printf 'site:\n  peer:\n    scope: %s\n    etcd3:\n      hosts: %s:2379\n' "${SITE_SCOPE[$other]}" \
             "$(netns_ip "${SITE_ETCD_NS[$other]}")" >>"$f"
+        # SITE_AUTOMATIC=1: automatic site failover with the witness's etcd (namespace 13)
+        if [ -n "${SITE_AUTOMATIC:-}" ]; then
+            printf '  failover: automatic\n  witness:\n    ttl: %s\n    etcd3:\n      hosts: %s:2379\n' \
+                "${SITE_WITNESS_TTL:-4}" "$(netns_ip "${SITE_ETCD_NS[w]}")" >>"$f"
+        fi
     fi
 }
 
@@ -169,16 +175,18 @@ site_proxy_primary() { nsexec 0 curl -s "http://$BR_IP:5001/health" | jq -r '.pr
 site_proxy_has_primary() { [ -n "$(site_proxy_primary)" ]; }
 
 # start_site_writer FILE: inserts 1, 2, 3... into dr_w, each through a new connection: through
-# the proxy of start_site_proxy when SITE_WRITER_VIA=proxy, else to every node's address with
-# target_session_attrs=read-write (whichever site is primary); each acknowledged id is logged as
+# the proxy of start_site_proxy when SITE_WRITER_VIA=proxy, else to every node's address (or
+# those of SITE_WRITER_NODES, e.g. "1 2") with target_session_attrs=read-write (whichever site is
+# primary); ids start after SITE_WRITER_BASE (default 0). Each acknowledged id is logged as
 # "<ms> <id>" in FILE. Stop it by creating FILE.stop.
 start_site_writer() {
-    local out="$1" parent=$$ conn
-    conn="host=${NODE_IP[1]},${NODE_IP[2]},${NODE_IP[3]},${NODE_IP[4]} port=5432 target_session_attrs=read-write"
+    local out="$1" parent=$$ conn n hosts=""
+    for n in ${SITE_WRITER_NODES:-1 2 3 4}; do hosts="${hosts:+$hosts,}${NODE_IP[$n]}"; done
+    conn="host=$hosts port=5432 target_session_attrs=read-write"
     [ "${SITE_WRITER_VIA:-}" = proxy ] && conn="host=$BR_IP port=5000 sslmode=disable"
     rm -f "$out.stop"
     (
-        i=0
+        i=${SITE_WRITER_BASE:-0}
         while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
             i=$((i + 1))
             if nsexec 0 env PGPASSWORD=it-super PGOPTIONS="-c statement_timeout=1500" timeout -k 1 4 psql -X -q -At \

@@ -2,16 +2,29 @@
 # DR drills between two sites in network namespaces (site a primary, site b its standby cluster).
 #  - `drill observe` passes on healthy sites and writes a JSON report and a runbook naming the
 #    exact commands for these sites; it fails (exit 1, source_and_credentials and
-#    promotable_now) while site b's standby leader is cut off from site a.
+#    promotable_now) while site b's standby leader is cut off from site a, and (repository_wal)
+#    while a WAL segment after the newest backup is missing from the repository both sites use.
 #  - `drill switchover` runs a site switchover and back while a writer commits through the proxy
 #    that knows both sites: both switches succeed, no acknowledged write is lost (RPO 0), and
 #    the report has each switch's write-unavailability (RTO) and steps.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_sites.sh"
 
+[ -f /usr/lib/postgresql/15/lib/pgvigil_archive.so ] || fail "pgvigil_archive.so is not installed (make pgext-install)"
+# one repository for both sites (site a archives into it; site b restores from it when the
+# stream breaks)
+export SITE_EXTRA="backup:
+  repository:
+    path: $T_DIR/repo"
 sites_setup
 sites_start
 start_site_proxy
+nsexec 0 "$BIN" backup take -c "$T_DIR/node1.yml" >"$T_DIR/backup.out" 2>&1 || fail "backup take: $(cat "$T_DIR/backup.out")"
+psql_n 1 -c "create table drill_t(x int)"
+for i in 1 2 3; do psql_n 1 -c "insert into drill_t values ($i)" -c "select pg_switch_wal()" >/dev/null; done
+last_wal=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+archived() { [ -n "$(find "$T_DIR/repo" -path "*/wal/*" -name "$last_wal*" | head -1)" ]; }
+wait_until 60 "segment $last_wal is in the repository" archived
 drill() { nsexec 0 "$BIN" drill "$@" -c "$T_DIR/node1.yml" --peer-dcs-url "$(site_url b)" --peer-scope site-b; }
 standby_ready() { [ "$(nsexec 0 curl -s "$(api_url 3)/patroni" | jq -r .standby_cluster.source_reachable)" = true ]; }
 wait_until 30 "node3 reaches site a" standby_ready
@@ -26,6 +39,19 @@ jq -e '.primary_site == "site-a" and .standby_site == "site-b"' "$T_DIR/observe.
 grep -q "pgvigil site switchover -c $T_DIR/node1.yml --peer-dcs-url $(site_url b) --peer-scope site-b" "$T_DIR/runbook.md" ||
     fail "the runbook does not give the switchover command for these sites: $(head -40 "$T_DIR/runbook.md")"
 grep -q "pgvigil site promote --old-site-fenced" "$T_DIR/runbook.md" || fail "the runbook has no unplanned step"
+
+grep -q "^ok   repository_wal         WAL contiguous from backup" "$T_DIR/observe.out" || fail "no repository check"
+
+# ---- observe: a WAL segment after the newest backup missing from the repository
+gap_seg=$(find "$T_DIR/repo" -path "*/wal/*" -name "0000000100000000000000*" ! -name "*.*.*" -printf "%f\n" | sort | tail -2 | head -1)
+gap_file=$(find "$T_DIR/repo" -path "*/wal/*" -name "$gap_seg" | head -1)
+[ -n "$gap_file" ] || fail "no WAL segment to take out of the repository"
+mv "$gap_file" "$T_DIR/gap-segment"
+drill observe --min-wal-free-mb 10 >"$T_DIR/observe-gap.out" 2>&1 &&
+    fail "drill observe passed with a WAL segment missing from the repository: $(cat "$T_DIR/observe-gap.out")"
+grep -q "^FAIL repository_wal         a gap in the WAL after" "$T_DIR/observe-gap.out" ||
+    fail "repository_wal did not report the gap: $(cat "$T_DIR/observe-gap.out")"
+mv "$T_DIR/gap-segment" "$gap_file"
 
 # ---- observe: the standby leader cut off from its source (the check must be able to fail)
 netns_cut 3 1

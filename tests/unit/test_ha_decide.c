@@ -357,6 +357,8 @@ static void t_source_tl3(Fx *f) { f->o.remote_timeline = 3; }
 static void t_site_unchecked(Fx *f) { f->o.site_unchecked = true; }
 static void t_config_invalid(Fx *f) { f->c.config_invalid = true; }
 static void t_diverged_flag(Fx *f) { f->o.start_diverged = true; }
+/* the new timeline's history file is in pg_wal (my_timeline counts it) while postgres still runs on its own */
+static void t_history_fetched(Fx *f) { f->o.pg_timeline = f->o.my_timeline; f->o.my_timeline = 3; }
 /* automatic site failover: the site's confirmation, held, about to run out, or never had */
 static void t_site_held(Fx *f)
 {
@@ -784,6 +786,7 @@ static void test_standby_cluster(void **state)
         {"standby leader not pointed at the source", as_leader, {t_standby_leader, t_not_following_source}, ACT_FOLLOW, "@source", "replicating from 10.9.0.1:5432", false},
         {"standby leader not pointed at a source that does not answer", as_leader, {t_standby_leader, t_not_following_source, t_source_unknown}, ACT_WAIT, NULL, "waiting to verify the system identifier of 10.9.0.1:5432", false},
         {"standby leader not streaming from a source on a newer timeline, diverged", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3, t_diverged_flag}, ACT_REWIND, "@source", "timelines diverged", false},
+        {"standby leader diverged, the source's history file already fetched", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3, t_diverged_flag, t_history_fetched}, ACT_REWIND, "@source", "timelines diverged", false},
         {"standby leader not streaming, newer timeline, postgres says nothing of a fork: no rewind", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit, t_source_tl3, t_diverged_flag}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"standby leader runs but cannot recover past the fork", as_leader, {t_standby_leader, t_not_accepting, t_diverged_running}, ACT_REWIND, "@source", "cannot recover past the fork", false},

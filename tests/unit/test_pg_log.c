@@ -34,6 +34,10 @@ static void test_divergence(void **state)
           true);
     check("LOG:  starting PostgreSQL 15.20\nFATAL:  requested timeline 3 is not a child of this server's history\n", true);
     check("LOG:  starting PostgreSQL 15.20\nFATAL:  could not bind IPv4 address: Address in use\n", false);
+    /* a running standby that replayed past the fork: it says so on every retry */
+    check("LOG:  starting PostgreSQL 15.20\nLOG:  replication terminated by primary server\n"
+          "LOG:  new timeline 102 forked off current database system timeline 1 before current recovery point "
+          "0/4032CF8\n", true);
     /* diverged once, then a later start failed for another reason */
     check("LOG:  starting PostgreSQL 15.20\nFATAL:  requested timeline 4 does not contain minimum recovery point 0/1 "
           "on timeline 3\nLOG:  starting PostgreSQL 15.20\nFATAL:  data directory has wrong ownership\n",
