@@ -9,6 +9,7 @@
 #include "backup/verify.h"
 #include "cli/backup_lock.h"
 #include "cli/cli.h"
+#include "cli/drill.h"
 #include "common/log.h"
 #include "common/lsn.h"
 #include "common/proc.h"
@@ -58,7 +59,7 @@ static void restore_usage(FILE *out)
           out);
 }
 
-static Config *open_node(const char *path, Repo **repo, int *rc)
+Config *cmd_backup_open_node(const char *path, Repo **repo, int *rc)
 {
     Err err = {{0}};
     Config *cfg = config_load(path, &err);
@@ -193,7 +194,7 @@ int cmd_backup(int argc, char **argv)
     }
     Repo *repo = NULL;
     int rc = EXIT_OK;
-    Config *cfg = open_node(cfg_path, &repo, &rc);
+    Config *cfg = cmd_backup_open_node(cfg_path, &repo, &rc);
     if (!cfg)
         return rc;
     Err err = {{0}};
@@ -332,7 +333,7 @@ int cmd_restore(int argc, char **argv)
     self[n] = '\0';
     Repo *repo = NULL;
     int rc = EXIT_OK;
-    Config *cfg = open_node(cfg_path, &repo, &rc);
+    Config *cfg = cmd_backup_open_node(cfg_path, &repo, &rc);
     if (!cfg)
         return rc;
     char *cmd = str_printf("%s wal-fetch -c %s", self, cfg_abs);

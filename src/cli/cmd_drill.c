@@ -9,6 +9,8 @@
  *                     --writer-dsn (the applications' address: a proxy); measures the RTO (the
  *                     longest time without an acknowledged write), the RPO (acknowledged writes
  *                     missing afterwards: 0 when none) and each step
+ *   drill restore     the newest backup restored into a scratch instance and opened, timed
+ *                     (drill_restore.c)
  * Both write a JSON report (--report) and a generated runbook (--runbook): the exact commands for
  * these two sites, in order, with what to check after each. */
 #include "common/common.h"
@@ -37,6 +39,9 @@ typedef struct DrillOpts {
     const char *runbook;
     int timeout_s;
     int pause_s;            /* between the switchover and the switch back */
+    bool timeout_given;
+    const char *target_dir; /* restore: where the scratch instance goes (default: under /var/tmp) */
+    bool keep;              /* restore: leave the scratch directory */
     /* for the runbook: how this drill was pointed at the sites */
     const char *cmd_site_args;
 } DrillOpts;
@@ -478,7 +483,10 @@ static void drill_usage(FILE *out)
           "               running and streaming, source and credentials, lag, slot, WAL space, clock\n"
           "               skew, the repository's WAL); exit 1 when a check fails\n"
           "  switchover   a real drill: site switchover and back under a writer through --writer-dsn;\n"
-          "               measures write-unavailability (RTO), lost acknowledged writes (RPO) and steps\n\n"
+          "               measures write-unavailability (RTO), lost acknowledged writes (RPO) and steps\n"
+          "  restore      the newest backup of -c FILE's repository restored into a scratch instance\n"
+          "               (no TCP port, no archiving), recovered to the end of the archive and opened;\n"
+          "               times each step, then stops and removes it\n\n"
           "options:\n"
           "      --peer-dcs-url URLS, --peer-scope NAME, --peer-namespace NS   the other site\n"
           "      --report FILE         write the results as JSON\n"
@@ -491,7 +499,10 @@ static void drill_usage(FILE *out)
           "      --max-archive-behind N  observe: complete WAL segments the repository (-c FILE's\n"
           "                            backup.repository) may lack behind the primary (default 8)\n"
           "      --pause SECONDS       switchover: writes measured this long after each switch (default 3)\n"
-          "      --timeout SECONDS     switchover: per step (default 60)\n",
+          "      --timeout SECONDS     switchover: per step (default 60); restore: for recovery (600)\n"
+          "      --target-dir DIR      restore: the scratch directory (empty or missing; default: a new\n"
+          "                            one under /var/tmp)\n"
+          "      --keep                restore: leave the scratch directory (stopped) for a look\n",
           out);
     fputs(CLI_CONN_USAGE, out);
 }
@@ -499,7 +510,7 @@ static void drill_usage(FILE *out)
 int cmd_drill(int argc, char **argv)
 {
     enum { OPT_REPORT = CLI_OPT_NEXT, OPT_RUNBOOK, OPT_DSN, OPT_LAG_B, OPT_LAG_S, OPT_SKEW, OPT_WALFREE, OPT_PAUSE,
-           OPT_TIMEOUT, OPT_ARCH };
+           OPT_TIMEOUT, OPT_ARCH, OPT_TARGET, OPT_KEEP };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
         SITE_PEER_LONGOPTS,
@@ -511,6 +522,8 @@ int cmd_drill(int argc, char **argv)
         {"max-skew-seconds", required_argument, NULL, OPT_SKEW},
         {"min-wal-free-mb", required_argument, NULL, OPT_WALFREE},
         {"max-archive-behind", required_argument, NULL, OPT_ARCH},
+        {"target-dir", required_argument, NULL, OPT_TARGET},
+        {"keep", no_argument, NULL, OPT_KEEP},
         {"pause", required_argument, NULL, OPT_PAUSE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {NULL, 0, NULL, 0},
@@ -533,6 +546,8 @@ int cmd_drill(int argc, char **argv)
         case OPT_REPORT: o.report = optarg; break;
         case OPT_RUNBOOK: o.runbook = optarg; break;
         case OPT_DSN: o.writer_dsn = optarg; break;
+        case OPT_TARGET: o.target_dir = optarg; break;
+        case OPT_KEEP: o.keep = true; break;
         case OPT_LAG_B:
         case OPT_WALFREE:
         case OPT_ARCH:
@@ -550,8 +565,10 @@ int cmd_drill(int argc, char **argv)
                 o.max_archive_behind = n;
             else if (opt == OPT_PAUSE)
                 o.pause_s = n;
-            else
+            else {
                 o.timeout_s = n > 0 ? n : 1;
+                o.timeout_given = true;
+            }
             break;
         case OPT_LAG_S:
         case OPT_SKEW:
@@ -568,9 +585,32 @@ int cmd_drill(int argc, char **argv)
             return cli_bad_option("drill", opt, argv);
         }
     }
-    if (optind + 1 != argc || (strcmp(argv[optind], "observe") != 0 && strcmp(argv[optind], "switchover") != 0)) {
-        cli_error("run 'pgvigil drill --help'", "drill: which one? observe or switchover");
+    if (optind + 1 != argc || (strcmp(argv[optind], "observe") != 0 && strcmp(argv[optind], "switchover") != 0 &&
+                               strcmp(argv[optind], "restore") != 0)) {
+        cli_error("run 'pgvigil drill --help'", "drill: which one? observe, switchover or restore");
         return EXIT_USAGE;
+    }
+    if (strcmp(argv[optind], "restore") == 0) {
+        /* one site's repository: no other site involved */
+        if (!conn.config_path) {
+            cli_error("give the node file whose backup section names the repository",
+                      "drill restore: -c FILE is required");
+            return EXIT_USAGE;
+        }
+        if (o.target_dir && o.target_dir[0] != '/') {
+            cli_error(NULL, "drill restore: --target-dir must be an absolute path");
+            return EXIT_USAGE;
+        }
+        json_t *report = json_pack("{s:s, s:I}", "drill", "restore", "at", (json_int_t)wall_now());
+        int rc = drill_restore(conn.config_path, o.target_dir, o.keep, o.timeout_given ? o.timeout_s : 600, report);
+        if (o.report) {
+            char *js = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            if (!js || !write_text(o.report, js, "--report"))
+                rc = EXIT_FAILED;
+            free(js);
+        }
+        json_decref(report);
+        return rc;
     }
     bool sw = strcmp(argv[optind], "switchover") == 0;
     Site own, peer;

@@ -4,6 +4,9 @@
 #    exact commands for these sites; it fails (exit 1, source_and_credentials and
 #    promotable_now) while site b's standby leader is cut off from site a, and (repository_wal)
 #    while a WAL segment after the newest backup is missing from the repository both sites use.
+#  - `drill restore` restores the newest backup into a scratch instance, which recovers from the
+#    repository and opens, times it and removes it; without the backup's first WAL segment it
+#    fails and leaves nothing running.
 #  - `drill switchover` runs a site switchover and back while a writer commits through the proxy
 #    that knows both sites: both switches succeed, no acknowledged write is lost (RPO 0), and
 #    the report has each switch's write-unavailability (RTO) and steps.
@@ -52,6 +55,26 @@ drill observe --min-wal-free-mb 10 >"$T_DIR/observe-gap.out" 2>&1 &&
 grep -q "^FAIL repository_wal         a gap in the WAL after" "$T_DIR/observe-gap.out" ||
     fail "repository_wal did not report the gap: $(cat "$T_DIR/observe-gap.out")"
 mv "$T_DIR/gap-segment" "$gap_file"
+
+# ---- restore the newest backup into a scratch instance (recovered from the repository, opened)
+nsexec 0 "$BIN" drill restore -c "$T_DIR/node1.yml" --report "$T_DIR/restore.json" >"$T_DIR/restore.out" 2>&1 ||
+    fail "drill restore: $(cat "$T_DIR/restore.out")"
+cat "$T_DIR/restore.out"
+jq -e '.ok == true and .total_seconds > 0 and .recovery_seconds >= 0 and .last_replayed_commit != "" and .database_bytes > 0' \
+    "$T_DIR/restore.json" >/dev/null || fail "drill restore report: $(cat "$T_DIR/restore.json")"
+[ ! -e "$(jq -r .scratch_dir "$T_DIR/restore.json")" ] || fail "drill restore left its scratch directory"
+echo "MEASURE drill_restore total_seconds=$(jq .total_seconds "$T_DIR/restore.json") recovery_seconds=$(jq .recovery_seconds "$T_DIR/restore.json")"
+# ... and fails when the backup's first WAL segment is gone (nothing left running)
+start_lsn=$(nsexec 0 "$BIN" backup list -c "$T_DIR/node1.yml" --json | jq -r '.[-1].start_lsn')
+first_name=$(printf '00000001%08X%08X' $((0x${start_lsn%/*})) $((0x${start_lsn#*/} >> 24)))
+first_file=$(find "$T_DIR/repo" -path "*/wal/*" -name "$first_name*" | head -1)
+[ -n "$first_file" ] || fail "the backup's first WAL segment $first_name is not in the repository"
+mv "$first_file" "$T_DIR/first-segment"
+nsexec 0 "$BIN" drill restore -c "$T_DIR/node1.yml" --timeout 20 --target-dir "$T_DIR/scratch-bad" >"$T_DIR/restore-bad.out" 2>&1 &&
+    fail "drill restore succeeded without the backup's first WAL segment: $(cat "$T_DIR/restore-bad.out")"
+cat "$T_DIR/restore-bad.out"
+[ ! -e "$T_DIR/scratch-bad/data/postmaster.pid" ] || fail "the failed drill restore left its server running"
+mv "$T_DIR/first-segment" "$first_file"
 
 # ---- observe: the standby leader cut off from its source (the check must be able to fail)
 netns_cut 3 1
