@@ -63,6 +63,9 @@ typedef struct RestoreOptions {
     bool delta;                 /* target_dir may be this cluster's stopped data directory: only
                                  * what differs from the backup is written, what the backup does
                                  * not have is removed, and pg_wal is emptied */
+    bool by_agent;              /* delta by the node's own agent, which stopped postgres: neither its
+                                 * lock nor WAL never archived (a diverged primary's, which its
+                                 * divergence report kept) stops it */
     const char *wal_fetch_cmd;  /* the restore_command prefix: "/usr/bin/pgvigil wal-fetch -c /etc/n.yml" */
     bool files_only;            /* the files and backup_label only: the caller sets recovery up (the
                                  * agent, in the configuration it owns) */
@@ -76,6 +79,7 @@ typedef struct RestoreCounts {
     int patched;                /* delta: of those written, files rewritten only in the regions
                                    that differed (region_checksums) */
     int64_t patched_bytes;      /* what those rewrites wrote */
+    int64_t written_bytes;      /* what was written in all (files written whole, and patches) */
 } RestoreCounts;
 
 bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupInfo *used, RestoreCounts *counts,

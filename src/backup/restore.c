@@ -62,6 +62,7 @@ typedef struct RestoreCtx {
     bool delta;
     atomic_int written, kept, patched;
     atomic_llong patched_bytes;
+    atomic_llong written_bytes;
     Repo *repo;
     Manifest **chain;        /* the backup restored first, then those it builds on */
     int n_chain;
@@ -569,6 +570,7 @@ static int delta_by_regions(RestoreCtx *c, RestoreWorker *w, const json_t *e, co
     atomic_fetch_add(&c->written, 1);
     atomic_fetch_add(&c->patched, 1);
     atomic_fetch_add(&c->patched_bytes, (long long)written);
+    atomic_fetch_add(&c->written_bytes, (long long)written);
     return 1;
 }
 
@@ -592,8 +594,10 @@ static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *e
     if (json_integer_value(json_object_get(e, "size")) >= (json_int_t)FILE_SINK_DIRECT_MIN) {
         bool ok = restore_streamed(c, w, e, path, dst, err);
         free(dst);
-        if (ok)
+        if (ok) {
             atomic_fetch_add(&c->written, 1);
+            atomic_fetch_add(&c->written_bytes, (long long)json_integer_value(json_object_get(e, "size")));
+        }
         return ok;
     }
     unsigned char *buf = NULL;
@@ -636,6 +640,8 @@ static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *e
         unlink(dst);
         ok = false;
     }
+    if (ok)
+        atomic_fetch_add(&c->written_bytes, (long long)n);
     free(buf);
     free(dst);
     if (ok)
@@ -644,10 +650,10 @@ static bool restore_one(RestoreCtx *c, RestoreWorker *w, const json_t *e, Err *e
 }
 
 /* Delta: the directory must be a stopped data directory of the cluster the backup is of. */
-static bool delta_target_ok(const Config *cfg, const char *dir, const Manifest *m, Err *err)
+static bool delta_target_ok(const Config *cfg, const char *dir, const Manifest *m, bool by_agent, Err *err)
 {
     /* the node's agent would start postgres in the middle of the restore */
-    if (cfg->pid_file) {
+    if (cfg->pid_file && !by_agent) {
         int fd = open(cfg->pid_file, O_RDONLY | O_CLOEXEC);
         bool locked = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
         if (fd >= 0)
@@ -681,7 +687,10 @@ static bool delta_target_ok(const Config *cfg, const char *dir, const Manifest *
     if (d)
         closedir(d);
     free(p);
-    if (ready > 0) {
+    if (ready > 0 && by_agent) {
+        log_warn("delta restore: %d WAL file(s) in %s/pg_wal were never archived; they go with the rest of what "
+                 "this diverged data directory had", ready, dir);
+    } else if (ready > 0) {
         err_set(err, "restore --delta: %d WAL file(s) in %s/pg_wal were never archived; start the server once to "
                 "archive them, or move them aside", ready, dir);
         return false;
@@ -938,7 +947,7 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         manifest_chain_free(chain, n_chain);
         return false;
     }
-    if (delta && (!delta_target_ok(cfg, o->target_dir, chain[0], err) ||
+    if (delta && (!delta_target_ok(cfg, o->target_dir, chain[0], o->by_agent, err) ||
                   !delta_prune(o->target_dir, "", chain[0], json_object_get(chain[0]->root, "directories"),
                                &counts->removed, err))) {
         manifest_chain_free(chain, n_chain);
@@ -1008,6 +1017,7 @@ bool backup_restore(const Config *cfg, Repo *r, const RestoreOptions *o, BackupI
         counts->kept = atomic_load(&c.kept);
         counts->patched = atomic_load(&c.patched);
         counts->patched_bytes = (int64_t)atomic_load(&c.patched_bytes);
+        counts->written_bytes = (int64_t)atomic_load(&c.written_bytes);
         if (!ok)
             err_prefix(err, "restore");
     }

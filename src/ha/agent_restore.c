@@ -91,10 +91,40 @@ static bool replica_from_repository(Agent *a, Job *j, PgNode *pg, int start_time
         return false;
     BackupInfo b;
     bool ok = pick_replica_backup(r, j, &b, err);
+    char lsn[LSN_BUFSZ];
+    bool restored = false;
+    /* a reinit over this cluster's own data directory (a rewind that failed): a delta restore
+     * writes only what differs from the backup; a full restore when that fails */
+    char *pv = str_printf("%s/PG_VERSION", cfg->pg_data_dir);
+    bool delta = ok && j->kind == JOB_REINIT && file_exists(pv);
+    free(pv);
+    if (delta) {
+        Err de = {{0}};
+        if (pg_postmaster_pid(cfg->pg_data_dir) != 0 && !pg_stop(pg, "immediate", 30, &de)) {
+            log_warn("create replica: cannot stop postgres for a delta restore: %s", de.msg);
+        } else {
+            pg_node_close(pg);
+            log_info("create replica: delta restore of backup %s (timeline %d, ended at %s) from the %s over this "
+                     "data directory", b.label, b.timeline, lsn_format(b.stop_lsn, lsn), r->desc);
+            RestoreOptions o = {.label = b.label, .target_dir = cfg->pg_data_dir, .files_only = true, .delta = true,
+                                .by_agent = true, .workers = RESTORE_WORKERS};
+            BackupInfo used;
+            RestoreCounts counts;
+            memset(&counts, 0, sizeof(counts));
+            restored = backup_restore(cfg, r, &o, &used, &counts, &de);
+            if (restored) {
+                str_copy(j->restored, sizeof(j->restored), used.label);
+                log_info("create replica: delta restore done: %d file(s) written (%.1f MB), %d kept, %d removed; "
+                         "%lld files, %.1f MB in the backup", counts.written, (double)counts.written_bytes / 1048576.0,
+                         counts.kept, counts.removed, (long long)used.files, (double)used.bytes / 1048576.0);
+            } else {
+                log_warn("create replica: the delta restore failed (%s): restoring the whole backup", de.msg);
+            }
+        }
+    }
     /* nothing is removed before there is a backup to restore */
-    ok = ok && discard_data_dir(pg, err) && pg_make_data_dir(pg, err);
-    if (ok) {
-        char lsn[LSN_BUFSZ];
+    ok = ok && (restored || (discard_data_dir(pg, err) && pg_make_data_dir(pg, err)));
+    if (ok && !restored) {
         log_info("create replica: restoring backup %s (timeline %d, ended at %s, %lld files) from the %s", b.label,
                  b.timeline, lsn_format(b.stop_lsn, lsn), (long long)b.files, r->desc);
         RestoreOptions o = {.label = b.label, .target_dir = cfg->pg_data_dir, .files_only = true,
