@@ -9,6 +9,7 @@
  *                     --writer-dsn (the applications' address: a proxy); measures the RTO (the
  *                     longest time without an acknowledged write), the RPO (acknowledged writes
  *                     missing afterwards: 0 when none) and each step
+ *   drill failover    a real unplanned site failover and failback under a writer (drill_failover.c)
  *   drill restore     the newest backup restored into a scratch instance and opened, timed
  *                     (drill_restore.c)
  * Both write a JSON report (--report) and a generated runbook (--runbook): the exact commands for
@@ -42,6 +43,8 @@ typedef struct DrillOpts {
     bool timeout_given;
     const char *target_dir; /* restore: where the scratch instance goes (default: under /var/tmp) */
     bool keep;              /* restore: leave the scratch directory */
+    const char *stop_cmd, *start_cmd;   /* failover: take the primary site down, bring it back */
+    bool switch_back;       /* failover: a site switchover back at the end */
     /* for the runbook: how this drill was pointed at the sites */
     const char *cmd_site_args;
 } DrillOpts;
@@ -201,142 +204,6 @@ static int observe(Site *own, Site *peer, const DrillOpts *o, json_t *report)
     return all ? EXIT_OK : EXIT_FAILED;
 }
 
-/* ---- the writer ---------------------------------------------------------------------------- */
-
-typedef struct Writer {
-    const char *dsn;
-    pthread_t thread;
-    atomic_bool stop;
-    pthread_mutex_t mu;
-    int64_t *ok_ms;          /* mu: wall ms of each acknowledged write */
-    int64_t *ok_id;
-    int n_ok, cap;
-    int n_failed;
-    char error[256];
-} Writer;
-
-static void *writer_main(void *arg)
-{
-    Writer *w = arg;
-    PGconn *c = NULL;
-    int64_t id = 0;
-    while (!atomic_load(&w->stop)) {
-        if (!c || PQstatus(c) != CONNECTION_OK) {
-            PQfinish(c);
-            c = PQconnectdb(w->dsn);
-            if (PQstatus(c) != CONNECTION_OK) {
-                pthread_mutex_lock(&w->mu);
-                w->n_failed++;
-                str_copy(w->error, sizeof(w->error), PQerrorMessage(c));
-                pthread_mutex_unlock(&w->mu);
-                sleep_ms(50);
-                continue;
-            }
-            PQclear(PQexec(c, "SET statement_timeout = '2s'"));
-        }
-        id++;
-        char sql[128];
-        str_fmt(sql, sizeof(sql), "INSERT INTO pgvigil_drill(id) VALUES (%lld)", (long long)id);
-        PGresult *r = PQexec(c, sql);
-        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-        pthread_mutex_lock(&w->mu);
-        if (ok) {
-            if (w->n_ok == w->cap) {
-                w->cap = w->cap ? w->cap * 2 : 1024;
-                w->ok_ms = xrealloc(w->ok_ms, (size_t)w->cap * sizeof(int64_t));
-                w->ok_id = xrealloc(w->ok_id, (size_t)w->cap * sizeof(int64_t));
-            }
-            w->ok_ms[w->n_ok] = (int64_t)(wall_now() * 1000);
-            w->ok_id[w->n_ok++] = id;
-        } else {
-            w->n_failed++;
-            str_copy(w->error, sizeof(w->error), PQerrorMessage(c));
-        }
-        pthread_mutex_unlock(&w->mu);
-        if (!ok) {
-            PQfinish(c);
-            c = NULL;
-            sleep_ms(20);
-        }
-    }
-    PQfinish(c);
-    return NULL;
-}
-
-static bool writer_prepare(const char *dsn, Err *err)
-{
-    PGconn *c = PQconnectdb(dsn);
-    bool ok = PQstatus(c) == CONNECTION_OK;
-    if (ok) {
-        PGresult *r = PQexec(c, "CREATE TABLE IF NOT EXISTS pgvigil_drill(id bigint PRIMARY KEY, at timestamptz "
-                                "DEFAULT clock_timestamp()); TRUNCATE pgvigil_drill");
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            err_set(err, "--writer-dsn: %s", PQresultErrorMessage(r));
-        PQclear(r);
-    } else {
-        err_set(err, "--writer-dsn: %s", PQerrorMessage(c));
-    }
-    PQfinish(c);
-    return ok;
-}
-
-/* The longest time without an acknowledged write between from_ms and to_ms (wall ms). */
-static double longest_gap(const Writer *w, int64_t from_ms, int64_t to_ms)
-{
-    int64_t prev = from_ms, gap = 0;
-    for (int i = 0; i < w->n_ok; i++) {
-        if (w->ok_ms[i] < from_ms)
-            continue;
-        if (w->ok_ms[i] > to_ms)
-            break;
-        if (w->ok_ms[i] - prev > gap)
-            gap = w->ok_ms[i] - prev;
-        prev = w->ok_ms[i];
-    }
-    /* writes that never resumed within the window count whole */
-    if (to_ms - prev > gap)
-        gap = to_ms - prev;
-    return gap / 1000.0;
-}
-
-static int writes_between(const Writer *w, int64_t from_ms, int64_t to_ms)
-{
-    int n = 0;
-    for (int i = 0; i < w->n_ok; i++)
-        n += w->ok_ms[i] > from_ms && w->ok_ms[i] <= to_ms;
-    return n;
-}
-
-/* Acknowledged ids missing from the table now (read through the writer's address). */
-static int missing_writes(const Writer *w, Err *err)
-{
-    PGconn *c = PQconnectdb(w->dsn);
-    if (PQstatus(c) != CONNECTION_OK) {
-        err_set(err, "--writer-dsn: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return -1;
-    }
-    PGresult *r = PQexec(c, "SELECT id FROM pgvigil_drill ORDER BY id");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        err_set(err, "reading pgvigil_drill: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        PQfinish(c);
-        return -1;
-    }
-    int n = PQntuples(r), k = 0, missing = 0;
-    for (int i = 0; i < w->n_ok; i++) {
-        while (k < n && strtoll(PQgetvalue(r, k, 0), NULL, 10) < w->ok_id[i])
-            k++;
-        if (k >= n || strtoll(PQgetvalue(r, k, 0), NULL, 10) != w->ok_id[i])
-            missing++;
-    }
-    PQclear(r);
-    PQfinish(c);
-    return missing;
-}
-
 /* ---- the runbook ----------------------------------------------------------------------------- */
 
 static char *runbook(const Site *own, const Site *peer, const DrillOpts *o, const json_t *report)
@@ -409,7 +276,7 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
         return EXIT_USAGE;
     }
     Err err = {{0}};
-    if (!writer_prepare(o->writer_dsn, &err)) {
+    if (!drill_writer_prepare(o->writer_dsn, &err)) {
         cli_error(NULL, "%s", err.msg);
         return EXIT_FAILED;
     }
@@ -422,11 +289,7 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
         return rc;
     }
     Writer w;
-    memset(&w, 0, sizeof(w));
-    w.dsn = o->writer_dsn;
-    pthread_mutex_init(&w.mu, NULL);
-    atomic_init(&w.stop, false);
-    pthread_create(&w.thread, NULL, writer_main, &w);
+    drill_writer_start(&w, o->writer_dsn);
     sleep_ms(1000);
     json_t *steps = json_array();
     json_object_set_new(report, "switchovers", steps);
@@ -438,8 +301,8 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
         sleep_ms((int64_t)o->pause_s * 1000);   /* writes resume; their gap is measured up to here */
         int64_t t2 = (int64_t)(wall_now() * 1000);
         pthread_mutex_lock(&w.mu);
-        double rto = longest_gap(&w, t0, t2);
-        int after = writes_between(&w, t1, t2);
+        double rto = drill_longest_gap(&w, t0, t2);
+        int after = drill_writes_between(&w, t1, t2);
         pthread_mutex_unlock(&w.mu);
         json_t *one = json_pack("{s:s, s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "from", ss.from, "to", ss.to,
                                 "ok", rc == EXIT_OK, "rto_seconds", rto, "total_seconds", (t1 - t0) / 1000.0,
@@ -457,9 +320,8 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
         cli_reload(&own->ctx, &re);
         cli_reload(&peer->ctx, &re);
     }
-    atomic_store(&w.stop, true);
-    pthread_join(w.thread, NULL);
-    int missing = missing_writes(&w, &err);
+    drill_writer_stop(&w);
+    int missing = drill_missing_writes(&w, &err);
     json_object_set_new(report, "acknowledged_writes", json_integer(w.n_ok));
     json_object_set_new(report, "failed_writes", json_integer(w.n_failed));
     json_object_set_new(report, "lost_acknowledged_writes", json_integer(missing));
@@ -468,22 +330,45 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
            missing == 0 ? "0" : missing < 0 ? "unknown" : "NOT 0");
     if (missing < 0)
         fprintf(stderr, "warning: %s\n", err.msg);
-    free(w.ok_ms);
-    free(w.ok_id);
-    pthread_mutex_destroy(&w.mu);
+    drill_writer_free(&w);
     json_object_set_new(report, "ok", json_boolean(rc == EXIT_OK && missing == 0));
     return rc == EXIT_OK && missing == 0 ? EXIT_OK : EXIT_FAILED;
 }
 
+/* The checks first (the sites must be ready, as for a switchover), then drill_failover.c. */
+static int failover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *report)
+{
+    Err err = {{0}};
+    if (!drill_writer_prepare(o->writer_dsn, &err)) {
+        cli_error(NULL, "%s", err.msg);
+        return EXIT_FAILED;
+    }
+    json_t *pre = json_object();
+    printf("checks before the drill:\n");
+    int rc = observe(own, peer, o, pre);
+    json_object_set_new(report, "before", pre);
+    if (rc != EXIT_OK) {
+        cli_error("fix what failed, then run the drill again", "drill failover: the sites are not ready");
+        return rc;
+    }
+    DrillFailover f = {.writer_dsn = o->writer_dsn, .stop_cmd = o->stop_cmd, .start_cmd = o->start_cmd,
+                       .switch_back = o->switch_back, .timeout_s = o->timeout_s, .pause_s = o->pause_s};
+    return drill_failover(own, peer, &f, report);
+}
+
 static void drill_usage(FILE *out)
 {
-    fputs("usage: pgvigil drill observe|switchover [options] [cluster options]\n\n"
+    fputs("usage: pgvigil drill observe|switchover|failover|restore [options] [cluster options]\n\n"
           "Disaster-recovery drills between two sites (see 'pgvigil site --help').\n"
           "  observe      safe to schedule: could the standby site be promoted now? (standby leader\n"
           "               running and streaming, source and credentials, lag, slot, WAL space, clock\n"
           "               skew, the repository's WAL); exit 1 when a check fails\n"
           "  switchover   a real drill: site switchover and back under a writer through --writer-dsn;\n"
           "               measures write-unavailability (RTO), lost acknowledged writes (RPO) and steps\n"
+          "  failover     a real drill: the primary site taken down by --stop-command, the standby\n"
+          "               site promoted, the old site brought back by --start-command and rejoined by\n"
+          "               rewind (--switch-back: then a site switchover back to it); measures RTO,\n"
+          "               RPO, the failback time, and the divergent transactions reported\n"
           "  restore      the newest backup of -c FILE's repository restored into a scratch instance\n"
           "               (no TCP port, no archiving), recovered to the end of the archive and opened;\n"
           "               times each step, then stops and removes it\n\n"
@@ -502,7 +387,11 @@ static void drill_usage(FILE *out)
           "      --timeout SECONDS     switchover: per step (default 60); restore: for recovery (600)\n"
           "      --target-dir DIR      restore: the scratch directory (empty or missing; default: a new\n"
           "                            one under /var/tmp)\n"
-          "      --keep                restore: leave the scratch directory (stopped) for a look\n",
+          "      --keep                restore: leave the scratch directory (stopped) for a look\n"
+          "      --stop-command CMD    failover: takes the primary site down (run with /bin/sh; e.g. ssh\n"
+          "                            to its hosts and stop pgvigil and postgres, or cut its network)\n"
+          "      --start-command CMD   failover: brings it back\n"
+          "      --switch-back         failover: end with a site switchover back to the old site\n",
           out);
     fputs(CLI_CONN_USAGE, out);
 }
@@ -510,7 +399,7 @@ static void drill_usage(FILE *out)
 int cmd_drill(int argc, char **argv)
 {
     enum { OPT_REPORT = CLI_OPT_NEXT, OPT_RUNBOOK, OPT_DSN, OPT_LAG_B, OPT_LAG_S, OPT_SKEW, OPT_WALFREE, OPT_PAUSE,
-           OPT_TIMEOUT, OPT_ARCH, OPT_TARGET, OPT_KEEP };
+           OPT_TIMEOUT, OPT_ARCH, OPT_TARGET, OPT_KEEP, OPT_STOP, OPT_START, OPT_BACK };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
         SITE_PEER_LONGOPTS,
@@ -524,6 +413,9 @@ int cmd_drill(int argc, char **argv)
         {"max-archive-behind", required_argument, NULL, OPT_ARCH},
         {"target-dir", required_argument, NULL, OPT_TARGET},
         {"keep", no_argument, NULL, OPT_KEEP},
+        {"stop-command", required_argument, NULL, OPT_STOP},
+        {"start-command", required_argument, NULL, OPT_START},
+        {"switch-back", no_argument, NULL, OPT_BACK},
         {"pause", required_argument, NULL, OPT_PAUSE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {NULL, 0, NULL, 0},
@@ -548,6 +440,9 @@ int cmd_drill(int argc, char **argv)
         case OPT_DSN: o.writer_dsn = optarg; break;
         case OPT_TARGET: o.target_dir = optarg; break;
         case OPT_KEEP: o.keep = true; break;
+        case OPT_STOP: o.stop_cmd = optarg; break;
+        case OPT_START: o.start_cmd = optarg; break;
+        case OPT_BACK: o.switch_back = true; break;
         case OPT_LAG_B:
         case OPT_WALFREE:
         case OPT_ARCH:
@@ -586,8 +481,13 @@ int cmd_drill(int argc, char **argv)
         }
     }
     if (optind + 1 != argc || (strcmp(argv[optind], "observe") != 0 && strcmp(argv[optind], "switchover") != 0 &&
-                               strcmp(argv[optind], "restore") != 0)) {
-        cli_error("run 'pgvigil drill --help'", "drill: which one? observe, switchover or restore");
+                               strcmp(argv[optind], "restore") != 0 && strcmp(argv[optind], "failover") != 0)) {
+        cli_error("run 'pgvigil drill --help'", "drill: which one? observe, switchover, failover or restore");
+        return EXIT_USAGE;
+    }
+    const char *kind = argv[optind];
+    if (strcmp(kind, "failover") == 0 && (!o.writer_dsn || !o.stop_cmd || !o.start_cmd)) {
+        cli_error("run 'pgvigil drill --help'", "drill failover needs --writer-dsn, --stop-command and --start-command");
         return EXIT_USAGE;
     }
     if (strcmp(argv[optind], "restore") == 0) {
@@ -612,9 +512,9 @@ int cmd_drill(int argc, char **argv)
         json_decref(report);
         return rc;
     }
-    bool sw = strcmp(argv[optind], "switchover") == 0;
+    bool sw = strcmp(kind, "switchover") == 0, fo = strcmp(kind, "failover") == 0;
     Site own, peer;
-    int rc = site_open_pair(&conn, &po, !sw, &own, &peer);
+    int rc = site_open_pair(&conn, &po, !sw && !fo, &own, &peer);
     if (rc != EXIT_OK)
         return rc;
     /* how the runbook's commands name the two sites: as this drill was run */
@@ -629,9 +529,11 @@ int cmd_drill(int argc, char **argv)
         strbuf_addf(&args, " --peer-scope %s", po.scope);
     char *args_text = strbuf_take(&args);
     o.cmd_site_args = args_text;
-    json_t *report = json_pack("{s:s, s:I, s:s, s:s}", "drill", sw ? "switchover" : "observe", "at",
-                               (json_int_t)wall_now(), "site", own.ctx.scope, "peer", peer.ctx.scope);
-    rc = sw ? switchover_drill(&own, &peer, &o, report) : observe(&own, &peer, &o, report);
+    json_t *report = json_pack("{s:s, s:I, s:s, s:s}", "drill", kind, "at", (json_int_t)wall_now(), "site",
+                               own.ctx.scope, "peer", peer.ctx.scope);
+    rc = sw ? switchover_drill(&own, &peer, &o, report)
+         : fo ? failover_drill(&own, &peer, &o, report)
+              : observe(&own, &peer, &o, report);
     if (o.report) {
         char *js = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (!js || !write_text(o.report, js, "--report"))

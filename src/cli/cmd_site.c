@@ -229,6 +229,11 @@ static bool following(const Cluster *c, const void *arg, char *why, size_t wsz)
            l->timeline >= *timeline;
 }
 
+bool site_wait_following(Site *s, int timeline, int64_t timeout_ms, Err *err)
+{
+    return wait_for(s, following, &timeline, "streaming as a standby cluster on the new timeline", timeout_ms, err);
+}
+
 /* Does the standby leader reach its source now? Its agent checks every couple of seconds (a
  * walreceiver cut off silently says "streaming" until wal_receiver_timeout). */
 /* A member's GET /patroni, parsed (NULL when it does not answer). */
@@ -459,7 +464,7 @@ static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
 /* site promote: the standby site becomes the primary site while the primary site is lost. Never
  * while the other site is known to run a primary; without --old-site-fenced, never while it
  * cannot be checked (it could come back and take writes of its own). */
-static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
+int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s)
 {
     Site *d, *p;
     if (site_is_standby(&own->ctx.cluster)) {
@@ -601,7 +606,7 @@ static int site_promote(Site *own, Site *peer, bool fenced, int timeout_s)
 
 /* site rejoin: the old primary site, back after a site promotion, becomes a standby cluster of
  * the promoted one (its agents do it themselves when they can read the other site's etcd). */
-static int site_rejoin(Site *own, Site *peer)
+int site_rejoin_run(Site *own, Site *peer)
 {
     if (!peer->ctx.loaded) {
         cli_error("both sites' etcd must answer", "site rejoin: cannot read %s: %s", peer->ctx.scope,
@@ -847,9 +852,9 @@ int cmd_site(int argc, char **argv)
         if (strcmp(sub, "status") == 0)
             rc = site_status(&own, &peer, as_json);
         else if (strcmp(sub, "promote") == 0)
-            rc = site_promote(&own, &peer, fenced, timeout_s);
+            rc = site_promote_run(&own, &peer, fenced, timeout_s);
         else if (strcmp(sub, "rejoin") == 0)
-            rc = site_rejoin(&own, &peer);
+            rc = site_rejoin_run(&own, &peer);
         else
             rc = site_switchover_run(&own, &peer, timeout_s, NULL);
     }

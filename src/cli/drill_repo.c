@@ -56,11 +56,21 @@ bool drill_repo_wal(const Config *cfg, const char *primary_walfile, int max_behi
                 newest->label, first, last);
         goto out;
     }
-    uint64_t behind = cur.tli == end_tli && cur.segno > end_seg ? cur.segno - end_seg - 1 : 0;
-    ok = cur.tli == end_tli && end_seg + 1 + (uint64_t)max_behind >= cur.segno;
-    if (cur.tli != end_tli)
-        str_fmt(detail, dsz, "WAL contiguous from backup %s (%s) to %s, but the primary writes on timeline %u (%s)",
-                newest->label, first, last, cur.tli, primary_walfile);
+    /* a newer timeline may have started in or right after the last stored segment: its history
+     * file says so, and its own segments are not complete yet */
+    bool tl_ok = cur.tli == end_tli;
+    if (cur.tli > end_tli) {
+        tl_ok = true;
+        for (unsigned t = end_tli; t < cur.tli && tl_ok; t++) {
+            uint64_t starts;
+            tl_ok = wal_chain_next_timeline(&ch, t, &starts) && starts <= end_seg + 1;
+        }
+    }
+    uint64_t behind = cur.segno > end_seg ? cur.segno - end_seg - 1 : 0;
+    ok = tl_ok && end_seg + 1 + (uint64_t)max_behind >= cur.segno;
+    if (!tl_ok)
+        str_fmt(detail, dsz, "WAL contiguous from backup %s (%s) to %s, but the primary writes on timeline %u (%s) "
+                "and the repository does not lead there", newest->label, first, last, cur.tli, primary_walfile);
     else
         str_fmt(detail, dsz, "WAL contiguous from backup %s (%s) to %s; the primary writes %s (%llu complete "
                 "segment(s) not archived yet, at most %d)", newest->label, first, last, primary_walfile,

@@ -43,6 +43,11 @@ int site_open_pair(const CliConnOpts *conn, const SitePeerOpts *po, bool tolerat
 void site_close_pair(Site *own, Site *peer);
 /* `pgvigil site switchover` (prints its steps); steps (may be NULL) gets their durations. */
 int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps);
+/* `pgvigil site promote` and `site rejoin` (print their steps; return the exit code). */
+int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s);
+int site_rejoin_run(Site *own, Site *peer);
+/* Wait until s's leader is a standby leader streaming on timeline or later. */
+bool site_wait_following(Site *s, int timeline, int64_t timeout_ms, Err *err);
 const Member *site_leader(const Cluster *c);
 bool site_is_standby(const Cluster *c);
 /* A member's GET /patroni, parsed (NULL when it does not answer). */

@@ -4,6 +4,10 @@
 #    exact commands for these sites; it fails (exit 1, source_and_credentials and
 #    promotable_now) while site b's standby leader is cut off from site a, and (repository_wal)
 #    while a WAL segment after the newest backup is missing from the repository both sites use.
+#  - `drill failover` takes site a down through its stop hook (every namespace of site a killed),
+#    promotes b, brings a back through its start hook, waits for a to rejoin by rewind, and
+#    switches back: the report has the RTO, the acknowledged writes lost, the failback time, and
+#    the switch back loses nothing.
 #  - `drill restore` restores the newest backup into a scratch instance, which recovers from the
 #    repository and opens, times it and removes it; without the backup's first WAL segment it
 #    fails and leaves nothing running.
@@ -104,4 +108,29 @@ jq -e '(.switchovers | length) == 2 and all(.switchovers[]; .ok and .rto_seconds
 jq -e '.switchovers[0].from == "site-a" and .switchovers[0].to == "site-b" and .switchovers[1].to == "site-a"' \
     "$T_DIR/drill.json" >/dev/null || fail "the drill did not switch a -> b -> a"
 echo "MEASURE drill_switchover rto_seconds=$(jq -c '[.switchovers[].rto_seconds]' "$T_DIR/drill.json") total_seconds=$(jq -c '[.switchovers[].total_seconds]' "$T_DIR/drill.json")"
+
+# ---- a real unplanned failover drill: site a lost (all its namespaces killed, etcd included),
+# b promoted, a brought back and rejoined by rewind, then a switchover back. The drill's hooks
+# hand the killing and the restarting to this shell (which tracks what it starts).
+stop_hook="touch $T_DIR/stop-a; while [ ! -e $T_DIR/stopped-a ]; do sleep 0.1; done"
+start_hook="touch $T_DIR/start-a; while [ ! -e $T_DIR/started-a ]; do sleep 0.1; done"
+drill failover --writer-dsn "$dsn" --stop-command "$stop_hook" --start-command "$start_hook" --switch-back \
+    --min-wal-free-mb 10 --timeout 120 --report "$T_DIR/failover.json" >"$T_DIR/failover.out" 2>&1 &
+drill_pid=$!
+BG_PIDS+=("$drill_pid")
+wait_until 60 "the drill takes site a down" test -e "$T_DIR/stop-a"
+netns_kill_all 1 2 11
+touch "$T_DIR/stopped-a"
+wait_until 120 "the drill brings site a back" test -e "$T_DIR/start-a"
+start_site_etcd a
+start_agent 1
+start_agent 2
+touch "$T_DIR/started-a"
+wait "$drill_pid" || fail "drill failover: $(cat "$T_DIR/failover.out")"
+cat "$T_DIR/failover.out"
+jq -e '.ok == true and .lost_site == "site-a" and .promoted_site == "site-b" and .rto_seconds > 0 and
+       .steps.failback_seconds > 0 and .lost_by_switch_back == 0 and .lost_acknowledged_writes >= 0' \
+    "$T_DIR/failover.json" >/dev/null || fail "drill failover report: $(cat "$T_DIR/failover.json")"
+[ "$(site_config a | jq -r '.standby_cluster.host // empty')" = "" ] || fail "site a is not the primary site after the switch back"
+echo "MEASURE drill_failover rto_seconds=$(jq .rto_seconds "$T_DIR/failover.json") lost=$(jq .lost_acknowledged_writes "$T_DIR/failover.json") failback_seconds=$(jq .steps.failback_seconds "$T_DIR/failover.json") switch_back_rto=$(jq .switch_back_rto_seconds "$T_DIR/failover.json")"
 echo "PASS [$T_NAME]"
