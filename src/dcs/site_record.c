@@ -74,10 +74,13 @@ int site_max_timeline(const Cluster *c)
 bool site_reserve_timeline_gap(Dcs *d, const Cluster *c, int other_max, Err *err)
 {
     int max = site_max_timeline(c);
-    int known[] = {c->history_timeline, c->reserved_timeline, other_max};
+    int known[] = {c->history_timeline, other_max};
     for (size_t i = 0; i < ARRAY_LEN(known); i++)
         if (known[i] > max)
             max = known[i];
+    /* reserved already (a retry): once is enough */
+    if (c->reserved_timeline >= max + SITE_TIMELINE_GAP)
+        return true;
     if (max > INT32_MAX - 2 * SITE_TIMELINE_GAP) {
         err_set(err, "timeline %d is too close to the largest possible one", max);
         return false;
@@ -93,4 +96,12 @@ bool site_reserve_timeline_gap(Dcs *d, const Cluster *c, int other_max, Err *err
         return false;
     }
     return ok;
+}
+
+const char *site_record_primary(const json_t *rec)
+{
+    const char *st = json_string_value(json_object_get(rec, "state"));
+    const char *key = st && strcmp(st, "rolled back") == 0 ? "from" : "to";
+    const char *v = json_string_value(json_object_get(rec, key));
+    return v ? v : "";
 }

@@ -13,6 +13,10 @@
  * and replica methods. NULL + err when newp has no member records or mixed ports. */
 json_t *site_standby_for(const Cluster *newp, const char *newp_scope, const StandbyCluster *old, Err *err);
 
+/* The site a pgvigil_site record names as the primary one: its "to", or, after a switchover that
+ * was rolled back, its "from"; "" when it names none (a superseded site's record). */
+const char *site_record_primary(const json_t *rec);
+
 /* A site failover (automatic or `site promote`): the other site may have promoted on its own
  * meanwhile, a few timelines past anything this site saw, and two servers on one timeline number
  * with different histories cannot be rewound apart. So the promotion that follows takes a number

@@ -259,7 +259,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
             log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
             a->start_diverged = true;
         }
-    } else if (!(a->start_diverged && a->following_remote && st->running)) {
+    } else if (!(a->start_diverged && a->following_remote && replica_following)) {
         /* (once postgres said it cannot follow, its walreceiver still "streams" for a moment on
          * each retry, up to the fork: that is no reason to start counting again) */
         a->not_streaming_since = 0;
@@ -874,6 +874,15 @@ static void shutdown_agent(Agent *a)
         agent_run_callback(a, "on_stop", a->role);
     }
     pg_node_close(&a->pg);
+    if (paused && a->pgst.running && site_witness_enabled(&a->witness) && !a->cluster.config.standby.present &&
+        pg_may_be_primary(&a->pgst)) {
+        /* automatic site failover: no confirmation is renewed once we are gone, and the other
+         * site may promote when it runs out: the fence stays, armed at that time */
+        log_warn("paused, postgres left running as a primary: its fence stays and stops it when this site's "
+                 "confirmation runs out (automatic site failover)");
+        a->leave_fence = true;
+        return;
+    }
     /* postgres is stopped (or left running on purpose while paused) */
     agent_effects_stop(a, !paused || !a->pgst.running);
     fence_stop(&a->fence);
@@ -1027,9 +1036,11 @@ int cmd_agent(int argc, char **argv)
             wait = 500;
         /* ... and likewise before the site's confirmation runs out (automatic site failover) */
         if (pg_may_be_primary(&a->pgst) && a->site_hold_until_ms >= 0) {
-            int64_t due = a->site_hold_until_ms - site_witness_margin_ms(cfg) - mono_ms();
-            if (wait > (due > 0 ? due : 0) + 50)
-                wait = (due > 0 ? due : 0) + 50;
+            int64_t due = a->site_hold_until_ms - site_witness_margin_ms(cfg) - mono_ms() + 50;
+            if (due < 200)
+                due = 200;   /* past it: the demotion runs; no faster ticks than that */
+            if (wait > due)
+                wait = due;
         }
         /* a busy worker finishing should be noticed quickly */
         if (agent_job_running(a) && wait > 200)

@@ -121,6 +121,7 @@ typedef struct Agent {
     char witness_why_logged[256];
     bool witness_held_logged;   /* "holds the primary role" was logged (and still true) */
     int64_t site_hold_until_ms; /* the primary role is confirmed until (feeds the fence); -1: n/a */
+    int64_t site_unknown_since; /* a running primary's confirmation is not known yet since (0 known) */
     bool rewind_failed;
     bool start_failed;
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */

@@ -567,8 +567,9 @@ void ha_decide(const Observation *o, Decision *d)
         Action was = d->action;
         memset(d, 0, sizeof(*d));
         if (unconfirmed && !config_unknown && !o->site_unchecked)
-            decide(d, ACT_WAIT, "", "not taking the primary role (%s): neither the witness nor the other site "
-                                    "confirms this site as the primary site", ha_action_name(was));
+            decide(d, ACT_WAIT, "", "not taking the primary role (%s): %s", ha_action_name(was),
+                   o->site_hold_known ? "neither the witness nor the other site confirms this site as the primary site"
+                                      : "this site's confirmation by the witness or the other site is not known yet");
         else if (config_unknown)
             decide(d, ACT_WAIT, "", "not taking the primary role (%s): the config key does not parse (fix it with "
                                     "edit-config)", ha_action_name(was));

@@ -3,7 +3,9 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "dcs/dcs.h"
+#include "dcs/site_record.h"
 #include "ha/site_witness.h"
+#include "ha/site_witness_rounds.h"
 
 #include <jansson.h>
 
@@ -11,15 +13,11 @@
 #define KEY_PEER_LEASE "pgvigil_peer_lease"
 #define KEY_SITE "pgvigil_site"
 
-typedef struct Stores {
-    Dcs *wit;   /* the witness, under the pair's prefix */
-    Dcs *peer;  /* the other site's etcd, under its prefix */
-    Dcs *own;   /* this site's etcd, under its prefix */
-} Stores;
 
 /* A key's {"site","epoch","member"} (or a pgvigil_site record's "to" and epoch). */
 typedef struct Owner {
     char site[256];
+    char witness[512];   /* a lease key's witness prefix: both sites must use the same one */
     char state[32];
     int64_t epoch;
 } Owner;
@@ -57,8 +55,10 @@ static void parse_owner(const char *value, Owner *o)
     json_t *j = value ? json_loads(value, 0, NULL) : NULL;
     const char *site = json_string_value(json_object_get(j, "site"));
     if (!site)
-        site = json_string_value(json_object_get(j, "to"));
-    str_copy(o->site, sizeof(o->site), site ? site : "");
+        site = site_record_primary(j);
+    str_copy(o->site, sizeof(o->site), site);
+    const char *wp = json_string_value(json_object_get(j, "witness"));
+    str_copy(o->witness, sizeof(o->witness), wp ? wp : "");
     const char *st = json_string_value(json_object_get(j, "state"));
     str_copy(o->state, sizeof(o->state), st ? st : "");
     json_t *e = json_object_get(j, "epoch");
@@ -66,10 +66,10 @@ static void parse_owner(const char *value, Owner *o)
     json_decref(j);
 }
 
-static char *owner_value(const char *site, int64_t epoch, const char *member)
+static char *owner_value(const char *site, int64_t epoch, const char *member, const char *witness)
 {
-    json_t *j = json_pack("{s:s, s:I, s:s}", "site", site, "epoch", (json_int_t)(epoch > 0 ? epoch : 0), "member",
-                          member);
+    json_t *j = json_pack("{s:s, s:I, s:s, s:s}", "site", site, "epoch", (json_int_t)(epoch > 0 ? epoch : 0), "member",
+                          member, "witness", witness);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
@@ -79,8 +79,9 @@ static char *owner_value(const char *site, int64_t epoch, const char *member)
  * may_take), or when it names this site (another member's lease, or none after a claim), or when
  * it names the other site at an epoch older than takeover_epoch (-1: never).
  * guard (may be NULL) is one more compare for the write. True when the key is ours now. */
-static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, int64_t takeover_epoch,
-                     int64_t my_epoch, const DcsCmp *guard, bool *reachable, Owner *seen, char *why, size_t wsz)
+static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, bool may_take_over,
+                     int64_t takeover_epoch, int64_t my_epoch, const char *witness, const DcsCmp *guard,
+                     bool *reachable, Owner *seen, char *why, size_t wsz)
 {
     Err err = {{0}};
     bool expired = false;
@@ -100,7 +101,10 @@ static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, 
         free(val);
         return true;
     }
-    bool take = may_take && (!val || mine_site || (takeover_epoch >= 0 && seen->epoch < takeover_epoch));
+    /* another member's key of this site only by the member that leads (or may lead) it: the key's
+     * expiry moves to our lease, which a member still writing must not see shortened */
+    bool take = may_take && (!val || (mine_site && may_take_over) ||
+                             (!mine_site && takeover_epoch >= 0 && seen->epoch < takeover_epoch));
     if (!take) {
         if (val)
             str_fmt(why, wsz, "%s%s names %s (epoch %lld)", d->prefix, key, seen->site[0] ? seen->site : "?",
@@ -110,8 +114,9 @@ static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, 
         free(val);
         return false;
     }
+    bool had_value = val != NULL;
     free(val);
-    char *mine = owner_value(cfg->scope, my_epoch, cfg->name);
+    char *mine = owner_value(cfg->scope, my_epoch, cfg->name, witness);
     DcsCmp cmps[2] = {{key, rev}, {NULL, 0}};
     int n = 1;
     if (guard)
@@ -123,18 +128,24 @@ static bool hold_key(const Config *cfg, Dcs *d, const char *key, bool may_take, 
     else if (!ok)
         str_fmt(why, wsz, "%s%s changed while it was taken; trying again", d->prefix, key);
     free(mine);
+    /* renewed once more after the write: the key lives at least TTL from now, beyond what a member
+     * that held it before us counted from its own last renewal */
+    if (ok && had_value && !d->ops->keepalive(d, cfg->site.witness_ttl, &expired, &err)) {
+        str_fmt(why, wsz, "%s", err.msg);
+        ok = false;
+    }
     return ok;
 }
 
 /* The witness key (part 0, HOLD). */
-static void hold_witness(const Config *cfg, Stores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
+static void hold_witness(const Config *cfg, WitnessStores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
 {
     int64_t t0 = mono_ms();
     Owner seen;
     bool reachable = false;
     char why[256] = "";
-    bool held = hold_key(cfg, s->wit, KEY_PRIMARY, true, in->takeover_epoch, in->my_epoch, NULL, &reachable, &seen,
-                         why, sizeof(why));
+    bool held = hold_key(cfg, s->wit, KEY_PRIMARY, true, in->may_take_over, in->takeover_epoch, in->my_epoch,
+                         w->witness_prefix, NULL, &reachable, &seen, why, sizeof(why));
     pthread_mutex_lock(&w->mu);
     p->reachable = reachable;
     if (held)
@@ -152,7 +163,7 @@ static void hold_witness(const Config *cfg, Stores *s, const WitnessInput *in, W
  * other site's record does not name that site as (becoming) the primary site at our epoch or
  * later, and only if the record is unchanged when it is written (the other site's claim changes
  * it). */
-static void hold_peer(const Config *cfg, Stores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
+static void hold_peer(const Config *cfg, WitnessStores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
 {
     int64_t t0 = mono_ms();
     char why[256] = "";
@@ -168,10 +179,14 @@ static void hold_peer(const Config *cfg, Stores *s, const WitnessInput *in, Witn
         bool theirs = rec && strcmp(pr.site, cfg->site.peer_scope) == 0 && strcmp(pr.state, "aborted") != 0 &&
                       pr.epoch >= in->own_epoch;
         DcsCmp guard = {KEY_SITE, rec_rev};
-        held = hold_key(cfg, s->peer, KEY_PEER_LEASE, !theirs, -1, in->my_epoch, &guard, &reachable, &seen, why,
-                        sizeof(why));
-        if (!held && theirs)
+        if (theirs) {
+            /* superseded there: not even a key we hold is renewed */
+            reachable = true;
             str_fmt(why, sizeof(why), "its record names it as the primary site (epoch %lld)", (long long)pr.epoch);
+        } else {
+            held = hold_key(cfg, s->peer, KEY_PEER_LEASE, true, in->may_take_over, -1, in->my_epoch, w->witness_prefix,
+                            &guard, &reachable, &seen, why, sizeof(why));
+        }
     }
     free(rec);
     pthread_mutex_lock(&w->mu);
@@ -195,7 +210,8 @@ typedef struct Seen {
 
 /* The standby site claims the primary role (see site_witness.h for why this order is exclusive).
  * The new epoch, or 0 with why set. */
-static int64_t claim(const Config *cfg, Stores *s, const WitnessInput *in, Seen *seen, int64_t gone_ms)
+static int64_t claim(const Config *cfg, WitnessStores *s, const WitnessInput *in, Seen *seen, int64_t gone_ms,
+                     const char *witness)
 {
     Err err = {{0}};
     char *rec = NULL;
@@ -225,11 +241,19 @@ static int64_t claim(const Config *cfg, Stores *s, const WitnessInput *in, Seen 
                 err.msg[0] ? ": " : "", err.msg);
         goto out;
     }
-    char *owner = owner_value(cfg->scope, e, cfg->name);
+    char *owner = owner_value(cfg->scope, e, cfg->name, witness);
     DcsCmp c2 = {KEY_PRIMARY, seen->witness_rev};
     DcsOp o2 = {KEY_PRIMARY, owner, false};   /* no lease: the primary site's members take it over */
     ok = false;
     bool called = s->wit->ops->txn(s->wit, &c2, 1, &o2, 1, &ok, &err);
+    if (!called) {
+        /* no answer: the write may have happened; the witness says */
+        char *v = NULL;
+        Err ge = {{0}};
+        if (s->wit->ops->get(s->wit, KEY_PRIMARY, &v, NULL, NULL, &ge) && v && strcmp(v, owner) == 0)
+            called = ok = true;
+        free(v);
+    }
     free(owner);
     if (!called || !ok) {
         str_fmt(seen->why, sizeof(seen->why), "claim: the witness key changed or could not be written%s%s",
@@ -237,8 +261,12 @@ static int64_t claim(const Config *cfg, Stores *s, const WitnessInput *in, Seen 
         json_object_set_new(j, "state", json_string("aborted"));
         char *aborted = json_dumps(j, JSON_COMPACT);
         Err e2 = {{0}};
-        if (!s->own->ops->put(s->own, KEY_SITE, aborted, false, &e2))
-            log_warn("site witness: cannot mark the claim aborted in pgvigil_site: %s", e2.msg);
+        bool put = false;
+        for (int i = 0; i < 3 && !put; i++)
+            put = s->own->ops->put(s->own, KEY_SITE, aborted, false, &e2);
+        if (!put)
+            log_warn("site witness: cannot mark the claim aborted in pgvigil_site (the other site cannot renew its "
+                     "lease key here until it is): %s", e2.msg);
         free(aborted);
         goto out;
     }
@@ -253,7 +281,8 @@ out:
 }
 
 /* The standby site's leader (part 0, OBSERVE): does the other site look gone, for long enough? */
-static void observe_round(const Config *cfg, Stores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w)
+static void observe_round(const Config *cfg, WitnessStores *s, const WitnessInput *in, WitnessPart *p, SiteWitness *w,
+                          bool no_wait)
 {
     Err err = {{0}};
     Seen seen;
@@ -265,7 +294,20 @@ static void observe_round(const Config *cfg, Stores *s, const WitnessInput *in, 
     v = NULL;
     seen.own_reachable = s->own->ops->get(s->own, KEY_PEER_LEASE, &v, NULL, NULL, &err);
     seen.peer_lease_here = seen.own_reachable && v;
+    Owner pl;
+    parse_owner(v, &pl);
     free(v);
+    /* the other site's key says which witness it uses: another one would see none of our keys */
+    if (seen.peer_lease_here) {
+        pthread_mutex_lock(&w->mu);
+        bool was = w->witness_mismatch;
+        w->witness_mismatch = strcmp(pl.witness, w->witness_prefix) != 0;
+        if (w->witness_mismatch && !was)
+            log_error("site witness: %s uses the witness prefix %s, this site %s: no automatic promotion until both "
+                      "name the same (site.witness.namespace, site.witness.etcd3.hosts)",
+                      cfg->site.peer_scope, pl.witness[0] ? pl.witness : "(none)", w->witness_prefix);
+        pthread_mutex_unlock(&w->mu);
+    }
     v = NULL;
     seen.peer_reachable = s->peer->ops->get(s->peer, KEY_SITE, &v, NULL, NULL, &err);
     free(v);
@@ -293,9 +335,13 @@ static void observe_round(const Config *cfg, Stores *s, const WitnessInput *in, 
     else if (!w->gone_since_ms)
         w->gone_since_ms = mono_ms();
     int64_t gone_ms = w->gone_since_ms ? mono_ms() - w->gone_since_ms : 0;
-    bool try_claim = gone && !w->claimed_epoch && in->may_claim && gone_ms >= site_witness_claim_wait_ms(cfg);
+    bool try_claim = gone && !w->claimed_epoch && in->may_claim && !w->witness_mismatch &&
+                     (no_wait || gone_ms >= site_witness_claim_wait_ms(cfg));
+    if (gone && w->witness_mismatch)
+        str_fmt(seen.why, sizeof(seen.why), "%s looks gone, but it uses another witness: no automatic promotion",
+                cfg->site.peer_scope);
     pthread_mutex_unlock(&w->mu);
-    int64_t claimed = try_claim ? claim(cfg, s, in, &seen, gone_ms) : 0;
+    int64_t claimed = try_claim ? claim(cfg, s, in, &seen, gone_ms, w->witness_prefix) : 0;
 
     pthread_mutex_lock(&w->mu);
     p->reachable = seen.witness_reachable;
@@ -317,21 +363,31 @@ static Dcs *store_for(const Config *cfg, char *const *hosts, int n, const char *
     return d;
 }
 
-static bool open_stores(const Config *cfg, bool peer_only, Stores *s, Err *err)
+static bool open_stores(const Config *cfg, const char *witness_prefix, bool peer_only, WitnessStores *s, Err *err)
 {
     const SiteConfig *sc = &cfg->site;
     memset(s, 0, sizeof(*s));
     s->peer = store_for(cfg, sc->peer_etcd_hosts, sc->n_peer_etcd_hosts, sc->peer_namespace, sc->peer_scope, err);
     if (peer_only)
         return s->peer != NULL;
-    /* the pair's keys in the witness: one prefix for both sites, whichever names it first */
+    s->wit = dcs_etcd_new(sc->witness_etcd_hosts, sc->n_witness_etcd_hosts, witness_prefix, cfg->etcd_username,
+                          cfg->etcd_password, call_timeout_ms(cfg), err);
+    s->own = store_for(cfg, cfg->etcd_hosts, cfg->n_etcd_hosts, NULL, cfg->scope, err);
+    return s->peer && s->wit && s->own;
+}
+
+/* The pair's keys in the witness: one prefix for both sites, whichever names it first, under
+ * site.witness.namespace (default "/service/", not the file's namespace: both sites must agree). */
+static void witness_prefix_of(const Config *cfg, char *out, size_t sz)
+{
+    const SiteConfig *sc = &cfg->site;
     bool mine_first = strcmp(cfg->scope, sc->peer_scope) < 0;
     char *pair = str_printf("pgvigil-sites/%s+%s", mine_first ? cfg->scope : sc->peer_scope,
                             mine_first ? sc->peer_scope : cfg->scope);
-    s->wit = store_for(cfg, sc->witness_etcd_hosts, sc->n_witness_etcd_hosts, sc->witness_namespace, pair, err);
+    char *prefix = dcs_prefix(sc->witness_namespace ? sc->witness_namespace : "/service/", pair);
+    str_copy(out, sz, prefix);
+    free(prefix);
     free(pair);
-    s->own = store_for(cfg, cfg->etcd_hosts, cfg->n_etcd_hosts, NULL, cfg->scope, err);
-    return s->peer && s->wit && s->own;
 }
 
 static void *part_main(void *arg)
@@ -340,30 +396,21 @@ static void *part_main(void *arg)
     SiteWitness *w = p->w;
     const Config *cfg = w->cfg;
     Err err = {{0}};
-    Stores s;
-    bool opened = open_stores(cfg, p->peer_part, &s, &err);
+    WitnessStores s;
+    bool opened = open_stores(cfg, w->witness_prefix, p->peer_part, &s, &err);
     pthread_mutex_lock(&w->mu);
-    if (!opened)
+    if (!opened) {
+        /* counted as tried and not held: a primary demotes rather than write unconfirmed */
         str_fmt(p->why, sizeof(p->why), "cannot set up its etcd clients: %s", err.msg);
+        p->failed = true;
+        log_error("site witness: %s", p->why);
+    }
     while (!w->stop && opened) {
         WitnessInput in = w->in;
-        if (in.mode != p->mode) {
-            /* a new mode: what the last one found does not carry over */
-            p->known = false;
-            p->why[0] = '\0';
-            if (!p->peer_part) {
-                w->gone_since_ms = 0;
-                w->claimed_epoch = 0;
-            }
-        }
         pthread_mutex_unlock(&w->mu);
         int64_t start = mono_ms();
-        if (in.mode == WITNESS_HOLD)
-            (p->peer_part ? hold_peer : hold_witness)(cfg, &s, &in, p, w);
-        else if (in.mode == WITNESS_OBSERVE && !p->peer_part)
-            observe_round(cfg, &s, &in, p, w);
+        site_witness_round(w, &s, &in, p->peer_part ? 1 : 0, false);
         pthread_mutex_lock(&w->mu);
-        p->mode = in.mode;
         struct timespec until;
         int64_t left = (in.mode == WITNESS_IDLE ? 1000 : round_every_ms(cfg)) - (mono_ms() - start);
         mono_deadline_after(&until, left > 0 ? left : 0);
@@ -383,27 +430,65 @@ bool site_witness_enabled(const SiteWitness *w)
     return w->started;
 }
 
-void site_witness_start(SiteWitness *w, const Config *cfg)
+void site_witness_init(SiteWitness *w, const Config *cfg)
 {
     memset(w, 0, sizeof(*w));
     w->cfg = cfg;
-    if (!cfg->site.automatic)
-        return;
+    witness_prefix_of(cfg, w->witness_prefix, sizeof(w->witness_prefix));
     pthread_mutex_init(&w->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cv, &attr);
     pthread_condattr_destroy(&attr);
+    w->parts[0].w = w->parts[1].w = w;
+    w->parts[1].peer_part = true;
+}
+
+void site_witness_round(SiteWitness *w, WitnessStores *s, const WitnessInput *in, int part, bool no_wait)
+{
+    WitnessPart *p = &w->parts[part];
+    pthread_mutex_lock(&w->mu);
+    if (in->mode != p->mode) {
+        p->known = false;
+        p->why[0] = '\0';
+        if (part == 0) {
+            w->gone_since_ms = 0;
+            w->claimed_epoch = 0;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (in->mode == WITNESS_HOLD)
+        (part ? hold_peer : hold_witness)(w->cfg, s, in, p, w);
+    else if (in->mode == WITNESS_OBSERVE && part == 0)
+        observe_round(w->cfg, s, in, p, w, no_wait);
+    pthread_mutex_lock(&w->mu);
+    p->mode = in->mode;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void site_witness_free(SiteWitness *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+void site_witness_start(SiteWitness *w, const Config *cfg)
+{
+    memset(w, 0, sizeof(*w));
+    w->cfg = cfg;
+    if (!cfg->site.automatic)
+        return;
+    site_witness_init(w, cfg);
     w->started = true;
     for (int i = 0; i < 2; i++) {
         WitnessPart *p = &w->parts[i];
-        p->w = w;
-        p->peer_part = i == 1;
         p->started = pthread_create(&p->thread, NULL, part_main, p) == 0;
-        if (!p->started)
+        if (!p->started) {
+            p->failed = true;
             log_error("site witness: cannot start a thread: the primary role cannot be confirmed by %s",
                       i == 0 ? "the witness" : cfg->site.peer_scope);
+        }
     }
 }
 
@@ -422,15 +507,22 @@ void site_witness_set(SiteWitness *w, const WitnessInput *in)
 void site_witness_get(SiteWitness *w, WitnessInfo *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!w->started)
-        return;
+    if (w->started)
+        site_witness_get_info(w, out);
+}
+
+void site_witness_get_info(SiteWitness *w, WitnessInfo *out)
+{
+    memset(out, 0, sizeof(*out));
     const WitnessPart *wp = &w->parts[0], *pp = &w->parts[1];
     pthread_mutex_lock(&w->mu);
     out->mode = wp->mode;
     out->witness_until_ms = wp->mode == WITNESS_HOLD ? wp->until_ms : 0;
     out->peer_until_ms = pp->mode == WITNESS_HOLD ? pp->until_ms : 0;
     out->hold_until_ms = out->witness_until_ms > out->peer_until_ms ? out->witness_until_ms : out->peer_until_ms;
-    out->known = (wp->known && pp->known) || out->hold_until_ms > mono_ms();
+    /* a part that cannot run counts as tried: it holds nothing */
+    bool kw = wp->failed || (wp->known && wp->mode == WITNESS_HOLD), kp = pp->failed || (pp->known && pp->mode == WITNESS_HOLD);
+    out->known = (kw && kp) || out->hold_until_ms > mono_ms();
     out->witness_reachable = wp->reachable;
     out->peer_reachable = wp->mode == WITNESS_OBSERVE ? w->observe_peer_reachable : pp->reachable;
     str_copy(out->holder, sizeof(out->holder), w->holder);
@@ -466,7 +558,6 @@ void site_witness_stop(SiteWitness *w)
     for (int i = 0; i < 2; i++)
         if (w->parts[i].started)
             pthread_join(w->parts[i].thread, NULL);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
+    site_witness_free(w);
     w->started = false;
 }

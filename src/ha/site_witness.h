@@ -45,6 +45,8 @@ typedef struct WitnessInput {
     int64_t own_epoch;      /* this site's pgvigil_site epoch, whatever it names */
     int64_t peer_epoch;     /* the other site's pgvigil_site epoch, last read (0 unknown) */
     bool may_claim;         /* OBSERVE: this standby leader may promote its site */
+    bool may_take_over;     /* HOLD: this member leads its site (or none does): it may move a key
+                               another member of the site holds onto its own lease */
 } WitnessInput;
 
 typedef struct WitnessInfo {
@@ -71,6 +73,7 @@ typedef struct WitnessPart {
     bool peer_part;
     pthread_t thread;
     bool started;
+    bool failed;                /* mu: it cannot run (no thread, no etcd client): holds nothing */
     WitnessMode mode;           /* mu: the mode of its last finished round */
     bool known;                 /* mu: a HOLD round finished since HOLD was asked for */
     int64_t until_ms;           /* mu: its key is ours until (0 not) */
@@ -92,6 +95,8 @@ typedef struct SiteWitness {
     bool observe_peer_reachable;
     int64_t gone_since_ms;
     int64_t claimed_epoch;
+    bool witness_mismatch;  /* the other site's lease key names another witness prefix */
+    char witness_prefix[512];   /* set before the threads start, read only after */
     const Config *cfg;      /* the agent's first file (read only) */
 } SiteWitness;
 

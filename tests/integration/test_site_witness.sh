@@ -72,9 +72,12 @@ wait_until 20 "b's etcd holds site a's lease key again" eval '[ "$(peer_lease_in
 log "2. sites cut off from each other for $((3 * TTL_W)) s: site a kept writing, site b stayed a standby cluster"
 
 # ---- 3. site a is cut off from b and the witness
+a_lead=$(site_leader a)
+log_from=$(wc -c <"$T_DIR/$a_lead.log")
 t_cut=$(date +%s%3N)
 netns_partition "1 2 11" "3 4 12 13"
-wait_until 30 "node1 stops writes" grep -q "neither the witness nor the other site confirms this site" "$T_DIR/node1.log"
+demoted_since_cut() { tail -c +"$((log_from + 1))" "$T_DIR/$a_lead.log" | grep -Eq "demote: neither the witness nor the other site confirms|fence: agent missed its heartbeat deadline"; }
+wait_until 30 "$a_lead stops writes" demoted_since_cut
 wait_until 60 "site b promoted itself" eval '[ "$(acks "$T_DIR/acks-b")" -gt 3 ]'
 grep -q "site witness: site-b is the primary site now" "$T_DIR/node3.log" "$T_DIR/node4.log" ||
     fail "site b's leader did not say it promoted the site"
@@ -108,10 +111,14 @@ log "4. site a follows site b; no write acknowledged by a after the cut; no data
 
 # ---- 5. a planned site switchover back to a, in automatic mode
 wait_until 60 "the standby leader of a reaches its source" eval 'site_cli status --json | jq -e ".[] | select(.scope == \"site-a\") | .standby_cluster.source_reachable == true" >/dev/null'
+t_switch=$(date +%s%3N)
 site_cli switchover >"$T_DIR/switch.out" 2>&1 || fail "site switchover back to a: $(cat "$T_DIR/switch.out")"
 cat "$T_DIR/switch.out"
 wait_until 30 "the witness names site-a again" eval '[ "$(witness_key)" = site-a ]'
 n_a=$(acks "$T_DIR/acks-a")
 wait_until 30 "site a takes writes again" eval '[ "$(acks "$T_DIR/acks-a")" -gt "$n_a" ]'
 touch "$T_DIR/acks-a.stop" "$T_DIR/acks-b.stop"
+# every write site a acknowledged after the cut came before site b's first (until the switch back)
+[ "$(awk -v b="$first_b" -v s="$t_switch" '$1 >= b && $1 < s' "$T_DIR/acks-a" | wc -l)" = 0 ] ||
+    fail "two writable sites: site a acknowledged writes after site b's first, before the switch back"
 log "PASS: automatic site failover with a witness, never two writable sites, switchover back"

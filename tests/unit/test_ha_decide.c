@@ -836,7 +836,7 @@ static void test_site_witness(void **state)
         {"not confirmed, etcd down too: stop writes", as_leader, {t_site_not_held, t_dcs_down}, ACT_DEMOTE, NULL, "neither the witness", false},
         {"not tried yet: a running primary is left alone", as_leader, {t_site_unknown}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"not confirmed: no promotion", as_election, {t_site_not_held}, ACT_WAIT, NULL, "confirms this site", false},
-        {"not tried yet: no promotion", as_election, {t_site_unknown}, ACT_WAIT, NULL, "confirms this site", false},
+        {"not tried yet: no promotion", as_election, {t_site_unknown}, ACT_WAIT, NULL, "not known yet", false},
         {"confirmed: promotion", as_election, {t_site_held}, ACT_PROMOTE, NULL, NULL, false},
         {"about to run out: no promotion", as_election, {t_site_expiring}, ACT_WAIT, NULL, "confirms this site", false},
         {"not confirmed: no restart as primary", as_leader, {t_pg_down, t_site_not_held}, ACT_WAIT, NULL, "start as primary", false},
