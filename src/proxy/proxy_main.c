@@ -119,9 +119,22 @@ static void raise_fd_limit(void)
     }
 }
 
-/* The other site (site.peer): read on every round; the snapshot covers both sites. */
+/* The other site (site.peer), read by a thread of its own every PEER_READ_MS, so that an etcd
+ * that does not answer never slows the reads of this site's; the snapshot covers both sites. */
+#define PEER_READ_MS 250
+
 typedef struct PeerSite {
     Dcs *dcs;               /* NULL: one site */
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    pthread_mutex_t mu;
+    Cluster pending;        /* mu: the thread's newest read, not taken yet */
+    bool have_pending;      /* mu */
+    int64_t pending_at;     /* mu */
+    bool failing;           /* mu: the last read failed */
+    char error[256];        /* mu */
+    /* the control loop's */
     Cluster last;
     bool have_last;
     int64_t last_ok;
@@ -129,26 +142,74 @@ typedef struct PeerSite {
     bool two_logged;        /* both sites claimed a primary (logged once) */
 } PeerSite;
 
+static void *peer_main(void *arg)
+{
+    PeerSite *ps = arg;
+    while (!atomic_load(&ps->stop)) {
+        Cluster c;
+        Err err = {{0}};
+        bool ok = ps->dcs->ops->load(ps->dcs, &c, &err);
+        pthread_mutex_lock(&ps->mu);
+        if (ok) {
+            if (ps->have_pending)
+                cluster_free(&ps->pending);
+            ps->pending = c;
+            ps->have_pending = true;
+            ps->pending_at = mono_ms();
+        } else {
+            cluster_free(&c);
+            str_copy(ps->error, sizeof(ps->error), err.msg);
+        }
+        ps->failing = !ok;
+        pthread_mutex_unlock(&ps->mu);
+        sleep_ms(PEER_READ_MS);
+    }
+    return NULL;
+}
+
+static void peer_start(PeerSite *ps)
+{
+    pthread_mutex_init(&ps->mu, NULL);
+    atomic_init(&ps->stop, false);
+    ps->started = pthread_create(&ps->thread, NULL, peer_main, ps) == 0;
+    if (!ps->started)
+        log_error("site.peer: cannot start the thread that reads the other site; routing by this site only");
+}
+
+static void peer_stop(PeerSite *ps)
+{
+    if (!ps->started)
+        return;
+    atomic_store(&ps->stop, true);
+    pthread_join(ps->thread, NULL);
+    if (ps->have_pending)
+        cluster_free(&ps->pending);
+    pthread_mutex_destroy(&ps->mu);
+}
+
+/* Take the thread's newest read of the other site (the control loop's copy ages out after a TTL
+ * without one). */
 static void peer_read(PeerSite *ps, int ttl_ms)
 {
-    if (!ps->dcs)
+    if (!ps->started)
         return;
-    Cluster c;
-    Err err = {{0}};
-    if (ps->dcs->ops->load(ps->dcs, &c, &err)) {
+    pthread_mutex_lock(&ps->mu);
+    if (ps->have_pending) {
         cluster_free(&ps->last);
-        ps->last = c;
+        ps->last = ps->pending;
+        ps->have_pending = false;
         ps->have_last = true;
-        ps->last_ok = mono_ms();
-        if (ps->down_logged)
-            log_info("the other site's etcd is reachable again");
-        ps->down_logged = false;
-        return;
+        ps->last_ok = ps->pending_at;
     }
-    cluster_free(&c);
-    if (!ps->down_logged)
-        log_warn("cannot read the other site from etcd: %s", err.msg);
-    ps->down_logged = true;
+    bool failing = ps->failing;
+    char error[256];
+    str_copy(error, sizeof(error), ps->error);
+    pthread_mutex_unlock(&ps->mu);
+    if (failing && !ps->down_logged)
+        log_warn("cannot read the other site from etcd: %s", error);
+    else if (!failing && ps->down_logged)
+        log_info("the other site's etcd is reachable again");
+    ps->down_logged = failing;
     if (ps->have_last && mono_ms() - ps->last_ok > ttl_ms) {
         /* what it said is too old to route by */
         cluster_free(&ps->last);
@@ -160,7 +221,7 @@ static void peer_read(PeerSite *ps, int ttl_ms)
 static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, PeerSite *ps)
 {
     ProxySnapshot *s = proxy_snapshot_build(own, p->pc->max_replica_lag, etcd_ok, true);
-    if (!ps->dcs)
+    if (!ps->started)
         return s;
     ProxySnapshot *peer = ps->have_last ? proxy_snapshot_build(&ps->last, p->pc->max_replica_lag, true, true) : NULL;
     bool two = s->primary >= 0 && !own->config.standby.present && peer && peer->primary >= 0 &&
@@ -204,7 +265,7 @@ static void control_loop(Proxy *p, Dcs *dcs, PeerSite *ps)
         bool etcd_ok = last_ok > 0 && now - last_ok <= ttl_ms;
         atomic_store(&p->etcd_ok, etcd_ok);
         peer_read(ps, ttl_ms);
-        if (have_last && (ok || !etcd_ok || ps->dcs))
+        if (have_last && (ok || !etcd_ok || ps->started))
             publish(p, build(p, &last, etcd_ok, ps));
         if (atomic_load(&p->stop))
             break;
@@ -215,8 +276,8 @@ static void control_loop(Proxy *p, Dcs *dcs, PeerSite *ps)
         /* bounded, so a silent etcd (frozen, partitioned) is noticed by the next read; with two
          * sites, the other one's changes are seen by the next read too */
         int wait = ttl_ms / 3 < 1000 ? ttl_ms / 3 : 1000;
-        if (ps->dcs && wait > 250)
-            wait = 250;
+        if (ps->started && wait > PEER_READ_MS)
+            wait = PEER_READ_MS;
         Err werr = {{0}};
         if (!dcs->ops->watch(dcs, last.revision, wait, &werr) && werr.msg[0])
             sleep_ms(100);
@@ -310,12 +371,15 @@ int cmd_proxy(int argc, char **argv)
         ps.dcs = dcs_etcd_new(cfg->site.peer_etcd_hosts, cfg->site.n_peer_etcd_hosts, pprefix, cfg->etcd_username,
                               cfg->etcd_password, 1000, &err);
         free(pprefix);
-        if (!ps.dcs)
+        if (!ps.dcs) {
             log_error("site.peer: %s; routing by this site only", err.msg);
-        else
+        } else {
             log_info("routing across two sites: %s and %s", cfg->scope, cfg->site.peer_scope);
+            peer_start(&ps);
+        }
     }
     control_loop(p, dcs, &ps);
+    peer_stop(&ps);
     dcs_free(ps.dcs);
     cluster_free(&ps.last);
     log_info("shutting down");
