@@ -35,9 +35,9 @@ double drill_longest_gap(const Writer *w, int64_t from_ms, int64_t to_ms);
 int drill_writes_between(const Writer *w, int64_t from_ms, int64_t to_ms);
 /* wall ms of the first acknowledged write after from_ms (0 none yet) */
 int64_t drill_first_write_after(Writer *w, int64_t from_ms);
-/* Acknowledged ids missing from the table now (read through the DSN); -1 + err when it cannot
- * be read. */
-int drill_missing_writes(const Writer *w, Err *err);
+/* Acknowledged ids (those acknowledged before the read starts: the writer may still run) missing
+ * from the table now, read through the DSN; -1 + err when it cannot be read. */
+int drill_missing_writes(Writer *w, Err *err);
 
 /* The repository of cfg (-c FILE) holds every WAL segment from its newest backup's start on,
  * without a gap, up to at most max_behind complete segments before primary_walfile (the

@@ -108,30 +108,39 @@ int drill_writes_between(const Writer *w, int64_t from_ms, int64_t to_ms)
 }
 
 /* Acknowledged ids missing from the table now (read through the writer's address). */
-int drill_missing_writes(const Writer *w, Err *err)
+int drill_missing_writes(Writer *w, Err *err)
 {
+    /* the writes acknowledged before the read starts (the writer may still run) */
+    pthread_mutex_lock(&w->mu);
+    int n_acked = w->n_ok;
+    int64_t *acked = xcalloc((size_t)n_acked + 1, sizeof(int64_t));
+    if (n_acked)
+        memcpy(acked, w->ok_id, (size_t)n_acked * sizeof(int64_t));
+    pthread_mutex_unlock(&w->mu);
     PGconn *c = PQconnectdb(w->dsn);
+    int missing = -1;
     if (PQstatus(c) != CONNECTION_OK) {
         err_set(err, "--writer-dsn: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return -1;
+        goto out;
     }
     PGresult *r = PQexec(c, "SELECT id FROM pgvigil_drill ORDER BY id");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         err_set(err, "reading pgvigil_drill: %s", PQresultErrorMessage(r));
         PQclear(r);
-        PQfinish(c);
-        return -1;
+        goto out;
     }
-    int n = PQntuples(r), k = 0, missing = 0;
-    for (int i = 0; i < w->n_ok; i++) {
-        while (k < n && strtoll(PQgetvalue(r, k, 0), NULL, 10) < w->ok_id[i])
+    int n = PQntuples(r), k = 0;
+    missing = 0;
+    for (int i = 0; i < n_acked; i++) {
+        while (k < n && strtoll(PQgetvalue(r, k, 0), NULL, 10) < acked[i])
             k++;
-        if (k >= n || strtoll(PQgetvalue(r, k, 0), NULL, 10) != w->ok_id[i])
+        if (k >= n || strtoll(PQgetvalue(r, k, 0), NULL, 10) != acked[i])
             missing++;
     }
     PQclear(r);
+out:
     PQfinish(c);
+    free(acked);
     return missing;
 }
 

@@ -105,3 +105,16 @@ const char *site_record_primary(const json_t *rec)
     const char *v = json_string_value(json_object_get(rec, key));
     return v ? v : "";
 }
+
+const char *site_record_winner(const Cluster *a, const char *a_scope, const Cluster *b, const char *b_scope)
+{
+    int64_t ea = cluster_site_epoch(a), eb = cluster_site_epoch(b);
+    if (ea == eb)
+        return "";
+    const Cluster *newer = ea > eb ? a : b;
+    json_t *rec = newer->site_json ? json_loads(newer->site_json, 0, NULL) : NULL;
+    const char *who = site_record_primary(rec);
+    const char *out = strcmp(who, a_scope) == 0 ? a_scope : strcmp(who, b_scope) == 0 ? b_scope : "";
+    json_decref(rec);
+    return out;
+}

@@ -17,6 +17,11 @@ json_t *site_standby_for(const Cluster *newp, const char *newp_scope, const Stan
  * was rolled back, its "from"; "" when it names none (a superseded site's record). */
 const char *site_record_primary(const json_t *rec);
 
+/* Two sites that both look primary (one may be read stale): the one the newer pgvigil_site record
+ * names as primary, a_scope or b_scope; "" when neither record settles it (same epoch, or the
+ * newer names neither). */
+const char *site_record_winner(const Cluster *a, const char *a_scope, const Cluster *b, const char *b_scope);
+
 /* A site failover (automatic or `site promote`): the other site may have promoted on its own
  * meanwhile, a few timelines past anything this site saw, and two servers on one timeline number
  * with different histories cannot be rewound apart. So the promotion that follows takes a number

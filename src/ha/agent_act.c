@@ -381,6 +381,7 @@ static bool place_timeline_markers(PgNode *pg, int want, Err *err)
     PgState st;
     pg_observe(pg, &st);
     int from = st.timeline > 0 ? st.timeline : 1;
+    int first = 0, last = 0;
     for (int t = from + 1; t < want; t++) {
         char path[4200];
         str_fmt(path, sizeof(path), "%s/pg_wal/%08X.history", pg->cfg->pg_data_dir, (unsigned)t);
@@ -392,8 +393,15 @@ static bool place_timeline_markers(PgNode *pg, int want, Err *err)
         free(text);
         if (!ok)
             return false;
-        log_info("promote: timeline %d is taken elsewhere: marked in pg_wal so that it is not reused", t);
+        if (!first)
+            first = t;
+        last = t;
     }
+    if (first == last && first)
+        log_info("promote: timeline %d is taken elsewhere: marked in pg_wal so that it is not reused", first);
+    else if (first)
+        log_info("promote: timelines %d to %d are taken (or kept clear) elsewhere: marked in pg_wal so that they "
+                 "are not reused", first, last);
     return true;
 }
 

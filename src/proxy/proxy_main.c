@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "dcs/dcs.h"
+#include "dcs/site_record.h"
 #include "proxy/proxy_cancel.h"
 
 #include <signal.h>
@@ -76,6 +77,12 @@ static void publish(Proxy *p, ProxySnapshot *s)
         return;
     }
     const ProxyBackend *was = primary_of(cur), *now = primary_of(s);
+    /* (cur may be freed by the workers once the gap below replaces it: its name is copied first) */
+    char was_name[NAME_MAX_LEN];
+    str_copy(was_name, sizeof(was_name), was ? was->name : "none");
+    int before = 0;
+    for (int i = 0; cur && i < cur->n_backends; i++)
+        before += cur->backends[i].eligible;
     s->primary_gen = cur ? cur->primary_gen : 1;
     if (!same_backend(was, now)) {
         s->primary_gen++;
@@ -89,15 +96,12 @@ static void publish(Proxy *p, ProxySnapshot *s)
             install(p, gap);
             wait_acks(p, gap->version);
         }
-        log_info("primary %s -> %s (generation %llu)%s", was ? was->name : "none", now ? now->name : "none",
+        log_info("primary %s -> %s (generation %llu)%s", was_name, now ? now->name : "none",
                  (unsigned long long)s->primary_gen, s->etcd_ok ? "" : ": etcd unreachable for longer than the TTL");
     }
     int eligible = 0;
     for (int i = 0; i < s->n_backends; i++)
         eligible += s->backends[i].eligible;
-    int before = 0;
-    for (int i = 0; cur && i < cur->n_backends; i++)
-        before += cur->backends[i].eligible;
     if (eligible != before)
         log_info("%d replica%s eligible for read-only routes", eligible, eligible == 1 ? "" : "s");
     install(p, s);
@@ -224,13 +228,21 @@ static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, Pe
     if (!ps->started)
         return s;
     ProxySnapshot *peer = ps->have_last ? proxy_snapshot_build(&ps->last, p->pc->max_replica_lag, true, true) : NULL;
-    bool two = s->primary >= 0 && !own->config.standby.present && peer && peer->primary >= 0 &&
-               !ps->last.config.standby.present;
+    bool own_standby = own->config.standby.present, peer_standby = ps->have_last && ps->last.config.standby.present;
+    bool two = s->primary >= 0 && !own_standby && peer && peer->primary >= 0 && !peer_standby;
+    if (two) {
+        /* one of them may be read stale (a lost site's last read): a site promoted over the other
+         * says so in its record, with a newer epoch */
+        const char *w = site_record_winner(own, p->cfg->scope, &ps->last, p->cfg->site.peer_scope);
+        own_standby = strcmp(w, p->cfg->site.peer_scope) == 0;
+        peer_standby = strcmp(w, p->cfg->scope) == 0;
+        two = !own_standby && !peer_standby;
+    }
     if (two && !ps->two_logged)
         log_error("both sites have a primary (%s and %s): no writes are routed until one of them is a standby cluster",
                   s->leader, peer->leader);
     ps->two_logged = two;
-    return proxy_snapshot_merge(s, own->config.standby.present, peer, ps->have_last && ps->last.config.standby.present);
+    return proxy_snapshot_merge(s, own_standby, peer, peer_standby);
 }
 
 /* The control loop: read, publish, watch; until a signal. */

@@ -2,6 +2,7 @@
  * stream cut at every possible place, the ErrorResponse, conn_url parsing, and which members a
  * route snapshot offers for writes and for reads (proxy_pg.c, proxy_snapshot.c). */
 #include "common/common.h"
+#include "dcs/site_record.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_pg.h"
 
@@ -236,6 +237,22 @@ static void test_snapshot_two_sites(void **state)
                              proxy_snapshot_build(&b, 1048576, true, false), false);
     assert_int_equal(m->primary, -1);
     proxy_snapshot_unref(m);
+
+    /* ... unless a newer site record names one of them: b promoted over a lost site a (whose last
+     * read still says primary) */
+    a.site_json = str_dup("{\"state\":\"done\",\"from\":\"site-b\",\"to\":\"site-a\",\"epoch\":1}");
+    b.site_json = str_dup("{\"state\":\"promoted\",\"from\":\"site-a\",\"to\":\"site-b\",\"epoch\":2}");
+    assert_string_equal(site_record_winner(&a, "site-a", &b, "site-b"), "site-b");
+    assert_string_equal(site_record_winner(&b, "site-b", &a, "site-a"), "site-b");
+    free(b.site_json);
+    b.site_json = str_dup("{\"state\":\"done\",\"from\":\"site-b\",\"to\":\"site-a\",\"epoch\":1}");
+    assert_string_equal(site_record_winner(&a, "site-a", &b, "site-b"), "");   /* same epoch: nothing settled */
+    free(b.site_json);
+    b.site_json = str_dup("{\"state\":\"rolled back\",\"from\":\"site-b\",\"to\":\"site-a\",\"epoch\":3}");
+    assert_string_equal(site_record_winner(&a, "site-a", &b, "site-b"), "site-b");   /* a rollback names its from */
+    free(a.site_json);
+    free(b.site_json);
+    a.site_json = b.site_json = NULL;
 
     /* the other site unknown (its etcd silent too long): this site alone */
     m = proxy_snapshot_merge(proxy_snapshot_build(&a, 1048576, true, false), false, NULL, false);
