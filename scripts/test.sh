@@ -58,6 +58,8 @@ PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp
 read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
 int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
 # the fault checker must see each violation it checks for, in hand-made runs (no cluster)
+echo "== bench/dr verdicts self-test (no cluster)"
+if timeout 120 bash bench/dr --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
 echo "== fault checker self-test (tests/fault/selftest.sh)"
 if timeout 300 bash tests/fault/selftest.sh; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
 echo "== fault suite (short, tests/fault/run.sh)"; if timeout 900 bash tests/fault/run.sh; then int_pass=$((int_pass + 1)); else int_fail=$((int_fail + 1)); fi
