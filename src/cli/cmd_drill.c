@@ -28,6 +28,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 typedef struct DrillOpts {
     int64_t max_lag_bytes;
@@ -351,8 +352,10 @@ static int failover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *rep
         cli_error("fix what failed, then run the drill again", "drill failover: the sites are not ready");
         return rc;
     }
+    char log[64];
+    str_fmt(log, sizeof(log), "/tmp/pgvigil-drill-hooks.%d.log", (int)getpid());
     DrillFailover f = {.writer_dsn = o->writer_dsn, .stop_cmd = o->stop_cmd, .start_cmd = o->start_cmd,
-                       .switch_back = o->switch_back, .timeout_s = o->timeout_s, .pause_s = o->pause_s};
+                       .switch_back = o->switch_back, .hook_log = log, .timeout_s = o->timeout_s, .pause_s = o->pause_s};
     return drill_failover(own, peer, &f, report);
 }
 
@@ -448,7 +451,7 @@ int cmd_drill(int argc, char **argv)
         case OPT_ARCH:
         case OPT_PAUSE:
         case OPT_TIMEOUT:
-            if (!cli_parse_int(optarg, 0, INT32_MAX, &n)) {
+            if (!cli_parse_int(optarg, 0, opt == OPT_TIMEOUT || opt == OPT_PAUSE ? 86400 : INT32_MAX, &n)) {
                 cli_error("run 'pgvigil drill --help'", "expected a whole number, got \"%s\"", optarg);
                 return EXIT_USAGE;
             }

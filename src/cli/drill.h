@@ -58,6 +58,7 @@ typedef struct DrillFailover {
     const char *writer_dsn;
     const char *stop_cmd, *start_cmd;
     bool switch_back;
+    const char *hook_log;   /* the hooks' output is appended here */
     int timeout_s;
     int pause_s;
 } DrillFailover;

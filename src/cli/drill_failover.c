@@ -22,19 +22,17 @@ static int64_t wall_ms(void)
     return (int64_t)(wall_now() * 1000);
 }
 
-static bool run_hook(const char *what, const char *cmd, int timeout_s, Err *err)
+/* The operator's hook, its output appended to log (not a pipe: a process it leaves in the
+ * background must not hold the drill), in a session of its own. */
+static bool run_hook(const char *what, const char *cmd, int timeout_s, const char *log, Err *err)
 {
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    ProcOpts po = {.timeout_ms = timeout_s * 1000};
-    char *out = NULL;
-    int rc = proc_run(argv, &po, &out, err);
-    if (rc != 0) {
-        if (rc > 0)
-            err_set(err, "%s exited with %d: %s", what, rc, out ? out : "");
-        else
-            err_prefix(err, "%s: ", what);
-    }
-    free(out);
+    ProcOpts po = {.timeout_ms = timeout_s * 1000, .log_path = log, .new_session = true};
+    int rc = proc_run(argv, &po, NULL, err);
+    if (rc > 0)
+        err_set(err, "%s exited with %d (its output: %s)", what, rc, log);
+    else if (rc < 0)
+        err_prefix(err, "%s: ", what);
     return rc == 0;
 }
 
@@ -67,13 +65,15 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
     drill_writer_start(&w, fo->writer_dsn);
     sleep_ms(1000);
     int rc = EXIT_FAILED;
+    bool stopped = false, started_back = false;
     json_t *steps = json_object();
     json_object_set_new(report, "steps", steps);
 
     /* 1. the primary site goes down */
     int64_t t_lost = wall_ms(), m0 = mono_ms();
-    printf("drill: taking %s down (--stop-command)\n", p->ctx.scope);
-    if (!run_hook("--stop-command", fo->stop_cmd, fo->timeout_s, &err)) {
+    printf("drill: taking %s down (--stop-command; hooks' output in %s)\n", p->ctx.scope, fo->hook_log);
+    stopped = true;
+    if (!run_hook("--stop-command", fo->stop_cmd, fo->timeout_s, fo->hook_log, &err)) {
         cli_error(NULL, "drill failover: %s", err.msg);
         goto out;
     }
@@ -115,6 +115,10 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
     pthread_mutex_unlock(&w.mu);
     int lost = drill_missing_writes(&w, &err);
     json_object_set_new(report, "rto_seconds", json_real(rto));
+    if (lost < 0) {
+        cli_error(NULL, "drill failover: cannot count the acknowledged writes on %s: %s", d->ctx.scope, err.msg);
+        goto out;
+    }
     json_object_set_new(report, "lost_acknowledged_writes", json_integer(lost));
     printf("drill: %s took writes again %.2f s after %s was taken down (RTO: %.2f s without an acknowledged write); "
            "%d acknowledged write(s) lost (RPO)\n", d->ctx.scope, (t_first - t_lost) / 1000.0, p->ctx.scope, rto, lost);
@@ -122,7 +126,8 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
     /* 4. failback: the old site comes back and rejoins by rewind */
     int64_t m_back = mono_ms();
     printf("drill: bringing %s back (--start-command)\n", p->ctx.scope);
-    if (!run_hook("--start-command", fo->start_cmd, fo->timeout_s, &err)) {
+    started_back = true;
+    if (!run_hook("--start-command", fo->start_cmd, fo->timeout_s, fo->hook_log, &err)) {
         cli_error(NULL, "drill failover: %s", err.msg);
         goto out;
     }
@@ -141,7 +146,7 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
     }
     int64_t m_rejoined = mono_ms();
     json_object_set_new(steps, "failback_seconds", json_real((m_rejoined - m_back) / 1000.0));
-    printf("drill: %s follows %s again, %.1f s after it came back (rewound, no copy)\n", p->ctx.scope, d->ctx.scope,
+    printf("drill: %s follows %s again, %.1f s after it came back (rejoined in place, no copy)\n", p->ctx.scope, d->ctx.scope,
            (m_rejoined - m_back) / 1000.0);
     char *div = NULL;
     Err de = {{0}};
@@ -169,12 +174,27 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
     }
     rc = EXIT_OK;
 out:
+    if (stopped && !started_back) {
+        /* the drill stopped half way: the old site comes back (as a standby cluster when the
+         * other one was promoted: its agents see the record), whatever failed */
+        fprintf(stderr, "drill failover: bringing %s back after the failure (--start-command)\n", p->ctx.scope);
+        Err he = {{0}};
+        if (!run_hook("--start-command", fo->start_cmd, fo->timeout_s, fo->hook_log, &he))
+            fprintf(stderr, "drill failover: %s; bring %s back by hand, then 'pgvigil site status'\n", he.msg,
+                    p->ctx.scope);
+    }
     drill_writer_stop(&w);
     if (rc == EXIT_OK && fo->switch_back) {
         /* the switch back loses nothing: what is missing now was already missing after the failover */
         int now_missing = drill_missing_writes(&w, &err);
         int before = (int)json_integer_value(json_object_get(report, "lost_acknowledged_writes"));
-        json_object_set_new(report, "lost_by_switch_back", json_integer(now_missing > before ? now_missing - before : 0));
+        if (now_missing < 0) {
+            fprintf(stderr, "drill failover: cannot count the acknowledged writes after the switch back: %s\n", err.msg);
+            rc = EXIT_FAILED;
+        } else {
+            json_object_set_new(report, "lost_by_switch_back",
+                                json_integer(now_missing > before ? now_missing - before : 0));
+        }
         if (now_missing > before) {
             fprintf(stderr, "drill failover: the switch back lost %d acknowledged write(s)\n", now_missing - before);
             rc = EXIT_FAILED;

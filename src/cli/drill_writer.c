@@ -6,6 +6,16 @@
 
 #include <libpq-fe.h>
 
+/* The DSN with client-side bounds first (the DSN's own values win): a primary that silently
+ * drops packets must not hold the writer, and with it the drill, for TCP's retransmissions. */
+static PGconn *connect_bounded(const char *dsn)
+{
+    static const char *const keys[] = {"connect_timeout", "tcp_user_timeout", "keepalives_idle",
+                                       "keepalives_interval", "keepalives_count", "dbname", NULL};
+    const char *vals[] = {"5", "10000", "2", "2", "3", dsn, NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
 static void *writer_main(void *arg)
 {
     Writer *w = arg;
@@ -14,7 +24,7 @@ static void *writer_main(void *arg)
     while (!atomic_load(&w->stop)) {
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
-            c = PQconnectdb(w->dsn);
+            c = connect_bounded(w->dsn);
             if (PQstatus(c) != CONNECTION_OK) {
                 pthread_mutex_lock(&w->mu);
                 w->n_failed++;
@@ -63,7 +73,7 @@ static void quiet(void *arg, const char *message)
 
 bool drill_writer_prepare(const char *dsn, Err *err)
 {
-    PGconn *c = PQconnectdb(dsn);
+    PGconn *c = connect_bounded(dsn);
     bool ok = PQstatus(c) == CONNECTION_OK;
     if (ok) {
         PQsetNoticeProcessor(c, quiet, NULL);   /* "already exists, skipping" on a second drill */
@@ -117,7 +127,7 @@ int drill_missing_writes(Writer *w, Err *err)
     if (n_acked)
         memcpy(acked, w->ok_id, (size_t)n_acked * sizeof(int64_t));
     pthread_mutex_unlock(&w->mu);
-    PGconn *c = PQconnectdb(w->dsn);
+    PGconn *c = connect_bounded(w->dsn);
     int missing = -1;
     if (PQstatus(c) != CONNECTION_OK) {
         err_set(err, "--writer-dsn: %s", PQerrorMessage(c));

@@ -222,7 +222,7 @@ static void peer_read(PeerSite *ps, int ttl_ms)
     }
 }
 
-static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, PeerSite *ps)
+static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, bool own_read_ok, PeerSite *ps)
 {
     ProxySnapshot *s = proxy_snapshot_build(own, p->pc->max_replica_lag, etcd_ok, true);
     if (!ps->started)
@@ -231,11 +231,12 @@ static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, Pe
     bool own_standby = own->config.standby.present, peer_standby = ps->have_last && ps->last.config.standby.present;
     bool two = s->primary >= 0 && !own_standby && peer && peer->primary >= 0 && !peer_standby;
     if (two) {
-        /* one of them may be read stale (a lost site's last read): a site promoted over the other
-         * says so in its record, with a newer epoch */
+        /* a site that cannot be read now (a lost site: its last read is stale) and the other,
+         * promoted over it, says so in its record with a newer epoch: the stale one does not
+         * count. Two sites read fresh that both run a primary are left alone, loudly. */
         const char *w = site_record_winner(own, p->cfg->scope, &ps->last, p->cfg->site.peer_scope);
-        own_standby = strcmp(w, p->cfg->site.peer_scope) == 0;
-        peer_standby = strcmp(w, p->cfg->scope) == 0;
+        own_standby = !own_read_ok && strcmp(w, p->cfg->site.peer_scope) == 0;
+        peer_standby = ps->down_logged && strcmp(w, p->cfg->scope) == 0;
         two = !own_standby && !peer_standby;
     }
     if (two && !ps->two_logged)
@@ -278,7 +279,7 @@ static void control_loop(Proxy *p, Dcs *dcs, PeerSite *ps)
         atomic_store(&p->etcd_ok, etcd_ok);
         peer_read(ps, ttl_ms);
         if (have_last && (ok || !etcd_ok || ps->started))
-            publish(p, build(p, &last, etcd_ok, ps));
+            publish(p, build(p, &last, etcd_ok, ok, ps));
         if (atomic_load(&p->stop))
             break;
         if (!ok) {

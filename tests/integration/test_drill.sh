@@ -112,16 +112,22 @@ echo "MEASURE drill_switchover rto_seconds=$(jq -c '[.switchovers[].rto_seconds]
 # ---- a real unplanned failover drill: site a lost (all its namespaces killed, etcd included),
 # b promoted, a brought back and rejoined by rewind, then a switchover back. The drill's hooks
 # hand the killing and the restarting to this shell (which tracks what it starts).
+# the drill checks the sites first: wait until they are ready again after the switch back
+drill_ready() { drill observe --min-wal-free-mb 10 >"$T_DIR/observe-before-failover.out" 2>&1; }
+wait_until 90 "the sites are ready for the failover drill" drill_ready
+declare -A log_at=([1]=$(wc -c <"$T_DIR/node1.log") [2]=$(wc -c <"$T_DIR/node2.log"))
 stop_hook="touch $T_DIR/stop-a; while [ ! -e $T_DIR/stopped-a ]; do sleep 0.1; done"
 start_hook="touch $T_DIR/start-a; while [ ! -e $T_DIR/started-a ]; do sleep 0.1; done"
 drill failover --writer-dsn "$dsn" --stop-command "$stop_hook" --start-command "$start_hook" --switch-back \
     --min-wal-free-mb 10 --timeout 120 --report "$T_DIR/failover.json" >"$T_DIR/failover.out" 2>&1 &
 drill_pid=$!
 BG_PIDS+=("$drill_pid")
-wait_until 60 "the drill takes site a down" test -e "$T_DIR/stop-a"
+drill_at() { [ -e "$T_DIR/$1" ] || ! kill -0 "$drill_pid" 2>/dev/null; }
+wait_until 60 "the drill takes site a down" drill_at stop-a
+[ -e "$T_DIR/stop-a" ] || fail "drill failover ended before taking site a down: $(cat "$T_DIR/failover.out")"
 netns_kill_all 1 2 11
 touch "$T_DIR/stopped-a"
-wait_until 120 "the drill brings site a back" test -e "$T_DIR/start-a"
+wait_until 120 "the drill brings site a back" drill_at start-a
 start_site_etcd a
 start_agent 1
 start_agent 2
@@ -131,6 +137,14 @@ cat "$T_DIR/failover.out"
 jq -e '.ok == true and .lost_site == "site-a" and .promoted_site == "site-b" and .rto_seconds > 0 and
        .steps.failback_seconds > 0 and .lost_by_switch_back == 0 and .lost_acknowledged_writes >= 0' \
     "$T_DIR/failover.json" >/dev/null || fail "drill failover report: $(cat "$T_DIR/failover.json")"
-[ "$(site_config a | jq -r '.standby_cluster.host // empty')" = "" ] || fail "site a is not the primary site after the switch back"
+cfg_a=$(site_config a)
+[ -n "$cfg_a" ] && [ "$(jq -r '.standby_cluster.host // empty' <<<"$cfg_a")" = "" ] ||
+    fail "site a is not the primary site after the switch back: $cfg_a"
+# the old site rejoined by rewind: no clone of either of its data directories
+since_drill() { tail -c +"$((log_at[$1] + 1))" "$T_DIR/node$1.log"; }
+! { since_drill 1; since_drill 2; } | grep "cloning from\|restoring backup" ||
+    fail "site a was cloned or restored to rejoin, not rewound"
+# (a rewind, unless site a had nothing b lacked and could follow b's new timeline as it was)
+{ since_drill 1; since_drill 2; } | grep -q "rewind finished" || log "note: site a followed b without a rewind"
 echo "MEASURE drill_failover rto_seconds=$(jq .rto_seconds "$T_DIR/failover.json") lost=$(jq .lost_acknowledged_writes "$T_DIR/failover.json") failback_seconds=$(jq .steps.failback_seconds "$T_DIR/failover.json") switch_back_rto=$(jq .switch_back_rto_seconds "$T_DIR/failover.json")"
 echo "PASS [$T_NAME]"
