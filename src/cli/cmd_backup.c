@@ -59,6 +59,22 @@ static void restore_usage(FILE *out)
           out);
 }
 
+Config *cmd_backup_open_for_restore(const char *path, const char *what, Repo **repo, char **fetch_cmd, int *rc)
+{
+    char cfg_abs[PATH_MAX], self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (!realpath(path, cfg_abs) || n <= 0) {
+        cli_error(NULL, "%s: cannot resolve %s: %s", what, path, strerror(errno));
+        *rc = EXIT_CONFIG;
+        return NULL;
+    }
+    self[n] = '\0';
+    Config *cfg = cmd_backup_open_node(path, repo, rc);
+    if (cfg)
+        *fetch_cmd = str_printf("%s wal-fetch -c %s", self, cfg_abs);
+    return cfg;
+}
+
 Config *cmd_backup_open_node(const char *path, Repo **repo, int *rc)
 {
     Err err = {{0}};
@@ -324,19 +340,12 @@ int cmd_restore(int argc, char **argv)
             restore_usage(stderr);
         return EXIT_USAGE;
     }
-    char cfg_abs[PATH_MAX], self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (!realpath(cfg_path, cfg_abs) || n <= 0) {
-        cli_error(NULL, "restore: cannot resolve %s: %s", cfg_path, strerror(errno));
-        return EXIT_CONFIG;
-    }
-    self[n] = '\0';
     Repo *repo = NULL;
+    char *cmd = NULL;
     int rc = EXIT_OK;
-    Config *cfg = cmd_backup_open_node(cfg_path, &repo, &rc);
+    Config *cfg = cmd_backup_open_for_restore(cfg_path, "restore", &repo, &cmd, &rc);
     if (!cfg)
         return rc;
-    char *cmd = str_printf("%s wal-fetch -c %s", self, cfg_abs);
     o.wal_fetch_cmd = cmd;
     Err err = {{0}};
     BackupInfo used;

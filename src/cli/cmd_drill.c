@@ -269,13 +269,9 @@ static bool write_text(const char *path, const char *text, const char *what)
     return true;
 }
 
-static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *report)
+/* Before a real drill: the writer's table, and the checks of observe (the sites must be ready). */
+static int drill_ready(Site *own, Site *peer, const DrillOpts *o, json_t *report, const char *kind)
 {
-    if (!o->writer_dsn) {
-        cli_error("give the applications' address, e.g. --writer-dsn 'host=proxy port=5000 dbname=postgres'",
-                  "drill switchover needs --writer-dsn");
-        return EXIT_USAGE;
-    }
     Err err = {{0}};
     if (!drill_writer_prepare(o->writer_dsn, &err)) {
         cli_error(NULL, "%s", err.msg);
@@ -285,10 +281,22 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
     printf("checks before the drill:\n");
     int rc = observe(own, peer, o, pre);
     json_object_set_new(report, "before", pre);
-    if (rc != EXIT_OK) {
-        cli_error("fix what failed, then run the drill again", "drill switchover: the sites are not ready");
-        return rc;
+    if (rc != EXIT_OK)
+        cli_error("fix what failed, then run the drill again", "drill %s: the sites are not ready", kind);
+    return rc;
+}
+
+static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *report)
+{
+    if (!o->writer_dsn) {
+        cli_error("give the applications' address, e.g. --writer-dsn 'host=proxy port=5000 dbname=postgres'",
+                  "drill switchover needs --writer-dsn");
+        return EXIT_USAGE;
     }
+    Err err = {{0}};
+    int rc = drill_ready(own, peer, o, report, "switchover");
+    if (rc != EXIT_OK)
+        return rc;
     Writer w;
     drill_writer_start(&w, o->writer_dsn);
     sleep_ms(1000);
@@ -339,19 +347,9 @@ static int switchover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *r
 /* The checks first (the sites must be ready, as for a switchover), then drill_failover.c. */
 static int failover_drill(Site *own, Site *peer, const DrillOpts *o, json_t *report)
 {
-    Err err = {{0}};
-    if (!drill_writer_prepare(o->writer_dsn, &err)) {
-        cli_error(NULL, "%s", err.msg);
-        return EXIT_FAILED;
-    }
-    json_t *pre = json_object();
-    printf("checks before the drill:\n");
-    int rc = observe(own, peer, o, pre);
-    json_object_set_new(report, "before", pre);
-    if (rc != EXIT_OK) {
-        cli_error("fix what failed, then run the drill again", "drill failover: the sites are not ready");
+    int rc = drill_ready(own, peer, o, report, "failover");
+    if (rc != EXIT_OK)
         return rc;
-    }
     char log[64];
     str_fmt(log, sizeof(log), "/tmp/pgvigil-drill-hooks.%d.log", (int)getpid());
     DrillFailover f = {.writer_dsn = o->writer_dsn, .stop_cmd = o->stop_cmd, .start_cmd = o->start_cmd,

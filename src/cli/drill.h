@@ -66,5 +66,8 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
 
 /* cmd_backup.c: the node file at path, with its repository opened (errors printed, *rc set). */
 Config *cmd_backup_open_node(const char *path, Repo **repo, int *rc);
+/* ... and the restore_command prefix of a restore from it ("<this program> wal-fetch -c <path,
+ * absolute>", malloc'd); what names the command in errors. */
+Config *cmd_backup_open_for_restore(const char *path, const char *what, Repo **repo, char **fetch_cmd, int *rc);
 
 #endif

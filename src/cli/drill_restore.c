@@ -45,16 +45,10 @@ static bool scratch_value(const Config *cfg, const char *sock, const char *sql, 
 
 int drill_restore(const char *cfg_path, const char *target_dir, bool keep, int timeout_s, json_t *report)
 {
-    char cfg_abs[PATH_MAX], self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (!realpath(cfg_path, cfg_abs) || n <= 0) {
-        cli_error(NULL, "drill restore: cannot resolve %s: %s", cfg_path, strerror(errno));
-        return EXIT_CONFIG;
-    }
-    self[n] = '\0';
     Repo *repo = NULL;
+    char *fetch = NULL;
     int rc = EXIT_OK;
-    Config *cfg = cmd_backup_open_node(cfg_path, &repo, &rc);
+    Config *cfg = cmd_backup_open_for_restore(cfg_path, "drill restore", &repo, &fetch, &rc);
     if (!cfg)
         return rc;
     /* a scratch directory of our own unless one was given (it must then be empty or missing) */
@@ -66,6 +60,7 @@ int drill_restore(const char *cfg_path, const char *target_dir, bool keep, int t
         char tmpl[] = "/var/tmp/pgvigil-drill-restore.XXXXXX";
         if (!mkdtemp(tmpl)) {
             cli_error(NULL, "drill restore: cannot make a scratch directory in /var/tmp: %s", strerror(errno));
+            free(fetch);
             repo_free(repo);
             config_free(cfg);
             return EXIT_FAILED;
@@ -74,7 +69,6 @@ int drill_restore(const char *cfg_path, const char *target_dir, bool keep, int t
     }
     str_fmt(data, sizeof(data), "%s/data", base);
     str_fmt(sock, sizeof(sock), "%s/sock", base);
-    char *fetch = str_printf("%s wal-fetch -c %s", self, cfg_abs);
     RestoreOptions ro = {.target_dir = data, .wal_fetch_cmd = fetch};
     BackupInfo used;
     RestoreCounts counts;

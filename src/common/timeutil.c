@@ -52,3 +52,12 @@ void mono_deadline_after(struct timespec *ts, int64_t ms)
         ts->tv_nsec -= 1000000000L;
     }
 }
+
+void mono_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+}

@@ -577,11 +577,7 @@ static void *worker_main(void *arg)
 bool agent_worker_start(Agent *a, Err *err)
 {
     pthread_cond_init(&a->job_cv, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&a->done_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    mono_cond_init(&a->done_cv);
     if (pthread_create(&a->worker, NULL, worker_main, a) != 0) {
         err_set(err, "cannot start the worker thread");
         return false;

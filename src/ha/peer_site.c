@@ -90,11 +90,7 @@ void peer_site_start(PeerSiteWatch *w, const Config *cfg)
     if (!cfg->site.peer_scope || cfg->site.n_peer_etcd_hosts == 0)
         return;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    mono_cond_init(&w->cv);
     w->started = pthread_create(&w->thread, NULL, watch_main, w) == 0;
     if (!w->started) {
         pthread_cond_destroy(&w->cv);

@@ -436,11 +436,7 @@ void site_witness_init(SiteWitness *w, const Config *cfg)
     w->cfg = cfg;
     witness_prefix_of(cfg, w->witness_prefix, sizeof(w->witness_prefix));
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    mono_cond_init(&w->cv);
     w->parts[0].w = w->parts[1].w = w;
     w->parts[1].peer_part = true;
 }

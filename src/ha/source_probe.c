@@ -145,11 +145,7 @@ void source_probe_init(SourceProbe *p)
 {
     memset(p, 0, sizeof(*p));
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    mono_cond_init(&p->cv);
 }
 
 void source_probe_set(SourceProbe *p, const StandbyCluster *sc, const Config *cfg)

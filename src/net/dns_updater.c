@@ -134,11 +134,7 @@ DnsUpdater *dns_updater_new(const DnsConfig *cfg, Err *err)
     }
     dnscfg_copy(&u->cfg, cfg);
     u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&u->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&u->cv);
     pthread_mutex_init(&u->mu, NULL);
     int rc = u->stop_fd < 0 ? errno : pthread_create(&u->thread, NULL, updater_main, u);
     if (rc != 0) {

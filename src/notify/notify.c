@@ -348,11 +348,7 @@ Notifier *notifier_new(const NotifyConfig *cfg, const char *scope, const char *n
     }
     n->curl_inited = true;
 
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&n->cv);
     pthread_mutex_init(&n->mu, NULL);
 
     /* the thread blocks every signal: they belong to the daemon's main loop */
