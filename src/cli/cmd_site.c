@@ -225,8 +225,9 @@ static bool following(const Cluster *c, const void *arg, char *why, size_t wsz)
     }
     str_fmt(why, wsz, "leader %s: %s, timeline %d", l->name, l->replication_state[0] ? l->replication_state : l->state,
             l->timeline);
-    return strcmp(l->role, "standby_leader") == 0 && strcmp(l->replication_state, "streaming") == 0 &&
-           l->timeline >= *timeline;
+    /* running too: a switchover back (drill failover --switch-back) starts right after */
+    return strcmp(l->role, "standby_leader") == 0 && strcmp(l->state, "running") == 0 &&
+           strcmp(l->replication_state, "streaming") == 0 && l->timeline >= *timeline;
 }
 
 bool site_wait_following(Site *s, int timeline, int64_t timeout_ms, Err *err)

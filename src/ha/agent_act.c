@@ -883,6 +883,18 @@ static void maintain_slots(Agent *a)
     Err err = {{0}};
     if (!pg_sync_slots(&a->pg, names, n, &err))
         log_warn("replication slots: %s", err.msg);
+    if (a->pgst.in_recovery && a->cluster.config.n_slots > 0) {
+        /* a standby leader's permanent slots serve the other site once this one is promoted:
+         * unused until then, they would hold every WAL file since their creation (a DR site's
+         * disk, and what a failback's pg_rewind copies); they follow its restartpoints */
+        char perm[16][64];
+        int np = 0;
+        for (int i = 0; i < a->cluster.config.n_slots && np < 16; i++)
+            str_copy(perm[np++], 64, a->cluster.config.slots[i]);
+        Err ae = {{0}};
+        if (!pg_advance_slots(&a->pg, perm, np, &ae))
+            log_debug("advancing the permanent slots: %s", ae.msg);
+    }
 }
 
 /* Rewrite the configuration of the running server and reload it (loop thread): as a replica

@@ -181,6 +181,10 @@ bool pg_exec(PgNode *pg, const char *sql, int timeout_ms, Err *err);
 /* Make the physical slots on this primary exactly `names` (creating missing ones, dropping
  * our other inactive ones). */
 bool pg_sync_slots(PgNode *pg, char names[][64], int n, Err *err);
+/* A standby's permanent slots (names), unused: moved up to the redo point of its last
+ * restartpoint, so that they hold the WAL it keeps anyway (what the other site needs to rejoin
+ * after a promotion here), not every file since their creation. */
+bool pg_advance_slots(PgNode *pg, char names[][64], int n, Err *err);
 /* Slot name for a member: lowercase, [a-z0-9_] only. */
 void pg_slot_name(const char *member, char *out, size_t sz);
 /* Create (or update the password of) the replication role. */

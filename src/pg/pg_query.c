@@ -1,6 +1,7 @@
 /* libpq access to the local server with hard deadlines (a frozen postmaster must not freeze
  * the agent), plus observation, slots and the replication role. */
 #include "common/common.h"
+#include "common/strbuf.h"
 #include "common/fileutil.h"
 #include "common/lease_file.h"
 #include "common/log.h"
@@ -356,6 +357,33 @@ bool pg_sync_slots(PgNode *pg, char names[][64], int n, Err *err)
             ok = false;
     }
     PQclear(r);
+    return ok;
+}
+
+bool pg_advance_slots(PgNode *pg, char names[][64], int n, Err *err)
+{
+    if (n <= 0)
+        return true;
+    StrBuf q = {0};
+    /* up to the redo point of its last restartpoint: the WAL from there is what it keeps anyway,
+     * and what a failback needs (the other site recovers from the last checkpoint before the fork) */
+    strbuf_adds(&q, "SELECT count(pg_replication_slot_advance(slot_name, c.redo_lsn)) "
+                    "FROM pg_replication_slots, pg_control_checkpoint() c WHERE slot_type = 'physical' AND NOT active "
+                    "AND restart_lsn < c.redo_lsn AND c.redo_lsn <= pg_last_wal_replay_lsn() AND slot_name IN (");
+    for (int i = 0; i < n; i++) {
+        char *lit = PQescapeLiteral(pg->conn, names[i], strlen(names[i]));
+        if (!lit) {
+            strbuf_free(&q);
+            err_set(err, "cannot quote the slot name %s", names[i]);
+            return false;
+        }
+        strbuf_addf(&q, "%s%s", i ? ", " : "", lit);
+        PQfreemem(lit);
+    }
+    strbuf_adds(&q, ")");
+    char *sql = strbuf_take(&q);
+    bool ok = pg_exec(pg, sql, 2000, err);
+    free(sql);
     return ok;
 }
 

@@ -5,6 +5,7 @@
 #    nodes) and becomes b's standby leader, streaming from a's primary through slot site_b
 #    (kept by a's leader from its `slots` config); b's other member cascades from it. list says
 #    "Standby Leader" and names the source; /standby-leader and /leader answer 200 on it,
+#    its permanent slot for site a follows its restartpoints (no WAL kept from before),
 #    /primary 503; /metrics has the site lag. Rows written on a reach both of b's members.
 #  - the standby leader fails over inside site b: node3 killed, node4 takes the key without
 #    promoting and streams from a; node3 comes back as node4's replica.
@@ -26,6 +27,17 @@ psql_n 1 -c "create table dr(id int primary key, at text)" -c "insert into dr va
 # ---- site b: a standby cluster of site a
 [ "$(psql_n 1 -c "select active from pg_replication_slots where slot_name = 'site_b'")" = t ] ||
     fail "site b does not use slot site_b on node1"
+# b's standby leader keeps slot site_a for the day b is the primary site, moved up to what it has
+# replayed: it holds no WAL from before (a DR site's disk would fill with it)
+psql_n 1 -c "insert into dr select g, 'a' from generate_series(2, 5000) g" -c "select pg_switch_wal()" >/dev/null
+a_lsn=$(psql_n 1 -c "select pg_current_wal_lsn()")
+psql_n 1 -c "checkpoint" >/dev/null
+slot_follows() {
+    psql_n 3 -c "checkpoint" >/dev/null 2>&1   # a restartpoint, once a's checkpoint is replayed
+    [ "$(psql_n 3 -c "select restart_lsn >= '$a_lsn' from pg_replication_slots where slot_name = 'site_a'")" = t ]
+}
+wait_until 30 "node3's slot site_a follows its restartpoints past $a_lsn" slot_follows
+psql_n 1 -c "delete from dr where id > 1" >/dev/null
 site_role_is 4 Replica || fail "node4: role $(site_role 4), want Replica"
 [ "$(site_etcdctl b get --print-value-only /service/site-b/initialize)" = "$(site_etcdctl a get --print-value-only /service/site-a/initialize)" ] ||
     fail "site b's initialize key differs from site a's system identifier"
