@@ -17,6 +17,7 @@
 #include "common/lsn.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
+#include "pg/pg.h"
 
 #include <jansson.h>
 
@@ -44,7 +45,10 @@ static void site_usage(FILE *out)
           "      --peer-namespace NS   its key namespace (default: site.peer.namespace, else this one's)\n"
           "      --timeout SECONDS     how long each step may take (default 60)\n"
           "      --json                status: print JSON\n"
-          "      --old-site-fenced     promote: the operator confirms the other site is stopped or cut off\n",
+          "      --old-site-fenced     promote: the operator confirms the other site is stopped or cut off\n"
+          "      --target-time TIME    promote: open the standby site as it was at TIME (a delayed DR site, before\n"
+          "                            a bad write): its standby leader recovers to TIME only; a primary site that\n"
+          "                            still runs is demoted first and rejoins by rewind, its later writes listed\n",
           out);
     fputs(CLI_CONN_USAGE, out);
 }
@@ -462,10 +466,53 @@ static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
     return site_standby_for(&newp->ctx.cluster, newp->ctx.scope, old, err);
 }
 
+/* the old primary site runs no writable server any more (demoted to follow the other one) */
+static bool no_primary(const Cluster *c, const void *arg, char *why, size_t wsz)
+{
+    (void)arg;
+    const Member *pm = running_primary(c);
+    if (pm) {
+        str_fmt(why, wsz, "%s still runs as a primary", pm->name);
+        return false;
+    }
+    return true;
+}
+
+/* --target-time: the standby leader has not applied anything at or past T (its
+ * recovery_min_apply_delay kept the bad write back); 1 yes, 0 no, -1 + err cannot tell. */
+static int replayed_before(const Site *own, const Member *dl, const char *when, Err *err)
+{
+    if (!pg_timestamp_text_ok(when)) {
+        err_set(err, "--target-time \"%s\" is not a timestamp (e.g. '2026-12-05 11:00:00+00')", when);
+        return -1;
+    }
+    if (!own->ctx.cfg) {
+        err_set(err, "needs -c FILE (postgresql.authentication.superuser) to ask %s what it replayed", dl->name);
+        return -1;
+    }
+    char hp[256];
+    cluster_member_host(dl->conn_url, hp, sizeof(hp));
+    char *colon = strrchr(hp, ':');
+    if (!colon) {
+        err_set(err, "%s has no postgres address in its member record", dl->name);
+        return -1;
+    }
+    *colon = '\0';
+    char sql[256], v[16];
+    str_fmt(sql, sizeof(sql), "SELECT coalesce(pg_last_xact_replay_timestamp() < '%s'::timestamptz, true)::text", when);
+    if (!pg_remote_value(hp, atoi(colon + 1), NULL, &own->ctx.cfg->pg_superuser, sql, v, sizeof(v), err))
+        return -1;
+    return strcmp(v, "true") == 0;
+}
+
 /* site promote: the standby site becomes the primary site while the primary site is lost. Never
  * while the other site is known to run a primary; without --old-site-fenced, never while it
- * cannot be checked (it could come back and take writes of its own). */
-int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s)
+ * cannot be checked (it could come back and take writes of its own).
+ * With target_time T (a delayed DR site opened before a bad write): the standby leader recovers
+ * to T only, then is promoted; a primary site that still runs is demoted first (made a standby
+ * cluster of this one: it rejoins by rewind once this one is promoted, and its agents list what
+ * it had after T before rewinding it away). */
+int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s)
 {
     Site *d, *p;
     if (site_is_standby(&own->ctx.cluster)) {
@@ -488,13 +535,16 @@ int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s)
     Cluster *D = &d->ctx.cluster;
     if (p->ctx.loaded) {
         const Member *pm = running_primary(&p->ctx.cluster);
-        if (pm) {
+        if (pm && target_time) {
+            printf("  %s runs a primary (%s): it is demoted first, to follow %s; what it has after %s is listed by "
+                   "its agents when it rejoins\n", p->ctx.scope, pm->name, d->ctx.scope, target_time);
+        } else if (pm) {
             cli_error("use 'pgvigil site switchover' while both sites run (it loses no commit), or stop that site first",
                       "site promote refused: %s is reachable and its member %s runs as a writable primary", p->ctx.scope,
                       pm->name);
             return EXIT_STATE;
         }
-        if (!fenced && p->ctx.cluster.n_members > 0) {
+        if (!fenced && !target_time && p->ctx.cluster.n_members > 0) {
             cli_error("confirm with --old-site-fenced once its servers are stopped or cut off from clients",
                       "site promote refused: %s still has %d member(s) registered in its etcd", p->ctx.scope,
                       p->ctx.cluster.n_members);
@@ -513,11 +563,25 @@ int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s)
         return EXIT_STATE;
     }
     Err err = {{0}};
+    if (target_time) {
+        int before = replayed_before(own, dl, target_time, &err);
+        if (before != 1) {
+            cli_error(before == 0 ? "choose a later time, or rescue another member ('pgvigil rescue')" : NULL,
+                      "site promote refused: %s",
+                      before == 0 ? "its standby leader already applied commits at or after that time" : err.msg);
+            return before == 0 ? EXIT_STATE : EXIT_FAILED;
+        }
+    }
     int64_t t0 = mono_ms();
     int64_t epoch = next_epoch(p, d);
     char lsn[LSN_BUFSZ];
     lsn_format(dl->xlog_location, lsn);
     json_t *extra = json_pack("{s:s, s:i, s:s}", "lsn", lsn, "timeline", dl->timeline, "kind", "failover");
+    if (target_time) {
+        /* the one member to open at T: the others may have applied the bad write already */
+        json_object_set_new(extra, "target_time", json_string(target_time));
+        json_object_set_new(extra, "target_member", json_string(dl->name));
+    }
     json_t *back = rejoin_as(d, &D->config.standby, &err);
     if (!back) {
         json_decref(extra);
@@ -562,6 +626,18 @@ int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s)
         }
         printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
                d->ctx.scope);
+        if (target_time && !wait_for(p, no_primary, NULL, "the demotion of its primary", (int64_t)timeout_s * 1000, &err)) {
+            /* nothing was promoted: it stays the primary site */
+            Err ue = {{0}};
+            json_object_set_new(rec, "state", json_string("rolled back"));
+            put_site_record(&d->ctx, rec, &ue);
+            put_site_record(&p->ctx, rec, &ue);
+            json_decref(rec);
+            bool unmarked = patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue);
+            cli_error(unmarked ? "nothing was promoted; see its agents' logs" : "remove it by hand: edit-config --set standby_cluster=null",
+                      "site promote: %s%s", err.msg, unmarked ? "" : "; and its standby_cluster could not be removed again");
+            return EXIT_FAILED;
+        }
     }
     /* (the member records are read again below: keep what is printed) */
     char name[NAME_MAX_LEN];
@@ -594,7 +670,11 @@ int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s)
     if (!recorded)
         fprintf(stderr, "warning: %s was promoted but its record could not be written (%s): the old site's agents "
                         "will not see it; run 'pgvigil site rejoin' before they start\n", d->ctx.scope, err.msg);
-    printf("promoting %s (its standby leader %s had received up to %s on timeline %d)\n", d->ctx.scope, name, lsn, tl);
+    if (target_time)
+        printf("opening %s at %s (its standby leader %s recovers to that time from the WAL it received, then is "
+               "promoted)\n", d->ctx.scope, target_time, name);
+    else
+        printf("promoting %s (its standby leader %s had received up to %s on timeline %d)\n", d->ctx.scope, name, lsn, tl);
     if (!wait_for(d, promoted, NULL, "the promotion of its standby leader", (int64_t)timeout_s * 1000, &err)) {
         cli_error("see the agents' logs", "site promote: %s", err.msg);
         return EXIT_FAILED;
@@ -794,19 +874,21 @@ void site_close_pair(Site *own, Site *peer)
 
 int cmd_site(int argc, char **argv)
 {
-    enum { OPT_TIMEOUT = CLI_OPT_NEXT, OPT_JSON, OPT_FENCED };
+    enum { OPT_TIMEOUT = CLI_OPT_NEXT, OPT_JSON, OPT_FENCED, OPT_TARGET_TIME };
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
         SITE_PEER_LONGOPTS,
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
         {"old-site-fenced", no_argument, NULL, OPT_FENCED},
+        {"target-time", required_argument, NULL, OPT_TARGET_TIME},
         {NULL, 0, NULL, 0},
     };
     CliConnOpts conn = {0};
     SitePeerOpts po = {0};
     int timeout_s = 60;
     bool as_json = false, fenced = false;
+    const char *target_time = NULL;
     int opt;
     optind = 1;
     opterr = 0;
@@ -819,6 +901,7 @@ int cmd_site(int argc, char **argv)
             return EXIT_OK;
         case OPT_JSON: as_json = true; break;
         case OPT_FENCED: fenced = true; break;
+        case OPT_TARGET_TIME: target_time = optarg; break;
         case OPT_TIMEOUT:
             if (!cli_parse_int(optarg, 1, 86400, &timeout_s)) {
                 cli_error("e.g. --timeout 120", "--timeout: expected seconds (1-86400), got \"%s\"", optarg);
@@ -839,6 +922,10 @@ int cmd_site(int argc, char **argv)
         cli_error("run 'pgvigil site --help'", "site: unknown subcommand \"%s\"", sub);
         return EXIT_USAGE;
     }
+    if (target_time && strcmp(sub, "promote") != 0) {
+        cli_error("run 'pgvigil site --help'", "--target-time goes with site promote only");
+        return EXIT_USAGE;
+    }
     if (optind + 1 < argc) {
         cli_error("run 'pgvigil site --help'", "unexpected argument \"%s\"", argv[optind + 1]);
         return EXIT_USAGE;
@@ -853,7 +940,7 @@ int cmd_site(int argc, char **argv)
         if (strcmp(sub, "status") == 0)
             rc = site_status(&own, &peer, as_json);
         else if (strcmp(sub, "promote") == 0)
-            rc = site_promote_run(&own, &peer, fenced, timeout_s);
+            rc = site_promote_run(&own, &peer, fenced, target_time, timeout_s);
         else if (strcmp(sub, "rejoin") == 0)
             rc = site_rejoin_run(&own, &peer);
         else

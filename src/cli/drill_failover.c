@@ -89,7 +89,7 @@ int drill_failover(Site *own, Site *peer, const DrillFailover *fo, json_t *repor
     json_object_set_new(steps, "site_down_seconds", json_real((m_down - m0) / 1000.0));
 
     /* 2. the standby site is promoted (the stop command fenced the old one) */
-    if (site_promote_run(d, p, true, fo->timeout_s) != EXIT_OK) {
+    if (site_promote_run(d, p, true, NULL, fo->timeout_s) != EXIT_OK) {
         cli_error(NULL, "drill failover: the promotion of %s failed", d->ctx.scope);
         goto out;
     }

@@ -44,7 +44,7 @@ void site_close_pair(Site *own, Site *peer);
 /* `pgvigil site switchover` (prints its steps); steps (may be NULL) gets their durations. */
 int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps);
 /* `pgvigil site promote` and `site rejoin` (print their steps; return the exit code). */
-int site_promote_run(Site *own, Site *peer, bool fenced, int timeout_s);
+int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s);
 int site_rejoin_run(Site *own, Site *peer);
 /* Wait until s's leader is a standby leader streaming on timeline or later. */
 bool site_wait_following(Site *s, int timeline, int64_t timeout_ms, Err *err);

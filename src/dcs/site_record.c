@@ -106,6 +106,21 @@ const char *site_record_primary(const json_t *rec)
     return v ? v : "";
 }
 
+const char *site_record_target_time(const json_t *rec, const char *scope, int timeline, const char **member)
+{
+    const char *st = json_string_value(json_object_get(rec, "state"));
+    const char *to = json_string_value(json_object_get(rec, "to"));
+    const char *t = json_string_value(json_object_get(rec, "target_time"));
+    const char *m = json_string_value(json_object_get(rec, "target_member"));
+    json_t *tl = json_object_get(rec, "timeline");
+    if (!st || (strcmp(st, "promoting") != 0 && strcmp(st, "promoted") != 0) || !to || strcmp(to, scope) != 0 || !t ||
+        !t[0] || !m || !json_is_integer(tl) || json_integer_value(tl) != timeline)
+        return NULL;
+    if (member)
+        *member = m;
+    return t;
+}
+
 const char *site_record_winner(const Cluster *a, const char *a_scope, const Cluster *b, const char *b_scope)
 {
     int64_t ea = cluster_site_epoch(a), eb = cluster_site_epoch(b);

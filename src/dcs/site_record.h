@@ -22,6 +22,12 @@ const char *site_record_primary(const json_t *rec);
  * newer names neither). */
 const char *site_record_winner(const Cluster *a, const char *a_scope, const Cluster *b, const char *b_scope);
 
+/* `site promote --target-time T`: the promotion this record (state "promoting" or "promoted")
+ * asks of site `scope` opens its standby leader `*member` at T, not at the end of the WAL it
+ * received. T while the record applies to a server still on the timeline the promotion started
+ * from (timeline); NULL otherwise (no target, another site, or that promotion is over). */
+const char *site_record_target_time(const json_t *rec, const char *scope, int timeline, const char **member);
+
 /* A site failover (automatic or `site promote`): the other site may have promoted on its own
  * meanwhile, a few timelines past anything this site saw, and two servers on one timeline number
  * with different histories cannot be rewound apart. So the promotion that follows takes a number

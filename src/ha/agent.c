@@ -580,15 +580,12 @@ static bool start_rescue(Agent *a, const char *when)
         return false;
     }
     /* what it replayed is before the target, or there is nothing to rescue */
-    char sql[256];
-    str_fmt(sql, sizeof(sql), "SELECT coalesce(pg_last_xact_replay_timestamp() < '%s'::timestamptz, true)::text", when);
     Err err = {{0}};
-    PGresult *r = pg_query(&a->pg, sql, 2000, &err);
-    bool before = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "true") == 0;
-    PQclear(r);
-    if (!before) {
+    int before = agent_replayed_before(&a->pg, when, &err);
+    if (before != 1) {
         log_error("rescue to %s refused: %s", when,
-                  r ? "this standby already replayed past that time (its recovery_min_apply_delay is shorter)" : err.msg);
+                  before == 0 ? "this standby already replayed past that time (its recovery_min_apply_delay is shorter)"
+                              : err.msg);
         return false;
     }
     if (strcmp(a->cluster.leader, a->cfg->name) == 0) {

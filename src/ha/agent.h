@@ -15,6 +15,8 @@
 #include "ha/agent_effects.h"
 #include "ha/fence.h"
 #include "ha/ha_decide.h"
+
+#include <jansson.h>
 #include "ha/source_probe.h"
 #include "ha/peer_site.h"
 #include "ha/site_witness.h"
@@ -126,6 +128,7 @@ typedef struct Agent {
     bool start_failed;
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */
     int64_t start_failed_at;    /* monotonic time of the last failed start */
+    int64_t promote_failed_at;  /* monotonic time of the last failed promotion (retried after a pause) */
     int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
@@ -243,6 +246,19 @@ bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *
 bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
 /* JOB_RESCUE: stop, recover to j->rescue_time from the WAL there is (no apply delay), promote. */
 bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* 1 when this standby's last replayed commit is before `when` (or it replayed none), 0 when
+ * not, -1 + err when it cannot tell or `when` is not a timestamp. */
+int agent_replayed_before(PgNode *pg, const char *when, Err *err);
+/* `site promote --target-time`: the target time the site record asks of this site while this
+ * member is on the timeline that promotion starts from (NULL: none); *mine when this member is
+ * the one to open at it. *rec (to free) holds the returned string. */
+const char *agent_site_target(const Agent *a, json_t **rec, bool *mine);
+/* JOB_PROMOTE with j->rescue_time: stop, recover to that time from the WAL there is (no apply
+ * delay), promote as the site's primary on j->new_timeline. */
+bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* PostgreSQL's promotion takes the timeline after the newest history file it finds: empty ones
+ * below `want` make it take `want`. */
+bool agent_place_timeline_markers(PgNode *pg, int want, Err *err);
 /* The marker a rescued data directory carries (its agent stays detached across restarts). */
 #define RESCUED_FILE "pgvigil.rescued"
 

@@ -186,8 +186,15 @@ static void job_prepare_ex(Agent *a, Job *j, JobKind kind, const char *target, b
         if (kind == JOB_PROMOTE)
             j->n_peer_slots = peer_slot_names(a, j->peer_slots, 32);
     }
-    if (kind == JOB_PROMOTE)
+    if (kind == JOB_PROMOTE) {
         j->new_timeline = a->promote_timeline;
+        json_t *rec;
+        bool mine;
+        const char *t = agent_site_target(a, &rec, &mine);
+        if (t && mine)
+            str_copy(j->rescue_time, sizeof(j->rescue_time), t);   /* site promote --target-time */
+        json_decref(rec);
+    }
     j->standby_cluster = a->cluster.config.standby.present;
     if (kind == JOB_RESCUE)
         str_copy(j->rescue_time, sizeof(j->rescue_time), a->rescue_time);
@@ -376,7 +383,7 @@ static bool ssn_in_force(PgNode *pg, const Job *j, Err *err)
  * finds, going up from its own without a gap. Empty history files (comments only: PostgreSQL
  * skips them, and a standby never takes one for a timeline to follow) for the numbers below
  * `want` make it pick `want`. */
-static bool place_timeline_markers(PgNode *pg, int want, Err *err)
+bool agent_place_timeline_markers(PgNode *pg, int want, Err *err)
 {
     PgState st;
     pg_observe(pg, &st);
@@ -403,6 +410,24 @@ static bool place_timeline_markers(PgNode *pg, int want, Err *err)
         log_info("promote: timelines %d to %d are taken (or kept clear) elsewhere: marked in pg_wal so that they "
                  "are not reused", first, last);
     return true;
+}
+
+/* a promotion that failed is not retried at once (another member may take over meanwhile) */
+#define PROMOTE_RETRY_PAUSE_MS 5000
+
+/* `site promote --target-time T` names the one member to open at T: none other promotes from
+ * the timeline it started from (they may have replayed past T: the bad write). */
+static bool promote_target_ok(Agent *a)
+{
+    json_t *rec;
+    bool mine;
+    const char *t = agent_site_target(a, &rec, &mine);
+    bool ok = !t || mine;
+    if (!ok)
+        log_warn("promote: not promoting: this site is being opened at %s by %s, and this member may have replayed "
+                 "past that time", t, json_string_value(json_object_get(rec, "target_member")));
+    json_decref(rec);
+    return ok;
 }
 
 static bool run_job(Agent *a, Job *j, Err *err)
@@ -450,6 +475,12 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
     case JOB_PROMOTE: {
+        if (j->rescue_time[0]) {
+            /* site promote --target-time: nothing may reload this standby without its apply delay
+             * before it stopped (it would apply the backlog, the bad write with it) */
+            ok = agent_promote_at(a, j, &pg, start_timeout, err);
+            break;
+        }
         if (j->n_peer_slots > 0) {
             /* the replicas re-point to us as soon as we hold the leader key: with their slots
              * here first, none is refused and left to retry wal_retrieve_retry_interval later
@@ -465,7 +496,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         } else {
             ok = write_conf_ex(&pg, j, false, true, err) && pg_reload(&pg, err);
         }
-        ok = ok && (j->new_timeline <= 0 || place_timeline_markers(&pg, j->new_timeline, err));
+        ok = ok && (j->new_timeline <= 0 || agent_place_timeline_markers(&pg, j->new_timeline, err));
         ok = ok && pg_promote(&pg, 60, err);
         if (ok && j->new_timeline > 0) {
             PgState st;
@@ -789,7 +820,9 @@ void agent_collect_job(Agent *a)
             delete_failover_key(a);
             set_role(a, "primary", "promoted");
         } else {
-            /* could not promote: let someone else try */
+            /* could not promote: let someone else try (and not retry at once: each try reserves a
+             * timeline number of its own) */
+            a->promote_failed_at = mono_ms();
             dcs_del_if_mine(a, "leader");
         }
         break;
@@ -1379,7 +1412,12 @@ void agent_act(Agent *a, const Decision *d)
             log_warn("promote: no live lease to arm the fence with; not promoting");
             break;
         }
-        if (!reserve_timeline(a, &a->promote_timeline))
+        if (a->promote_failed_at && mono_ms() - a->promote_failed_at < PROMOTE_RETRY_PAUSE_MS) {
+            log_debug("promote: the last promotion failed %lld ms ago; trying again after %d ms",
+                     (long long)(mono_ms() - a->promote_failed_at), PROMOTE_RETRY_PAUSE_MS);
+            break;
+        }
+        if (!promote_target_ok(a) || !reserve_timeline(a, &a->promote_timeline))
             break;
         if (strcmp(a->cluster.leader, a->cfg->name) != 0 && !take_leader_key(a))
             break;

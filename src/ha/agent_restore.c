@@ -18,7 +18,10 @@
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
+#include "dcs/site_record.h"
 #include "ha/agent.h"
+
+#include <jansson.h>
 
 #include <sys/stat.h>
 
@@ -287,6 +290,73 @@ bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
               wait_promoted(a, pg, err);
     kvlist_free(&rec);
     return ok;
+}
+
+int agent_replayed_before(PgNode *pg, const char *when, Err *err)
+{
+    if (!pg_timestamp_text_ok(when)) {
+        err_set(err, "\"%s\" is not a timestamp (e.g. '2026-12-05 11:00:00+00')", when);
+        return -1;
+    }
+    char sql[256];
+    str_fmt(sql, sizeof(sql), "SELECT coalesce(pg_last_xact_replay_timestamp() < '%s'::timestamptz, true)::text", when);
+    PGresult *r = pg_query(pg, sql, 2000, err);
+    int before = r && PQntuples(r) == 1 ? strcmp(PQgetvalue(r, 0, 0), "true") == 0 : -1;
+    PQclear(r);
+    return before;
+}
+
+const char *agent_site_target(const Agent *a, json_t **rec, bool *mine)
+{
+    *rec = a->cluster.site_json ? json_loads(a->cluster.site_json, 0, NULL) : NULL;
+    const char *member = NULL;
+    /* the timeline as its member record gives it (what the record was written from) */
+    const PgState *st = &a->pgst;
+    int tl = st->in_recovery && st->history_tli > st->timeline ? st->history_tli : st->timeline;
+    const char *t = site_record_target_time(*rec, a->cfg->scope, tl, &member);
+    *mine = t && strcmp(member, a->cfg->name) == 0;
+    return t;
+}
+
+bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
+{
+    const Config *cfg = a->cfg;
+    /* checked again here, before anything is touched: what it applied is before the target */
+    int before = agent_replayed_before(pg, j->rescue_time, err);
+    if (before != 1) {
+        if (before == 0)
+            err_set(err, "promote at %s refused: this standby already replayed past that time", j->rescue_time);
+        return false;
+    }
+    if (!pg_stop(pg, "fast", 60, err))
+        return false;
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
+    unlink(path);
+    KvList rec = {0};
+    kvlist_set(&rec, "recovery_target_time", j->rescue_time);
+    kvlist_set(&rec, "recovery_target_inclusive", "off");
+    kvlist_set(&rec, "recovery_target_action", "promote");
+    kvlist_set(&rec, "recovery_min_apply_delay", "0");
+    /* its own timeline: 'latest' would take the newest history file, one of the markers that
+     * reserve the new timeline's number, and find no checkpoint on it */
+    kvlist_set(&rec, "recovery_target_timeline", "current");
+    char cmd[3 * 4096];
+    if (config_has_repository(&cfg->backup))
+        pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
+    else
+        str_copy(cmd, sizeof(cmd), "/bin/false");
+    kvlist_set(&rec, "restore_command", cmd);
+    log_info("promote: recovering to %s from the WAL received (no apply delay), then promoting as this site's "
+             "primary", j->rescue_time);
+    /* no primary_conninfo: the WAL it has (and the repository's) is all it needs to reach T */
+    bool ok = write_signal(cfg->pg_data_dir, "recovery.signal", err) &&
+              agent_write_job_conf(pg, j, false, false, &rec, err) &&
+              (j->new_timeline <= 0 || agent_place_timeline_markers(pg, j->new_timeline, err)) &&
+              pg_start(pg, start_timeout, err) && wait_promoted(a, pg, err);
+    kvlist_free(&rec);
+    /* a primary's configuration again: no recovery target left for a later recovery to stop at */
+    return ok && agent_write_job_conf(pg, j, false, false, NULL, err) && pg_reload(pg, err);
 }
 
 bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)

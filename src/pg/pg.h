@@ -185,6 +185,9 @@ bool pg_sync_slots(PgNode *pg, char names[][64], int n, Err *err);
  * restartpoint, so that they hold the WAL it keeps anyway (what the other site needs to rejoin
  * after a promotion here), not every file since their creation. */
 bool pg_advance_slots(PgNode *pg, char names[][64], int n, Err *err);
+/* A timestamp given by an operator (rescue and site promote targets), safe to put between
+ * quotes in SQL: non-empty, printable, no quote or backslash. PostgreSQL parses the rest. */
+bool pg_timestamp_text_ok(const char *t);
 /* Slot name for a member: lowercase, [a-z0-9_] only. */
 void pg_slot_name(const char *member, char *out, size_t sz);
 /* Create (or update the password of) the replication role. */

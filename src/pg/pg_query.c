@@ -387,6 +387,16 @@ bool pg_advance_slots(PgNode *pg, char names[][64], int n, Err *err)
     return ok;
 }
 
+bool pg_timestamp_text_ok(const char *t)
+{
+    if (!t || !t[0] || strlen(t) > 64)
+        return false;
+    for (const char *c = t; *c; c++)
+        if (*c < 0x20 || *c > 0x7e || *c == '\'' || *c == '\\')
+            return false;
+    return true;
+}
+
 bool pg_ensure_replication_role(PgNode *pg, Err *err)
 {
     const Credentials *rep = &pg->cfg->pg_replication;

@@ -6,6 +6,11 @@
 # (role Rescued in list, no standby leader key: node4 takes it and follows a), and has the rows.
 # `pgvigil reinit node3` makes it a replica again. Refused: a rescue of a member of the primary
 # site, and of a standby that already replayed past T (node4, which has no delay).
+# Then the whole DR site: after another mistake on a (a table dropped), `pgvigil site promote
+# --target-time T2` demotes the running site a, opens node4 (the delayed standby leader now) at
+# T2 as site b's primary, and a rejoins by rewind, its divergence report naming what it had
+# after T2 (the drop); node3, which applied the drop, is rewound too. Refused first: a target
+# node4 applied already, and a target time that is not a timestamp.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_sites.sh"
 
@@ -49,4 +54,34 @@ is_primary 3 || fail "node3's agent did not leave the rescued server open"
 sitectl b reinit node3 --force >"$T_DIR/reinit.out" 2>&1 || fail "reinit: $(cat "$T_DIR/reinit.out")"
 wait_until 120 "node3 is a replica of node4 again" streams_from 3 4
 wait_until 30 "node3 is listed as a replica" site_role_is 3 Replica
+
+# ---- the whole DR site opened at a time before a mistake on a
+psql_n 1 -c "create table ledger(id int primary key)" -c "insert into ledger select generate_series(1, 5)"
+sleep 1.5
+T2=$(psql_n 1 -c "select now()")
+sleep 1.5
+psql_n 1 -c "drop table ledger" -c "insert into precious values (200)"
+lsn=$(psql_n 1 -c "select pg_current_wal_lsn()")
+wait_until 30 "site b received the drop" received4
+out=$(site_cli_b promote --target-time "$T" 2>&1) && fail "site promote to a time node4 applied already accepted: $out"
+grep -q "already applied commits at or after that time" <<<"$out" || fail "unexpected answer: $out"
+out=$(site_cli_b promote --target-time "now'; drop table precious; --" 2>&1) && fail "a target that is not a timestamp accepted"
+grep -q "is not a timestamp" <<<"$out" || fail "unexpected answer: $out"
+is_primary 1 || fail "a refused site promote demoted site a"
+site_cli_b promote --target-time "$T2" | tee "$T_DIR/site-rescue.out" || fail "site promote --target-time"
+wait_until 60 "node4 is site b's primary" is_primary 4
+[ "$(psql_n 4 -c "select count(*) from ledger")" = 5 ] || fail "node4 was not opened before the drop"
+[ "$(psql_n 4 -c "select count(*) from precious where id = 200")" = 0 ] || fail "node4 has a write of after T2"
+# (node1 connects to node4 at once; what counts is that it rewinds, reporting the drop, then follows)
+wait_until 120 "node1 reports what it had after T2 before rewinding" \
+    grep -q "before pg_rewind: this data directory has what" "$T_DIR/node1.log"
+grep -h "before pg_rewind: this data directory has what" "$T_DIR/node1.log"
+wait_until 120 "site a rejoins: node1 streams from node4" streams_from 1 4
+wait_until 120 "node3 follows node4 (rewound past the drop)" streams_from 3 4
+[ "$(psql_n 3 -c "select count(*) from ledger")" = 5 ] || fail "node3 does not have the table opened at T2"
+psql_n 4 -c "insert into precious values (300)"
+lsn=$(psql_n 4 -c "select pg_current_wal_lsn()")
+# (site a, a standby cluster now, takes site b's delay: what it receives is what counts)
+received1() { [ "$(psql_n 1 -c "select pg_last_wal_receive_lsn() >= '$lsn'" 2>/dev/null)" = t ]; }
+wait_until 30 "node1 receives site b's new write" received1
 echo "PASS [$T_NAME]"

@@ -3,6 +3,7 @@
  * route snapshot offers for writes and for reads (proxy_pg.c, proxy_snapshot.c). */
 #include "common/common.h"
 #include "dcs/site_record.h"
+#include "pg/pg.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_pg.h"
 
@@ -262,6 +263,33 @@ static void test_snapshot_two_sites(void **state)
     cluster_free(&b);
 }
 
+/* site promote --target-time: the record asks its target of the named site's servers still on
+ * the timeline it started from, and of no one else */
+static void test_site_record_target_time(void **state)
+{
+    (void)state;
+    json_t *rec = json_loads("{\"state\":\"promoting\",\"from\":\"site-a\",\"to\":\"site-b\",\"timeline\":3,"
+                             "\"target_time\":\"2026-12-05 11:00:00+00\",\"target_member\":\"node4\"}", 0, NULL);
+    const char *m = NULL;
+    assert_string_equal(site_record_target_time(rec, "site-b", 3, &m), "2026-12-05 11:00:00+00");
+    assert_string_equal(m, "node4");
+    assert_null(site_record_target_time(rec, "site-a", 3, &m));    /* another site */
+    assert_null(site_record_target_time(rec, "site-b", 104, &m));  /* promoted already: its new timeline */
+    json_object_set_new(rec, "state", json_string("promoted"));
+    assert_non_null(site_record_target_time(rec, "site-b", 3, &m));
+    json_object_set_new(rec, "state", json_string("rolled back"));
+    assert_null(site_record_target_time(rec, "site-b", 3, &m));
+    json_object_set_new(rec, "state", json_string("promoting"));
+    json_object_del(rec, "target_time");                          /* a plain site promote */
+    assert_null(site_record_target_time(rec, "site-b", 3, &m));
+    assert_null(site_record_target_time(NULL, "site-b", 3, &m));
+    json_decref(rec);
+    assert_true(pg_timestamp_text_ok("2026-12-05 11:00:00+00"));
+    assert_false(pg_timestamp_text_ok("now'; drop table t; --"));
+    assert_false(pg_timestamp_text_ok("a\\b"));
+    assert_false(pg_timestamp_text_ok(""));
+}
+
 static void test_snapshot_roles(void **state)
 {
     (void)state;
@@ -343,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_conn_url),
         cmocka_unit_test(test_snapshot_roles),
         cmocka_unit_test(test_snapshot_two_sites),
+        cmocka_unit_test(test_site_record_target_time),
         cmocka_unit_test(test_snapshot_bad_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
