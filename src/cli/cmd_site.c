@@ -467,42 +467,23 @@ static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
 }
 
 /* the old primary site runs no writable server any more (demoted to follow the other one) */
-static bool no_primary(const Cluster *c, const void *arg, char *why, size_t wsz)
+/* the old primary site writes no more: no member with the primary role (whatever its state: a
+ * demotion in progress still takes writes), its leader a running standby leader */
+static bool stopped_writing(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
     (void)arg;
-    const Member *pm = running_primary(c);
-    if (pm) {
-        str_fmt(why, wsz, "%s still runs as a primary", pm->name);
+    for (int i = 0; i < c->n_members; i++)
+        if (strcmp(c->members[i].role, "primary") == 0) {
+            str_fmt(why, wsz, "%s is still a primary (%s)", c->members[i].name, c->members[i].state);
+            return false;
+        }
+    const Member *l = site_leader(c);
+    if (!l) {
+        str_copy(why, wsz, "no leader");
         return false;
     }
-    return true;
-}
-
-/* --target-time: the standby leader has not applied anything at or past T (its
- * recovery_min_apply_delay kept the bad write back); 1 yes, 0 no, -1 + err cannot tell. */
-static int replayed_before(const Site *own, const Member *dl, const char *when, Err *err)
-{
-    if (!pg_timestamp_text_ok(when)) {
-        err_set(err, "--target-time \"%s\" is not a timestamp (e.g. '2026-12-05 11:00:00+00')", when);
-        return -1;
-    }
-    if (!own->ctx.cfg) {
-        err_set(err, "needs -c FILE (postgresql.authentication.superuser) to ask %s what it replayed", dl->name);
-        return -1;
-    }
-    char hp[256];
-    cluster_member_host(dl->conn_url, hp, sizeof(hp));
-    char *colon = strrchr(hp, ':');
-    if (!colon) {
-        err_set(err, "%s has no postgres address in its member record", dl->name);
-        return -1;
-    }
-    *colon = '\0';
-    char sql[256], v[16];
-    str_fmt(sql, sizeof(sql), "SELECT coalesce(pg_last_xact_replay_timestamp() < '%s'::timestamptz, true)::text", when);
-    if (!pg_remote_value(hp, atoi(colon + 1), NULL, &own->ctx.cfg->pg_superuser, sql, v, sizeof(v), err))
-        return -1;
-    return strcmp(v, "true") == 0;
+    str_fmt(why, wsz, "leader %s is %s, %s", l->name, l->role, l->state);
+    return strcmp(l->role, "standby_leader") == 0 && strcmp(l->state, "running") == 0 && l->xlog_location > 0;
 }
 
 /* site promote: the standby site becomes the primary site while the primary site is lost. Never
@@ -512,7 +493,26 @@ static int replayed_before(const Site *own, const Member *dl, const char *when, 
  * to T only, then is promoted; a primary site that still runs is demoted first (made a standby
  * cluster of this one: it rejoins by rewind once this one is promoted, and its agents list what
  * it had after T before rewinding it away). */
+static int promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s, Member *paused,
+                       bool *promoting);
+
 int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s)
+{
+    Member paused = {0};
+    bool promoting = false;
+    int rc = promote_run(own, peer, fenced, target_time, timeout_s, &paused, &promoting);
+    if (rc != EXIT_OK && paused.name[0] && !promoting) {
+        /* refused or rolled back before the standby site was changed: it applies WAL again */
+        Err err = {{0}};
+        if (!site_target_pause(own, &paused, false, &err))
+            fprintf(stderr, "warning: %s's replay is still paused (SELECT pg_wal_replay_resume() there): %s\n",
+                    paused.name, err.msg);
+    }
+    return rc;
+}
+
+static int promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s, Member *paused,
+                       bool *promoting)
 {
     Site *d, *p;
     if (site_is_standby(&own->ctx.cluster)) {
@@ -533,6 +533,32 @@ int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time
         return EXIT_DCS;
     }
     Cluster *D = &d->ctx.cluster;
+    const Member *dl = site_leader(D);
+    if (!dl || strcmp(dl->role, "standby_leader") != 0 || strcmp(dl->state, "running") != 0) {
+        cli_error("wait until it has a running standby leader (pgvigil list)",
+                  "site promote: %s has no running standby leader", d->ctx.scope);
+        return EXIT_STATE;
+    }
+    Err err = {{0}};
+    char at[96] = "";
+    if (target_time) {
+        int before = site_target_check(own, dl, target_time, at, sizeof(at), &err);
+        if (before != 1) {
+            cli_error(before == 0    ? "choose a later time, or rescue another member ('pgvigil rescue')"
+                      : before == -2 ? "e.g. --target-time '2026-12-05 11:00:00+00'"
+                                     : NULL,
+                      "site promote refused: %s",
+                      before == 0 ? "its standby leader already applied commits at or after that time" : err.msg);
+            return before == 0 ? EXIT_STATE : before == -2 ? EXIT_USAGE : EXIT_FAILED;
+        }
+        /* nothing more is applied from here on (the other site may be demoted first) */
+        if (!site_target_pause(own, dl, true, &err)) {
+            cli_error(NULL, "site promote: cannot pause %s's replay: %s", dl->name, err.msg);
+            return EXIT_FAILED;
+        }
+        *paused = *dl;
+        target_time = at;
+    }
     if (p->ctx.loaded) {
         const Member *pm = running_primary(&p->ctx.cluster);
         if (pm && target_time) {
@@ -555,22 +581,6 @@ int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time
                   "would take writes of its own",
                   "site promote refused: cannot reach %s to check it is down (%s)", p->ctx.scope, p->ctx.load_error);
         return EXIT_STATE;
-    }
-    const Member *dl = site_leader(D);
-    if (!dl || strcmp(dl->role, "standby_leader") != 0 || strcmp(dl->state, "running") != 0) {
-        cli_error("wait until it has a running standby leader (pgvigil list)",
-                  "site promote: %s has no running standby leader", d->ctx.scope);
-        return EXIT_STATE;
-    }
-    Err err = {{0}};
-    if (target_time) {
-        int before = replayed_before(own, dl, target_time, &err);
-        if (before != 1) {
-            cli_error(before == 0 ? "choose a later time, or rescue another member ('pgvigil rescue')" : NULL,
-                      "site promote refused: %s",
-                      before == 0 ? "its standby leader already applied commits at or after that time" : err.msg);
-            return before == 0 ? EXIT_STATE : EXIT_FAILED;
-        }
     }
     int64_t t0 = mono_ms();
     int64_t epoch = next_epoch(p, d);
@@ -626,7 +636,20 @@ int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time
         }
         printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
                d->ctx.scope);
-        if (target_time && !wait_for(p, no_primary, NULL, "the demotion of its primary", (int64_t)timeout_s * 1000, &err)) {
+        Position end = {0};
+        bool demoted_ok = !target_time || wait_for(p, stopped_writing, NULL, "the demotion of its primary",
+                                                   (int64_t)timeout_s * 1000, &err);
+        if (target_time && demoted_ok) {
+            /* everything it committed before T must reach this site before the promotion: its
+             * last record, once demoted */
+            const Member *ol = site_leader(&p->ctx.cluster);
+            end.lsn = ol->xlog_location;
+            end.timeline = ol->timeline;
+            demoted_ok = wait_for(d, caught_up, &end, "receiving the demoted site's last record",
+                                  (int64_t)timeout_s * 1000, &err);
+            dl = site_leader(D);
+        }
+        if (!demoted_ok) {
             /* nothing was promoted: it stays the primary site */
             Err ue = {{0}};
             json_object_set_new(rec, "state", json_string("rolled back"));
@@ -643,6 +666,7 @@ int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time
     char name[NAME_MAX_LEN];
     str_copy(name, sizeof(name), dl->name);
     int tl = dl->timeline;
+    *promoting = true;   /* (from here on the standby site's replay stays paused: the promotion needs it) */
     if (!patch_config(&d->ctx, "{\"standby_cluster\":null}", &err)) {
         Err ue = {{0}};
         if (marked && !patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue))
@@ -680,6 +704,11 @@ int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time
         return EXIT_FAILED;
     }
     dl = site_leader(D);
+    if (target_time && strcmp(dl->name, name) != 0) {
+        cli_error("see the agents' logs", "site promote: %s was promoted, not %s, the member to open at %s", dl->name,
+                  name, target_time);
+        return EXIT_FAILED;
+    }
     printf("site promote done in %.1f s: %s is the primary site (leader %s, timeline %d)\n", (mono_ms() - t0) / 1000.0,
            d->ctx.scope, dl->name, dl->timeline);
     return EXIT_OK;

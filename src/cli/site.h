@@ -48,6 +48,14 @@ int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time
 int site_rejoin_run(Site *own, Site *peer);
 /* Wait until s's leader is a standby leader streaming on timeline or later. */
 bool site_wait_following(Site *s, int timeline, int64_t timeout_ms, Err *err);
+
+/* site_target.c: `site promote --target-time`, asked of the standby leader dl with the file's
+ * superuser (own's -c FILE) */
+/* T as an absolute UTC time (norm), read by the server, and whether dl applied nothing at or
+ * after it: 1 yes, 0 no, -1 + err cannot tell, -2 + err T is not a time (e.g. 'now'). */
+int site_target_check(const Site *own, const Member *dl, const char *when, char *norm, size_t nsz, Err *err);
+/* Pause (or resume) dl's replay: nothing more is applied while the other site is demoted. */
+bool site_target_pause(const Site *own, const Member *dl, bool pause, Err *err);
 const Member *site_leader(const Cluster *c);
 bool site_is_standby(const Cluster *c);
 /* A member's GET /patroni, parsed (NULL when it does not answer). */

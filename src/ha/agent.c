@@ -572,6 +572,52 @@ static void watch_fence(Agent *a)
     a->fence_ok = ok;
 }
 
+/* `site promote --target-time`: the member it names promotes at the target, and nothing else,
+ * until it has (resuming an interrupted one: its marker); the site's other members, which may
+ * have applied what came after, never promote meanwhile and leave the leader key to it. */
+static void promote_at_override(Agent *a, Decision *d)
+{
+    char t[80], other[NAME_MAX_LEN];
+    int tl = 0;
+    bool lead = strcmp(a->cluster.leader, a->cfg->name) == 0;
+    if (agent_promote_at_pending(a, t, sizeof(t), &tl)) {
+        char marker[4200];
+        str_fmt(marker, sizeof(marker), "%s/%s", a->cfg->pg_data_dir, PROMOTE_AT_FILE);
+        if (a->pgst.running && !a->pgst.in_recovery) {
+            /* promoted already (the agent stopped before the marker was removed) */
+            if (tl > 0 && unlink(marker) == 0)
+                log_info("promote: the promotion at %s is over: marker removed", t);
+            return;
+        }
+        if (tl <= 0 && a->cluster.config.standby.present)
+            return;   /* not started yet: the standby leader goes on as one until standby_cluster is gone */
+        if (d->action == ACT_PROMOTE)
+            return;
+        memset(d, 0, sizeof(*d));
+        if (a->promote_failed_at && mono_ms() - a->promote_failed_at < 5000) {
+            d->action = ACT_WAIT;
+            str_fmt(d->reason, sizeof(d->reason), "the promotion at %s failed: trying again shortly", t);
+        } else if (a->dcs_ok && (lead || !a->cluster.leader[0]) && !a->cluster.config.standby.present) {
+            d->action = ACT_PROMOTE;
+            str_fmt(d->reason, sizeof(d->reason), "promoting at %s (site promote --target-time)%s", t,
+                    tl > 0 ? ": resuming an interrupted promotion" : "");
+        } else {
+            d->action = ACT_WAIT;
+            str_fmt(d->reason, sizeof(d->reason), "a promotion at %s is pending here: waiting for the leader key", t);
+        }
+        return;
+    }
+    if (d->action == ACT_PROMOTE && agent_promote_at_other(a, other, sizeof(other))) {
+        memset(d, 0, sizeof(*d));
+        d->action = ACT_WAIT;
+        str_fmt(d->reason, sizeof(d->reason), "%s is the member to open this site at a past time: not promoting", other);
+        Err err = {{0}};
+        bool deleted = false;
+        if (lead && a->dcs_ok && a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &err) && deleted)
+            log_info("promote: leader key released for %s", other);
+    }
+}
+
 /* POST /rescue: a standby cluster's member opened at a time before a bad write (agent_rescue). */
 static bool start_rescue(Agent *a, const char *when)
 {
@@ -809,6 +855,8 @@ static void tick(Agent *a)
         str_fmt(d.reason, sizeof(d.reason), "rescued (opened as of %s): detached from the cluster; 'pgvigil reinit %s' "
                 "makes it a replica again", a->rescued_at, a->cfg->name);
     }
+    if (!a->rescued && !o.action_running && a->pgst.data_dir_valid)
+        promote_at_override(a, &d);
     if (a->dcs_ok && !o.action_running && (d.action == ACT_WAIT || d.action == ACT_KEEP_LEADER))
         handle_requests(a, &d);
     /* one line per decision that changes something, or whose reason changed */

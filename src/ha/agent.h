@@ -244,18 +244,35 @@ bool agent_may_be_primary(Agent *a);
 bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
 /* bootstrap.method pgvigil_restore: restore, recover from the archive, promoted by PostgreSQL. */
 bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* The recovery settings (into rec) that take a stopped standby to `when` from the WAL it has and
+ * the repository's, with no apply delay, and promote it there; its standby.signal is removed. */
+void agent_recovery_to_time(const Config *cfg, const char *when, KvList *rec);
 /* JOB_RESCUE: stop, recover to j->rescue_time from the WAL there is (no apply delay), promote. */
 bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
 /* 1 when this standby's last replayed commit is before `when` (or it replayed none), 0 when
  * not, -1 + err when it cannot tell or `when` is not a timestamp. */
 int agent_replayed_before(PgNode *pg, const char *when, Err *err);
-/* `site promote --target-time`: the target time the site record asks of this site while this
- * member is on the timeline that promotion starts from (NULL: none); *mine when this member is
- * the one to open at it. *rec (to free) holds the returned string. */
-const char *agent_site_target(const Agent *a, json_t **rec, bool *mine);
+/* Until PostgreSQL ends recovery and promotes itself (recovery_target_action = promote, or the
+ * end of the archive); false when it stops instead, or the agent shuts down. */
+bool agent_wait_promoted(Agent *a, PgNode *pg, Err *err);
+/* An empty signal file (recovery.signal, standby.signal) in data_dir, owned by the server's user. */
+bool agent_write_signal(const char *data_dir, const char *name, Err *err);
+
+/* agent_promote_at.c: `site promote --target-time T` on the member it names */
+/* A promotion at a target time this member must carry out, or finish: the marker its data
+ * directory keeps from the job's start to its end (an interrupted one: the agent or postgres
+ * stopped meanwhile), or the site record naming this member while it is still on the timeline
+ * the promotion starts from. T into t; the timeline reserved for it (0: not yet) into *tl. */
+bool agent_promote_at_pending(const Agent *a, char *t, size_t tsz, int *tl);
+/* The site record names another member of this site to open at a time while this one is still
+ * on the timeline it starts from (it may have applied what came after): its name, or NULL. */
+const char *agent_promote_at_other(const Agent *a, char *member, size_t msz);
 /* JOB_PROMOTE with j->rescue_time: stop, recover to that time from the WAL there is (no apply
- * delay), promote as the site's primary on j->new_timeline. */
+ * delay), promote as the site's primary on j->new_timeline. The marker is written before
+ * postgres is stopped and removed once it is promoted. */
 bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
+/* The marker of a promotion at a time, in the data directory (T, timeline, member). */
+#define PROMOTE_AT_FILE "pgvigil.promote_at"
 /* PostgreSQL's promotion takes the timeline after the newest history file it finds: empty ones
  * below `want` make it take `want`. */
 bool agent_place_timeline_markers(PgNode *pg, int want, Err *err);

@@ -188,12 +188,9 @@ static void job_prepare_ex(Agent *a, Job *j, JobKind kind, const char *target, b
     }
     if (kind == JOB_PROMOTE) {
         j->new_timeline = a->promote_timeline;
-        json_t *rec;
-        bool mine;
-        const char *t = agent_site_target(a, &rec, &mine);
-        if (t && mine)
-            str_copy(j->rescue_time, sizeof(j->rescue_time), t);   /* site promote --target-time */
-        json_decref(rec);
+        int tl = 0;
+        if (!agent_promote_at_pending(a, j->rescue_time, sizeof(j->rescue_time), &tl))   /* --target-time */
+            j->rescue_time[0] = '\0';
     }
     j->standby_cluster = a->cluster.config.standby.present;
     if (kind == JOB_RESCUE)
@@ -419,15 +416,24 @@ bool agent_place_timeline_markers(PgNode *pg, int want, Err *err)
  * the timeline it started from (they may have replayed past T: the bad write). */
 static bool promote_target_ok(Agent *a)
 {
-    json_t *rec;
-    bool mine;
-    const char *t = agent_site_target(a, &rec, &mine);
-    bool ok = !t || mine;
-    if (!ok)
-        log_warn("promote: not promoting: this site is being opened at %s by %s, and this member may have replayed "
-                 "past that time", t, json_string_value(json_object_get(rec, "target_member")));
-    json_decref(rec);
-    return ok;
+    char other[NAME_MAX_LEN];
+    if (!agent_promote_at_other(a, other, sizeof(other)))
+        return true;
+    log_warn("promote: not promoting: %s is the member to open this site at a past time, and this one may have "
+             "applied what came after", other);
+    return false;
+}
+
+/* No start but the promotion's own while a promotion at a time is pending here: a standby start
+ * without the apply delay, or a primary start, would apply what came after the target. */
+static bool start_allowed(const Agent *a, Err *err)
+{
+    char t[80];
+    int tl;
+    if (!agent_promote_at_pending(a, t, sizeof(t), &tl))
+        return true;
+    err_set(err, "a promotion at %s is pending on this member: postgres is started by it only", t);
+    return false;
 }
 
 static bool run_job(Agent *a, Job *j, Err *err)
@@ -469,10 +475,10 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = agent_create_replica(a, j, &pg, start_timeout, err);
         break;
     case JOB_START_REPLICA:
-        ok = write_conf(&pg, j, true, err) && pg_start_standby(&pg, start_timeout, err);
+        ok = start_allowed(a, err) && write_conf(&pg, j, true, err) && pg_start_standby(&pg, start_timeout, err);
         break;
     case JOB_START_PRIMARY:
-        ok = write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
+        ok = start_allowed(a, err) && write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
     case JOB_PROMOTE: {
         if (j->rescue_time[0]) {
@@ -569,6 +575,8 @@ static bool run_job(Agent *a, Job *j, Err *err)
         PgState st;
         pg_observe(&pg, &st);
         bool replica = st.in_recovery || st.standby_signal;
+        if (!start_allowed(a, err))
+            break;
         if (st.running && !pg_stop(&pg, "fast", 60, err))
             break;
         ok = write_conf(&pg, j, replica, err) && pg_start(&pg, start_timeout, err);
@@ -1186,6 +1194,10 @@ void agent_apply_params(Agent *a)
         if (strcmp(sig, a->following_sig) != 0)
             return;
     }
+    char t[80];
+    int tl;
+    if (agent_promote_at_pending(a, t, sizeof(t), &tl))
+        return;   /* a reload could drop the apply delay that keeps the bad write back */
     char *now = params_text(&a->cluster.config.pg_parameters);
     if (a->params_applied && strcmp(now, a->params_applied) == 0) {
         free(now);
@@ -1417,8 +1429,16 @@ void agent_act(Agent *a, const Decision *d)
                      (long long)(mono_ms() - a->promote_failed_at), PROMOTE_RETRY_PAUSE_MS);
             break;
         }
-        if (!promote_target_ok(a) || !reserve_timeline(a, &a->promote_timeline))
+        if (!promote_target_ok(a))
             break;
+        {
+            /* a promotion at a time that was interrupted keeps the timeline it reserved */
+            char t[80];
+            int tl = 0;
+            if (!(agent_promote_at_pending(a, t, sizeof(t), &tl) && tl > 0 && (a->promote_timeline = tl)) &&
+                !reserve_timeline(a, &a->promote_timeline))
+                break;
+        }
         if (strcmp(a->cluster.leader, a->cfg->name) != 0 && !take_leader_key(a))
             break;
         /* in synchronous mode the new primary acknowledges nothing until a synchronous

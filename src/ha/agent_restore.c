@@ -18,10 +18,8 @@
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
-#include "dcs/site_record.h"
 #include "ha/agent.h"
 
-#include <jansson.h>
 
 #include <sys/stat.h>
 
@@ -209,17 +207,17 @@ bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *
 /* Wait until PostgreSQL ends recovery and promotes itself (recovery_target_action = promote, or
  * the end of the archive); false when it stops instead (a target past the archive's end, WAL
  * that cannot be read), or the agent shuts down. */
-static bool wait_promoted(Agent *a, PgNode *pg, Err *err)
+bool agent_wait_promoted(Agent *a, PgNode *pg, Err *err)
 {
     int64_t next_log = mono_ms() + RECOVERY_LOG_EVERY_MS;
     int64_t failing_since = 0;
     for (;;) {
         if (a->cancel_jobs) {
-            err_set(err, "bootstrap: the agent is stopping during recovery");
+            err_set(err, "recovery: the agent is stopping during recovery");
             return false;
         }
         if (pg_postmaster_pid(pg->cfg->pg_data_dir) == 0) {
-            err_set(err, "bootstrap: postgres stopped during recovery from the archive (see %s)", pg->log_path);
+            err_set(err, "recovery: postgres stopped during recovery (see %s)", pg->log_path);
             return false;
         }
         Err qe = {{0}};
@@ -228,7 +226,7 @@ static bool wait_promoted(Agent *a, PgNode *pg, Err *err)
             failing_since = 0;
             bool done = strcmp(PQgetvalue(r, 0, 0), "f") == 0;
             if (!done && mono_ms() >= next_log) {
-                log_info("bootstrap: still recovering from the archive (replayed up to %s)", PQgetvalue(r, 0, 1));
+                log_info("recovery: still recovering (replayed up to %s)", PQgetvalue(r, 0, 1));
                 next_log = mono_ms() + RECOVERY_LOG_EVERY_MS;
             }
             PQclear(r);
@@ -240,7 +238,7 @@ static bool wait_promoted(Agent *a, PgNode *pg, Err *err)
             if (!failing_since)
                 failing_since = mono_ms();
             if (mono_ms() - failing_since > RECOVERY_QUERY_FAIL_MS) {
-                err_set(err, "bootstrap: cannot query the recovering server: %s (a restored cluster keeps the backup's "
+                err_set(err, "recovery: cannot query the recovering server: %s (a restored cluster keeps the backup's "
                              "roles and passwords: postgresql.authentication.superuser must match them)", qe.msg);
                 return false;
             }
@@ -249,11 +247,30 @@ static bool wait_promoted(Agent *a, PgNode *pg, Err *err)
     }
 }
 
-static bool write_signal(const char *data_dir, const char *name, Err *err)
+bool agent_write_signal(const char *data_dir, const char *name, Err *err)
 {
     char path[4200];
     str_fmt(path, sizeof(path), "%s/%s", data_dir, name);
     return file_write_atomic(path, "", 0, 0600, err) && proc_chown_run_as(path, err);
+}
+
+void agent_recovery_to_time(const Config *cfg, const char *when, KvList *rec)
+{
+    char path[4200];
+    str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
+    unlink(path);
+    kvlist_set(rec, "recovery_target_time", when);
+    kvlist_set(rec, "recovery_target_inclusive", "off");
+    kvlist_set(rec, "recovery_target_action", "promote");
+    kvlist_set(rec, "recovery_min_apply_delay", "0");
+    /* a targeted recovery needs a restore_command; what it lacks in pg_wal (where the delayed
+     * standby has what it received) it takes from the repository, when there is one */
+    char cmd[3 * 4096];
+    if (config_has_repository(&cfg->backup))
+        pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
+    else
+        str_copy(cmd, sizeof(cmd), "/bin/false");
+    kvlist_set(rec, "restore_command", cmd);
 }
 
 bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
@@ -262,32 +279,19 @@ bool agent_rescue(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
     if (!pg_stop(pg, "fast", 60, err))
         return false;
     char path[4200];
-    str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
-    unlink(path);
     KvList rec = {0};
-    kvlist_set(&rec, "recovery_target_time", j->rescue_time);
-    kvlist_set(&rec, "recovery_target_inclusive", "off");
-    kvlist_set(&rec, "recovery_target_action", "promote");
-    kvlist_set(&rec, "recovery_min_apply_delay", "0");
+    agent_recovery_to_time(cfg, j->rescue_time, &rec);
     /* its new timeline is nobody else's: it must not reach the cluster's repository */
     kvlist_set(&rec, "archive_mode", "off");
-    /* a targeted recovery needs a restore_command; what it lacks in pg_wal (where the delayed
-     * standby has what it received) it takes from the repository, when there is one */
-    char cmd[3 * 4096];
-    if (config_has_repository(&cfg->backup))
-        pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
-    else
-        str_copy(cmd, sizeof(cmd), "/bin/false");
-    kvlist_set(&rec, "restore_command", cmd);
     log_info("rescue: recovering to %s from the WAL received (no apply delay), then promoting, detached",
              j->rescue_time);
     /* no primary_conninfo: nothing more than what is here; the marker first, so that a crash
      * from here on leaves an agent that stays detached */
     str_fmt(path, sizeof(path), "%s/%s", cfg->pg_data_dir, RESCUED_FILE);
     bool ok = file_write_atomic(path, j->rescue_time, strlen(j->rescue_time), 0600, err) &&
-              write_signal(cfg->pg_data_dir, "recovery.signal", err) &&
+              agent_write_signal(cfg->pg_data_dir, "recovery.signal", err) &&
               agent_write_job_conf(pg, j, false, false, &rec, err) && pg_start(pg, start_timeout, err) &&
-              wait_promoted(a, pg, err);
+              agent_wait_promoted(a, pg, err);
     kvlist_free(&rec);
     return ok;
 }
@@ -298,65 +302,16 @@ int agent_replayed_before(PgNode *pg, const char *when, Err *err)
         err_set(err, "\"%s\" is not a timestamp (e.g. '2026-12-05 11:00:00+00')", when);
         return -1;
     }
-    char sql[256];
-    str_fmt(sql, sizeof(sql), "SELECT coalesce(pg_last_xact_replay_timestamp() < '%s'::timestamptz, true)::text", when);
+    /* no commit replayed since it started: every commit it shows is older than the checkpoint
+     * its recovery started from */
+    char sql[320];
+    str_fmt(sql, sizeof(sql),
+            "SELECT (coalesce(pg_last_xact_replay_timestamp(), (SELECT checkpoint_time FROM pg_control_checkpoint())) "
+            "< '%s'::timestamptz)::text", when);
     PGresult *r = pg_query(pg, sql, 2000, err);
     int before = r && PQntuples(r) == 1 ? strcmp(PQgetvalue(r, 0, 0), "true") == 0 : -1;
     PQclear(r);
     return before;
-}
-
-const char *agent_site_target(const Agent *a, json_t **rec, bool *mine)
-{
-    *rec = a->cluster.site_json ? json_loads(a->cluster.site_json, 0, NULL) : NULL;
-    const char *member = NULL;
-    /* the timeline as its member record gives it (what the record was written from) */
-    const PgState *st = &a->pgst;
-    int tl = st->in_recovery && st->history_tli > st->timeline ? st->history_tli : st->timeline;
-    const char *t = site_record_target_time(*rec, a->cfg->scope, tl, &member);
-    *mine = t && strcmp(member, a->cfg->name) == 0;
-    return t;
-}
-
-bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
-{
-    const Config *cfg = a->cfg;
-    /* checked again here, before anything is touched: what it applied is before the target */
-    int before = agent_replayed_before(pg, j->rescue_time, err);
-    if (before != 1) {
-        if (before == 0)
-            err_set(err, "promote at %s refused: this standby already replayed past that time", j->rescue_time);
-        return false;
-    }
-    if (!pg_stop(pg, "fast", 60, err))
-        return false;
-    char path[4200];
-    str_fmt(path, sizeof(path), "%s/standby.signal", cfg->pg_data_dir);
-    unlink(path);
-    KvList rec = {0};
-    kvlist_set(&rec, "recovery_target_time", j->rescue_time);
-    kvlist_set(&rec, "recovery_target_inclusive", "off");
-    kvlist_set(&rec, "recovery_target_action", "promote");
-    kvlist_set(&rec, "recovery_min_apply_delay", "0");
-    /* its own timeline: 'latest' would take the newest history file, one of the markers that
-     * reserve the new timeline's number, and find no checkpoint on it */
-    kvlist_set(&rec, "recovery_target_timeline", "current");
-    char cmd[3 * 4096];
-    if (config_has_repository(&cfg->backup))
-        pg_wal_fetch_command(cfg, false, cmd, sizeof(cmd));
-    else
-        str_copy(cmd, sizeof(cmd), "/bin/false");
-    kvlist_set(&rec, "restore_command", cmd);
-    log_info("promote: recovering to %s from the WAL received (no apply delay), then promoting as this site's "
-             "primary", j->rescue_time);
-    /* no primary_conninfo: the WAL it has (and the repository's) is all it needs to reach T */
-    bool ok = write_signal(cfg->pg_data_dir, "recovery.signal", err) &&
-              agent_write_job_conf(pg, j, false, false, &rec, err) &&
-              (j->new_timeline <= 0 || agent_place_timeline_markers(pg, j->new_timeline, err)) &&
-              pg_start(pg, start_timeout, err) && wait_promoted(a, pg, err);
-    kvlist_free(&rec);
-    /* a primary's configuration again: no recovery target left for a later recovery to stop at */
-    return ok && agent_write_job_conf(pg, j, false, false, NULL, err) && pg_reload(pg, err);
 }
 
 bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
@@ -431,8 +386,8 @@ bool agent_bootstrap_restore(Agent *a, Job *j, PgNode *pg, int start_timeout, Er
         kvlist_set(&rec, "recovery_target_time", br->target_time);
     if (br->target_lsn)
         kvlist_set(&rec, "recovery_target_lsn", br->target_lsn);
-    ok = write_signal(cfg->pg_data_dir, "recovery.signal", err) && agent_write_job_conf(pg, j, false, false, &rec, err) &&
-         pg_start(pg, start_timeout, err) && wait_promoted(a, pg, err);
+    ok = agent_write_signal(cfg->pg_data_dir, "recovery.signal", err) && agent_write_job_conf(pg, j, false, false, &rec, err) &&
+         pg_start(pg, start_timeout, err) && agent_wait_promoted(a, pg, err);
     kvlist_free(&rec);
     if (!ok)
         return false;

@@ -13,6 +13,7 @@
 # node4 applied already, and a target time that is not a timestamp.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_sites.sh"
+export PGVIGIL_TEST_PROMOTE_AT_STOP="$T_DIR/promote-at-stop"   # (the agents' test hook: see below)
 
 sites_setup
 SITE_B_STANDBY_EXTRA="      recovery_min_apply_delay: 1h" sites_start
@@ -65,10 +66,27 @@ lsn=$(psql_n 1 -c "select pg_current_wal_lsn()")
 wait_until 30 "site b received the drop" received4
 out=$(site_cli_b promote --target-time "$T" 2>&1) && fail "site promote to a time node4 applied already accepted: $out"
 grep -q "already applied commits at or after that time" <<<"$out" || fail "unexpected answer: $out"
-out=$(site_cli_b promote --target-time "now'; drop table precious; --" 2>&1) && fail "a target that is not a timestamp accepted"
-grep -q "is not a timestamp" <<<"$out" || fail "unexpected answer: $out"
+for bad in "now'; drop table precious; --" today; do
+    out=$(site_cli_b promote --target-time "$bad" 2>&1) && fail "a target that is not a timestamp accepted: $bad"
+    grep -q "is not a timestamp" <<<"$out" || fail "unexpected answer: $out"
+done
 is_primary 1 || fail "a refused site promote demoted site a"
-site_cli_b promote --target-time "$T2" | tee "$T_DIR/site-rescue.out" || fail "site promote --target-time"
+# node4's agent is killed in the middle (postgres stopped for the promotion, the marker written):
+# started again, it finishes the promotion at T2, never a plain start
+touch "$T_DIR/promote-at-stop"
+site_cli_b promote --target-time "$T2" --timeout 90 >"$T_DIR/site-rescue.out" 2>&1 &
+cli_pid=$!
+BG_PIDS+=("$cli_pid")
+wait_until 60 "node4 stopped postgres for its promotion at T2" grep -q "test hook: promote at a time: stopped" "$T_DIR/node4.log"
+[ -f "$T_DIR/node4/data/pgvigil.promote_at" ] || fail "no promotion marker in node4's data directory"
+kill -9 "${AGENT_PID[4]}"
+wait "${AGENT_PID[4]}" 2>/dev/null
+rm -f "$T_DIR/promote-at-stop"
+start_agent 4
+wait "$cli_pid" || fail "site promote --target-time: $(cat "$T_DIR/site-rescue.out")"
+cat "$T_DIR/site-rescue.out"
+grep -q "resuming an interrupted promotion" "$T_DIR/node4.log" || fail "node4's agent did not resume the promotion"
+[ ! -f "$T_DIR/node4/data/pgvigil.promote_at" ] || fail "the promotion marker is still there"
 wait_until 60 "node4 is site b's primary" is_primary 4
 [ "$(psql_n 4 -c "select count(*) from ledger")" = 5 ] || fail "node4 was not opened before the drop"
 [ "$(psql_n 4 -c "select count(*) from precious where id = 200")" = 0 ] || fail "node4 has a write of after T2"
