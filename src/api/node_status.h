@@ -52,6 +52,7 @@ typedef struct NodeStatus {
     double backup_newest_seconds;
     /* standby cluster (a DR site following another one) */
     bool standby_cluster;         /* the cluster's config has standby_cluster */
+    char promote_at[80];          /* a promotion at this time is pending here (site promote --target-time) */
     char source[160];             /* its host:port ("" archive only) */
     bool source_known;            /* the source answered lately (identity and position) */
     int64_t site_lag_bytes;       /* standby leader: the source's flushed WAL not received here; -1 unknown */

@@ -383,6 +383,8 @@ char *rest_status_json(const NodeStatus *st)
     }
     if (is_sync_standby(st))
         json_object_set_new(o, "sync_standby", json_true());
+    if (st->promote_at[0])
+        json_object_set_new(o, "promote_at", json_string(st->promote_at));
     if (st->standby_cluster) {
         json_t *sc = json_pack("{s:s, s:b}", "source", st->source, "source_reachable", st->source_known);
         if (st->site_lag_bytes >= 0)

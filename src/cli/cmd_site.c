@@ -471,7 +471,7 @@ static json_t *rejoin_as(const Site *newp, const StandbyCluster *old, Err *err)
  * demotion in progress still takes writes), its leader a running standby leader */
 static bool stopped_writing(const Cluster *c, const void *arg, char *why, size_t wsz)
 {
-    (void)arg;
+    const char *was = arg;   /* its primary: only its position says where the site's WAL ended */
     for (int i = 0; i < c->n_members; i++)
         if (strcmp(c->members[i].role, "primary") == 0) {
             str_fmt(why, wsz, "%s is still a primary (%s)", c->members[i].name, c->members[i].state);
@@ -483,6 +483,10 @@ static bool stopped_writing(const Cluster *c, const void *arg, char *why, size_t
         return false;
     }
     str_fmt(why, wsz, "leader %s is %s, %s", l->name, l->role, l->state);
+    if (strcmp(l->name, was) != 0) {
+        str_fmt(why, wsz, "the leader changed from %s to %s during the demotion", was, l->name);
+        return false;
+    }
     return strcmp(l->role, "standby_leader") == 0 && strcmp(l->state, "running") == 0 && l->xlog_location > 0;
 }
 
@@ -495,6 +499,42 @@ static bool stopped_writing(const Cluster *c, const void *arg, char *why, size_t
  * it had after T before rewinding it away). */
 static int promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s, Member *paused,
                        bool *promoting);
+
+/* A promotion given up before the standby site was changed: both records say "rolled back"
+ * (the named member's agent removes its marker), and with unmark the old site's standby_cluster
+ * is removed again; false when that last step failed. Frees rec. */
+static bool abandon(Site *p, Site *d, json_t *rec, bool unmark)
+{
+    Err ue = {{0}};
+    json_object_set_new(rec, "state", json_string("rolled back"));
+    put_site_record(&d->ctx, rec, &ue);
+    if (p->ctx.loaded)
+        put_site_record(&p->ctx, rec, &ue);
+    json_decref(rec);
+    return !unmark || patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue);
+}
+
+/* the member to open at T says it is ready: its marker is written (GET /patroni: promote_at) */
+typedef struct MemberOf {
+    const CliCtx *ctx;   /* (its REST credentials) */
+    const char *name;
+} MemberOf;
+
+static bool marker_ready(const Cluster *c, const void *arg, char *why, size_t wsz)
+{
+    const MemberOf *mo = arg;
+    const char *name = mo->name;
+    const Member *m = cluster_member(c, name);
+    if (!m) {
+        str_fmt(why, wsz, "%s has no member record", name);
+        return false;
+    }
+    json_t *o = site_member_status(mo->ctx, m);
+    bool ready = json_is_string(json_object_get(o, "promote_at"));
+    str_fmt(why, wsz, "%s: %s", name, ready ? "ready" : o ? "no marker yet" : "its REST API does not answer");
+    json_decref(o);
+    return ready;
+}
 
 int site_promote_run(Site *own, Site *peer, bool fenced, const char *target_time, int timeout_s)
 {
@@ -559,18 +599,22 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
         *paused = *dl;
         target_time = at;
     }
+    char target_name[NAME_MAX_LEN], was[NAME_MAX_LEN] = "";
+    str_copy(target_name, sizeof(target_name), dl->name);
+    int tl = dl->timeline;   /* (dl is not read again: the waits below reload the member records) */
     if (p->ctx.loaded) {
         const Member *pm = running_primary(&p->ctx.cluster);
         if (pm && target_time) {
             printf("  %s runs a primary (%s): it is demoted first, to follow %s; what it has after %s is listed by "
                    "its agents when it rejoins\n", p->ctx.scope, pm->name, d->ctx.scope, target_time);
+            str_copy(was, sizeof(was), pm->name);
         } else if (pm) {
             cli_error("use 'pgvigil site switchover' while both sites run (it loses no commit), or stop that site first",
                       "site promote refused: %s is reachable and its member %s runs as a writable primary", p->ctx.scope,
                       pm->name);
             return EXIT_STATE;
         }
-        if (!fenced && !target_time && p->ctx.cluster.n_members > 0) {
+        if (!fenced && !was[0] && p->ctx.cluster.n_members > 0) {
             cli_error("confirm with --old-site-fenced once its servers are stopped or cut off from clients",
                       "site promote refused: %s still has %d member(s) registered in its etcd", p->ctx.scope,
                       p->ctx.cluster.n_members);
@@ -590,7 +634,7 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
     if (target_time) {
         /* the one member to open at T: the others may have applied the bad write already */
         json_object_set_new(extra, "target_time", json_string(target_time));
-        json_object_set_new(extra, "target_member", json_string(dl->name));
+        json_object_set_new(extra, "target_member", json_string(target_name));
     }
     json_t *back = rejoin_as(d, &D->config.standby, &err);
     if (!back) {
@@ -612,7 +656,7 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
         return EXIT_FAILED;
     }
     if (!site_reserve_timeline_gap(d->ctx.dcs, D, p->ctx.loaded ? site_max_timeline(&p->ctx.cluster) : 0, &err)) {
-        json_decref(rec);
+        abandon(p, d, rec, false);
         cli_error("nothing was promoted; run it again",
                   "site promote: cannot reserve a timeline clear of %s's: %s", p->ctx.scope, err.msg);
         return EXIT_FAILED;
@@ -629,7 +673,7 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
         if (!marked) {
             /* its etcd answers, so its agents could come back as a primary site: not promoting
              * before it is marked as following */
-            json_decref(rec);
+            abandon(p, d, rec, false);
             cli_error("run it again; nothing was promoted",
                       "site promote: %s answers but cannot be made a standby cluster: %s", p->ctx.scope, pe.msg);
             return EXIT_FAILED;
@@ -637,47 +681,48 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
         printf("  %s: standby_cluster set: it rejoins as a standby cluster of %s when its agents run\n", p->ctx.scope,
                d->ctx.scope);
         Position end = {0};
-        bool demoted_ok = !target_time || wait_for(p, stopped_writing, NULL, "the demotion of its primary",
-                                                   (int64_t)timeout_s * 1000, &err);
-        if (target_time && demoted_ok) {
+        bool demoted_ok = !was[0] || wait_for(p, stopped_writing, was, "the demotion of its primary",
+                                              (int64_t)timeout_s * 1000, &err);
+        if (was[0] && demoted_ok) {
             /* everything it committed before T must reach this site before the promotion: its
-             * last record, once demoted */
+             * last record, the demoted primary's shutdown checkpoint */
             const Member *ol = site_leader(&p->ctx.cluster);
             end.lsn = ol->xlog_location;
             end.timeline = ol->timeline;
             demoted_ok = wait_for(d, caught_up, &end, "receiving the demoted site's last record",
                                   (int64_t)timeout_s * 1000, &err);
-            dl = site_leader(D);
         }
         if (!demoted_ok) {
             /* nothing was promoted: it stays the primary site */
-            Err ue = {{0}};
-            json_object_set_new(rec, "state", json_string("rolled back"));
-            put_site_record(&d->ctx, rec, &ue);
-            put_site_record(&p->ctx, rec, &ue);
-            json_decref(rec);
-            bool unmarked = patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue);
+            bool unmarked = abandon(p, d, rec, true);
             cli_error(unmarked ? "nothing was promoted; see its agents' logs" : "remove it by hand: edit-config --set standby_cluster=null",
                       "site promote: %s%s", err.msg, unmarked ? "" : "; and its standby_cluster could not be removed again");
             return EXIT_FAILED;
         }
     }
-    /* (the member records are read again below: keep what is printed) */
-    char name[NAME_MAX_LEN];
-    str_copy(name, sizeof(name), dl->name);
-    int tl = dl->timeline;
-    *promoting = true;   /* (from here on the standby site's replay stays paused: the promotion needs it) */
+    MemberOf target = {&d->ctx, target_name};
+    if (target_time && !wait_for(d, marker_ready, &target, "the target member's readiness (its marker)",
+                                 (int64_t)timeout_s * 1000, &err)) {
+        /* its agent never wrote the marker that keeps anything but the promotion at T from
+         * starting postgres: the standby site is not changed */
+        bool unmarked = abandon(p, d, rec, marked);
+        cli_error(unmarked ? "nothing was promoted; see the target member's agent log" : "remove it by hand: edit-config --set standby_cluster=null",
+                  "site promote: %s%s", err.msg, unmarked ? "" : "; and the old site's standby_cluster could not be removed again");
+        return EXIT_FAILED;
+    }
+    const char *name = target_name;
     if (!patch_config(&d->ctx, "{\"standby_cluster\":null}", &err)) {
         Err ue = {{0}};
+        abandon(p, d, rec, false);
         if (marked && !patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue))
             cli_error("remove standby_cluster from one of them (edit-config --set standby_cluster=null)",
                       "site promote: %s could not be promoted (%s), and %s, already marked as following, could not be "
                       "unmarked (%s): both sites are standby clusters", d->ctx.scope, err.msg, p->ctx.scope, ue.msg);
         else
             cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
-        json_decref(rec);
         return EXIT_FAILED;
     }
+    *promoting = true;   /* (from here on the standby site's replay stays paused: the promotion needs it) */
     /* now the record the old site's agents act on */
     json_object_set_new(rec, "state", json_string("promoted"));
     bool recorded = false;

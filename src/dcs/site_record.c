@@ -114,7 +114,7 @@ const char *site_record_target_time(const json_t *rec, const char *scope, int ti
     const char *m = json_string_value(json_object_get(rec, "target_member"));
     json_t *tl = json_object_get(rec, "timeline");
     if (!st || (strcmp(st, "promoting") != 0 && strcmp(st, "promoted") != 0) || !to || strcmp(to, scope) != 0 || !t ||
-        !t[0] || !m || !json_is_integer(tl) || json_integer_value(tl) != timeline)
+        !t[0] || !m || !json_is_integer(tl) || json_integer_value(tl) < timeline)
         return NULL;
     if (member)
         *member = m;

@@ -414,6 +414,7 @@ void agent_publish(Agent *a)
         ns.lag_bytes = ns.leader_lsn > mine ? (int64_t)(ns.leader_lsn - mine) : 0;
     }
     ns.timeline = st->timeline;
+    str_copy(ns.promote_at, sizeof(ns.promote_at), a->promote_at_seen);
     if (a->archive) {
         ArchiveStats as;
         archive_service_stats(a->archive, &as);
@@ -574,43 +575,50 @@ static void watch_fence(Agent *a)
 
 /* `site promote --target-time`: the member it names promotes at the target, and nothing else,
  * until it has (resuming an interrupted one: its marker); the site's other members, which may
- * have applied what came after, never promote meanwhile and leave the leader key to it. */
-static void promote_at_override(Agent *a, Decision *d)
+ * have applied what came after, neither promote nor start as a primary meanwhile, and leave the
+ * leader key to it. The safety conditions ha_decide applies to a promotion apply here too. */
+static void promote_at_override(Agent *a, const Observation *o, Decision *d)
 {
     char t[80], other[NAME_MAX_LEN];
-    int tl = 0;
+    int tl = 0, start_tl = 0;
+    bool marker = false;
     bool lead = strcmp(a->cluster.leader, a->cfg->name) == 0;
-    if (agent_promote_at_pending(a, t, sizeof(t), &tl)) {
-        char marker[4200];
-        str_fmt(marker, sizeof(marker), "%s/%s", a->cfg->pg_data_dir, PROMOTE_AT_FILE);
-        if (a->pgst.running && !a->pgst.in_recovery) {
-            /* promoted already (the agent stopped before the marker was removed) */
-            if (tl > 0 && unlink(marker) == 0)
-                log_info("promote: the promotion at %s is over: marker removed", t);
-            return;
-        }
-        if (tl <= 0 && a->cluster.config.standby.present)
+    bool standby = a->cluster.config.standby.present;
+    if (agent_promote_at_state(a, t, sizeof(t), &tl, &start_tl, &marker)) {
+        if (a->pgst.running && a->pgst.accepting && !a->pgst.in_recovery)
+            return;   /* promoted (the tick removes the marker) */
+        if (standby && (!marker || tl == 0))
             return;   /* not started yet: the standby leader goes on as one until standby_cluster is gone */
-        if (d->action == ACT_PROMOTE)
-            return;
         memset(d, 0, sizeof(*d));
-        if (a->promote_failed_at && mono_ms() - a->promote_failed_at < 5000) {
-            d->action = ACT_WAIT;
+        d->action = ACT_WAIT;
+        if (tl < 0) {
+            str_fmt(d->reason, sizeof(d->reason), "%s/%s cannot be read: nothing starts postgres here until it is "
+                    "checked and removed by hand", a->cfg->pg_data_dir, PROMOTE_AT_FILE);
+        } else if (!marker) {
+            str_fmt(d->reason, sizeof(d->reason), "the site record names this member to open at %s, but it never "
+                    "got ready (no marker): nothing starts postgres here; see 'pgvigil site status'", t);
+        } else if (standby) {
+            str_fmt(d->reason, sizeof(d->reason), "a promotion at %s was started here and standby_cluster is back: "
+                    "nothing starts postgres here; finish it (edit-config --set standby_cluster=null) or reinit", t);
+        } else if (a->promote_failed_at && mono_ms() - a->promote_failed_at < PROMOTE_RETRY_PAUSE_MS) {
             str_fmt(d->reason, sizeof(d->reason), "the promotion at %s failed: trying again shortly", t);
-        } else if (a->dcs_ok && (lead || !a->cluster.leader[0]) && !a->cluster.config.standby.present) {
+        } else if (ha_primary_blocked(o) || a->cluster.config.pause) {
+            str_fmt(d->reason, sizeof(d->reason), "a promotion at %s is pending here: not now (%s)", t,
+                    a->cluster.config.pause ? "paused" : "the other site, the configuration or the witness");
+        } else if (a->dcs_ok && (lead || !a->cluster.leader[0])) {
             d->action = ACT_PROMOTE;
             str_fmt(d->reason, sizeof(d->reason), "promoting at %s (site promote --target-time)%s", t,
                     tl > 0 ? ": resuming an interrupted promotion" : "");
         } else {
-            d->action = ACT_WAIT;
             str_fmt(d->reason, sizeof(d->reason), "a promotion at %s is pending here: waiting for the leader key", t);
         }
         return;
     }
-    if (d->action == ACT_PROMOTE && agent_promote_at_other(a, other, sizeof(other))) {
+    if ((d->action == ACT_PROMOTE || d->action == ACT_START_PRIMARY) && agent_promote_at_other(a, other, sizeof(other))) {
         memset(d, 0, sizeof(*d));
         d->action = ACT_WAIT;
-        str_fmt(d->reason, sizeof(d->reason), "%s is the member to open this site at a past time: not promoting", other);
+        str_fmt(d->reason, sizeof(d->reason), "%s is the member to open this site at a past time: not taking the "
+                "primary role", other);
         Err err = {{0}};
         bool deleted = false;
         if (lead && a->dcs_ok && a->dcs->ops->del(a->dcs, "leader", a->cfg->name, &deleted, &err) && deleted)
@@ -855,8 +863,11 @@ static void tick(Agent *a)
         str_fmt(d.reason, sizeof(d.reason), "rescued (opened as of %s): detached from the cluster; 'pgvigil reinit %s' "
                 "makes it a replica again", a->rescued_at, a->cfg->name);
     }
-    if (!a->rescued && !o.action_running && a->pgst.data_dir_valid)
-        promote_at_override(a, &d);
+    if (!a->rescued && !o.action_running) {
+        agent_promote_at_tick(a);
+        if (a->pgst.data_dir_valid)
+            promote_at_override(a, &o, &d);
+    }
     if (a->dcs_ok && !o.action_running && (d.action == ACT_WAIT || d.action == ACT_KEEP_LEADER))
         handle_requests(a, &d);
     /* one line per decision that changes something, or whose reason changed */

@@ -68,7 +68,10 @@ typedef struct Job {
     char divergence[1200];      /* set by a remote JOB_REWIND: what the rewind threw away ("" none) */
     bool rewind_not_run;        /* set by the worker: pg_rewind was not started (data untouched) */
     bool standby_cluster;       /* the cluster was a standby cluster when the job was made */
-    char rescue_time[80];       /* JOB_RESCUE: recover to this time, then promote (detached) */
+    char rescue_time[80];       /* JOB_RESCUE: recover to this time, then promote (detached); JOB_PROMOTE: the
+                                 * same as the site's primary (site promote --target-time) */
+    int target_start_tl;        /* JOB_PROMOTE at a time: the timeline it recovers along (0: the current one) */
+    bool start_blocked;         /* start jobs: a promotion at a time is pending here, nothing else starts */
 } Job;
 
 typedef struct Agent {
@@ -129,6 +132,8 @@ typedef struct Agent {
     bool start_diverged;        /* the failed start: past the fork of the leader's timeline */
     int64_t start_failed_at;    /* monotonic time of the last failed start */
     int64_t promote_failed_at;  /* monotonic time of the last failed promotion (retried after a pause) */
+    char promote_at_seen[80];   /* T of the promotion at a time whose marker is here ("" none) */
+    char promote_at_refused[80];/* a target time already refused in the log (logged once) */
     int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
@@ -264,14 +269,26 @@ bool agent_write_signal(const char *data_dir, const char *name, Err *err);
  * stopped meanwhile), or the site record naming this member while it is still on the timeline
  * the promotion starts from. T into t; the timeline reserved for it (0: not yet) into *tl. */
 bool agent_promote_at_pending(const Agent *a, char *t, size_t tsz, int *tl);
-/* The site record names another member of this site to open at a time while this one is still
- * on the timeline it starts from (it may have applied what came after): its name, or NULL. */
+/* The same with the timeline it recovers along (*start_tl) and whether the marker exists. */
+bool agent_promote_at_state(const Agent *a, char *t, size_t tsz, int *tl, int *start_tl, bool *marker);
+/* The site record names another member of this site to open at a time, and that promotion is
+ * not over (this one may have applied what came after): its name, or NULL. */
 const char *agent_promote_at_other(const Agent *a, char *member, size_t msz);
+/* Loop thread, each tick: the marker follows the site record. Written as soon as the record
+ * ("promoting") names this member while it runs as a standby that has applied nothing at or
+ * after T (the CLI waits for it, through GET /patroni's promote_at, before it changes the
+ * site); removed when the record no longer names it before the job started, or once postgres
+ * runs promoted. */
+void agent_promote_at_tick(Agent *a);
 /* JOB_PROMOTE with j->rescue_time: stop, recover to that time from the WAL there is (no apply
  * delay), promote as the site's primary on j->new_timeline. The marker is written before
  * postgres is stopped and removed once it is promoted. */
 bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err);
-/* The marker of a promotion at a time, in the data directory (T, timeline, member). */
+/* a promotion that failed is not retried at once (another member may take over meanwhile, and
+ * each try reserves a timeline number) */
+#define PROMOTE_RETRY_PAUSE_MS 5000
+/* The marker of a promotion at a time, in the data directory (T, reserved timeline or 0, the
+ * timeline it recovers along, member), one per line. */
 #define PROMOTE_AT_FILE "pgvigil.promote_at"
 /* PostgreSQL's promotion takes the timeline after the newest history file it finds: empty ones
  * below `want` make it take `want`. */

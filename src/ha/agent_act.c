@@ -189,8 +189,15 @@ static void job_prepare_ex(Agent *a, Job *j, JobKind kind, const char *target, b
     if (kind == JOB_PROMOTE) {
         j->new_timeline = a->promote_timeline;
         int tl = 0;
-        if (!agent_promote_at_pending(a, j->rescue_time, sizeof(j->rescue_time), &tl))   /* --target-time */
+        bool marker;
+        if (!agent_promote_at_state(a, j->rescue_time, sizeof(j->rescue_time), &tl, &j->target_start_tl, &marker) ||
+            tl < 0)   /* --target-time (an unreadable marker never gets here: the loop waits) */
             j->rescue_time[0] = '\0';
+    }
+    if (kind == JOB_START_REPLICA || kind == JOB_START_PRIMARY || kind == JOB_RESTART) {
+        char t[80];
+        int tl;
+        j->start_blocked = agent_promote_at_pending(a, t, sizeof(t), &tl);
     }
     j->standby_cluster = a->cluster.config.standby.present;
     if (kind == JOB_RESCUE)
@@ -409,8 +416,6 @@ bool agent_place_timeline_markers(PgNode *pg, int want, Err *err)
     return true;
 }
 
-/* a promotion that failed is not retried at once (another member may take over meanwhile) */
-#define PROMOTE_RETRY_PAUSE_MS 5000
 
 /* `site promote --target-time T` names the one member to open at T: none other promotes from
  * the timeline it started from (they may have replayed past T: the bad write). */
@@ -426,13 +431,11 @@ static bool promote_target_ok(Agent *a)
 
 /* No start but the promotion's own while a promotion at a time is pending here: a standby start
  * without the apply delay, or a primary start, would apply what came after the target. */
-static bool start_allowed(const Agent *a, Err *err)
+static bool start_allowed(const Job *j, Err *err)
 {
-    char t[80];
-    int tl;
-    if (!agent_promote_at_pending(a, t, sizeof(t), &tl))
+    if (!j->start_blocked)
         return true;
-    err_set(err, "a promotion at %s is pending on this member: postgres is started by it only", t);
+    err_set(err, "a promotion at a past time is pending on this member: postgres is started by it only");
     return false;
 }
 
@@ -475,10 +478,10 @@ static bool run_job(Agent *a, Job *j, Err *err)
         ok = agent_create_replica(a, j, &pg, start_timeout, err);
         break;
     case JOB_START_REPLICA:
-        ok = start_allowed(a, err) && write_conf(&pg, j, true, err) && pg_start_standby(&pg, start_timeout, err);
+        ok = start_allowed(j, err) && write_conf(&pg, j, true, err) && pg_start_standby(&pg, start_timeout, err);
         break;
     case JOB_START_PRIMARY:
-        ok = start_allowed(a, err) && write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
+        ok = start_allowed(j, err) && write_conf(&pg, j, false, err) && pg_start(&pg, start_timeout, err);
         break;
     case JOB_PROMOTE: {
         if (j->rescue_time[0]) {
@@ -575,7 +578,7 @@ static bool run_job(Agent *a, Job *j, Err *err)
         PgState st;
         pg_observe(&pg, &st);
         bool replica = st.in_recovery || st.standby_signal;
-        if (!start_allowed(a, err))
+        if (!start_allowed(j, err))
             break;
         if (st.running && !pg_stop(&pg, "fast", 60, err))
             break;

@@ -12,6 +12,7 @@
 #include "common/common.h"
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/timeutil.h"
 #include "dcs/site_record.h"
 #include "ha/agent.h"
@@ -24,46 +25,93 @@ static void marker_path(const Agent *a, char *buf, size_t sz)
     str_fmt(buf, sz, "%s/%s", a->cfg->pg_data_dir, PROMOTE_AT_FILE);
 }
 
-/* T, timeline and member from the marker; false when there is none, or it is another member's
- * (a copy taken along by pg_basebackup or pg_rewind) */
-static bool read_marker(const Agent *a, char *t, size_t tsz, int *tl)
+typedef struct Marker {
+    char t[80];
+    int new_tl;     /* the timeline reserved for it, 0 until the job started */
+    int start_tl;   /* the timeline it recovers along */
+} Marker;
+
+/* 1: this member's marker; 0: none (a copy another member's pg_basebackup or pg_rewind took
+ * along is removed); -1: one that cannot be read (treated as pending: nothing starts) */
+static int read_marker(const Agent *a, Marker *m)
 {
     char path[4200];
     marker_path(a, path, sizeof(path));
+    if (!file_exists(path))
+        return 0;
     Err err = {{0}};
     char *text = file_read_all(path, NULL, &err);
     if (!text)
-        return false;
-    char when[80] = "", member[NAME_MAX_LEN] = "";
-    int timeline = 0;
-    bool ok = sscanf(text, "%79[^\n]\n%d\n%63s", when, &timeline, member) == 3 && strcmp(member, a->cfg->name) == 0 &&
-              pg_timestamp_text_ok(when);
-    free(text);
-    if (ok) {
-        str_copy(t, tsz, when);
-        *tl = timeline;
+        return -1;
+    char *lines[4] = {0};
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l && n < 4; l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    int rc = -1;
+    if (n == 4 && strcmp(lines[3], a->cfg->name) != 0) {
+        log_info("promote: removing %s, a copy of %s's marker", path, lines[3]);
+        unlink(path);
+        rc = 0;
+    } else if (n == 4 && pg_timestamp_text_ok(lines[0]) && strlen(lines[0]) < sizeof(m->t)) {
+        str_copy(m->t, sizeof(m->t), lines[0]);
+        m->new_tl = atoi(lines[1]);
+        m->start_tl = atoi(lines[2]);
+        rc = 1;
     }
+    free(text);
+    return rc;
+}
+
+static bool write_marker(const Agent *a, const Marker *m, Err *err)
+{
+    char path[4200];
+    marker_path(a, path, sizeof(path));
+    char *text = str_printf("%s\n%d\n%d\n%s\n", m->t, m->new_tl, m->start_tl, a->cfg->name);
+    bool ok = file_write_atomic(path, text, strlen(text), 0600, err) && proc_chown_run_as(path, err);
+    free(text);
     return ok;
 }
 
-/* the record's target for this member's site, while it is on the timeline it starts from */
-static const char *record_target(const Agent *a, json_t **rec, const char **member)
+static void remove_marker(const Agent *a, const char *why)
 {
-    *rec = a->cluster.site_json ? json_loads(a->cluster.site_json, 0, NULL) : NULL;
-    /* the timeline as its member record gives it (what the record was written from) */
-    const PgState *st = &a->pgst;
-    int tl = st->in_recovery && st->history_tli > st->timeline ? st->history_tli : st->timeline;
-    return site_record_target_time(*rec, a->cfg->scope, tl, member);
+    char path[4200];
+    marker_path(a, path, sizeof(path));
+    if (unlink(path) == 0)
+        log_info("promote: %s: marker removed", why);
+    else if (errno != ENOENT)
+        log_warn("promote: cannot remove %s: %s", path, strerror(errno));
 }
 
-bool agent_promote_at_pending(const Agent *a, char *t, size_t tsz, int *tl)
+/* the record's target for this site while that promotion is not over, and the member it names */
+static const char *record_target(const Agent *a, json_t **rec, const char **member, int *start_tl)
+{
+    *rec = a->cluster.site_json ? json_loads(a->cluster.site_json, 0, NULL) : NULL;
+    int site_tl = site_max_timeline(&a->cluster);
+    const PgState *st = &a->pgst;
+    int own = st->in_recovery && st->history_tli > st->timeline ? st->history_tli : st->timeline;
+    const char *t = site_record_target_time(*rec, a->cfg->scope, own > site_tl ? own : site_tl, member);
+    if (t && start_tl)
+        *start_tl = (int)json_integer_value(json_object_get(*rec, "timeline"));
+    return t;
+}
+
+bool agent_promote_at_state(const Agent *a, char *t, size_t tsz, int *tl, int *start_tl, bool *marker)
 {
     *tl = 0;
-    if (read_marker(a, t, tsz, tl))
+    *start_tl = 0;
+    *marker = false;
+    Marker m = {.new_tl = 0};
+    int r = read_marker(a, &m);
+    if (r != 0) {
+        *marker = true;
+        str_copy(t, tsz, r > 0 ? m.t : "(unreadable marker)");
+        *tl = r > 0 ? m.new_tl : -1;
+        *start_tl = m.start_tl;
         return true;
+    }
     json_t *rec;
     const char *member = NULL;
-    const char *when = record_target(a, &rec, &member);
+    const char *when = record_target(a, &rec, &member, start_tl);
     bool mine = when && strcmp(member, a->cfg->name) == 0;
     if (mine)
         str_copy(t, tsz, when);
@@ -71,11 +119,18 @@ bool agent_promote_at_pending(const Agent *a, char *t, size_t tsz, int *tl)
     return mine;
 }
 
+bool agent_promote_at_pending(const Agent *a, char *t, size_t tsz, int *tl)
+{
+    int start_tl;
+    bool marker;
+    return agent_promote_at_state(a, t, tsz, tl, &start_tl, &marker);
+}
+
 const char *agent_promote_at_other(const Agent *a, char *out, size_t osz)
 {
     json_t *rec;
     const char *member = NULL;
-    const char *when = record_target(a, &rec, &member);
+    const char *when = record_target(a, &rec, &member, NULL);
     bool other = when && strcmp(member, a->cfg->name) != 0;
     if (other)
         str_copy(out, osz, member);
@@ -83,14 +138,44 @@ const char *agent_promote_at_other(const Agent *a, char *out, size_t osz)
     return other ? out : NULL;
 }
 
-static bool write_marker(const Agent *a, const char *t, int tl, Err *err)
+void agent_promote_at_tick(Agent *a)
 {
-    char path[4200];
-    marker_path(a, path, sizeof(path));
-    char *text = str_printf("%s\n%d\n%s\n", t, tl, a->cfg->name);
-    bool ok = file_write_atomic(path, text, strlen(text), 0600, err);
-    free(text);
-    return ok;
+    a->promote_at_seen[0] = '\0';
+    if (!a->pgst.data_dir_valid)
+        return;
+    Marker m = {.new_tl = 0};
+    int r = read_marker(a, &m);
+    json_t *rec;
+    const char *member = NULL;
+    int start_tl = 0;
+    const char *when = record_target(a, &rec, &member, &start_tl);
+    bool named = when && strcmp(member, a->cfg->name) == 0;
+    const char *st = json_string_value(json_object_get(rec, "state"));
+    const PgState *ps = &a->pgst;
+    if (r > 0 && ps->running && ps->accepting && !ps->in_recovery) {
+        remove_marker(a, "postgres runs promoted");
+    } else if (r > 0 && m.new_tl == 0 && !named && a->dcs_ok) {
+        remove_marker(a, "the site record no longer asks for this promotion");
+    } else if (r == 0 && named && st && strcmp(st, "promoting") == 0 && ps->running && ps->accepting &&
+               ps->in_recovery) {
+        Err err = {{0}};
+        int before = agent_replayed_before(&a->pg, when, &err);
+        Marker nm = {.new_tl = 0};
+        str_copy(nm.t, sizeof(nm.t), when);
+        nm.start_tl = start_tl;
+        if (before == 1 && write_marker(a, &nm, &err)) {
+            log_info("promote: ready to open this site at %s (marker written): waiting for standby_cluster to go", when);
+            r = 1;
+            m = nm;
+        } else if (strcmp(a->promote_at_refused, when) != 0) {
+            log_error("promote at %s refused: %s", when,
+                      before == 0 ? "this standby already replayed past that time" : err.msg);
+            str_copy(a->promote_at_refused, sizeof(a->promote_at_refused), when);
+        }
+    }
+    if (r > 0 && read_marker(a, &m) > 0)
+        str_copy(a->promote_at_seen, sizeof(a->promote_at_seen), m.t);
+    json_decref(rec);
 }
 
 /* PostgreSQL 15 stops with this when the WAL ends before the target: then no commit at or
@@ -136,11 +221,20 @@ bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
     const Config *cfg = a->cfg;
     PgState st;
     pg_observe(pg, &st);
-    if (st.running && !st.in_recovery) {
-        err_set(err, "promote at %s: postgres already runs as a primary", j->rescue_time);
-        return false;
+    if (st.running && st.accepting && !st.in_recovery) {
+        remove_marker(a, "postgres already runs promoted");
+        return true;
     }
-    if (st.running) {
+    if (!st.running) {
+        ControlInfo ci;
+        if (!pg_controldata_info(pg, &ci, err))
+            return false;
+        if (ci.was_primary) {
+            /* promoted at T by an earlier run of this job, stopped since: it starts as a primary */
+            remove_marker(a, "postgres was promoted already");
+            return agent_write_job_conf(pg, j, false, false, NULL, err) && pg_start(pg, start_timeout, err);
+        }
+    } else {
         /* checked again before anything is touched: what it applied is before the target */
         int before = agent_replayed_before(pg, j->rescue_time, err);
         if (before != 1) {
@@ -149,15 +243,24 @@ bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
             return false;
         }
     }
-    /* (not running with the marker there: only this job started it since, always with the target) */
-    if (!write_marker(a, j->rescue_time, j->new_timeline, err) || (st.running && !pg_stop(pg, "fast", 60, err)))
+    /* (stopped in recovery with the marker there: only this job starts it, always with the
+     * target) */
+    Marker m = {.new_tl = 0};
+    str_copy(m.t, sizeof(m.t), j->rescue_time);
+    m.new_tl = j->new_timeline;
+    m.start_tl = j->target_start_tl;
+    if (!write_marker(a, &m, err) || (st.running && !pg_stop(pg, "fast", 60, err)))
         return false;
     test_hook_stopped(a);
     KvList rec = {0};
     agent_recovery_to_time(cfg, j->rescue_time, &rec);
-    /* its own timeline: 'latest' would take the newest history file, one of the markers that
-     * reserve the new timeline's number, and find no checkpoint on it */
-    kvlist_set(&rec, "recovery_target_timeline", "current");
+    /* the timeline the promotion starts from, by number: 'latest' would take the newest history
+     * file (one of the markers that reserve the new timeline's number), 'current' the last
+     * restartpoint's, which may be older than the one holding T */
+    char tl[16] = "current";
+    if (j->target_start_tl > 0)
+        str_fmt(tl, sizeof(tl), "%d", j->target_start_tl);
+    kvlist_set(&rec, "recovery_target_timeline", tl);
     log_info("promote: recovering to %s from the WAL received (no apply delay), then promoting as this site's "
              "primary", j->rescue_time);
     /* no primary_conninfo: the WAL it has (and the repository's) is all it needs to reach T */
@@ -179,10 +282,7 @@ bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
         return false;
     /* promoted at T: the marker goes, then a primary's configuration (no recovery target left
      * for a later recovery to stop at) */
-    char marker[4200];
-    marker_path(a, marker, sizeof(marker));
-    if (unlink(marker) != 0)
-        log_warn("promote: cannot remove %s: %s", marker, strerror(errno));
+    remove_marker(a, "promoted");
     Err ce = {{0}};
     if (!agent_write_job_conf(pg, j, false, false, NULL, &ce) || !pg_reload(pg, &ce))
         log_warn("promote: rewriting the configuration after the promotion: %s", ce.msg);

@@ -553,6 +553,13 @@ static void decide_no_leader(const Observation *o, Decision *d)
 
 static void decide_all(const Observation *o, Decision *d);
 
+bool ha_primary_blocked(const Observation *o)
+{
+    bool config_unknown = o->dcs_ok && o->cluster && o->cluster->config_invalid;
+    bool unconfirmed = o->site_hold_needed && (!o->site_hold_known || o->now_ms >= o->site_hold_until_ms - o->site_margin_ms);
+    return o->site_unchecked || config_unknown || unconfirmed;
+}
+
 void ha_decide(const Observation *o, Decision *d)
 {
     decide_all(o, d);
@@ -563,7 +570,7 @@ void ha_decide(const Observation *o, Decision *d)
     bool config_unknown = o->dcs_ok && o->cluster && o->cluster->config_invalid;
     /* automatic site failover: only while the witness or the other site confirms this site */
     bool unconfirmed = o->site_hold_needed && (!o->site_hold_known || o->now_ms >= o->site_hold_until_ms - o->site_margin_ms);
-    if (takes_primary && (o->site_unchecked || config_unknown || unconfirmed)) {
+    if (takes_primary && ha_primary_blocked(o)) {
         Action was = d->action;
         memset(d, 0, sizeof(*d));
         if (unconfirmed && !config_unknown && !o->site_unchecked)

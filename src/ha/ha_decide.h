@@ -105,6 +105,9 @@ typedef struct Decision {
     bool clear_failover;        /* the failover key is stale or refused: delete it */
 } Decision;
 
+/* Nothing takes the primary role now: the other site not read yet, a config key that does not
+ * parse, or (automatic site failover) this site not confirmed by the witness or the other site. */
+bool ha_primary_blocked(const Observation *o);
 void ha_decide(const Observation *obs, Decision *out);
 const char *ha_action_name(Action a);
 
