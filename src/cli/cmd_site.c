@@ -145,6 +145,17 @@ static void site_record(const Cluster *c, char *state, size_t ssz, char *to, siz
 
 typedef bool (*SiteCond)(const Cluster *c, const void *arg, char *why, size_t wsz);
 
+/* The site's record is a site promote's (a failover, or one at a target time) not finished. */
+static bool interrupted_promote(const Cluster *c)
+{
+    json_t *o = c->site_json ? json_loads(c->site_json, 0, NULL) : NULL;
+    const char *st = json_string_value(json_object_get(o, "state"));
+    bool yes = st && strcmp(st, "promoting") == 0 &&
+               (json_object_get(o, "kind") || (json_object_get(o, "target_time") && !json_is_true(json_object_get(o, "target_done"))));
+    json_decref(o);
+    return yes;
+}
+
 /* Reload the site until cond holds, or the deadline; false + err naming what was awaited. */
 static bool wait_for(Site *s, SiteCond cond, const void *arg, const char *what, int64_t timeout_ms, Err *err)
 {
@@ -342,6 +353,15 @@ int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps)
                       "them is under way", own->ctx.scope, peer->ctx.scope);
             return EXIT_STATE;
         }
+        if (interrupted_promote(oc) || interrupted_promote(pc)) {
+            /* a site promote's record: finishing it as a switchover would promote at the end of
+             * the WAL, past the time it was asked to open at */
+            cli_error("run the same 'pgvigil site promote' again (with --old-site-fenced: the other site is a standby "
+                      "cluster already)",
+                      "site switchover: %s and %s are both standby clusters because a site promote was interrupted",
+                      own->ctx.scope, peer->ctx.scope);
+            return EXIT_STATE;
+        }
         d = strcmp(to, own->ctx.scope) == 0 ? own : peer;
         p = d == own ? peer : own;
         resume = true;
@@ -358,6 +378,11 @@ int site_switchover_run(Site *own, Site *peer, int timeout_s, SiteSteps *steps)
         char st[32], to[128];
         site_record(P, st, sizeof(st), to, sizeof(to));
         const Member *pl = site_leader(P);
+        if (strcmp(st, "promoting") == 0 && strcmp(to, p->ctx.scope) == 0 && pl && interrupted_promote(P)) {
+            cli_error("run the same 'pgvigil site promote' again", "site switchover: %s's promotion by a site promote "
+                      "is not finished", p->ctx.scope);
+            return EXIT_STATE;
+        }
         if (strcmp(st, "promoting") == 0 && strcmp(to, p->ctx.scope) == 0 && pl) {
             printf("completing the switchover from %s to %s\n", d->ctx.scope, p->ctx.scope);
             json_t *extra = json_object();
@@ -507,7 +532,10 @@ static bool abandon(Site *p, Site *d, json_t *rec, bool unmark)
 {
     Err ue = {{0}};
     json_object_set_new(rec, "state", json_string("rolled back"));
-    put_site_record(&d->ctx, rec, &ue);
+    if (!put_site_record(&d->ctx, rec, &ue))
+        fprintf(stderr, "warning: %s's pgvigil_site record still says \"promoting\" (%s): its standby leader stays "
+                        "held for the promotion; write the record again or run site promote again\n",
+                d->ctx.scope, ue.msg);
     if (p->ctx.loaded)
         put_site_record(&p->ctx, rec, &ue);
     json_decref(rec);
@@ -518,6 +546,7 @@ static bool abandon(Site *p, Site *d, json_t *rec, bool unmark)
 typedef struct MemberOf {
     const CliCtx *ctx;   /* (its REST credentials) */
     const char *name;
+    const char *when;    /* the target time its marker must hold */
 } MemberOf;
 
 static bool marker_ready(const Cluster *c, const void *arg, char *why, size_t wsz)
@@ -530,7 +559,8 @@ static bool marker_ready(const Cluster *c, const void *arg, char *why, size_t ws
         return false;
     }
     json_t *o = site_member_status(mo->ctx, m);
-    bool ready = json_is_string(json_object_get(o, "promote_at"));
+    const char *at = json_string_value(json_object_get(o, "promote_at"));
+    bool ready = at && strcmp(at, mo->when) == 0;
     str_fmt(why, wsz, "%s: %s", name, ready ? "ready" : o ? "no marker yet" : "its REST API does not answer");
     json_decref(o);
     return ready;
@@ -700,7 +730,25 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
             return EXIT_FAILED;
         }
     }
-    MemberOf target = {&d->ctx, target_name};
+    if (target_time && was[0]) {
+        /* the timeline the standby leader is on now (the catch-up may have taken it to the old
+         * site's newer one): the one its recovery to T follows */
+        const Member *nl = site_leader(D);
+        if (!nl || strcmp(nl->name, target_name) != 0) {
+            bool unmarked = abandon(p, d, rec, marked);
+            cli_error("run it again", "site promote: %s's leader changed from %s to %s meanwhile%s", d->ctx.scope,
+                      target_name, nl ? nl->name : "nobody", unmarked ? "; nothing was promoted" : "");
+            return EXIT_FAILED;
+        }
+        json_object_set_new(rec, "timeline", json_integer(nl->timeline));
+        if (!put_site_record(&d->ctx, rec, &err)) {
+            bool unmarked = abandon(p, d, rec, marked);
+            cli_error(unmarked ? "nothing was promoted; run it again" : "remove it by hand: edit-config --set standby_cluster=null",
+                      "site promote: %s", err.msg);
+            return EXIT_FAILED;
+        }
+    }
+    MemberOf target = {&d->ctx, target_name, target_time};
     if (target_time && !wait_for(d, marker_ready, &target, "the target member's readiness (its marker)",
                                  (int64_t)timeout_s * 1000, &err)) {
         /* its agent never wrote the marker that keeps anything but the promotion at T from
@@ -711,15 +759,22 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
         return EXIT_FAILED;
     }
     const char *name = target_name;
-    if (!patch_config(&d->ctx, "{\"standby_cluster\":null}", &err)) {
+    bool removed = patch_config(&d->ctx, "{\"standby_cluster\":null}", &err);
+    if (!removed) {
+        /* an answer lost after etcd took the change: then it is under way, not given up */
+        Err re = {{0}};
+        removed = cli_reload(&d->ctx, &re) && !site_is_standby(&d->ctx.cluster);
+    }
+    if (!removed) {
         Err ue = {{0}};
-        abandon(p, d, rec, false);
+        abandon(p, d, json_incref(rec), false);
         if (marked && !patch_config(&p->ctx, "{\"standby_cluster\":null}", &ue))
             cli_error("remove standby_cluster from one of them (edit-config --set standby_cluster=null)",
                       "site promote: %s could not be promoted (%s), and %s, already marked as following, could not be "
                       "unmarked (%s): both sites are standby clusters", d->ctx.scope, err.msg, p->ctx.scope, ue.msg);
         else
             cli_error("nothing was promoted; run it again", "site promote: %s", err.msg);
+        json_decref(rec);
         return EXIT_FAILED;
     }
     *promoting = true;   /* (from here on the standby site's replay stays paused: the promotion needs it) */
@@ -735,7 +790,6 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
         Err pe = {{0}};
         put_site_record(&p->ctx, rec, &pe);
     }
-    json_decref(rec);
     if (!recorded)
         fprintf(stderr, "warning: %s was promoted but its record could not be written (%s): the old site's agents "
                         "will not see it; run 'pgvigil site rejoin' before they start\n", d->ctx.scope, err.msg);
@@ -745,15 +799,26 @@ static int promote_run(Site *own, Site *peer, bool fenced, const char *target_ti
     else
         printf("promoting %s (its standby leader %s had received up to %s on timeline %d)\n", d->ctx.scope, name, lsn, tl);
     if (!wait_for(d, promoted, NULL, "the promotion of its standby leader", (int64_t)timeout_s * 1000, &err)) {
+        json_decref(rec);
         cli_error("see the agents' logs", "site promote: %s", err.msg);
         return EXIT_FAILED;
     }
     dl = site_leader(D);
     if (target_time && strcmp(dl->name, name) != 0) {
+        json_decref(rec);
         cli_error("see the agents' logs", "site promote: %s was promoted, not %s, the member to open at %s", dl->name,
                   name, target_time);
         return EXIT_FAILED;
     }
+    if (target_time) {
+        /* over (its agent records it too): the record no longer holds the site's members back */
+        Err re = {{0}};
+        json_object_set_new(rec, "target_done", json_true());
+        put_site_record(&d->ctx, rec, &re);
+        if (p->ctx.loaded)
+            put_site_record(&p->ctx, rec, &re);
+    }
+    json_decref(rec);
     printf("site promote done in %.1f s: %s is the primary site (leader %s, timeline %d)\n", (mono_ms() - t0) / 1000.0,
            d->ctx.scope, dl->name, dl->timeline);
     return EXIT_OK;

@@ -114,8 +114,9 @@ const char *site_record_target_time(const json_t *rec, const char *scope, int ti
     const char *m = json_string_value(json_object_get(rec, "target_member"));
     json_t *tl = json_object_get(rec, "timeline");
     if (!st || (strcmp(st, "promoting") != 0 && strcmp(st, "promoted") != 0) || !to || strcmp(to, scope) != 0 || !t ||
-        !t[0] || !m || !json_is_integer(tl) || json_integer_value(tl) < timeline)
+        !t[0] || !m || !json_is_integer(tl) || json_is_true(json_object_get(rec, "target_done")))
         return NULL;
+    (void)timeline;
     if (member)
         *member = m;
     return t;

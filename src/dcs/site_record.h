@@ -24,9 +24,9 @@ const char *site_record_winner(const Cluster *a, const char *a_scope, const Clus
 
 /* `site promote --target-time T`: the promotion this record (state "promoting" or "promoted")
  * asks of site `scope` opens its standby leader `*member` at T, not at the end of the WAL it
- * received. T while that promotion is not over: no member of the site has gone past the timeline
- * it starts from (site_timeline: the newest timeline known there, from the member records, which
- * do not depend on whether one's postgres runs); NULL otherwise (no target, another site). */
+ * received. T until that promotion is over ("target_done" set by the member once promoted, or
+ * by the CLI); NULL otherwise (no target, another site, a rolled back record). `timeline` is
+ * unused (kept for the callers' symmetry with the record's starting timeline). */
 const char *site_record_target_time(const json_t *rec, const char *scope, int timeline, const char **member);
 
 /* A site failover (automatic or `site promote`): the other site may have promoted on its own

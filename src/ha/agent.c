@@ -587,8 +587,19 @@ static void promote_at_override(Agent *a, const Observation *o, Decision *d)
     if (agent_promote_at_state(a, t, sizeof(t), &tl, &start_tl, &marker)) {
         if (a->pgst.running && a->pgst.accepting && !a->pgst.in_recovery)
             return;   /* promoted (the tick removes the marker) */
-        if (standby && (!marker || tl == 0))
-            return;   /* not started yet: the standby leader goes on as one until standby_cluster is gone */
+        if (standby && (!marker || tl == 0)) {
+            /* not started yet: the standby leader goes on as one until standby_cluster is gone,
+             * and does nothing else (a rewind, a clone or a restart would lose what keeps the
+             * bad write back) */
+            if (d->action != ACT_KEEP_LEADER && d->action != ACT_WAIT) {
+                Action was = d->action;
+                memset(d, 0, sizeof(*d));
+                d->action = ACT_WAIT;
+                str_fmt(d->reason, sizeof(d->reason), "not now (%s): this member is being prepared to open the site "
+                        "at %s", ha_action_name(was), t);
+            }
+            return;
+        }
         memset(d, 0, sizeof(*d));
         d->action = ACT_WAIT;
         if (tl < 0) {

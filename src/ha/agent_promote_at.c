@@ -86,13 +86,41 @@ static void remove_marker(const Agent *a, const char *why)
 static const char *record_target(const Agent *a, json_t **rec, const char **member, int *start_tl)
 {
     *rec = a->cluster.site_json ? json_loads(a->cluster.site_json, 0, NULL) : NULL;
-    int site_tl = site_max_timeline(&a->cluster);
-    const PgState *st = &a->pgst;
-    int own = st->in_recovery && st->history_tli > st->timeline ? st->history_tli : st->timeline;
-    const char *t = site_record_target_time(*rec, a->cfg->scope, own > site_tl ? own : site_tl, member);
+    const char *t = site_record_target_time(*rec, a->cfg->scope, 0, member);
     if (t && start_tl)
         *start_tl = (int)json_integer_value(json_object_get(*rec, "timeline"));
     return t;
+}
+
+/* The promotion at T is over: the record says so (target_done), for every member of the site. */
+static void record_done(Agent *a, json_t *rec, const char *t)
+{
+    json_t *o = json_deep_copy(rec);
+    json_object_set_new(o, "target_done", json_true());
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    Err err = {{0}};
+    if (text && a->dcs->ops->put(a->dcs, "pgvigil_site", text, false, &err))
+        log_info("promote: opened at %s: the site record says the promotion is over", t);
+    else
+        log_warn("promote: cannot write pgvigil_site (retrying): %s", err.msg);
+    free(text);
+}
+
+/* This member's postgres was promoted (the job succeeded; the record may not say so yet): it
+ * runs as a primary, or pg_controldata says it last ran as one. */
+static bool promoted_already(const Agent *a)
+{
+    const PgState *ps = &a->pgst;
+    if (ps->running)
+        return ps->accepting && !ps->in_recovery;
+    ControlInfo ci;
+    Err err = {{0}};
+    PgNode pg;
+    pg_node_init(&pg, a->cfg);
+    bool was = pg_controldata_info(&pg, &ci, &err) && ci.was_primary;
+    pg_node_close(&pg);
+    return was;
 }
 
 bool agent_promote_at_state(const Agent *a, char *t, size_t tsz, int *tl, int *start_tl, bool *marker)
@@ -116,6 +144,8 @@ bool agent_promote_at_state(const Agent *a, char *t, size_t tsz, int *tl, int *s
     if (mine)
         str_copy(t, tsz, when);
     json_decref(rec);
+    if (mine && promoted_already(a))
+        return false;   /* over: the tick records it once postgres runs */
     return mine;
 }
 
@@ -138,6 +168,26 @@ const char *agent_promote_at_other(const Agent *a, char *out, size_t osz)
     return other ? out : NULL;
 }
 
+/* a marker for T along start_tl, written only while this standby has applied nothing at or
+ * after T (logged once when it has) */
+static bool prepare(Agent *a, const char *when, int start_tl)
+{
+    Err err = {{0}};
+    int before = agent_replayed_before(&a->pg, when, &err);
+    Marker nm = {.new_tl = 0};
+    str_copy(nm.t, sizeof(nm.t), when);
+    nm.start_tl = start_tl;
+    if (before == 1 && write_marker(a, &nm, &err)) {
+        log_info("promote: ready to open this site at %s (marker written): waiting for standby_cluster to go", when);
+        return true;
+    }
+    if (strcmp(a->promote_at_refused, when) != 0) {
+        log_error("promote at %s refused: %s", when, before == 0 ? "this standby already replayed past that time" : err.msg);
+        str_copy(a->promote_at_refused, sizeof(a->promote_at_refused), when);
+    }
+    return false;
+}
+
 void agent_promote_at_tick(Agent *a)
 {
     a->promote_at_seen[0] = '\0';
@@ -152,28 +202,23 @@ void agent_promote_at_tick(Agent *a)
     bool named = when && strcmp(member, a->cfg->name) == 0;
     const char *st = json_string_value(json_object_get(rec, "state"));
     const PgState *ps = &a->pgst;
-    if (r > 0 && ps->running && ps->accepting && !ps->in_recovery) {
-        remove_marker(a, "postgres runs promoted");
+    bool standby_running = ps->running && ps->accepting && ps->in_recovery;
+    if (ps->running && ps->accepting && !ps->in_recovery) {
+        if (r > 0)
+            remove_marker(a, "postgres runs promoted");
+        if (named && a->dcs_ok)
+            record_done(a, rec, when);
     } else if (r > 0 && m.new_tl == 0 && !named && a->dcs_ok) {
+        /* rolled back, superseded or done: the job never started */
         remove_marker(a, "the site record no longer asks for this promotion");
-    } else if (r == 0 && named && st && strcmp(st, "promoting") == 0 && ps->running && ps->accepting &&
-               ps->in_recovery) {
-        Err err = {{0}};
-        int before = agent_replayed_before(&a->pg, when, &err);
-        Marker nm = {.new_tl = 0};
-        str_copy(nm.t, sizeof(nm.t), when);
-        nm.start_tl = start_tl;
-        if (before == 1 && write_marker(a, &nm, &err)) {
-            log_info("promote: ready to open this site at %s (marker written): waiting for standby_cluster to go", when);
-            r = 1;
-            m = nm;
-        } else if (strcmp(a->promote_at_refused, when) != 0) {
-            log_error("promote at %s refused: %s", when,
-                      before == 0 ? "this standby already replayed past that time" : err.msg);
-            str_copy(a->promote_at_refused, sizeof(a->promote_at_refused), when);
-        }
+    } else if (r > 0 && m.new_tl == 0 && named && (strcmp(m.t, when) != 0 || m.start_tl != start_tl)) {
+        /* a new request (another time, or a timeline the CLI updated after the catch-up) */
+        if (standby_running)
+            prepare(a, when, start_tl);
+    } else if (r == 0 && named && st && strcmp(st, "promoting") == 0 && standby_running) {
+        prepare(a, when, start_tl);
     }
-    if (r > 0 && read_marker(a, &m) > 0)
+    if (read_marker(a, &m) > 0)
         str_copy(a->promote_at_seen, sizeof(a->promote_at_seen), m.t);
     json_decref(rec);
 }
@@ -274,6 +319,8 @@ bool agent_promote_at(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
                  j->rescue_time);
         memset(err, 0, sizeof(*err));
         kvlist_set(&rec, "recovery_target_time", "");   /* (empty: no target) */
+        /* only the WAL the first start saw: the repository may have received more since */
+        kvlist_set(&rec, "restore_command", "/bin/false");
         started = agent_write_job_conf(pg, j, false, false, &rec, err) && pg_start(pg, start_timeout, err) &&
                   agent_wait_promoted(a, pg, err);
     }
