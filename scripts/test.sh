@@ -51,7 +51,7 @@ done
 rm -f "$vg_out"
 echo "unit: $unit_pass passed, $unit_fail failed"
 # every parser of untrusted input, fuzzed for a short while from its seeds (libFuzzer, clang)
-bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-20}" | tee /tmp/pgvigil-fuzz.out
+bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-10}" | tee /tmp/pgvigil-fuzz.out
 read -r fz_pass fz_fail < <(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-fuzz.out | tail -1)
 unit_pass=$((unit_pass + ${fz_pass:-0})); unit_fail=$((unit_fail + ${fz_fail:-1}))
 PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
