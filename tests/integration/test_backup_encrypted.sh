@@ -72,6 +72,9 @@ log "verify: $(tail -1 "$T_DIR/verify.out")"
 
 # ---- a wrong key, no key, an open key file: one line each, the repository as it was -------------
 snapshot() { (cd "$REPO" && find . -type f | LC_ALL=C sort | xargs -d '\n' sha256sum); }
+# (node1's agent, with the right key, stopped first: its archiving, at shutdown too, would
+# change the repository under the checks below)
+stop_agent 1
 before=$(snapshot)
 backup_yaml "$WRONG" >"$T_DIR/wrong.backup.yml"
 sed '/^backup:/,$d' "$CFG" >"$T_DIR/wrong.yml" && cat "$T_DIR/wrong.backup.yml" >>"$T_DIR/wrong.yml"
