@@ -114,9 +114,9 @@ grep -q "postgres runs in" "$T_DIR/delta2.out" || fail "unexpected error: $(cat 
 # verify: all intact; then a WAL segment taken away (a gap) and a damaged backup file are named
 for i in 1 2; do
     batch "E$i" $((1000 * i)) $((1000 * i + 50))
-    psql_n 1 -c "select pg_switch_wal()" >/dev/null
+    # named by pg_switch_wal itself (a later write could start the next segment first)
+    seg=$(psql_n 1 -c "select pg_walfile_name(pg_switch_wal())")
 done
-seg=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn() - 1)")
 wait_until 60 "WAL up to $seg archived" archived
 "$BIN" backup verify -c "$CFG" >"$T_DIR/verify.out" 2>&1 || fail "verify of an intact repository: $(cat "$T_DIR/verify.out")"
 grep -q "1 restorable, .* 0 gap(s), 0 problem(s)" "$T_DIR/verify.out" || fail "verify summary: $(cat "$T_DIR/verify.out")"

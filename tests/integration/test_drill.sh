@@ -28,8 +28,12 @@ sites_start
 start_site_proxy
 nsexec 0 "$BIN" backup take -c "$T_DIR/node1.yml" >"$T_DIR/backup.out" 2>&1 || fail "backup take: $(cat "$T_DIR/backup.out")"
 psql_n 1 -c "create table drill_t(x int)"
-for i in 1 2 3; do psql_n 1 -c "insert into drill_t values ($i)" -c "select pg_switch_wal()" >/dev/null; done
-last_wal=$(psql_n 1 -c "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+# the segment name comes from pg_switch_wal itself: the site heartbeat may write into the next
+# segment before a later pg_current_wal_lsn(), which would name a segment not yet complete
+for i in 1 2 3; do
+    psql_n 1 -c "insert into drill_t values ($i)"
+    last_wal=$(psql_n 1 -c "select pg_walfile_name(pg_switch_wal())")
+done
 archived() { [ -n "$(find "$T_DIR/repo" -path "*/wal/*" -name "$last_wal*" | head -1)" ]; }
 wait_until 60 "segment $last_wal is in the repository" archived
 drill() { nsexec 0 "$BIN" drill "$@" -c "$T_DIR/node1.yml" --peer-dcs-url "$(site_url b)" --peer-scope site-b; }
