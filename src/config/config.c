@@ -86,6 +86,7 @@ static const KeySpec keys[] = {
     {"postgresql.authentication.rewind.password", K_STR, C(pg_rewind.password), 0},
     {"postgresql.parameters", K_KVMAP, C(pg_parameters), 0},
     {"postgresql.pg_hba", K_LINES, C(pg_hba), C(n_pg_hba)},
+    {"postgresql.rewind_method", K_STR, C(rewind_method), 0},
     {"postgresql.remove_data_directory_on_rewind_failure", K_BOOL,
      C(remove_data_directory_on_rewind_failure), 0},
     {"postgresql.remove_data_directory_on_diverged_timelines", K_BOOL,
@@ -1063,6 +1064,10 @@ static bool finish(Loader *ld, LoadMode mode)
     default_str(&cfg->pg_connect_address, cfg->pg_listen);
     default_str(&cfg->pg_bin_dir, "/usr/lib/postgresql/15/bin");
     default_str(&cfg->pg_run_as, "postgres");
+    default_str(&cfg->rewind_method, "pgvigil");
+    if (strcmp(cfg->rewind_method, "pgvigil") != 0 && strcmp(cfg->rewind_method, "pg_rewind") != 0)
+        return fail_at(ld, key_line(ld, "postgresql.rewind_method"), "postgresql.rewind_method",
+                       "expected pgvigil or pg_rewind, got \"%s\"", cfg->rewind_method);
 
     /* Patroni files often set the socket directory as a server parameter instead. */
     const char *sockets = kvlist_get(&cfg->pg_parameters, "unix_socket_directories");
@@ -1674,6 +1679,7 @@ void config_free(Config *cfg)
     free(cfg->pg_data_dir);
     free(cfg->pg_bin_dir);
     free(cfg->pg_run_as);
+    free(cfg->rewind_method);
     free(cfg->pg_socket_dir);
     free_credentials(&cfg->pg_superuser);
     free_credentials(&cfg->pg_replication);

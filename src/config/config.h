@@ -211,6 +211,8 @@ typedef struct Config {
     KvList pg_parameters;           /* postgresql.parameters (local, override dynamic ones) */
     char **pg_hba;                  /* postgresql.pg_hba: list of lines; NULL = built-in default */
     int n_pg_hba;
+    char *rewind_method;            /* postgresql.rewind_method: "pgvigil" (its own block-level
+                                     * rewind, pg_rewind when it cannot) or "pg_rewind" */
     bool remove_data_directory_on_rewind_failure;  /* postgresql.remove_data_directory_on_rewind_failure */
     bool remove_data_directory_on_diverged_timelines;
     char *cb_on_start, *cb_on_stop, *cb_on_role_change, *cb_on_restart, *cb_on_reload; /* postgresql.callbacks.* */

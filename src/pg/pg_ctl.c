@@ -489,6 +489,51 @@ bool pg_waldump(PgNode *pg, int timeline, Lsn start, int limit, char **output, E
     return true;
 }
 
+enum { PG_BLOCK_REWIND_DONE, PG_BLOCK_REWIND_NOT_DONE, PG_BLOCK_REWIND_FAILED };
+
+/* pgvigil's own rewind (`pgvigil rewind`, as the PostgreSQL user): it copies only what differs,
+ * where pg_rewind also copies all the WAL the source keeps. When it changed nothing (a case it
+ * leaves to pg_rewind: tablespaces, WAL it cannot find...), pg_rewind runs instead. */
+static int block_rewind_run(PgNode *pg, const char *conninfo, bool restore_target_wal, Err *err)
+{
+    const Config *cfg = pg->cfg;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return PG_BLOCK_REWIND_NOT_DONE;
+    self[n] = '\0';
+    const char *argv[] = {self, "rewind", "-D", cfg->pg_data_dir, "--source-server", conninfo, "--pg-bin",
+                          cfg->pg_bin_dir, restore_target_wal ? "--restore-target-wal" : NULL, NULL};
+    ClientEnv ce;
+    ProcOpts o = {.as_pg_user = true, .timeout_ms = 3600 * 1000, .env = client_env(&ce, &cfg->pg_rewind),
+                  .new_session = true};
+    char *out = NULL;
+    Err e = {{0}};
+    /* it needs a cleanly shut down directory, as pg_rewind makes one first */
+    if (!pg_finish_crash_recovery(pg, &e)) {
+        log_warn("cannot finish the crash recovery before pgvigil rewind: %s; running pg_rewind", e.msg);
+        return PG_BLOCK_REWIND_NOT_DONE;
+    }
+    log_info("rewinding %s with pgvigil rewind from %s", cfg->pg_data_dir, conninfo);
+    int rc = proc_run(argv, &o, &out, &e);
+    char *line = out ? out : (char *)"";
+    line[strcspn(line, "\n")] = '\0';
+    int result;
+    if (rc == 0) {
+        log_info("%s", line);
+        result = PG_BLOCK_REWIND_DONE;
+    } else if (rc == 5) {
+        log_info("%s; running pg_rewind", line);
+        result = PG_BLOCK_REWIND_NOT_DONE;
+    } else {
+        /* the directory carries the rewind-failed mark it wrote before changing anything */
+        err_set(err, "pgvigil rewind: %s", line[0] ? line : e.msg);
+        result = PG_BLOCK_REWIND_FAILED;
+    }
+    free(out);
+    return result;
+}
+
 bool pg_rewind(PgNode *pg, const char *host, int port, Err *err)
 {
     return pg_rewind_ex(pg, host, port, 0, err);
@@ -504,6 +549,11 @@ bool pg_rewind_ex(PgNode *pg, const char *host, int port, unsigned flags, Err *e
     char prog[4200], src[700];
     bin_path(pg, "pg_rewind", prog, sizeof(prog));
     rewind_source_arg(pg, host, port, src, sizeof(src));
+    if (strcmp(cfg->rewind_method, "pgvigil") == 0 && !pg_rewind_marked_failed(pg)) {
+        int rc = block_rewind_run(pg, src + strlen("--source-server="), restore_target_wal, err);
+        if (rc != PG_BLOCK_REWIND_NOT_DONE)
+            return rc == PG_BLOCK_REWIND_DONE;
+    }
     /* --restore-target-wal: WAL this data directory no longer has comes through its
      * restore_command (the backup repository) */
     const char *argv[] = {prog, "-D", cfg->pg_data_dir, src, restore_target_wal ? "--restore-target-wal" : NULL,
