@@ -525,10 +525,14 @@ static int block_rewind_run(PgNode *pg, const char *conninfo, bool restore_targe
     } else if (rc == 5) {
         log_info("%s; running pg_rewind", line);
         result = PG_BLOCK_REWIND_NOT_DONE;
-    } else {
-        /* the directory carries the rewind-failed mark it wrote before changing anything */
+    } else if (pg_rewind_marked_failed(pg)) {
+        /* it changed the directory (the mark it writes first is there): never started so */
         err_set(err, "pgvigil rewind: %s", line[0] ? line : e.msg);
         result = PG_BLOCK_REWIND_FAILED;
+    } else {
+        /* it stopped before changing anything (no mark) */
+        log_warn("pgvigil rewind: %s; running pg_rewind", line[0] ? line : e.msg);
+        result = PG_BLOCK_REWIND_NOT_DONE;
     }
     free(out);
     return result;

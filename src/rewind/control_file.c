@@ -15,6 +15,7 @@
 #define OFF_MIN_RECOVERY_TLI 144
 #define OFF_WAL_LOG_HINTS 176
 #define OFF_BLCKSZ 216
+#define OFF_RELSEG_SIZE 220
 #define OFF_SEG_SIZE 228
 #define OFF_CHECKSUM_VERSION 252
 #define OFF_CRC 288
@@ -64,6 +65,10 @@ bool control_parse(const unsigned char *img, size_t n, ControlFields *out, Err *
     }
     if (get32(img + OFF_BLCKSZ) != 8192) {
         err_set(err, "control file: block size %u, not 8192", get32(img + OFF_BLCKSZ));
+        return false;
+    }
+    if (get32(img + OFF_RELSEG_SIZE) != 131072) {
+        err_set(err, "control file: relation segments of %u blocks, not 131072", get32(img + OFF_RELSEG_SIZE));
         return false;
     }
     out->system_identifier = get64(img + OFF_SYSID);

@@ -28,7 +28,9 @@
 static const char *const data_dirs[] = {"base", "global", "pg_commit_ts", "pg_logical", "pg_multixact",
                                         "pg_twophase", "pg_xact", NULL};
 
-typedef enum PathKind { P_SKIP, P_WAL, P_REL, P_OTHER, P_CONTROL } PathKind;
+/* P_DROP: the target's replication slots, removed as pg_rewind removes them (a logical slot's
+ * confirmed position belongs to the history thrown away); P_SLOTS: their directory, kept */
+typedef enum PathKind { P_SKIP, P_WAL, P_REL, P_OTHER, P_CONTROL, P_SLOTS, P_DROP } PathKind;
 
 static PathKind path_kind(const char *path)
 {
@@ -36,6 +38,8 @@ static PathKind path_kind(const char *path)
     size_t top = slash ? (size_t)(slash - path) : strlen(path);
     if (top == 6 && strncmp(path, "pg_wal", 6) == 0)
         return P_WAL;
+    if (top == 11 && strncmp(path, "pg_replslot", 11) == 0)
+        return slash ? P_DROP : P_SLOTS;
     bool known = false;
     for (int i = 0; data_dirs[i]; i++)
         known = known || (strlen(data_dirs[i]) == top && strncmp(path, data_dirs[i], top) == 0);
@@ -108,6 +112,9 @@ typedef struct Plan {
     size_t n_mkdirs, cap_mkdirs;
     char **remove;            /* files, then directories (deepest first) */
     size_t n_remove, cap_remove;
+    char **remove_wal;        /* the target's own WAL from the fork on: removed last, so that a
+                               * rewind stopped before can still be redone by pg_rewind */
+    size_t n_remove_wal, cap_remove_wal;
     bool *remove_dir;
     struct { char *path; int64_t size; } *truncate;
     size_t n_truncate, cap_truncate;
@@ -214,6 +221,14 @@ static void plan_relation(Plan *p, const SourceFile *s, const SourceFile *t, con
     }
 }
 
+static bool planned_copy(const Plan *p, const char *path)
+{
+    for (size_t i = 0; i < p->n_create; i++)
+        if (strcmp(p->create[i], path) == 0)
+            return true;
+    return false;
+}
+
 static bool wal_name(const char *name, uint32_t *tli, uint64_t *segno, uint32_t seg_size, const char **suffix)
 {
     unsigned t, hi, lo;
@@ -236,27 +251,6 @@ static bool history_name(const char *name)
 static void plan_wal(Plan *p, const SourceList *src, const SourceList *tgt_wal, const TimelineHistory *sh,
                      uint64_t fork_segno, uint64_t now_segno, uint32_t seg_size, RewindStats *st)
 {
-    for (size_t i = 0; i < tgt_wal->n; i++) {
-        const char *name = tgt_wal->f[i].path + 7;   /* after "pg_wal/" */
-        const char *base = strncmp(name, "archive_status/", 15) == 0 ? name + 15 : name;
-        uint32_t tli;
-        uint64_t segno;
-        const char *suffix;
-        char spath[300];
-        str_fmt(spath, sizeof(spath), "pg_wal/%s", base);
-        if (tgt_wal->f[i].dir)
-            continue;
-        if (wal_name(base, &tli, &segno, seg_size, &suffix) && segno >= fork_segno &&
-            (!*suffix || strcmp(suffix, ".partial") == 0 || strcmp(suffix, ".ready") == 0 ||
-             strcmp(suffix, ".done") == 0 || strcmp(suffix, ".partial.ready") == 0 ||
-             strcmp(suffix, ".partial.done") == 0)) {
-            plan_remove(p, tgt_wal->f[i].path, false);
-            st->removed++;
-        } else if (base == name && history_name(base) && !source_list_find(src, spath)) {
-            plan_remove(p, tgt_wal->f[i].path, false);
-            st->removed++;
-        }
-    }
     for (size_t i = 0; i < src->n; i++) {
         const SourceFile *s = &src->f[i];
         if (s->dir || strncmp(s->path, "pg_wal/", 7) != 0 || strchr(s->path + 7, '/'))
@@ -266,14 +260,33 @@ static void plan_wal(Plan *p, const SourceList *src, const SourceList *tgt_wal, 
         uint64_t segno;
         const char *suffix;
         if (history_name(name)) {
-            bool have = false;
-            for (size_t j = 0; j < tgt_wal->n && !have; j++)
-                have = strcmp(tgt_wal->f[j].path, s->path) == 0;
-            if (!have)
-                plan_whole(p, s, &st->wal_bytes, &st->wal_files);
+            /* always the source's: a target's history file of the same name may be another
+             * promotion's (two sides promoted to the same number), which recovery would follow */
+            plan_whole(p, s, &st->wal_bytes, &st->wal_files);
         } else if (wal_name(name, &tli, &segno, seg_size, &suffix) && !*suffix && segno >= fork_segno &&
                    segno <= now_segno && tli == timeline_of_segment(sh, segno * seg_size, seg_size)) {
             plan_whole(p, s, &st->wal_bytes, &st->wal_files);
+        }
+    }
+    for (size_t i = 0; i < tgt_wal->n; i++) {
+        const char *name = tgt_wal->f[i].path + 7;   /* after "pg_wal/" */
+        const char *base = strncmp(name, "archive_status/", 15) == 0 ? name + 15 : name;
+        uint32_t tli;
+        uint64_t segno;
+        const char *suffix;
+        char spath[300];
+        str_fmt(spath, sizeof(spath), "pg_wal/%s", base);
+        if (tgt_wal->f[i].dir || planned_copy(p, tgt_wal->f[i].path))
+            continue;   /* (a file of the same name that the source's copy replaces) */
+        if (wal_name(base, &tli, &segno, seg_size, &suffix) && segno >= fork_segno &&
+            (!*suffix || strcmp(suffix, ".partial") == 0 || strcmp(suffix, ".ready") == 0 ||
+             strcmp(suffix, ".done") == 0 || strcmp(suffix, ".partial.ready") == 0 ||
+             strcmp(suffix, ".partial.done") == 0)) {
+            push_str(&p->remove_wal, &p->n_remove_wal, &p->cap_remove_wal, tgt_wal->f[i].path);
+            st->removed++;
+        } else if (base == name && history_name(base) && !source_list_find(src, spath)) {
+            push_str(&p->remove_wal, &p->n_remove_wal, &p->cap_remove_wal, tgt_wal->f[i].path);
+            st->removed++;
         }
     }
 }
@@ -290,6 +303,9 @@ static void plan_free(Plan *p)
     for (size_t i = 0; i < p->n_remove; i++)
         free(p->remove[i]);
     free(p->remove);
+    for (size_t i = 0; i < p->n_remove_wal; i++)
+        free(p->remove_wal[i]);
+    free(p->remove_wal);
     free(p->remove_dir);
     for (size_t i = 0; i < p->n_truncate; i++)
         free(p->truncate[i].path);
@@ -310,10 +326,22 @@ typedef struct Writer {
 static bool write_sink(void *ctx, const FetchRange *r, const unsigned char *data, size_t n, bool missing, Err *err)
 {
     Writer *w = ctx;
-    if (missing)
-        return true;   /* gone from the source since it was listed: replaying its WAL removes it */
     char path[4200];
     str_fmt(path, sizeof(path), "%s/%s", w->dd, r->path);
+    if (missing) {
+        /* gone from the source since it was listed (a recycled WAL segment, a two-phase state
+         * file, a dropped relation): so it goes here too, not left empty or stale */
+        if (w->fd >= 0 && strcmp(w->cur, path) == 0) {
+            close(w->fd);
+            w->fd = -1;
+            w->cur[0] = '\0';
+        }
+        if (unlink(path) != 0 && errno != ENOENT) {
+            err_set(err, "%s: cannot remove: %s", path, strerror(errno));
+            return false;
+        }
+        return true;
+    }
     if (w->fd < 0 || strcmp(w->cur, path) != 0) {
         if (w->fd >= 0)
             close(w->fd);
@@ -401,17 +429,38 @@ static bool apply_plan(const char *dd, Plan *p, PGconn *c, mode_t fmode, mode_t 
     return ok;
 }
 
-static bool sync_data_dir(const char *dd, Err *err)
+static bool remove_target_wal(const char *dd, const Plan *p, Err *err)
 {
-    int fd = open(dd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char path[4200];
+    for (size_t i = 0; i < p->n_remove_wal; i++) {
+        str_fmt(path, sizeof(path), "%s/%s", dd, p->remove_wal[i]);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            err_set(err, "%s: cannot remove: %s", path, strerror(errno));
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool sync_fs_of(const char *dir, Err *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || syncfs(fd) != 0) {
-        err_set(err, "%s: cannot sync: %s", dd, strerror(errno));
+        err_set(err, "%s: cannot sync: %s", dir, strerror(errno));
         if (fd >= 0)
             close(fd);
         return false;
     }
     close(fd);
     return true;
+}
+
+/* the data directory's file system, and pg_wal's (it may be a link to another) */
+static bool sync_data_dir(const char *dd, Err *err)
+{
+    char wal[4200];
+    str_fmt(wal, sizeof(wal), "%s/pg_wal", dd);
+    return sync_fs_of(dd, err) && sync_fs_of(wal, err);
 }
 
 /* pg_controldata must read the written control file as we meant it */
@@ -439,13 +488,15 @@ void rewind_stats_format(const RewindStats *st, bool dry_run, char *buf, size_t 
     str_fmt(buf, sz,
             "%s %llu bytes: %llu changed block(s) in %llu range(s) (%llu bytes), %llu bytes of grown files, "
             "%llu whole file(s) (%llu bytes), %llu WAL file(s) (%llu bytes); %llu removed, %llu truncated; "
-            "fork at %s on timeline %u, replay from the checkpoint at %s",
+            "fork at %s on timeline %u, replay from the checkpoint at %s; %u segment(s) of its own WAL restored "
+            "from the archive",
             dry_run ? "would copy" : "copied", (unsigned long long)(dry_run ? planned : st->fetched_bytes),
             (unsigned long long)st->changed_blocks, (unsigned long long)st->block_ranges,
             (unsigned long long)st->block_bytes, (unsigned long long)st->tail_bytes,
             (unsigned long long)st->whole_files, (unsigned long long)st->whole_bytes,
             (unsigned long long)st->wal_files, (unsigned long long)st->wal_bytes, (unsigned long long)st->removed,
-            (unsigned long long)st->truncated, lsn_format(st->fork, f), st->common_tli, lsn_format(st->checkpoint, c));
+            (unsigned long long)st->truncated, lsn_format(st->fork, f), st->common_tli, lsn_format(st->checkpoint, c),
+            st->restored_segments);
 }
 
 /* ---- the whole */
@@ -461,6 +512,7 @@ typedef struct Ctx {
     Plan plan;
     uint64_t now_segno;
     bool source_in_recovery;
+    uint32_t source_recovery_tli;
 } Ctx;
 
 static bool read_target(Ctx *x, Err *err)
@@ -486,6 +538,11 @@ static bool read_target(Ctx *x, Err *err)
         err_set(err, "%s has neither wal_log_hints nor data checksums: changes to hint bits are not in its WAL", dd);
         return false;
     }
+    struct stat sb;
+    if (stat(dd, &sb) != 0 || sb.st_uid != geteuid()) {
+        err_set(err, "%s is not owned by the user running the rewind (run it as the PostgreSQL user)", dd);
+        return false;
+    }
     str_fmt(path, sizeof(path), "%s/postmaster.pid", dd);
     if (file_exists(path)) {
         err_set(err, "%s exists: is postgres running?", path);
@@ -496,14 +553,17 @@ static bool read_target(Ctx *x, Err *err)
         err_set(err, "%s has tablespaces", dd);
         return false;
     }
+    /* a standby that replayed onto a newer timeline than its last restartpoint's says so in its
+     * minimum recovery point */
+    uint32_t tli = x->tgt.timeline > x->tgt.min_recovery_tli ? x->tgt.timeline : x->tgt.min_recovery_tli;
     char *hist = NULL;
-    if (x->tgt.timeline > 1) {
-        str_fmt(path, sizeof(path), "%s/pg_wal/%08X.history", dd, x->tgt.timeline);
+    if (tli > 1) {
+        str_fmt(path, sizeof(path), "%s/pg_wal/%08X.history", dd, tli);
         hist = file_read_all(path, &n, err);
         if (!hist)
             return false;
     }
-    ok = timeline_parse(x->tgt.timeline, hist, &x->th, err);
+    ok = timeline_parse(tli, hist, &x->th, err);
     free(hist);
     return ok;
 }
@@ -517,7 +577,8 @@ static bool read_source(Ctx *x, Err *err)
     if (!source_value(x->c,
                       "SELECT concat_ws(' ', pg_is_in_recovery(), current_setting('full_page_writes'),"
                       " (SELECT system_identifier FROM pg_control_system()),"
-                      " CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())"
+                      " CASE WHEN pg_is_in_recovery() THEN GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),"
+                      " (SELECT min_recovery_end_timeline FROM pg_control_recovery()))"
                       " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
                       " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END,"
                       " COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0))",
@@ -561,15 +622,35 @@ static bool read_source(Ctx *x, Err *err)
     }
     ok = timeline_parse(tli, hist, &x->sh, err);
     free(hist);
-    if (ok)
-        ok = source_list(x->c, &x->src, err);
-    for (size_t i = 0; ok && i < x->src.n; i++) {
-        if (strncmp(x->src.f[i].path, "pg_tblspc/", 10) == 0) {
-            err_set(err, "source has tablespaces");
-            ok = false;
-        }
+    if (!ok)
+        return false;
+    /* the source's control file: the same layout, block and segment sizes as the target's */
+    size_t n = 0;
+    ControlFields sc;
+    unsigned char *img = source_read_file(x->c, "global/pg_control", &n, err);
+    if (!img)
+        return false;
+    ok = control_parse(img, n, &sc, err);
+    free(img);
+    if (!ok) {
+        err_prefix(err, "source: global/pg_control: ");
+        return false;
     }
-    return ok;
+    if (sc.wal_segment_size != x->tgt.wal_segment_size) {
+        err_set(err, "source: WAL segments of %u bytes, the target's are %u", sc.wal_segment_size,
+                x->tgt.wal_segment_size);
+        return false;
+    }
+    if (!source_value(x->c, "SELECT count(*) FROM pg_ls_dir('pg_tblspc')", &v, err))
+        return false;
+    ok = v && strcmp(v, "0") == 0;
+    free(v);
+    if (!ok) {
+        err_set(err, "source has tablespaces");
+        return false;
+    }
+    x->source_recovery_tli = tli;
+    return source_list(x->c, &x->src, err);
 }
 
 static void build_plan(Ctx *x)
@@ -579,7 +660,7 @@ static void build_plan(Ctx *x)
     for (size_t i = 0; i < x->src.n; i++) {
         const SourceFile *s = &x->src.f[i];
         PathKind k = path_kind(s->path);
-        if (k == P_SKIP || k == P_WAL || k == P_CONTROL)
+        if (k == P_SKIP || k == P_WAL || k == P_CONTROL || k == P_SLOTS || k == P_DROP)
             continue;
         const SourceFile *t = source_list_find(&x->tgt_files, s->path);
         if (s->dir) {
@@ -604,9 +685,9 @@ static void build_plan(Ctx *x)
     for (size_t i = 0; i < x->tgt_files.n; i++) {
         const SourceFile *t = &x->tgt_files.f[i];
         PathKind k = path_kind(t->path);
-        if (k == P_SKIP || k == P_WAL || k == P_CONTROL)
+        if (k == P_SKIP || k == P_WAL || k == P_CONTROL || k == P_SLOTS)
             continue;
-        if (!source_list_find(&x->src, t->path)) {
+        if (k == P_DROP || !source_list_find(&x->src, t->path)) {
             plan_remove(p, t->path, t->dir);
             st->removed++;
         }
@@ -624,7 +705,8 @@ static bool plan_rewind(Ctx *x, Err *err)
                 x->tgt.timeline);
         return false;
     }
-    if (st->fork == LSN_END || x->tgt.checkpoint < st->fork) {
+    Lsn tgt_end = x->tgt.checkpoint > x->tgt.min_recovery_point ? x->tgt.checkpoint : x->tgt.min_recovery_point;
+    if (st->fork == LSN_END || tgt_end < st->fork) {
         err_set(err, "the target has nothing after the fork: no rewind to do");
         return false;
     }
@@ -635,8 +717,7 @@ static bool plan_rewind(Ctx *x, Err *err)
     TargetWal tw = {.dir = wal, .restore_command = x->o->restore_command, .seg_size = x->tgt.wal_segment_size};
     bool found = target_last_checkpoint(&tw, waldump, st->common_tli, x->th.e[idx].begin, st->fork, &st->checkpoint,
                                         &st->redo, err);
-    Lsn upto = x->tgt.checkpoint > x->tgt.min_recovery_point ? x->tgt.checkpoint : x->tgt.min_recovery_point;
-    found = found && target_changed_blocks(&tw, &x->th, st->redo, upto, &x->sum, err);
+    found = found && target_changed_blocks(&tw, &x->th, st->redo, tgt_end, &x->sum, err);
     st->restored_segments = tw.restored;
     if (!found)
         return false;
@@ -662,13 +743,26 @@ static bool finish_control(Ctx *x, Err *err)
     RewindStats *st = x->st;
     char *v = NULL;
     if (!source_value(x->c,
-                      "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END",
+                      "SELECT concat_ws(' ', pg_is_in_recovery(),"
+                      " CASE WHEN pg_is_in_recovery() THEN GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),"
+                      " (SELECT min_recovery_end_timeline FROM pg_control_recovery()))"
+                      " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
+                      " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)",
                       &v, err))
         return false;
-    bool ok = v && lsn_parse(v, &st->min_recovery);
+    char rec[8], lsn[LSN_BUFSZ];
+    unsigned tli = 0;
+    bool ok = v && sscanf(v, "%7s %u %23s", rec, &tli, lsn) == 3 && lsn_parse(lsn, &st->min_recovery);
     free(v);
     if (!ok) {
         err_set(err, "source: no WAL position");
+        return false;
+    }
+    /* a source promoted (or moved to another timeline) while it was copied from: the copy is
+     * not of the history planned */
+    if ((strcmp(rec, "t") == 0) != x->source_in_recovery || tli != x->source_recovery_tli) {
+        err_set(err, "source: changed while copied from (in recovery: %s, timeline %u, planned for timeline %u)", rec,
+                tli, x->source_recovery_tli);
         return false;
     }
     size_t n = 0;
@@ -705,6 +799,12 @@ RewindResult block_rewind(const RewindOptions *o, RewindStats *st, Err *err)
 {
     memset(st, 0, sizeof(*st));
     Ctx x = {.o = o, .st = st};
+    char marker[4200];
+    str_fmt(marker, sizeof(marker), "%s/%s", o->data_dir, PG_REWIND_FAILED_FILE);
+    if (file_exists(marker)) {
+        err_set(err, "%s exists: an earlier rewind did not finish; this directory must be rebuilt", marker);
+        return REWIND_BROKEN;
+    }
     if (!read_target(&x, err) || !read_source(&x, err) || !plan_rewind(&x, err)) {
         ctx_free(&x);
         return REWIND_NOT_DONE;
@@ -713,8 +813,6 @@ RewindResult block_rewind(const RewindOptions *o, RewindStats *st, Err *err)
         ctx_free(&x);
         return REWIND_DONE;
     }
-    char marker[4200];
-    str_fmt(marker, sizeof(marker), "%s/%s", o->data_dir, PG_REWIND_FAILED_FILE);
     const char note[] = "pgvigil rewind did not finish\n";
     struct stat sb;
     mode_t fmode = 0600, dmode = 0700;
@@ -726,7 +824,8 @@ RewindResult block_rewind(const RewindOptions *o, RewindStats *st, Err *err)
         ctx_free(&x);
         return REWIND_NOT_DONE;
     }
-    bool ok = apply_plan(o->data_dir, &x.plan, x.c, fmode, dmode, st, err) && sync_data_dir(o->data_dir, err) &&
+    bool ok = apply_plan(o->data_dir, &x.plan, x.c, fmode, dmode, st, err) &&
+              remove_target_wal(o->data_dir, &x.plan, err) && sync_data_dir(o->data_dir, err) &&
               finish_control(&x, err);
     ctx_free(&x);
     if (!ok)

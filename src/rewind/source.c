@@ -20,7 +20,7 @@ PGconn *source_connect(const char *conninfo, Err *err)
         return NULL;
     }
     /* a rewind reads many files; none of it should wait behind a statement timeout of the role */
-    PGresult *r = PQexec(c, "SET statement_timeout = 0");
+    PGresult *r = PQexec(c, "SET statement_timeout = 0; SET lock_timeout = 0; SET search_path = ''");
     PQclear(r);
     return c;
 }

@@ -61,6 +61,12 @@ static bool have_segment(TargetWal *w, const char *name, Err *err)
         err_set(err, "restore_command could not fetch %s (exit %d)", name, rc);
         return false;
     }
+    /* it is in the archive: marked archived, as recovery marks what it restores, so that a
+     * server started on this directory does not try to archive it again */
+    char done[4300];
+    str_fmt(done, sizeof(done), "%s/archive_status/%s.done", w->dir, name);
+    if (!file_write_atomic(done, "", 0, 0600, err))
+        return false;
     w->restored++;
     return true;
 }
@@ -168,6 +174,13 @@ bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn
         }
         if (!complete)
             break;   /* the records end in this segment */
+    }
+    /* every record up to the last one needed was read (the one that starts at upto included) */
+    if (!have || out->end <= upto) {
+        char u[LSN_BUFSZ];
+        wal_summary_free(out);
+        err_set(err, "%s: the target's WAL could not be read up to %s", pg_wal_dir, lsn_format(upto, u));
+        return false;
     }
     return true;
 }

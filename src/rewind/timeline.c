@@ -16,11 +16,12 @@ bool timeline_parse(uint32_t tli, const char *text, TimelineHistory *out, Err *e
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
         char line[256];
         lineno++;
-        str_copy(line, sizeof(line), "");
-        if (len < sizeof(line)) {
-            memcpy(line, p, len);
-            line[len] = '\0';
+        if (len >= sizeof(line)) {
+            err_set(err, "history of timeline %u, line %d: longer than %zu bytes", tli, lineno, sizeof(line) - 1);
+            return false;
         }
+        memcpy(line, p, len);
+        line[len] = '\0';
         p += len + (nl ? 1 : 0);
         char *s = line;
         while (*s == ' ' || *s == '\t')

@@ -6,7 +6,8 @@
 # checkpoints so that A's WAL before the fork is gone from A (it comes from the archive).
 #  1. --dry-run plans and changes nothing outside pg_wal; a running target, another system and a
 #     target without wal_log_hints are refused with exit 5 and nothing changed.
-#  2. The rewind, on a copy of A: A then starts as B's standby, reaches consistency and has
+#  2. The rewind, on a copy of A (its replication slot goes, as with pg_rewind; its configuration
+#     stays its own): A then starts as B's standby, reaches consistency and has
 #     exactly B's content (md5 of every row in key order, the tables and databases B has and not
 #     the ones only A had), and amcheck finds nothing wrong in its table, index and catalog.
 #  3. It copied less than pg_rewind on another copy of the same A (both tools' own counts);
@@ -67,8 +68,8 @@ pgctl -D "$T_DIR/b" -w promote >/dev/null || fail "promote B"
 # A goes its own way; B writes too
 q "$PA" -c "update t set v = 'A only' where id between 1000 and 2000" \
     -c "create table a_only(x int); insert into a_only select generate_series(1, 10000)" \
-    -c "drop table keep" -c "delete from t where id > 90000" -c "vacuum t" -c "create database a_db" ||
-    fail "A's own writes"
+    -c "drop table keep" -c "delete from t where id > 90000" -c "vacuum t" -c "create database a_db" \
+    -c "select pg_create_physical_replication_slot('a_slot', true)" >/dev/null || fail "A's own writes"
 q "$PB" -c "update t set v = 'B' where id between 5000 and 5100" \
     -c "create table b_only(x int); insert into b_only values (42)" \
     -c "insert into t select g, 'new on B' from generate_series(100001, 100500) g" || fail "B's writes"
@@ -123,6 +124,8 @@ for c in a1 a2 a3 a4; do cp -a "$T_DIR/a" "$T_DIR/$c"; done
 rewind -D "$T_DIR/a1" >"$T_DIR/rewind.out" 2>&1 || fail "pgvigil rewind: $(cat "$T_DIR/rewind.out")"
 cat "$T_DIR/rewind.out"
 [ ! -e "$T_DIR/a1/pgvigil.rewind_failed" ] || fail "the mark of a failed rewind is left"
+[ ! -e "$T_DIR/a1/pg_replslot/a_slot" ] || fail "A's replication slot is still there (pg_rewind removes slots)"
+grep -q "^port = $PC" "$T_DIR/a1/postgresql.conf" || fail "A's postgresql.conf was replaced (its port line: $(grep "^port" "$T_DIR/a1/postgresql.conf"))"
 start_standby() {
     local dir="$1" port="$2"
     set_port "$dir" "$port"

@@ -33,6 +33,7 @@ static void make_control(unsigned char *img)
     put32(img + 48, 3);             /* its timeline */
     img[176] = 1;                   /* wal_log_hints */
     put32(img + 216, 8192);
+    put32(img + 220, 131072);       /* blocks per relation segment file */
     put32(img + 228, 16u << 20);
     put32(img + 288, crc32c(img, 288));
 }
@@ -85,6 +86,12 @@ static void test_control_refused(void **state)
     assert_false(control_parse(img, sizeof(img), &f, &err));
 
     make_control(img);
+    put32(img + 220, 65536);                                   /* 512 MB relation segments */
+    put32(img + 288, crc32c(img, 288));
+    assert_false(control_parse(img, sizeof(img), &f, &err));
+    assert_non_null(strstr(err.msg, "relation segments"));
+
+    make_control(img);
     assert_false(control_parse(img, 200, &f, &err));           /* too short */
 }
 
@@ -129,6 +136,14 @@ static void test_timeline_parse(void **state)
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++)
         assert_false(timeline_parse(5, bad[i], &h, &err));
+    /* a line too long to read is an error, never a timeline left out */
+    char longline[600];
+    memset(longline, 'x', sizeof(longline));
+    memcpy(longline, "1\t0/10\t", 7);
+    longline[sizeof(longline) - 2] = '\n';
+    longline[sizeof(longline) - 1] = '\0';
+    assert_false(timeline_parse(5, longline, &h, &err));
+    assert_non_null(strstr(err.msg, "longer than"));
 }
 
 static void test_timeline_fork(void **state)
