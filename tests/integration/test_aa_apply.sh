@@ -1,0 +1,161 @@
+#!/bin/bash
+# Active-active, second piece: pgvigil_aa's own apply workers (pgext/aa/pgvigil_aa_apply.c) between
+# two plain PostgreSQL 15 instances, A and B, on 127.0.0.1, each applying the other's
+# pgvigil_aa slot (no built-in subscription).
+#  1. Inserts, updates, deletes and a truncate of distinct rows on both converge: identical
+#     tables (md5 of every row in key order), each change applied once.
+#  2. Concurrent writers on both nodes updating the same rows and inserting the same keys:
+#     after quiescence both nodes have identical content, and the conflicts are recorded in
+#     pgvigil_aa.conflicts on the node that threw a write away (kinds insert_exists and
+#     update_update, winner by last-writer-wins).
+#  3. Progress is crash-safe: B killed with -9 mid-way and restarted (its worker started again)
+#     ends with A's rows once each.
+#  4. A table without a primary key: B's worker stops on its first change, saying so in the log
+#     (never a silent divergence).
+#  5. The convergence check can fail: a row written on B as if it came from A (under A's
+#     replication origin) is never sent to A, and the check sees the difference.
+source "$(dirname "$0")/lib.sh"
+
+PGBIN=/usr/lib/postgresql/15/bin
+[ -f "$PGBIN/../lib/pgvigil_aa.so" ] || fail "pgvigil_aa.so is not installed (make pgext-install)"
+[ -f /usr/share/postgresql/15/extension/pgvigil_aa.control ] || fail "the pgvigil_aa extension is not installed (make pgext-install)"
+declare -A PORT
+start_node() {
+    local n="$1" d="$T_DIR/node_$1"
+    mkdir -p "$d" && chown postgres: "$d"
+    [ -n "${PORT[$n]:-}" ] || alloc_port "PORT[$n]"
+    if [ ! -d "$d/data" ]; then
+        runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres -A trust >"$d/initdb.log" 2>&1 ||
+            fail "initdb $n: $(tail -3 "$d/initdb.log")"
+        cat >>"$d/data/postgresql.conf" <<CONF
+port = ${PORT[$n]}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$d'
+max_connections = 30
+shared_buffers = 16MB
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+max_worker_processes = 16
+track_commit_timestamp = on
+CONF
+        if grep -q "^output_plugin_libraries" <<<"$("$PGBIN/postgres" --describe-config 2>/dev/null)"; then
+            echo "output_plugin_libraries = 'pgoutput, test_decoding, pgvigil_aa'" >>"$d/data/postgresql.conf"
+        fi
+    fi
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w start >/dev/null ||
+        fail "postgres $n did not start: $(tail -5 "$d/postgres.log")"
+}
+stop_nodes() { local n; for n in a b; do runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T_DIR/node_$n/data" -m immediate -w stop >/dev/null 2>&1; done; }
+CLEANUP_HOOKS+=(stop_nodes)
+q() {
+    local n="$1"
+    shift
+    PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -d postgres -At "$@"
+}
+other() { [ "$1" = a ] && echo b || echo a; }
+start_node a
+start_node b
+for n in a b; do
+    q $n -c "create extension pgvigil_aa" -c "insert into pgvigil_aa.local_node values ('$n')" \
+        -c "create table t(id int primary key, v text, n int not null default 0)" ||
+        fail "setting up node $n"
+done
+# each node's slot is read by the other's worker
+for n in a b; do q $n -c "select pg_create_logical_replication_slot('aa_for_$(other $n)', 'pgvigil_aa')" >/dev/null; done
+for n in a b; do
+    o=$(other $n)
+    q $n -c "insert into pgvigil_aa.peers values ('$o', 'host=127.0.0.1 port=${PORT[$o]} user=postgres dbname=postgres', 'aa_for_$n')"
+done
+start_workers() { local n; for n in "$@"; do q $n -c "select pgvigil_aa.start_apply('$(other $n)')" >/dev/null || fail "start_apply on $n"; done; }
+start_workers a b
+content() { q "$1" -c "select count(*) || ' ' || coalesce(sum(n), 0) || ' ' || coalesce(md5(string_agg(id || ':' || v || ':' || n, ',' order by id)), '-') from t"; }
+same() { [ "$(content a)" = "$(content b)" ]; }
+
+# ---- 1. distinct rows both ways
+q a -c "insert into t select g, 'a' from generate_series(1, 100) g"
+q b -c "insert into t select g, 'b' from generate_series(101, 200) g"
+q a -c "update t set n = n + 1 where id % 10 = 0"
+q b -c "update t set n = n + 1 where id % 7 = 0"
+q a -c "delete from t where id between 190 and 195"
+q b -c "create table t2(id int primary key)" >/dev/null
+q a -c "create table t2(id int primary key)" -c "insert into t2 select generate_series(1, 10)"
+t2_empty() { [ "$(q b -c 'select count(*) from t2')" = 10 ]; }
+wait_until 30 "t2 reaches b" t2_empty
+q b -c "truncate t2"
+t2_gone() { [ "$(q a -c 'select count(*) from t2')" = 0 ]; }
+wait_until 30 "b's truncate reaches a" t2_gone
+wait_until 30 "a and b converge on distinct rows" same
+[ "$(content a | cut -d' ' -f1,2)" = "194 47" ] || fail "each change once: $(content a), expected 194 rows with sum(n) 47"
+log "distinct rows both ways: ok ($(content a))"
+
+# ---- 2. the same rows written on both at once
+workload() { # NODE SEED
+    local n="$1" i k
+    RANDOM="$2"
+    for i in $(seq 1 300); do
+        k=$((RANDOM % 40 + 1))
+        case $((RANDOM % 3)) in
+            0) echo "update t set v = '$n-$i', n = n + 1 where id = $k;" ;;
+            1) echo "insert into t values ($((RANDOM % 40 + 1001)), '$n-$i') on conflict (id) do update set v = excluded.v;" ;;
+            2) echo "update t set n = n + 2 where id = $((RANDOM % 40 + 1001));" ;;
+        esac
+    done | q "$n" >/dev/null
+}
+workload a 11 &
+wa=$!
+workload b 22 &
+wb=$!
+wait "$wa" || fail "workload on a"
+wait "$wb" || fail "workload on b"
+# quiescence: each node's slot confirmed by the other up to where its clients' writes end; only
+# then is the content compared, once (equal content in passing would prove nothing)
+declare -A END
+for n in a b; do END[$n]=$(q $n -c "select pg_current_wal_lsn()"); done
+caught_up() {
+    local n
+    for n in a b; do
+        [ "$(q $n -c "select confirmed_flush_lsn >= '${END[$n]}' from pg_replication_slots where slot_name = 'aa_for_$(other $n)'")" = t ] || return 1
+    done
+}
+wait_until 60 "each node applied the other's writes" caught_up
+same || fail "a and b differ after concurrent writes to the same rows: a $(content a), b $(content b)"
+conflicts=$(( $(q a -c "select count(*) from pgvigil_aa.conflicts") + $(q b -c "select count(*) from pgvigil_aa.conflicts") ))
+[ "$conflicts" -gt 0 ] || fail "no conflict recorded after concurrent writes to the same rows"
+kinds=$( (q a -c "select distinct kind || '/' || winner from pgvigil_aa.conflicts"; q b -c "select distinct kind || '/' || winner from pgvigil_aa.conflicts") | sort -u | tr '\n' ' ')
+log "same rows on both: converged ($(content a)); $conflicts conflict(s) recorded: $kinds"
+
+# ---- 3. B killed -9 while A writes; restarted, its worker started again
+q a -c "create table big(id int primary key, pad text)"
+q b -c "create table big(id int primary key, pad text)"
+q a -c "insert into big select g, repeat('x', 200) from generate_series(1, 20000) g" &
+wbig=$!
+pm=$(head -1 "$T_DIR/node_b/data/postmaster.pid")
+kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | tr '\n' ' ')
+kill -9 "$pm"
+wait "$wbig" || fail "the big insert on a"
+# (its children notice the postmaster's death and exit; then it can start again)
+gone() { local p; for p in $pm $kids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+wait_until 30 "b's postmaster and its children are gone" gone
+rm -f "$T_DIR/node_b/data/postmaster.pid"
+start_node b
+start_workers b
+big_done() { [ "$(q b -c 'select count(*)::text || count(distinct id)::text from big')" = "2000020000" ]; }
+wait_until 60 "b has a's 20000 rows once each after its crash" big_done
+wait_until 30 "a and b converge after b's crash" same
+log "crash of b during a's big insert: 20000 rows once each"
+
+# ---- 4. a table without a primary key
+q a -c "create table nokey(x int)"
+q b -c "create table nokey(x int)"
+q a -c "insert into nokey values (1)"
+said() { grep -q 'table "public.nokey" has no primary key or replica identity index' "$T_DIR/node_b/postgres.log"; }
+wait_until 30 "b's worker says why it stops" said
+[ "$(q b -c 'select count(*) from nokey')" = 0 ] || fail "a change of a table without a key was applied"
+log "a table without a primary key: the apply stops and says so"
+
+# ---- 5. the check can fail
+q b -c "select pg_replication_origin_session_setup('pgvigil_aa_a')" -c "insert into t values (99999, 'only on b')" >/dev/null
+same && fail "a row only on b was not seen by the convergence check"
+log "self-test: a row written on b only is seen"
+echo "PASS [$T_NAME]"
