@@ -36,3 +36,4 @@ CREATE TABLE @extschema@.conflicts (
 CREATE FUNCTION @extschema@.start_apply(peer text) RETURNS integer
     AS 'MODULE_PATHNAME', 'pgvigil_aa_start_apply'
     LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION @extschema@.start_apply(text) FROM PUBLIC;

@@ -26,8 +26,10 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
@@ -41,11 +43,13 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "pgvigil_aa_resolve.h"
 
@@ -67,6 +71,7 @@ typedef struct AaRel
 
 static MemoryContext ApplyContext = NULL;
 static MemoryContext ApplyMessageCxt = NULL;
+static MemoryContext ChangeCxt = NULL;
 static HTAB *relations = NULL;
 static char peer_name[NAMEDATALEN];
 static char local_name[NAMEDATALEN];
@@ -116,7 +121,11 @@ pgvigil_aa_start_apply(PG_FUNCTION_ARGS)
 static void
 spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	int			rc;
+
+	if (SPI_tuptable)
+		SPI_freetuptable(SPI_tuptable);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 
 	if (rc < 0 || (expect >= 0 && SPI_processed != (uint64) expect))
 		ereport(ERROR,
@@ -159,6 +168,12 @@ get_rel(LogicalRepRelId remoteid)
 					 errmsg("pgvigil_aa: table \"%s.%s\" has no primary key or replica identity index",
 							lr->nspname, lr->relname),
 					 errdetail("Its changes cannot be matched to rows on the other nodes.")));
+		if (lr->replident == REPLICA_IDENTITY_FULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("pgvigil_aa: table \"%s.%s\" has REPLICA IDENTITY FULL, which is not supported yet",
+							lr->nspname, lr->relname),
+					 errhint("Give it a primary key or a replica identity index.")));
 		r->qualname = quote_qualified_identifier(lr->nspname, lr->relname);
 		r->typnames = palloc(sizeof(char *) * lr->natts);
 		for (int i = 0; i < lr->natts; i++)
@@ -170,7 +185,15 @@ get_rel(LogicalRepRelId remoteid)
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
 						 errmsg("pgvigil_aa: column \"%s\" of table \"%s.%s\" of peer \"%s\" does not exist here",
 								lr->attnames[i], lr->nspname, lr->relname, peer_name)));
-			r->typnames[i] = format_type_be(get_atttype(relid, att));
+			{
+				Oid			typid,
+							collid;
+				int32		typmod;
+
+				/* with its modifier: a bare character or bit would mean length 1 */
+				get_atttypetypmodcoll(relid, att, &typid, &typmod, &collid);
+				r->typnames[i] = format_type_with_typemod(typid, typmod);
+			}
 		}
 		r->resolved = true;
 		MemoryContextSwitchTo(old);
@@ -245,7 +268,7 @@ stmt_key_where(Stmt *st, AaRel *r, LogicalRepTupleData *keytup)
 		if (!first)
 			appendStringInfoString(&st->sql, " AND ");
 		first = false;
-		appendStringInfo(&st->sql, "t.%s = ", quote_identifier(r->rel->attnames[i]));
+		appendStringInfo(&st->sql, "aa_l.%s = ", quote_identifier(r->rel->attnames[i]));
 		stmt_param(st, r, keytup, i);
 	}
 }
@@ -297,9 +320,9 @@ read_local(AaRel *r, LogicalRepTupleData *keytup, LocalRow *out)
 	 * version.
 	 */
 	stmt_init(&st, r->rel->natts);
-	appendStringInfo(&st.sql, "SELECT t.xmin::text, row_to_json(t)::text FROM ONLY %s t", r->qualname);
+	appendStringInfo(&st.sql, "SELECT aa_l.xmin::text, row_to_json(aa_l.*)::text FROM ONLY %s aa_l", r->qualname);
 	stmt_key_where(&st, r, keytup);
-	appendStringInfoString(&st.sql, " FOR UPDATE OF t");
+	appendStringInfoString(&st.sql, " FOR UPDATE OF aa_l");
 	spi_exec(st.sql.data, st.n, st.types, st.values, st.nulls, -1);
 	memset(out, 0, sizeof(*out));
 	if (SPI_processed == 0)
@@ -385,7 +408,7 @@ do_update(AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *newtup)
 	bool		first = true;
 
 	stmt_init(&st, 2 * r->rel->natts);
-	appendStringInfo(&st.sql, "UPDATE ONLY %s t SET ", r->qualname);
+	appendStringInfo(&st.sql, "UPDATE ONLY %s aa_l SET ", r->qualname);
 	for (int i = 0; i < r->rel->natts; i++)
 	{
 		if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
@@ -396,6 +419,8 @@ do_update(AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *newtup)
 		appendStringInfo(&st.sql, "%s = ", quote_identifier(r->rel->attnames[i]));
 		stmt_param(&st, r, newtup, i);
 	}
+	if (first)
+		return;					/* every column unchanged */
 	stmt_key_where(&st, r, keytup);
 	spi_exec(st.sql.data, st.n, st.types, st.values, st.nulls, -1);
 }
@@ -414,7 +439,7 @@ apply_insert(StringInfo s)
 		Stmt		st;
 
 		stmt_init(&st, r->rel->natts);
-		appendStringInfo(&st.sql, "INSERT INTO %s AS t (", r->qualname);
+		appendStringInfo(&st.sql, "INSERT INTO %s AS aa_l (", r->qualname);
 		for (int i = 0; i < r->rel->natts; i++)
 			appendStringInfo(&st.sql, "%s%s", i ? ", " : "", quote_identifier(r->rel->attnames[i]));
 		appendStringInfoString(&st.sql, ") VALUES (");
@@ -468,7 +493,19 @@ apply_update(StringInfo s)
 		return;
 	}
 	if (remote_wins(&local, &conflict))
+	{
+		/* an unchanged (TOASTed) value of the peer's is not sent: over another
+		 * node's version it would leave that node's value, not the peer's */
+		for (int i = 0; conflict && i < newtup.ncols; i++)
+			if (newtup.colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("pgvigil_aa: an update from peer \"%s\" of %s (%s) conflicts with another node's version"
+								" and leaves column \"%s\" out (unchanged, stored out of line)",
+								peer_name, r->qualname, tuple_text(r, keytup, true), r->rel->attnames[i]),
+						 errdetail("Such conflicts are not resolved yet: the apply from this peer stops here.")));
 		do_update(r, keytup, &newtup);
+	}
 	else
 		record_conflict("update_update", r, keytup, &newtup, &local, "local");
 }
@@ -492,7 +529,7 @@ apply_delete(StringInfo s)
 		Stmt		st;
 
 		stmt_init(&st, r->rel->natts);
-		appendStringInfo(&st.sql, "DELETE FROM ONLY %s t", r->qualname);
+		appendStringInfo(&st.sql, "DELETE FROM ONLY %s aa_l", r->qualname);
 		stmt_key_where(&st, r, &oldtup);
 		spi_exec(st.sql.data, st.n, st.types, st.values, st.nulls, -1);
 	}
@@ -510,7 +547,7 @@ apply_truncate(StringInfo s)
 	StringInfoData sql;
 
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "TRUNCATE ");
+	appendStringInfoString(&sql, "TRUNCATE ONLY ");
 	foreach(lc, relids)
 	{
 		AaRel	   *r = get_rel(lfirst_oid(lc));
@@ -563,9 +600,16 @@ commit_remote(StringInfo s)
 static void
 apply_change(void (*apply) (StringInfo), StringInfo s)
 {
+	MemoryContext old = MemoryContextSwitchTo(ChangeCxt);
+
 	PushActiveSnapshot(GetTransactionSnapshot());
 	apply(s);
 	PopActiveSnapshot();
+	if (SPI_tuptable)
+		SPI_freetuptable(SPI_tuptable);
+	MemoryContextSwitchTo(old);
+	/* (a change's memory goes with it: a large transaction does not pile it up) */
+	MemoryContextReset(ChangeCxt);
 }
 
 static void
@@ -679,6 +723,34 @@ read_setup(char **conninfo, char **slot, RepOriginId *origin)
 	CommitTransactionCommand();
 }
 
+/* The tie-break compares node names: the peer must call itself what this
+ * node calls it, or two nodes could pick different winners. */
+static void
+check_peer_name(WalReceiverConn *wrconn)
+{
+	Oid			types[1] = {TEXTOID};
+	WalRcvExecResult *res = walrcv_exec(wrconn, "SELECT name FROM pgvigil_aa.local_node", 1, types);
+	TupleTableSlot *slot;
+	bool		isnull;
+	char	   *name;
+
+	if (res->status != WALRCV_OK_TUPLES)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: cannot read the name of peer \"%s\": %s", peer_name,
+						res->err ? res->err : "no answer")));
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (!tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" has no name in its pgvigil_aa.local_node", peer_name)));
+	name = TextDatumGetCString(slot_getattr(slot, 1, &isnull));
+	if (strcmp(name, peer_name) != 0)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" calls itself \"%s\"", peer_name, name),
+				 errhint("Name it in pgvigil_aa.peers as it names itself in its pgvigil_aa.local_node.")));
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+}
+
 void
 pgvigil_aa_apply_main(Datum arg)
 {
@@ -697,6 +769,19 @@ pgvigil_aa_apply_main(Datum arg)
 
 	ApplyContext = AllocSetContextCreate(TopMemoryContext, "pgvigil_aa apply", ALLOCSET_DEFAULT_SIZES);
 	ApplyMessageCxt = AllocSetContextCreate(ApplyContext, "pgvigil_aa apply message", ALLOCSET_DEFAULT_SIZES);
+	ChangeCxt = AllocSetContextCreate(ApplyContext, "pgvigil_aa apply change", ALLOCSET_DEFAULT_SIZES);
+	/*
+	 * As PostgreSQL's own apply worker: local triggers and foreign keys do not
+	 * fire for applied rows (the peer ran them), commits are durable before
+	 * they are confirmed to the peer, and nothing of the database's own
+	 * settings changes how rows are matched or locked.
+	 */
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	read_setup(&conninfo, &slot, &origin);
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
@@ -719,6 +804,10 @@ pgvigil_aa_apply_main(Datum arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("pgvigil_aa: cannot connect to peer \"%s\": %s", peer_name, err)));
+	/* (the answer's row type is built from the catalogs: in a transaction) */
+	StartTransactionCommand();
+	check_peer_name(wrconn);
+	CommitTransactionCommand();
 	memset(&options, 0, sizeof(options));
 	options.logical = true;
 	options.startpoint = replorigin_session_get_progress(false);
