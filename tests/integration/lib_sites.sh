@@ -134,6 +134,13 @@ $SITE_B_STANDBY_EXTRA}"
     start_agent 3
     wait_until 120 "node3 is site b's standby leader" site_role_is 3 "Standby Leader"
     wait_until 60 "node3 streams from node1 (site a's primary)" streams_from 3 1
+    # node4 clones node3 with pg_basebackup, which on a standby starts at a restartpoint: that
+    # needs a checkpoint record node3 replayed after its own start, and an idle site a writes
+    # none until checkpoint_timeout (a CI run waited 120 s for node4)
+    psql_n 1 -c "checkpoint" >/dev/null || fail "checkpoint on node1"
+    SITES_CK_LSN=$(psql_n 1 -c "select pg_current_wal_lsn()")
+    _sites_ck_replayed() { [ "$(psql_n 3 -c "select pg_last_wal_replay_lsn() >= '$SITES_CK_LSN'" 2>/dev/null)" = t ]; }
+    wait_until 60 "node3 replays node1's checkpoint" _sites_ck_replayed
     start_agent 4
     wait_until 120 "node4 cascades from node3" streams_from 4 3
 }
