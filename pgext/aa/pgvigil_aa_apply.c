@@ -431,7 +431,8 @@ apply_insert(StringInfo s)
 	LogicalRepTupleData newtup;
 	AaRel	   *r = get_rel(logicalrep_read_insert(s, &newtup));
 	LocalRow	local;
-	bool		conflict;
+	bool		conflict,
+				wins;
 
 	read_local(r, &newtup, &local);
 	if (!local.found)
@@ -467,11 +468,11 @@ apply_insert(StringInfo s)
 							   tuple_text(r, &newtup, true))));
 	}
 	/* the key exists here already: the newer insert becomes the row */
-	if (remote_wins(&local, &conflict))
+	wins = remote_wins(&local, &conflict);
+	if (wins)
 		do_update(r, &newtup, &newtup);
 	if (conflict)
-		record_conflict("insert_exists", r, &newtup, &newtup, &local,
-						remote_wins(&local, &conflict) ? "remote" : "local");
+		record_conflict("insert_exists", r, &newtup, &newtup, &local, wins ? "remote" : "local");
 }
 
 static void

@@ -513,6 +513,7 @@ typedef struct Ctx {
     uint64_t now_segno;
     bool source_in_recovery;
     uint32_t source_recovery_tli;
+    mode_t fmode;            /* of the files it writes: the data directory's group access */
 } Ctx;
 
 static bool read_target(Ctx *x, Err *err)
@@ -775,11 +776,9 @@ static bool finish_control(Ctx *x, Err *err)
     char label[1024], path[4200];
     control_backup_label(st->redo, st->checkpoint, st->common_tli, x->tgt.wal_segment_size, label, sizeof(label));
     str_fmt(path, sizeof(path), "%s/backup_label", dd);
-    struct stat sb;
-    mode_t fmode = stat(dd, &sb) == 0 && (sb.st_mode & 0070) ? 0640 : 0600;
-    ok = ok && file_write_atomic(path, label, strlen(label), (int)fmode, err);
+    ok = ok && file_write_atomic(path, label, strlen(label), (int)x->fmode, err);
     str_fmt(path, sizeof(path), "%s/global/pg_control", dd);
-    ok = ok && file_write_atomic(path, (const char *)img, n, (int)fmode, err);
+    ok = ok && file_write_atomic(path, (const char *)img, n, (int)x->fmode, err);
     free(img);
     return ok && sync_data_dir(dd, err) && check_control(x->o->pg_bin, dd, st->min_recovery, err);
 }
@@ -815,16 +814,17 @@ RewindResult block_rewind(const RewindOptions *o, RewindStats *st, Err *err)
     }
     const char note[] = "pgvigil rewind did not finish\n";
     struct stat sb;
-    mode_t fmode = 0600, dmode = 0700;
+    mode_t dmode = 0700;
+    x.fmode = 0600;
     if (stat(o->data_dir, &sb) == 0 && (sb.st_mode & 0070)) {
-        fmode = 0640;
+        x.fmode = 0640;
         dmode = 0750;
     }
     if (!file_write_atomic(marker, note, strlen(note), 0600, err)) {
         ctx_free(&x);
         return REWIND_NOT_DONE;
     }
-    bool ok = apply_plan(o->data_dir, &x.plan, x.c, fmode, dmode, st, err) &&
+    bool ok = apply_plan(o->data_dir, &x.plan, x.c, x.fmode, dmode, st, err) &&
               remove_target_wal(o->data_dir, &x.plan, err) && sync_data_dir(o->data_dir, err) &&
               finish_control(&x, err);
     ctx_free(&x);
