@@ -23,15 +23,38 @@ declare -a CLEANUP_HOOKS=()
 ETCD_PID=""
 E_PORT=""
 E_PEER=""
-# below Linux's ephemeral range (32768-60999), where client sockets could take our ports
-NEXT_PORT=$(( 10000 + (RANDOM % 1000) * 20 ))
+# Ports: from 10000 up to Linux's ephemeral range (32768-60999 by default), where a client
+# socket's local port could take one of ours unseen by port_in_use. run.sh runs tests side by
+# side in lanes: IT_LANE (0, 1, ...) of IT_LANES gives this test a slice of that range no other
+# lane uses, so two tests running at once never pick the same port. Alone, the whole range.
+read -r _it_eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || _it_eph_lo=32768
+if ! [[ "$_it_eph_lo" =~ ^[0-9]+$ ]] || [ "$_it_eph_lo" -gt 32768 ] || [ "$_it_eph_lo" -lt 12000 ]; then _it_eph_lo=32768; fi
+IT_LANES="${IT_LANES:-1}"
+IT_LANE="${IT_LANE:-0}"
+if ! [[ "$IT_LANES" =~ ^[1-9][0-9]*$ && "$IT_LANE" =~ ^[0-9]+$ ]] || [ "$IT_LANE" -ge "$IT_LANES" ] ||
+    [ $(( (_it_eph_lo - 10000) / IT_LANES )) -lt 1000 ]; then
+    echo "lib.sh: bad IT_LANE=$IT_LANE / IT_LANES=$IT_LANES (lanes of at least 1000 ports below $_it_eph_lo)" >&2
+    rmdir "$T_DIR"
+    exit 1
+fi
+PORT_LO=$(( 10000 + IT_LANE * ((_it_eph_lo - 10000) / IT_LANES) ))
+PORT_HI=$(( PORT_LO + (_it_eph_lo - 10000) / IT_LANES ))   # exclusive
+# a random start, with room above it for one test's ports (alloc_port wraps to PORT_LO anyway)
+NEXT_PORT=$(( PORT_LO + (RANDOM % ((PORT_HI - PORT_LO - 400) / 20)) * 20 ))
 
 log() { echo "[$T_NAME $(date +%H:%M:%S.%N | cut -c1-12)] $*"; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# alloc_port VAR: store a free port in VAR (no subshell, so NEXT_PORT advances)
+# alloc_port VAR: store a free port in VAR (no subshell, so NEXT_PORT advances); never one
+# outside PORT_LO..PORT_HI-1
 alloc_port() {
-    while port_in_use "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    local tried=0
+    while [ "$NEXT_PORT" -ge "$PORT_HI" ] || port_in_use "$NEXT_PORT"; do
+        NEXT_PORT=$((NEXT_PORT + 1))
+        [ "$NEXT_PORT" -ge "$PORT_HI" ] && NEXT_PORT=$PORT_LO
+        tried=$((tried + 1))
+        [ "$tried" -le $((PORT_HI - PORT_LO)) ] || fail "alloc_port: no free port in $PORT_LO-$((PORT_HI - 1))"
+    done
     printf -v "$1" '%s' "$NEXT_PORT"
     NEXT_PORT=$((NEXT_PORT + 1))
 }

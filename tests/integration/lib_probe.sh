@@ -1,16 +1,9 @@
 # Helpers for the safety tests (sigstop, etcd outage, switchover, pause), sourced after lib.sh.
 # Short-timeout write probes, a background sampler that probes every node at once, and a
 # background writer that measures write unavailability. Background loops stop by themselves
-# when the test shell is gone, and are stopped by PID with stop_bg.
-
-# lib.sh picks ports in 20000-40000, whose upper part is inside Linux's ephemeral range
-# (32768-60999 by default): a client connection's local port there cannot be seen by
-# port_in_use and makes a later bind fail (seen: etcd "bind: address already in use"). These
-# tests restart etcd and postgres on the same ports, so stay below the ephemeral range.
-read -r _eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || _eph_lo=32768
-if [ "$_eph_lo" -gt 21000 ]; then
-    NEXT_PORT=$(( 20000 + (RANDOM % ((_eph_lo - 20000 - 200) / 10)) * 10 ))
-fi
+# when the test shell is gone, and are stopped by PID with stop_bg. (These tests restart etcd
+# and postgres on the same ports; lib.sh keeps every port below the ephemeral range, where a
+# client socket could take one.)
 
 now_ms() { date +%s%3N; }
 # sleep_until_ms MS: sleep until the clock reads MS (at once when it is past); for the length of
