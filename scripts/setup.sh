@@ -5,7 +5,7 @@ PKGS=(build-essential pkg-config libpq-dev libcurl4-openssl-dev libmicrohttpd-de
       libjansson-dev libcmocka-dev libzstd-dev libxxhash-dev liblz4-dev zlib1g-dev valgrind postgresql-15 postgresql-client-15 postgresql-server-dev-15
       etcd-server etcd-client
       iproute2 procps curl bc jq libssl-dev libldns-dev bind9 bind9-utils bind9-dnsutils
-      haproxy python3 python3-psycopg2 clang libclang-rt-14-dev)
+      haproxy python3 python3-psycopg2 clang libclang-rt-14-dev libfaketime)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

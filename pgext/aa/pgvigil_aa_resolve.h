@@ -1,7 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * pgvigil_aa_resolve.h
- *	  Which of two versions of a row wins a conflict, the same on every node.
+ *	  Conflict resolution policies: which of two versions of a row wins, the
+ *	  same on every node.
+ *
+ * Pure code: no catalog access, no allocation, so that it can be tested on
+ * its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,12 +16,39 @@
 
 #include "datatype/timestamp.h"
 
+typedef enum AaPolicy
+{
+	AA_POLICY_LAST_WRITER_WINS,	/* later commit wins; ties: node name */
+	AA_POLICY_FIRST_WRITER_WINS,	/* earlier commit wins; ties: node name */
+	AA_POLICY_NODE_PRIORITY,	/* higher priority wins; equal: last writer */
+	AA_POLICY_KEEP_LOCAL,		/* the local version stays (nodes may differ) */
+	AA_POLICY_APPLY_REMOTE,		/* the remote change is applied (nodes may differ) */
+	AA_POLICY_SKIP,				/* the remote change is skipped: as keep_local */
+	AA_POLICY_ERROR,			/* the apply stops until the operator decides */
+	AA_POLICY_CUSTOM			/* a SQL function decides */
+} AaPolicy;
+
+/* One version of a row: the commit that wrote it (or deleted it). */
+typedef struct AaVersion
+{
+	TimestampTz commit_ts;
+	const char *node;
+	int			priority;
+} AaVersion;
+
+/* The policy named so in pgvigil_aa.table_policies; false for an unknown name. */
+extern bool aa_policy_from_name(const char *name, AaPolicy *policy);
+extern const char *aa_policy_name(AaPolicy policy);
+
+/* Whether a policy orders versions (last/first writer, priority): the same
+ * winner on every node, so the nodes converge. */
+extern bool aa_policy_orders(AaPolicy policy);
+
 /*
- * Last-writer-wins: the version committed later wins; on equal commit times
- * the one written by the node whose name sorts last (byte order) wins, so
- * that every node, seeing the same two versions, keeps the same one.
+ * For an ordering policy: does the remote version win over the local one?
+ * Equal versions are broken by node name (byte order, the name sorting last
+ * wins), the same way on both sides.
  */
-extern bool aa_remote_wins_lww(TimestampTz local_ts, const char *local_node,
-							   TimestampTz remote_ts, const char *remote_node);
+extern bool aa_remote_wins(AaPolicy policy, const AaVersion *local, const AaVersion *remote);
 
 #endif

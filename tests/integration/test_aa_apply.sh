@@ -17,58 +17,14 @@
 #     came from a peer) is never sent to A, and the check sees the difference.
 source "$(dirname "$0")/lib.sh"
 
-PGBIN=/usr/lib/postgresql/15/bin
-[ -f "$PGBIN/../lib/pgvigil_aa.so" ] || fail "pgvigil_aa.so is not installed (make pgext-install)"
-[ -f /usr/share/postgresql/15/extension/pgvigil_aa.control ] || fail "the pgvigil_aa extension is not installed (make pgext-install)"
-declare -A PORT
-start_node() {
-    local n="$1" d="$T_DIR/node_$1"
-    mkdir -p "$d" && chown postgres: "$d"
-    [ -n "${PORT[$n]:-}" ] || alloc_port "PORT[$n]"
-    if [ ! -d "$d/data" ]; then
-        runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres -A trust >"$d/initdb.log" 2>&1 ||
-            fail "initdb $n: $(tail -3 "$d/initdb.log")"
-        cat >>"$d/data/postgresql.conf" <<CONF
-port = ${PORT[$n]}
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$d'
-max_connections = 30
-shared_buffers = 16MB
-wal_level = logical
-max_replication_slots = 10
-max_wal_senders = 10
-max_worker_processes = 16
-track_commit_timestamp = on
-CONF
-        if grep -q "^output_plugin_libraries" <<<"$("$PGBIN/postgres" --describe-config 2>/dev/null)"; then
-            echo "output_plugin_libraries = 'pgoutput, test_decoding, pgvigil_aa'" >>"$d/data/postgresql.conf"
-        fi
-    fi
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w start >/dev/null ||
-        fail "postgres $n did not start: $(tail -5 "$d/postgres.log")"
-}
-stop_nodes() { local n; for n in a b; do runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T_DIR/node_$n/data" -m immediate -w stop >/dev/null 2>&1; done; }
-CLEANUP_HOOKS+=(stop_nodes)
-q() {
-    local n="$1"
-    shift
-    PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -d postgres -At "$@"
-}
-other() { [ "$1" = a ] && echo b || echo a; }
+source "$(dirname "$0")/lib_aa.sh"
 start_node a
 start_node b
+aa_group a b
 for n in a b; do
-    q $n -c "create extension pgvigil_aa" -c "insert into pgvigil_aa.local_node values ('$n')" \
-        -c "create table t(id int primary key, v text, n int not null default 0, c char(6) not null default 'abcdef')" ||
+    q $n -c "create table t(id int primary key, v text, n int not null default 0, c char(6) not null default 'abcdef')" ||
         fail "setting up node $n"
 done
-# each node's slot is read by the other's worker
-for n in a b; do q $n -c "select pg_create_logical_replication_slot('aa_for_$(other $n)', 'pgvigil_aa')" >/dev/null; done
-for n in a b; do
-    o=$(other $n)
-    q $n -c "insert into pgvigil_aa.peers values ('$o', 'host=127.0.0.1 port=${PORT[$o]} user=postgres dbname=postgres', 'aa_for_$n')"
-done
-start_workers() { local n; for n in "$@"; do q $n -c "select pgvigil_aa.start_apply('$(other $n)')" >/dev/null || fail "start_apply on $n"; done; }
 start_workers a b
 content() { q "$1" -c "select count(*) || ' ' || coalesce(sum(n), 0) || ' ' || coalesce(md5(string_agg(id || ':' || v || ':' || n || ':' || c, ',' order by id)), '-') from t"; }
 same() { [ "$(content a)" = "$(content b)" ]; }
@@ -113,15 +69,8 @@ wait "$wa" || fail "workload on a"
 wait "$wb" || fail "workload on b"
 # quiescence: each node's slot confirmed by the other up to where its clients' writes end; only
 # then is the content compared, once (equal content in passing would prove nothing)
-declare -A END
-for n in a b; do END[$n]=$(q $n -c "select pg_current_wal_lsn()"); done
-caught_up() {
-    local n
-    for n in a b; do
-        [ "$(q $n -c "select confirmed_flush_lsn >= '${END[$n]}' from pg_replication_slots where slot_name = 'aa_for_$(other $n)'")" = t ] || return 1
-    done
-}
-wait_until 60 "each node applied the other's writes" caught_up
+mark_quiet a b
+wait_until 60 "each node applied the other's writes" slots_caught_up a b
 same || fail "a and b differ after concurrent writes to the same rows: a $(content a), b $(content b)"
 conflicts=$(( $(q a -c "select count(*) from pgvigil_aa.conflicts") + $(q b -c "select count(*) from pgvigil_aa.conflicts") ))
 [ "$conflicts" -gt 0 ] || fail "no conflict recorded after concurrent writes to the same rows"

@@ -1,0 +1,1002 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgvigil_aa_change.c
+ *	  The row changes of a peer, applied here: conflicts detected, resolved
+ *	  by the table's policy and recorded.
+ *
+ * Rows are applied through SPI, matched on the peer's replica identity
+ * columns, which must be this table's too.  Before a change is applied the
+ * local version of the row is locked and read, with the commit time and
+ * origin of the transaction that wrote it (track_commit_timestamp).  A row
+ * this peer wrote last is no conflict: its changes arrive in order.  A row
+ * written by another node is a conflict, and so is a change that finds no
+ * row or another row on a unique index.  A row that is missing because it
+ * was deleted is told apart from one that never arrived by its tombstone
+ * (pgvigil_aa_tombstone.c).
+ *
+ * The ordering policies (last or first writer, node priority) give every
+ * node the same winner, so the nodes converge; a delete beats a concurrent
+ * update under all three, so a deleted row never comes back.  Every conflict
+ * is recorded in pgvigil_aa.conflicts in the applying transaction: both
+ * versions, the origins and commit times, the policy and the winner.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "nodes/makefuncs.h"
+#include "replication/logicalproto.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
+
+#include "pgvigil_aa_apply.h"
+#include "pgvigil_aa_resolve.h"
+
+/* A unique index of a table other than its key: a remote insert may meet
+ * another row on it. */
+typedef struct AaUnique
+{
+	char	   *name;
+	bool		plain;			/* no expression, no predicate */
+	int			ncols;
+	int		   *cols;			/* remote column numbers; -1: not sent by the peer */
+} AaUnique;
+
+/* A relation of the peer, as its RELATION message describes it, with what
+ * this node needs to apply its changes (found at its first change). */
+typedef struct AaRel
+{
+	LogicalRepRelId remoteid;	/* hash key */
+	LogicalRepRelation *rel;
+	bool		resolved;
+	Oid			relid;
+	char	   *qualname;
+	char	  **typnames;		/* local type of each remote column */
+	/* the key in local column order: remote column numbers, and how each
+	 * value's text becomes the canonical text tombstones hold */
+	int			nkeys;
+	int		   *keycols;
+	Oid		   *key_input;
+	Oid		   *key_ioparam;
+	int32	   *key_typmod;
+	Oid		   *key_output;
+	int			nunique;
+	AaUnique   *unique;
+} AaRel;
+
+/* One version of a row here: a live row, or a deleted key's tombstone. */
+typedef struct LocalRow
+{
+	bool		found;			/* a live row */
+	bool		has_ts;
+	TimestampTz ts;
+	char	   *node;			/* the node that wrote (or deleted) it */
+	char	   *text;			/* the row as JSON */
+	char	   *ctid;
+} LocalRow;
+
+static HTAB *relations = NULL;
+static MemoryContext RelCxt = NULL;
+
+/* ---- relations */
+
+void
+aa_relations_init(MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	RelCxt = cxt;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(AaRel);
+	ctl.hcxt = cxt;
+	relations = hash_create("pgvigil_aa apply relations", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+void
+aa_handle_relation(StringInfo s)
+{
+	MemoryContext old = MemoryContextSwitchTo(RelCxt);
+	LogicalRepRelation *lr = logicalrep_read_rel(s);
+	bool		found;
+	AaRel	   *r = hash_search(relations, &lr->remoteid, HASH_ENTER, &found);
+
+	/* described again: it changed; what this node needs is looked up again */
+	r->rel = lr;
+	r->resolved = false;
+	MemoryContextSwitchTo(old);
+}
+
+static int
+remote_column(LogicalRepRelation *lr, const char *name)
+{
+	for (int i = 0; i < lr->natts; i++)
+		if (strcmp(lr->attnames[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/* The table's unique indexes other than its key (SPI connected). */
+static void
+find_unique_indexes(AaRel *r)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(r->relid)};
+	uint64		n;
+
+	aa_spi_exec("SELECT i.indexrelid::regclass::text, (i.indpred IS NULL AND i.indexprs IS NULL)::text,"
+				" a.attname::text"
+				" FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
+				" CROSS JOIN LATERAL generate_series(0, i.indnkeyatts - 1) AS k(ord)"
+				" LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k.ord]"
+				" WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid"
+				" AND NOT (CASE WHEN t.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END)"
+				" ORDER BY i.indexrelid, k.ord",
+				1, types, values, NULL, -1);
+	n = SPI_processed;
+	r->unique = palloc0(sizeof(AaUnique) * (n + 1));
+	r->nunique = 0;
+	for (uint64 row = 0; row < n; row++)
+	{
+		char	   *name = aa_spi_text(row, 1);
+		char	   *att = aa_spi_text(row, 3);
+		AaUnique   *u;
+
+		if (r->nunique == 0 || strcmp(r->unique[r->nunique - 1].name, name) != 0)
+		{
+			u = &r->unique[r->nunique++];
+			u->name = pstrdup(name);
+			u->plain = strcmp(aa_spi_text(row, 2), "true") == 0;
+			u->cols = palloc(sizeof(int) * n);
+			u->ncols = 0;
+		}
+		u = &r->unique[r->nunique - 1];
+		u->cols[u->ncols++] = att ? remote_column(r->rel, att) : -1;
+	}
+}
+
+static AaRel *
+get_rel(LogicalRepRelId remoteid)
+{
+	bool		found;
+	AaRel	   *r = hash_search(relations, &remoteid, HASH_FIND, &found);
+	LogicalRepRelation *lr;
+	MemoryContext old;
+	AttrNumber *localatt;
+	Oid		   *typids;
+	Relation	rel;
+	Bitmapset  *ident,
+			   *sent = NULL;
+	int			x = -1;
+
+	if (!found)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" sent a change of relation %u before describing it",
+						aa_peer_name, remoteid)));
+	if (r->resolved)
+		return r;
+	lr = r->rel;
+	old = MemoryContextSwitchTo(RelCxt);
+	r->relid = RangeVarGetRelid(makeRangeVar(lr->nspname, lr->relname, -1), NoLock, true);
+	if (!OidIsValid(r->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("pgvigil_aa: table \"%s.%s\" of peer \"%s\" does not exist here",
+						lr->nspname, lr->relname, aa_peer_name)));
+	if (bms_is_empty(lr->attkeys))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgvigil_aa: table \"%s.%s\" has no primary key or replica identity index",
+						lr->nspname, lr->relname),
+				 errdetail("Its changes cannot be matched to rows on the other nodes.")));
+	if (lr->replident == REPLICA_IDENTITY_FULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pgvigil_aa: table \"%s.%s\" has REPLICA IDENTITY FULL, which is not supported yet",
+						lr->nspname, lr->relname),
+				 errhint("Give it a primary key or a replica identity index.")));
+	r->qualname = quote_qualified_identifier(lr->nspname, lr->relname);
+	r->typnames = palloc(sizeof(char *) * lr->natts);
+	localatt = palloc(sizeof(AttrNumber) * lr->natts);
+	typids = palloc(sizeof(Oid) * lr->natts);
+	for (int i = 0; i < lr->natts; i++)
+	{
+		Oid			collid;
+		int32		typmod;
+
+		localatt[i] = get_attnum(r->relid, lr->attnames[i]);
+		if (localatt[i] == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("pgvigil_aa: column \"%s\" of table \"%s.%s\" of peer \"%s\" does not exist here",
+							lr->attnames[i], lr->nspname, lr->relname, aa_peer_name)));
+		/* with its modifier: a bare character or bit would mean length 1 */
+		get_atttypetypmodcoll(r->relid, localatt[i], &typids[i], &typmod, &collid);
+		r->typnames[i] = format_type_with_typemod(typids[i], typmod);
+	}
+
+	/* the key: the same columns here as on the peer, or rows would be
+	 * matched (and tombstones found) differently on the two sides */
+	rel = table_open(r->relid, AccessShareLock);
+	ident = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+	table_close(rel, AccessShareLock);
+	for (int i = 0; i < lr->natts; i++)
+		if (bms_is_member(i, lr->attkeys))
+			sent = bms_add_member(sent, localatt[i] - FirstLowInvalidHeapAttributeNumber);
+	if (!bms_equal(ident, sent))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgvigil_aa: table %s has another key here than on peer \"%s\"", r->qualname, aa_peer_name),
+				 errdetail("Rows are matched on the key: it must be the same columns on every node.")));
+	r->nkeys = bms_num_members(ident);
+	r->keycols = palloc(sizeof(int) * r->nkeys);
+	r->key_input = palloc(sizeof(Oid) * r->nkeys);
+	r->key_ioparam = palloc(sizeof(Oid) * r->nkeys);
+	r->key_typmod = palloc(sizeof(int32) * r->nkeys);
+	r->key_output = palloc(sizeof(Oid) * r->nkeys);
+	for (int k = 0; (x = bms_next_member(ident, x)) >= 0; k++)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+		bool		varlena;
+		Oid			collid;
+		Oid			typid;
+
+		for (int i = 0; i < lr->natts; i++)
+			if (localatt[i] == attnum)
+				r->keycols[k] = i;
+		get_atttypetypmodcoll(r->relid, attnum, &typid, &r->key_typmod[k], &collid);
+		getTypeInputInfo(typid, &r->key_input[k], &r->key_ioparam[k]);
+		getTypeOutputInfo(typid, &r->key_output[k], &varlena);
+	}
+	find_unique_indexes(r);
+	r->resolved = true;
+	MemoryContextSwitchTo(old);
+	return r;
+}
+
+/* ---- building statements: values go as text parameters cast to the local types */
+
+typedef struct Stmt
+{
+	StringInfoData sql;
+	int			n;
+	Oid		   *types;
+	Datum	   *values;
+	char	   *nulls;
+} Stmt;
+
+static void
+stmt_init(Stmt *st, int max)
+{
+	initStringInfo(&st->sql);
+	st->n = 0;
+	st->types = palloc(sizeof(Oid) * (max + 1));
+	st->values = palloc(sizeof(Datum) * (max + 1));
+	st->nulls = palloc(max + 1);
+}
+
+/* append "$n::type" for column i of tup */
+static void
+stmt_param(Stmt *st, AaRel *r, LogicalRepTupleData *tup, int i)
+{
+	st->types[st->n] = TEXTOID;
+	if (tup->colstatus[i] == LOGICALREP_COLUMN_NULL)
+	{
+		st->values[st->n] = (Datum) 0;
+		st->nulls[st->n] = 'n';
+	}
+	else
+	{
+		st->values[st->n] = CStringGetTextDatum(tup->colvalues[i].data);
+		st->nulls[st->n] = ' ';
+	}
+	st->n++;
+	appendStringInfo(&st->sql, "$%d::%s", st->n, r->typnames[i]);
+}
+
+static void
+stmt_key_where(Stmt *st, AaRel *r, LogicalRepTupleData *keytup)
+{
+	appendStringInfoString(&st->sql, " WHERE ");
+	for (int k = 0; k < r->nkeys; k++)
+	{
+		int			i = r->keycols[k];
+
+		if (k)
+			appendStringInfoString(&st->sql, " AND ");
+		appendStringInfo(&st->sql, "aa_l.%s = ", quote_identifier(r->rel->attnames[i]));
+		stmt_param(st, r, keytup, i);
+	}
+}
+
+static void
+stmt_exec(Stmt *st, int expect)
+{
+	aa_spi_exec(st->sql.data, st->n, st->types, st->values, st->nulls, expect);
+}
+
+static char *
+tuple_text(AaRel *r, LogicalRepTupleData *tup, bool keys_only)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	for (int i = 0; i < r->rel->natts && i < tup->ncols; i++)
+	{
+		if (keys_only && !bms_is_member(i, r->rel->attkeys))
+			continue;
+		if (out.len)
+			appendStringInfoString(&out, ", ");
+		appendStringInfo(&out, "%s=%s", r->rel->attnames[i],
+						 tup->colstatus[i] == LOGICALREP_COLUMN_NULL ? "NULL" :
+						 tup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED ? "(unchanged)" :
+						 tup->colvalues[i].data);
+	}
+	return out.data;
+}
+
+/* the column the stream left out (unchanged, stored out of line), or -1 */
+static int
+unchanged_column(LogicalRepTupleData *tup)
+{
+	for (int i = 0; i < tup->ncols; i++)
+		if (tup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+			return i;
+	return -1;
+}
+
+/* ---- the local version of a row */
+
+/* who wrote the version whose xmin is given, and when */
+static void
+read_writer(const char *xmin, LocalRow *out)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(xmin)};
+	bool		isnull;
+	Datum		d;
+
+	aa_spi_exec("SELECT c.timestamp, o.roname::text FROM pg_xact_commit_timestamp_origin($1::xid) c"
+				" LEFT JOIN pg_replication_origin o ON o.roident = c.roident",
+				1, types, values, NULL, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	out->has_ts = !isnull;
+	out->ts = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+	out->node = aa_origin_node(aa_spi_text(0, 2));
+}
+
+static void
+read_local(AaRel *r, LogicalRepTupleData *keytup, LocalRow *out)
+{
+	Stmt		st;
+	char	   *xmin;
+
+	/*
+	 * Lock the row first: a local transaction that changed it meanwhile is
+	 * waited for, and the version returned is the newest (xmin and the row
+	 * are re-read from it).  Its writer is asked afterwards: a function
+	 * joined into the locking query would keep its answer for the older
+	 * version.
+	 */
+	stmt_init(&st, r->rel->natts);
+	appendStringInfo(&st.sql, "SELECT aa_l.xmin::text, row_to_json(aa_l.*)::text, aa_l.ctid::text FROM ONLY %s aa_l",
+					 r->qualname);
+	stmt_key_where(&st, r, keytup);
+	appendStringInfoString(&st.sql, " FOR UPDATE OF aa_l");
+	stmt_exec(&st, -1);
+	memset(out, 0, sizeof(*out));
+	if (SPI_processed == 0)
+		return;
+	out->found = true;
+	xmin = pstrdup(aa_spi_text(0, 1));
+	out->text = pstrdup(aa_spi_text(0, 2));
+	out->ctid = pstrdup(aa_spi_text(0, 3));
+	read_writer(xmin, out);
+}
+
+/* The key's canonical text, as the tombstone trigger writes it. */
+static Datum
+key_array(AaRel *r, LogicalRepTupleData *tup)
+{
+	Datum	   *texts = palloc(sizeof(Datum) * r->nkeys);
+	bool	   *nulls = palloc(sizeof(bool) * r->nkeys);
+	int			dims[1] = {r->nkeys};
+	int			lbs[1] = {1};
+
+	for (int k = 0; k < r->nkeys; k++)
+	{
+		int			i = r->keycols[k];
+
+		nulls[k] = tup->colstatus[i] == LOGICALREP_COLUMN_NULL;
+		texts[k] = (Datum) 0;
+		if (!nulls[k])
+		{
+			Datum		d = OidInputFunctionCall(r->key_input[k], tup->colvalues[i].data, r->key_ioparam[k],
+												 r->key_typmod[k]);
+
+			texts[k] = CStringGetTextDatum(OidOutputFunctionCall(r->key_output[k], d));
+		}
+	}
+	return PointerGetDatum(construct_md_array(texts, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* The tombstone of the key (or of the whole table, truncated): false if it
+ * was not deleted here. */
+static bool
+read_tombstone(AaRel *r, LogicalRepTupleData *keytup, LocalRow *out)
+{
+	Oid			types[2] = {OIDOID, TEXTARRAYOID};
+	Datum		values[2] = {ObjectIdGetDatum(r->relid), key_array(r, keytup)};
+
+	memset(out, 0, sizeof(*out));
+	aa_spi_exec("SELECT t.xmin::text FROM pgvigil_aa.tombstones t"
+				" WHERE t.relid = $1 AND (t.key = $2 OR t.key = '{}')"
+				" ORDER BY pg_xact_commit_timestamp(t.xmin) DESC NULLS LAST LIMIT 1",
+				2, types, values, NULL, -1);
+	if (SPI_processed == 0)
+		return false;
+	read_writer(pstrdup(aa_spi_text(0, 1)), out);
+	return true;
+}
+
+/* A delete that found no row here leaves its tombstone all the same: an
+ * insert of the row from a third node may still be on its way. */
+static void
+write_tombstone(AaRel *r, LogicalRepTupleData *keytup)
+{
+	Oid			types[2] = {OIDOID, TEXTARRAYOID};
+	Datum		values[2] = {ObjectIdGetDatum(r->relid), key_array(r, keytup)};
+
+	aa_spi_exec("INSERT INTO pgvigil_aa.tombstones (relid, key) VALUES ($1, $2)"
+				" ON CONFLICT (relid, key) DO UPDATE SET relid = EXCLUDED.relid",
+				2, types, values, NULL, 1);
+}
+
+/* ---- conflicts */
+
+static void
+record_conflict(const char *kind, AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *remote,
+				LocalRow *local, const char *policy, bool remote_won)
+{
+	Oid			types[11];
+	Datum		values[11];
+	char		nulls[11];
+	const char *texts[11];
+
+	texts[0] = aa_peer_name;
+	texts[1] = kind;
+	texts[2] = r->qualname;
+	texts[3] = tuple_text(r, keytup, true);
+	texts[4] = local->found ? local->text : NULL;
+	texts[5] = remote ? tuple_text(r, remote, false) : NULL;
+	texts[6] = local->node;
+	texts[7] = NULL;
+	texts[8] = NULL;
+	texts[9] = policy;
+	texts[10] = remote_won ? "remote" : "local";
+	for (int i = 0; i < 11; i++)
+	{
+		types[i] = TEXTOID;
+		values[i] = texts[i] ? CStringGetTextDatum(texts[i]) : (Datum) 0;
+		nulls[i] = texts[i] ? ' ' : 'n';
+	}
+	types[7] = TIMESTAMPTZOID;
+	values[7] = TimestampTzGetDatum(local->ts);
+	nulls[7] = local->node && local->has_ts ? ' ' : 'n';
+	types[8] = TIMESTAMPTZOID;
+	values[8] = TimestampTzGetDatum(aa_remote_commit_ts);
+	nulls[8] = ' ';
+	aa_spi_exec("INSERT INTO pgvigil_aa.conflicts (peer, kind, relation, key, local_row, remote_row, local_origin,"
+				" local_commit_ts, remote_commit_ts, policy, winner)"
+				" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+				11, types, values, nulls, 1);
+}
+
+/* The table's policy, its resolver, and the priorities of the two writers. */
+static AaPolicy
+table_policy(AaRel *r, const char *local_node, Oid *resolver, int *local_prio, int *remote_prio)
+{
+	Oid			types[3] = {OIDOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {ObjectIdGetDatum(r->relid), CStringGetTextDatum(local_node),
+	CStringGetTextDatum(aa_peer_name)};
+	char	   *name;
+	bool		isnull;
+	AaPolicy	policy = AA_POLICY_LAST_WRITER_WINS;
+
+	aa_spi_exec("SELECT (SELECT policy FROM pgvigil_aa.table_policies WHERE relation = $1::regclass),"
+				" (SELECT resolver::oid FROM pgvigil_aa.table_policies WHERE relation = $1::regclass),"
+				" COALESCE((SELECT priority FROM pgvigil_aa.local_node WHERE name = $2),"
+				" (SELECT priority FROM pgvigil_aa.peers WHERE name = $2), 0),"
+				" COALESCE((SELECT priority FROM pgvigil_aa.peers WHERE name = $3), 0)",
+				3, types, values, NULL, 1);
+	name = aa_spi_text(0, 1);
+	if (name && !aa_policy_from_name(name, &policy))
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: table %s has an unknown policy \"%s\"", r->qualname, name)));
+	*resolver = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		*resolver = InvalidOid;
+	*local_prio = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	*remote_prio = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	return policy;
+}
+
+/* The operator's decision on a conflict of a table whose policy is error,
+ * taken once (in this transaction); without one the apply stops here. */
+static bool
+operator_decision(const char *kind, AaRel *r, LogicalRepTupleData *keytup)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(aa_peer_name)};
+
+	aa_spi_exec("WITH d AS (SELECT decision FROM pgvigil_aa.peers WHERE name = $1 AND decision IS NOT NULL FOR UPDATE)"
+				" UPDATE pgvigil_aa.peers p SET decision = NULL FROM d WHERE p.name = $1 RETURNING d.decision",
+				1, types, values, NULL, -1);
+	if (SPI_processed == 1)
+		return strcmp(aa_spi_text(0, 1), "remote") == 0;
+	ereport(ERROR,
+			(errcode(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION),
+			 errmsg("pgvigil_aa: conflict %s on %s (%s) from peer \"%s\": the table's policy is error, the apply from this peer stops",
+					kind, r->qualname, tuple_text(r, keytup, true), aa_peer_name),
+			 errhint("Decide with SELECT pgvigil_aa.resolve_stopped('%s', 'local') to keep this node's version,"
+					 " or 'remote' to apply the peer's change; the apply resumes within 5 s.", aa_peer_name)));
+	return false;				/* not reached */
+}
+
+/* the remote row as JSON (the columns the stream carries) */
+static char *
+remote_json(AaRel *r, LogicalRepTupleData *tup)
+{
+	Stmt		st;
+	bool		first = true;
+
+	stmt_init(&st, r->rel->natts);
+	appendStringInfoString(&st.sql, "SELECT row_to_json(aa_r)::text FROM (SELECT ");
+	for (int i = 0; i < r->rel->natts; i++)
+	{
+		if (tup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+			continue;
+		if (!first)
+			appendStringInfoString(&st.sql, ", ");
+		first = false;
+		stmt_param(&st, r, tup, i);
+		appendStringInfo(&st.sql, " AS %s", quote_identifier(r->rel->attnames[i]));
+	}
+	appendStringInfoString(&st.sql, ") aa_r");
+	stmt_exec(&st, 1);
+	return pstrdup(aa_spi_text(0, 1));
+}
+
+/* A custom resolver: a SQL function answers 'local' or 'remote'. */
+static bool
+custom_decision(Oid resolver, const char *kind, AaRel *r, LogicalRepTupleData *remote, LocalRow *local)
+{
+	char	   *fname = quote_qualified_identifier(get_namespace_name(get_func_namespace(resolver)),
+												   get_func_name(resolver));
+	Oid			types[8] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
+	char	   *rjson = remote ? remote_json(r, remote) : NULL;
+	char	   *answer;
+
+	values[0] = CStringGetTextDatum(kind);
+	values[1] = ObjectIdGetDatum(r->relid);
+	values[2] = local->found ? CStringGetTextDatum(local->text) : (Datum) 0;
+	nulls[2] = local->found ? ' ' : 'n';
+	values[3] = rjson ? CStringGetTextDatum(rjson) : (Datum) 0;
+	nulls[3] = rjson ? ' ' : 'n';
+	values[4] = CStringGetTextDatum(local->node ? local->node : aa_local_name);
+	values[5] = CStringGetTextDatum(aa_peer_name);
+	values[6] = TimestampTzGetDatum(local->ts);
+	nulls[6] = local->has_ts ? ' ' : 'n';
+	values[7] = TimestampTzGetDatum(aa_remote_commit_ts);
+	aa_spi_exec(psprintf("SELECT %s($1, $2::regclass, $3::jsonb, $4::jsonb, $5, $6, $7, $8)::text", fname),
+				8, types, values, nulls, 1);
+	answer = aa_spi_text(0, 1);
+	if (answer && strcmp(answer, "remote") == 0)
+		return true;
+	if (answer && strcmp(answer, "local") == 0)
+		return false;
+	ereport(ERROR,
+			(errmsg("pgvigil_aa: resolver %s of table %s answered %s for a conflict %s: 'local' or 'remote' expected",
+					fname, r->qualname, answer ? quote_literal_cstr(answer) : "NULL", kind)));
+	return false;				/* not reached */
+}
+
+/*
+ * Does the remote change win a conflict of this kind?  ordered is the
+ * answer of the ordering policies when they do not compare the two versions
+ * (1: the remote change, 0: the local version; -1: compare them).  *policy
+ * is the policy that decided, for the record.
+ */
+static bool
+decide(const char *kind, AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *remote, LocalRow *local,
+	   int ordered, const char **policy_name)
+{
+	Oid			resolver;
+	int			local_prio,
+				remote_prio;
+	AaPolicy	policy = table_policy(r, local->node ? local->node : aa_local_name, &resolver, &local_prio,
+									  &remote_prio);
+
+	*policy_name = aa_policy_name(policy);
+	switch (policy)
+	{
+		case AA_POLICY_LAST_WRITER_WINS:
+		case AA_POLICY_FIRST_WRITER_WINS:
+		case AA_POLICY_NODE_PRIORITY:
+			if (ordered >= 0)
+				return ordered == 1;
+			{
+				AaVersion	lv = {local->has_ts ? local->ts : DT_NOBEGIN, local->node, local_prio};
+				AaVersion	rv = {aa_remote_commit_ts, aa_peer_name, remote_prio};
+
+				return aa_remote_wins(policy, &lv, &rv);
+			}
+		case AA_POLICY_KEEP_LOCAL:
+		case AA_POLICY_SKIP:
+			return false;
+		case AA_POLICY_APPLY_REMOTE:
+			return true;
+		case AA_POLICY_ERROR:
+			return operator_decision(kind, r, keytup);
+		case AA_POLICY_CUSTOM:
+			return custom_decision(resolver, kind, r, remote, local);
+	}
+	return false;
+}
+
+/* ---- the changes */
+
+static void
+do_update(AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *newtup)
+{
+	Stmt		st;
+	bool		first = true;
+
+	stmt_init(&st, 2 * r->rel->natts);
+	appendStringInfo(&st.sql, "UPDATE ONLY %s aa_l SET ", r->qualname);
+	for (int i = 0; i < r->rel->natts; i++)
+	{
+		if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+			continue;
+		if (!first)
+			appendStringInfoString(&st.sql, ", ");
+		first = false;
+		appendStringInfo(&st.sql, "%s = ", quote_identifier(r->rel->attnames[i]));
+		stmt_param(&st, r, newtup, i);
+	}
+	if (first)
+		return;					/* every column unchanged */
+	stmt_key_where(&st, r, keytup);
+	stmt_exec(&st, -1);
+}
+
+/* Insert the row; with on_conflict_nothing, a row in the way (on any unique
+ * index) leaves it out.  Returns the number of rows inserted. */
+static uint64
+insert_row(AaRel *r, LogicalRepTupleData *tup, bool on_conflict_nothing)
+{
+	Stmt		st;
+	int			missing = unchanged_column(tup);
+
+	if (missing >= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pgvigil_aa: a row of %s (%s) from peer \"%s\" must be inserted here, but the stream leaves"
+						" column \"%s\" out (unchanged, stored out of line)",
+						r->qualname, tuple_text(r, tup, true), aa_peer_name, r->rel->attnames[missing]),
+				 errdetail("The apply from this peer stops here and retries: the row's insert may still be on its way from another node.")));
+	stmt_init(&st, r->rel->natts);
+	appendStringInfo(&st.sql, "INSERT INTO %s AS aa_l (", r->qualname);
+	for (int i = 0; i < r->rel->natts; i++)
+		appendStringInfo(&st.sql, "%s%s", i ? ", " : "", quote_identifier(r->rel->attnames[i]));
+	appendStringInfoString(&st.sql, ") VALUES (");
+	for (int i = 0; i < r->rel->natts; i++)
+	{
+		if (i)
+			appendStringInfoString(&st.sql, ", ");
+		stmt_param(&st, r, tup, i);
+	}
+	appendStringInfoString(&st.sql, on_conflict_nothing ? ") ON CONFLICT DO NOTHING" : ")");
+	stmt_exec(&st, -1);
+	return SPI_processed;
+}
+
+static void
+delete_ctid(AaRel *r, const char *ctid)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(ctid)};
+
+	aa_spi_exec(psprintf("DELETE FROM ONLY %s WHERE ctid = $1::tid", r->qualname), 1, types, values, NULL, 1);
+}
+
+/* the snapshot again: what committed here since the change began (a local
+ * insert of the same row that the worker's insert waited for) */
+static void
+refresh_snapshot(void)
+{
+	PopActiveSnapshot();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * A remote insert met other rows on unique indexes that are not the key:
+ * the remote row wins only over every one of them (each recorded), and then
+ * replaces them.
+ */
+static void
+insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
+{
+	Stmt		st;
+	int			nconds = 0;
+	int			nrows;
+	LocalRow   *rows;
+	char	  **xmins;
+	const char *policy = NULL;
+	bool		wins = true;
+
+	stmt_init(&st, r->rel->natts * (r->nunique + 1));
+	appendStringInfo(&st.sql, "SELECT aa_l.xmin::text, row_to_json(aa_l.*)::text, aa_l.ctid::text FROM ONLY %s aa_l WHERE ",
+					 r->qualname);
+	for (int u = 0; u < r->nunique; u++)
+	{
+		AaUnique   *idx = &r->unique[u];
+		bool		has_null = false;
+
+		for (int c = 0; c < idx->ncols; c++)
+			if (idx->cols[c] >= 0 && tup->colstatus[idx->cols[c]] == LOGICALREP_COLUMN_NULL)
+				has_null = true;
+		if (has_null)
+			continue;			/* NULLs are distinct: no row in the way on this index */
+		for (int c = 0; c < idx->ncols; c++)
+			if (!idx->plain || idx->cols[c] < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("pgvigil_aa: a row inserted by peer \"%s\" into %s (%s) may conflict on unique index %s,"
+								" which has an expression, a predicate or a column the peer does not send",
+								aa_peer_name, r->qualname, tuple_text(r, tup, true), idx->name),
+						 errdetail("Such conflicts are not resolved: the apply from this peer stops here.")));
+		appendStringInfoString(&st.sql, nconds++ ? " OR (" : "(");
+		for (int c = 0; c < idx->ncols; c++)
+		{
+			appendStringInfo(&st.sql, "%saa_l.%s = ", c ? " AND " : "", quote_identifier(r->rel->attnames[idx->cols[c]]));
+			stmt_param(&st, r, tup, idx->cols[c]);
+		}
+		appendStringInfoChar(&st.sql, ')');
+	}
+	if (nconds == 0)
+		appendStringInfoString(&st.sql, "false");
+	appendStringInfoString(&st.sql, " FOR UPDATE OF aa_l");
+	stmt_exec(&st, -1);
+	nrows = (int) SPI_processed;
+	if (nrows == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("pgvigil_aa: a row inserted by peer \"%s\" into %s (%s) is refused here by a constraint that is not a unique index",
+						aa_peer_name, r->qualname, tuple_text(r, tup, true)),
+				 errdetail("The apply from this peer stops here.")));
+	rows = palloc0(sizeof(LocalRow) * nrows);
+	xmins = palloc(sizeof(char *) * nrows);
+	for (int i = 0; i < nrows; i++)
+	{
+		rows[i].found = true;
+		xmins[i] = pstrdup(aa_spi_text(i, 1));
+		rows[i].text = pstrdup(aa_spi_text(i, 2));
+		rows[i].ctid = pstrdup(aa_spi_text(i, 3));
+	}
+	for (int i = 0; i < nrows; i++)
+	{
+		read_writer(xmins[i], &rows[i]);
+		wins = decide("insert_unique", r, tup, tup, &rows[i], -1, &policy) && wins;
+	}
+	if (wins)
+	{
+		for (int i = 0; i < nrows; i++)
+			delete_ctid(r, rows[i].ctid);
+		(void) insert_row(r, tup, false);
+	}
+	for (int i = 0; i < nrows; i++)
+		record_conflict("insert_unique", r, tup, tup, &rows[i], policy, wins);
+}
+
+static void
+change_error_context(void *arg)
+{
+	AaRel	   *r = arg;
+
+	errcontext("applying a change of peer \"%s\" to table \"%s.%s\"", aa_peer_name, r->rel->nspname, r->rel->relname);
+}
+
+#define WITH_ERROR_CONTEXT(r) \
+	ErrorContextCallback errcb = {.previous = error_context_stack, .callback = change_error_context, .arg = (r)}; \
+	error_context_stack = &errcb
+#define END_ERROR_CONTEXT() (error_context_stack = errcb.previous)
+
+void
+aa_apply_insert(StringInfo s)
+{
+	LogicalRepTupleData newtup;
+	AaRel	   *r = get_rel(logicalrep_read_insert(s, &newtup));
+	LocalRow	local;
+	const char *policy;
+	bool		wins;
+
+	WITH_ERROR_CONTEXT(r);
+	read_local(r, &newtup, &local);
+	if (!local.found)
+	{
+		LocalRow	tomb;
+
+		/*
+		 * Deleted here after this insert, by another node than the peer (whose
+		 * own delete and insert come in order): a delete of this very row,
+		 * which overtook it from a third node, or a delete racing a re-insert.
+		 * The delete stays, as the deleting node keeps it.
+		 */
+		if (read_tombstone(r, &newtup, &tomb) && strcmp(tomb.node, aa_peer_name) != 0 &&
+			tomb.has_ts && tomb.ts >= aa_remote_commit_ts)
+		{
+			wins = decide("insert_deleted", r, &newtup, &newtup, &tomb, 0, &policy);
+			if (!wins || insert_row(r, &newtup, true) == 1)
+			{
+				record_conflict("insert_deleted", r, &newtup, &newtup, &tomb, policy, wins);
+				END_ERROR_CONTEXT();
+				return;
+			}
+		}
+		else if (insert_row(r, &newtup, true) == 1)
+		{
+			END_ERROR_CONTEXT();
+			return;
+		}
+		/* a local insert of the same key may have committed meanwhile: it is
+		 * read again and resolved like any other; or another unique index */
+		refresh_snapshot();
+		read_local(r, &newtup, &local);
+		if (!local.found)
+		{
+			insert_unique_conflict(r, &newtup);
+			END_ERROR_CONTEXT();
+			return;
+		}
+	}
+	if (strcmp(local.node, aa_peer_name) == 0)
+		do_update(r, &newtup, &newtup);
+	else
+	{
+		/* the key exists here already: the winner becomes the row */
+		wins = decide("insert_exists", r, &newtup, &newtup, &local, -1, &policy);
+		if (wins)
+			do_update(r, &newtup, &newtup);
+		record_conflict("insert_exists", r, &newtup, &newtup, &local, policy, wins);
+	}
+	END_ERROR_CONTEXT();
+}
+
+void
+aa_apply_update(StringInfo s)
+{
+	bool		has_old;
+	LogicalRepTupleData oldtup,
+				newtup;
+	AaRel	   *r = get_rel(logicalrep_read_update(s, &has_old, &oldtup, &newtup));
+	LogicalRepTupleData *keytup = has_old ? &oldtup : &newtup;
+	LocalRow	local;
+	const char *policy;
+	bool		wins;
+
+	WITH_ERROR_CONTEXT(r);
+	read_local(r, keytup, &local);
+	if (!local.found)
+	{
+		LocalRow	tomb;
+		bool		deleted = read_tombstone(r, keytup, &tomb);
+		const char *kind = deleted ? "update_deleted" : "update_missing";
+
+		/*
+		 * Deleted here: the delete beats the update under the ordering
+		 * policies (the deleting node drops the update the same way), so the
+		 * row does not come back.  Never here: its insert is on its way from
+		 * another node, and the update becomes the row.
+		 */
+		wins = decide(kind, r, keytup, &newtup, deleted ? &tomb : &local, deleted ? 0 : 1, &policy);
+		if (wins)
+			(void) insert_row(r, &newtup, false);
+		record_conflict(kind, r, keytup, &newtup, deleted ? &tomb : &local, policy, wins);
+		END_ERROR_CONTEXT();
+		return;
+	}
+	if (strcmp(local.node, aa_peer_name) == 0)
+		do_update(r, keytup, &newtup);
+	else
+	{
+		wins = decide("update_update", r, keytup, &newtup, &local, -1, &policy);
+		if (wins)
+		{
+			int			missing = unchanged_column(&newtup);
+
+			/* an unchanged (TOASTed) value of the peer's is not sent: over
+			 * another node's version it would leave that node's value */
+			if (missing >= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("pgvigil_aa: an update from peer \"%s\" of %s (%s) conflicts with another node's version"
+								" and leaves column \"%s\" out (unchanged, stored out of line)",
+								aa_peer_name, r->qualname, tuple_text(r, keytup, true), r->rel->attnames[missing]),
+						 errdetail("Such conflicts are not resolved yet: the apply from this peer stops here.")));
+			do_update(r, keytup, &newtup);
+		}
+		record_conflict("update_update", r, keytup, &newtup, &local, policy, wins);
+	}
+	END_ERROR_CONTEXT();
+}
+
+void
+aa_apply_delete(StringInfo s)
+{
+	LogicalRepTupleData oldtup;
+	AaRel	   *r = get_rel(logicalrep_read_delete(s, &oldtup));
+	LocalRow	local;
+	const char *policy;
+	bool		wins;
+
+	WITH_ERROR_CONTEXT(r);
+	read_local(r, &oldtup, &local);
+	if (!local.found)
+	{
+		LocalRow	tomb;
+		bool		deleted = read_tombstone(r, &oldtup, &tomb);
+
+		/* nothing to decide: the row is gone either way */
+		if (!deleted)
+			write_tombstone(r, &oldtup);
+		record_conflict(deleted ? "delete_deleted" : "delete_missing", r, &oldtup, NULL, deleted ? &tomb : &local,
+						"none", true);
+		END_ERROR_CONTEXT();
+		return;
+	}
+	/* a delete beats a concurrent update under the ordering policies */
+	wins = true;
+	policy = NULL;
+	if (strcmp(local.node, aa_peer_name) != 0)
+		wins = decide("delete_update", r, &oldtup, NULL, &local, 1, &policy);
+	if (wins)
+		delete_ctid(r, local.ctid);
+	if (policy)
+		record_conflict("delete_update", r, &oldtup, NULL, &local, policy, wins);
+	END_ERROR_CONTEXT();
+}
+
+void
+aa_apply_truncate(StringInfo s)
+{
+	bool		cascade,
+				restart_seqs;
+	List	   *relids = logicalrep_read_truncate(s, &cascade, &restart_seqs);
+	ListCell   *lc;
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "TRUNCATE ONLY ");
+	foreach(lc, relids)
+	{
+		AaRel	   *r = get_rel(lfirst_oid(lc));
+
+		appendStringInfo(&sql, "%s%s", lc == list_head(relids) ? "" : ", ", r->qualname);
+	}
+	appendStringInfo(&sql, "%s%s", restart_seqs ? " RESTART IDENTITY" : "", cascade ? " CASCADE" : "");
+	aa_spi_exec(sql.data, 0, NULL, NULL, NULL, -1);
+}
