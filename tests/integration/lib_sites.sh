@@ -136,11 +136,21 @@ $SITE_B_STANDBY_EXTRA}"
     wait_until 60 "node3 streams from node1 (site a's primary)" streams_from 3 1
     # node4 clones node3 with pg_basebackup, which on a standby starts at a restartpoint: that
     # needs a checkpoint record node3 replayed after its own start, and an idle site a writes
-    # none until checkpoint_timeout (a CI run waited 120 s for node4)
+    # none until checkpoint_timeout (a CI run waited 120 s for node4). A node3 that applies WAL
+    # late (standby_cluster.recovery_min_apply_delay, test_site_rescue) holds replay at the first
+    # commit it received, and site a's heartbeat commits every second from the moment node3
+    # streams: when one came before the checkpoint, node3 replays it only after its delay, and
+    # that wait is what there is to see (node4 clones it as it did before this checkpoint).
     psql_n 1 -c "checkpoint" >/dev/null || fail "checkpoint on node1"
-    SITES_CK_LSN=$(psql_n 1 -c "select pg_current_wal_lsn()")
-    _sites_ck_replayed() { [ "$(psql_n 3 -c "select pg_last_wal_replay_lsn() >= '$SITES_CK_LSN'" 2>/dev/null)" = t ]; }
-    wait_until 60 "node3 replays node1's checkpoint" _sites_ck_replayed
+    SITES_CK_LSN=$(psql_n 1 -c "select pg_current_wal_lsn()") && [ -n "$SITES_CK_LSN" ] || fail "node1's WAL position"
+    _sites_ck_replayed() {
+        local r
+        r=$(psql_n 3 -c "select pg_last_wal_replay_lsn(), pg_last_wal_replay_lsn() >= '$SITES_CK_LSN' or exists (select 1
+            from pg_stat_activity where backend_type = 'startup' and wait_event = 'RecoveryApplyDelay')")
+        echo "node3 (replay LSN|replayed or waiting on its delay): $r"
+        [[ "$r" == *"|t" ]]
+    }
+    wait_until 60 "node3 replays node1's checkpoint at $SITES_CK_LSN (or waits on its apply delay)" _sites_ck_replayed
     start_agent 4
     wait_until 120 "node4 cascades from node3" streams_from 4 3
 }
