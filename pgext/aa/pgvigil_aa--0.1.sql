@@ -5,7 +5,7 @@
 -- this node's name in the group: the tie-break of last-writer-wins compares names; its
 -- priority decides conflicts of tables with the node_priority policy
 CREATE TABLE @extschema@.local_node (
-    name text NOT NULL PRIMARY KEY,
+    name text NOT NULL PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]+$'),
     priority integer NOT NULL DEFAULT 0,
     only_one boolean NOT NULL DEFAULT true UNIQUE CHECK (only_one)
 );
@@ -14,11 +14,13 @@ CREATE TABLE @extschema@.local_node (
 -- decision: the operator's answer to a conflict that stopped the apply (policy error),
 -- used once by the worker: 'local' (keep this node's version), 'remote' (apply the peer's)
 CREATE TABLE @extschema@.peers (
-    name text NOT NULL PRIMARY KEY,
+    name text NOT NULL PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]+$'),
     conninfo text NOT NULL,
     slot_name text NOT NULL,
     priority integer NOT NULL DEFAULT 0,
-    decision text CHECK (decision IN ('local', 'remote'))
+    decision text CHECK (decision IN ('local', 'remote')),
+    -- the peer's commit time of the last transaction applied from it (kept by the apply worker)
+    applied_commit_ts timestamptz
 );
 
 -- how conflicts on a table are resolved (a table not listed: last_writer_wins)
@@ -55,10 +57,12 @@ CREATE TABLE @extschema@.conflicts (
 -- deleted keys, so that a change of a row deleted here is recognised as such (an update that
 -- arrives after the delete does not bring the row back). The deleting transaction is the row's
 -- xmin: its commit time and origin say when and where the delete happened. key '{}': the
--- whole table was truncated.
+-- whole table was truncated. seen: what the deleting node had applied from each node then
+-- ("node=commit time in microseconds;..."), NULL when unknown.
 CREATE TABLE @extschema@.tombstones (
     relid oid NOT NULL,
     key text[] NOT NULL,
+    seen text,
     PRIMARY KEY (relid, key)
 );
 

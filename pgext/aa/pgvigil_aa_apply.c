@@ -45,6 +45,8 @@
 #include "utils/tuplestore.h"
 
 #include "pgvigil_aa_apply.h"
+#include "pgvigil_aa_seen.h"
+#include "pgvigil_aa_shared.h"
 #include "pgvigil_aa_tombstone.h"
 
 PG_FUNCTION_INFO_V1(pgvigil_aa_start_apply);
@@ -58,6 +60,7 @@ static MemoryContext ChangeCxt = NULL;
 char		aa_peer_name[NAMEDATALEN];
 char		aa_local_name[NAMEDATALEN];
 TimestampTz aa_remote_commit_ts;
+AaPeerState *aa_my_state = NULL;
 static bool in_remote_txn = false;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied = InvalidXLogRecPtr;
@@ -71,6 +74,11 @@ pgvigil_aa_start_apply(PG_FUNCTION_ARGS)
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 
+	if (aa_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgvigil_aa is not in shared_preload_libraries"),
+				 errhint("Add it there and restart the server: the group's causality messages and status need it.")));
 	if (strlen(peer) >= BGW_EXTRALEN || strlen(peer) + sizeof(AA_ORIGIN_PREFIX) > NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -140,6 +148,8 @@ begin_remote(StringInfo s)
 
 	logicalrep_read_begin(s, &begin);
 	aa_remote_commit_ts = begin.committime;
+	/* what the writer had seen: unknown until its transaction says */
+	aa_applying_seen = NULL;
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -156,6 +166,16 @@ commit_remote(StringInfo s)
 	if (!in_remote_txn)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" sent COMMIT outside a transaction", aa_peer_name)));
+	/* what has been applied from the peer, for the causality messages after
+	 * a restart (pgvigil_aa_seen.c): in the same commit */
+	{
+		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
+		Datum		values[2] = {CStringGetTextDatum(aa_peer_name), TimestampTzGetDatum(commit.committime)};
+
+		PushActiveSnapshot(GetTransactionSnapshot());
+		aa_spi_exec("UPDATE pgvigil_aa.peers SET applied_commit_ts = $2 WHERE name = $1", 2, types, values, NULL, 1);
+		PopActiveSnapshot();
+	}
 	SPI_finish();
 	/* the origin's progress and the remote commit time go into this very commit */
 	replorigin_session_origin_lsn = commit.end_lsn;
@@ -165,6 +185,39 @@ commit_remote(StringInfo s)
 	pgstat_report_stat(false);
 	last_applied = commit.end_lsn;
 	in_remote_txn = false;
+	aa_applying_seen = NULL;
+	/* after the commit, never before: a client's statement that counts it as
+	 * seen must find its rows */
+	if (aa_my_state)
+	{
+		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
+		aa_my_state->applied_commit_ts = commit.committime;
+		aa_my_state->applied_lsn = commit.end_lsn;
+		aa_my_state->applied_txns++;
+		LWLockRelease(aa_shared->lock);
+	}
+}
+
+/* A message of the peer: its causality message, for the rows that follow. */
+static void
+handle_message(StringInfo s)
+{
+	static AaSeen seen;
+	const char *prefix;
+	int			len;
+	const char *content;
+
+	(void) pq_getmsgbyte(s);	/* flags */
+	(void) pq_getmsgint64(s);	/* its LSN */
+	prefix = pq_getmsgstring(s);
+	len = pq_getmsgint(s, 4);
+	content = pq_getmsgbytes(s, len);
+	if (strcmp(prefix, AA_SEEN_PREFIX) != 0)
+		return;
+	if (!aa_seen_parse(content, len, &seen))
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" sent a malformed causality message", aa_peer_name)));
+	aa_applying_seen = &seen;
 }
 
 /* A change runs with a snapshot of its own: it sees what committed here
@@ -212,6 +265,9 @@ apply_dispatch(StringInfo s)
 				logicalrep_read_typ(s, &typ);
 				break;
 			}
+		case LOGICAL_REP_MSG_MESSAGE:
+			handle_message(s);
+			break;
 		case LOGICAL_REP_MSG_ORIGIN:
 			{
 				XLogRecPtr	lsn;
@@ -235,6 +291,46 @@ apply_dispatch(StringInfo s)
 			ereport(ERROR,
 					(errmsg("pgvigil_aa: peer \"%s\" sent an unexpected message \"%c\"", aa_peer_name, action)));
 	}
+}
+
+/* The stream's progress in shared memory: the peer's WAL end, and at a
+ * keepalive the clocks' difference (this node's minus the peer's, transit
+ * included: an upper bound of the skew when positive). */
+static void
+note_stream(XLogRecPtr peer_wal_end, TimestampTz peer_sent_at)
+{
+	TimestampTz now;
+
+	if (aa_my_state == NULL)
+		return;
+	now = GetCurrentTimestamp();
+	aa_my_state->received_lsn = last_received;
+	aa_my_state->peer_wal_end = Max(aa_my_state->peer_wal_end, peer_wal_end);
+	aa_my_state->last_message_at = now;
+	if (peer_sent_at != 0)
+		aa_my_state->skew_us = now - peer_sent_at;
+}
+
+/* the last error of the worker, kept for the status view */
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void
+keep_error(ErrorData *edata)
+{
+	if (edata->elevel >= ERROR && aa_my_state && edata->message)
+	{
+		strlcpy(aa_my_state->error, edata->message, sizeof(aa_my_state->error));
+		aa_my_state->error_at = GetCurrentTimestamp();
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+static void
+leave_shared(int code, Datum arg)
+{
+	if (aa_my_state)
+		aa_my_state->pid = 0;
 }
 
 /* What this node has applied, so the peer's slot keeps no more WAL than
@@ -262,7 +358,7 @@ send_feedback(WalReceiverConn *wrconn, bool force)
 }
 
 static void
-read_setup(char **conninfo, char **slot, RepOriginId *origin)
+read_setup(char **conninfo, char **slot, RepOriginId *origin, TimestampTz *applied_ts)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
@@ -273,12 +369,19 @@ read_setup(char **conninfo, char **slot, RepOriginId *origin)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	values[0] = CStringGetTextDatum(aa_peer_name);
-	aa_spi_exec("SELECT conninfo, slot_name FROM pgvigil_aa.peers WHERE name = $1", 1, types, values, NULL, -1);
+	aa_spi_exec("SELECT conninfo, slot_name, applied_commit_ts FROM pgvigil_aa.peers WHERE name = $1",
+				1, types, values, NULL, -1);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" is not in pgvigil_aa.peers", aa_peer_name)));
 	*conninfo = MemoryContextStrdup(ApplyContext, aa_spi_text(0, 1));
 	*slot = MemoryContextStrdup(ApplyContext, aa_spi_text(0, 2));
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+
+		*applied_ts = isnull ? 0 : DatumGetTimestampTz(d);
+	}
 	aa_spi_exec("SELECT name FROM pgvigil_aa.local_node", 0, NULL, NULL, NULL, -1);
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -299,10 +402,12 @@ read_setup(char **conninfo, char **slot, RepOriginId *origin)
 /* The tie-break compares node names: the peer must call itself what this
  * node calls it, or two nodes could pick different winners. */
 static void
-check_aa_peer_name(WalReceiverConn *wrconn)
+check_peer(WalReceiverConn *wrconn)
 {
-	Oid			types[1] = {TEXTOID};
-	WalRcvExecResult *res = walrcv_exec(wrconn, "SELECT name FROM pgvigil_aa.local_node", 1, types);
+	Oid			types2[2] = {TEXTOID, BOOLOID};
+	WalRcvExecResult *res = walrcv_exec(wrconn,
+										"SELECT name, 'pgvigil_aa' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+										" FROM pgvigil_aa.local_node", 2, types2);
 	TupleTableSlot *slot;
 	bool		isnull;
 	char	   *name;
@@ -320,6 +425,11 @@ check_aa_peer_name(WalReceiverConn *wrconn)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" calls itself \"%s\"", aa_peer_name, name),
 				 errhint("Name it in pgvigil_aa.peers as it names itself in its pgvigil_aa.local_node.")));
+	/* its causality messages tell concurrent changes from later ones */
+	if (!DatumGetBool(slot_getattr(slot, 2, &isnull)))
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" does not have pgvigil_aa in shared_preload_libraries", aa_peer_name),
+				 errdetail("Without it the peer does not say what it had applied when it wrote, and conflicts with deletes cannot be told apart.")));
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
 }
@@ -331,6 +441,7 @@ pgvigil_aa_apply_main(Datum arg)
 			   *slot,
 			   *err = NULL;
 	RepOriginId origin;
+	TimestampTz applied_ts;
 	WalReceiverConn *wrconn;
 	WalRcvStreamOptions options;
 
@@ -356,7 +467,23 @@ pgvigil_aa_apply_main(Datum arg)
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	/* key values are compared with tombstones as the same text */
 	aa_canonical_output_always();
-	read_setup(&conninfo, &slot, &origin);
+	read_setup(&conninfo, &slot, &origin, &applied_ts);
+	aa_my_state = aa_peer_state(MyDatabaseId, aa_peer_name);
+	if (aa_my_state == NULL)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: no room for peer \"%s\" in shared memory", aa_peer_name),
+				 errhint("pgvigil_aa must be in shared_preload_libraries; it keeps at most %d peers.", AA_MAX_PEERS)));
+	{
+		/* what was applied before a restart: the clients' causality
+		 * messages count it as seen */
+		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
+		aa_my_state->applied_commit_ts = Max(aa_my_state->applied_commit_ts, applied_ts);
+		LWLockRelease(aa_shared->lock);
+		aa_my_state->pid = MyProcPid;
+		before_shmem_exit(leave_shared, (Datum) 0);
+		prev_emit_log_hook = emit_log_hook;
+		emit_log_hook = keep_error;
+	}
 	/* (so that pg_stat_activity tells the workers apart) */
 	{
 		char		appname[NAMEDATALEN + 32];
@@ -383,7 +510,7 @@ pgvigil_aa_apply_main(Datum arg)
 				 errmsg("pgvigil_aa: cannot connect to peer \"%s\": %s", aa_peer_name, err)));
 	/* (the answer's row type is built from the catalogs: in a transaction) */
 	StartTransactionCommand();
-	check_aa_peer_name(wrconn);
+	check_peer(wrconn);
 	CommitTransactionCommand();
 	memset(&options, 0, sizeof(options));
 	options.logical = true;
@@ -431,15 +558,17 @@ pgvigil_aa_apply_main(Datum arg)
 
 				(void) pq_getmsgint64(&s);	/* the peer's send time */
 				last_received = Max(last_received, Max(start, end));
+				note_stream(end, 0);
 				apply_dispatch(&s);
 			}
 			else if (kind == 'k')
 			{
 				XLogRecPtr	end = pq_getmsgint64(&s);
+				TimestampTz sent_at = pq_getmsgint64(&s);
 				bool		reply;
 
-				(void) pq_getmsgint64(&s);
 				reply = pq_getmsgbyte(&s);
+				note_stream(end, sent_at);
 				last_received = Max(last_received, end);
 				send_feedback(wrconn, reply);
 			}

@@ -20,6 +20,10 @@
 extern char aa_peer_name[NAMEDATALEN];
 extern char aa_local_name[NAMEDATALEN];
 
+/* this peer's entry in shared memory (NULL without shared_preload_libraries) */
+struct AaPeerState;
+extern struct AaPeerState *aa_my_state;
+
 /* the commit time of the remote transaction being applied */
 extern TimestampTz aa_remote_commit_ts;
 

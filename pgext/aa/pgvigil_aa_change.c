@@ -42,6 +42,8 @@
 
 #include "pgvigil_aa_apply.h"
 #include "pgvigil_aa_resolve.h"
+#include "pgvigil_aa_seen.h"
+#include "pgvigil_aa_shared.h"
 
 /* A unique index of a table other than its key: a remote insert may meet
  * another row on it. */
@@ -84,6 +86,8 @@ typedef struct LocalRow
 	char	   *node;			/* the node that wrote (or deleted) it */
 	char	   *text;			/* the row as JSON */
 	char	   *ctid;
+	bool		has_seen;		/* a tombstone: what its deleter had seen */
+	AaSeen		seen;
 } LocalRow;
 
 static HTAB *relations = NULL;
@@ -438,14 +442,18 @@ read_tombstone(AaRel *r, LogicalRepTupleData *keytup, LocalRow *out)
 {
 	Oid			types[2] = {OIDOID, TEXTARRAYOID};
 	Datum		values[2] = {ObjectIdGetDatum(r->relid), key_array(r, keytup)};
+	char	   *seen;
 
 	memset(out, 0, sizeof(*out));
-	aa_spi_exec("SELECT t.xmin::text FROM pgvigil_aa.tombstones t"
+	aa_spi_exec("SELECT t.xmin::text, t.seen FROM pgvigil_aa.tombstones t"
 				" WHERE t.relid = $1 AND (t.key = $2 OR t.key = '{}')"
 				" ORDER BY pg_xact_commit_timestamp(t.xmin) DESC NULLS LAST LIMIT 1",
 				2, types, values, NULL, -1);
 	if (SPI_processed == 0)
 		return false;
+	seen = aa_spi_text(0, 2);
+	if (seen)
+		out->has_seen = aa_seen_parse(seen, strlen(seen), &out->seen);
 	read_writer(pstrdup(aa_spi_text(0, 1)), out);
 	return true;
 }
@@ -455,15 +463,49 @@ read_tombstone(AaRel *r, LogicalRepTupleData *keytup, LocalRow *out)
 static void
 write_tombstone(AaRel *r, LogicalRepTupleData *keytup)
 {
-	Oid			types[2] = {OIDOID, TEXTARRAYOID};
-	Datum		values[2] = {ObjectIdGetDatum(r->relid), key_array(r, keytup)};
+	Oid			types[3] = {OIDOID, TEXTARRAYOID, TEXTOID};
+	Datum		values[3] = {ObjectIdGetDatum(r->relid), key_array(r, keytup), (Datum) 0};
+	char		nulls[3] = "  n";
+	StringInfoData seen;
 
-	aa_spi_exec("INSERT INTO pgvigil_aa.tombstones (relid, key) VALUES ($1, $2)"
-				" ON CONFLICT (relid, key) DO UPDATE SET relid = EXCLUDED.relid",
-				2, types, values, NULL, 1);
+	if (aa_applying_seen)
+	{
+		initStringInfo(&seen);
+		aa_seen_format(aa_applying_seen, &seen);
+		values[2] = CStringGetTextDatum(seen.data);
+		nulls[2] = ' ';
+	}
+	aa_spi_exec("INSERT INTO pgvigil_aa.tombstones (relid, key, seen) VALUES ($1, $2, $3)"
+				" ON CONFLICT (relid, key) DO UPDATE SET seen = EXCLUDED.seen",
+				3, types, values, nulls, 1);
 }
 
 /* ---- conflicts */
+
+/*
+ * Had the peer seen this version (written, or deleted, by v->node at v->ts)
+ * when it made the change being applied?  Its own versions, yes: they come
+ * in order.  Others, when its causality message says so; without one
+ * (a peer that does not log them), never: the change is then a conflict,
+ * which the ordering policies resolve the same way on every node.
+ */
+static bool
+peer_saw(LocalRow *v)
+{
+	if (strcmp(v->node, aa_peer_name) == 0)
+		return true;
+	return v->has_ts && aa_seen_has(aa_applying_seen, v->node, v->ts);
+}
+
+/* Had the deleter of a tombstone seen the remote insert being applied?
+ * Without its causality map, when the delete came later. */
+static bool
+deleter_saw_insert(LocalRow *tomb)
+{
+	if (tomb->has_seen)
+		return aa_seen_has(&tomb->seen, aa_peer_name, aa_remote_commit_ts);
+	return tomb->has_ts && tomb->ts >= aa_remote_commit_ts;
+}
 
 static void
 record_conflict(const char *kind, AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *remote,
@@ -501,6 +543,8 @@ record_conflict(const char *kind, AaRel *r, LogicalRepTupleData *keytup, Logical
 				" local_commit_ts, remote_commit_ts, policy, winner)"
 				" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 				11, types, values, nulls, 1);
+	if (aa_my_state)
+		aa_my_state->conflicts++;
 }
 
 /* The table's policy, its resolver, and the priorities of the two writers. */
@@ -841,13 +885,13 @@ aa_apply_insert(StringInfo s)
 		LocalRow	tomb;
 
 		/*
-		 * Deleted here after this insert, by another node than the peer (whose
-		 * own delete and insert come in order): a delete of this very row,
-		 * which overtook it from a third node, or a delete racing a re-insert.
-		 * The delete stays, as the deleting node keeps it.
+		 * Deleted here by a node that had seen this very insert (a delete that
+		 * overtook it from a third node), while the peer had not seen that
+		 * delete: the row stays deleted, as on the deleting node.  A delete
+		 * the peer had seen, or one of an older row, leaves the insert a new
+		 * row.
 		 */
-		if (read_tombstone(r, &newtup, &tomb) && strcmp(tomb.node, aa_peer_name) != 0 &&
-			tomb.has_ts && tomb.ts >= aa_remote_commit_ts)
+		if (read_tombstone(r, &newtup, &tomb) && !peer_saw(&tomb) && deleter_saw_insert(&tomb))
 		{
 			wins = decide("insert_deleted", r, &newtup, &newtup, &tomb, 0, &policy);
 			if (!wins || insert_row(r, &newtup, true) == 1)
@@ -873,7 +917,7 @@ aa_apply_insert(StringInfo s)
 			return;
 		}
 	}
-	if (strcmp(local.node, aa_peer_name) == 0)
+	if (peer_saw(&local))
 		do_update(r, &newtup, &newtup);
 	else
 	{
@@ -894,33 +938,47 @@ aa_apply_update(StringInfo s)
 				newtup;
 	AaRel	   *r = get_rel(logicalrep_read_update(s, &has_old, &oldtup, &newtup));
 	LogicalRepTupleData *keytup = has_old ? &oldtup : &newtup;
-	LocalRow	local;
+	LocalRow	local,
+				tomb;
+	bool		deleted;
 	const char *policy;
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
 	read_local(r, keytup, &local);
-	if (!local.found)
+	if (local.found && peer_saw(&local))
 	{
-		LocalRow	tomb;
-		bool		deleted = read_tombstone(r, keytup, &tomb);
-		const char *kind = deleted ? "update_deleted" : "update_missing";
-
-		/*
-		 * Deleted here: the delete beats the update under the ordering
-		 * policies (the deleting node drops the update the same way), so the
-		 * row does not come back.  Never here: its insert is on its way from
-		 * another node, and the update becomes the row.
-		 */
-		wins = decide(kind, r, keytup, &newtup, deleted ? &tomb : &local, deleted ? 0 : 1, &policy);
-		if (wins)
-			(void) insert_row(r, &newtup, false);
-		record_conflict(kind, r, keytup, &newtup, deleted ? &tomb : &local, policy, wins);
+		/* the peer changed this very version: no conflict */
+		do_update(r, keytup, &newtup);
 		END_ERROR_CONTEXT();
 		return;
 	}
-	if (strcmp(local.node, aa_peer_name) == 0)
-		do_update(r, keytup, &newtup);
+	/*
+	 * Deleted here, by a delete the peer had not seen: the update was of the
+	 * deleted row, and the delete beats it under the ordering policies (the
+	 * deleting node drops the update the same way), whether the key is
+	 * missing or was inserted again since.
+	 */
+	deleted = read_tombstone(r, keytup, &tomb) && !peer_saw(&tomb);
+	if (deleted)
+	{
+		wins = decide("update_deleted", r, keytup, &newtup, &tomb, 0, &policy);
+		if (wins && local.found)
+			do_update(r, keytup, &newtup);
+		else if (wins)
+			(void) insert_row(r, &newtup, false);
+		record_conflict("update_deleted", r, keytup, &newtup, &tomb, policy, wins);
+	}
+	else if (!local.found)
+	{
+		/* never here, or inserted again after a delete the peer had seen: its
+		 * insert is on its way from another node, and the update becomes
+		 * the row */
+		wins = decide("update_missing", r, keytup, &newtup, &local, 1, &policy);
+		if (wins)
+			(void) insert_row(r, &newtup, false);
+		record_conflict("update_missing", r, keytup, &newtup, &local, policy, wins);
+	}
 	else
 	{
 		wins = decide("update_update", r, keytup, &newtup, &local, -1, &policy);
@@ -949,34 +1007,49 @@ aa_apply_delete(StringInfo s)
 {
 	LogicalRepTupleData oldtup;
 	AaRel	   *r = get_rel(logicalrep_read_delete(s, &oldtup));
-	LocalRow	local;
+	LocalRow	local,
+				tomb;
+	bool		deleted;
 	const char *policy;
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
 	read_local(r, &oldtup, &local);
+	if (local.found && peer_saw(&local))
+	{
+		/* the peer deleted this very version: no conflict */
+		delete_ctid(r, local.ctid);
+		END_ERROR_CONTEXT();
+		return;
+	}
+	deleted = read_tombstone(r, &oldtup, &tomb) && !peer_saw(&tomb);
 	if (!local.found)
 	{
-		LocalRow	tomb;
-		bool		deleted = read_tombstone(r, &oldtup, &tomb);
-
-		/* nothing to decide: the row is gone either way */
+		/* nothing to decide: the row is gone either way; a key never seen
+		 * here keeps the delete (its insert may be on its way from a third
+		 * node) */
 		if (!deleted)
 			write_tombstone(r, &oldtup);
 		record_conflict(deleted ? "delete_deleted" : "delete_missing", r, &oldtup, NULL, deleted ? &tomb : &local,
 						"none", true);
-		END_ERROR_CONTEXT();
-		return;
 	}
-	/* a delete beats a concurrent update under the ordering policies */
-	wins = true;
-	policy = NULL;
-	if (strcmp(local.node, aa_peer_name) != 0)
+	else if (deleted)
+	{
+		/* inserted again after a delete the peer had not seen: the peer
+		 * deleted the older row, this one stays under the ordering policies */
+		wins = decide("delete_deleted", r, &oldtup, NULL, &local, 0, &policy);
+		if (wins)
+			delete_ctid(r, local.ctid);
+		record_conflict("delete_deleted", r, &oldtup, NULL, &local, policy, wins);
+	}
+	else
+	{
+		/* a delete beats a concurrent update under the ordering policies */
 		wins = decide("delete_update", r, &oldtup, NULL, &local, 1, &policy);
-	if (wins)
-		delete_ctid(r, local.ctid);
-	if (policy)
+		if (wins)
+			delete_ctid(r, local.ctid);
 		record_conflict("delete_update", r, &oldtup, NULL, &local, policy, wins);
+	}
 	END_ERROR_CONTEXT();
 }
 

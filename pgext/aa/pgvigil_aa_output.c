@@ -14,7 +14,9 @@
  * LSN, commit time, xid), RELATION and TYPE before a relation's first change
  * in a session (and again after it changed), the changes, COMMIT.  So the
  * stream can be read by logicalrep_read_* on the receiving side, and a
- * built-in subscription can apply it too.
+ * built-in subscription can apply it too.  The causality messages a node
+ * logs before its clients' writing statements (pgvigil_aa_seen.c) go along
+ * as MESSAGE, ahead of the rows they describe.
  *
  * Tables: every permanent table outside the pgvigil_aa schema (the group's
  * own bookkeeping is local to each node).
@@ -40,6 +42,8 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "pgvigil_aa_seen.h"
+
 PG_MODULE_MAGIC;
 
 #define AA_SCHEMA "pgvigil_aa"
@@ -60,6 +64,8 @@ typedef struct AaOutputData
 	MemoryContext change_context;	/* reset after each change */
 	bool		binary;			/* columns in binary (the receiver asked) */
 	bool		begin_pending;	/* BEGIN goes out with the transaction's first change */
+	StringInfo	seen;			/* a causality message waiting for that first change */
+	XLogRecPtr	seen_lsn;
 } AaOutputData;
 
 static void
@@ -125,6 +131,7 @@ aa_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 {
 	AaOutputData *data = palloc0(sizeof(AaOutputData));
 
+	data->seen = makeStringInfo();
 	data->change_context = AllocSetContextCreate(ctx->context,
 												 "pgvigil_aa change",
 												 ALLOCSET_DEFAULT_SIZES);
@@ -174,6 +181,15 @@ aa_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	AaOutputData *data = ctx->output_plugin_private;
 
 	data->begin_pending = true;
+	resetStringInfo(data->seen);
+}
+
+static void
+send_seen(LogicalDecodingContext *ctx, XLogRecPtr lsn, const char *message, Size size)
+{
+	OutputPluginPrepareWrite(ctx, true);
+	logicalrep_write_message(ctx->out, InvalidTransactionId, lsn, true, AA_SEEN_PREFIX, size, message);
+	OutputPluginWrite(ctx, true);
 }
 
 static void
@@ -187,6 +203,33 @@ send_begin_if_pending(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	OutputPluginPrepareWrite(ctx, true);
 	logicalrep_write_begin(ctx->out, txn);
 	OutputPluginWrite(ctx, true);
+	if (data->seen->len > 0)
+		send_seen(ctx, data->seen_lsn, data->seen->data, data->seen->len);
+	resetStringInfo(data->seen);
+}
+
+/*
+ * The causality messages (pgvigil_aa_seen.c) go ahead of the rows of their
+ * statement: the first one waits for the transaction's first change, so a
+ * transaction with nothing replicated still sends nothing.  Other messages
+ * are not the group's.
+ */
+static void
+aa_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr message_lsn, bool transactional,
+		   const char *prefix, Size message_size, const char *message)
+{
+	AaOutputData *data = ctx->output_plugin_private;
+
+	if (!transactional || strcmp(prefix, AA_SEEN_PREFIX) != 0)
+		return;
+	if (data->begin_pending)
+	{
+		resetStringInfo(data->seen);
+		appendBinaryStringInfo(data->seen, message, message_size);
+		data->seen_lsn = message_lsn;
+	}
+	else
+		send_seen(ctx, message_lsn, message, message_size);
 }
 
 static void
@@ -336,6 +379,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = aa_change;
 	cb->truncate_cb = aa_truncate;
 	cb->commit_cb = aa_commit;
+	cb->message_cb = aa_message;
 	cb->filter_by_origin_cb = aa_filter_by_origin;
 	cb->shutdown_cb = aa_shutdown;
 }

@@ -21,6 +21,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -29,6 +30,8 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
+#include "pgvigil_aa_seen.h"
+#include "pgvigil_aa_shared.h"
 #include "pgvigil_aa_tombstone.h"
 
 PG_FUNCTION_INFO_V1(pgvigil_aa_record_delete);
@@ -114,8 +117,10 @@ pgvigil_aa_record_delete(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	ArrayType  *key;
-	Oid			types[2] = {OIDOID, TEXTARRAYOID};
-	Datum		values[2];
+	Oid			types[3] = {OIDOID, TEXTARRAYOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = "   ";
+	StringInfoData seen;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
 		ereport(ERROR,
@@ -136,12 +141,21 @@ pgvigil_aa_record_delete(PG_FUNCTION_ARGS)
 
 	values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
 	values[1] = PointerGetDatum(key);
+	/* what the deleting node had seen: the peer's map when the apply worker
+	 * deletes, this node's own otherwise */
+	initStringInfo(&seen);
+	if (aa_applying_seen)
+		aa_seen_format(aa_applying_seen, &seen);
+	else
+		aa_seen_text(MyDatabaseId, &seen);
+	values[2] = CStringGetTextDatum(seen.data);
+	nulls[2] = aa_applying_seen || aa_shared ? ' ' : 'n';
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* written again on a second delete: the row's xmin is the latest delete */
-	if (SPI_execute_with_args("INSERT INTO pgvigil_aa.tombstones (relid, key) VALUES ($1, $2)"
-							  " ON CONFLICT (relid, key) DO UPDATE SET relid = EXCLUDED.relid",
-							  2, types, values, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_with_args("INSERT INTO pgvigil_aa.tombstones (relid, key, seen) VALUES ($1, $2, $3)"
+							  " ON CONFLICT (relid, key) DO UPDATE SET seen = EXCLUDED.seen",
+							  3, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "pgvigil_aa: recording a deleted key of \"%s\" failed", RelationGetRelationName(td->tg_relation));
 	SPI_finish();
 	return PointerGetDatum(NULL);

@@ -1,12 +1,14 @@
 # Active-active test harness: plain PostgreSQL 15 instances on 127.0.0.1 (no agent), each a node
 # of a pgvigil_aa group. Source it after lib.sh.
-#   start_node N           initdb (first time) and start node N (a, b, c...); with AA_FAKETIME set
-#                          (e.g. "@2026-12-05 12:00:00"), under libfaketime with that frozen wall
-#                          clock: every commit of every node then carries the same timestamp
+#   start_node N           initdb (first time) and start node N (a, b, c...); with AA_FAKETIME_FILE
+#                          set, under libfaketime: the wall clock stands still at the time written
+#                          in that file ("YYYY-MM-DD hh:mm:ss"), for every node alike, until the
+#                          file changes; commits on two nodes at one time carry equal timestamps
 #   stop_node N            stop node N (immediately)
 #   q N [psql args]        psql on node N as postgres
 #   aa_group N...          the extension, each node's name, a slot per reader and peer rows, on
 #                          every pair of the nodes named
+#   aa_join NEW N...       NEW joins the group of N... (same, from now on: no initial copy yet)
 #   start_workers N...     start each node's apply workers (one per peer)
 #   worker_pid N PEER      the pid of N's apply worker for PEER ("" if none)
 #   mark_quiet N...        remember each node's WAL position (after its clients' last writes)
@@ -35,15 +37,18 @@ max_replication_slots = 10
 max_wal_senders = 10
 max_worker_processes = 16
 track_commit_timestamp = on
+shared_preload_libraries = 'pgvigil_aa'
 CONF
         if grep -q "^output_plugin_libraries" <<<"$("$PGBIN/postgres" --describe-config 2>/dev/null)"; then
             echo "output_plugin_libraries = 'pgoutput, test_decoding, pgvigil_aa'" >>"$d/data/postgresql.conf"
         fi
     fi
-    if [ -n "${AA_FAKETIME:-}" ]; then
+    if [ -n "${AA_FAKETIME_FILE:-}" ]; then
         [ -f "$FAKETIME_LIB" ] || fail "libfaketime is not installed (scripts/setup.sh installs it)"
-        # (monotonic time stays real: latches and timeouts keep working)
-        runuser -u postgres -- env LD_PRELOAD="$FAKETIME_LIB" FAKETIME="$AA_FAKETIME" FAKETIME_DONT_FAKE_MONOTONIC=1 \
+        # the wall clock stands still at the time in the file, read at every call; monotonic time
+        # stays real, so latches and timeouts keep working
+        runuser -u postgres -- env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$AA_FAKETIME_FILE" \
+            FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
             "$PGBIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w start >/dev/null ||
             fail "postgres $n did not start under libfaketime: $(tail -5 "$d/postgres.log")"
     else
@@ -59,22 +64,34 @@ q() {
     shift
     PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -d postgres -At "$@"
 }
+aa_node_init() {
+    q "$1" -c "create extension pgvigil_aa" -c "insert into pgvigil_aa.local_node values ('$1')" ||
+        fail "setting up node $1"
+}
+# aa_link N O: each of the two reads the other's slot (made here, from now on)
+aa_link() {
+    local n="$1" o="$2" x y
+    for x in "$n" "$o"; do
+        y=$([ "$x" = "$n" ] && echo "$o" || echo "$n")
+        q "$x" -c "select pg_create_logical_replication_slot('aa_for_$y', 'pgvigil_aa')" >/dev/null ||
+            fail "slot on $x for $y"
+        q "$y" -c "insert into pgvigil_aa.peers (name, conninfo, slot_name) values ('$x', 'host=127.0.0.1 port=${PORT[$x]} user=postgres dbname=postgres', 'aa_for_$y')" ||
+            fail "peer $x on $y"
+    done
+}
 aa_group() {
-    local n o
-    for n in "$@"; do
-        q "$n" -c "create extension pgvigil_aa" -c "insert into pgvigil_aa.local_node values ('$n')" ||
-            fail "setting up node $n"
+    local n o i j
+    for n in "$@"; do aa_node_init "$n"; done
+    for ((i = 1; i <= $#; i++)); do
+        for ((j = i + 1; j <= $#; j++)); do aa_link "${!i}" "${!j}"; done
     done
-    for n in "$@"; do
-        for o in "$@"; do
-            [ "$n" = "$o" ] && continue
-            # n's slot for o's worker, and o's peer row for n
-            q "$n" -c "select pg_create_logical_replication_slot('aa_for_$o', 'pgvigil_aa')" >/dev/null ||
-                fail "slot on $n for $o"
-            q "$o" -c "insert into pgvigil_aa.peers (name, conninfo, slot_name) values ('$n', 'host=127.0.0.1 port=${PORT[$n]} user=postgres dbname=postgres', 'aa_for_$o')" ||
-                fail "peer $n on $o"
-        done
-    done
+}
+# aa_join NEW EXISTING...: NEW joins the group (its tables must already hold what the others hold)
+aa_join() {
+    local n="$1" o
+    shift
+    aa_node_init "$n"
+    for o in "$@"; do aa_link "$n" "$o"; done
 }
 start_workers() {
     local n p

@@ -1,0 +1,218 @@
+#!/bin/bash
+# Active-active conflicts (pgext/aa): two plain PostgreSQL 15 nodes, a and b, each applying the
+# other's pgvigil_aa slot, with pgvigil_aa preloaded (causality messages). Races are made
+# deterministic by holding a transaction open on one node while the other commits, and waiting
+# until the apply worker is blocked on it.
+#  1. Update against delete: the row stays deleted on both (it does not come back), and both
+#     nodes record the conflict (update_deleted on the deleter, delete_update on the updater).
+#  2. Delete and insert again on b while a updates the old row: the new row wins on both.
+#  3. Two inserts with different keys and the same value of another unique index: one row on
+#     both, the other recorded (insert_unique).
+#  4. Policies per table: first_writer_wins, node_priority and a custom SQL resolver give the
+#     expected winner on both nodes; with policy error both workers stop and say why, and
+#     resume after the operator's decision (pgvigil_aa.resolve_stopped).
+#  5. Forced ties, three nodes (a new node c joins; all under libfaketime, one stopped clock
+#     stepped together): a same-rows workload on all three (updates, colliding inserts, update
+#     against delete) whose concurrent commits carry equal timestamps converges to identical
+#     content (md5 of every row), and every acknowledged value is in the content, replaced by a
+#     later write that had read it, or recorded in a conflict (aa_audit.py).
+#  6. Self-test: with policy keep_local (each node keeps its own version) the same check sees
+#     the nodes differ; the audit fails on a value that vanished without a record.
+#  7. A peer with another key for a table: the worker stops, naming the table.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_aa.sh"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+
+start_node a
+start_node b
+aa_group a b
+for n in a b; do
+    q $n -c "create table w(id int primary key, v text not null, n int not null default 0)" \
+        -c "create table u(id int primary key, email text not null unique, v text)" \
+        -c "create table p(id int primary key, v text)" ||
+        fail "tables on $n"
+done
+start_workers a b
+dsn() { echo "host=127.0.0.1 port=${PORT[$1]} user=postgres dbname=postgres"; }
+content() { q "$1" -c "select count(*) || ' ' || coalesce(md5(string_agg(id || ':' || v || ':' || n, ',' order by id)), '-') from w"; }
+rows_of() { q "$1" -c "select coalesce(string_agg(id || '=' || coalesce(v, 'NULL'), ',' order by id), '-') from $2"; }
+same_table() { [ "$(rows_of a "$1")" = "$(rows_of b "$1")" ]; }
+quiet() { mark_quiet a b; wait_until 60 "each node applied the other's writes" slots_caught_up a b; }
+conflict() { q "$1" -c "select count(*) from pgvigil_aa.conflicts where relation = '$2' and kind = '$3' and winner = '$4'"; }
+
+# a transaction held open on a node (BEGIN and the statements run; COMMIT later)
+in_txn() { [ "$(q "$1" -c "select count(*) from pg_stat_activity where state = 'idle in transaction'")" -ge 1 ]; }
+open_txn() {
+    local n="$1" sql="$2" f="$T_DIR/txn.fifo"
+    rm -f "$f" && mkfifo "$f"
+    q "$n" <"$f" >"$T_DIR/txn.out" 2>&1 &
+    TXN_PID=$!
+    exec {TXN_FD}>"$f"
+    echo "begin; $sql" >&"$TXN_FD"
+    wait_until 10 "the open transaction on $n" in_txn "$n"
+}
+commit_txn() {
+    echo "commit;" >&"$TXN_FD"
+    exec {TXN_FD}>&-
+    wait "$TXN_PID" || fail "the held transaction failed: $(cat "$T_DIR/txn.out")"
+}
+# node N's apply worker for PEER waits for a lock (a row the held transaction has)
+worker_blocked() { [ "$(q "$1" -c "select wait_event_type from pg_stat_activity where application_name = 'pgvigil_aa apply from $2'")" = Lock ]; }
+
+# ---- 1. update against delete
+q a -c "insert into w values (1, 'first')"
+wait_until 30 "row 1 on b" eval '[ "$(rows_of b w)" = "1=first" ]'
+open_txn a "delete from w where id = 1;"
+q b -c "update w set v = 'b-update' where id = 1"
+wait_until 30 "a's worker waits for a's delete" worker_blocked a b
+commit_txn
+quiet
+[ "$(rows_of a w)" = - ] && [ "$(rows_of b w)" = - ] ||
+    fail "update against delete: a has $(rows_of a w), b has $(rows_of b w), expected the row deleted on both"
+[ "$(conflict a public.w update_deleted local)" = 1 ] || fail "a (the deleter) did not record update_deleted"
+[ "$(conflict b public.w delete_update remote)" = 1 ] || fail "b (the updater) did not record delete_update"
+log "update against delete: deleted on both, recorded on both"
+
+# ---- 2. b deletes and inserts again while a updates the old row (a's commit comes last)
+q a -c "insert into w values (2, 'old')"
+wait_until 30 "row 2 on b" eval '[ "$(rows_of b w)" = "2=old" ]'
+open_txn a "update w set v = 'a-update' where id = 2;"
+q b -c "delete from w where id = 2"
+q b -c "insert into w values (2, 'b-new')"
+wait_until 30 "a's worker waits for a's update" worker_blocked a b
+commit_txn
+quiet
+[ "$(rows_of a w)" = "2=b-new" ] && [ "$(rows_of b w)" = "2=b-new" ] ||
+    fail "insert again against an update of the old row: a has $(rows_of a w), b has $(rows_of b w), expected 2=b-new"
+[ "$(conflict b public.w update_deleted local)" = 1 ] || fail "b did not record a's update of the deleted row"
+log "delete and insert again against an update of the old row: the new row on both"
+
+# ---- 3. the same value of another unique index under two keys (a's commit comes last)
+open_txn a "insert into u values (1, 'x@example.org', 'a');"
+q b -c "insert into u values (2, 'x@example.org', 'b')"
+wait_until 30 "a's worker waits for a's insert" worker_blocked a b
+commit_txn
+quiet
+same_table u || fail "unique index: a has $(rows_of a u), b has $(rows_of b u)"
+[ "$(rows_of a u)" = "1=a" ] || fail "unique index: the later insert (a's) should win, have $(rows_of a u)"
+[ "$(( $(conflict a public.u insert_unique local) + $(conflict b public.u insert_unique remote) ))" = 2 ] ||
+    fail "insert_unique not recorded on both"
+log "insert on another unique index: one row on both ($(rows_of a u)), recorded"
+
+# ---- 4. policies: row 1 of p updated on both, b first, a last
+q a -c "insert into p values (1, 'start')"
+wait_until 30 "p on b" same_table p
+race_p() { # A_VALUE B_VALUE
+    open_txn a "update p set v = '$1' where id = 1;"
+    q b -c "update p set v = '$2' where id = 1"
+    wait_until 30 "a's worker waits for a's update" worker_blocked a b
+    commit_txn
+}
+policy() { local n; for n in a b; do q $n -c "insert into pgvigil_aa.table_policies values ('p', '$1', ${2:-null}) on conflict (relation) do update set policy = excluded.policy, resolver = excluded.resolver"; done; }
+policy first_writer_wins
+race_p a-fww b-fww
+quiet
+[ "$(rows_of a p)" = "1=b-fww" ] && [ "$(rows_of b p)" = "1=b-fww" ] ||
+    fail "first_writer_wins: a has $(rows_of a p), b has $(rows_of b p), expected b's (the first)"
+q a -c "update pgvigil_aa.local_node set priority = 10"
+q b -c "update pgvigil_aa.peers set priority = 10 where name = 'a'"
+policy node_priority
+race_p a-prio b-prio
+quiet
+[ "$(rows_of a p)" = "1=a-prio" ] && [ "$(rows_of b p)" = "1=a-prio" ] ||
+    fail "node_priority: a has $(rows_of a p), b has $(rows_of b p), expected a's (priority 10)"
+for n in a b; do
+    q $n -c "create function public.longer_wins(kind text, rel regclass, l jsonb, r jsonb, ln text, rn text, lt timestamptz, rt timestamptz)
+             returns text language sql as \$\$ select case when length(r->>'v') > length(l->>'v') then 'remote' else 'local' end \$\$"
+done
+policy custom "'public.longer_wins(text,regclass,jsonb,jsonb,text,text,timestamptz,timestamptz)'"
+race_p a-x b-longer
+quiet
+[ "$(rows_of a p)" = "1=b-longer" ] && [ "$(rows_of b p)" = "1=b-longer" ] ||
+    fail "custom resolver: a has $(rows_of a p), b has $(rows_of b p), expected the longer value"
+policy error
+race_p a-err b-err
+said_error() { grep -q "conflict update_update on public.p (id=1) from peer \"$2\": the table's policy is error" "$T_DIR/node_$1/postgres.log"; }
+wait_until 30 "a's worker stops and says why" said_error a b
+wait_until 30 "b's worker stops and says why" said_error b a
+[ "$(rows_of a p)" = "1=a-err" ] && [ "$(rows_of b p)" = "1=b-err" ] || fail "policy error: a change was applied"
+q a -c "select pgvigil_aa.resolve_stopped('b', 'remote')"
+q b -c "select pgvigil_aa.resolve_stopped('a', 'local')"
+quiet
+[ "$(rows_of a p)" = "1=b-err" ] && [ "$(rows_of b p)" = "1=b-err" ] ||
+    fail "after the operator's decision: a has $(rows_of a p), b has $(rows_of b p), expected b's"
+[ "$(q a -c "select count(*) from pgvigil_aa.conflicts where relation = 'public.p' and policy = 'error' and winner = 'remote'")" = 1 ] ||
+    fail "the decided conflict is not recorded on a"
+log "policies: first_writer_wins, node_priority, custom resolver and error (stopped, resumed on the decision) as expected on both"
+
+# ---- 5. forced ties, three nodes: a, b and a new node c under one stopped clock, stepped
+# together, later than every commit so far (a node's clock never goes back)
+q a -c "truncate w"
+quiet
+TICK="$T_DIR/faketime"
+echo "2030-01-01 00:00:00" >"$TICK" && chmod 644 "$TICK"
+# the stopped clock a second on: each node's own commits must keep distinct, increasing times
+# (what a node has seen of another is the commit time of the last it applied)
+tick() { date -u -d "$(cat "$TICK") UTC + 1 second" "+%Y-%m-%d %H:%M:%S" >"$TICK.new" && mv "$TICK.new" "$TICK"; }
+stop_node a
+stop_node b
+AA_FAKETIME_FILE="$TICK"
+start_node a
+start_node b
+start_node c
+q c -c "create table w(id int primary key, v text not null, n int not null default 0)" || fail "w on c"
+aa_join c a b
+start_workers a b c
+NODES=(a b c)
+quiet() { mark_quiet "${NODES[@]}"; wait_until 60 "every node applied the others' writes" slots_caught_up "${NODES[@]}"; }
+all_same() { [ "$(content a)" = "$(content b)" ] && [ "$(content a)" = "$(content c)" ]; }
+each() { local n; for n in "${NODES[@]}"; do q "$n" "$@" || return 1; done; }
+sum_each() { local n t=0; for n in "${NODES[@]}"; do t=$((t + $(q "$n" -c "$1"))); done; echo "$t"; }
+tick
+q a -c "insert into w select g, 'seed' from generate_series(1, 30) g"
+wait_until 30 "w's rows on every node" all_same
+mkdir -p "$T_DIR/ties"
+workload() { # SEED OPS KEYS
+    /usr/bin/python3 "$HERE/aa_workload.py" --tick-file "$TICK" "$1" "$2" "$3" "$T_DIR/ties" "a=$(dsn a)" "b=$(dsn b)" "c=$(dsn c)"
+}
+audit() { /usr/bin/python3 "$HERE/aa_audit.py" "$(dsn a)" "$T_DIR"/ties/{a,b,c}.log -- "$(dsn a)" "$(dsn b)" "$(dsn c)"; }
+workload 7 300 30 || fail "the workload with ties"
+quiet
+all_same || fail "forced ties: a $(content a), b $(content b), c $(content c)"
+ties=$(sum_each "select count(*) from pgvigil_aa.conflicts where relation = 'public.w' and local_commit_ts = remote_commit_ts")
+[ "$ties" -gt 0 ] || fail "forced ties: no conflict between equal commit times was met"
+audit >"$T_DIR/audit.out" 2>&1 || fail "audit: $(cat "$T_DIR/audit.out")"
+kinds=$(for n in "${NODES[@]}"; do q $n -c "select distinct kind from pgvigil_aa.conflicts where relation = 'public.w'"; done | sort -u | tr '\n' ' ')
+log "forced ties, three nodes: converged ($(content a)), $ties conflicts between equal commit times; kinds: $kinds; $(tail -1 "$T_DIR/audit.out")"
+
+# ---- 6. self-tests: keep_local under ties makes the nodes differ, and the check sees it; a value
+# removed from the conflict tables is seen by the audit
+each -c "insert into pgvigil_aa.table_policies values ('w', 'keep_local')"
+tick
+workload 8 100 5 || fail "the workload with keep_local"
+quiet
+all_same && fail "keep_local under ties: the nodes should differ and the check did not see it"
+log "self-test: keep_local under ties, the check sees the nodes differ"
+each -c "delete from pgvigil_aa.table_policies" -c "delete from pgvigil_aa.conflicts"
+tick
+q a -c "truncate w"
+tick
+quiet
+workload 9 100 5 || fail "the workload for the audit's self-test"
+quiet
+audit >/dev/null || fail "audit before the self-test's damage"
+each -c "delete from pgvigil_aa.conflicts"
+audit >"$T_DIR/audit2.out" 2>&1 && fail "the audit did not see values lost without a record: $(tail -1 "$T_DIR/audit2.out")"
+log "self-test: the audit sees values gone without a record ($(tail -1 "$T_DIR/audit2.out"))"
+
+# ---- 7. a peer with another key
+tick
+q c -c "create table k2(id int, x int, primary key (id))"
+q a -c "create table k2(id int, x int, primary key (id))"
+q b -c "create table k2(id int, x int, primary key (id, x))"
+q a -c "insert into k2 values (1, 1)"
+said_key() { grep -q 'table public.k2 has another key here than on peer "a"' "$T_DIR/node_b/postgres.log"; }
+wait_until 30 "b's worker stops on k2's key" said_key
+[ "$(q b -c 'select count(*) from k2')" = 0 ] || fail "a row of a table with another key was applied"
+log "a peer with another key: the worker stops, naming the table"
+echo "PASS [$T_NAME]"
