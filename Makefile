@@ -55,6 +55,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
+# the pure code of the server module pgvigil_aa (pgext/aa/pgvigil_aa_X.c, no server headers),
+# tested like the library's (tests/unit/test_aa_X.c)
+$(BUILD)/tests/test_aa_%: tests/unit/test_aa_%.c pgext/aa/pgvigil_aa_%.c pgext/aa/pgvigil_aa_%.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Ipgext/aa -Itests/unit -o $@ $(filter %.c,$^) $(CMOCKA_LIBS) $(LDFLAGS_MODE)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgvigil.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(BUILD)/libpgvigil.a $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS_MODE)

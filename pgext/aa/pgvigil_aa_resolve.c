@@ -5,9 +5,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "postgres.h"
-
 #include "pgvigil_aa_resolve.h"
+
+#include <string.h>
 
 static const char *const policy_names[] = {
 	[AA_POLICY_LAST_WRITER_WINS] = "last_writer_wins",

@@ -4,17 +4,16 @@
  *	  Conflict resolution policies: which of two versions of a row wins, the
  *	  same on every node.
  *
- * Pure code: no catalog access, no allocation, so that it can be tested on
- * its own.
+ * Pure code (no server headers, no allocation): the unit tests build it on
+ * its own (tests/unit/test_aa_resolve.c).
  *
  *-------------------------------------------------------------------------
  */
 #ifndef PGVIGIL_AA_RESOLVE_H
 #define PGVIGIL_AA_RESOLVE_H
 
-#include "postgres.h"
-
-#include "datatype/timestamp.h"
+#include <stdbool.h>
+#include <stdint.h>
 
 typedef enum AaPolicy
 {
@@ -28,10 +27,11 @@ typedef enum AaPolicy
 	AA_POLICY_CUSTOM			/* a SQL function decides */
 } AaPolicy;
 
-/* One version of a row: the commit that wrote it (or deleted it). */
+/* One version of a row: the commit that wrote it (or deleted it), its time
+ * in microseconds (PostgreSQL's TimestampTz). */
 typedef struct AaVersion
 {
-	TimestampTz commit_ts;
+	int64_t		commit_ts;
 	const char *node;
 	int			priority;
 } AaVersion;
@@ -47,7 +47,7 @@ extern bool aa_policy_orders(AaPolicy policy);
 /*
  * For an ordering policy: does the remote version win over the local one?
  * Equal versions are broken by node name (byte order, the name sorting last
- * wins), the same way on both sides.
+ * wins), the same way on both sides.  false for other policies.
  */
 extern bool aa_remote_wins(AaPolicy policy, const AaVersion *local, const AaVersion *remote);
 

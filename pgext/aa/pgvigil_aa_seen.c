@@ -81,54 +81,6 @@ aa_seen_install(void)
 	ExecutorStart_hook = aa_executor_start;
 }
 
-bool
-aa_seen_parse(const char *text, int len, AaSeen *map)
-{
-	const char *p = text,
-			   *end = text + len;
-
-	map->n = 0;
-	while (p < end)
-	{
-		const char *eq = memchr(p, '=', end - p);
-		const char *semi;
-		char		num[32];
-		char	   *stop;
-		int			namelen;
-
-		if (eq == NULL || map->n == AA_SEEN_MAX)
-			return false;
-		semi = memchr(eq, ';', end - eq);
-		if (semi == NULL)
-			semi = end;
-		namelen = eq - p;
-		if (namelen <= 0 || namelen >= NAMEDATALEN || semi - eq - 1 <= 0 || semi - eq - 1 >= (int) sizeof(num))
-			return false;
-		memcpy(map->node[map->n], p, namelen);
-		map->node[map->n][namelen] = '\0';
-		memcpy(num, eq + 1, semi - eq - 1);
-		num[semi - eq - 1] = '\0';
-		errno = 0;
-		map->ts[map->n] = strtoll(num, &stop, 10);
-		if (errno != 0 || *stop != '\0')
-			return false;
-		map->n++;
-		p = semi < end ? semi + 1 : end;
-	}
-	return true;
-}
-
-bool
-aa_seen_has(const AaSeen *map, const char *node, TimestampTz ts)
-{
-	if (map == NULL)
-		return false;
-	for (int i = 0; i < map->n; i++)
-		if (strcmp(map->node[i], node) == 0)
-			return map->ts[i] >= ts;
-	return false;
-}
-
 void
 aa_seen_format(const AaSeen *map, StringInfo out)
 {

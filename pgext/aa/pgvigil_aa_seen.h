@@ -21,28 +21,15 @@
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 
-#define AA_SEEN_PREFIX "pgvigil_aa.seen"
-#define AA_SEEN_MAX 64
+#include "pgvigil_aa_seenmap.h"
 
-/* A seen map: per node, the commit time of the last of its transactions applied. */
-typedef struct AaSeen
-{
-	int			n;
-	char		node[AA_SEEN_MAX][NAMEDATALEN];
-	TimestampTz ts[AA_SEEN_MAX];
-} AaSeen;
+#define AA_SEEN_PREFIX "pgvigil_aa.seen"
 
 /* install the executor hook that logs the messages (shared_preload_libraries) */
 extern void aa_seen_install(void);
 
-/* parse a message's text into map (false when malformed) */
-extern bool aa_seen_parse(const char *text, int len, AaSeen *map);
-
 /* the text of map, as a message carries it */
 extern void aa_seen_format(const AaSeen *map, StringInfo out);
-
-/* had the writer of map seen the version node wrote at ts? */
-extern bool aa_seen_has(const AaSeen *map, const char *node, TimestampTz ts);
 
 /* The map of the remote change being applied (NULL outside the apply
  * worker, or before its transaction carried one): the tombstone trigger
