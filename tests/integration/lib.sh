@@ -5,6 +5,10 @@ set -uo pipefail
 
 IT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${PGVIGIL_BIN:-$IT_ROOT/build-asan/pgvigil}"
+# PostgreSQL 15's own client programs (psql, pg_basebackup, ...) rather than Debian's
+# /usr/bin/psql, a Perl wrapper that picks the same binary: the wrapper costs ~75 ms of CPU per
+# call, and the tests run psql several times a second (waits, samplers, writers)
+[ -x /usr/lib/postgresql/15/bin/psql ] && export PATH="/usr/lib/postgresql/15/bin:$PATH"
 # agents end through signal handlers while threads run; leak reports there are noise.
 # Reports go to each process's stderr, so into the logs and output files under $T_DIR, where
 # cleanup looks for them (sanitizer_check).
@@ -249,10 +253,10 @@ fail() {
 wait_until() {
     local timeout="$1" what="$2"
     shift 2
-    local deadline=$(( $(date +%s) + timeout )) out="$T_DIR/wait_until.out" ok=1 opened=""
+    local deadline=$(( EPOCHSECONDS + timeout )) out="$T_DIR/wait_until.out" ok=1 opened=""
     # the test's stdout, for a predicate that calls fail (see fail)
     if [ -z "${WAIT_UNTIL_STDOUT:-}" ]; then exec {WAIT_UNTIL_STDOUT}>&1; opened=1; fi
-    while [ "$(date +%s)" -lt "$deadline" ]; do
+    while [ "$EPOCHSECONDS" -lt "$deadline" ]; do
         if "$@" >"$out" 2>&1; then ok=0; break; fi
         sleep 0.2
     done
