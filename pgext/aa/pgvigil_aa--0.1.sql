@@ -20,7 +20,9 @@ CREATE TABLE @extschema@.peers (
     priority integer NOT NULL DEFAULT 0,
     decision text CHECK (decision IN ('local', 'remote')),
     -- the peer's commit time of the last transaction applied from it (kept by the apply worker)
-    applied_commit_ts timestamptz
+    applied_commit_ts timestamptz,
+    -- the launcher keeps a worker running for every enabled peer (pause/resume)
+    enabled boolean NOT NULL DEFAULT true
 );
 
 -- how conflicts on a table are resolved (a table not listed: last_writer_wins)
@@ -105,7 +107,18 @@ SELECT @extschema@.track_deletes(c.oid) FROM pg_class c
  WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
    AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, '@extschema@'::regnamespace);
 
--- start the apply worker for a peer (its pid); it runs until the server stops
+-- pause and resume the apply from a peer: the launcher stops or starts its worker within a second
+CREATE FUNCTION @extschema@.pause(peer text) RETURNS void
+    LANGUAGE sql SET search_path = pg_catalog
+    AS $$ UPDATE pgvigil_aa.peers SET enabled = false WHERE name = peer $$;
+CREATE FUNCTION @extschema@.resume(peer text) RETURNS void
+    LANGUAGE sql SET search_path = pg_catalog
+    AS $$ UPDATE pgvigil_aa.peers SET enabled = true WHERE name = peer $$;
+REVOKE ALL ON FUNCTION @extschema@.pause(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.resume(text) FROM PUBLIC;
+
+-- the pid of the apply worker for a peer: the running one, or one started now (the launcher
+-- starts workers by itself; this waits for one)
 CREATE FUNCTION @extschema@.start_apply(peer text) RETURNS integer
     AS 'MODULE_PATHNAME', 'pgvigil_aa_start_apply'
     LANGUAGE C STRICT;
@@ -122,3 +135,26 @@ BEGIN
     END IF;
 END $$;
 REVOKE ALL ON FUNCTION @extschema@.resolve_stopped(text, text) FROM PUBLIC;
+
+-- the apply from each peer: its worker, what it applied (the peer's commit time and WAL
+-- position), what it confirmed, how far behind it is (bytes of the peer's WAL not yet
+-- confirmed; seconds since the oldest waiting transaction was committed), when the peer was
+-- last heard from, the clocks' difference at its last keepalive (this node's minus the peer's,
+-- transit included), transactions applied and conflicts met since the server started, and the
+-- error that stopped it last (cleared by the next applied transaction)
+CREATE FUNCTION @extschema@.status(
+    OUT peer text, OUT pid integer, OUT applied_commit_ts timestamptz, OUT applied_lsn pg_lsn,
+    OUT confirmed_lsn pg_lsn, OUT lag_bytes bigint, OUT lag_seconds double precision,
+    OUT last_message_at timestamptz, OUT clock_difference_ms double precision,
+    OUT applied_transactions bigint, OUT conflicts bigint, OUT last_error text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'pgvigil_aa_status'
+    LANGUAGE C STRICT;
+
+-- the group's slots on this node (one per peer reading it) and the WAL each holds back
+CREATE VIEW @extschema@.slots AS
+    SELECT slot_name, active, confirmed_flush_lsn,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) AS retained_bytes,
+           wal_status, safe_wal_size
+      FROM pg_catalog.pg_replication_slots
+     WHERE plugin = 'pgvigil_aa';

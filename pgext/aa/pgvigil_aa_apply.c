@@ -66,12 +66,35 @@ static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied = InvalidXLogRecPtr;
 static StringInfo reply_message = NULL;
 
+bool
+aa_register_apply(Oid dbid, const char *peer, BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* (the launcher starts it again) */
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pgvigil_aa");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "pgvigil_aa_apply_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pgvigil_aa apply from %s", peer);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pgvigil_aa apply");
+	worker.bgw_main_arg = ObjectIdGetDatum(dbid);
+	strlcpy(worker.bgw_extra, peer, BGW_EXTRALEN);
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+/* The pid of the peer's apply worker in this database: the running one, or
+ * one started now (the launcher would start it within a second; this waits
+ * for it to run). */
 Datum
 pgvigil_aa_start_apply(PG_FUNCTION_ARGS)
 {
 	char	   *peer = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
+	AaPeerState *state;
 	pid_t		pid;
 
 	if (aa_shared == NULL)
@@ -83,18 +106,10 @@ pgvigil_aa_start_apply(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("pgvigil_aa: peer name \"%s\" is too long", peer)));
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pgvigil_aa");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "pgvigil_aa_apply_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "pgvigil_aa apply from %s", peer);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "pgvigil_aa apply");
-	worker.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
-	strlcpy(worker.bgw_extra, peer, BGW_EXTRALEN);
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	state = aa_peer_state(MyDatabaseId, peer);
+	if (state && state->pid != 0 && kill(state->pid, 0) == 0)
+		PG_RETURN_INT32(state->pid);
+	if (!aa_register_apply(MyDatabaseId, peer, &handle))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("pgvigil_aa: could not start the apply worker for peer \"%s\"", peer),
@@ -148,6 +163,8 @@ begin_remote(StringInfo s)
 
 	logicalrep_read_begin(s, &begin);
 	aa_remote_commit_ts = begin.committime;
+	if (aa_my_state)
+		aa_my_state->applying_commit_ts = begin.committime;
 	/* what the writer had seen: unknown until its transaction says */
 	aa_applying_seen = NULL;
 	StartTransactionCommand();
@@ -194,6 +211,9 @@ commit_remote(StringInfo s)
 		aa_my_state->applied_commit_ts = commit.committime;
 		aa_my_state->applied_lsn = commit.end_lsn;
 		aa_my_state->applied_txns++;
+		aa_my_state->applying_commit_ts = 0;
+		/* a transaction applied: the error that stopped the worker before is over */
+		aa_my_state->error[0] = '\0';
 		LWLockRelease(aa_shared->lock);
 	}
 }
@@ -318,10 +338,7 @@ static void
 keep_error(ErrorData *edata)
 {
 	if (edata->elevel >= ERROR && aa_my_state && edata->message)
-	{
 		strlcpy(aa_my_state->error, edata->message, sizeof(aa_my_state->error));
-		aa_my_state->error_at = GetCurrentTimestamp();
-	}
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
@@ -353,6 +370,8 @@ send_feedback(WalReceiverConn *wrconn, bool force)
 	pq_sendint64(reply_message, now);
 	pq_sendbyte(reply_message, false);
 	walrcv_send(wrconn, reply_message->data, reply_message->len);
+	if (aa_my_state)
+		aa_my_state->confirmed_lsn = pos;
 	last_sent = pos;
 	last_sent_at = now;
 }
@@ -369,11 +388,16 @@ read_setup(char **conninfo, char **slot, RepOriginId *origin, TimestampTz *appli
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	values[0] = CStringGetTextDatum(aa_peer_name);
-	aa_spi_exec("SELECT conninfo, slot_name, applied_commit_ts FROM pgvigil_aa.peers WHERE name = $1",
+	aa_spi_exec("SELECT conninfo, slot_name, applied_commit_ts, enabled FROM pgvigil_aa.peers WHERE name = $1",
 				1, types, values, NULL, -1);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" is not in pgvigil_aa.peers", aa_peer_name)));
+	if (strcmp(aa_spi_text(0, 4), "t") != 0)
+	{
+		ereport(LOG, (errmsg("pgvigil_aa: the apply from peer \"%s\" is paused", aa_peer_name)));
+		proc_exit(0);
+	}
 	*conninfo = MemoryContextStrdup(ApplyContext, aa_spi_text(0, 1));
 	*slot = MemoryContextStrdup(ApplyContext, aa_spi_text(0, 2));
 	{
@@ -476,10 +500,22 @@ pgvigil_aa_apply_main(Datum arg)
 	{
 		/* what was applied before a restart: the clients' causality
 		 * messages count it as seen */
+		int			other;
+
 		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
 		aa_my_state->applied_commit_ts = Max(aa_my_state->applied_commit_ts, applied_ts);
+		/* one worker per peer: a second one (the launcher's and start_apply's
+		 * at once) leaves */
+		other = aa_my_state->pid;
+		if (other == 0 || other == MyProcPid || kill(other, 0) != 0)
+			aa_my_state->pid = MyProcPid;
 		LWLockRelease(aa_shared->lock);
-		aa_my_state->pid = MyProcPid;
+		if (aa_my_state->pid != MyProcPid)
+		{
+			ereport(LOG, (errmsg("pgvigil_aa: the apply from peer \"%s\" runs already (pid %d)", aa_peer_name, other)));
+			aa_my_state = NULL;
+			proc_exit(0);
+		}
 		before_shmem_exit(leave_shared, (Datum) 0);
 		prev_emit_log_hook = emit_log_hook;
 		emit_log_hook = keep_error;
@@ -523,6 +559,9 @@ pgvigil_aa_apply_main(Datum arg)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" did not start streaming from slot \"%s\"", aa_peer_name, slot)));
 	last_applied = options.startpoint;
+	/* streaming again: an error that stopped an earlier worker is over */
+	if (aa_my_state)
+		aa_my_state->error[0] = '\0';
 	ereport(LOG,
 			(errmsg("pgvigil_aa: applying from peer \"%s\" (slot \"%s\") from %X/%X", aa_peer_name, slot,
 					LSN_FORMAT_ARGS(options.startpoint))));

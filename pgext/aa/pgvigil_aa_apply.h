@@ -35,6 +35,14 @@ extern char *aa_spi_text(int row, int col);
 /* the node a replication origin name stands for ("" or NULL: this node) */
 extern char *aa_origin_node(const char *roname);
 
+/* start the apply worker of a peer (false: no background worker slot) */
+struct BackgroundWorkerHandle;
+extern bool aa_register_apply(Oid dbid, const char *peer, struct BackgroundWorkerHandle **handle);
+
+/* pgvigil_aa_launcher.c: its GUC and background worker, registered at preload */
+extern char *aa_database;
+extern void aa_launcher_register(void);
+
 /* pgvigil_aa_change.c: the peer's relations and its row changes */
 extern void aa_relations_init(MemoryContext cxt);
 extern void aa_handle_relation(StringInfo s);

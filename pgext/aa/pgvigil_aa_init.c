@@ -14,6 +14,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "pgvigil_aa_apply.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
 
@@ -26,4 +27,5 @@ _PG_init(void)
 		return;
 	aa_shared_request();
 	aa_seen_install();
+	aa_launcher_register();
 }

@@ -22,7 +22,10 @@
 #include "miscadmin.h"
 #include "replication/message.h"
 #include "storage/proc.h"
+#include "portability/instr_time.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
@@ -31,17 +34,22 @@ const AaSeen *aa_applying_seen = NULL;
 
 static ExecutorStart_hook_type prev_executor_start = NULL;
 
-/* the last map logged, and in which transaction */
+/* the last map logged, and in which transaction; the newest commit time in it */
 static LocalTransactionId logged_in = InvalidLocalTransactionId;
 static char *logged_text = NULL;
+static TimestampTz logged_newest = 0;
+
+int			aa_max_clock_skew_ms = 1000;
 
 static void
 log_seen_if_changed(void)
 {
 	StringInfoData text;
 
+	TimestampTz newest;
+
 	initStringInfo(&text);
-	aa_seen_text(MyDatabaseId, &text);
+	newest = aa_seen_text(MyDatabaseId, &text);
 	if (text.len == 0)
 		return;
 	if (logged_in == MyProc->lxid && logged_text && strcmp(logged_text, text.data) == 0)
@@ -54,7 +62,44 @@ log_seen_if_changed(void)
 		pfree(logged_text);
 	logged_text = MemoryContextStrdup(TopMemoryContext, text.data);
 	logged_in = MyProc->lxid;
+	logged_newest = newest;
 	pfree(text.data);
+}
+
+/*
+ * Causality across clocks: a transaction that wrote after seeing a peer's
+ * commit made at T must commit later than T, or last-writer-wins elsewhere
+ * could rank it before the change it followed.  When this node's clock is
+ * not past T (the peer's clock is ahead), the commit waits until it is, at
+ * most pgvigil_aa.max_clock_skew; beyond, it commits with a warning that
+ * the clocks differ by more than the group tolerates.
+ */
+static void
+wait_for_clock(XactEvent event, void *arg)
+{
+	instr_time	start,
+				now;
+
+	if (event != XACT_EVENT_PRE_COMMIT || logged_in != MyProc->lxid || aa_max_clock_skew_ms <= 0 ||
+		GetCurrentTimestamp() > logged_newest)
+		return;
+	INSTR_TIME_SET_CURRENT(start);
+	while (GetCurrentTimestamp() <= logged_newest)
+	{
+		INSTR_TIME_SET_CURRENT(now);
+		INSTR_TIME_SUBTRACT(now, start);
+		if (INSTR_TIME_GET_MILLISEC(now) >= aa_max_clock_skew_ms)
+		{
+			ereport(WARNING,
+					(errmsg("pgvigil_aa: this node's clock is behind a peer's by more than pgvigil_aa.max_clock_skew (%d ms)",
+							aa_max_clock_skew_ms),
+					 errdetail("A transaction that follows a change committed at %s commits earlier by this clock; last-writer-wins may rank it first.",
+							   timestamptz_to_str(logged_newest)),
+					 errhint("Synchronize the nodes' clocks (NTP).")));
+			return;
+		}
+		pg_usleep(1000L);
+	}
 }
 
 static void
@@ -77,8 +122,13 @@ aa_executor_start(QueryDesc *queryDesc, int eflags)
 void
 aa_seen_install(void)
 {
+	DefineCustomIntVariable("pgvigil_aa.max_clock_skew",
+							"How long a commit that follows a peer's change waits for this node's clock to pass that change's time.",
+							"Beyond it the commit goes on with a warning. 0: no wait.",
+							&aa_max_clock_skew_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = aa_executor_start;
+	RegisterXactCallback(wait_for_clock, NULL);
 }
 
 void

@@ -84,18 +84,24 @@ aa_peer_state(Oid dbid, const char *name)
 	return free_entry;
 }
 
-void
+TimestampTz
 aa_seen_text(Oid dbid, StringInfo out)
 {
+	TimestampTz newest = 0;
+
 	if (aa_shared == NULL)
-		return;
+		return 0;
 	LWLockAcquire(aa_shared->lock, LW_SHARED);
 	for (int i = 0; i < AA_MAX_PEERS; i++)
 	{
 		AaPeerState *p = &aa_shared->peers[i];
 
 		if (p->in_use && p->dbid == dbid && p->applied_commit_ts != 0)
+		{
 			appendStringInfo(out, "%s%s=" INT64_FORMAT, out->len ? ";" : "", p->name, (int64) p->applied_commit_ts);
+			newest = Max(newest, p->applied_commit_ts);
+		}
 	}
 	LWLockRelease(aa_shared->lock);
+	return newest;
 }

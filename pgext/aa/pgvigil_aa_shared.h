@@ -31,13 +31,14 @@ typedef struct AaPeerState
 	TimestampTz applied_commit_ts;	/* the peer's commit time of the last transaction applied */
 	XLogRecPtr	applied_lsn;	/* its end in the peer's WAL */
 	XLogRecPtr	received_lsn;	/* the farthest the stream has come */
+	XLogRecPtr	confirmed_lsn;	/* what the worker last confirmed to the peer */
+	TimestampTz applying_commit_ts;	/* the peer's commit time of the transaction being applied, 0 between */
 	XLogRecPtr	peer_wal_end;	/* the peer's WAL end, from its last keepalive */
 	TimestampTz last_message_at;	/* when the last message of the peer arrived */
 	int64		skew_us;		/* this node's clock minus the peer's at the last keepalive (with the transit) */
 	int64		applied_txns;
 	int64		conflicts;
-	TimestampTz error_at;		/* the last error that stopped the worker */
-	char		error[256];
+	char		error[256];		/* the last error that stopped the worker */
 } AaPeerState;
 
 typedef struct AaShared
@@ -56,8 +57,9 @@ extern AaPeerState *aa_peer_state(Oid dbid, const char *name);
 /*
  * What this node has applied from each peer, in this database: the text of
  * a causality message, "name=commit_ts_in_microseconds;..." (empty when
- * nothing has been applied).
+ * nothing has been applied).  Returns the newest of those commit times (0
+ * for none).
  */
-extern void aa_seen_text(Oid dbid, StringInfo out);
+extern TimestampTz aa_seen_text(Oid dbid, StringInfo out);
 
 #endif

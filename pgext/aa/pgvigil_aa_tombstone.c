@@ -147,7 +147,7 @@ pgvigil_aa_record_delete(PG_FUNCTION_ARGS)
 	if (aa_applying_seen)
 		aa_seen_format(aa_applying_seen, &seen);
 	else
-		aa_seen_text(MyDatabaseId, &seen);
+		(void) aa_seen_text(MyDatabaseId, &seen);
 	values[2] = CStringGetTextDatum(seen.data);
 	nulls[2] = aa_applying_seen || aa_shared ? ' ' : 'n';
 	if (SPI_connect() != SPI_OK_CONNECT)

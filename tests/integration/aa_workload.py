@@ -12,8 +12,10 @@ under the row lock; null when there was none)}, for aa_audit.py.
 
 Without --tick-file each node has its own client thread, all at once. With --tick-file F (nodes
 run under libfaketime reading F, see lib_aa.sh), the clients go in steps: at step i the file is
-set to a new time (a second later each step) and every node runs one operation, so that the nodes' commits of one step
-carry equal timestamps, while each node's own commits stay in time order.
+set to a new time (a second later each step) and every node runs one operation, in a
+REPEATABLE READ transaction whose snapshot is taken before any node of the step writes: the
+nodes' commits of one step are concurrent and carry equal timestamps, while each node's own
+commits stay in time order, and a change made after seeing another carries a later time.
 
 usage: aa_workload.py [--tick-file F] SEED OPS KEYS LOGDIR NODE=DSN...
 """
@@ -36,7 +38,13 @@ class Client:
         self.keys = keys
         self.log = open(os.path.join(logdir, node + ".log"), "w")
 
-    def op(self, i):
+    def op(self, i, barrier=None):
+        """one operation; with a barrier, in a REPEATABLE READ transaction whose snapshot is
+        taken before every node passes the barrier (so it sees no other node's operation of
+        the same step; one that must would fail and is not counted)"""
+        if barrier is not None:
+            self.cur.execute("SELECT 1")
+            barrier.wait()
         k = self.rnd.randint(1, self.keys)
         token = f"{self.node}-{i}"
         r = self.rnd.random()
@@ -58,7 +66,7 @@ class Client:
                 if row is not None:
                     entry = {"token": None, "old": row[0]}
             self.conn.commit()
-        except psycopg2.errors.UniqueViolation:
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.SerializationFailure):
             self.conn.rollback()
             entry = None
         if entry is not None:
@@ -100,6 +108,8 @@ def main():
         node, dsn = spec.split("=", 1)
         clients.append(Client(node, dsn, seed * 100 + n, keys, logdir))
     if tick_file:
+        for c in clients:
+            c.conn.set_session(isolation_level="REPEATABLE READ")
         # on from the file's time: a node's clock never goes back
         with open(tick_file) as f:
             base = datetime.datetime.strptime(f.read().strip(), "%Y-%m-%d %H:%M:%S")
@@ -107,8 +117,10 @@ def main():
             with open(tick_file + ".new", "w") as f:
                 f.write((base + datetime.timedelta(seconds=i + 1)).strftime("%Y-%m-%d %H:%M:%S") + "\n")
             os.replace(tick_file + ".new", tick_file)
-            # all nodes at once within the step
-            in_parallel(clients, lambda c, i=i: c.op(i))
+            # all nodes at once within the step, none seeing another's operation of the step:
+            # their commits are concurrent, and carry the step's time
+            barrier = threading.Barrier(len(clients))
+            in_parallel(clients, lambda c, i=i, b=barrier: c.op(i, b))
     else:
         in_parallel(clients, lambda c: [c.op(i) for i in range(ops)])
     for c in clients:

@@ -11,9 +11,13 @@
 #  3. Progress is crash-safe: B killed with -9 in the middle of A's 200 transactions and
 #     restarted (its worker started again) ends with each row once, each of A's transactions
 #     applied in exactly one local transaction.
-#  4. A table without a primary key: B's worker stops on its first change, saying so in the log
+#     The launcher starts B's worker again after the crash (no start_apply).
+#  4. pgvigil_aa.status() shows the apply (worker, transactions applied, no lag) and
+#     pgvigil_aa.slots the slots; pause stops B's worker (A's slot keeps A's new write, B does not
+#     have it), resume applies it.
+#  5. A table without a primary key: B's worker stops on its first change, saying so in the log
 #     (never a silent divergence).
-#  5. The convergence check can fail: a row written on B under a replication origin (as if it
+#  6. The convergence check can fail: a row written on B under a replication origin (as if it
 #     came from a peer) is never sent to A, and the check sees the difference.
 source "$(dirname "$0")/lib.sh"
 
@@ -96,7 +100,7 @@ gone() { local p; for p in $pm $kids; do kill -0 "$p" 2>/dev/null && return 1; d
 wait_until 30 "b's postmaster and its children are gone" gone
 rm -f "$T_DIR/node_b/data/postmaster.pid"
 start_node b
-start_workers b
+# (no start_apply: the launcher starts b's worker again by itself)
 big_done() { [ "$(q b -c 'select count(*) from big')" = 20000 ]; }
 wait_until 60 "b has a's 20000 rows after its crash" big_done
 [ "$(q b -c 'select count(distinct xmin::text) from big')" = 200 ] ||
@@ -104,7 +108,27 @@ wait_until 60 "b has a's 20000 rows after its crash" big_done
 wait_until 30 "a and b converge after b's crash" same
 log "crash of b in the middle of a's 200 transactions (a had $before rows then): 20000 rows, 200 transactions, once each"
 
-# ---- 4. a table without a primary key
+# ---- 4. status, pause and resume
+st() { q "$1" -c "select $3 from pgvigil_aa.status() where peer = '$2'"; }
+# (a's worker lost b while b was down: the launcher starts it again within 5 s)
+status_ok() { [ "$(st a b 'pid is not null and applied_transactions > 0 and lag_bytes = 0 and last_error is null')" = t ]; }
+wait_until 30 "a's status of the apply from b: running, applied, no lag, no error" status_ok
+[ "$(q a -c "select count(*) from pgvigil_aa.slots where slot_name = 'aa_for_b' and retained_bytes >= 0")" = 1 ] ||
+    fail "a's slot for b is not in pgvigil_aa.slots"
+q b -c "select pgvigil_aa.pause('a')" >/dev/null
+paused() { [ -z "$(worker_pid b a)" ]; }
+wait_until 30 "b's worker for a stops when paused" paused
+q a -c "insert into t values (5000, 'while b pauses')"
+held=$(q a -c "select pg_current_wal_lsn()")
+[ "$(q a -c "select confirmed_flush_lsn < '$held' from pg_replication_slots where slot_name = 'aa_for_b'")" = t ] ||
+    fail "a's slot for b was confirmed while b paused"
+[ "$(q b -c "select count(*) from t where id = 5000")" = 0 ] || fail "a row reached b while it paused"
+q b -c "select pgvigil_aa.resume('a')" >/dev/null
+resumed() { [ "$(q b -c "select count(*) from t where id = 5000")" = 1 ]; }
+wait_until 30 "the row reaches b once it resumes" resumed
+log "status (applied, no lag), the slots' view, pause and resume: ok"
+
+# ---- 5. a table without a primary key
 q a -c "create table nokey(x int)"
 q b -c "create table nokey(x int)"
 q a -c "insert into nokey values (1)"
@@ -113,7 +137,7 @@ wait_until 30 "b's worker says why it stops" said
 [ "$(q b -c 'select count(*) from nokey')" = 0 ] || fail "a change of a table without a key was applied"
 log "a table without a primary key: the apply stops and says so"
 
-# ---- 5. the check can fail
+# ---- 6. the check can fail
 # (an origin of its own: a's is held by b's worker; any origin keeps the row from being sent)
 q b -c "select pg_replication_origin_create('not_a_peer')" \
     -c "select pg_replication_origin_session_setup('not_a_peer')" -c "insert into t values (99999, 'only on b')" >/dev/null ||

@@ -1,0 +1,184 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgvigil_aa_launcher.c
+ *	  The launcher: keeps one apply worker running per enabled peer.
+ *
+ * A background worker of its own (registered when pgvigil_aa is in
+ * shared_preload_libraries), connected to the database pgvigil_aa.database.
+ * Every second it compares pgvigil_aa.peers with the workers that run: it
+ * starts the worker of an enabled peer that has none (again 5 s after the
+ * last start, so a worker that keeps failing is retried at that pace), and
+ * stops the worker of a peer that was disabled or removed.  So workers come
+ * back after a server restart or a crash, and pausing a peer is a row
+ * update (pgvigil_aa.pause / pgvigil_aa.resume).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "pgvigil_aa_apply.h"
+#include "pgvigil_aa_shared.h"
+
+extern PGDLLEXPORT void pgvigil_aa_launcher_main(Datum arg);
+
+#define RETRY_MS 5000
+
+char	   *aa_database = NULL;
+
+/* the peers of the last look, and when each worker was last started */
+typedef struct LaunchedPeer
+{
+	char		name[NAMEDATALEN];
+	bool		enabled;
+	TimestampTz started_at;
+} LaunchedPeer;
+
+static LaunchedPeer launched[AA_MAX_PEERS];
+static int	nlaunched = 0;
+
+void
+aa_launcher_register(void)
+{
+	BackgroundWorker worker;
+
+	DefineCustomStringVariable("pgvigil_aa.database",
+							   "The database whose pgvigil_aa.peers the launcher keeps applying from.",
+							   NULL, &aa_database, "postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pgvigil_aa");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "pgvigil_aa_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pgvigil_aa launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pgvigil_aa launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+static LaunchedPeer *
+launched_peer(const char *name)
+{
+	for (int i = 0; i < nlaunched; i++)
+		if (strcmp(launched[i].name, name) == 0)
+			return &launched[i];
+	if (nlaunched == AA_MAX_PEERS)
+		return NULL;
+	memset(&launched[nlaunched], 0, sizeof(LaunchedPeer));
+	strlcpy(launched[nlaunched].name, name, NAMEDATALEN);
+	return &launched[nlaunched++];
+}
+
+/* read pgvigil_aa.peers (nothing when the extension is not there) */
+static void
+read_peers(void)
+{
+	for (int i = 0; i < nlaunched; i++)
+		launched[i].enabled = false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "pgvigil_aa launcher: reading pgvigil_aa.peers");
+	aa_spi_exec("SELECT count(*)::text FROM pg_extension WHERE extname = 'pgvigil_aa'", 0, NULL, NULL, NULL, 1);
+	if (strcmp(aa_spi_text(0, 1), "1") == 0)
+	{
+		aa_spi_exec("SELECT name, enabled::text FROM pgvigil_aa.peers", 0, NULL, NULL, NULL, -1);
+		for (uint64 row = 0; row < SPI_processed; row++)
+		{
+			LaunchedPeer *p = launched_peer(aa_spi_text(row, 1));
+
+			if (p)
+				p->enabled = strcmp(aa_spi_text(row, 2), "true") == 0;
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* the pid of the peer's running worker, 0 if none */
+static int
+running_worker(const char *name)
+{
+	int			pid = 0;
+
+	LWLockAcquire(aa_shared->lock, LW_SHARED);
+	for (int i = 0; i < AA_MAX_PEERS; i++)
+	{
+		AaPeerState *p = &aa_shared->peers[i];
+
+		if (p->in_use && p->dbid == MyDatabaseId && strcmp(p->name, name) == 0)
+			pid = p->pid;
+	}
+	LWLockRelease(aa_shared->lock);
+	if (pid != 0 && kill(pid, 0) != 0)
+		pid = 0;
+	return pid;
+}
+
+static void
+reconcile(void)
+{
+	TimestampTz now;
+
+	read_peers();
+	now = GetCurrentTimestamp();
+	for (int i = 0; i < nlaunched; i++)
+	{
+		LaunchedPeer *p = &launched[i];
+		int			pid = running_worker(p->name);
+
+		if (p->enabled && pid == 0 && TimestampDifferenceExceeds(p->started_at, now, RETRY_MS))
+		{
+			p->started_at = now;
+			if (!aa_register_apply(MyDatabaseId, p->name, NULL))
+				ereport(WARNING,
+						(errmsg("pgvigil_aa launcher: no background worker slot for peer \"%s\"", p->name),
+						 errhint("Raise max_worker_processes.")));
+		}
+		else if (!p->enabled && pid != 0)
+		{
+			ereport(LOG, (errmsg("pgvigil_aa launcher: stopping the apply from peer \"%s\" (disabled or removed)", p->name)));
+			kill(pid, SIGTERM);
+		}
+	}
+}
+
+void
+pgvigil_aa_launcher_main(Datum arg)
+{
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(aa_database, NULL, 0);
+	ereport(LOG, (errmsg("pgvigil_aa launcher: keeping the apply workers of database \"%s\" running", aa_database)));
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		reconcile();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
