@@ -75,8 +75,9 @@ CREATE FUNCTION @extschema@.record_delete() RETURNS trigger
 
 -- every permanent table outside this schema records its deletes, also those the apply
 -- worker makes (ENABLE ALWAYS: they fire under session_replication_role = replica)
+-- (security definer: a user creating a table needs no right on this schema)
 CREATE FUNCTION @extschema@.track_deletes(rel regclass) RETURNS void
-    LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'pgvigil_aa_tombstone') THEN
         RETURN;
@@ -87,7 +88,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION @extschema@.track_new_tables() RETURNS event_trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     obj record;
 BEGIN
@@ -102,6 +103,7 @@ END $$;
 CREATE EVENT TRIGGER pgvigil_aa_track_new_tables ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
     EXECUTE FUNCTION @extschema@.track_new_tables();
+REVOKE ALL ON FUNCTION @extschema@.track_deletes(regclass) FROM PUBLIC;
 
 SELECT @extschema@.track_deletes(c.oid) FROM pg_class c
  WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'

@@ -165,8 +165,14 @@ begin_remote(StringInfo s)
 	aa_remote_commit_ts = begin.committime;
 	if (aa_my_state)
 		aa_my_state->applying_commit_ts = begin.committime;
-	/* what the writer had seen: unknown until its transaction says */
-	aa_applying_seen = NULL;
+	aa_change_begin_transaction();
+	/* what the writer had seen: nothing, until its transaction says more */
+	{
+		static AaSeen none;
+
+		none.n = 0;
+		aa_applying_seen = &none;
+	}
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -190,7 +196,9 @@ commit_remote(StringInfo s)
 		Datum		values[2] = {CStringGetTextDatum(aa_peer_name), TimestampTzGetDatum(commit.committime)};
 
 		PushActiveSnapshot(GetTransactionSnapshot());
-		aa_spi_exec("UPDATE pgvigil_aa.peers SET applied_commit_ts = $2 WHERE name = $1", 2, types, values, NULL, 1);
+		aa_spi_exec("UPDATE pgvigil_aa.peers SET applied_commit_ts = greatest(applied_commit_ts, $2) WHERE name = $1",
+					2, types, values, NULL, 1);
+		aa_change_end_transaction();
 		PopActiveSnapshot();
 	}
 	SPI_finish();
@@ -208,7 +216,8 @@ commit_remote(StringInfo s)
 	if (aa_my_state)
 	{
 		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
-		aa_my_state->applied_commit_ts = commit.committime;
+		/* never back: a peer's commits can reach the WAL out of their time order */
+		aa_my_state->applied_commit_ts = Max(aa_my_state->applied_commit_ts, commit.committime);
 		aa_my_state->applied_lsn = commit.end_lsn;
 		aa_my_state->applied_txns++;
 		aa_my_state->applying_commit_ts = 0;

@@ -50,5 +50,7 @@ extern void aa_apply_insert(StringInfo s);
 extern void aa_apply_update(StringInfo s);
 extern void aa_apply_delete(StringInfo s);
 extern void aa_apply_truncate(StringInfo s);
+extern void aa_change_begin_transaction(void);
+extern void aa_change_end_transaction(void);	/* SPI connected, before the commit */
 
 #endif

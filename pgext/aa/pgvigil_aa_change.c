@@ -27,12 +27,15 @@
 #include "access/sysattr.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/makefuncs.h"
 #include "replication/logicalproto.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/regproc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -64,7 +67,8 @@ typedef struct AaRel
 	bool		resolved;
 	Oid			relid;
 	char	   *qualname;
-	char	  **typnames;		/* local type of each remote column */
+	char	  **typnames;		/* local type of each remote column, without its
+								 * modifier (see stmt_param) */
 	/* the key in local column order: remote column numbers, and how each
 	 * value's text becomes the canonical text tombstones hold */
 	int			nkeys;
@@ -225,9 +229,15 @@ get_rel(LogicalRepRelId remoteid)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("pgvigil_aa: column \"%s\" of table \"%s.%s\" of peer \"%s\" does not exist here",
 							lr->attnames[i], lr->nspname, lr->relname, aa_peer_name)));
-		/* with its modifier: a bare character or bit would mean length 1 */
+		/*
+		 * The type without its modifier, as the parser reads it back (bpchar,
+		 * "bit": not character or bit, which mean length 1).  The column's
+		 * own modifier then applies as to any assignment: a value too long
+		 * for varchar(10) here is an error that stops the worker by name,
+		 * never cut short by an explicit cast.
+		 */
 		get_atttypetypmodcoll(r->relid, localatt[i], &typids[i], &typmod, &collid);
-		r->typnames[i] = format_type_with_typemod(typids[i], typmod);
+		r->typnames[i] = format_type_with_typemod(typids[i], -1);
 	}
 
 	/* the key: the same columns here as on the peer, or rows would be
@@ -458,26 +468,32 @@ read_tombstone(AaRel *r, LogicalRepTupleData *keytup, LocalRow *out)
 	return true;
 }
 
-/* A delete that found no row here leaves its tombstone all the same: an
- * insert of the row from a third node may still be on its way. */
+/*
+ * A remote delete that found no row here leaves its tombstone all the same:
+ * an insert of the row from a third node may still be on its way.  The
+ * tombstone becomes this delete's (its time and origin), knowing what either
+ * deleter had seen (old: the tombstone there was): a delete of a row this
+ * node has not received yet must keep that row from coming back.
+ */
 static void
-write_tombstone(AaRel *r, LogicalRepTupleData *keytup)
+write_tombstone(AaRel *r, LogicalRepTupleData *keytup, const LocalRow *old)
 {
 	Oid			types[3] = {OIDOID, TEXTARRAYOID, TEXTOID};
 	Datum		values[3] = {ObjectIdGetDatum(r->relid), key_array(r, keytup), (Datum) 0};
-	char		nulls[3] = "  n";
+	AaSeen	   *merged = palloc(sizeof(AaSeen));
 	StringInfoData seen;
 
+	merged->n = 0;
 	if (aa_applying_seen)
-	{
-		initStringInfo(&seen);
-		aa_seen_format(aa_applying_seen, &seen);
-		values[2] = CStringGetTextDatum(seen.data);
-		nulls[2] = ' ';
-	}
+		*merged = *aa_applying_seen;
+	if (old && old->has_seen)
+		(void) aa_seen_merge(merged, &old->seen);
+	initStringInfo(&seen);
+	aa_seen_format(merged, &seen);
+	values[2] = CStringGetTextDatum(seen.data);
 	aa_spi_exec("INSERT INTO pgvigil_aa.tombstones (relid, key, seen) VALUES ($1, $2, $3)"
 				" ON CONFLICT (relid, key) DO UPDATE SET seen = EXCLUDED.seen",
-				3, types, values, nulls, 1);
+				3, types, values, NULL, 1);
 }
 
 /* ---- conflicts */
@@ -485,7 +501,7 @@ write_tombstone(AaRel *r, LogicalRepTupleData *keytup)
 /*
  * Had the peer seen this version (written, or deleted, by v->node at v->ts)
  * when it made the change being applied?  Its own versions, yes: they come
- * in order.  Others, when its causality message says so; without one
+ * in order; and versions older than any commit time kept, too.  Others, when its causality message says so; without one
  * (a peer that does not log them), never: the change is then a conflict,
  * which the ordering policies resolve the same way on every node.
  */
@@ -494,7 +510,11 @@ peer_saw(LocalRow *v)
 {
 	if (strcmp(v->node, aa_peer_name) == 0)
 		return true;
-	return v->has_ts && aa_seen_has(aa_applying_seen, v->node, v->ts);
+	/* no commit time: written before track_commit_timestamp kept one (or
+	 * frozen past it), before the group's writes: every node had it */
+	if (!v->has_ts)
+		return true;
+	return aa_seen_has(aa_applying_seen, v->node, v->ts);
 }
 
 /* Had the deleter of a tombstone seen the remote insert being applied?
@@ -576,25 +596,54 @@ table_policy(AaRel *r, const char *local_node, Oid *resolver, int *local_prio, i
 	return policy;
 }
 
-/* The operator's decision on a conflict of a table whose policy is error,
- * taken once (in this transaction); without one the apply stops here. */
-static bool
-operator_decision(const char *kind, AaRel *r, LogicalRepTupleData *keytup)
+/* The operator's decision for the transaction being applied: unread (-1),
+ * none (0), keep the local versions (1), apply the remote changes (2). */
+static int	txn_decision = -1;
+
+void
+aa_change_begin_transaction(void)
+{
+	txn_decision = -1;
+}
+
+/* The decision applies to every conflict of a table with policy error in
+ * the transaction the apply stopped at; it is used up when that
+ * transaction commits (in the same commit). */
+void
+aa_change_end_transaction(void)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(aa_peer_name)};
 
-	aa_spi_exec("WITH d AS (SELECT decision FROM pgvigil_aa.peers WHERE name = $1 AND decision IS NOT NULL FOR UPDATE)"
-				" UPDATE pgvigil_aa.peers p SET decision = NULL FROM d WHERE p.name = $1 RETURNING d.decision",
-				1, types, values, NULL, -1);
-	if (SPI_processed == 1)
-		return strcmp(aa_spi_text(0, 1), "remote") == 0;
+	if (txn_decision > 0)
+		aa_spi_exec("UPDATE pgvigil_aa.peers SET decision = NULL WHERE name = $1", 1, types, values, NULL, 1);
+	txn_decision = -1;
+}
+
+/* The operator's decision on a conflict of a table whose policy is error;
+ * without one the apply stops here. */
+static bool
+operator_decision(const char *kind, AaRel *r, LogicalRepTupleData *keytup)
+{
+	if (txn_decision < 0)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(aa_peer_name)};
+		char	   *d;
+
+		aa_spi_exec("SELECT decision FROM pgvigil_aa.peers WHERE name = $1", 1, types, values, NULL, 1);
+		d = aa_spi_text(0, 1);
+		txn_decision = d == NULL ? 0 : strcmp(d, "remote") == 0 ? 2 : 1;
+	}
+	if (txn_decision > 0)
+		return txn_decision == 2;
 	ereport(ERROR,
 			(errcode(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION),
 			 errmsg("pgvigil_aa: conflict %s on %s (%s) from peer \"%s\": the table's policy is error, the apply from this peer stops",
 					kind, r->qualname, tuple_text(r, keytup, true), aa_peer_name),
-			 errhint("Decide with SELECT pgvigil_aa.resolve_stopped('%s', 'local') to keep this node's version,"
-					 " or 'remote' to apply the peer's change; the apply resumes within 5 s.", aa_peer_name)));
+			 errhint("Decide with SELECT pgvigil_aa.resolve_stopped('%s', 'local') to keep this node's versions,"
+					 " or 'remote' to apply the peer's changes, for every such conflict of the transaction;"
+					 " the apply resumes within 5 s.", aa_peer_name)));
 	return false;				/* not reached */
 }
 
@@ -622,39 +671,55 @@ remote_json(AaRel *r, LogicalRepTupleData *tup)
 	return pstrdup(aa_spi_text(0, 1));
 }
 
-/* A custom resolver: a SQL function answers 'local' or 'remote'. */
+/*
+ * A custom resolver: a function answers 'local' or 'remote'.  It is called
+ * by its OID (the one pgvigil_aa.table_policies names), with the arguments
+ * the policy documents; a function with another signature stops the worker,
+ * by name.
+ */
 static bool
 custom_decision(Oid resolver, const char *kind, AaRel *r, LogicalRepTupleData *remote, LocalRow *local)
 {
-	char	   *fname = quote_qualified_identifier(get_namespace_name(get_func_namespace(resolver)),
-												   get_func_name(resolver));
-	Oid			types[8] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		values[8];
-	char		nulls[8] = "        ";
+	static const Oid want[8] = {TEXTOID, REGCLASSOID, JSONBOID, JSONBOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Oid		   *argtypes;
+	int			nargs;
+	Oid			rettype = get_func_signature(resolver, &argtypes, &nargs);
 	char	   *rjson = remote ? remote_json(r, remote) : NULL;
+	FmgrInfo	flinfo;
+	Datum		result;
 	char	   *answer;
 
-	values[0] = CStringGetTextDatum(kind);
-	values[1] = ObjectIdGetDatum(r->relid);
-	values[2] = local->found ? CStringGetTextDatum(local->text) : (Datum) 0;
-	nulls[2] = local->found ? ' ' : 'n';
-	values[3] = rjson ? CStringGetTextDatum(rjson) : (Datum) 0;
-	nulls[3] = rjson ? ' ' : 'n';
-	values[4] = CStringGetTextDatum(local->node ? local->node : aa_local_name);
-	values[5] = CStringGetTextDatum(aa_peer_name);
-	values[6] = TimestampTzGetDatum(local->ts);
-	nulls[6] = local->has_ts ? ' ' : 'n';
-	values[7] = TimestampTzGetDatum(aa_remote_commit_ts);
-	aa_spi_exec(psprintf("SELECT %s($1, $2::regclass, $3::jsonb, $4::jsonb, $5, $6, $7, $8)::text", fname),
-				8, types, values, nulls, 1);
-	answer = aa_spi_text(0, 1);
+	LOCAL_FCINFO(fcinfo, 8);
+
+	if (rettype != TEXTOID || nargs != 8 || memcmp(argtypes, want, sizeof(want)) != 0)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: resolver %s of table %s does not take (text, regclass, jsonb, jsonb, text, text,"
+						" timestamptz, timestamptz) and return text", format_procedure(resolver), r->qualname)));
+	fmgr_info(resolver, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 8, DEFAULT_COLLATION_OID, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(kind);
+	fcinfo->args[1].value = ObjectIdGetDatum(r->relid);
+	fcinfo->args[2].value = local->found ? DirectFunctionCall1(jsonb_in, CStringGetDatum(local->text)) : (Datum) 0;
+	fcinfo->args[3].value = rjson ? DirectFunctionCall1(jsonb_in, CStringGetDatum(rjson)) : (Datum) 0;
+	fcinfo->args[4].value = CStringGetTextDatum(local->node ? local->node : aa_local_name);
+	fcinfo->args[5].value = CStringGetTextDatum(aa_peer_name);
+	fcinfo->args[6].value = TimestampTzGetDatum(local->ts);
+	fcinfo->args[7].value = TimestampTzGetDatum(aa_remote_commit_ts);
+	for (int i = 0; i < 8; i++)
+		fcinfo->args[i].isnull = false;
+	fcinfo->args[2].isnull = !local->found;
+	fcinfo->args[3].isnull = rjson == NULL;
+	fcinfo->args[6].isnull = !local->has_ts;
+	result = FunctionCallInvoke(fcinfo);
+	answer = fcinfo->isnull ? NULL : TextDatumGetCString(result);
 	if (answer && strcmp(answer, "remote") == 0)
 		return true;
 	if (answer && strcmp(answer, "local") == 0)
 		return false;
 	ereport(ERROR,
 			(errmsg("pgvigil_aa: resolver %s of table %s answered %s for a conflict %s: 'local' or 'remote' expected",
-					fname, r->qualname, answer ? quote_literal_cstr(answer) : "NULL", kind)));
+					format_procedure(resolver), r->qualname, answer ? quote_literal_cstr(answer) : "NULL", kind)));
 	return false;				/* not reached */
 }
 
@@ -777,12 +842,16 @@ refresh_snapshot(void)
 }
 
 /*
- * A remote insert met other rows on unique indexes that are not the key:
- * the remote row wins only over every one of them (each recorded), and then
- * replaces them.
+ * Other rows in the way of a remote row on the unique indexes that are not
+ * the key (besides the row being updated, exclude_ctid): the remote row wins
+ * only over every one of them (each conflict recorded, kind), and then they
+ * are deleted.  Returns whether the remote change may go on; true when
+ * nothing is in the way.  An index whose columns the change leaves out
+ * (unchanged) is not in the way.
  */
-static void
-insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
+static bool
+resolve_unique(AaRel *r, LogicalRepTupleData *tup, const char *exclude_ctid, const char *kind,
+			   bool *ordered_loss)
 {
 	Stmt		st;
 	int			nconds = 0;
@@ -792,24 +861,27 @@ insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
 	const char *policy = NULL;
 	bool		wins = true;
 
-	stmt_init(&st, r->rel->natts * (r->nunique + 1));
-	appendStringInfo(&st.sql, "SELECT aa_l.xmin::text, row_to_json(aa_l.*)::text, aa_l.ctid::text FROM ONLY %s aa_l WHERE ",
+	*ordered_loss = false;
+	if (r->nunique == 0)
+		return true;
+	stmt_init(&st, r->rel->natts * (r->nunique + 1) + 1);
+	appendStringInfo(&st.sql, "SELECT aa_l.xmin::text, row_to_json(aa_l.*)::text, aa_l.ctid::text FROM ONLY %s aa_l WHERE (",
 					 r->qualname);
 	for (int u = 0; u < r->nunique; u++)
 	{
 		AaUnique   *idx = &r->unique[u];
-		bool		has_null = false;
+		bool		skip = false;
 
 		for (int c = 0; c < idx->ncols; c++)
-			if (idx->cols[c] >= 0 && tup->colstatus[idx->cols[c]] == LOGICALREP_COLUMN_NULL)
-				has_null = true;
-		if (has_null)
-			continue;			/* NULLs are distinct: no row in the way on this index */
+			if (idx->cols[c] >= 0 && tup->colstatus[idx->cols[c]] != LOGICALREP_COLUMN_TEXT)
+				skip = true;	/* NULLs are distinct; unchanged: as before */
+		if (skip)
+			continue;
 		for (int c = 0; c < idx->ncols; c++)
 			if (!idx->plain || idx->cols[c] < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("pgvigil_aa: a row inserted by peer \"%s\" into %s (%s) may conflict on unique index %s,"
+						 errmsg("pgvigil_aa: a row of peer \"%s\" in %s (%s) may conflict on unique index %s,"
 								" which has an expression, a predicate or a column the peer does not send",
 								aa_peer_name, r->qualname, tuple_text(r, tup, true), idx->name),
 						 errdetail("Such conflicts are not resolved: the apply from this peer stops here.")));
@@ -822,16 +894,21 @@ insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
 		appendStringInfoChar(&st.sql, ')');
 	}
 	if (nconds == 0)
-		appendStringInfoString(&st.sql, "false");
+		return true;
+	appendStringInfoChar(&st.sql, ')');
+	if (exclude_ctid)
+	{
+		st.types[st.n] = TEXTOID;
+		st.values[st.n] = CStringGetTextDatum(exclude_ctid);
+		st.nulls[st.n] = ' ';
+		st.n++;
+		appendStringInfo(&st.sql, " AND aa_l.ctid <> $%d::tid", st.n);
+	}
 	appendStringInfoString(&st.sql, " FOR UPDATE OF aa_l");
 	stmt_exec(&st, -1);
 	nrows = (int) SPI_processed;
 	if (nrows == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("pgvigil_aa: a row inserted by peer \"%s\" into %s (%s) is refused here by a constraint that is not a unique index",
-						aa_peer_name, r->qualname, tuple_text(r, tup, true)),
-				 errdetail("The apply from this peer stops here.")));
+		return true;
 	rows = palloc0(sizeof(LocalRow) * nrows);
 	xmins = palloc(sizeof(char *) * nrows);
 	for (int i = 0; i < nrows; i++)
@@ -844,16 +921,68 @@ insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
 	for (int i = 0; i < nrows; i++)
 	{
 		read_writer(xmins[i], &rows[i]);
-		wins = decide("insert_unique", r, tup, tup, &rows[i], -1, &policy) && wins;
+		wins = decide(kind, r, tup, tup, &rows[i], -1, &policy) && wins;
 	}
 	if (wins)
-	{
 		for (int i = 0; i < nrows; i++)
 			delete_ctid(r, rows[i].ctid);
-		(void) insert_row(r, tup, false);
-	}
 	for (int i = 0; i < nrows; i++)
-		record_conflict("insert_unique", r, tup, tup, &rows[i], policy, wins);
+		record_conflict(kind, r, tup, tup, &rows[i], policy, wins);
+	{
+		AaPolicy	p;
+
+		*ordered_loss = !wins && aa_policy_from_name(policy, &p) && aa_policy_orders(p);
+	}
+	return wins;
+}
+
+/* A remote insert that ON CONFLICT DO NOTHING left out, while its key is
+ * not here: another unique index is in the way. */
+static void
+insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
+{
+	bool		ordered_loss;
+
+	/* (nothing found in the way: a constraint of another kind) */
+	if (resolve_unique(r, tup, NULL, "insert_unique", &ordered_loss))
+	{
+		if (insert_row(r, tup, true) != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("pgvigil_aa: a row inserted by peer \"%s\" into %s (%s) is refused here by a constraint that is not a unique index",
+							aa_peer_name, r->qualname, tuple_text(r, tup, true)),
+					 errdetail("The apply from this peer stops here.")));
+	}
+}
+
+/* A remote update becomes the row (its row is missing here), after the rows
+ * in its way on other unique indexes lost. */
+static void
+insert_missing_row(AaRel *r, LogicalRepTupleData *tup)
+{
+	bool		ordered_loss;
+
+	if (resolve_unique(r, tup, NULL, "update_unique", &ordered_loss))
+		(void) insert_row(r, tup, false);
+}
+
+/*
+ * Update the row, after the rows in its way on other unique indexes lost.
+ * A remote update that loses to one of them takes its row along: the node
+ * it came from has that row with the losing value, which cannot stay next
+ * to the winner, and deletes it when the winner arrives there; so under the
+ * ordering policies the row goes here too (recorded as the conflict's
+ * remote version).
+ */
+static void
+update_row(AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *newtup, const char *ctid)
+{
+	bool		ordered_loss;
+
+	if (resolve_unique(r, newtup, ctid, "update_unique", &ordered_loss))
+		do_update(r, keytup, newtup);
+	else if (ordered_loss)
+		delete_ctid(r, ctid);
 }
 
 static void
@@ -918,13 +1047,13 @@ aa_apply_insert(StringInfo s)
 		}
 	}
 	if (peer_saw(&local))
-		do_update(r, &newtup, &newtup);
+		update_row(r, &newtup, &newtup, local.ctid);
 	else
 	{
 		/* the key exists here already: the winner becomes the row */
 		wins = decide("insert_exists", r, &newtup, &newtup, &local, -1, &policy);
 		if (wins)
-			do_update(r, &newtup, &newtup);
+			update_row(r, &newtup, &newtup, local.ctid);
 		record_conflict("insert_exists", r, &newtup, &newtup, &local, policy, wins);
 	}
 	END_ERROR_CONTEXT();
@@ -949,7 +1078,7 @@ aa_apply_update(StringInfo s)
 	if (local.found && peer_saw(&local))
 	{
 		/* the peer changed this very version: no conflict */
-		do_update(r, keytup, &newtup);
+		update_row(r, keytup, &newtup, local.ctid);
 		END_ERROR_CONTEXT();
 		return;
 	}
@@ -964,9 +1093,9 @@ aa_apply_update(StringInfo s)
 	{
 		wins = decide("update_deleted", r, keytup, &newtup, &tomb, 0, &policy);
 		if (wins && local.found)
-			do_update(r, keytup, &newtup);
+			update_row(r, keytup, &newtup, local.ctid);
 		else if (wins)
-			(void) insert_row(r, &newtup, false);
+			insert_missing_row(r, &newtup);
 		record_conflict("update_deleted", r, keytup, &newtup, &tomb, policy, wins);
 	}
 	else if (!local.found)
@@ -976,7 +1105,7 @@ aa_apply_update(StringInfo s)
 		 * the row */
 		wins = decide("update_missing", r, keytup, &newtup, &local, 1, &policy);
 		if (wins)
-			(void) insert_row(r, &newtup, false);
+			insert_missing_row(r, &newtup);
 		record_conflict("update_missing", r, keytup, &newtup, &local, policy, wins);
 	}
 	else
@@ -995,7 +1124,7 @@ aa_apply_update(StringInfo s)
 								" and leaves column \"%s\" out (unchanged, stored out of line)",
 								aa_peer_name, r->qualname, tuple_text(r, keytup, true), r->rel->attnames[missing]),
 						 errdetail("Such conflicts are not resolved yet: the apply from this peer stops here.")));
-			do_update(r, keytup, &newtup);
+			update_row(r, keytup, &newtup, local.ctid);
 		}
 		record_conflict("update_update", r, keytup, &newtup, &local, policy, wins);
 	}
@@ -1025,11 +1154,11 @@ aa_apply_delete(StringInfo s)
 	deleted = read_tombstone(r, &oldtup, &tomb) && !peer_saw(&tomb);
 	if (!local.found)
 	{
-		/* nothing to decide: the row is gone either way; a key never seen
-		 * here keeps the delete (its insert may be on its way from a third
-		 * node) */
-		if (!deleted)
-			write_tombstone(r, &oldtup);
+		bool		had_tombstone = tomb.node != NULL;
+
+		/* nothing to decide: the row is gone either way; the delete leaves
+		 * its tombstone (the row may be on its way from a third node) */
+		write_tombstone(r, &oldtup, had_tombstone ? &tomb : NULL);
 		record_conflict(deleted ? "delete_deleted" : "delete_missing", r, &oldtup, NULL, deleted ? &tomb : &local,
 						"none", true);
 	}

@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <signal.h>
 
 #include "access/xact.h"
@@ -39,6 +40,9 @@ extern PGDLLEXPORT void pgvigil_aa_launcher_main(Datum arg);
 #define RETRY_MS 5000
 
 char	   *aa_database = NULL;
+static int	tombstone_retention_min = 10080;
+
+#define PRUNE_INTERVAL_MS 60000
 
 /* the peers of the last look, and when each worker was last started */
 typedef struct LaunchedPeer
@@ -59,6 +63,11 @@ aa_launcher_register(void)
 	DefineCustomStringVariable("pgvigil_aa.database",
 							   "The database whose pgvigil_aa.peers the launcher keeps applying from.",
 							   NULL, &aa_database, "postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pgvigil_aa.tombstone_retention",
+							"How long a deleted key is remembered.",
+							"A peer away longer must be rebuilt: an update of a row deleted before could bring it back.",
+							&tombstone_retention_min, 10080, 1, INT_MAX / 60000, PGC_SIGHUP, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
@@ -98,6 +107,19 @@ read_peers(void)
 	aa_spi_exec("SELECT count(*)::text FROM pg_extension WHERE extname = 'pgvigil_aa'", 0, NULL, NULL, NULL, 1);
 	if (strcmp(aa_spi_text(0, 1), "1") == 0)
 	{
+		static TimestampTz pruned_at = 0;
+
+		/* tombstones past their retention, and those of dropped tables */
+		if (TimestampDifferenceExceeds(pruned_at, GetCurrentTimestamp(), PRUNE_INTERVAL_MS))
+		{
+			char		sql[256];
+
+			snprintf(sql, sizeof(sql),
+					 "DELETE FROM pgvigil_aa.tombstones t WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.relid)"
+					 " OR pg_xact_commit_timestamp(t.xmin) < now() - interval '%d minutes'", tombstone_retention_min);
+			aa_spi_exec(sql, 0, NULL, NULL, NULL, -1);
+			pruned_at = GetCurrentTimestamp();
+		}
 		aa_spi_exec("SELECT name, enabled::text FROM pgvigil_aa.peers", 0, NULL, NULL, NULL, -1);
 		for (uint64 row = 0; row < SPI_processed; row++)
 		{
@@ -168,6 +190,8 @@ pgvigil_aa_launcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(aa_database, NULL, 0);
+	/* (its own writes, the tombstones it prunes, are nothing to tell the peers) */
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	ereport(LOG, (errmsg("pgvigil_aa launcher: keeping the apply workers of database \"%s\" running", aa_database)));
 	for (;;)
 	{

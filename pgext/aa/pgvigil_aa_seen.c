@@ -19,6 +19,8 @@
 #include "access/xlog.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "miscadmin.h"
 #include "replication/message.h"
 #include "storage/proc.h"
@@ -33,6 +35,7 @@
 const AaSeen *aa_applying_seen = NULL;
 
 static ExecutorStart_hook_type prev_executor_start = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* the last map logged, and in which transaction; the newest commit time in it */
 static LocalTransactionId logged_in = InvalidLocalTransactionId;
@@ -102,6 +105,15 @@ wait_for_clock(XactEvent event, void *arg)
 	}
 }
 
+/* a client's writing statement on a primary (the apply worker's own are
+ * never sent on) */
+static bool
+may_log(void)
+{
+	return aa_shared != NULL && SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA &&
+		XLogLogicalInfoActive() && !RecoveryInProgress() && !XactReadOnly;
+}
+
 static void
 aa_executor_start(QueryDesc *queryDesc, int eflags)
 {
@@ -109,14 +121,37 @@ aa_executor_start(QueryDesc *queryDesc, int eflags)
 		queryDesc->operation == CMD_DELETE || queryDesc->operation == CMD_MERGE ||
 		queryDesc->plannedstmt->hasModifyingCTE;
 
-	if (writes && aa_shared != NULL && !(eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
-		SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA &&
-		XLogLogicalInfoActive() && !RecoveryInProgress() && !XactReadOnly)
+	if (writes && !(eflags & EXEC_FLAG_EXPLAIN_ONLY) && may_log())
 		log_seen_if_changed();
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
+}
+
+/* A rolled-back subtransaction takes its message along: the next statement
+ * logs the map again. */
+static void
+forget_logged(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		logged_in = InvalidLocalTransactionId;
+}
+
+/* COPY FROM and TRUNCATE write without the executor */
+static void
+aa_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
+				   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) || IsA(stmt, TruncateStmt)) && may_log())
+		log_seen_if_changed();
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 }
 
 void
@@ -128,7 +163,10 @@ aa_seen_install(void)
 							&aa_max_clock_skew_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = aa_executor_start;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = aa_process_utility;
 	RegisterXactCallback(wait_for_clock, NULL);
+	RegisterSubXactCallback(forget_logged, NULL);
 }
 
 void

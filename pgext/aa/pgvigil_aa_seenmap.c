@@ -68,3 +68,27 @@ aa_seen_has(const AaSeen *map, const char *node, int64_t ts)
 			return map->ts[i] >= ts;
 	return false;
 }
+
+bool
+aa_seen_merge(AaSeen *into, const AaSeen *from)
+{
+	for (int i = 0; i < from->n; i++)
+	{
+		int			j;
+
+		for (j = 0; j < into->n; j++)
+			if (strcmp(into->node[j], from->node[i]) == 0)
+				break;
+		if (j == into->n)
+		{
+			if (into->n == AA_SEEN_MAX)
+				return false;
+			strcpy(into->node[j], from->node[i]);
+			into->ts[j] = from->ts[i];
+			into->n++;
+		}
+		else if (from->ts[i] > into->ts[j])
+			into->ts[j] = from->ts[i];
+	}
+	return true;
+}

@@ -33,4 +33,8 @@ extern bool aa_seen_parse(const char *text, int len, AaSeen *map);
  * nothing seen) */
 extern bool aa_seen_has(const AaSeen *map, const char *node, int64_t ts);
 
+/* into becomes what either map had seen (the later time per node); false
+ * when the nodes do not fit */
+extern bool aa_seen_merge(AaSeen *into, const AaSeen *from);
+
 #endif

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Audit of an active-active same-rows run (aa_workload.py): every acknowledged write of a value
 is either in the final content, or was seen and replaced by another acknowledged write (its
-"old"), or is recorded in a node's pgvigil_aa.conflicts (as the local or the remote version of
-a conflict). A value that vanished otherwise was lost silently. Deletes are not audited here (a
+"old"), or is recorded in a node's pgvigil_aa.conflicts as the version that lost a conflict
+(the local one when the remote change won, the remote one when the local version won). A value that vanished otherwise was lost silently. Deletes are not audited here (a
 key deleted and inserted again later is no loss); convergence covers them.
 Prints one line per unaccounted write; exits 1 if there is any.
 
@@ -31,11 +31,12 @@ def main():
     in_conflicts = set()
     for dsn in dsns:
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT local_row, remote_row FROM pgvigil_aa.conflicts WHERE relation = 'public.w'")
-            for local_row, remote_row in cur.fetchall():
-                if local_row:
+            # the version that lost: the local one when the remote change won, else the remote one
+            cur.execute("SELECT local_row, remote_row, winner FROM pgvigil_aa.conflicts WHERE relation = 'public.w'")
+            for local_row, remote_row, winner in cur.fetchall():
+                if winner == "remote" and local_row:
                     in_conflicts.add(json.loads(local_row).get("v"))
-                if remote_row:
+                if winner == "local" and remote_row:
                     in_conflicts.add(remote_value(remote_row, "v"))
     writes = []
     for path in logs:
@@ -50,7 +51,7 @@ def main():
             print(f"unaccounted: {t} written to key {w['key']}: final {final.get(w['key'])!r}, replaced by no write, in no conflict")
             bad += 1
     print(f"audit: {len(values)} acknowledged values, {len(replaced)} replaced by a later write,"
-          f" {len(in_conflicts)} in conflicts, {bad} unaccounted")
+          f" {len(in_conflicts)} lost a recorded conflict, {bad} unaccounted")
     sys.exit(1 if bad else 0)
 
 

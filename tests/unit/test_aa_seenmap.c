@@ -69,6 +69,25 @@ static void test_has(void **state)
     assert_false(aa_seen_has(NULL, "a", 1));
 }
 
+static void test_merge(void **state)
+{
+    (void)state;
+    AaSeen other;
+    assert_true(aa_seen_parse("b=7;c=1", 7, &other));
+    assert_true(parse("a=100;b=200"));
+    assert_true(aa_seen_merge(&map, &other));
+    assert_int_equal(map.n, 3);
+    assert_true(aa_seen_has(&map, "a", 100));
+    assert_true(aa_seen_has(&map, "b", 200));   /* the later of 200 and 7 */
+    assert_false(aa_seen_has(&map, "b", 201));
+    assert_true(aa_seen_has(&map, "c", 1));
+    assert_true(parse("b=9"));
+    assert_true(aa_seen_parse("b=7;c=1", 7, &other));
+    assert_true(aa_seen_merge(&map, &other));
+    assert_true(aa_seen_has(&map, "b", 9));
+    assert_false(aa_seen_has(&map, "b", 10));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -76,6 +95,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_too_many),
         cmocka_unit_test(test_has),
+        cmocka_unit_test(test_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
