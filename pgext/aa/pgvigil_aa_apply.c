@@ -548,7 +548,18 @@ pgvigil_aa_apply_main(Datum arg)
 	}
 
 	load_file("libpqwalreceiver", false);
-	wrconn = walrcv_connect(conninfo, true, "pgvigil_aa_apply", &err);
+	/*
+	 * Named after this node on the peer (pg_stat_replication), so that the
+	 * peer can wait for it: synchronous_standby_names = 'pgvigil_aa_<node>'
+	 * there makes a commit return once this node has applied it (the
+	 * feedback confirms only what is applied and durable here).
+	 */
+	{
+		char		appname[NAMEDATALEN + 16];
+
+		snprintf(appname, sizeof(appname), "pgvigil_aa_%s", aa_local_name);
+		wrconn = walrcv_connect(conninfo, true, appname, &err);
+	}
 	if (wrconn == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),

@@ -14,7 +14,8 @@
 #     The launcher starts B's worker again after the crash (no start_apply).
 #  4. pgvigil_aa.status() shows the apply (worker, transactions applied, no lag) and
 #     pgvigil_aa.slots the slots; pause stops B's worker (A's slot keeps A's new write, B does not
-#     have it), resume applies it.
+#     have it), resume applies it. Synchronous mode: with synchronous_standby_names naming b's
+#     worker (pgvigil_aa_b), a's commit waits while b is paused and returns once b has the row.
 #  5. A table without a primary key: B's worker stops on its first change, saying so in the log
 #     (never a silent divergence).
 #  6. The convergence check can fail: a row written on B under a replication origin (as if it
@@ -127,6 +128,22 @@ q b -c "select pgvigil_aa.resume('a')" >/dev/null
 resumed() { [ "$(q b -c "select count(*) from t where id = 5000")" = 1 ]; }
 wait_until 30 "the row reaches b once it resumes" resumed
 log "status (applied, no lag), the slots' view, pause and resume: ok"
+
+# synchronous mode: a's commits wait for b's apply (b's worker is named pgvigil_aa_b on a)
+q a -c "alter system set synchronous_standby_names = 'pgvigil_aa_b'" -c "select pg_reload_conf()" >/dev/null
+sync_seen() { [ "$(q a -c "select sync_state from pg_stat_replication where application_name = 'pgvigil_aa_b'")" = sync ]; }
+wait_until 30 "b's worker is a's synchronous standby" sync_seen
+q b -c "select pgvigil_aa.pause('a')" >/dev/null
+wait_until 30 "b's worker for a stops when paused" paused
+q a -c "insert into t values (5001, 'synchronous')" >"$T_DIR/sync_commit.out" 2>&1 &
+sync_client=$!
+waits() { [ "$(q a -c "select count(*) from pg_stat_activity where wait_event = 'SyncRep'")" = 1 ]; }
+wait_until 30 "a's commit waits for b" waits
+q b -c "select pgvigil_aa.resume('a')" >/dev/null
+wait "$sync_client" || fail "a's synchronous commit: $(cat "$T_DIR/sync_commit.out")"
+[ "$(q b -c "select count(*) from t where id = 5001")" = 1 ] || fail "a's synchronous commit returned before b had the row"
+q a -c "alter system reset synchronous_standby_names" -c "select pg_reload_conf()" >/dev/null
+log "synchronous mode: a's commit waited while b paused, and returned with the row on b"
 
 # ---- 5. a table without a primary key
 q a -c "create table nokey(x int)"
