@@ -3,11 +3,17 @@
 \echo Use "CREATE EXTENSION pgvigil_aa" to load this file. \quit
 
 -- this node's name in the group: the tie-break of last-writer-wins compares names; its
--- priority decides conflicts of tables with the node_priority policy
+-- priority decides conflicts of tables with the node_priority policy.
+-- Sequences: every ascending sequence of the node steps by sequence_step and gives only values
+-- equal to sequence_offset modulo sequence_step, so generated keys of different nodes never
+-- collide: each node of a group takes its own offset (1, 2, ...), all the same step.
 CREATE TABLE @extschema@.local_node (
     name text NOT NULL PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]+$'),
     priority integer NOT NULL DEFAULT 0,
-    only_one boolean NOT NULL DEFAULT true UNIQUE CHECK (only_one)
+    sequence_offset integer NOT NULL CHECK (sequence_offset >= 1),
+    sequence_step integer NOT NULL DEFAULT 64 CHECK (sequence_step >= 2),
+    only_one boolean NOT NULL DEFAULT true UNIQUE CHECK (only_one),
+    CHECK (sequence_offset <= sequence_step)
 );
 
 -- the peers this node applies from: each through a pgvigil_aa slot on the peer.
@@ -108,6 +114,70 @@ REVOKE ALL ON FUNCTION @extschema@.track_deletes(regclass) FROM PUBLIC;
 SELECT @extschema@.track_deletes(c.oid) FROM pg_class c
  WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
    AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, '@extschema@'::regnamespace);
+
+-- a sequence made node-distinct (see local_node): steps by sequence_step, and its next value is
+-- the first above its last one that equals sequence_offset modulo the step (descending and
+-- temporary sequences are left alone); nothing before this node has its name
+CREATE FUNCTION @extschema@.distinct_sequence(seq regclass) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    step integer;
+    r integer;
+    inc bigint;
+    persistence "char";
+    lv bigint;
+    called boolean;
+    lowest bigint;
+BEGIN
+    SELECT sequence_step, sequence_offset % sequence_step INTO step, r FROM pgvigil_aa.local_node;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT s.seqincrement, c.relpersistence INTO inc, persistence
+      FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE s.seqrelid = seq;
+    IF NOT FOUND OR inc < 0 OR persistence <> 'p' THEN
+        RETURN;
+    END IF;
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO lv, called;
+    -- the lowest value it may still give
+    lowest := CASE WHEN called THEN lv + 1 ELSE lv END;
+    IF inc = step AND ((lowest % step) + step) % step = r AND NOT called THEN
+        RETURN;
+    END IF;
+    IF inc = step AND called AND ((lv % step) + step) % step = r THEN
+        RETURN;
+    END IF;
+    -- (run again by the event trigger for this ALTER: then there is nothing to do)
+    EXECUTE format('ALTER SEQUENCE %s INCREMENT BY %s RESTART WITH %s', seq, step,
+                   lowest + (((r - lowest) % step) + step) % step);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.distinct_sequence(regclass) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.distinct_all_sequences() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    PERFORM pgvigil_aa.distinct_sequence(c.oid) FROM pg_class c
+     WHERE c.relkind = 'S' AND c.relnamespace <> 'pgvigil_aa'::regnamespace;
+    RETURN NULL;
+END $$;
+-- the node's name given (or its offset changed): every sequence follows
+CREATE TRIGGER distinct_sequences AFTER INSERT OR UPDATE ON @extschema@.local_node
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.distinct_all_sequences();
+
+CREATE FUNCTION @extschema@.distinct_new_sequences() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN SELECT objid FROM pg_event_trigger_ddl_commands()
+               WHERE classid = 'pg_class'::regclass AND object_type = 'sequence'
+    LOOP
+        PERFORM pgvigil_aa.distinct_sequence(obj.objid);
+    END LOOP;
+END $$;
+CREATE EVENT TRIGGER pgvigil_aa_distinct_new_sequences ON ddl_command_end
+    WHEN TAG IN ('CREATE SEQUENCE', 'ALTER SEQUENCE', 'CREATE TABLE', 'ALTER TABLE', 'CREATE TABLE AS')
+    EXECUTE FUNCTION @extschema@.distinct_new_sequences();
 
 -- pause and resume the apply from a peer: the launcher stops or starts its worker within a second
 CREATE FUNCTION @extschema@.pause(peer text) RETURNS void

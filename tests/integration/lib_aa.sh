@@ -64,8 +64,12 @@ q() {
     shift
     PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -d postgres -At "$@"
 }
+# the extension and the node's name; its sequence offset is its rank among the nodes started
 aa_node_init() {
-    q "$1" -c "create extension pgvigil_aa" -c "insert into pgvigil_aa.local_node values ('$1')" ||
+    local i off=0
+    for i in "${!AA_NODES[@]}"; do [ "${AA_NODES[$i]}" = "$1" ] && off=$((i + 1)); done
+    q "$1" -c "create extension pgvigil_aa" \
+        -c "insert into pgvigil_aa.local_node (name, sequence_offset) values ('$1', $off)" ||
         fail "setting up node $1"
 }
 # aa_link N O: each of the two reads the other's slot (made here, from now on)
