@@ -110,6 +110,8 @@ CREATE EVENT TRIGGER pgvigil_aa_track_new_tables ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
     EXECUTE FUNCTION @extschema@.track_new_tables();
 REVOKE ALL ON FUNCTION @extschema@.track_deletes(regclass) FROM PUBLIC;
+-- (also for the DDL the apply worker runs for a peer, under session_replication_role = replica)
+ALTER EVENT TRIGGER pgvigil_aa_track_new_tables ENABLE ALWAYS;
 
 SELECT @extschema@.track_deletes(c.oid) FROM pg_class c
  WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
@@ -178,6 +180,7 @@ END $$;
 CREATE EVENT TRIGGER pgvigil_aa_distinct_new_sequences ON ddl_command_end
     WHEN TAG IN ('CREATE SEQUENCE', 'ALTER SEQUENCE', 'CREATE TABLE', 'ALTER TABLE', 'CREATE TABLE AS')
     EXECUTE FUNCTION @extschema@.distinct_new_sequences();
+ALTER EVENT TRIGGER pgvigil_aa_distinct_new_sequences ENABLE ALWAYS;
 
 -- pause and resume the apply from a peer: the launcher stops or starts its worker within a second
 CREATE FUNCTION @extschema@.pause(peer text) RETURNS void

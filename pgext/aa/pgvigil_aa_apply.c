@@ -45,6 +45,7 @@
 #include "utils/tuplestore.h"
 
 #include "pgvigil_aa_apply.h"
+#include "pgvigil_aa_ddl.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
 #include "pgvigil_aa_tombstone.h"
@@ -241,6 +242,11 @@ handle_message(StringInfo s)
 	prefix = pq_getmsgstring(s);
 	len = pq_getmsgint(s, 4);
 	content = pq_getmsgbytes(s, len);
+	if (strcmp(prefix, AA_DDL_PREFIX) == 0)
+	{
+		aa_ddl_apply(content, len);
+		return;
+	}
 	if (strcmp(prefix, AA_SEEN_PREFIX) != 0)
 		return;
 	if (!aa_seen_parse(content, len, &seen))

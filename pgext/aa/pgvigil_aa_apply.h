@@ -51,6 +51,7 @@ extern void aa_apply_update(StringInfo s);
 extern void aa_apply_delete(StringInfo s);
 extern void aa_apply_truncate(StringInfo s);
 extern void aa_change_begin_transaction(void);
+extern bool aa_change_skip_failed_ddl(const char *stmt, const char *error);
 extern void aa_change_end_transaction(void);	/* SPI connected, before the commit */
 
 #endif

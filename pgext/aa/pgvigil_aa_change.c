@@ -620,6 +620,37 @@ aa_change_end_transaction(void)
 	txn_decision = -1;
 }
 
+/* A DDL statement of the peer failed here: skipped when the operator
+ * decided 'local' (recorded, kind ddl_failed); otherwise the apply stops. */
+bool
+aa_change_skip_failed_ddl(const char *stmt, const char *error)
+{
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[4];
+
+	if (txn_decision < 0)
+	{
+		Oid			t[1] = {TEXTOID};
+		Datum		v[1] = {CStringGetTextDatum(aa_peer_name)};
+		char	   *d;
+
+		aa_spi_exec("SELECT decision FROM pgvigil_aa.peers WHERE name = $1", 1, t, v, NULL, 1);
+		d = aa_spi_text(0, 1);
+		txn_decision = d == NULL ? 0 : strcmp(d, "remote") == 0 ? 2 : 1;
+	}
+	if (txn_decision != 1)
+		return false;
+	values[0] = CStringGetTextDatum(aa_peer_name);
+	values[1] = CStringGetTextDatum(stmt);
+	values[2] = CStringGetTextDatum(error);
+	values[3] = TimestampTzGetDatum(aa_remote_commit_ts);
+	aa_spi_exec("INSERT INTO pgvigil_aa.conflicts (peer, kind, relation, key, local_row, remote_row,"
+				" remote_commit_ts, policy, winner)"
+				" VALUES ($1, 'ddl_failed', '(ddl)', '-', $3, $2, $4, 'error', 'local')",
+				4, types, values, NULL, 1);
+	return true;
+}
+
 /* The operator's decision on a conflict of a table whose policy is error;
  * without one the apply stops here. */
 static bool

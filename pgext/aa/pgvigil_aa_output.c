@@ -16,7 +16,8 @@
  * stream can be read by logicalrep_read_* on the receiving side, and a
  * built-in subscription can apply it too.  The causality messages a node
  * logs before its clients' writing statements (pgvigil_aa_seen.c) go along
- * as MESSAGE, ahead of the rows they describe.
+ * as MESSAGE, ahead of the rows they describe, and so do its clients' DDL
+ * statements (pgvigil_aa_ddl.c), in their place among the rows.
  *
  * Tables: every permanent table outside the pgvigil_aa schema (the group's
  * own bookkeeping is local to each node).
@@ -42,6 +43,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "pgvigil_aa_ddl.h"
 #include "pgvigil_aa_seen.h"
 
 PG_MODULE_MAGIC;
@@ -220,7 +222,18 @@ aa_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr messag
 {
 	AaOutputData *data = ctx->output_plugin_private;
 
-	if (!transactional || strcmp(prefix, AA_SEEN_PREFIX) != 0)
+	if (!transactional)
+		return;
+	if (strcmp(prefix, AA_DDL_PREFIX) == 0)
+	{
+		/* a transaction of DDL alone is sent too */
+		send_begin_if_pending(ctx, txn);
+		OutputPluginPrepareWrite(ctx, true);
+		logicalrep_write_message(ctx->out, InvalidTransactionId, message_lsn, true, prefix, message_size, message);
+		OutputPluginWrite(ctx, true);
+		return;
+	}
+	if (strcmp(prefix, AA_SEEN_PREFIX) != 0)
 		return;
 	if (data->begin_pending)
 	{

@@ -29,6 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "pgvigil_aa_ddl.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
 
@@ -138,7 +139,8 @@ forget_logged(SubXactEvent event, SubTransactionId mySubid, SubTransactionId par
 		logged_in = InvalidLocalTransactionId;
 }
 
-/* COPY FROM and TRUNCATE write without the executor */
+/* COPY FROM and TRUNCATE write without the executor; DDL is sent along
+ * (pgvigil_aa_ddl.c) */
 static void
 aa_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
@@ -148,6 +150,8 @@ aa_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 
 	if (((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) || IsA(stmt, TruncateStmt)) && may_log())
 		log_seen_if_changed();
+	if (may_log())
+		aa_ddl_capture(pstmt, queryString, context);
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	else
