@@ -127,10 +127,15 @@ void
 aa_spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
 {
 	int			rc;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (SPI_tuptable)
 		SPI_freetuptable(SPI_tuptable);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	/* SPI leaves its own procedure context current: back to the caller's, so
+	 * that what is allocated after this lives as long as the caller means it
+	 * to (a relation's cache entry, a change's memory freed with the change) */
+	MemoryContextSwitchTo(caller);
 
 	if (rc < 0 || (expect >= 0 && SPI_processed != (uint64) expect))
 		ereport(ERROR,

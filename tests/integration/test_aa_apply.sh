@@ -27,11 +27,12 @@ source "$(dirname "$0")/lib_aa.sh"
 start_node a
 start_node b
 aa_group a b
-for n in a b; do
-    q $n -c "create table t(id int primary key, v text, n int not null default 0, c char(6) not null default 'abcdef')" ||
-        fail "setting up node $n"
-done
 start_workers a b
+# (created on a: the DDL reaches b)
+q a -c "create table t(id int primary key, v text, n int not null default 0, c char(6) not null default 'abcdef')" ||
+    fail "creating t"
+has_table() { [ "$(q "$1" -c "select to_regclass('$2') is not null")" = t ]; }
+wait_until 30 "t on b" has_table b public.t
 content() { q "$1" -c "select count(*) || ' ' || coalesce(sum(n), 0) || ' ' || coalesce(md5(string_agg(id || ':' || v || ':' || n || ':' || c, ',' order by id)), '-') from t"; }
 same() { [ "$(content a)" = "$(content b)" ]; }
 
@@ -42,7 +43,6 @@ wait_until 30 "the inserts reach both" same
 q a -c "update t set n = n + 1 where id % 10 = 0"
 q b -c "update t set n = n + 1 where id % 7 = 0"
 q a -c "delete from t where id between 190 and 195"
-q b -c "create table t2(id int primary key)" >/dev/null
 q a -c "create table t2(id int primary key)" -c "insert into t2 select generate_series(1, 10)"
 t2_empty() { [ "$(q b -c 'select count(*) from t2')" = 10 ]; }
 wait_until 30 "t2 reaches b" t2_empty
@@ -87,7 +87,6 @@ log "same rows on both: converged ($(content a)); $conflicts conflict(s) recorde
 # its worker: every row once, each of A's transactions applied in one local transaction (an
 # insert applied twice would have become an update: a transaction id of its own)
 q a -c "create table big(id int primary key, pad text)"
-q b -c "create table big(id int primary key, pad text)"
 for i in $(seq 0 199); do echo "insert into big select g, repeat('x', 200) from generate_series($((i * 100 + 1)), $((i * 100 + 100))) g;"; done | q a >/dev/null &
 wbig=$!
 some_applied() { [ "$(q b -c 'select count(*) > 0 from big')" = t ]; }
@@ -148,7 +147,8 @@ log "synchronous mode: a's commit waited while b paused, and returned with the r
 
 # sequences: a serial key written on both nodes at once never collides (each node's values equal
 # its offset modulo 64)
-for n in a b; do q $n -c "create table s(id serial primary key, v text)"; done
+q a -c "create table s(id serial primary key, v text)"
+wait_until 30 "s on b" has_table b public.s
 for n in a b; do
     (for i in $(seq 1 50); do echo "insert into s (v) values ('$n');"; done | q $n >/dev/null) &
     eval "ins_$n=\$!"
@@ -164,7 +164,6 @@ log "sequences: 50 serial keys on each node at once, 100 rows, no conflict, a's 
 
 # ---- 5. a table without a primary key
 q a -c "create table nokey(x int)"
-q b -c "create table nokey(x int)"
 q a -c "insert into nokey values (1)"
 said() { grep -q 'table "public.nokey" has no primary key or replica identity index' "$T_DIR/node_b/postgres.log"; }
 wait_until 30 "b's worker says why it stops" said

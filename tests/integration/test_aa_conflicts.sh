@@ -32,13 +32,12 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 start_node a
 start_node b
 aa_group a b
-for n in a b; do
-    q $n -c "create table w(id int primary key, v text not null, n int not null default 0)" \
-        -c "create table u(id int primary key, email text not null unique, v text)" \
-        -c "create table p(id int primary key, v text)" ||
-        fail "tables on $n"
-done
 start_workers a b
+# (created on a: the DDL reaches b)
+q a -c "create table w(id int primary key, v text not null, n int not null default 0)" \
+    -c "create table u(id int primary key, email text not null unique, v text)" \
+    -c "create table p(id int primary key, v text)" || fail "creating the tables"
+wait_until 30 "the tables on b" eval '[ "$(q b -c "select to_regclass('"'"'public.p'"'"') is not null")" = t ]' 
 dsn() { echo "host=127.0.0.1 port=${PORT[$1]} user=postgres dbname=postgres"; }
 content() { q "$1" -c "select count(*) || ' ' || coalesce(md5(string_agg(id || ':' || v || ':' || n, ',' order by id)), '-') from w"; }
 rows_of() { q "$1" -c "select coalesce(string_agg(id || '=' || coalesce(v, 'NULL'), ',' order by id), '-') from $2"; }
@@ -66,7 +65,6 @@ commit_txn() {
 worker_blocked() { [ "$(q "$1" -c "select wait_event_type from pg_stat_activity where application_name = 'pgvigil_aa apply from $2'")" = Lock ]; }
 
 # ---- 0. a user without rights on the pgvigil_aa schema creates a table: its deletes are recorded
-q b -c "create table app_t(id int primary key)"
 q a -c "create role app login" -c "grant create on schema public to app"
 PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[a]}" -U app -d postgres \
     -c "create table app_t(id int primary key)" -c "insert into app_t values (1)" -c "delete from app_t" ||
@@ -273,9 +271,10 @@ log "self-test: the audit sees values gone without a record ($(tail -1 "$T_DIR/a
 
 # ---- 7. a peer with another key
 tick
-q c -c "create table k2(id int, x int, primary key (id))"
-q a -c "create table k2(id int, x int, primary key (id))"
-q b -c "create table k2(id int, x int, primary key (id, x))"
+# (each node's own table: not sent)
+q c -c "set session_replication_role = replica" -c "create table k2(id int, x int, primary key (id))"
+q a -c "set session_replication_role = replica" -c "create table k2(id int, x int, primary key (id))"
+q b -c "set session_replication_role = replica" -c "create table k2(id int, x int, primary key (id, x))"
 q a -c "insert into k2 values (1, 1)"
 said_key() { grep -q 'table public.k2 has another key here than on peer "a"' "$T_DIR/node_b/postgres.log"; }
 wait_until 30 "b's worker stops on k2's key" said_key
