@@ -33,6 +33,7 @@ int cmd_wal_fetch(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);
 int cmd_wal_summary(int argc, char **argv);
 int cmd_rewind(int argc, char **argv);
+int cmd_aa(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 

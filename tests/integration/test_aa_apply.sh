@@ -12,13 +12,14 @@
 #     restarted (its worker started again) ends with each row once, each of A's transactions
 #     applied in exactly one local transaction.
 #     The launcher starts B's worker again after the crash (no start_apply).
-#  4. pgvigil_aa.status() shows the apply (worker, transactions applied, no lag) and
+#  4. pgvigil_aa.status() and `pgvigil aa status` (text and --json) show the apply (worker,
+#     transactions applied, no lag; an unreachable node fails the command) and
 #     pgvigil_aa.slots the slots; pause stops B's worker (A's slot keeps A's new write, B does not
 #     have it), resume applies it. Synchronous mode: with synchronous_standby_names naming b's
 #     worker (pgvigil_aa_b), a's commit waits while b is paused and returns once b has the row.
 #     Sequences: a serial key written on both nodes at once never collides.
 #  5. A table without a primary key: B's worker stops on its first change, saying so in the log
-#     (never a silent divergence).
+#     and in `pgvigil aa status`, which then fails (never a silent divergence).
 #  6. The convergence check can fail: a row written on B under a replication origin (as if it
 #     came from a peer) is never sent to A, and the check sees the difference.
 source "$(dirname "$0")/lib.sh"
@@ -116,6 +117,17 @@ status_ok() { [ "$(st a b 'pid is not null and applied_transactions > 0 and lag_
 wait_until 30 "a's status of the apply from b: running, applied, no lag, no error" status_ok
 [ "$(q a -c "select count(*) from pgvigil_aa.slots where slot_name = 'aa_for_b' and retained_bytes >= 0")" = 1 ] ||
     fail "a's slot for b is not in pgvigil_aa.slots"
+# the same through `pgvigil aa status`
+aa_nodes=(--node "a=host=127.0.0.1 port=${PORT[a]} user=postgres dbname=postgres" --node "b=host=127.0.0.1 port=${PORT[b]} user=postgres dbname=postgres")
+"$BIN" aa status "${aa_nodes[@]}" --json >"$T_DIR/aa_status.json" 2>"$T_DIR/aa_status.err" ||
+    fail "pgvigil aa status: $(cat "$T_DIR/aa_status.err")"
+[ "$(jq -r '[.nodes[] | .name + ">" + (.peers[0].peer) + ":" + (.peers[0].pid != null | tostring) + ":" + (.peers[0].lag_bytes | tostring) + ":" + (.slots | length | tostring)] | join(" ")' "$T_DIR/aa_status.json")" = "a>b:true:0:1 b>a:true:0:1" ] ||
+    fail "pgvigil aa status --json: $(cat "$T_DIR/aa_status.json")"
+"$BIN" aa status "${aa_nodes[@]}" >"$T_DIR/aa_status.txt" 2>&1 && grep -q "from b            applying" "$T_DIR/aa_status.txt" ||
+    fail "pgvigil aa status (text): $(cat "$T_DIR/aa_status.txt")"
+"$BIN" aa status --node "x=host=127.0.0.1 port=1 user=postgres dbname=postgres" >/dev/null 2>"$T_DIR/aa_status.err" &&
+    fail "pgvigil aa status of an unreachable node exited 0"
+grep -q "error: node x: " "$T_DIR/aa_status.err" || fail "pgvigil aa status of an unreachable node: $(cat "$T_DIR/aa_status.err")"
 q b -c "select pgvigil_aa.pause('a')" >/dev/null
 paused() { [ -z "$(worker_pid b a)" ]; }
 wait_until 30 "b's worker for a stops when paused" paused
@@ -168,6 +180,10 @@ q a -c "insert into nokey values (1)"
 said() { grep -q 'table "public.nokey" has no primary key or replica identity index' "$T_DIR/node_b/postgres.log"; }
 wait_until 30 "b's worker says why it stops" said
 [ "$(q b -c 'select count(*) from nokey')" = 0 ] || fail "a change of a table without a key was applied"
+# `pgvigil aa status` says so too, and fails
+stopped_shown() { ! "$BIN" aa status "${aa_nodes[@]}" --json >"$T_DIR/aa_status.json" 2>/dev/null &&
+    jq -e '.nodes[1].peers[0].last_error | test("no primary key")' "$T_DIR/aa_status.json" >/dev/null; }
+wait_until 30 "pgvigil aa status shows b's stopped apply and fails" stopped_shown
 log "a table without a primary key: the apply stops and says so"
 
 # ---- 6. the check can fail
