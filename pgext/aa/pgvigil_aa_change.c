@@ -25,13 +25,16 @@
 #include "postgres.h"
 
 #include "access/sysattr.h"
+#include "access/commit_ts.h"
 #include "access/table.h"
+#include "access/transam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/makefuncs.h"
 #include "replication/logicalproto.h"
+#include "replication/origin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -372,22 +375,21 @@ unchanged_column(LogicalRepTupleData *tup)
 
 /* ---- the local version of a row */
 
-/* who wrote the version whose xmin is given, and when */
+/* who wrote the version whose xmin is given, and when (what
+ * pg_xact_commit_timestamp_origin says, without a query) */
 static void
 read_writer(const char *xmin, LocalRow *out)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(xmin)};
-	bool		isnull;
-	Datum		d;
+	TransactionId xid = (TransactionId) strtoul(xmin, NULL, 10);
+	TimestampTz ts = 0;
+	RepOriginId origin = InvalidRepOriginId;
+	char	   *roname = NULL;
 
-	aa_spi_exec("SELECT c.timestamp, o.roname::text FROM pg_xact_commit_timestamp_origin($1::xid) c"
-				" LEFT JOIN pg_replication_origin o ON o.roident = c.roident",
-				1, types, values, NULL, 1);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	out->has_ts = !isnull;
-	out->ts = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
-	out->node = aa_origin_node(aa_spi_text(0, 2));
+	out->has_ts = TransactionIdIsNormal(xid) && TransactionIdGetCommitTsData(xid, &ts, &origin) && ts != 0;
+	out->ts = out->has_ts ? ts : DT_NOBEGIN;
+	if (out->has_ts && origin != InvalidRepOriginId && !replorigin_by_oid(origin, true, &roname))
+		roname = NULL;
+	out->node = aa_origin_node(roname);
 }
 
 static void
