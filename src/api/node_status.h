@@ -6,6 +6,7 @@
 #include "common/common.h"
 #include "common/lsn.h"
 #include "config/config.h"
+#include "pg/pg.h"
 
 typedef struct NodeStatus {
     char name[64];
@@ -70,6 +71,11 @@ typedef struct NodeStatus {
     bool witness_peer_reachable;  /* the other site's etcd, as the witness thread last read it */
     char witness_holder[128];     /* the site the witness key names ("" none) */
     int64_t site_gone_ms;         /* observe: the other site looks gone for this long (0 not) */
+    /* an active-active node: the apply from each peer (PgState's) */
+    bool aa_present;
+    int64_t aa_conflicts_last_minute;
+    AaPeerObs aa_peers[16];
+    int n_aa_peers;
 } NodeStatus;
 
 #endif

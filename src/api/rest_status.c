@@ -362,6 +362,22 @@ char *rest_status_json(const NodeStatus *st)
         json_object_set_new(o, "pause", json_true());
     if (st->pg_running)
         json_object_set_new(o, "commit_guard", json_boolean(st->commit_guard));
+    if (st->aa_present) {
+        /* an active-active node: the apply from each peer */
+        json_t *peers = json_array();
+        for (int i = 0; i < st->n_aa_peers; i++) {
+            const AaPeerObs *p = &st->aa_peers[i];
+            json_array_append_new(peers, json_pack("{s:s, s:b, s:b, s:b, s:I, s:f, s:I, s:I, s:f}", "peer", p->peer,
+                                                   "enabled", p->enabled, "running", p->running, "failed", p->failed,
+                                                   "lag_bytes", (json_int_t)p->lag_bytes, "lag_seconds", p->lag_seconds,
+                                                   "applied_transactions", (json_int_t)p->applied_transactions,
+                                                   "conflicts", (json_int_t)p->conflicts,
+                                                   "clock_difference_ms", p->clock_difference_ms));
+        }
+        json_object_set_new(o, "active_active",
+                            json_pack("{s:o, s:I}", "peers", peers, "conflicts_last_minute",
+                                      (json_int_t)st->aa_conflicts_last_minute));
+    }
     if (st->archive_on) {
         json_t *ar = json_pack("{s:I, s:I, s:i}", "archived", (json_int_t)st->archived_total, "failures",
                                (json_int_t)st->archive_failures_total, "ready", st->archive_ready);
@@ -547,6 +563,40 @@ char *rest_metrics_text(const NodeStatus *st)
     metric_u(&b, labels, "pgvigil_failovers_total",
              "Times this node became primary since the agent started.",
              st->failovers > 0 ? (uint64_t)st->failovers : 0);
+    if (st->aa_present) {
+        metric_i(&b, labels, "pgvigil_aa_conflicts_last_minute", "gauge",
+                 "Conflicts the active-active apply met in the last minute on this node.",
+                 st->aa_conflicts_last_minute);
+        /* one family per metric, one sample per peer (a family's HELP and TYPE come once) */
+        static const struct {
+            const char *name, *type, *help;
+        } fam[] = {
+            {"pgvigil_aa_apply_running", "gauge", "Value is 1 if the apply worker for this peer runs, 0 otherwise."},
+            {"pgvigil_aa_apply_paused", "gauge", "Value is 1 if the apply from this peer is paused, 0 otherwise."},
+            {"pgvigil_aa_apply_failed", "gauge",
+             "Value is 1 if the last error that stopped the apply from this peer stands, 0 otherwise."},
+            {"pgvigil_aa_lag_bytes", "gauge", "Bytes of the peer's WAL this node has not confirmed, -1 when unknown."},
+            {"pgvigil_aa_lag_seconds", "gauge",
+             "Seconds since the oldest transaction of the peer waiting here committed, -1 when unknown."},
+            {"pgvigil_aa_applied_transactions_total", "counter", "Transactions of the peer applied since the server started."},
+            {"pgvigil_aa_conflicts_total", "counter", "Conflicts met applying the peer's changes since the server started."},
+            {"pgvigil_aa_clock_difference_ms", "gauge",
+             "This node's clock minus the peer's at its last keepalive, transit included (ms)."},
+        };
+        for (size_t f = 0; f < ARRAY_LEN(fam); f++) {
+            tb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+            for (int i = 0; i < st->n_aa_peers; i++) {
+                const AaPeerObs *p = &st->aa_peers[i];
+                char peer[2 * sizeof(p->peer) + 1];
+                label_escape(p->peer, peer, sizeof(peer));
+                double v = f == 0 ? p->running : f == 1 ? !p->enabled : f == 2 ? p->failed
+                         : f == 3 ? (double)p->lag_bytes : f == 4 ? p->lag_seconds
+                         : f == 5 ? (double)p->applied_transactions : f == 6 ? (double)p->conflicts
+                                  : p->clock_difference_ms;
+                tb_printf(&b, "%s{%s,peer=\"%s\"} %.*f\n", fam[f].name, labels, peer, f == 4 || f == 7 ? 3 : 0, v);
+            }
+        }
+    }
     if (st->archive_on) {
         metric_u(&b, labels, "pgvigil_archive_files_total",
                  "WAL files this agent stored in the repository (or found stored) since it started.",

@@ -415,6 +415,10 @@ void agent_publish(Agent *a)
     }
     ns.timeline = st->timeline;
     str_copy(ns.promote_at, sizeof(ns.promote_at), a->promote_at_seen);
+    ns.aa_present = st->aa_present;
+    ns.aa_conflicts_last_minute = st->aa_conflicts_last_minute;
+    ns.n_aa_peers = st->n_aa_peers;
+    memcpy(ns.aa_peers, st->aa_peers, sizeof(ns.aa_peers));
     if (a->archive) {
         ArchiveStats as;
         archive_service_stats(a->archive, &as);

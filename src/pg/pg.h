@@ -29,6 +29,19 @@ typedef struct WalSender {
     Lsn flush_lsn, replay_lsn;
 } WalSender;
 
+/* the apply from one peer of an active-active group (pgvigil_aa.status() and peers) */
+typedef struct AaPeerObs {
+    char peer[64];
+    bool enabled;        /* not paused */
+    bool running;        /* its apply worker runs */
+    bool failed;         /* the worker's last error stands */
+    int64_t lag_bytes;
+    double lag_seconds;
+    int64_t applied_transactions;
+    int64_t conflicts;
+    double clock_difference_ms;
+} AaPeerObs;
+
 typedef struct PgState {
     bool data_dir_nonempty;
     bool data_dir_valid;         /* PG_VERSION and global/pg_control present */
@@ -53,6 +66,11 @@ typedef struct PgState {
     pid_t postmaster_pid;
     WalSender senders[32];
     int n_senders;
+    /* an active-active node (pgvigil_aa created in the agent's database): the apply per peer */
+    bool aa_present;
+    int64_t aa_conflicts_last_minute;
+    AaPeerObs aa_peers[16];
+    int n_aa_peers;
 } PgState;
 
 /* Could the server be accepting writes? Unknown counts as yes, except that a server started

@@ -227,6 +227,37 @@ static Lsn col_lsn(PGresult *r, int row, int col)
     return l;
 }
 
+/* An active-active node: the apply from each peer, and the conflicts of the last minute. */
+static void observe_aa(PgNode *pg, PgState *st)
+{
+    Err err = {{0}};
+    PGresult *r = pg_query(pg,
+        "SELECT p.name, p.enabled, s.pid IS NOT NULL, s.last_error IS NOT NULL, COALESCE(s.lag_bytes, -1),"
+        " COALESCE(s.lag_seconds, -1), COALESCE(s.applied_transactions, 0), COALESCE(s.conflicts, 0),"
+        " COALESCE(s.clock_difference_ms, 0),"
+        " (SELECT count(*) FROM pgvigil_aa.conflicts WHERE recorded_at > now() - interval '1 minute')"
+        " FROM pgvigil_aa.peers p LEFT JOIN pgvigil_aa.status() s ON s.peer = p.name ORDER BY p.name",
+        2000, &err);
+    if (!r) {
+        log_debug("observe (active-active): %s", err.msg);
+        return;
+    }
+    for (int i = 0; i < PQntuples(r) && PQnfields(r) == 10 && st->n_aa_peers < (int)ARRAY_LEN(st->aa_peers); i++) {
+        AaPeerObs *o = &st->aa_peers[st->n_aa_peers++];
+        str_copy(o->peer, sizeof(o->peer), PQgetvalue(r, i, 0));
+        o->enabled = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+        o->running = strcmp(PQgetvalue(r, i, 2), "t") == 0;
+        o->failed = strcmp(PQgetvalue(r, i, 3), "t") == 0;
+        o->lag_bytes = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+        o->lag_seconds = atof(PQgetvalue(r, i, 5));
+        o->applied_transactions = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+        o->conflicts = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+        o->clock_difference_ms = atof(PQgetvalue(r, i, 8));
+        st->aa_conflicts_last_minute = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+    }
+    PQclear(r);
+}
+
 void pg_observe(PgNode *pg, PgState *st)
 {
     memset(st, 0, sizeof(*st));
@@ -263,13 +294,14 @@ void pg_observe(PgNode *pg, PgState *st)
         " (SELECT count(*) > 0 FROM pg_settings WHERE pending_restart),"
         " (SELECT system_identifier::text FROM pg_control_system()),"
         " COALESCE(current_setting('" LEASE_FILE_GUC "', true), '') <> '',"
-        " COALESCE(extract(epoch from now() - pg_last_xact_replay_timestamp())::float8, -1)",
+        " COALESCE(extract(epoch from now() - pg_last_xact_replay_timestamp())::float8, -1),"
+        " to_regprocedure('pgvigil_aa.status()') IS NOT NULL",
         2000, &err);
     if (!r) {
         log_debug("observe: %s", err.msg);
         return;
     }
-    if (PQntuples(r) == 1 && PQnfields(r) == 13) {
+    if (PQntuples(r) == 1 && PQnfields(r) == 14) {
         st->accepting = true;
         st->in_recovery = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         st->wal_lsn = col_lsn(r, 0, 1);
@@ -284,8 +316,11 @@ void pg_observe(PgNode *pg, PgState *st)
         str_copy(st->sysid, sizeof(st->sysid), PQgetvalue(r, 0, 10));
         st->commit_guard = strcmp(PQgetvalue(r, 0, 11), "t") == 0;
         st->replay_age_s = st->in_recovery ? atof(PQgetvalue(r, 0, 12)) : -1;
+        st->aa_present = strcmp(PQgetvalue(r, 0, 13), "t") == 0;
     }
     PQclear(r);
+    if (st->accepting && st->aa_present)
+        observe_aa(pg, st);
     if (st->accepting && !st->in_recovery) {
         r = pg_query(pg, "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text"
                          " FROM pg_stat_replication ORDER BY application_name", 2000, &err);
