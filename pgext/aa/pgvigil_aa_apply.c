@@ -478,6 +478,42 @@ check_peer(WalReceiverConn *wrconn)
 	walrcv_clear_result(res);
 }
 
+/*
+ * The peer's slot for this node must exist and still hold what this node
+ * has not applied.  A slot the peer invalidated (this node was away longer
+ * than the peer's max_slot_wal_keep_size allows) cannot be caught up from:
+ * the node must be rebuilt, and the worker says so rather than retry in vain.
+ */
+static void
+check_slot(WalReceiverConn *wrconn, const char *slot)
+{
+	Oid			types[1] = {TEXTOID};
+	char	   *sql = psprintf("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", quote_literal_cstr(slot));
+	WalRcvExecResult *res = walrcv_exec(wrconn, sql, 1, types);
+	TupleTableSlot *tslot;
+	bool		isnull;
+	char	   *status;
+
+	if (res->status != WALRCV_OK_TUPLES)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: cannot read slot \"%s\" on peer \"%s\": %s", slot, aa_peer_name,
+						res->err ? res->err : "no answer")));
+	tslot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (!tuplestore_gettupleslot(res->tuplestore, true, false, tslot))
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" has no slot \"%s\"", aa_peer_name, slot),
+				 errhint("Create it there: SELECT pg_create_logical_replication_slot('%s', 'pgvigil_aa'); a node that missed"
+						 " changes meanwhile must be rebuilt.", slot)));
+	status = TextDatumGetCString(slot_getattr(tslot, 1, &isnull));
+	if (!isnull && strcmp(status, "lost") == 0)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: peer \"%s\" invalidated slot \"%s\": this node was away longer than the peer keeps WAL for it"
+						" (max_slot_wal_keep_size) and must be rebuilt from the group", aa_peer_name, slot),
+				 errdetail("The changes this node missed are gone from the peer; applying what is left would leave the nodes different.")));
+	ExecDropSingleTupleTableSlot(tslot);
+	walrcv_clear_result(res);
+}
+
 void
 pgvigil_aa_apply_main(Datum arg)
 {
@@ -578,6 +614,7 @@ pgvigil_aa_apply_main(Datum arg)
 	/* (the answer's row type is built from the catalogs: in a transaction) */
 	StartTransactionCommand();
 	check_peer(wrconn);
+	check_slot(wrconn, slot);
 	CommitTransactionCommand();
 	memset(&options, 0, sizeof(options));
 	options.logical = true;

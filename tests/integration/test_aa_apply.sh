@@ -20,6 +20,8 @@
 #     Sequences: a serial key written on both nodes at once never collides.
 #  5. A table without a primary key: B's worker stops on its first change, saying so in the log
 #     and in `pgvigil aa status`, which then fails (never a silent divergence).
+#     A node away too long (its peer's slot invalidated past max_slot_wal_keep_size): its
+#     worker stops and says, in the log and the status, that it must be rebuilt.
 #  6. The convergence check can fail: a row written on B under a replication origin (as if it
 #     came from a peer) is never sent to A, and the check sees the difference.
 source "$(dirname "$0")/lib.sh"
@@ -185,6 +187,21 @@ stopped_shown() { ! "$BIN" aa status "${aa_nodes[@]}" --json >"$T_DIR/aa_status.
     jq -e '.nodes[1].peers[0].last_error | test("no primary key")' "$T_DIR/aa_status.json" >/dev/null; }
 wait_until 30 "pgvigil aa status shows b's stopped apply and fails" stopped_shown
 log "a table without a primary key: the apply stops and says so"
+
+# ---- 5b. a node away too long: a keeps at most 1MB of WAL for a slot; while b's apply pauses, a
+# writes on past it and its slot for b is invalidated. b's worker then says b must be rebuilt.
+q a -c "alter system set max_slot_wal_keep_size = '1MB'" -c "select pg_reload_conf()" >/dev/null
+q b -c "select pgvigil_aa.pause('a')" >/dev/null
+wait_until 30 "b's worker for a stops when paused" paused
+for i in 1 2 3 4; do q a -c "insert into t values ($((6000 + i)), 'past the slot')" -c "select pg_switch_wal()" >/dev/null; done
+q a -c "checkpoint"
+lost() { [ "$(q a -c "select wal_status from pg_replication_slots where slot_name = 'aa_for_b'")" = lost ]; }
+wait_until 30 "a invalidates its slot for b" lost
+q b -c "select pgvigil_aa.resume('a')" >/dev/null
+rebuild_said() { [ "$(st b a "last_error like '%invalidated slot \"aa_for_b\"%must be rebuilt%'")" = t ]; }
+wait_until 30 "b's status says b must be rebuilt" rebuild_said
+grep -q 'peer "a" invalidated slot "aa_for_b"' "$T_DIR/node_b/postgres.log" || fail "b's log does not say why it stops"
+log "a node away too long: a's slot for b invalidated, b's apply stops and says b must be rebuilt"
 
 # ---- 6. the check can fail
 # (an origin of its own: a's is held by b's worker; any origin keeps the row from being sent)
