@@ -212,8 +212,9 @@ END $$;
 REVOKE ALL ON FUNCTION @extschema@.resolve_stopped(text, text) FROM PUBLIC;
 
 -- the apply from each peer: its worker, what it applied (the peer's commit time and WAL
--- position), what it confirmed, how far behind it is (bytes of the peer's WAL not yet
--- confirmed; seconds since the oldest waiting transaction was committed), when the peer was
+-- position), what it confirmed, how far behind it is (bytes of the peer's WAL received or
+-- announced and not yet confirmed, a lower bound: the exact figure is unconfirmed_bytes in the
+-- peer's pgvigil_aa.slots; seconds since the oldest waiting transaction was committed), when the peer was
 -- last heard from, the clocks' difference at its last keepalive (this node's minus the peer's,
 -- transit included), transactions applied and conflicts met since the server started, and the
 -- error that stopped it last (cleared by the next applied transaction)
@@ -226,10 +227,12 @@ CREATE FUNCTION @extschema@.status(
     AS 'MODULE_PATHNAME', 'pgvigil_aa_status'
     LANGUAGE C STRICT;
 
--- the group's slots on this node (one per peer reading it) and the WAL each holds back
+-- the group's slots on this node (one per peer reading it): the WAL each holds back, and how much
+-- of this node's WAL its reader has not confirmed yet (the reader's exact lag in bytes)
 CREATE VIEW @extschema@.slots AS
     SELECT slot_name, active, confirmed_flush_lsn,
            pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) AS retained_bytes,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) AS unconfirmed_bytes,
            wal_status, safe_wal_size
       FROM pg_catalog.pg_replication_slots
      WHERE plugin = 'pgvigil_aa';

@@ -372,10 +372,11 @@ leave_shared(int code, Datum arg)
 
 /* What this node has applied, so the peer's slot keeps no more WAL than
  * needed: while no remote transaction is open, everything received. */
+static TimestampTz last_sent_at = 0;
+
 static void
 send_feedback(WalReceiverConn *wrconn, bool force)
 {
-	static TimestampTz last_sent_at = 0;
 	static XLogRecPtr last_sent = InvalidXLogRecPtr;
 	XLogRecPtr	pos = in_remote_txn ? last_applied : Max(last_applied, last_received);
 	TimestampTz now = GetCurrentTimestamp();
@@ -627,9 +628,13 @@ pgvigil_aa_apply_main(Datum arg)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" did not start streaming from slot \"%s\"", aa_peer_name, slot)));
 	last_applied = options.startpoint;
-	/* streaming again: an error that stopped an earlier worker is over */
+	/* streaming again: an error that stopped an earlier worker is over; what
+	 * the peer's slot has confirmed is where the stream starts */
 	if (aa_my_state)
+	{
 		aa_my_state->error[0] = '\0';
+		aa_my_state->confirmed_lsn = options.startpoint;
+	}
 	ereport(LOG,
 			(errmsg("pgvigil_aa: applying from peer \"%s\" (slot \"%s\") from %X/%X", aa_peer_name, slot,
 					LSN_FORMAT_ARGS(options.startpoint))));
@@ -680,7 +685,14 @@ pgvigil_aa_apply_main(Datum arg)
 				send_feedback(wrconn, reply);
 			}
 			if (!in_remote_txn)
+			{
 				MemoryContextReset(ApplyMessageCxt);
+				/* a backlog keeps the socket busy: progress is confirmed every
+				 * second all the same, and a pause or shutdown is heard */
+				if (TimestampDifferenceExceeds(last_sent_at, GetCurrentTimestamp(), FEEDBACK_INTERVAL_MS))
+					send_feedback(wrconn, false);
+			}
+			CHECK_FOR_INTERRUPTS();
 			len = walrcv_receive(wrconn, &buf, &fd);
 		}
 		send_feedback(wrconn, false);

@@ -519,16 +519,6 @@ peer_saw(LocalRow *v)
 	return aa_seen_has(aa_applying_seen, v->node, v->ts);
 }
 
-/* Had the deleter of a tombstone seen the remote insert being applied?
- * Without its causality map, when the delete came later. */
-static bool
-deleter_saw_insert(LocalRow *tomb)
-{
-	if (tomb->has_seen)
-		return aa_seen_has(&tomb->seen, aa_peer_name, aa_remote_commit_ts);
-	return tomb->has_ts && tomb->ts >= aa_remote_commit_ts;
-}
-
 static void
 record_conflict(const char *kind, AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *remote,
 				LocalRow *local, const char *policy, bool remote_won)
@@ -988,15 +978,34 @@ insert_unique_conflict(AaRel *r, LogicalRepTupleData *tup)
 	}
 }
 
+static void update_row(AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *newtup, const char *ctid);
+
 /* A remote update becomes the row (its row is missing here), after the rows
  * in its way on other unique indexes lost. */
 static void
 insert_missing_row(AaRel *r, LogicalRepTupleData *tup)
 {
 	bool		ordered_loss;
+	LocalRow	local;
+	const char *policy;
+	bool		wins;
 
-	if (resolve_unique(r, tup, NULL, "update_unique", &ordered_loss))
-		(void) insert_row(r, tup, false);
+	if (!resolve_unique(r, tup, NULL, "update_unique", &ordered_loss) || insert_row(r, tup, true) == 1)
+		return;
+	/* a local insert of the key committed meanwhile: the two versions are
+	 * resolved like any other pair */
+	refresh_snapshot();
+	read_local(r, tup, &local);
+	if (!local.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("pgvigil_aa: a row of peer \"%s\" for %s (%s) is refused here by a constraint that is not a unique index",
+						aa_peer_name, r->qualname, tuple_text(r, tup, true)),
+				 errdetail("The apply from this peer stops here.")));
+	wins = decide("insert_exists", r, tup, tup, &local, -1, &policy);
+	if (wins)
+		update_row(r, tup, tup, local.ctid);
+	record_conflict("insert_exists", r, tup, tup, &local, policy, wins);
 }
 
 /*
@@ -1047,13 +1056,14 @@ aa_apply_insert(StringInfo s)
 		LocalRow	tomb;
 
 		/*
-		 * Deleted here by a node that had seen this very insert (a delete that
-		 * overtook it from a third node), while the peer had not seen that
-		 * delete: the row stays deleted, as on the deleting node.  A delete
-		 * the peer had seen, or one of an older row, leaves the insert a new
-		 * row.
+		 * Deleted here (or truncated) by a delete the inserting peer had not
+		 * seen: the delete and the insert are concurrent, and the delete wins,
+		 * as it does on the peer, where it meets the inserted row (a delete
+		 * beats a concurrent change of the key).  It may also be a delete of
+		 * this very row that overtook it from a third node.  A delete the
+		 * peer had seen leaves the insert a new row.
 		 */
-		if (read_tombstone(r, &newtup, &tomb) && !peer_saw(&tomb) && deleter_saw_insert(&tomb))
+		if (read_tombstone(r, &newtup, &tomb) && !peer_saw(&tomb))
 		{
 			wins = decide("insert_deleted", r, &newtup, &newtup, &tomb, 0, &policy);
 			if (!wins || insert_row(r, &newtup, true) == 1)

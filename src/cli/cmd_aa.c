@@ -73,8 +73,9 @@ static const char PEERS_SQL[] =
     " FROM pgvigil_aa.peers p LEFT JOIN pgvigil_aa.status() s ON s.peer = p.name ORDER BY p.name";
 static const char PEERS_KINDS[] = "sbisiffsfis";
 static const char SLOTS_SQL[] =
-    "SELECT slot_name AS slot, active, retained_bytes::bigint, wal_status FROM pgvigil_aa.slots ORDER BY 1";
-static const char SLOTS_KINDS[] = "sbis";
+    "SELECT slot_name AS slot, active, retained_bytes::bigint, unconfirmed_bytes::bigint, wal_status"
+    " FROM pgvigil_aa.slots ORDER BY 1";
+static const char SLOTS_KINDS[] = "sbiis";
 static const char NODE_SQL[] =
     "SELECT (SELECT name FROM pgvigil_aa.local_node) AS name,"
     " (SELECT count(*) FROM pgvigil_aa.conflicts WHERE recorded_at > now() - interval '1 minute')"
@@ -156,11 +157,13 @@ static void print_text(json_t *nodes)
                 printf("    stopped by: %s\n", json_string_value(json_object_get(p, "last_error")));
         }
         json_array_foreach(slots, j, p)
-            printf("  slot %-16s %-8s holds %" JSON_INTEGER_FORMAT " B of WAL (%s)\n",
+            printf("  slot %-16s %-8s holds %" JSON_INTEGER_FORMAT " B of WAL (%s), its reader has %"
+                   JSON_INTEGER_FORMAT " B to confirm\n",
                    str_or(json_object_get(p, "slot"), "?"),
                    json_is_true(json_object_get(p, "active")) ? "active" : "inactive",
                    json_integer_value(json_object_get(p, "retained_bytes")),
-                   str_or(json_object_get(p, "wal_status"), "-"));
+                   str_or(json_object_get(p, "wal_status"), "-"),
+                   json_integer_value(json_object_get(p, "unconfirmed_bytes")));
     }
 }
 

@@ -7,6 +7,7 @@
 #     event trigger and the tombstone trigger run as the extension's owner).
 #  1. Update against delete: the row stays deleted on both (it does not come back), and both
 #     nodes record the conflict (update_deleted on the deleter, delete_update on the updater).
+#     An insert on a against an insert and a delete of the same key on b: no row on both.
 #  2. Delete and insert again on b while a updates the old row: the new row wins on both.
 #  3. Two inserts with different keys and the same value of another unique index: one row on
 #     both, the other recorded (insert_unique).
@@ -86,6 +87,19 @@ quiet
 [ "$(conflict a public.w update_deleted local)" = 1 ] || fail "a (the deleter) did not record update_deleted"
 [ "$(conflict b public.w delete_update remote)" = 1 ] || fail "b (the updater) did not record delete_update"
 log "update against delete: deleted on both, recorded on both"
+
+# ---- 1b. an insert against an insert and delete of the same key: a inserts 30 while b inserts
+# and deletes 30; the delete wins on both (found by bench/active-active: a kept no row, b a's)
+open_txn a "insert into w values (30, 'a');"
+q b -c "insert into w values (30, 'b')"
+q b -c "delete from w where id = 30"
+wait_until 30 "a's worker waits for a's insert" worker_blocked a b
+commit_txn
+quiet
+[ "$(rows_of a w)" = - ] && [ "$(rows_of b w)" = - ] ||
+    fail "insert against insert and delete: a has $(rows_of a w), b has $(rows_of b w), expected no row on both"
+[ "$(conflict b public.w insert_deleted local)" = 1 ] || fail "b did not record a's insert as insert_deleted"
+log "insert against insert and delete of the key: no row on both, recorded"
 
 # ---- 2. b deletes and inserts again while a updates the old row (a's commit comes last)
 q a -c "insert into w values (2, 'old')"
