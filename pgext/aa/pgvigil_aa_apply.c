@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -66,6 +67,8 @@ static bool in_remote_txn = false;
 static XLogRecPtr last_received = InvalidXLogRecPtr;
 static XLogRecPtr last_applied = InvalidXLogRecPtr;
 static StringInfo reply_message = NULL;
+
+static void remember_commit(XLogRecPtr local_end, XLogRecPtr remote_end);
 
 bool
 aa_register_apply(Oid dbid, const char *peer, BackgroundWorkerHandle **handle)
@@ -215,6 +218,7 @@ commit_remote(StringInfo s)
 	MemoryContextSwitchTo(ApplyMessageCxt);
 	pgstat_report_stat(false);
 	last_applied = commit.end_lsn;
+	remember_commit(XactLastCommitEnd, commit.end_lsn);
 	in_remote_txn = false;
 	aa_applying_seen = NULL;
 	/* after the commit, never before: a client's statement that counts it as
@@ -370,16 +374,70 @@ leave_shared(int code, Datum arg)
 		aa_my_state->pid = 0;
 }
 
-/* What this node has applied, so the peer's slot keeps no more WAL than
- * needed: while no remote transaction is open, everything received. */
 static TimestampTz last_sent_at = 0;
 
+/*
+ * Applied commits not known to be durable here yet: the local end of each
+ * commit and the peer's end of the transaction it applied.  Commits are
+ * asynchronous (no flush each); the peer is told a position only once the
+ * local WAL up to its commit is flushed, so a crash here never loses what
+ * the peer was told, and one flush covers a whole batch of transactions.
+ */
+#define PENDING_MAX 4096
+static struct
+{
+	XLogRecPtr	local_end;
+	XLogRecPtr	remote_end;
+}			pending[PENDING_MAX];
+static int	npending = 0;
+static XLogRecPtr durable_remote = InvalidXLogRecPtr;
+
+/* what the flushed local WAL makes durable: the pending commits it covers */
+static void
+pop_durable(bool flush_now)
+{
+	XLogRecPtr	flushed;
+	int			n = 0;
+
+	if (npending == 0)
+		return;
+	if (flush_now)
+		XLogFlush(pending[npending - 1].local_end);
+	flushed = GetFlushRecPtr(NULL);
+	while (n < npending && pending[n].local_end <= flushed)
+		durable_remote = pending[n++].remote_end;
+	memmove(pending, pending + n, sizeof(pending[0]) * (npending - n));
+	npending -= n;
+}
+
+static void
+remember_commit(XLogRecPtr local_end, XLogRecPtr remote_end)
+{
+	if (npending == PENDING_MAX)
+		pop_durable(true);
+	pending[npending].local_end = local_end;
+	pending[npending].remote_end = remote_end;
+	npending++;
+}
+
+/*
+ * What this node has applied and made durable, so the peer's slot keeps no
+ * more WAL than needed: everything received, once no remote transaction is
+ * open and every applied commit is flushed.  flush_now: flush first (when
+ * the stream pauses, once a second in a backlog, on the peer's request).
+ */
 static void
 send_feedback(WalReceiverConn *wrconn, bool force)
 {
 	static XLogRecPtr last_sent = InvalidXLogRecPtr;
-	XLogRecPtr	pos = in_remote_txn ? last_applied : Max(last_applied, last_received);
+	XLogRecPtr	pos;
 	TimestampTz now = GetCurrentTimestamp();
+
+	pop_durable(true);
+	if (npending > 0)
+		pos = durable_remote;
+	else
+		pos = in_remote_txn ? last_applied : Max(last_applied, last_received);
 
 	if (!force && pos == last_sent && !TimestampDifferenceExceeds(last_sent_at, now, FEEDBACK_INTERVAL_MS))
 		return;
@@ -536,12 +594,13 @@ pgvigil_aa_apply_main(Datum arg)
 	ChangeCxt = AllocSetContextCreate(ApplyContext, "pgvigil_aa apply change", ALLOCSET_DEFAULT_SIZES);
 	/*
 	 * As PostgreSQL's own apply worker: local triggers and foreign keys do not
-	 * fire for applied rows (the peer ran them), commits are durable before
-	 * they are confirmed to the peer, and nothing of the database's own
-	 * settings changes how rows are matched or locked.
+	 * fire for applied rows (the peer ran them), commits do not wait for
+	 * their flush but are confirmed to the peer only once flushed
+	 * (pop_durable), and nothing of the database's own settings changes how
+	 * rows are matched or locked.
 	 */
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
