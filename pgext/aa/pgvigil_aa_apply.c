@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -126,6 +127,53 @@ pgvigil_aa_start_apply(PG_FUNCTION_ARGS)
 
 /* ---- SQL helpers (inside a transaction, SPI connected) */
 
+/*
+ * Plans of the statements the worker runs, kept across transactions and
+ * found by their text: a relation's statements are the same text every
+ * time (its name, its columns, "$n::type" parameters), so each is parsed and
+ * planned once, not once per change.  The plan cache revalidates them when
+ * a table changes.
+ */
+#define PLAN_BUCKETS 1024
+#define PLAN_MAX 4096
+
+typedef struct KeptPlan
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+	struct KeptPlan *next;
+} KeptPlan;
+
+static KeptPlan *plans[PLAN_BUCKETS];
+static int	nplans = 0;
+
+static SPIPlanPtr
+kept_plan(const char *sql, int nargs, Oid *types)
+{
+	uint32		h = hash_bytes((const unsigned char *) sql, strlen(sql)) % PLAN_BUCKETS;
+	KeptPlan   *k;
+	SPIPlanPtr	plan;
+
+	for (k = plans[h]; k; k = k->next)
+		if (strcmp(k->sql, sql) == 0)
+			return k->plan;
+	plan = SPI_prepare(sql, nargs, types);
+	if (plan == NULL)
+		ereport(ERROR,
+				(errmsg("pgvigil_aa: applying from peer \"%s\": \"%s\" cannot be prepared: %s", aa_peer_name, sql,
+						SPI_result_code_string(SPI_result))));
+	if (nplans >= PLAN_MAX)
+		return plan;			/* (one-off: freed with the transaction) */
+	SPI_keepplan(plan);
+	k = MemoryContextAlloc(TopMemoryContext, sizeof(KeptPlan));
+	k->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	k->plan = plan;
+	k->next = plans[h];
+	plans[h] = k;
+	nplans++;
+	return plan;
+}
+
 void
 aa_spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
 {
@@ -134,7 +182,7 @@ aa_spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *n
 
 	if (SPI_tuptable)
 		SPI_freetuptable(SPI_tuptable);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	rc = SPI_execute_plan(kept_plan(sql, nargs, types), values, nulls, false, 0);
 	/* SPI leaves its own procedure context current: back to the caller's, so
 	 * that what is allocated after this lives as long as the caller means it
 	 * to (a relation's cache entry, a change's memory freed with the change) */
