@@ -50,7 +50,8 @@ declare -A EXPECTED_S=(
     [test_backup_checksums.sh]=17 [test_sync.sh]=16 [test_rewind_blocks.sh]=16
     [test_slow_postgres.sh]=15 [test_aa_apply.sh]=15 [test_wal_summary.sh]=14 [test_bad_config.sh]=13
     [test_two_leaders.sh]=10 [test_sync_strict.sh]=10 [test_commit_guard.sh]=10 [test_bootstrap.sh]=10
-    [test_aa_output.sh]=10 [test_identity.sh]=6
+    [test_aa_output.sh]=10 [test_identity.sh]=6 [test_aa_conflicts.sh]=40 [test_aa_ddl.sh]=9
+    [test_aa_agent.sh]=7
 )
 
 # the queue: tests not in SERIAL, longest first; then those in SERIAL, in the order given
