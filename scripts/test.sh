@@ -1,7 +1,8 @@
 #!/bin/bash
 # Run every test: unit tests under ASan/UBSan and valgrind, a short run of every fuzz target,
-# then the integration tests against real PostgreSQL 15 and etcd on 127.0.0.1, and a short
-# fault run. Prints "N passed, N failed" at the end.
+# then the integration tests against real PostgreSQL 15 and etcd on 127.0.0.1 (two at a time;
+# INTEGRATION_JOBS=1: one after another), and a short fault run. Prints "N passed, N failed" at
+# the end.
 #
 # Everything is built first, and a failed build fails the run at once: a test binary left by an
 # earlier build must never stand in for one that no longer compiles.
