@@ -363,7 +363,8 @@ def cmd_summary(a):
           f" {meta.get('tie_keys', '?')} keys")
     print(f"step 2's base rate: {meta.get('base_rate', '?')} tps ({meta.get('base_rate_from', '?')}), the same for both tools")
     print(f"pglogical {meta.get('pglogical_version', '?')} applies with synchronous_commit"
-          f" {'local' if meta.get('pglogical_sync') == 'on' else 'off'}; pgvigil_aa with on")
+          f" {'local' if meta.get('pglogical_sync') == 'on' else 'off'}; pgvigil_aa commits without"
+          f" waiting for the flush and confirms to the peer only what is flushed")
     print()
     row("1. backlog replay, transactions/s (from resume)", "p1.replay_tps")
     row("   backlog replay, WAL MB/s (from resume)", "p1.wal_mbps")
