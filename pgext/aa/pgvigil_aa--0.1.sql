@@ -150,8 +150,9 @@ BEGIN
         RETURN;
     END IF;
     -- (run again by the event trigger for this ALTER: then there is nothing to do)
-    EXECUTE format('ALTER SEQUENCE %s INCREMENT BY %s RESTART WITH %s', seq, step,
-                   lowest + (((r - lowest) % step) + step) % step);
+    -- (START too: RESTART IDENTITY and a bare RESTART go back to it)
+    EXECUTE format('ALTER SEQUENCE %s INCREMENT BY %s START WITH %s RESTART WITH %s', seq, step,
+                   lowest + (((r - lowest) % step) + step) % step, lowest + (((r - lowest) % step) + step) % step);
 END $$;
 REVOKE ALL ON FUNCTION @extschema@.distinct_sequence(regclass) FROM PUBLIC;
 

@@ -409,7 +409,9 @@ static emit_log_hook_type prev_emit_log_hook = NULL;
 static void
 keep_error(ErrorData *edata)
 {
-	if (edata->elevel >= ERROR && aa_my_state && edata->message)
+	/* (an error that stops the worker; not its termination by the launcher
+	 * or at shutdown, which is FATAL) */
+	if (edata->elevel == ERROR && aa_my_state && edata->message)
 		strlcpy(aa_my_state->error, edata->message, sizeof(aa_my_state->error));
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);

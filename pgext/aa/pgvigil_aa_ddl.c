@@ -16,9 +16,10 @@
  *
  * Only top-level statements are sent: DDL that functions, DO blocks or event
  * triggers run would be run again by the same functions on the other nodes.
- * Not sent: temporary objects, CREATE TABLE AS / SELECT INTO (their rows come
- * as rows), CREATE INDEX CONCURRENTLY (it cannot run in the applying
- * transaction: run it on every node), and other kinds of statements.
+ * Not sent: statements on temporary relations, CREATE TABLE AS / SELECT INTO
+ * (their rows come as rows), CREATE INDEX CONCURRENTLY and DETACH PARTITION
+ * CONCURRENTLY (they cannot run in the applying transaction: run them on
+ * every node), and other kinds of statements.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,7 +34,9 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "replication/message.h"
+#include "nodes/makefuncs.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -41,15 +44,33 @@
 #include "pgvigil_aa_apply.h"
 #include "pgvigil_aa_ddl.h"
 
-/* Is this statement one a group replicates? */
+/* Is the relation a temporary one (by its persistence, its schema, or
+ * the relation the name finds now)? */
+static bool
+rangevar_is_temp(RangeVar *rv)
+{
+	Oid			relid;
+
+	if (rv->relpersistence == RELPERSISTENCE_TEMP ||
+		(rv->schemaname && strcmp(rv->schemaname, "pg_temp") == 0))
+		return true;
+	relid = RangeVarGetRelid(rv, NoLock, true);
+	return OidIsValid(relid) && get_rel_persistence(relid) == RELPERSISTENCE_TEMP;
+}
+
+/* Is this statement one a group replicates?  Never one on a temporary
+ * relation (a peer would find no such relation, or a permanent one of the
+ * same name). */
 static bool
 replicated_ddl(Node *stmt)
 {
 	switch (nodeTag(stmt))
 	{
 		case T_CreateStmt:
-			return ((CreateStmt *) stmt)->relation->relpersistence != RELPERSISTENCE_TEMP;
+			return !rangevar_is_temp(((CreateStmt *) stmt)->relation);
 		case T_IndexStmt:
+			if (rangevar_is_temp(((IndexStmt *) stmt)->relation))
+				return false;
 			if (((IndexStmt *) stmt)->concurrent)
 			{
 				ereport(WARNING,
@@ -59,20 +80,44 @@ replicated_ddl(Node *stmt)
 			}
 			return true;
 		case T_ViewStmt:
-			return ((ViewStmt *) stmt)->view->relpersistence != RELPERSISTENCE_TEMP;
+			return !rangevar_is_temp(((ViewStmt *) stmt)->view);
 		case T_CreateSeqStmt:
-			return ((CreateSeqStmt *) stmt)->sequence->relpersistence != RELPERSISTENCE_TEMP;
-		case T_AlterTableStmt:
+			return !rangevar_is_temp(((CreateSeqStmt *) stmt)->sequence);
 		case T_AlterSeqStmt:
+			return !rangevar_is_temp(((AlterSeqStmt *) stmt)->sequence);
+		case T_AlterTableStmt:
+			{
+				AlterTableStmt *at = (AlterTableStmt *) stmt;
+				ListCell   *lc;
+
+				if (rangevar_is_temp(at->relation))
+					return false;
+				/* (cannot run in the applying transaction) */
+				foreach(lc, at->cmds)
+				{
+					AlterTableCmd *cmd = lfirst(lc);
+
+					if (cmd->subtype == AT_DetachPartition && cmd->def &&
+						IsA(cmd->def, PartitionCmd) && ((PartitionCmd *) cmd->def)->concurrent)
+						return false;
+				}
+				return true;
+			}
 		case T_RenameStmt:
-			return true;
+			return ((RenameStmt *) stmt)->relation == NULL || !rangevar_is_temp(((RenameStmt *) stmt)->relation);
 		case T_DropStmt:
 			{
-				ObjectType	t = ((DropStmt *) stmt)->removeType;
+				DropStmt   *ds = (DropStmt *) stmt;
+				ObjectType	t = ds->removeType;
+				ListCell   *lc;
 
-				if (((DropStmt *) stmt)->concurrent)
+				if (ds->concurrent ||
+					!(t == OBJECT_TABLE || t == OBJECT_INDEX || t == OBJECT_SEQUENCE || t == OBJECT_VIEW))
 					return false;
-				return t == OBJECT_TABLE || t == OBJECT_INDEX || t == OBJECT_SEQUENCE || t == OBJECT_VIEW;
+				foreach(lc, ds->objects)
+					if (rangevar_is_temp(makeRangeVarFromNameList((List *) lfirst(lc))))
+						return false;
+				return true;
 			}
 		default:
 			return false;
@@ -85,8 +130,8 @@ aa_ddl_capture(PlannedStmt *pstmt, const char *queryString, ProcessUtilityContex
 	StringInfoData msg;
 	int			len;
 
-	if (context != PROCESS_UTILITY_TOPLEVEL || queryString == NULL || !replicated_ddl(pstmt->utilityStmt) ||
-		!OidIsValid(get_extension_oid("pgvigil_aa", true)))
+	if (context != PROCESS_UTILITY_TOPLEVEL || queryString == NULL || pstmt->stmt_location < 0 ||
+		!OidIsValid(get_extension_oid("pgvigil_aa", true)) || !replicated_ddl(pstmt->utilityStmt))
 		return;
 	len = pstmt->stmt_len > 0 ? pstmt->stmt_len : (int) strlen(queryString + pstmt->stmt_location);
 	initStringInfo(&msg);

@@ -42,6 +42,7 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 static LocalTransactionId logged_in = InvalidLocalTransactionId;
 static char *logged_text = NULL;
 static TimestampTz logged_newest = 0;
+static LocalTransactionId newest_in = InvalidLocalTransactionId;
 
 int			aa_max_clock_skew_ms = 1000;
 
@@ -66,7 +67,12 @@ log_seen_if_changed(void)
 		pfree(logged_text);
 	logged_text = MemoryContextStrdup(TopMemoryContext, text.data);
 	logged_in = MyProc->lxid;
-	logged_newest = newest;
+	/* (kept for the commit even when a savepoint rolls the message back: the
+	 * transaction's earlier writes followed what it saw) */
+	if (newest_in != MyProc->lxid)
+		logged_newest = 0;
+	logged_newest = Max(logged_newest, newest);
+	newest_in = MyProc->lxid;
 	pfree(text.data);
 }
 
@@ -84,7 +90,7 @@ wait_for_clock(XactEvent event, void *arg)
 	instr_time	start,
 				now;
 
-	if (event != XACT_EVENT_PRE_COMMIT || logged_in != MyProc->lxid || aa_max_clock_skew_ms <= 0 ||
+	if (event != XACT_EVENT_PRE_COMMIT || newest_in != MyProc->lxid || aa_max_clock_skew_ms <= 0 ||
 		GetCurrentTimestamp() > logged_newest)
 		return;
 	INSTR_TIME_SET_CURRENT(start);
@@ -102,6 +108,7 @@ wait_for_clock(XactEvent event, void *arg)
 					 errhint("Synchronize the nodes' clocks (NTP).")));
 			return;
 		}
+		CHECK_FOR_INTERRUPTS();
 		pg_usleep(1000L);
 	}
 }

@@ -71,7 +71,7 @@ static const char PEERS_SQL[] =
     "SELECT p.name AS peer, p.enabled, s.pid, s.applied_commit_ts, s.lag_bytes, s.lag_seconds,"
     " s.last_message_at, s.clock_difference_ms, s.applied_transactions, s.conflicts, s.last_error"
     " FROM pgvigil_aa.peers p LEFT JOIN pgvigil_aa.status() s ON s.peer = p.name ORDER BY p.name";
-static const char PEERS_KINDS[] = "sbisiffsfis";
+static const char PEERS_KINDS[] = "sbisifsfiis";
 static const char SLOTS_SQL[] =
     "SELECT slot_name AS slot, active, retained_bytes::bigint, unconfirmed_bytes::bigint, wal_status"
     " FROM pgvigil_aa.slots ORDER BY 1";

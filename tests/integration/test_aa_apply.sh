@@ -125,6 +125,8 @@ aa_nodes=(--node "a=host=127.0.0.1 port=${PORT[a]} user=postgres dbname=postgres
     fail "pgvigil aa status: $(cat "$T_DIR/aa_status.err")"
 [ "$(jq -r '[.nodes[] | .name + ">" + (.peers[0].peer) + ":" + (.peers[0].pid != null | tostring) + ":" + (.peers[0].lag_bytes | tostring) + ":" + (.slots | length | tostring)] | join(" ")' "$T_DIR/aa_status.json")" = "a>b:true:0:1 b>a:true:0:1" ] ||
     fail "pgvigil aa status --json: $(cat "$T_DIR/aa_status.json")"
+jq -e '[.nodes[].peers[0] | (.applied_transactions | type) == "number" and .applied_transactions > 0 and (.clock_difference_ms | type) == "number" and (.last_message_at | type) == "string"] | all' "$T_DIR/aa_status.json" >/dev/null ||
+    fail "pgvigil aa status --json has wrong types: $(cat "$T_DIR/aa_status.json")"
 "$BIN" aa status "${aa_nodes[@]}" >"$T_DIR/aa_status.txt" 2>&1 && grep -q "from b            applying" "$T_DIR/aa_status.txt" ||
     fail "pgvigil aa status (text): $(cat "$T_DIR/aa_status.txt")"
 "$BIN" aa status --node "x=host=127.0.0.1 port=1 user=postgres dbname=postgres" >/dev/null 2>"$T_DIR/aa_status.err" &&
@@ -133,6 +135,7 @@ grep -q "error: node x: " "$T_DIR/aa_status.err" || fail "pgvigil aa status of a
 q b -c "select pgvigil_aa.pause('a')" >/dev/null
 paused() { [ -z "$(worker_pid b a)" ]; }
 wait_until 30 "b's worker for a stops when paused" paused
+[ "$(st b a 'last_error is null')" = t ] || fail "a paused apply shows an error: $(st b a last_error)"
 q a -c "insert into t values (5000, 'while b pauses')"
 held=$(q a -c "select pg_current_wal_lsn()")
 [ "$(q a -c "select confirmed_flush_lsn < '$held' from pg_replication_slots where slot_name = 'aa_for_b'")" = t ] ||
@@ -174,7 +177,9 @@ wait_until 30 "both nodes' 50 rows of s on both" s_done
     fail "generated keys collided: $(q a -c "select count(*) from pgvigil_aa.conflicts where relation = 'public.s'") conflicts on s"
 [ "$(q a -c "select count(*) from s where v = 'a' and id % 64 = 1")" = 50 ] && [ "$(q a -c "select count(*) from s where v = 'b' and id % 64 = 2")" = 50 ] ||
     fail "the nodes' keys are not node-distinct: $(q a -c "select v, min(id), max(id) from s group by v")"
-log "sequences: 50 serial keys on each node at once, 100 rows, no conflict, a's keys 1 mod 64, b's 2 mod 64"
+q a -c "truncate s restart identity" -c "insert into s (v) values ('after restart')"
+[ "$(q a -c "select id % 64 from s")" = 1 ] || fail "after RESTART IDENTITY a's key is not 1 mod 64: $(q a -c 'select id from s')"
+log "sequences: 50 serial keys on each node at once, 100 rows, no conflict, a's keys 1 mod 64, b's 2 mod 64 (also after RESTART IDENTITY)"
 
 # ---- 5. a table without a primary key
 q a -c "create table nokey(x int)"

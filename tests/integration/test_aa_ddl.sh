@@ -10,7 +10,7 @@
 #  5. A DDL statement that fails on b (the table exists there already) stops b's worker, saying
 #     which statement and why; the operator's decision 'local' skips it (recorded as ddl_failed)
 #     and the rows after it flow again.
-#  6. A temporary table is not sent.
+#  6. A temporary table is not sent, nor an index, ALTER or DROP of it (b's worker goes on).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_aa.sh"
 
@@ -84,8 +84,9 @@ wait_until 30 "a's row of x1 reaches b once the statement is skipped" x1_row
 log "a statement that fails on b: the worker stops and says why, skipped on the decision, recorded"
 
 # ---- 6. temporary tables stay local
-q a -c "create temp table tmp1(id int primary key)" -c "insert into d1 values (3001, 'after temp', 0)"
+q a -c "create temp table tmp1(id int primary key)" -c "create index tmp1_i on tmp1 (id)" \
+    -c "alter table tmp1 add column v text" -c "drop table tmp1" -c "insert into d1 values (3001, 'after temp', 0)"
 quiet
 [ "$(rows a)" = "$(rows b)" ] || fail "after a temporary table: a $(rows a), b $(rows b)"
-log "a temporary table is not sent"
+log "a temporary table, its index, ALTER and DROP are not sent"
 echo "PASS [$T_NAME]"
