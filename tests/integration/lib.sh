@@ -181,6 +181,9 @@ sanitizer_check() {
 cleanup() {
     local rc=$?
     local h p
+    # a test stopped (run.sh's timeout, ^C) while a predicate of wait_until ran, whose output
+    # goes to a file: what cleanup says goes back to the test's own output
+    [ -n "${WAIT_UNTIL_STDOUT:-}" ] && exec >&"$WAIT_UNTIL_STDOUT"
     for h in "${CLEANUP_HOOKS[@]}"; do "$h" || true; done
     local ours=()
     for p in "${EXTRA_PIDS[@]}"; do is_ours "$p" && ours+=("$p"); done
