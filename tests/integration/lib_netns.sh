@@ -354,7 +354,7 @@ start_cluster() {
 psql_n() {
     local n="$1"
     shift
-    nsexec "$n" env PGPASSWORD=it-super PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h "${NODE_IP[$n]}" \
+    PGPASSWORD=it-super PGCONNECT_TIMEOUT=3 nsexec "$n" psql -X -q -v ON_ERROR_STOP=1 -h "${NODE_IP[$n]}" \
         -p "${PG_PORT[$n]}" -U postgres -d postgres -At "$@"
 }
 
@@ -362,12 +362,12 @@ psql_n() {
 psql_at() {
     local addr="$1"
     shift
-    nsexec 0 env PGPASSWORD=it-super PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h "$addr" \
+    PGPASSWORD=it-super PGCONNECT_TIMEOUT=3 nsexec 0 psql -X -q -v ON_ERROR_STOP=1 -h "$addr" \
         -p "$NETNS_PG_PORT" -U postgres -d postgres -At "$@"
 }
 
 probe_write() {
-    nsexec "$1" env PGPASSWORD=it-super PGCONNECT_TIMEOUT=2 PGOPTIONS="-c statement_timeout=1500" \
+    PGPASSWORD=it-super PGCONNECT_TIMEOUT=2 PGOPTIONS="-c statement_timeout=1500" nsexec "$1" \
         timeout -k 1 3 psql -X -q -v ON_ERROR_STOP=1 -h "${NODE_IP[$1]}" -p "${PG_PORT[$1]}" -U postgres \
         -d postgres -At -c "insert into it_probe values ($1)" >/dev/null 2>&1
 }
@@ -385,7 +385,7 @@ start_writer() {
     rm -f "$out.stop"
     (
         while [ ! -e "$out.stop" ] && kill -0 "$parent" 2>/dev/null; do
-            addr=$(nsexec 0 env PGPASSWORD=it-super PGOPTIONS="-c statement_timeout=1500" timeout -k 1 4 psql -X -q -At \
+            addr=$(PGPASSWORD=it-super PGOPTIONS="-c statement_timeout=1500" nsexec 0 timeout -k 1 4 psql -X -q -At \
                 "host=$hosts port=$NETNS_PG_PORT dbname=postgres user=postgres connect_timeout=2 target_session_attrs=read-write" \
                 -c "insert into it_probe values (0) returning host(inet_server_addr())" 2>/dev/null)
             if [ -n "$addr" ]; then
