@@ -28,23 +28,59 @@ ETCD_PID=""
 E_PORT=""
 E_PEER=""
 # Ports: from 10000 up to Linux's ephemeral range (32768-60999 by default), where a client
-# socket's local port could take one of ours unseen by port_in_use. run.sh runs tests side by
-# side in lanes: IT_LANE (0, 1, ...) of IT_LANES gives this test a slice of that range no other
-# lane uses, so two tests running at once never pick the same port. Alone, the whole range.
+# socket's local port could take one of ours unseen by port_in_use. That range is cut into
+# PORT_SLOTS slots; a test takes a free one at its first alloc_port and holds it while it runs
+# (a lock on /tmp/pgvigil-it-ports.N.lock, held by a small process of its own that ends within
+# a second of the test's shell), and picks its ports in it only. So tests running at once (the
+# lanes of run.sh, two runs on one machine, a test started by hand) never pick the same port.
 read -r _it_eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || _it_eph_lo=32768
 if ! [[ "$_it_eph_lo" =~ ^[0-9]+$ ]] || [ "$_it_eph_lo" -gt 32768 ] || [ "$_it_eph_lo" -lt 12000 ]; then _it_eph_lo=32768; fi
-IT_LANES="${IT_LANES:-1}"
-IT_LANE="${IT_LANE:-0}"
-if ! [[ "$IT_LANES" =~ ^[1-9][0-9]*$ && "$IT_LANE" =~ ^[0-9]+$ ]] || [ "$IT_LANE" -ge "$IT_LANES" ] ||
-    [ $(( (_it_eph_lo - 10000) / IT_LANES )) -lt 1000 ]; then
-    echo "lib.sh: bad IT_LANE=$IT_LANE / IT_LANES=$IT_LANES (lanes of at least 1000 ports below $_it_eph_lo)" >&2
-    rmdir "$T_DIR"
-    exit 1
-fi
-PORT_LO=$(( 10000 + IT_LANE * ((_it_eph_lo - 10000) / IT_LANES) ))
-PORT_HI=$(( PORT_LO + (_it_eph_lo - 10000) / IT_LANES ))   # exclusive
-# a random start, with room above it for one test's ports (alloc_port wraps to PORT_LO anyway)
-NEXT_PORT=$(( PORT_LO + (RANDOM % ((PORT_HI - PORT_LO - 400) / 20)) * 20 ))
+PORT_SLOTS=8
+PORT_LO=""
+PORT_HI=""
+NEXT_PORT=""
+
+# _it_take_port_slot: wait for a free slot, hold it, and set PORT_LO, PORT_HI (exclusive) and a
+# random NEXT_PORT in it. The holder is forked from this shell and left to init (not a child
+# of the test, so cleanup and `wait` leave it alone); it checks every second that this shell,
+# the same process (start time: PIDs wrap), still runs.
+_it_take_port_slot() {
+    local f="$T_DIR/.port-slot" width=$(( (_it_eph_lo - 10000) / PORT_SLOTS )) slot="" i
+    if ! command -v flock >/dev/null; then
+        PORT_LO=10000; PORT_HI=$_it_eph_lo   # (no flock: the whole range, shared)
+    else
+        (
+            exec </dev/null >/dev/null 2>&1
+            (
+                me=$(cut -d' ' -f22 "/proc/$$/stat") || exit 1   # (the test's shell: comm has no space)
+                first=$((RANDOM % PORT_SLOTS))
+                while :; do
+                    for ((i = 0; i < PORT_SLOTS; i++)); do
+                        k=$(( (first + i) % PORT_SLOTS ))
+                        exec 9>>"/tmp/pgvigil-it-ports.$k.lock" || continue
+                        if flock -n 9; then
+                            echo "$k" >"$f.tmp" && mv "$f.tmp" "$f"
+                            while [ "$(cut -d' ' -f22 "/proc/$$/stat" 2>/dev/null)" = "$me" ]; do sleep 1; done
+                            exit 0
+                        fi
+                        exec 9>&-
+                    done
+                    [ "$(cut -d' ' -f22 "/proc/$$/stat" 2>/dev/null)" = "$me" ] || exit 0
+                    sleep 1
+                done
+            ) &
+        )
+        for ((i = 0; ; i++)); do
+            [ -s "$f" ] && { read -r slot <"$f"; break; }
+            [ "$i" = 100 ] && echo "[$T_NAME] waiting for a free port slot (each of the $PORT_SLOTS slots is held by a test)"
+            sleep 0.05
+        done
+        PORT_LO=$(( 10000 + slot * width ))
+        PORT_HI=$(( PORT_LO + width ))
+    fi
+    # a random start, with room above it for one test's ports (alloc_port wraps to PORT_LO anyway)
+    NEXT_PORT=$(( PORT_LO + (RANDOM % ((PORT_HI - PORT_LO - 400) / 20)) * 20 ))
+}
 
 log() { echo "[$T_NAME $(date +%H:%M:%S.%N | cut -c1-12)] $*"; }
 
@@ -53,6 +89,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # outside PORT_LO..PORT_HI-1
 alloc_port() {
     local tried=0
+    [ -n "$PORT_LO" ] || _it_take_port_slot
     while [ "$NEXT_PORT" -ge "$PORT_HI" ] || port_in_use "$NEXT_PORT"; do
         NEXT_PORT=$((NEXT_PORT + 1))
         [ "$NEXT_PORT" -ge "$PORT_HI" ] && NEXT_PORT=$PORT_LO

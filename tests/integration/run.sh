@@ -1,18 +1,18 @@
 #!/bin/bash
 # Run every integration test (or those named on the command line); print a summary line.
 #
-# INTEGRATION_JOBS (default 2) tests run at once, each in a lane of its own: IT_LANE, which
-# lib.sh turns into a range of ports no other lane uses. The longest tests start first, so that
-# the lanes end together. Each test's output goes to a file of its own, printed whole when the
-# test ends (the files of failed tests are kept). The tests in SERIAL run at the end, one at a
-# time, with every other lane idle. INTEGRATION_JOBS=1: every test in turn, in the order given,
-# its output as it comes.
+# INTEGRATION_JOBS (default 2) tests run at once, in lanes (each test takes a range of ports no
+# other running test uses: lib.sh's port slots). The longest tests start first, so that the
+# lanes end together. Each test's output goes to a file of its own, printed whole when the test
+# ends (the files of failed tests are kept). The tests in SERIAL run at the end, one at a time,
+# with every other lane idle. INTEGRATION_JOBS=1: every test in turn, in the order given, its
+# output as it comes.
 cd "$(dirname "$0")"
 tests=("$@")
 [ ${#tests[@]} -eq 0 ] && tests=(test_*.sh)
 jobs="${INTEGRATION_JOBS:-2}"
-# (at most 16: lib.sh gives each lane at least 1000 ports below 32768)
-[[ "$jobs" =~ ^[1-9][0-9]*$ ]] && [ "$jobs" -le 16 ] || { echo "run.sh: INTEGRATION_JOBS must be 1 to 16, not '$jobs'"; exit 2; }
+# (at most 8: a running test holds one of lib.sh's 8 port slots)
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] && [ "$jobs" -le 8 ] || { echo "run.sh: INTEGRATION_JOBS must be 1 to 8, not '$jobs'"; exit 2; }
 [ "$jobs" -gt ${#tests[@]} ] && [ ${#tests[@]} -gt 0 ] && jobs=${#tests[@]}
 pass=0; failed=0; failed_names=()
 
@@ -74,25 +74,21 @@ fi
 out_dir=$(mktemp -d /tmp/pgvigil-it-run.XXXXXX)
 echo "== integration: ${#tests[@]} tests, $jobs at a time${serial[*]:+, then alone: ${serial[*]}} (output of each in $out_dir until it ends)"
 
-declare -A pid_test=() pid_lane=() pid_start=()
-declare -a lane_busy=()
-for ((l = 0; l < jobs; l++)); do lane_busy[l]=""; done
+declare -A pid_test=() pid_start=()
 
-# start TEST LANE: the test in the background, under the 600 s timeout, in LANE's ports
+# start TEST: the test in the background, under the 600 s timeout
 start() {
-    local t="$1" lane="$2" p
-    IT_LANE="$lane" IT_LANES="$jobs" timeout 600 bash "$t" >"$out_dir/${t%.sh}.out" 2>&1 </dev/null &
+    local t="$1" p
+    timeout 600 bash "$t" >"$out_dir/${t%.sh}.out" 2>&1 </dev/null &
     p=$!
-    pid_test[$p]="$t"; pid_lane[$p]="$lane"; pid_start[$p]=$(date +%s)
-    lane_busy[lane]="$p"
+    pid_test[$p]="$t"; pid_start[$p]=$(date +%s)
 }
 
 # reap PID STATUS: the test's output, whole, then its line
 reap() {
     local p="$1" rc="$2" t="${pid_test[$1]}" s
     s=$(( $(date +%s) - pid_start[$p] ))
-    lane_busy[${pid_lane[$p]}]=""
-    unset "pid_test[$p]" "pid_lane[$p]" "pid_start[$p]"
+    unset "pid_test[$p]" "pid_start[$p]"
     echo "== integration $t"
     cat "$out_dir/${t%.sh}.out"
     if [ "$rc" -eq 0 ]; then
@@ -133,16 +129,12 @@ trap 'interrupted 130' INT
 trap 'interrupted 143' TERM HUP
 
 for t in "${queue[@]}"; do
-    lane=""
-    while [ -z "$lane" ]; do
-        for ((l = 0; l < jobs; l++)); do [ -z "${lane_busy[l]}" ] && { lane=$l; break; }; done
-        [ -z "$lane" ] && wait_one
-    done
-    start "$t" "$lane"
+    while [ ${#pid_test[@]} -ge "$jobs" ]; do wait_one; done
+    start "$t"
 done
 while [ ${#pid_test[@]} -gt 0 ]; do wait_one; done
 for t in "${serial[@]}"; do
-    start "$t" 0
+    start "$t"
     wait_one
 done
 
