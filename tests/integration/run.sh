@@ -33,7 +33,11 @@ if [ "$jobs" -eq 1 ]; then
 fi
 
 # Tests that run alone, after the others (see the reason given for each).
+# Site and fencing tests wait on replication, leases and promotions with bounds of 30 to 120 s;
+# they timed out on a machine loaded by other test runs besides this one's two lanes (site_failover,
+# site_witness, site_rescue, fence, rewind_failure), so they run with the machine to themselves.
 SERIAL=(
+    test_site_witness.sh test_site_failover.sh test_site_rescue.sh test_fence.sh test_rewind_failure.sh
 )
 
 # Seconds each test took run alone (a serial run on a 2-core machine): only the order they
