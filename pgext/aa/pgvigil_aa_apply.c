@@ -36,6 +36,7 @@
 #include "replication/walreceiver.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -802,6 +803,10 @@ pgvigil_aa_apply_main(Datum arg)
 					send_feedback(wrconn, false);
 			}
 			CHECK_FOR_INTERRUPTS();
+			/* a backlog never waits on the latch: the postmaster's death is
+			 * noticed here, not after the whole backlog */
+			if (!PostmasterIsAlive())
+				proc_exit(1);
 			len = walrcv_receive(wrconn, &buf, &fd);
 		}
 		send_feedback(wrconn, false);
