@@ -7,6 +7,10 @@
 # ends (the files of failed tests are kept). The tests in SERIAL run at the end, one at a time,
 # with every other lane idle. INTEGRATION_JOBS=1: every test in turn, in the order given, its
 # output as it comes.
+#
+# (The whole script is one { } group, read by bash completely before it runs: editing this file
+# during a run cannot change that run.)
+{
 cd "$(dirname "$0")"
 tests=("$@")
 [ ${#tests[@]} -eq 0 ] && tests=(test_*.sh)
@@ -150,3 +154,5 @@ else
 fi
 echo "integration: $pass passed, $failed failed"
 [ $failed -eq 0 ]
+exit
+}
