@@ -31,7 +31,7 @@ static const Command commands[] = {
     {"wal-fetch", cmd_wal_fetch, "restore one WAL file from the repository (restore_command)"},
     {"wal-push", cmd_wal_push, "store one WAL file in the repository"},
     {"wal-summary", cmd_wal_summary, "which relation blocks WAL segment files change"},
-    {"aa", cmd_aa, "aa status: the nodes of an active-active group, their apply, lag and conflicts"},
+    {"aa", cmd_aa, "aa status|leader|switchover: an active-active group's apply, lag, conflicts and write leader"},
     {"rewind", cmd_rewind, "rewind a stopped data directory from a running source, copying only what differs"},
     {"fence", cmd_fence, NULL},
 };

@@ -200,6 +200,18 @@ CREATE FUNCTION @extschema@.start_apply(peer text) RETURNS integer
     LANGUAGE C STRICT;
 REVOKE ALL ON FUNCTION @extschema@.start_apply(text) FROM PUBLIC;
 
+-- a planned switchover of the write lead (the agent calls these on the old leader): refuse
+-- clients' writes for ms milliseconds (0: lift it), and mark the stream; a peer whose
+-- status().applied_lsn is past the mark has applied everything committed here before it
+CREATE FUNCTION @extschema@.handover_block(ms integer) RETURNS void
+    AS 'MODULE_PATHNAME', 'pgvigil_aa_handover_block'
+    LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION @extschema@.handover_block(integer) FROM PUBLIC;
+CREATE FUNCTION @extschema@.mark() RETURNS pg_lsn
+    AS 'MODULE_PATHNAME', 'pgvigil_aa_mark'
+    LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION @extschema@.mark() FROM PUBLIC;
+
 -- the operator's decision on the conflict that stopped the apply from a peer (policy error):
 -- 'local' keeps this node's version, 'remote' applies the peer's; the worker uses it once
 CREATE FUNCTION @extschema@.resolve_stopped(peer text, decision text) RETURNS void

@@ -44,6 +44,7 @@
 #include "utils/rel.h"
 
 #include "pgvigil_aa_ddl.h"
+#include "pgvigil_aa_handover.h"
 #include "pgvigil_aa_seen.h"
 
 PG_MODULE_MAGIC;
@@ -224,9 +225,9 @@ aa_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr messag
 
 	if (!transactional)
 		return;
-	if (strcmp(prefix, AA_DDL_PREFIX) == 0)
+	if (strcmp(prefix, AA_DDL_PREFIX) == 0 || strcmp(prefix, AA_MARK_PREFIX) == 0)
 	{
-		/* a transaction of DDL alone is sent too */
+		/* a transaction of DDL alone is sent too, and a switchover's mark */
 		send_begin_if_pending(ctx, txn);
 		OutputPluginPrepareWrite(ctx, true);
 		logicalrep_write_message(ctx->out, InvalidTransactionId, message_lsn, true, prefix, message_size, message);

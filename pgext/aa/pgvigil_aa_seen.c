@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "pgvigil_aa_ddl.h"
+#include "pgvigil_aa_handover.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
 
@@ -130,7 +131,10 @@ aa_executor_start(QueryDesc *queryDesc, int eflags)
 		queryDesc->plannedstmt->hasModifyingCTE;
 
 	if (writes && !(eflags & EXEC_FLAG_EXPLAIN_ONLY) && may_log())
+	{
+		aa_handover_check();
 		log_seen_if_changed();
+	}
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
@@ -156,7 +160,10 @@ aa_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	Node	   *stmt = pstmt->utilityStmt;
 
 	if (((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) || IsA(stmt, TruncateStmt)) && may_log())
+	{
+		aa_handover_check();
 		log_seen_if_changed();
+	}
 	if (may_log())
 		aa_ddl_capture(pstmt, queryString, context);
 	if (prev_process_utility)

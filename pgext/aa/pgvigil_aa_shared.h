@@ -44,6 +44,7 @@ typedef struct AaPeerState
 typedef struct AaShared
 {
 	LWLock	   *lock;
+	TimestampTz handover_until;	/* clients' writes refused until then (pgvigil_aa_handover.c) */
 	AaPeerState peers[AA_MAX_PEERS];
 } AaShared;
 

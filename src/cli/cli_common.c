@@ -246,6 +246,16 @@ int cli_open(const CliConnOpts *o, CliCtx *ctx)
     }
 
     const char *scope = o->scope;
+    if (o->aa_group) {
+        /* an active-active group: --group, or the file's active_active.group */
+        if (!scope && ctx->cfg)
+            scope = ctx->cfg->aa.group;
+        if (str_empty(scope)) {
+            cli_error("use --group NAME, or -c FILE with active_active.group", "no active-active group given");
+            cli_close(ctx);
+            return EXIT_USAGE;
+        }
+    }
     if (!scope && ctx->cfg)
         scope = ctx->cfg->scope;
     if (!scope)

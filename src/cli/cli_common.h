@@ -50,6 +50,8 @@ typedef struct CliConnOpts {
     const char *namespace_;
     bool allow_unreachable;   /* an etcd that does not answer is not an error: ctx->loaded is false
                                  and ctx->load_error says why */
+    bool aa_group;            /* the prefix read is an active-active group's: scope is the group
+                                 (--group, or the file's active_active.group) */
 } CliConnOpts;
 
 /* Store opt (a getopt_long result) in o when it is a connection option; false otherwise. */

@@ -4,6 +4,7 @@
  * it; per node the conflicts of the last minute and the WAL its slots hold back. */
 #include "common/common.h"
 #include "cli/cli.h"
+#include "cli/cmd_aa.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -16,7 +17,11 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: pgvigil aa status --node NAME=CONNINFO [--node NAME=CONNINFO ...] [--json]\n\n"
+    fputs("usage: pgvigil aa status --node NAME=CONNINFO [--node NAME=CONNINFO ...] [--json]\n"
+          "       pgvigil aa leader [--group NAME] [-c FILE | --dcs-url URLS] [--json]\n"
+          "       pgvigil aa switchover --to NODE [--location LOC] [--group NAME] [-c FILE | --dcs-url URLS]\n\n"
+          "leader and switchover: the group's write leader (see their --help).\n\n"
+          "status: "
           "Show each node of an active-active group: the apply from each peer (worker, lag in\n"
           "bytes and seconds, last applied commit, transactions, conflicts, clock difference,\n"
           "the error that stopped it), the conflicts of the last minute, and the slots with the\n"
@@ -258,6 +263,10 @@ int cmd_aa(int argc, char **argv)
     }
     if (strcmp(argv[1], "status") == 0)
         return aa_status(argc - 1, argv + 1);
-    cli_error("the subcommand is status", "unknown aa subcommand \"%s\"", argv[1]);
+    if (strcmp(argv[1], "leader") == 0)
+        return aa_leader_cmd(argc - 1, argv + 1);
+    if (strcmp(argv[1], "switchover") == 0)
+        return aa_switchover_cmd(argc - 1, argv + 1);
+    cli_error("the subcommands are status, leader and switchover", "unknown aa subcommand \"%s\"", argv[1]);
     return EXIT_USAGE;
 }

@@ -116,6 +116,10 @@ static const KeySpec keys[] = {
     {"site.witness.ttl", K_INT, C(site.witness_ttl), 0},
     {"site.witness.etcd3", K_SECTION, 0, 0},
     {"site.witness.etcd3.hosts", K_HOSTS, C(site.witness_etcd_hosts), C(site.n_witness_etcd_hosts)},
+    {"active_active", K_SECTION, 0, 0},
+    {"active_active.group", K_STR, C(aa.group), 0},
+    {"active_active.location", K_STR, C(aa.location), 0},
+    {"active_active.ttl", K_INT, C(aa.ttl), 0},
     {"bootstrap", K_SECTION, 0, 0},
     {"bootstrap.dcs", K_SECTION, 0, 0},
     {"bootstrap.dcs.ttl", K_INT, D(ttl), 0},
@@ -690,6 +694,16 @@ static bool load_initdb(Loader *ld, const KeySpec *ks, int line, const char *key
     return true;
 }
 
+bool config_aa_name_ok(const char *s)
+{
+    if (str_empty(s) || strlen(s) >= 64 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return false;
+    return true;
+}
+
 /* One proxy route: {listen: "h:p", role: primary|replica, protocol: postgres|tcp,
  * name: x, target_port: n, fallback_primary: bool}. Unknown keys are errors: a typo in a route
  * would silently send traffic somewhere else. */
@@ -723,8 +737,14 @@ static bool load_route(Loader *ld, const char *key, const yaml_node_t *map, Prox
                 r->role = ROUTE_PRIMARY;
             else if (strcmp(val, "replica") == 0 || strcmp(val, "read-only") == 0)
                 r->role = ROUTE_REPLICA;
+            else if (strcmp(val, "write_leader") == 0)
+                r->role = ROUTE_WRITE_LEADER;
             else
-                return fail_at(ld, line, ekey, "expected primary or replica, got \"%s\"", val);
+                return fail_at(ld, line, ekey, "expected primary, replica or write_leader, got \"%s\"", val);
+        } else if (strcmp(name, "location") == 0) {
+            if (!config_aa_name_ok(val))
+                return fail_at(ld, line, ekey, "expected a location name (letters, digits, '-', '_', '.'), got \"%s\"", val);
+            set_str(&r->location, val);
         } else if (strcmp(name, "protocol") == 0) {
             if (strcmp(val, "postgres") == 0 || strcmp(val, "postgresql") == 0)
                 r->postgres = true;
@@ -742,14 +762,17 @@ static bool load_route(Loader *ld, const char *key, const yaml_node_t *map, Prox
             r->fallback_primary = b;
         } else {
             return fail_at(ld, line, ekey, "unknown route setting (expected name, listen, role, protocol, "
-                                           "target_port or fallback_primary)");
+                                           "target_port, fallback_primary or location)");
         }
     }
     if (!r->listen)
         return fail_at(ld, node_line(map), key, "a route needs listen: host:port");
+    if (r->location && r->role != ROUTE_WRITE_LEADER)
+        return fail_at(ld, node_line(map), key, "location is a setting of write_leader routes only");
     if (!r->name) {
         const char *port = strrchr(r->listen, ':');
-        r->name = str_printf("%s-%s", r->role == ROUTE_PRIMARY ? "primary" : "replica", port ? port + 1 : "?");
+        r->name = str_printf("%s-%s", r->role == ROUTE_PRIMARY ? "primary" : r->role == ROUTE_REPLICA ? "replica" : "write_leader",
+                             port ? port + 1 : "?");
     }
     return true;
 }
@@ -759,6 +782,7 @@ static void free_routes(ProxyConfig *pc)
     for (int i = 0; i < pc->n_routes; i++) {
         free(pc->routes[i].name);
         free(pc->routes[i].listen);
+        free(pc->routes[i].location);
     }
     free(pc->routes);
     pc->routes = NULL;
@@ -1420,6 +1444,26 @@ static bool finish_site(Loader *ld)
     return true;
 }
 
+/* active_active: names that become etcd key parts, and the lease. */
+static bool finish_aa(Loader *ld)
+{
+    AaConfig *aa = &ld->cfg->aa;
+    if (aa->group && !config_aa_name_ok(aa->group))
+        return fail_at(ld, key_line(ld, "active_active.group"), "active_active.group",
+                       "expected a group name (letters, digits, '-', '_', '.'), got \"%s\"", aa->group);
+    if (aa->location && !config_aa_name_ok(aa->location))
+        return fail_at(ld, key_line(ld, "active_active.location"), "active_active.location",
+                       "expected a location name (letters, digits, '-', '_', '.'), got \"%s\"", aa->location);
+    if (!aa->group && (aa->location || key_line(ld, "active_active.ttl")))
+        return fail_at(ld, key_line(ld, "active_active"), "active_active.group", "required in active_active");
+    if (aa->ttl == 0 && key_line(ld, "active_active.ttl") == 0)
+        aa->ttl = 5;
+    if (aa->ttl < 2)
+        return fail_at(ld, key_line(ld, "active_active.ttl"), "active_active.ttl", "must be at least 2 (seconds), got %d",
+                       aa->ttl);
+    return true;
+}
+
 /* vip, dns, notify (agent) and proxy: defaults, then the checks that need several keys. */
 static bool finish_sections(Loader *ld, LoadMode mode)
 {
@@ -1432,7 +1476,7 @@ static bool finish_sections(Loader *ld, LoadMode mode)
     if (vip->address && !vip->interface)
         return fail_at(ld, key_line(ld, "vip.address"), "vip.interface", "required when vip.address is set");
 
-    if (!finish_site(ld))
+    if (!finish_site(ld) || !finish_aa(ld))
         return false;
 
     DnsConfig *dns = &cfg->dns;
@@ -1663,6 +1707,8 @@ void config_free(Config *cfg)
     free(cfg->pid_file);
     free_strv(cfg->etcd_hosts, cfg->n_etcd_hosts);
     free_strv(cfg->site.peer_etcd_hosts, cfg->site.n_peer_etcd_hosts);
+    free(cfg->aa.group);
+    free(cfg->aa.location);
     free(cfg->site.peer_scope);
     free(cfg->site.peer_namespace);
     free(cfg->site.failover);

@@ -108,11 +108,13 @@ typedef struct NotifyConfig {
 } NotifyConfig;
 
 /* proxy.routes[]: one listener and where its connections go. */
-typedef enum RouteRole { ROUTE_PRIMARY, ROUTE_REPLICA } RouteRole;
+typedef enum RouteRole { ROUTE_PRIMARY, ROUTE_REPLICA, ROUTE_WRITE_LEADER } RouteRole;
 typedef struct ProxyRoute {
     char *name;             /* metrics label; default "<role>-<port>" */
     char *listen;           /* "127.0.0.1:5000" */
-    RouteRole role;         /* role: primary | replica */
+    RouteRole role;         /* role: primary | replica | write_leader (an active-active group's) */
+    char *location;         /* write_leader routes: the location whose own write leader is used while
+                             * there is one (NULL: the group's) */
     bool postgres;          /* protocol: postgres (default) | tcp */
     int target_port;        /* tcp routes: port on the member's host; 0 = the member's PostgreSQL port */
     bool fallback_primary;  /* replica routes: use the primary when no replica qualifies (default true) */
@@ -182,6 +184,18 @@ typedef struct SiteConfig {
     int witness_ttl;                /* site.witness.ttl, seconds (default 10) */
 } SiteConfig;
 
+/* active_active: this node is one node of an active-active group (pgvigil_aa); its agent takes
+ * part in choosing the group's write leader, a key under <namespace><group>/aa/ on a lease. */
+typedef struct AaConfig {
+    char *group;                    /* active_active.group (NULL: not in a group) */
+    char *location;                 /* active_active.location: also lead this location (NULL none) */
+    int ttl;                        /* active_active.ttl: the write-leader lease, seconds (default 5) */
+} AaConfig;
+
+/* A group or location name of active_active (it becomes a part of etcd keys): 1 to 63 of
+ * letters, digits, '-', '_', '.', and not "." or "..". */
+bool config_aa_name_ok(const char *s);
+
 typedef struct Config {
     char *path;                     /* file it was read from */
     char *scope;                    /* required */
@@ -235,6 +249,7 @@ typedef struct Config {
     BackupConfig backup;
     ProxyConfig proxy;              /* only read by config_load_proxy() */
     SiteConfig site;
+    AaConfig aa;
 } Config;
 
 /* Load and validate a YAML file. On error returns NULL and err names file, line and key,

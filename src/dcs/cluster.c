@@ -157,6 +157,7 @@ void cluster_free(Cluster *c)
     free(c->config_json);
     free(c->history_json);
     free(c->site_json);
+    free(c->aa);
     dynconfig_free(&c->config);
     memset(c, 0, sizeof(*c));
 }
@@ -726,6 +727,12 @@ bool cluster_from_kvs(const DcsKv *kvs, int n, int64_t revision, Cluster *out, E
             read_backup_slot(out, kv, strcmp(key, "pgvigil_backup_running") == 0);
         } else if (strcmp(key, "pgvigil_backup_newest") == 0) {
             read_backup_newest(out, kv);
+        } else if (strncmp(key, "aa/", 3) == 0) {
+            if (!out->aa)
+                out->aa = xcalloc(1, sizeof(*out->aa));
+            char bad[300];
+            if (!aa_group_take(out->aa, key, kv->value, kv->mod_revision, kv->lease, bad, sizeof(bad)) && bad[0])
+                log_warn("%s", bad);
         }
     }
     if (out->n_members > 1)

@@ -6,6 +6,7 @@
 #include "common/common.h"
 #include "common/lsn.h"
 #include "config/config.h"
+#include "dcs/aa_group.h"
 
 #define NAME_MAX_LEN 64
 #define MAX_SYNC 16
@@ -88,6 +89,9 @@ typedef struct Cluster {
     /* pgvigil_site: this site's part in site switchovers and promotions (written by `pgvigil
      * site`): {"role": "primary"|"standby", "state": ..., "peer": scope, ...}; raw, NULL absent */
     char *site_json;
+    /* aa/...: an active-active group's keys, when the prefix read is a group's (see aa_group.h);
+     * NULL when there are none */
+    AaGroupView *aa;
     int64_t revision;              /* etcd header revision of the read */
 } Cluster;
 

@@ -1076,6 +1076,7 @@ int cmd_agent(int argc, char **argv)
         goto out;
     }
     peer_site_start(&a->peer, cfg);
+    aa_leader_start(&a->aa_leader, cfg, a->pg.conn_host, a->pg.conn_port);
     a->site_hold_until_ms = -1;
     site_witness_start(&a->witness, cfg);
     g_agent = a;
@@ -1152,6 +1153,7 @@ out:
     agent_worker_stop(a);
     source_probe_stop(&a->source);
     peer_site_stop(&a->peer);
+    aa_leader_stop(&a->aa_leader);
     site_witness_stop(&a->witness);
     rest_stop(a->rest);
     if (a->leave_fence)

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include "ha/source_probe.h"
+#include "ha/aa_leader.h"
 #include "ha/peer_site.h"
 #include "ha/site_witness.h"
 #include "pg/pg.h"
@@ -119,6 +120,7 @@ typedef struct Agent {
     char following_sig[1400];   /* ... as configured then (agent_source_signature) */
     SourceProbe source;         /* standby cluster: the source's identity and position */
     PeerSiteWatch peer;         /* site.peer: the other site's record */
+    AaLeader aa_leader;         /* active_active: the group's write lead (its own thread) */
     bool site_start_seen;       /* the first observation with a data directory was made */
     bool site_cold_start;       /* ... and postgres was down then */
     char site_error_logged[256];/* the other site's read error last logged */

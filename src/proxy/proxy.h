@@ -40,6 +40,12 @@ typedef struct ProxySnapshot {
     int n_backends;
     bool etcd_ok;                   /* etcd answered within the lease TTL */
     char leader[NAME_MAX_LEN];      /* the leader key as read ("" none) */
+    /* write_leader routes (an active-active group): per route, the backend its writes go to
+     * (-1 none: no leader, a handover under way, or not a write_leader route) and a generation
+     * that changes whenever that target changes; NULL when the proxy has no such route */
+    int *route_leader;
+    uint64_t *route_gen;
+    int n_routes;
 } ProxySnapshot;
 
 /* Build a snapshot from one etcd read (pure apart from name resolution, which the caller may
@@ -50,6 +56,12 @@ ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd
  * writes to two sites). Reads go to the primary site's replicas only (the standby site's lag is
  * against another primary). Takes ownership of own and peer (peer may be NULL: own returned). */
 ProxySnapshot *proxy_snapshot_merge(ProxySnapshot *own, bool own_standby, ProxySnapshot *peer, bool peer_standby);
+/* An active-active group (c->aa): each write_leader route of pc gets its location's write
+ * leader, or the group's when the location has none; none while a handover is under way or
+ * etcd is not ok. Generations are left 0 (publish() numbers them). */
+void proxy_snapshot_set_leaders(ProxySnapshot *s, const Cluster *c, const ProxyConfig *pc);
+/* A copy with its own arrays (refs 1). */
+ProxySnapshot *proxy_snapshot_clone(const ProxySnapshot *s);
 /* Same routing content (primary identity and address, backends and eligibility)? */
 bool proxy_snapshot_same(const ProxySnapshot *a, const ProxySnapshot *b);
 void proxy_snapshot_ref(ProxySnapshot *s);

@@ -68,6 +68,43 @@ static bool same_backend(const ProxyBackend *a, const ProxyBackend *b)
     return strcmp(a->name, b->name) == 0 && a->addr_len == b->addr_len && memcmp(&a->addr, &b->addr, a->addr_len) == 0;
 }
 
+static const ProxyBackend *route_leader_of(const ProxySnapshot *s, int r)
+{
+    return s && s->route_leader && r < s->n_routes && s->route_leader[r] >= 0 ? &s->backends[s->route_leader[r]]
+                                                                              : NULL;
+}
+
+/* The write_leader routes' generations in s, from cur's: one up where the target changed.
+ * True when one moved from a leader straight to another. */
+static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const ProxyConfig *pc)
+{
+    bool moved = false;
+    for (int r = 0; s->route_leader && r < s->n_routes; r++) {
+        const ProxyBackend *was = route_leader_of(cur, r), *now = route_leader_of(s, r);
+        s->route_gen[r] = cur && cur->route_gen && r < cur->n_routes ? cur->route_gen[r] : 1;
+        if (pc->routes[r].role != ROUTE_WRITE_LEADER || same_backend(was, now))
+            continue;
+        s->route_gen[r]++;
+        moved = moved || (was && now);
+        log_info("route %s: write leader %s -> %s", pc->routes[r].name, was ? was->name : "none",
+                 now ? now->name : "none");
+    }
+    return moved;
+}
+
+/* Before s goes out: a snapshot like it in which the write_leader routes whose leader moved
+ * (from cur's) have none, acknowledged by every worker, so no client is ever connected to two
+ * write leaders of one route. */
+static void publish_gap(Proxy *p, const ProxySnapshot *s, const ProxySnapshot *cur)
+{
+    ProxySnapshot *gap = proxy_snapshot_clone(s);
+    for (int r = 0; r < gap->n_routes; r++)
+        if (!same_backend(route_leader_of(cur, r), route_leader_of(s, r)))
+            gap->route_leader[r] = -1;
+    install(p, gap);
+    wait_acks(p, gap->version);
+}
+
 /* Publish s (taking ownership) if it routes differently from the current snapshot. */
 static void publish(Proxy *p, ProxySnapshot *s)
 {
@@ -76,6 +113,9 @@ static void publish(Proxy *p, ProxySnapshot *s)
         proxy_snapshot_unref(s);
         return;
     }
+    /* (held until the end: the gaps below replace it) */
+    if (cur)
+        proxy_snapshot_ref(cur);
     const ProxyBackend *was = primary_of(cur), *now = primary_of(s);
     /* (cur may be freed by the workers once the gap below replaces it: its name is copied first) */
     char was_name[NAME_MAX_LEN];
@@ -84,6 +124,8 @@ static void publish(Proxy *p, ProxySnapshot *s)
     for (int i = 0; cur && i < cur->n_backends; i++)
         before += cur->backends[i].eligible;
     s->primary_gen = cur ? cur->primary_gen : 1;
+    if (number_leaders(s, cur, p->pc))
+        publish_gap(p, s, cur);
     if (!same_backend(was, now)) {
         s->primary_gen++;
         if (was && now) {
@@ -105,6 +147,7 @@ static void publish(Proxy *p, ProxySnapshot *s)
     if (eligible != before)
         log_info("%d replica%s eligible for read-only routes", eligible, eligible == 1 ? "" : "s");
     install(p, s);
+    proxy_snapshot_unref(cur);
 }
 
 static void usage(FILE *out)
@@ -225,8 +268,10 @@ static void peer_read(PeerSite *ps, int ttl_ms)
 static ProxySnapshot *build(const Proxy *p, const Cluster *own, bool etcd_ok, bool own_read_ok, PeerSite *ps)
 {
     ProxySnapshot *s = proxy_snapshot_build(own, p->pc->max_replica_lag, etcd_ok, true);
-    if (!ps->started)
+    if (!ps->started) {
+        proxy_snapshot_set_leaders(s, own, p->pc);
         return s;
+    }
     ProxySnapshot *peer = ps->have_last ? proxy_snapshot_build(&ps->last, p->pc->max_replica_lag, true, true) : NULL;
     bool own_standby = own->config.standby.present, peer_standby = ps->have_last && ps->last.config.standby.present;
     bool two = s->primary >= 0 && !own_standby && peer && peer->primary >= 0 && !peer_standby;
@@ -374,7 +419,8 @@ int cmd_proxy(int argc, char **argv)
     }
     for (int i = 0; i < p->pc->n_routes; i++)
         log_info("route %s listening on %s -> %s (%s)", p->pc->routes[i].name, p->pc->routes[i].listen,
-                 p->pc->routes[i].role == ROUTE_PRIMARY ? "primary" : "replicas", p->pc->routes[i].postgres ? "postgres" : "tcp");
+                 p->pc->routes[i].role == ROUTE_PRIMARY ? "primary" : p->pc->routes[i].role == ROUTE_REPLICA ? "replicas" : "write leader",
+                 p->pc->routes[i].postgres ? "postgres" : "tcp");
     PeerSite ps;
     memset(&ps, 0, sizeof(ps));
     cluster_init(&ps.last);

@@ -59,6 +59,84 @@ static void resolve(ProxyBackend *b, bool allow_dns)
     freeaddrinfo(res);
 }
 
+static bool add_backend(ProxySnapshot *s, const char *name, const char *conn_url, bool allow_dns)
+{
+    ProxyBackend *b = &s->backends[s->n_backends];
+    memset(b, 0, sizeof(*b));
+    if (!proxy_parse_conn_url(conn_url, b->host, sizeof(b->host), &b->port) ||
+        !str_copy(b->name, sizeof(b->name), name))
+        return false;
+    resolve(b, allow_dns);
+    if (b->addr_len == 0)
+        return false;
+    b->lag = -1;
+    s->n_backends++;
+    return true;
+}
+
+/* An active-active group's nodes: each one that can take writes serves replica routes too
+ * (every node of the group is readable); a leader without a node record is reachable only as
+ * the leader. */
+static void add_group_nodes(ProxySnapshot *s, const Cluster *c, bool allow_dns)
+{
+    const AaGroupView *v = c->aa;
+    if (!v)
+        return;
+    s->backends = xrealloc(s->backends, ((size_t)s->n_backends + (size_t)v->n_nodes + (size_t)v->n_leaders + 1) *
+                                            sizeof(ProxyBackend));
+    for (int i = 0; i < v->n_nodes; i++) {
+        const AaNodeRec *n = &v->nodes[i];
+        if (proxy_snapshot_find(s, n->name) >= 0 || !add_backend(s, n->name, n->conn_url, allow_dns))
+            continue;
+        ProxyBackend *b = &s->backends[s->n_backends - 1];
+        b->replica = b->eligible = n->writable && s->etcd_ok;
+    }
+    for (int i = 0; i < v->n_leaders; i++)
+        if (proxy_snapshot_find(s, v->leaders[i].node) < 0)
+            add_backend(s, v->leaders[i].node, v->leaders[i].conn_url, allow_dns);
+}
+
+void proxy_snapshot_set_leaders(ProxySnapshot *s, const Cluster *c, const ProxyConfig *pc)
+{
+    bool any = false;
+    for (int r = 0; r < pc->n_routes; r++)
+        any = any || pc->routes[r].role == ROUTE_WRITE_LEADER;
+    if (!any)
+        return;
+    s->n_routes = pc->n_routes;
+    s->route_leader = xcalloc((size_t)pc->n_routes, sizeof(int));
+    s->route_gen = xcalloc((size_t)pc->n_routes, sizeof(uint64_t));
+    for (int r = 0; r < pc->n_routes; r++) {
+        s->route_leader[r] = -1;
+        if (pc->routes[r].role != ROUTE_WRITE_LEADER || !s->etcd_ok)
+            continue;
+        const AaLeaderRec *l = NULL;
+        if (pc->routes[r].location)
+            l = aa_group_leader(c->aa, pc->routes[r].location);
+        if (!l)
+            l = aa_group_leader(c->aa, "");
+        if (l && !l->handover_to[0])
+            s->route_leader[r] = proxy_snapshot_find(s, l->node);
+    }
+}
+
+ProxySnapshot *proxy_snapshot_clone(const ProxySnapshot *s)
+{
+    ProxySnapshot *n = xcalloc(1, sizeof(*n));
+    *n = *s;
+    atomic_init(&n->refs, 1);
+    n->backends = xcalloc((size_t)s->n_backends + 1, sizeof(ProxyBackend));
+    if (s->n_backends)
+        memcpy(n->backends, s->backends, (size_t)s->n_backends * sizeof(ProxyBackend));
+    if (s->route_leader) {
+        n->route_leader = xcalloc((size_t)s->n_routes, sizeof(int));
+        n->route_gen = xcalloc((size_t)s->n_routes, sizeof(uint64_t));
+        memcpy(n->route_leader, s->route_leader, (size_t)s->n_routes * sizeof(int));
+        memcpy(n->route_gen, s->route_gen, (size_t)s->n_routes * sizeof(uint64_t));
+    }
+    return n;
+}
+
 ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd_ok, bool allow_dns)
 {
     ProxySnapshot *s = xcalloc(1, sizeof(*s));
@@ -96,6 +174,7 @@ ProxySnapshot *proxy_snapshot_build(const Cluster *c, int64_t max_lag, bool etcd
             s->primary = s->n_backends;
         s->n_backends++;
     }
+    add_group_nodes(s, c, allow_dns);
     return s;
 }
 
@@ -136,8 +215,11 @@ bool proxy_snapshot_same(const ProxySnapshot *a, const ProxySnapshot *b)
 {
     if (!a || !b || a->n_backends != b->n_backends || a->etcd_ok != b->etcd_ok || strcmp(a->leader, b->leader) != 0)
         return false;
-    if ((a->primary < 0) != (b->primary < 0))
+    if ((a->primary < 0) != (b->primary < 0) || a->n_routes != b->n_routes)
         return false;
+    for (int r = 0; r < a->n_routes; r++)
+        if (a->route_leader[r] != b->route_leader[r])
+            return false;
     for (int i = 0; i < a->n_backends; i++) {
         const ProxyBackend *x = &a->backends[i], *y = &b->backends[i];
         if (strcmp(x->name, y->name) != 0 || x->port != y->port || strcmp(x->host, y->host) != 0 ||
@@ -158,6 +240,8 @@ void proxy_snapshot_unref(ProxySnapshot *s)
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     free(s->backends);
+    free(s->route_leader);
+    free(s->route_gen);
     free(s);
 }
 

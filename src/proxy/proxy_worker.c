@@ -184,7 +184,8 @@ static void fail_hold(ProxyWorker *w, Conn *c)
                     w->p->pc->connect_wait);
         else
             str_fmt(msg, sizeof(msg), "pgvigil proxy: no %s available for route %s, waited %d s",
-                    r->role == ROUTE_PRIMARY ? "primary" : "replica", r->name, w->p->pc->connect_wait);
+                    r->role == ROUTE_PRIMARY ? "primary" : r->role == ROUTE_REPLICA ? "replica" : "write leader",
+                    r->name, w->p->pc->connect_wait);
         unsigned char buf[300];
         size_t n = pg_error_response(buf, sizeof(buf), msg);
         if (n > 0 && send(c->client.fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
@@ -331,6 +332,14 @@ static const ProxyBackend *choose(ProxyWorker *w, Conn *c)
         c->tried_mask = 0;
     }
     c->to_primary = false;
+    if (r->role == ROUTE_WRITE_LEADER) {
+        int i = s->route_leader ? s->route_leader[c->route] : -1;
+        if (i < 0)
+            return NULL;
+        c->to_primary = true;
+        c->gen = s->route_gen[c->route];
+        return &s->backends[i];
+    }
     if (r->role == ROUTE_REPLICA) {
         int n = s->n_backends;
         for (int k = 0; k < n; k++) {
@@ -438,6 +447,8 @@ static void dispatch(ProxyWorker *w, Conn *c, int64_t now)
 static bool still_valid(const ProxyWorker *w, const Conn *c)
 {
     const ProxySnapshot *s = w->snap;
+    if (c->to_primary && route_of(w, c)->role == ROUTE_WRITE_LEADER)
+        return s->route_leader && s->route_leader[c->route] >= 0 && c->gen == s->route_gen[c->route];
     if (c->to_primary)
         return s->primary >= 0 && c->gen == s->primary_gen;
     int i = proxy_snapshot_find(s, c->target);
@@ -461,8 +472,10 @@ static void apply_snapshot(ProxyWorker *w)
             /* nothing was sent yet: route it again */
             close_backend(c);
             c->st = CS_HOLD;
-            c->retry_at = 0;
         }
+        /* a new snapshot may name another target: a held connection tries it at once */
+        if (c->st == CS_HOLD)
+            c->retry_at = 0;
     }
     atomic_store_explicit(&w->acked, s->version, memory_order_release);
     int64_t now = mono_ms();

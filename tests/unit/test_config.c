@@ -1045,7 +1045,7 @@ static void test_proxy_config(void **state)
 
     expect_proxy_error("scope: demo\n", "proxy.routes: at least one route is required");
     expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, role: leader}\n",
-                       ":4: proxy.routes[0].role: expected primary or replica, got \"leader\"");
+                       ":4: proxy.routes[0].role: expected primary, replica or write_leader, got \"leader\"");
     expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, rol: primary}\n",
                        "proxy.routes[0].rol: unknown route setting");
     expect_proxy_error("scope: demo\nproxy:\n  routes:\n    - {role: primary}\n", "proxy.routes[0]: a route needs listen");
@@ -1056,6 +1056,49 @@ static void test_proxy_config(void **state)
     expect_proxy_error("scope: demo\nproxy:\n  routes: {listen: 127.0.0.1:5000}\n", "proxy.routes: expected a list of routes");
     expect_proxy_error("scope: demo\nproxy:\n  workers: -1\n  routes:\n    - {listen: 127.0.0.1:5000}\n",
                        "proxy.workers: must be positive");
+
+    /* an active-active group's write leader, the group's or a location's */
+    c = load_proxy_text("scope: shop\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, role: write_leader}\n"
+                        "    - {listen: 127.0.0.1:5001, role: write_leader, location: wa}\n",
+                        &err);
+    assert_non_null(c);
+    assert_int_equal(c->proxy.routes[0].role, ROUTE_WRITE_LEADER);
+    assert_string_equal(c->proxy.routes[0].name, "write_leader-5000");
+    assert_null(c->proxy.routes[0].location);
+    assert_string_equal(c->proxy.routes[1].location, "wa");
+    config_free(c);
+    expect_proxy_error("scope: shop\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, role: primary, location: wa}\n",
+                       "proxy.routes[0]: location is a setting of write_leader routes only");
+    expect_proxy_error("scope: shop\nproxy:\n  routes:\n    - {listen: 127.0.0.1:5000, role: write_leader, location: 'a/b'}\n",
+                       "proxy.routes[0].location: expected a location name");
+}
+
+static void test_active_active_section(void **state)
+{
+    (void)state;
+    Err err = {{0}};
+    Config *c = load_text("scope: s\nname: n\npostgresql: {data_dir: /d}\nactive_active: {group: shop, location: vl}\n",
+                          false, &err);
+    assert_non_null(c);
+    assert_string_equal(c->aa.group, "shop");
+    assert_string_equal(c->aa.location, "vl");
+    assert_int_equal(c->aa.ttl, 5);
+    config_free(c);
+    c = load_text("scope: s\nname: n\npostgresql: {data_dir: /d}\n", false, &err);
+    assert_non_null(c);
+    assert_null(c->aa.group);
+    config_free(c);
+    expect_error("scope: s\nname: n\npostgresql: {data_dir: /d}\nactive_active: {location: vl}\n",
+                 "active_active.group: required in active_active");
+    expect_error("scope: s\nname: n\npostgresql: {data_dir: /d}\nactive_active: {group: 'shop/x'}\n",
+                 "active_active.group: expected a group name");
+    expect_error("scope: s\nname: n\npostgresql: {data_dir: /d}\nactive_active: {group: shop, ttl: 1}\n",
+                 "active_active.ttl: must be at least 2");
+    assert_true(config_aa_name_ok("vl-1_a.b"));
+    assert_false(config_aa_name_ok(""));
+    assert_false(config_aa_name_ok(".."));
+    assert_false(config_aa_name_ok("a b"));
+    assert_false(config_aa_name_ok("a'b"));
 }
 
 static void test_agent_sections(void **state)
@@ -1503,6 +1546,7 @@ int main(void)
         cmocka_unit_test(test_json_merge),
         cmocka_unit_test(test_kvlist),
         cmocka_unit_test(test_split_hostport),
+        cmocka_unit_test(test_active_active_section),
         cmocka_unit_test(test_parse_scalars),
         cmocka_unit_test(test_proxy_config),
         cmocka_unit_test(test_agent_sections),

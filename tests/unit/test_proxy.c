@@ -2,6 +2,7 @@
  * stream cut at every possible place, the ErrorResponse, conn_url parsing, and which members a
  * route snapshot offers for writes and for reads (proxy_pg.c, proxy_snapshot.c). */
 #include "common/common.h"
+#include "dcs/aa_group.h"
 #include "dcs/site_record.h"
 #include "pg/pg.h"
 #include "proxy/proxy.h"
@@ -344,6 +345,120 @@ static void test_snapshot_roles(void **state)
     cluster_free(&c);
 }
 
+static void take(Cluster *c, const char *key, const char *value, int64_t rev)
+{
+    if (!c->aa)
+        c->aa = xcalloc(1, sizeof(*c->aa));
+    char bad[300];
+    assert_true(aa_group_take(c->aa, key, value, rev, 7, bad, sizeof(bad)));
+}
+
+/* An active-active group: its nodes serve reads, each write_leader route gets its location's
+ * leader (else the group's), none during a handover or without etcd. */
+static void test_snapshot_write_leader(void **state)
+{
+    (void)state;
+    Cluster c;
+    cluster_init(&c);
+    take(&c, "aa/nodes/a", "{\"conn_url\": \"postgres://127.0.0.1:5001/postgres\", \"location\": \"vl\", \"writable\": true}", 1);
+    take(&c, "aa/nodes/b", "{\"conn_url\": \"postgres://127.0.0.1:5002/postgres\", \"location\": \"vl\", \"writable\": false}", 2);
+    take(&c, "aa/nodes/c", "{\"conn_url\": \"postgres://127.0.0.1:5003/postgres\", \"location\": \"wa\", \"writable\": true}", 3);
+    take(&c, "aa/leader", "{\"node\": \"a\", \"conn_url\": \"postgres://127.0.0.1:5001/postgres\"}", 4);
+    take(&c, "aa/location/wa/leader", "{\"node\": \"c\", \"conn_url\": \"postgres://127.0.0.1:5003/postgres\"}", 5);
+    ProxyConfig pc;
+    memset(&pc, 0, sizeof(pc));
+    ProxyRoute routes[4] = {{.name = "wl", .role = ROUTE_WRITE_LEADER},
+                            {.name = "wa", .role = ROUTE_WRITE_LEADER, .location = "wa"},
+                            {.name = "xx", .role = ROUTE_WRITE_LEADER, .location = "xx"},
+                            {.name = "ro", .role = ROUTE_REPLICA}};
+    pc.routes = routes;
+    pc.n_routes = 4;
+    ProxySnapshot *s = proxy_snapshot_build(&c, 1048576, true, false);
+    proxy_snapshot_set_leaders(s, &c, &pc);
+    assert_int_equal(s->n_backends, 3);
+    assert_int_equal(s->primary, -1);
+    assert_true(s->backends[proxy_snapshot_find(s, "a")].eligible);
+    assert_false(s->backends[proxy_snapshot_find(s, "b")].eligible);   /* cannot take writes: no reads either */
+    assert_string_equal(s->backends[s->route_leader[0]].name, "a");
+    assert_string_equal(s->backends[s->route_leader[1]].name, "c");
+    assert_string_equal(s->backends[s->route_leader[2]].name, "a");    /* no leader in xx: the group's */
+    assert_int_equal(s->route_leader[3], -1);
+    ProxySnapshot *copy = proxy_snapshot_clone(s);
+    assert_true(proxy_snapshot_same(s, copy));
+    proxy_snapshot_unref(copy);
+
+    /* a handover: the group's routes go nowhere until the new leader has the key */
+    cluster_free(&c);
+    cluster_init(&c);
+    take(&c, "aa/nodes/a", "{\"conn_url\": \"postgres://127.0.0.1:5001/postgres\", \"writable\": true}", 1);
+    take(&c, "aa/leader", "{\"node\": \"a\", \"conn_url\": \"postgres://127.0.0.1:5001/postgres\", \"handover_to\": \"b\"}", 6);
+    ProxySnapshot *h = proxy_snapshot_build(&c, 1048576, true, false);
+    proxy_snapshot_set_leaders(h, &c, &pc);
+    assert_int_equal(h->route_leader[0], -1);
+    assert_false(proxy_snapshot_same(s, h));
+    proxy_snapshot_unref(h);
+    /* etcd not answering: no write leader */
+    take(&c, "aa/location/wa/leader", "{\"node\": \"a\", \"conn_url\": \"postgres://127.0.0.1:5001/postgres\"}", 7);
+    h = proxy_snapshot_build(&c, 1048576, false, false);
+    proxy_snapshot_set_leaders(h, &c, &pc);
+    assert_int_equal(h->route_leader[1], -1);
+    assert_false(h->backends[proxy_snapshot_find(h, "a")].eligible);
+    proxy_snapshot_unref(h);
+    proxy_snapshot_unref(s);
+    cluster_free(&c);
+}
+
+/* The group's keys: what is parsed, what is left out. */
+static void test_aa_group_keys(void **state)
+{
+    (void)state;
+    AaGroupView v;
+    memset(&v, 0, sizeof(v));
+    char bad[300];
+    assert_true(aa_group_take(&v, "aa/leader", "{\"node\": \"a\", \"conn_url\": \"u\", \"handover_to\": \"b\", \"mark\": \"0/3000060\"}", 9, 3, bad, sizeof(bad)));
+    const AaLeaderRec *l = aa_group_leader(&v, NULL);
+    assert_non_null(l);
+    assert_string_equal(l->handover_to, "b");
+    assert_string_equal(l->mark, "0/3000060");
+    assert_int_equal(l->mod_revision, 9);
+    assert_int_equal(l->lease, 3);
+    assert_null(aa_group_leader(&v, "vl"));
+    assert_true(aa_group_take(&v, "aa/switchover", "{\"to\": \"b\", \"location\": \"\", \"state\": \"failed\", \"error\": \"why\"}", 10, 0, bad, sizeof(bad)));
+    assert_true(v.switchover.present);
+    assert_string_equal(v.switchover.error, "why");
+    /* not the group's: ignored silently; the group's but malformed: left out, named */
+    assert_false(aa_group_take(&v, "leader", "x", 1, 0, bad, sizeof(bad)));
+    assert_string_equal(bad, "");
+    assert_false(aa_group_take(&v, "aa/location//leader", "{}", 1, 0, bad, sizeof(bad)));
+    assert_false(aa_group_take(&v, "aa/leader", "{\"node\": 5}", 1, 0, bad, sizeof(bad)));
+    assert_non_null(strstr(bad, "aa/leader: not a record"));
+    assert_false(aa_group_take(&v, "aa/nodes/x", "[]", 1, 0, bad, sizeof(bad)));
+    assert_false(aa_group_take(&v, "aa/nodes/x", "{\"conn_url\": \"u\", \"writable\": \"yes\"}", 1, 0, bad, sizeof(bad)));
+    assert_int_equal(v.n_nodes, 0);
+    char key[160];
+    aa_leader_key("wa", key, sizeof(key));
+    assert_string_equal(key, "aa/location/wa/leader");
+    aa_leader_key("", key, sizeof(key));
+    assert_string_equal(key, "aa/leader");
+    /* what the agent writes, the parser reads back */
+    char *j = aa_leader_json("c", "postgres://h:1/postgres", "d", "0/10");
+    AaGroupView w;
+    memset(&w, 0, sizeof(w));
+    assert_true(aa_group_take(&w, "aa/location/wa/leader", j, 1, 0, bad, sizeof(bad)));
+    free(j);
+    assert_string_equal(aa_group_leader(&w, "wa")->handover_to, "d");
+    j = aa_node_json("postgres://h:1/postgres", "wa", true);
+    assert_true(aa_group_take(&w, "aa/nodes/c", j, 1, 0, bad, sizeof(bad)));
+    free(j);
+    assert_true(aa_group_node(&w, "c")->writable);
+    assert_string_equal(aa_group_node(&w, "c")->location, "wa");
+    j = aa_switchover_json("c", "wa", NULL, NULL);
+    assert_true(aa_group_take(&w, "aa/switchover", j, 1, 0, bad, sizeof(bad)));
+    free(j);
+    assert_string_equal(w.switchover.location, "wa");
+    assert_string_equal(w.switchover.state, "");
+}
+
 static void test_snapshot_bad_urls(void **state)
 {
     (void)state;
@@ -375,6 +490,8 @@ int main(void)
         cmocka_unit_test(test_snapshot_two_sites),
         cmocka_unit_test(test_site_record_target_time),
         cmocka_unit_test(test_snapshot_bad_urls),
+        cmocka_unit_test(test_snapshot_write_leader),
+        cmocka_unit_test(test_aa_group_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

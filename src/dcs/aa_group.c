@@ -1,0 +1,177 @@
+/* Parsing and formatting an active-active group's keys (see aa_group.h). */
+#include "common/common.h"
+#include "dcs/aa_group.h"
+
+#include <jansson.h>
+
+static bool copy_field(json_t *o, const char *field, char *out, size_t sz, bool required)
+{
+    json_t *f = json_object_get(o, field);
+    if (!f)
+        return !required;
+    return json_is_string(f) && str_copy(out, sz, json_string_value(f));
+}
+
+static bool parse_leader(AaLeaderRec *r, const char *value)
+{
+    json_t *o = json_loads(value ? value : "", 0, NULL);
+    bool ok = json_is_object(o) && copy_field(o, "node", r->node, sizeof(r->node), true) && r->node[0] &&
+              copy_field(o, "conn_url", r->conn_url, sizeof(r->conn_url), true) &&
+              copy_field(o, "handover_to", r->handover_to, sizeof(r->handover_to), false) &&
+              copy_field(o, "mark", r->mark, sizeof(r->mark), false);
+    json_decref(o);
+    return ok;
+}
+
+static bool take_leader(AaGroupView *v, const char *location, const char *value, int64_t rev, int64_t lease)
+{
+    if (v->n_leaders >= AA_MAX_LEADERS)
+        return false;
+    AaLeaderRec r;
+    memset(&r, 0, sizeof(r));
+    if (!str_copy(r.location, sizeof(r.location), location) || !parse_leader(&r, value))
+        return false;
+    r.mod_revision = rev;
+    r.lease = lease;
+    v->leaders[v->n_leaders++] = r;
+    return true;
+}
+
+static bool take_node(AaGroupView *v, const char *name, const char *value)
+{
+    if (v->n_nodes >= AA_MAX_GROUP_NODES)
+        return false;
+    AaNodeRec n;
+    memset(&n, 0, sizeof(n));
+    json_t *o = json_loads(value ? value : "", 0, NULL);
+    json_t *w = json_object_get(o, "writable");
+    bool ok = json_is_object(o) && str_copy(n.name, sizeof(n.name), name) &&
+              copy_field(o, "conn_url", n.conn_url, sizeof(n.conn_url), true) &&
+              copy_field(o, "location", n.location, sizeof(n.location), false) && (!w || json_is_boolean(w));
+    n.writable = json_is_true(w);
+    json_decref(o);
+    if (ok)
+        v->nodes[v->n_nodes++] = n;
+    return ok;
+}
+
+static bool take_switchover(AaGroupView *v, const char *value, int64_t rev)
+{
+    AaSwitchoverReq s;
+    memset(&s, 0, sizeof(s));
+    json_t *o = json_loads(value ? value : "", 0, NULL);
+    bool ok = json_is_object(o) && copy_field(o, "to", s.to, sizeof(s.to), true) && s.to[0] &&
+              copy_field(o, "location", s.location, sizeof(s.location), false) &&
+              copy_field(o, "state", s.state, sizeof(s.state), false) &&
+              copy_field(o, "error", s.error, sizeof(s.error), false);
+    json_decref(o);
+    if (!ok)
+        return false;
+    s.present = true;
+    s.mod_revision = rev;
+    v->switchover = s;
+    return true;
+}
+
+bool aa_group_take(AaGroupView *v, const char *key, const char *value, int64_t mod_revision, int64_t lease,
+                   char *bad, size_t badsz)
+{
+    if (bad && badsz)
+        bad[0] = '\0';
+    if (strncmp(key, "aa/", 3) != 0)
+        return false;
+    const char *rest = key + 3;
+    bool ok;
+    if (strcmp(rest, "leader") == 0) {
+        ok = take_leader(v, "", value, mod_revision, lease);
+    } else if (strncmp(rest, "location/", 9) == 0) {
+        const char *loc = rest + 9, *slash = strchr(loc, '/');
+        if (!slash || slash == loc || strcmp(slash, "/leader") != 0)
+            return false;
+        char name[AA_NAME_LEN];
+        size_t n = (size_t)(slash - loc);
+        if (n >= sizeof(name)) {
+            ok = false;
+        } else {
+            memcpy(name, loc, n);
+            name[n] = '\0';
+            ok = take_leader(v, name, value, mod_revision, lease);
+        }
+    } else if (strncmp(rest, "nodes/", 6) == 0) {
+        const char *name = rest + 6;
+        if (!*name || strchr(name, '/'))
+            return false;
+        ok = take_node(v, name, value);
+    } else if (strcmp(rest, "switchover") == 0) {
+        ok = take_switchover(v, value, mod_revision);
+    } else {
+        return false;
+    }
+    if (!ok && bad && badsz)
+        str_fmt(bad, badsz, "%s: not a record of pgvigil's (or too many of them), left out", key);
+    return ok;
+}
+
+const AaLeaderRec *aa_group_leader(const AaGroupView *v, const char *location)
+{
+    const char *loc = location ? location : "";
+    for (int i = 0; v && i < v->n_leaders; i++)
+        if (strcmp(v->leaders[i].location, loc) == 0)
+            return &v->leaders[i];
+    return NULL;
+}
+
+const AaNodeRec *aa_group_node(const AaGroupView *v, const char *name)
+{
+    for (int i = 0; v && i < v->n_nodes; i++)
+        if (strcmp(v->nodes[i].name, name) == 0)
+            return &v->nodes[i];
+    return NULL;
+}
+
+void aa_leader_key(const char *location, char *buf, size_t sz)
+{
+    if (str_empty(location))
+        str_copy(buf, sz, "aa/leader");
+    else
+        str_fmt(buf, sz, "aa/location/%s/leader", location);
+}
+
+static char *dump(json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    if (!s) {
+        fputs("pgvigil: out of memory\n", stderr);   /* (jansson's way of saying it) */
+        abort();
+    }
+    return s;
+}
+
+char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark)
+{
+    json_t *o = json_pack("{s:s, s:s}", "node", node, "conn_url", conn_url ? conn_url : "");
+    if (!str_empty(handover_to))
+        json_object_set_new(o, "handover_to", json_string(handover_to));
+    if (!str_empty(mark))
+        json_object_set_new(o, "mark", json_string(mark));
+    return dump(o);
+}
+
+char *aa_node_json(const char *conn_url, const char *location, bool writable)
+{
+    json_t *o = json_pack("{s:s, s:b}", "conn_url", conn_url ? conn_url : "", "writable", writable);
+    if (!str_empty(location))
+        json_object_set_new(o, "location", json_string(location));
+    return dump(o);
+}
+
+char *aa_switchover_json(const char *to, const char *location, const char *state, const char *error)
+{
+    json_t *o = json_pack("{s:s, s:s}", "to", to, "location", location ? location : "");
+    if (!str_empty(state))
+        json_object_set_new(o, "state", json_string(state));
+    if (!str_empty(error))
+        json_object_set_new(o, "error", json_string(error));
+    return dump(o);
+}

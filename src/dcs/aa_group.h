@@ -1,0 +1,69 @@
+/* An active-active group's keys in etcd, under <namespace><group>/aa/ (pure code: parsing and
+ * formatting; the agent's aa_leader.c writes them, the proxy and `pgvigil aa` read them).
+ *
+ *   aa/nodes/<node>              {"conn_url": "postgres://h:p/db", "location": "vl", "writable": true}
+ *                                on the node agent's lease: the nodes that may lead
+ *   aa/leader                    {"node": "a", "conn_url": ...} on the holder's lease: the group's
+ *   aa/location/<loc>/leader     write leader, and each location's own
+ *       during a planned switchover, also "handover_to": "b" (writes go nowhere), then
+ *       "mark": "0/3000060" (b takes the key once it has applied a's WAL past the mark)
+ *   aa/switchover                {"to": "b", "location": ""} written by `pgvigil aa switchover`;
+ *                                the leader adds "state": "failed", "error": "..." when it fails */
+#ifndef PGVIGIL_AA_GROUP_H
+#define PGVIGIL_AA_GROUP_H
+
+#include "common/common.h"
+
+#define AA_NAME_LEN 64
+#define AA_MAX_LEADERS 16
+#define AA_MAX_GROUP_NODES 32
+
+typedef struct AaLeaderRec {
+    char location[AA_NAME_LEN];     /* "" = the group's write leader */
+    char node[AA_NAME_LEN];
+    char conn_url[256];
+    char handover_to[AA_NAME_LEN];  /* a switchover to that node is under way ("" none) */
+    char mark[32];                  /* ... and the new leader waits to have applied past it ("" not yet) */
+    int64_t mod_revision;
+    int64_t lease;
+} AaLeaderRec;
+
+typedef struct AaNodeRec {
+    char name[AA_NAME_LEN];
+    char conn_url[256];
+    char location[AA_NAME_LEN];
+    bool writable;                  /* its postgres answers and is not in recovery */
+} AaNodeRec;
+
+typedef struct AaSwitchoverReq {
+    bool present;
+    char to[AA_NAME_LEN];
+    char location[AA_NAME_LEN];
+    char state[16];                 /* "" asked, "failed" */
+    char error[256];
+    int64_t mod_revision;
+} AaSwitchoverReq;
+
+typedef struct AaGroupView {
+    AaLeaderRec leaders[AA_MAX_LEADERS];
+    int n_leaders;
+    AaNodeRec nodes[AA_MAX_GROUP_NODES];
+    int n_nodes;
+    AaSwitchoverReq switchover;
+} AaGroupView;
+
+/* Take one key of a range read (relative to the group prefix) into v; false when the key is not
+ * one of the group's (or its value does not parse: then *bad names it, and it is left out). */
+bool aa_group_take(AaGroupView *v, const char *key, const char *value, int64_t mod_revision, int64_t lease,
+                   char *bad, size_t badsz);
+/* The write leader of location ("" or NULL: the group's), NULL when there is none. */
+const AaLeaderRec *aa_group_leader(const AaGroupView *v, const char *location);
+const AaNodeRec *aa_group_node(const AaGroupView *v, const char *name);
+/* "aa/leader" or "aa/location/<loc>/leader". */
+void aa_leader_key(const char *location, char *buf, size_t sz);
+/* Values (caller frees). handover_to and mark may be NULL or "". */
+char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark);
+char *aa_node_json(const char *conn_url, const char *location, bool writable);
+char *aa_switchover_json(const char *to, const char *location, const char *state, const char *error);
+
+#endif

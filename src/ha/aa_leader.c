@@ -1,0 +1,413 @@
+/* The write lead of an active-active group, the agent's side (see aa_leader.h). */
+#include "common/common.h"
+#include "ha/aa_leader.h"
+#include "common/log.h"
+#include "common/lsn.h"
+#include "common/timeutil.h"
+#include "dcs/aa_group.h"
+#include "dcs/cluster.h"
+#include "dcs/dcs.h"
+#include "pg/pg.h"
+
+#define LOOK_EVERY_MS 100           /* how often postgres is asked and etcd waited on */
+#define QUERY_TIMEOUT_MS 1000
+#define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for writes in flight */
+
+/* The thread's state (its own; nothing else reads it). */
+typedef struct Lead {
+    AaLeader *l;
+    const AaConfig *aa;
+    Dcs *dcs;
+    PgNode pg;
+    char node[AA_NAME_LEN];         /* pgvigil_aa.local_node.name ("" not known yet) */
+    bool writable;
+    char pg_error[256];             /* why it is not writable, as last logged */
+    bool lease_ok;
+    int64_t renew_at;
+    char published[512];            /* the node record as last written */
+    bool etcd_down_logged;
+} Lead;
+
+static void renew(Lead *d, bool force)
+{
+    if (!force && d->lease_ok && mono_ms() < d->renew_at)
+        return;
+    Err err = {{0}};
+    bool expired = false;
+    bool ok = d->dcs->ops->keepalive(d->dcs, d->aa->ttl, &expired, &err);
+    if (!ok && d->lease_ok)
+        log_warn("active_active: cannot renew the write-lead lease: %s", err.msg);
+    if (ok && expired)
+        d->published[0] = '\0';     /* the node record went with the old lease */
+    d->lease_ok = ok;
+    d->renew_at = mono_ms() + (ok ? d->aa->ttl * 1000 / 3 : 200);
+}
+
+/* Can this node take writes now? Learns its node name on the way. */
+static void look_at_postgres(Lead *d)
+{
+    Err err = {{0}};
+    /* (the name in a second statement: a query naming a table that does not exist yet would
+     * fill the server's log with errors) */
+    PGresult *r = pg_query(&d->pg, "select not pg_is_in_recovery(), to_regclass('pgvigil_aa.local_node') is not null",
+                           QUERY_TIMEOUT_MS, &err);
+    char why[256] = "";
+    if (!r) {
+        str_copy(why, sizeof(why), err.msg);
+    } else if (PQgetvalue(r, 0, 1)[0] != 't') {
+        str_copy(why, sizeof(why), "the pgvigil_aa extension is not created in database postgres");
+    } else if (PQgetvalue(r, 0, 0)[0] != 't') {
+        str_copy(why, sizeof(why), "postgres is in recovery");
+    }
+    PQclear(r);
+    if (!why[0]) {
+        r = pg_query(&d->pg, "select name from pgvigil_aa.local_node", QUERY_TIMEOUT_MS, &err);
+        if (!r)
+            str_copy(why, sizeof(why), err.msg);
+        else if (PQntuples(r) != 1)
+            str_copy(why, sizeof(why), "pgvigil_aa.local_node has no row (the node's name)");
+        else if (!config_aa_name_ok(PQgetvalue(r, 0, 0)))
+            str_fmt(why, sizeof(why), "the node's name \"%s\" cannot be a key in etcd (letters, digits, '-', '_', '.')",
+                    PQgetvalue(r, 0, 0));
+        else
+            str_copy(d->node, sizeof(d->node), PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    bool writable = why[0] == '\0';
+    if (!writable && strcmp(why, d->pg_error) != 0)
+        log_warn("active_active: this node cannot take writes for group %s: %s", d->aa->group, why);
+    else if (writable && !d->writable && d->pg_error[0])
+        log_info("active_active: this node can take writes again");
+    str_copy(d->pg_error, sizeof(d->pg_error), why);
+    d->writable = writable;
+}
+
+static void publish_node(Lead *d)
+{
+    if (!d->node[0] || !d->lease_ok)
+        return;
+    char *v = aa_node_json(d->l->conn_url, d->aa->location, d->writable);
+    if (strcmp(v, d->published) != 0) {
+        char key[128];
+        str_fmt(key, sizeof(key), "aa/nodes/%s", d->node);
+        Err err = {{0}};
+        if (d->dcs->ops->put(d->dcs, key, v, true, &err))
+            str_copy(d->published, sizeof(d->published), v);
+        else
+            log_warn("active_active: cannot write %s: %s", key, err.msg);
+    }
+    free(v);
+}
+
+/* key := value on our lease (value NULL: delete), if its revision is still rev; extra: one more
+ * op (NULL none). */
+static bool swap(Lead *d, const char *key, int64_t rev, const char *value, const DcsOp *extra)
+{
+    DcsCmp cmp = {key, rev};
+    DcsOp ops[2] = {{key, value, value != NULL}};
+    int n = 1;
+    if (extra)
+        ops[n++] = *extra;
+    bool ok = false;
+    Err err = {{0}};
+    if (!d->dcs->ops->txn(d->dcs, &cmp, 1, ops, n, &ok, &err))
+        log_warn("active_active: cannot write %s: %s", key, err.msg);
+    return ok;
+}
+
+static const char *where(const char *location, char *buf, size_t sz)
+{
+    if (str_empty(location))
+        str_copy(buf, sz, "");
+    else
+        str_fmt(buf, sz, " (location %s)", location);
+    return buf;
+}
+
+/* The group's view now (false: etcd did not answer). */
+static bool read_group(Lead *d, Cluster *c)
+{
+    Err err = {{0}};
+    if (!d->dcs->ops->load(d->dcs, c, &err)) {
+        if (!d->etcd_down_logged)
+            log_warn("active_active: cannot read group %s: %s", d->aa->group, err.msg);
+        d->etcd_down_logged = true;
+        return false;
+    }
+    if (d->etcd_down_logged)
+        log_info("active_active: group %s can be read again", d->aa->group);
+    d->etcd_down_logged = false;
+    return true;
+}
+
+static const AaLeaderRec *leader_of(const Cluster *c, const char *location)
+{
+    return aa_group_leader(c->aa, location);
+}
+
+/* The old leader's part of a switchover; returns with the key handed over, or taken back. */
+static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const AaSwitchoverReq *sw)
+{
+    char key[160], w[96], error[256] = "";
+    aa_leader_key(rec->location, key, sizeof(key));
+    where(rec->location, w, sizeof(w));
+    const AaNodeRec *to = aa_group_node(c->aa, sw->to);
+    int64_t t0 = mono_ms();
+    if (!to || !to->writable) {
+        str_fmt(error, sizeof(error), "node %s %s", sw->to, to ? "cannot take writes now" : "is not in the group");
+        char *v = aa_switchover_json(sw->to, sw->location, "failed", error);
+        DcsCmp cmp = {"aa/switchover", sw->mod_revision};
+        DcsOp op = {"aa/switchover", v, false};
+        bool ok;
+        Err err = {{0}};
+        d->dcs->ops->txn(d->dcs, &cmp, 1, &op, 1, &ok, &err);
+        free(v);
+        log_warn("active_active: switchover of the write lead%s refused: %s", w, error);
+        return;
+    }
+    log_info("active_active: handing the write lead of group %s%s over to %s", d->aa->group, w, sw->to);
+    char *v = aa_leader_json(d->node, d->l->conn_url, sw->to, NULL);
+    bool ok = swap(d, key, rec->mod_revision, v, NULL);
+    free(v);
+    if (!ok)
+        return;                     /* the key changed meanwhile: look again */
+    Err err = {{0}};
+    char sql[128];
+    str_fmt(sql, sizeof(sql), "select pgvigil_aa.handover_block(%d)", AA_HANDOVER_TIMEOUT_MS + 2000);
+    char mark[32] = "";
+    if (!pg_exec(&d->pg, sql, QUERY_TIMEOUT_MS, &err)) {
+        str_fmt(error, sizeof(error), "cannot refuse writes here: %s", err.msg);
+    } else {
+        /* the transactions that had written before the refusal: let them end (bounded) */
+        int64_t until = mono_ms() + INFLIGHT_WAIT_MS;
+        for (;;) {
+            PGresult *r = pg_query(&d->pg,
+                                   "select count(*) from pg_stat_activity where backend_type = 'client backend' "
+                                   "and backend_xid is not null and pid <> pg_backend_pid()",
+                                   QUERY_TIMEOUT_MS, &err);
+            bool idle = r && strcmp(PQgetvalue(r, 0, 0), "0") == 0;
+            PQclear(r);
+            if (idle || !r || mono_ms() >= until) {
+                if (!idle && r)
+                    log_warn("active_active: transactions still writing after %d ms; handing over anyway "
+                             "(their commits may conflict with the new leader's)", INFLIGHT_WAIT_MS);
+                break;
+            }
+            sleep_ms(2);
+        }
+        PGresult *r = pg_query(&d->pg, "select pgvigil_aa.mark()", QUERY_TIMEOUT_MS, &err);
+        if (r)
+            str_copy(mark, sizeof(mark), PQgetvalue(r, 0, 0));
+        else
+            str_fmt(error, sizeof(error), "cannot mark the stream: %s", err.msg);
+        PQclear(r);
+    }
+    /* the new leader takes the key once it has applied past the mark */
+    Cluster now;
+    int64_t rev = 0;
+    if (!error[0] && read_group(d, &now)) {
+        const AaLeaderRec *cur = leader_of(&now, rec->location);
+        if (cur && strcmp(cur->node, d->node) == 0 && strcmp(cur->handover_to, sw->to) == 0) {
+            v = aa_leader_json(d->node, d->l->conn_url, sw->to, mark);
+            if (swap(d, key, cur->mod_revision, v, NULL))
+                rev = now.revision;
+            free(v);
+        }
+        cluster_free(&now);
+    }
+    bool done = false;
+    while (!error[0] && rev && !atomic_load(&d->l->stop) && mono_ms() - t0 < AA_HANDOVER_TIMEOUT_MS) {
+        renew(d, false);
+        Err werr = {{0}};
+        d->dcs->ops->watch(d->dcs, rev, LOOK_EVERY_MS, &werr);
+        if (!read_group(d, &now))
+            continue;
+        rev = now.revision;
+        const AaLeaderRec *cur = leader_of(&now, rec->location);
+        done = !cur || strcmp(cur->node, d->node) != 0;
+        bool moved = cur && strcmp(cur->node, sw->to) == 0;
+        cluster_free(&now);
+        if (done) {
+            if (moved)
+                log_info("active_active: %s leads group %s%s now (handover %lld ms)", sw->to, d->aa->group, w,
+                         (long long)(mono_ms() - t0));
+            break;
+        }
+    }
+    if (!done) {
+        if (!error[0])
+            str_fmt(error, sizeof(error), "%s did not apply this node's writes within %d ms", sw->to,
+                    AA_HANDOVER_TIMEOUT_MS);
+        log_warn("active_active: switchover of the write lead%s to %s failed: %s; keeping it", w, sw->to, error);
+        if (read_group(d, &now)) {
+            const AaLeaderRec *cur = leader_of(&now, rec->location);
+            if (cur && strcmp(cur->node, d->node) == 0) {
+                v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL);
+                swap(d, key, cur->mod_revision, v, NULL);
+                free(v);
+            }
+            if (now.aa && now.aa->switchover.present) {
+                v = aa_switchover_json(sw->to, sw->location, "failed", error);
+                DcsCmp cmp = {"aa/switchover", now.aa->switchover.mod_revision};
+                DcsOp op = {"aa/switchover", v, false};
+                bool sok;
+                Err e2 = {{0}};
+                d->dcs->ops->txn(d->dcs, &cmp, 1, &op, 1, &sok, &e2);
+                free(v);
+            }
+            cluster_free(&now);
+        }
+    }
+    if (!pg_exec(&d->pg, "select pgvigil_aa.handover_block(0)", QUERY_TIMEOUT_MS, &err))
+        log_warn("active_active: cannot lift the refusal of writes (it ends by itself within %d s): %s",
+                 (AA_HANDOVER_TIMEOUT_MS + 2000) / 1000, err.msg);
+}
+
+/* The new leader's part: take the key once this node has applied the old one's WAL past the
+ * mark. */
+static void take_over(Lead *d, const AaLeaderRec *rec)
+{
+    Lsn mark;
+    char mark_text[32];
+    /* (both go into SQL: only what a node name and an LSN may be) */
+    if (!lsn_parse(rec->mark, &mark) || !config_aa_name_ok(rec->node))
+        return;
+    lsn_format(mark, mark_text);
+    char key[160], w[96];
+    aa_leader_key(rec->location, key, sizeof(key));
+    where(rec->location, w, sizeof(w));
+    int64_t t0 = mono_ms();
+    char sql[256];
+    str_fmt(sql, sizeof(sql), "select applied_lsn > '%s'::pg_lsn from pgvigil_aa.status() where peer = '%s'", mark_text,
+            rec->node);
+    while (!atomic_load(&d->l->stop) && mono_ms() - t0 < AA_HANDOVER_TIMEOUT_MS) {
+        Err err = {{0}};
+        PGresult *r = pg_query(&d->pg, sql, QUERY_TIMEOUT_MS, &err);
+        bool past = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (past) {
+            char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL);
+            DcsOp done = {"aa/switchover", NULL, false};
+            bool ok = swap(d, key, rec->mod_revision, v, &done);
+            free(v);
+            if (ok)
+                log_info("active_active: took the write lead of group %s%s from %s, having applied its writes "
+                         "past %s (%lld ms)", d->aa->group, w, rec->node, rec->mark, (long long)(mono_ms() - t0));
+            return;
+        }
+        renew(d, false);
+        sleep_ms(2);
+    }
+    log_warn("active_active: did not apply %s's writes past %s within %d ms; the write lead%s stays with it",
+             rec->node, rec->mark, AA_HANDOVER_TIMEOUT_MS, w);
+}
+
+/* One look at the leader key of a location ("" the group's). */
+static void lead(Lead *d, const Cluster *c, const char *location)
+{
+    const AaLeaderRec *rec = leader_of(c, location);
+    char key[160], w[96];
+    aa_leader_key(location, key, sizeof(key));
+    where(location, w, sizeof(w));
+    bool mine = rec && strcmp(rec->node, d->node) == 0;
+    if (!rec && d->writable && d->lease_ok) {
+        char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL);
+        bool created = false;
+        Err err = {{0}};
+        if (d->dcs->ops->create(d->dcs, key, v, true, &created, &err) && created)
+            log_info("active_active: took the vacant write lead of group %s%s", d->aa->group, w);
+        free(v);
+        return;
+    }
+    if (mine && !d->writable) {
+        if (swap(d, key, rec->mod_revision, NULL, NULL))
+            log_warn("active_active: gave up the write lead of group %s%s: %s", d->aa->group, w, d->pg_error);
+        return;
+    }
+    const AaSwitchoverReq *sw = c->aa ? &c->aa->switchover : NULL;
+    if (mine && !rec->handover_to[0] && sw && sw->present && !sw->state[0] && strcmp(sw->location, location) == 0) {
+        if (strcmp(sw->to, d->node) == 0) {
+            DcsCmp cmp = {"aa/switchover", sw->mod_revision};
+            DcsOp op = {"aa/switchover", NULL, false};
+            bool ok;
+            Err err = {{0}};
+            d->dcs->ops->txn(d->dcs, &cmp, 1, &op, 1, &ok, &err);     /* already there */
+        } else {
+            hand_over(d, c, rec, sw);
+        }
+        return;
+    }
+    if (rec && !mine && strcmp(rec->handover_to, d->node) == 0 && rec->mark[0] && d->writable)
+        take_over(d, rec);
+}
+
+static void *lead_main(void *arg)
+{
+    AaLeader *l = arg;
+    const Config *cfg = l->cfg;
+    Lead d;
+    memset(&d, 0, sizeof(d));
+    d.l = l;
+    d.aa = &cfg->aa;
+    char *prefix = dcs_prefix(cfg->namespace_, cfg->aa.group);
+    Err err = {{0}};
+    d.dcs = dcs_etcd_new(cfg->etcd_hosts, cfg->n_etcd_hosts, prefix, cfg->etcd_username, cfg->etcd_password, 1000,
+                         &err);
+    free(prefix);
+    if (!d.dcs) {
+        log_error("active_active: %s; this node takes no part in the write lead", err.msg);
+        return NULL;
+    }
+    pg_node_init(&d.pg, cfg);
+    log_info("active_active: taking part in the write lead of group %s%s%s", cfg->aa.group,
+             cfg->aa.location ? ", location " : "", cfg->aa.location ? cfg->aa.location : "");
+    int64_t rev = 0;
+    while (!atomic_load(&l->stop)) {
+        look_at_postgres(&d);
+        renew(&d, false);
+        publish_node(&d);
+        Cluster c;
+        if (!read_group(&d, &c)) {
+            cluster_free(&c);
+            sleep_ms(200);
+            continue;
+        }
+        rev = c.revision;
+        if (d.node[0]) {
+            lead(&d, &c, "");
+            if (cfg->aa.location)
+                lead(&d, &c, cfg->aa.location);
+        }
+        cluster_free(&c);
+        Err werr = {{0}};
+        d.dcs->ops->watch(d.dcs, rev, LOOK_EVERY_MS, &werr);
+    }
+    /* the keys on the lease (node record, leader keys) go at once */
+    if (d.lease_ok)
+        d.dcs->ops->revoke(d.dcs, &err);
+    pg_node_close(&d.pg);
+    dcs_free(d.dcs);
+    return NULL;
+}
+
+void aa_leader_start(AaLeader *l, const Config *cfg, const char *conn_host, int conn_port)
+{
+    memset(l, 0, sizeof(*l));
+    l->cfg = cfg;
+    if (!cfg->aa.group)
+        return;
+    str_fmt(l->conn_url, sizeof(l->conn_url), "postgres://%s:%d/postgres", conn_host, conn_port);
+    atomic_init(&l->stop, false);
+    l->started = pthread_create(&l->thread, NULL, lead_main, l) == 0;
+    if (!l->started)
+        log_error("active_active: cannot start the write-lead thread; this node takes no part in the write lead");
+}
+
+void aa_leader_stop(AaLeader *l)
+{
+    if (!l->started)
+        return;
+    atomic_store(&l->stop, true);
+    pthread_join(l->thread, NULL);
+    l->started = false;
+}
