@@ -27,6 +27,9 @@ CREATE TABLE @extschema@.peers (
     decision text CHECK (decision IN ('local', 'remote')),
     -- the peer's commit time of the last transaction applied from it (kept by the apply worker)
     applied_commit_ts timestamptz,
+    -- ... and the end of that transaction in the peer's WAL (in the same commit: a snapshot of
+    -- this node holds exactly the peer's transactions up to it; `pgvigil aa join` reads it)
+    applied_lsn pg_lsn,
     -- the launcher keeps a worker running for every enabled peer (pause/resume)
     enabled boolean NOT NULL DEFAULT true
 );

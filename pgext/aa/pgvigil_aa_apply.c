@@ -43,6 +43,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
@@ -250,12 +251,15 @@ commit_remote(StringInfo s)
 	/* what has been applied from the peer, for the causality messages after
 	 * a restart (pgvigil_aa_seen.c): in the same commit */
 	{
-		Oid			types[2] = {TEXTOID, TIMESTAMPTZOID};
-		Datum		values[2] = {CStringGetTextDatum(aa_peer_name), TimestampTzGetDatum(commit.committime)};
+		Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, PG_LSNOID};
+		Datum		values[3] = {CStringGetTextDatum(aa_peer_name), TimestampTzGetDatum(commit.committime),
+		LSNGetDatum(commit.end_lsn)};
 
 		PushActiveSnapshot(GetTransactionSnapshot());
-		aa_spi_exec("UPDATE pgvigil_aa.peers SET applied_commit_ts = greatest(applied_commit_ts, $2) WHERE name = $1",
-					2, types, values, NULL, 1);
+		/* (applied_lsn: what a snapshot of this node holds from the peer, for a
+		 * node that joins with a copy of this one) */
+		aa_spi_exec("UPDATE pgvigil_aa.peers SET applied_commit_ts = greatest(applied_commit_ts, $2), applied_lsn = $3 WHERE name = $1",
+					3, types, values, NULL, 1);
 		aa_change_end_transaction();
 		PopActiveSnapshot();
 	}
