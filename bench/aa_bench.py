@@ -30,8 +30,33 @@
   logscan --tool pgvigil|pglogical --offset N FILE
       in FILE from byte N on: apply-worker ERROR lines, apply-worker starts and (pglogical) its
       CONFLICT lines, by kind and resolution, and how many of them were ties
+  leader-writer --dsn DSN --log FILE --status FILE [--interval S] [--timeout S]
+      step 5's client, an application writing through the proxy's write_leader route: one
+      persistent connection that commits one small insert after another (--interval between
+      them, default 0.005 s), and on any error closes it and connects again (10 ms later), every
+      step under a deadline (--timeout, default 10 s). Logs every commit ("A sent_ns ack_ns node
+      id": the node is pgvigil_aa.local_node's name, read in the committing statement), every
+      error ("E sent_ns at_ns connect|write message") and every connection made ("C asked_ns
+      ready_ns") to --log; keeps in --status the acks so far per node ("node acks last_ack_ns"
+      lines, replaced atomically) for the bench's waits. Runs until SIGTERM.
+  leader-gap --log FILE --t0 NS --tend NS --old NODE [--logdir DIR]
+      the write-unavailability of one event at t0 (the kill, or the switchover command's start)
+      in a leader-writer log: the longest gap between two consecutive commits from the last
+      commit before t0 to the last one at or before tend (the bench's wait saw the writes flow on
+      the new leader then); prints gap_s, where it lies (gap_from_s, gap_to_s, from t0), the first
+      commit on another node than --old (first_other_s, new), the last commit on --old after t0
+      (last_old_s), when the connection that carried it was asked for and ready (conn_asked_s,
+      conn_ready_s), the commits and the errors in the window (by message); with --logdir (the
+      agents' nN.log and proxy.log), when the old leader's agent let the lead go (left_s), another
+      node's agent took it (took_s) and the proxy's route followed (routed_s), from their logs
+  leader-stats V,V,...
+      median and max of the numbers among the values (a round not measured is not a number)
   summary RESULTS.TSV
       the side-by-side tables and the targets
+  selftest
+      feeds the targets' verdicts results that miss each target, results that meet them, and no
+      results: exit 0 when every verdict says "NOT met" on the first and the last and "met" on the
+      second
 """
 import argparse
 import collections
@@ -321,16 +346,339 @@ def cmd_logscan(a):
                       "conflict_kinds": dict(sorted(kinds.items())), "ties": ties}))
 
 
+# ---------------------------------------------------------------- step 5: the write leader
+def wait_io(conn, deadline):
+    """drive an async psycopg2 connection until its operation is done, at most until deadline"""
+    import select
+
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    while True:
+        st = conn.poll()
+        if st == ext.POLL_OK:
+            return
+        rem = deadline - time.monotonic()
+        if rem <= 0:
+            raise TimeoutError("no answer within the deadline")
+        if st == ext.POLL_READ:
+            select.select([conn.fileno()], [], [], rem)
+        elif st == ext.POLL_WRITE:
+            select.select([], [conn.fileno()], [], rem)
+        else:
+            raise psycopg2.OperationalError(f"bad poll state {st!r}")
+
+
+def one_line(e):
+    m = " ".join(str(e).split()) or type(e).__name__
+    return m[:200]
+
+
+def cmd_leader_writer(a):
+    """(bench/compare's writer, persistent kind, with each commit's node and every error)"""
+    import signal
+
+    import psycopg2
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    acks = collections.OrderedDict()        # node -> [acks, last ack ns]
+    last_status = [0.0]
+    log = open(a.log, "a", buffering=1)
+
+    def status(force=False):
+        now = time.monotonic()
+        if not force and now - last_status[0] < 0.02:
+            return
+        last_status[0] = now
+        with open(a.status + ".tmp", "w") as f:
+            for node, (n, t) in acks.items():
+                f.write(f"{node} {n} {t}\n")
+        os.replace(a.status + ".tmp", a.status)
+
+    status(True)
+    conn = None
+    k = 0
+    base = time.time_ns() // 1000 * 1000   # ids: unique across runs of the writer on one table
+    while not stop.is_set():
+        if conn is None:
+            ts = time.time_ns()
+            try:
+                conn = psycopg2.connect(a.dsn, async_=1)
+                wait_io(conn, time.monotonic() + a.timeout)
+            except Exception as e:   # refused, timed out (the proxy held it too long): logged, again
+                log.write(f"E\t{ts}\t{time.time_ns()}\tconnect\t{one_line(e)}\n")
+                try:
+                    conn and conn.close()
+                except Exception:
+                    pass
+                conn = None
+                stop.wait(0.01)
+                continue
+            log.write(f"C\t{ts}\t{time.time_ns()}\n")
+        k += 1
+        ts = time.time_ns()
+        try:
+            cur = conn.cursor()
+            cur.execute("INSERT INTO lw (id, node) VALUES (%s, (SELECT name FROM pgvigil_aa.local_node)) RETURNING node",
+                        (base + k,))
+            wait_io(conn, time.monotonic() + a.timeout)
+            node = cur.fetchone()[0]
+            ta = time.time_ns()
+        except Exception as e:   # an error answer, a lost connection, no answer: not a commit
+            log.write(f"E\t{ts}\t{time.time_ns()}\twrite\t{one_line(e)}\n")
+            try:
+                conn.close()
+            except Exception:
+                pass
+            conn = None
+            stop.wait(0.01)
+            continue
+        log.write(f"A\t{ts}\t{ta}\t{node}\t{base + k}\n")
+        c = acks.setdefault(node, [0, 0])
+        c[0] += 1
+        c[1] = ta
+        status()
+        if a.interval > 0:
+            stop.wait(a.interval)
+    status(True)
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+    log.close()
+
+
+def read_writer_log(path):
+    acks, errors, conns = [], [], []
+    with open(path) as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if p[0] == "A" and len(p) >= 4:
+                acks.append((int(p[2]), p[3]))
+            elif p[0] == "E" and len(p) >= 5:
+                errors.append((int(p[2]), p[3], p[4]))
+            elif p[0] == "C" and len(p) >= 3:
+                conns.append((int(p[2]), int(p[1])))
+    acks.sort()
+    conns.sort()
+    return acks, errors, conns
+
+
+def leader_gap(acks, errors, t0, tend, old, conns=()):
+    """the event's numbers from the writer's commits (ack_ns, node), errors (at_ns, phase, msg)
+    and connections (connected_ns, asked_ns)"""
+    prev = None
+    for t, _ in acks:
+        if t <= t0:
+            prev = t
+    start = prev if prev is not None else t0
+    gap, gfrom, gto = 0, start, start
+    p = start
+    first_other, new, last_old, n = None, "-", None, 0
+    for t, node in acks:
+        if t <= t0 or t > tend:
+            continue
+        n += 1
+        if t - p > gap:
+            gap, gfrom, gto = t - p, p, t
+        p = t
+        if node != old and first_other is None:
+            first_other, new = t, node
+        if node == old:
+            last_old = t
+    complete = first_other is not None
+    if not complete and tend - p > gap:   # no commit elsewhere within the window: at least that long
+        gap, gfrom, gto = tend - p, p, tend
+    kinds = collections.Counter(f"{ph}: {re.sub(r'[0-9]+', 'N', m)[:80]}" for t, ph, m in errors if start < t <= tend)
+
+    def rel(t):
+        return "-" if t is None else f"{(t - t0) / 1e9:.3f}"
+
+    # the connection that carried the first commit on the new leader: when it was asked for and
+    # when it was there (the proxy holds it while there is no leader)
+    conn = None
+    for c in conns:
+        if t0 < c[0] and (first_other is None or c[0] <= first_other):
+            conn = c
+
+    return {"gap_s": f"{gap / 1e9:.3f}", "complete": "yes" if complete else "no", "gap_from_s": rel(gfrom),
+            "gap_to_s": rel(gto), "first_other_s": rel(first_other), "new": new, "last_old_s": rel(last_old),
+            "before_s": "-" if prev is None else rel(prev), "conn_asked_s": rel(conn[1] if conn else None),
+            "conn_ready_s": rel(conn[0] if conn else None), "commits": str(n), "errors": str(sum(kinds.values())),
+            "error_kinds": "; ".join(f"{c}x {k}" for k, c in kinds.most_common(4)).replace(" ", "_") or "-"}
+
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+) \w+: (.*)")
+
+
+def leader_steps(logdir, t0, tend, old):
+    """when, from t0, the agents and the proxy (their logs in logdir: nN.log, proxy.log) did their
+    part: the old leader's agent let the lead go (gave it up, or began handing it over), another
+    node's agent took it, the proxy's route went to it"""
+    import datetime
+    import glob
+
+    got = {"left_s": None, "took_s": None, "routed_s": None}
+    for path in sorted(glob.glob(os.path.join(logdir, "*.log"))):
+        try:
+            f = open(path, errors="replace")
+        except OSError:
+            continue
+        with f:
+            for line in f:
+                m = LOG_LINE.match(line)
+                if not m:
+                    continue
+                t = int(datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp() * 1e9)
+                # (log times are to the ms: a line of the same ms as t0 counts)
+                if t < t0 - 1_000_000 or t > tend:
+                    continue
+                who, text = m.group(2), m.group(3)
+                k = None
+                if who == old and re.search(r"active_active: (gave up|handing) the write lead of group", text):
+                    k = "left_s"
+                elif who != old and re.search(r"active_active: took the (vacant )?write lead of group", text):
+                    k = "took_s"
+                elif who == "proxy" and re.search(r"write leader \S+ -> (?!none)\S+", text):
+                    k = "routed_s"
+                if k and (got[k] is None or t < got[k]):
+                    got[k] = t
+    return {k: "-" if v is None else f"{max(0, v - t0) / 1e9:.3f}" for k, v in got.items()}
+
+
+def cmd_leader_gap(a):
+    acks, errors, conns = read_writer_log(a.log)
+    r = leader_gap(acks, errors, a.t0, a.tend, a.old, conns)
+    if a.logdir:
+        r.update(leader_steps(a.logdir, a.t0, a.tend, a.old))
+    print(" ".join(f"{k}={v}" for k, v in r.items()))
+
+
 # ---------------------------------------------------------------- summary
-def cmd_summary(a):
+# the issue's targets for step 5, and PGD's own published demo figures (not measured here)
+FAILOVER_TARGET_S = 1.0
+SWITCHOVER_TARGET_S = 0.2
+PGD_FAILOVER_S = 6
+PGD_SWITCHOVER_S = 0.5
+
+
+def read_results(path):
     R = collections.defaultdict(dict)
-    with open(a.results) as f:
+    with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             if len(parts) == 3:
                 R[parts[0]][parts[1]] = parts[2]
+    return R
+
+
+def steps_run(meta):
+    # (runs from before --steps ran steps 1 to 4)
+    return set(meta.get("steps", "1 2 3 4").split())
+
+
+def leader_values(d, kind):
+    """step 5's per-round gaps of one kind: (numbers, rounds asked, rounds not measured)"""
+    vals = [v for v in d.get(f"p5.{kind}.values", "").split(",") if v]
+    nums = []
+    for v in vals:
+        try:
+            nums.append(float(v))
+        except ValueError:
+            pass
+    try:
+        asked = int(d.get(f"p5.{kind}.rounds", "0"))
+    except ValueError:
+        asked = 0
+    return nums, asked, max(asked, len(vals)) - len(nums)
+
+
+def leader_stats(nums):
+    if not nums:
+        return "-", "-"
+    return f"{statistics.median(nums):.3f}", f"{max(nums):.3f}"
+
+
+def verdicts(R):
+    """the issue's targets: (name, value, ok), ok None for a step this run left out (--steps)"""
+    g, p = R.get("pgvigil", {}), R.get("pglogical", {})
+    steps = steps_run(R.get("run", {}))
+    t = []
+
+    def skip(name, step):
+        why = f"--steps left step {step} out" if "steps" in R.get("run", {}) else "this run is older than step 5"
+        t.append((name, f"not run ({why})", None))
+
+    name = "backlog replay >= 1.5x pglogical's"
+    if "1" not in steps:
+        skip(name, 1)
+    else:
+        x, y = g.get("p1.replay_tps"), p.get("p1.replay_tps")
+        try:
+            x, y = float(x), float(y)
+        except (TypeError, ValueError):
+            x = y = None
+        if x is not None and y:
+            t.append((name, f"{x / y:.2f}x", x / y >= 1.5))
+        else:
+            t.append((name, "not measured (replay time " + g.get("p1.catchup_s", "-") + " / "
+                      + p.get("p1.catchup_s", "-") + ")", False))
+    name = "0 divergent rows, ties included"
+    if "3" not in steps and "4" not in steps:
+        skip(name, "3 and 4")
+    else:
+        parts, pg, ok = [], [], True
+        for st, k, label in (("3", "p3.differ", "same rows"), ("4", "p4.differ", "ties"),
+                             ("4", "p4.final_differ", "a tie on every key")):
+            if st not in steps:
+                continue
+            parts.append(f"{label} {g.get(k) or '-'}")
+            pg.append(p.get(k, "-"))
+            ok = ok and g.get(k) == "0"
+        t.append((name, ", ".join(parts) + f" (pglogical: {', '.join(pg)})", ok))
+    name = "0 apply-worker errors or restarts under the same-rows workload"
+    if "3" not in steps:
+        skip(name, 3)
+    else:
+        e, rs = g.get("p3.errors"), g.get("p3.restarts")
+        t.append((name, f"{e or '-'} errors, {rs or '-'} restarts"
+                  f" (pglogical: {p.get('p3.errors', '-')}, {p.get('p3.restarts', '-')})", e == "0" and rs == "0"))
+    for kind, target, pgd, what in (("failover", FAILOVER_TARGET_S, PGD_FAILOVER_S,
+                                     "write-unavailability through the proxy at write-leader failover"),
+                                    ("switchover", SWITCHOVER_TARGET_S, PGD_SWITCHOVER_S,
+                                     "write-unavailability through the proxy at planned switchover")):
+        name = f"{what} <= {target:g} s (every round)"
+        if "5" not in steps:
+            skip(name, 5)
+            continue
+        nums, asked, missing = leader_values(g, kind)
+        med, mx = leader_stats(nums)
+        val = (f"max {mx} s, median {med} s over {len(nums)} of {asked} rounds"
+               + (f", {missing} not measured" if missing else "")
+               + f" (PGD's published demo figure: {pgd:g} s, not measured here)")
+        ok = asked > 0 and not missing and len(nums) == asked and max(nums) <= target
+        if kind == "switchover":
+            failed = g.get("p5.switchover.cmd_failed", "0")
+            if failed != "0":
+                val += f"; {failed} switchover command(s) failed"
+                ok = False
+        t.append((name, val, ok))
+    return t
+
+
+def print_verdicts(t):
+    for name, val, ok in t:
+        print(f"  {'not run' if ok is None else 'met    ' if ok else 'NOT met'}  {name}: {val}")
+
+
+def cmd_summary(a):
+    R = read_results(a.results)
     g, p = R.get("pgvigil", {}), R.get("pglogical", {})
     meta = R.get("run", {})
+    steps = steps_run(meta)
 
     def num(d, k):
         try:
@@ -357,27 +705,38 @@ def cmd_summary(a):
         r = f"{x / y:.2f}" if x is not None and y else "-"
         rows.append((label, fmt(g, k), fmt(p, k), r))
 
-    print(f"bench/active-active, {meta.get('started', '?')}, commit {meta.get('commit', '?')}: pgbench scale"
-          f" {meta.get('scale', '?')}, {meta.get('duration', '?')} s pgbench runs, {meta.get('same_rows_seconds', '?')} s"
-          f" same rows on {meta.get('keys', '?')} keys, {meta.get('tie_steps', '?')} tie steps on"
-          f" {meta.get('tie_keys', '?')} keys")
-    print(f"step 2's base rate: {meta.get('base_rate', '?')} tps ({meta.get('base_rate_from', '?')}), the same for both tools")
-    print(f"pglogical {meta.get('pglogical_version', '?')} applies with synchronous_commit"
-          f" {'local' if meta.get('pglogical_sync') == 'on' else 'off'}; pgvigil_aa commits without"
-          f" waiting for the flush and confirms to the peer only what is flushed")
+    head = [f"steps {' '.join(sorted(steps))}"] if steps != {"1", "2", "3", "4"} else []
+    if steps & {"1", "2", "3", "4"}:
+        head.append(f"pgbench scale {meta.get('scale', '?')}, {meta.get('duration', '?')} s pgbench runs,"
+                    f" {meta.get('same_rows_seconds', '?')} s same rows on {meta.get('keys', '?')} keys,"
+                    f" {meta.get('tie_steps', '?')} tie steps on {meta.get('tie_keys', '?')} keys")
+    if "5" in steps:
+        head.append(f"{meta.get('leader_rounds', '?')} write-leader rounds of each kind")
+    print(f"bench/active-active, {meta.get('started', '?')}, commit {meta.get('commit', '?')}: " + "; ".join(head))
+    if meta.get("uncommitted", "none") != "none":
+        print(f"(the work tree differed from that commit at the start, in {meta['uncommitted']}: the numbers are those"
+              f" of the sources as they were, pgvigil built from them ({meta.get('pgvigil_bin', '?')}) and the"
+              f" installed pgvigil_aa.so ({meta.get('pgvigil_aa_so', '?')}))")
+    if "2" in steps:
+        print(f"step 2's base rate: {meta.get('base_rate', '?')} tps ({meta.get('base_rate_from', '?')}), the same for both tools")
+    if steps & {"1", "2", "3", "4"}:
+        print(f"pglogical {meta.get('pglogical_version', '?')} applies with synchronous_commit"
+              f" {'local' if meta.get('pglogical_sync') == 'on' else 'off'}; pgvigil_aa commits without"
+              f" waiting for the flush and confirms to the peer only what is flushed")
     print()
-    row("1. backlog replay, transactions/s (from resume)", "p1.replay_tps")
-    row("   backlog replay, WAL MB/s (from resume)", "p1.wal_mbps")
-    row("   transactions/s from the reader's connection", "p1.replay_tps_connected")
-    row("   backlog, transactions", "p1.tx")
-    row("   backlog, WAL MB", "p1.wal_mb")
-    row("   writer alone (1 client, apply paused), tps", "p1.writer_tps")
-    row("   replay time from resume, s", "p1.catchup_s")
-    row("   of which until the reader connected, s", "p1.active_s")
-    row("   largest slot lag while replaying, bytes", "p1.slot_lag_max")
-    if g:
-        row("   largest status() lag_bytes meanwhile", "p1.status_lag_max")
-    for pct in ("50", "80"):
+    if "1" in steps:
+        row("1. backlog replay, transactions/s (from resume)", "p1.replay_tps")
+        row("   backlog replay, WAL MB/s (from resume)", "p1.wal_mbps")
+        row("   transactions/s from the reader's connection", "p1.replay_tps_connected")
+        row("   backlog, transactions", "p1.tx")
+        row("   backlog, WAL MB", "p1.wal_mb")
+        row("   writer alone (1 client, apply paused), tps", "p1.writer_tps")
+        row("   replay time from resume, s", "p1.catchup_s")
+        row("   of which until the reader connected, s", "p1.active_s")
+        row("   largest slot lag while replaying, bytes", "p1.slot_lag_max")
+        if g:
+            row("   largest status() lag_bytes meanwhile", "p1.status_lag_max")
+    for pct in ("50", "80") if "2" in steps else ():
         row(f"2. at {pct}% of the writer: rate asked, tps", f"p2.{pct}.rate")
         row("   rate done, tps", f"p2.{pct}.tps")
         row("   slot lag bytes, median", f"p2.{pct}.slot_bytes_median")
@@ -390,6 +749,8 @@ def cmd_summary(a):
             rows.append(("   status() lag_seconds, median / max",
                          f"{fmt(g, f'p2.{pct}.aa_s_median')} / {fmt(g, f'p2.{pct}.aa_s_max')}", "", ""))
     for ph, name in (("p3", "3. same rows"), ("p4", "4. forced ties")):
+        if ph[1] not in steps:
+            continue
         row(f"{name}: conflicts recorded", f"{ph}.conflicts")
         if ph == "p4":
             row("   of which between equal commit times", f"{ph}.ties")
@@ -401,7 +762,16 @@ def cmd_summary(a):
             row("   then keys whose rows differ", "p4.final_differ")
             row("   apply-worker errors, whole step 4", "p4.final_errors")
             row("   apply-worker restarts, whole step 4", "p4.final_restarts")
-    rows.append(("5. write-unavailability (leader failover, switchover)", "not built", "not built", ""))
+    if "5" in steps:
+        nr = "no routing" if p or "pglogical" in meta.get("tools", "") else "-"
+        for kind, label in (("failover", "5. write-unavailability through the proxy, s: leader failover (kill -9)"),
+                            ("switchover", "   planned switchover (pgvigil aa switchover)")):
+            nums, asked, missing = leader_values(g, kind)
+            med, mx = leader_stats(nums)
+            rows.append((label + ", median / max", f"{med} / {mx}" if g else "-", nr, ""))
+            rows.append(("   rounds measured / asked", f"{len(nums)} / {asked}" if g else "-", nr, ""))
+    else:
+        rows.append(("5. write-unavailability (leader failover, switchover)", "not run", "not run", ""))
     w = max(len(r[0]) for r in rows)
     cw = [max(10, max(len(str(r[i])) for r in rows)) for i in (1, 2)]
     print(f"{'':{w}}  {'pgvigil_aa':>{cw[0]}}  {'pglogical':>{cw[1]}}  {'pgvigil/pglogical':>17}")
@@ -412,37 +782,117 @@ def cmd_summary(a):
         if not d:
             continue
         for ph, name in (("p3", "same rows"), ("p4", "forced ties")):
+            if ph[1] not in steps:
+                continue
             print(f"{tool}, {name}: workload {d.get(ph + '.workload', '-')}; quiet after {d.get(ph + '.quiet', '-')} s;"
                   f" conflicts {d.get(ph + '.conflict_kinds', '-')}"
                   + (f"; audit {d[ph + '.audit']}" if ph + ".audit" in d else ""))
-        print(f"{tool}, a tie on every key: {d.get('p4.final_step', '-')}; quiet after {d.get('p4.final_quiet', '-')} s"
-              + (f"; audit {d['p4.final_audit']}" if "p4.final_audit" in d else ""))
+        if "4" in steps:
+            print(f"{tool}, a tie on every key: {d.get('p4.final_step', '-')}; quiet after {d.get('p4.final_quiet', '-')} s"
+                  + (f"; audit {d['p4.final_audit']}" if "p4.final_audit" in d else ""))
     if p and "p2.50.replay_s_median" in p and p.get("p2.50.replay_s_median") == "-":
         print("(pglogical's walsender records no replay_lag in pg_stat_replication: its output plugin does not"
               " report progress)")
+    if "5" in steps:
+        print(f"step 5, write leader: {g.get('p5.setup', '-')}")
+        print(f"  writer: {g.get('p5.writer', '-')}")
+        def med(k):
+            nums = []
+            for v in g.get(k, "").split(","):
+                try:
+                    nums.append(float(v))
+                except ValueError:
+                    pass
+            return f"{statistics.median(nums):.3f}" if nums else "-"
+
+        for kind in ("failover", "switchover"):
+            print(f"  {kind}: per round {g.get(f'p5.{kind}.values', '-') or '-'} s; writer errors per round"
+                  f" {g.get(f'p5.{kind}.errors', '-') or '-'}"
+                  + (f"; the command's own time {g.get('p5.switchover.cmd_ms', '-') or '-'} ms"
+                     if kind == "switchover" else ""))
+            print("    medians, s from the " + ("kill" if kind == "failover" else "command's start")
+                  + f": the old leader's agent lets the lead go {med(f'p5.{kind}.left')}, another takes it"
+                  f" {med(f'p5.{kind}.took')}, the proxy follows {med(f'p5.{kind}.routed')}, the writer's new"
+                  f" connection is ready {med(f'p5.{kind}.conn_ready')}, its first commit there"
+                  f" {med(f'p5.{kind}.first_other')}")
+        print("  pglogical: step 5 not run, pglogical has no routing (no write leader, no proxy route to follow one)")
+        print(f"  PGD's published demo figures, for scale (not measured here): {PGD_FAILOVER_S:g} s at failover,"
+              f" {PGD_SWITCHOVER_S:g} s at switchover")
     print()
     print("targets (issue):")
     if not g:
         print("  pgvigil was not run (--tools)")
         return
-    t = []
-    x, y = num(g, "p1.replay_tps"), num(p, "p1.replay_tps")
-    if x is not None and y:
-        t.append(("backlog replay >= 1.5x pglogical's", f"{x / y:.2f}x", x / y >= 1.5))
-    else:
-        t.append(("backlog replay >= 1.5x pglogical's", "not measured (replay time " + g.get("p1.catchup_s", "-") + " / "
-                  + p.get("p1.catchup_s", "-") + ")", False))
-    d3, d4, d5 = g.get("p3.differ"), g.get("p4.differ"), g.get("p4.final_differ")
-    t.append(("0 divergent rows, ties included", f"same rows {d3 or '-'}, ties {d4 or '-'}, a tie on every key {d5 or '-'}"
-              f" (pglogical: {p.get('p3.differ', '-')}, {p.get('p4.differ', '-')}, {p.get('p4.final_differ', '-')})",
-              d3 == "0" and d4 == "0" and d5 == "0"))
-    e, rs = g.get("p3.errors"), g.get("p3.restarts")
-    t.append(("0 apply-worker errors or restarts under the same-rows workload", f"{e or '-'} errors, {rs or '-'} restarts"
-              f" (pglogical: {p.get('p3.errors', '-')}, {p.get('p3.restarts', '-')})",
-              e == "0" and rs == "0"))
+    print_verdicts(verdicts(R))
+
+
+def cmd_leader_stats(a):
+    nums = []
+    for v in a.values.split(","):
+        try:
+            nums.append(float(v))
+        except ValueError:
+            pass
+    med, mx = leader_stats(nums)
+    print(f"median={med} max={mx} n={len(nums)}")
+
+
+def cmd_selftest(a):
+    """the verdicts must be able to fail: results that miss each target, that meet them, none"""
+    def results(steps, **kv):   # (keys: the results' names, "__" for "." : p5__failover__values)
+        R = collections.defaultdict(dict)
+        R["run"]["steps"] = steps
+        R["pgvigil"].update({k.replace("__", "."): v for k, v in kv.items()})
+        return R
+
+    five = dict(p5__failover__rounds="5", p5__switchover__rounds="5", p5__switchover__cmd_failed="0")
+    good = results("1 2 3 4 5", p1__replay_tps="300", p3__differ="0", p4__differ="0", p4__final_differ="0", p3__errors="0",
+                   p3__restarts="0", p5__failover__values="0.31,0.28,0.45,0.30,0.99",
+                   p5__switchover__values="0.05,0.04,0.11,0.06,0.19", **five)
+    good["pglogical"]["p1.replay_tps"] = "150"
+    bad = [   # (what is wrong, results, the verdict that must fail)
+        ("replay 1.4x", results("1", p1__replay_tps="140"), "backlog"),
+        ("one divergent row", results("3 4", p3__differ="0", p4__differ="0", p4__final_differ="1"), "divergent"),
+        ("one apply restart", results("3", p3__errors="0", p3__restarts="1"), "apply-worker"),
+        ("a failover round of 1.01 s", results("5", p5__failover__values="0.3,1.01,0.2", p5__failover__rounds="3"),
+         "failover"),
+        ("a failover round not measured", results("5", p5__failover__values="0.3,timeout,0.2", p5__failover__rounds="3"),
+         "failover"),
+        ("fewer failover rounds than asked", results("5", p5__failover__values="0.3,0.2", p5__failover__rounds="3"),
+         "failover"),
+        ("a switchover round of 0.21 s", results("5", p5__switchover__values="0.05,0.21", p5__switchover__rounds="2",
+                                                 p5__switchover__cmd_failed="0"), "switchover"),
+        ("a failed switchover command", results("5", p5__switchover__values="0.05,0.06", p5__switchover__rounds="2",
+                                                p5__switchover__cmd_failed="1"), "switchover"),
+        ("no step-5 results at all", results("5"), "failover"),
+        ("no step-5 results at all", results("5"), "switchover"),
+        ("no results at all", results("1 2 3 4"), "backlog"),
+        ("no results at all", results("1 2 3 4"), "divergent"),
+        ("no results at all", results("1 2 3 4"), "apply-worker"),
+    ]
+    problems = []
+    t = verdicts(good)
     for name, val, ok in t:
-        print(f"  {'met    ' if ok else 'NOT met'}  {name}: {val}")
-    print("  (write-unavailability through the proxy: not built)")
+        if ok is not True:
+            problems.append(f"good results: {name}: {val}: not 'met'")
+    if len(t) != 5:
+        problems.append(f"good results: {len(t)} verdicts, not 5")
+    for what, R, key in bad:
+        hit = [(n, v, ok) for n, v, ok in verdicts(R) if key in n]
+        if len(hit) != 1 or hit[0][2] is not False:
+            problems.append(f"{what}: the verdict on '{key}' says {hit}, not 'NOT met'")
+    # a step left out by --steps is "not run", never "met"
+    for n, v, ok in verdicts(results("5", p5__failover__values="0.3", p5__failover__rounds="1",
+                                     p5__switchover__values="0.1", p5__switchover__rounds="1")):
+        if ("failover" in n or "switchover" in n) != (ok is True):
+            problems.append(f"steps 5 only: {n}: {v}: {ok}")
+    if problems:
+        print("selftest: FAIL")
+        for x in problems:
+            print("  " + x)
+        sys.exit(1)
+    print(f"selftest: PASS (5 verdicts met on good results; {len(bad)} bad or missing results each make theirs"
+          " NOT met; steps left out are 'not run')")
 
 
 def main():
@@ -486,11 +936,27 @@ def main():
     s.add_argument("--tool", choices=("pgvigil", "pglogical"), required=True)
     s.add_argument("--offset", type=int, default=0)
     s.add_argument("file")
+    s = sub.add_parser("leader-writer")
+    s.add_argument("--dsn", required=True)
+    s.add_argument("--log", required=True)
+    s.add_argument("--status", required=True)
+    s.add_argument("--interval", type=float, default=0.005)
+    s.add_argument("--timeout", type=float, default=10.0)
+    s = sub.add_parser("leader-gap")
+    s.add_argument("--log", required=True)
+    s.add_argument("--t0", type=int, required=True)
+    s.add_argument("--tend", type=int, required=True)
+    s.add_argument("--old", required=True)
+    s.add_argument("--logdir")
+    s = sub.add_parser("leader-stats")
+    s.add_argument("values")
     s = sub.add_parser("summary")
     s.add_argument("results")
+    sub.add_parser("selftest")
     a = ap.parse_args()
     {"catchup": cmd_catchup, "quiet": cmd_quiet, "sample": cmd_sample, "same-rows": cmd_same_rows, "tie-all": cmd_tie_all,
-     "diff": cmd_diff, "logscan": cmd_logscan, "summary": cmd_summary}[a.cmd](a)
+     "diff": cmd_diff, "logscan": cmd_logscan, "leader-writer": cmd_leader_writer, "leader-gap": cmd_leader_gap,
+     "leader-stats": cmd_leader_stats, "summary": cmd_summary, "selftest": cmd_selftest}[a.cmd](a)
 
 
 if __name__ == "__main__":
