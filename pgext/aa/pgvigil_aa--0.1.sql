@@ -214,6 +214,9 @@ CREATE FUNCTION @extschema@.mark() RETURNS pg_lsn
     AS 'MODULE_PATHNAME', 'pgvigil_aa_mark'
     LANGUAGE C STRICT VOLATILE;
 REVOKE ALL ON FUNCTION @extschema@.mark() FROM PUBLIC;
+CREATE FUNCTION @extschema@.committing() RETURNS integer
+    AS 'MODULE_PATHNAME', 'pgvigil_aa_committing'
+    LANGUAGE C STRICT VOLATILE;
 
 -- the operator's decision on the conflict that stopped the apply from a peer (policy error):
 -- 'local' keeps this node's version, 'remote' applies the peer's; the worker uses it once

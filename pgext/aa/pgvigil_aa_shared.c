@@ -40,6 +40,7 @@ aa_shmem_startup(void)
 	{
 		memset(aa_shared, 0, sizeof(AaShared));
 		aa_shared->lock = &(GetNamedLWLockTranche("pgvigil_aa"))->lock;
+		pg_atomic_init_u32(&aa_shared->committing, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -18,6 +18,7 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 
 #define AA_MAX_PEERS 64
@@ -45,6 +46,8 @@ typedef struct AaShared
 {
 	LWLock	   *lock;
 	TimestampTz handover_until;	/* clients' writes refused until then (pgvigil_aa_handover.c) */
+	uint64		handover_seq;	/* handovers begun since the server started */
+	pg_atomic_uint32 committing;	/* clients' transactions between their commit check and its end */
 	AaPeerState peers[AA_MAX_PEERS];
 } AaShared;
 

@@ -1581,6 +1581,10 @@ static bool finish_sections(Loader *ld, LoadMode mode)
         return fail_at(ld, key_line(ld, "proxy.max_replica_lag"), "proxy.max_replica_lag", "must not be negative");
     if (mode == LOAD_PROXY && pc->n_routes == 0)
         return fail_at(ld, key_line(ld, "proxy"), "proxy.routes", "at least one route is required");
+    for (int i = 0; mode == LOAD_PROXY && i < pc->n_routes; i++)
+        if (pc->routes[i].role == ROUTE_WRITE_LEADER && cfg->site.peer_scope)
+            return fail_at(ld, key_line(ld, "site.peer.scope"), "site.peer.scope",
+                           "a proxy with write_leader routes serves one active-active group, not two sites");
     return true;
 }
 

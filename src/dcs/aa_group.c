@@ -19,6 +19,10 @@ static bool parse_leader(AaLeaderRec *r, const char *value)
               copy_field(o, "conn_url", r->conn_url, sizeof(r->conn_url), true) &&
               copy_field(o, "handover_to", r->handover_to, sizeof(r->handover_to), false) &&
               copy_field(o, "mark", r->mark, sizeof(r->mark), false);
+    json_t *ttl = json_object_get(o, "ttl");
+    if (ttl && (!json_is_integer(ttl) || json_integer_value(ttl) < 0 || json_integer_value(ttl) > 86400))
+        ok = false;
+    r->ttl = ttl ? (int)json_integer_value(ttl) : 0;
     json_decref(o);
     return ok;
 }
@@ -148,9 +152,9 @@ static char *dump(json_t *o)
     return s;
 }
 
-char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark)
+char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark, int ttl)
 {
-    json_t *o = json_pack("{s:s, s:s}", "node", node, "conn_url", conn_url ? conn_url : "");
+    json_t *o = json_pack("{s:s, s:s, s:i}", "node", node, "conn_url", conn_url ? conn_url : "", "ttl", ttl);
     if (!str_empty(handover_to))
         json_object_set_new(o, "handover_to", json_string(handover_to));
     if (!str_empty(mark))

@@ -3,7 +3,7 @@
  *
  *   aa/nodes/<node>              {"conn_url": "postgres://h:p/db", "location": "vl", "writable": true}
  *                                on the node agent's lease: the nodes that may lead
- *   aa/leader                    {"node": "a", "conn_url": ...} on the holder's lease: the group's
+ *   aa/leader                    {"node": "a", "conn_url": ..., "ttl": 5} on the holder's lease: the group's
  *   aa/location/<loc>/leader     write leader, and each location's own
  *       during a planned switchover, also "handover_to": "b" (writes go nowhere), then
  *       "mark": "0/3000060" (b takes the key once it has applied a's WAL past the mark)
@@ -24,6 +24,8 @@ typedef struct AaLeaderRec {
     char conn_url[256];
     char handover_to[AA_NAME_LEN];  /* a switchover to that node is under way ("" none) */
     char mark[32];                  /* ... and the new leader waits to have applied past it ("" not yet) */
+    int ttl;                        /* the holder's lease, seconds (0 unknown): a proxy that has not
+                                     * read etcd for that long no longer trusts the key */
     int64_t mod_revision;
     int64_t lease;
 } AaLeaderRec;
@@ -62,7 +64,7 @@ const AaNodeRec *aa_group_node(const AaGroupView *v, const char *name);
 /* "aa/leader" or "aa/location/<loc>/leader". */
 void aa_leader_key(const char *location, char *buf, size_t sz);
 /* Values (caller frees). handover_to and mark may be NULL or "". */
-char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark);
+char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark, int ttl);
 char *aa_node_json(const char *conn_url, const char *location, bool writable);
 char *aa_switchover_json(const char *to, const char *location, const char *state, const char *error);
 

@@ -21,6 +21,7 @@ typedef struct Lead {
     PgNode pg;
     char node[AA_NAME_LEN];         /* pgvigil_aa.local_node.name ("" not known yet) */
     bool writable;
+    int failed_looks;               /* consecutive looks that found it cannot take writes */
     char pg_error[256];             /* why it is not writable, as last logged */
     bool lease_ok;
     int64_t renew_at;
@@ -74,6 +75,11 @@ static void look_at_postgres(Lead *d)
         PQclear(r);
     }
     bool writable = why[0] == '\0';
+    /* one failed look is not enough to give the lead up (a slow query under load); two in a
+     * row, a tenth of a second apart, are */
+    d->failed_looks = writable ? 0 : d->failed_looks + 1;
+    if (!writable && d->writable && d->failed_looks < 2)
+        return;
     if (!writable && strcmp(why, d->pg_error) != 0)
         log_warn("active_active: this node cannot take writes for group %s: %s", d->aa->group, why);
     else if (writable && !d->writable && d->pg_error[0])
@@ -145,6 +151,62 @@ static const AaLeaderRec *leader_of(const Cluster *c, const char *location)
     return aa_group_leader(c->aa, location);
 }
 
+static void set_switchover_failed(Lead *d, const AaSwitchoverReq *sw, int64_t rev, const char *error)
+{
+    char *v = aa_switchover_json(sw->to, sw->location, "failed", error);
+    DcsCmp cmp = {"aa/switchover", rev};
+    DcsOp op = {"aa/switchover", v, false};
+    bool ok;
+    Err err = {{0}};
+    if (!d->dcs->ops->txn(d->dcs, &cmp, 1, &op, 1, &ok, &err))
+        log_warn("active_active: cannot write aa/switchover: %s", err.msg);
+    free(v);
+}
+
+/* The key of location as it is now: 1 ours without a handover, 2 another node's, 0 absent,
+ * -1 unknown (etcd did not answer) or ours still handing over. */
+static int key_state(Lead *d, const char *location, AaLeaderRec *out, int64_t *rev)
+{
+    Cluster c;
+    int st = -1;
+    if (read_group(d, &c)) {
+        if (rev)
+            *rev = c.revision;
+        const AaLeaderRec *cur = leader_of(&c, location);
+        if (out && cur)
+            *out = *cur;
+        st = !cur ? 0 : strcmp(cur->node, d->node) != 0 ? 2 : cur->handover_to[0] ? -1 : 1;
+    }
+    cluster_free(&c);
+    return st;
+}
+
+/* After a handover that did not complete: the key back as ours (from a handover state, or
+ * created again when it vanished). True once it is ours again, or another node's. */
+static bool take_back(Lead *d, const char *location, const char *key)
+{
+    for (int attempt = 0; attempt < 5 && !atomic_load(&d->l->stop); attempt++) {
+        renew(d, false);
+        AaLeaderRec cur;
+        memset(&cur, 0, sizeof(cur));
+        int st = key_state(d, location, &cur, NULL);
+        if (st == 1 || st == 2)
+            return true;
+        char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL, d->aa->ttl);
+        bool ok = false, created = false;
+        Err err = {{0}};
+        if (st == 0 && d->lease_ok)
+            ok = d->dcs->ops->create(d->dcs, key, v, true, &created, &err) && created;
+        else if (st == -1 && cur.node[0] && strcmp(cur.node, d->node) == 0)
+            ok = swap(d, key, cur.mod_revision, v, NULL);
+        free(v);
+        if (ok)
+            return true;
+        sleep_ms(200);
+    }
+    return false;
+}
+
 /* The old leader's part of a switchover; returns with the key handed over, or taken back. */
 static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const AaSwitchoverReq *sw)
 {
@@ -155,18 +217,12 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     int64_t t0 = mono_ms();
     if (!to || !to->writable) {
         str_fmt(error, sizeof(error), "node %s %s", sw->to, to ? "cannot take writes now" : "is not in the group");
-        char *v = aa_switchover_json(sw->to, sw->location, "failed", error);
-        DcsCmp cmp = {"aa/switchover", sw->mod_revision};
-        DcsOp op = {"aa/switchover", v, false};
-        bool ok;
-        Err err = {{0}};
-        d->dcs->ops->txn(d->dcs, &cmp, 1, &op, 1, &ok, &err);
-        free(v);
+        set_switchover_failed(d, sw, sw->mod_revision, error);
         log_warn("active_active: switchover of the write lead%s refused: %s", w, error);
         return;
     }
     log_info("active_active: handing the write lead of group %s%s over to %s", d->aa->group, w, sw->to);
-    char *v = aa_leader_json(d->node, d->l->conn_url, sw->to, NULL);
+    char *v = aa_leader_json(d->node, d->l->conn_url, sw->to, NULL, d->aa->ttl);
     bool ok = swap(d, key, rec->mod_revision, v, NULL);
     free(v);
     if (!ok)
@@ -178,23 +234,19 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     if (!pg_exec(&d->pg, sql, QUERY_TIMEOUT_MS, &err)) {
         str_fmt(error, sizeof(error), "cannot refuse writes here: %s", err.msg);
     } else {
-        /* the transactions that had written before the refusal: let them end (bounded) */
+        /* the commits already past their check when the refusal began: let them end
+         * (bounded; any other transaction that wrote is refused at its commit) */
         int64_t until = mono_ms() + INFLIGHT_WAIT_MS;
         for (;;) {
-            PGresult *r = pg_query(&d->pg,
-                                   "select count(*) from pg_stat_activity where backend_type = 'client backend' "
-                                   "and backend_xid is not null and pid <> pg_backend_pid()",
-                                   QUERY_TIMEOUT_MS, &err);
+            renew(d, false);
+            PGresult *r = pg_query(&d->pg, "select pgvigil_aa.committing()", QUERY_TIMEOUT_MS, &err);
             bool idle = r && strcmp(PQgetvalue(r, 0, 0), "0") == 0;
             PQclear(r);
-            if (idle || !r || mono_ms() >= until) {
-                if (!idle && r)
-                    log_warn("active_active: transactions still writing after %d ms; handing over anyway "
-                             "(their commits may conflict with the new leader's)", INFLIGHT_WAIT_MS);
+            if (idle || !r || mono_ms() >= until)
                 break;
-            }
             sleep_ms(2);
         }
+        renew(d, false);
         PGresult *r = pg_query(&d->pg, "select pgvigil_aa.mark()", QUERY_TIMEOUT_MS, &err);
         if (r)
             str_copy(mark, sizeof(mark), PQgetvalue(r, 0, 0));
@@ -203,68 +255,76 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
         PQclear(r);
     }
     /* the new leader takes the key once it has applied past the mark */
-    Cluster now;
+    AaLeaderRec cur;
+    memset(&cur, 0, sizeof(cur));
     int64_t rev = 0;
-    if (!error[0] && read_group(d, &now)) {
-        const AaLeaderRec *cur = leader_of(&now, rec->location);
-        if (cur && strcmp(cur->node, d->node) == 0 && strcmp(cur->handover_to, sw->to) == 0) {
-            v = aa_leader_json(d->node, d->l->conn_url, sw->to, mark);
-            if (swap(d, key, cur->mod_revision, v, NULL))
-                rev = now.revision;
+    if (!error[0]) {
+        renew(d, false);
+        if (key_state(d, rec->location, &cur, &rev) != -1 || strcmp(cur.node, d->node) != 0 ||
+            strcmp(cur.handover_to, sw->to) != 0) {
+            str_copy(error, sizeof(error), "the write-lead key changed (or etcd did not answer) during the handover");
+        } else {
+            v = aa_leader_json(d->node, d->l->conn_url, sw->to, mark, d->aa->ttl);
+            if (!swap(d, key, cur.mod_revision, v, NULL))
+                str_copy(error, sizeof(error), "cannot write the mark into the write-lead key");
             free(v);
         }
-        cluster_free(&now);
     }
-    bool done = false;
-    while (!error[0] && rev && !atomic_load(&d->l->stop) && mono_ms() - t0 < AA_HANDOVER_TIMEOUT_MS) {
+    bool moved = false;
+    while (!error[0] && !atomic_load(&d->l->stop) && mono_ms() - t0 < AA_HANDOVER_TIMEOUT_MS) {
         renew(d, false);
-        Err werr = {{0}};
-        d->dcs->ops->watch(d->dcs, rev, LOOK_EVERY_MS, &werr);
-        if (!read_group(d, &now))
-            continue;
-        rev = now.revision;
-        const AaLeaderRec *cur = leader_of(&now, rec->location);
-        done = !cur || strcmp(cur->node, d->node) != 0;
-        bool moved = cur && strcmp(cur->node, sw->to) == 0;
-        cluster_free(&now);
-        if (done) {
-            if (moved)
-                log_info("active_active: %s leads group %s%s now (handover %lld ms)", sw->to, d->aa->group, w,
-                         (long long)(mono_ms() - t0));
+        if (!d->lease_ok) {
+            str_copy(error, sizeof(error), "this node's write-lead lease could not be renewed");
             break;
         }
-    }
-    if (!done) {
-        if (!error[0])
-            str_fmt(error, sizeof(error), "%s did not apply this node's writes within %d ms", sw->to,
-                    AA_HANDOVER_TIMEOUT_MS);
-        log_warn("active_active: switchover of the write lead%s to %s failed: %s; keeping it", w, sw->to, error);
-        if (read_group(d, &now)) {
-            const AaLeaderRec *cur = leader_of(&now, rec->location);
-            if (cur && strcmp(cur->node, d->node) == 0) {
-                v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL);
-                swap(d, key, cur->mod_revision, v, NULL);
-                free(v);
-            }
-            if (now.aa && now.aa->switchover.present) {
-                v = aa_switchover_json(sw->to, sw->location, "failed", error);
-                DcsCmp cmp = {"aa/switchover", now.aa->switchover.mod_revision};
-                DcsOp op = {"aa/switchover", v, false};
-                bool sok;
-                Err e2 = {{0}};
-                d->dcs->ops->txn(d->dcs, &cmp, 1, &op, 1, &sok, &e2);
-                free(v);
-            }
-            cluster_free(&now);
+        Err werr = {{0}};
+        d->dcs->ops->watch(d->dcs, rev, LOOK_EVERY_MS, &werr);
+        int st = key_state(d, rec->location, &cur, &rev);
+        if (st == 2 && strcmp(cur.node, sw->to) == 0) {
+            moved = true;
+            log_info("active_active: %s leads group %s%s now (handover %lld ms)", sw->to, d->aa->group, w,
+                     (long long)(mono_ms() - t0));
+        } else if (st == 0 || st == 2 || st == 1) {
+            str_fmt(error, sizeof(error), "the write-lead key %s during the handover",
+                    st == 0 ? "vanished" : st == 1 ? "lost its handover" : "went to another node");
         }
+        if (moved || error[0])
+            break;
     }
+    if (moved) {
+        /* (not leading any more: writes sent here by a proxy that has not seen the move yet
+         * are refused for the lease's time; unless this node leads another key) */
+        int other = 0;
+        if (d->aa->location && strcmp(rec->location, d->aa->location) != 0)
+            other = key_state(d, d->aa->location, NULL, NULL) == 1;
+        else if (rec->location[0])
+            other = key_state(d, "", NULL, NULL) == 1;
+        str_fmt(sql, sizeof(sql), "select pgvigil_aa.handover_block(%d)", other ? 0 : d->aa->ttl * 1000);
+        if (!pg_exec(&d->pg, sql, QUERY_TIMEOUT_MS, &err))
+            log_warn("active_active: cannot set the refusal of writes after the handover: %s", err.msg);
+        return;
+    }
+    if (!error[0])
+        str_fmt(error, sizeof(error), "%s did not apply this node's writes within %d ms", sw->to,
+                AA_HANDOVER_TIMEOUT_MS);
+    log_warn("active_active: switchover of the write lead%s to %s failed: %s; keeping it", w, sw->to, error);
+    if (!take_back(d, rec->location, key)) {
+        /* the refusal ends by itself at its deadline; the next look tries again */
+        log_warn("active_active: cannot take the write lead%s back yet (etcd?); writes stay refused here until "
+                 "it is settled or for %d s", w, (AA_HANDOVER_TIMEOUT_MS + 2000) / 1000);
+        return;
+    }
+    Cluster now;
+    if (read_group(d, &now) && now.aa && now.aa->switchover.present)
+        set_switchover_failed(d, sw, now.aa->switchover.mod_revision, error);
+    cluster_free(&now);
     if (!pg_exec(&d->pg, "select pgvigil_aa.handover_block(0)", QUERY_TIMEOUT_MS, &err))
         log_warn("active_active: cannot lift the refusal of writes (it ends by itself within %d s): %s",
                  (AA_HANDOVER_TIMEOUT_MS + 2000) / 1000, err.msg);
 }
 
 /* The new leader's part: take the key once this node has applied the old one's WAL past the
- * mark. */
+ * mark; given up when the key changes meanwhile (the old leader took it back). */
 static void take_over(Lead *d, const AaLeaderRec *rec)
 {
     Lsn mark;
@@ -276,17 +336,22 @@ static void take_over(Lead *d, const AaLeaderRec *rec)
     char key[160], w[96];
     aa_leader_key(rec->location, key, sizeof(key));
     where(rec->location, w, sizeof(w));
-    int64_t t0 = mono_ms();
+    int64_t t0 = mono_ms(), looked = t0;
     char sql[256];
     str_fmt(sql, sizeof(sql), "select applied_lsn > '%s'::pg_lsn from pgvigil_aa.status() where peer = '%s'", mark_text,
             rec->node);
+    char why[256] = "";
     while (!atomic_load(&d->l->stop) && mono_ms() - t0 < AA_HANDOVER_TIMEOUT_MS) {
         Err err = {{0}};
         PGresult *r = pg_query(&d->pg, sql, QUERY_TIMEOUT_MS, &err);
         bool past = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        if (!r)
+            str_copy(why, sizeof(why), err.msg);
+        else if (PQntuples(r) != 1)
+            str_fmt(why, sizeof(why), "this node does not apply from %s (no peer of that name)", rec->node);
         PQclear(r);
         if (past) {
-            char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL);
+            char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL, d->aa->ttl);
             DcsOp done = {"aa/switchover", NULL, false};
             bool ok = swap(d, key, rec->mod_revision, v, &done);
             free(v);
@@ -296,10 +361,20 @@ static void take_over(Lead *d, const AaLeaderRec *rec)
             return;
         }
         renew(d, false);
-        sleep_ms(2);
+        if (mono_ms() - looked >= LOOK_EVERY_MS) {
+            looked = mono_ms();
+            int64_t rev = 0;
+            Err gerr = {{0}};
+            char *v = NULL;
+            bool got = d->dcs->ops->get(d->dcs, key, &v, &rev, NULL, &gerr);
+            free(v);
+            if (got && rev != rec->mod_revision)
+                return;             /* taken back, or moved on */
+        }
+        sleep_ms(10);
     }
-    log_warn("active_active: did not apply %s's writes past %s within %d ms; the write lead%s stays with it",
-             rec->node, rec->mark, AA_HANDOVER_TIMEOUT_MS, w);
+    log_warn("active_active: did not apply %s's writes past %s within %d ms%s%s; the write lead%s stays with it",
+             rec->node, rec->mark, AA_HANDOVER_TIMEOUT_MS, why[0] ? ": " : "", why, w);
 }
 
 /* One look at the leader key of a location ("" the group's). */
@@ -311,10 +386,12 @@ static void lead(Lead *d, const Cluster *c, const char *location)
     where(location, w, sizeof(w));
     bool mine = rec && strcmp(rec->node, d->node) == 0;
     if (!rec && d->writable && d->lease_ok) {
-        char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL);
+        char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL, d->aa->ttl);
         bool created = false;
         Err err = {{0}};
-        if (d->dcs->ops->create(d->dcs, key, v, true, &created, &err) && created)
+        if (!d->dcs->ops->create(d->dcs, key, v, true, &created, &err))
+            log_warn("active_active: cannot write %s: %s", key, err.msg);
+        else if (created)
             log_info("active_active: took the vacant write lead of group %s%s", d->aa->group, w);
         free(v);
         return;
@@ -324,8 +401,25 @@ static void lead(Lead *d, const Cluster *c, const char *location)
             log_warn("active_active: gave up the write lead of group %s%s: %s", d->aa->group, w, d->pg_error);
         return;
     }
+    if (mine && rec->handover_to[0]) {
+        /* a handover left unfinished (this agent restarted, or could not take the key back) */
+        log_warn("active_active: taking back the write lead%s from an unfinished handover to %s", w, rec->handover_to);
+        if (take_back(d, location, key)) {
+            Err err = {{0}};
+            pg_exec(&d->pg, "select pgvigil_aa.handover_block(0)", QUERY_TIMEOUT_MS, &err);
+        }
+        return;
+    }
+    int64_t lease = d->dcs->ops->lease_id(d->dcs);
+    if (mine && lease != 0 && rec->lease != lease && d->lease_ok) {
+        /* ours by name on an earlier lease (this agent restarted): onto the current one */
+        char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL, d->aa->ttl);
+        swap(d, key, rec->mod_revision, v, NULL);
+        free(v);
+        return;
+    }
     const AaSwitchoverReq *sw = c->aa ? &c->aa->switchover : NULL;
-    if (mine && !rec->handover_to[0] && sw && sw->present && !sw->state[0] && strcmp(sw->location, location) == 0) {
+    if (mine && sw && sw->present && !sw->state[0] && strcmp(sw->location, location) == 0) {
         if (strcmp(sw->to, d->node) == 0) {
             DcsCmp cmp = {"aa/switchover", sw->mod_revision};
             DcsOp op = {"aa/switchover", NULL, false};
@@ -396,7 +490,9 @@ void aa_leader_start(AaLeader *l, const Config *cfg, const char *conn_host, int 
     l->cfg = cfg;
     if (!cfg->aa.group)
         return;
-    str_fmt(l->conn_url, sizeof(l->conn_url), "postgres://%s:%d/postgres", conn_host, conn_port);
+    bool v6 = strchr(conn_host, ':') != NULL;
+    str_fmt(l->conn_url, sizeof(l->conn_url), "postgres://%s%s%s:%d/postgres", v6 ? "[" : "", conn_host, v6 ? "]" : "",
+            conn_port);
     atomic_init(&l->stop, false);
     l->started = pthread_create(&l->thread, NULL, lead_main, l) == 0;
     if (!l->started)

@@ -75,10 +75,11 @@ static const ProxyBackend *route_leader_of(const ProxySnapshot *s, int r)
 }
 
 /* The write_leader routes' generations in s, from cur's: one up where the target changed.
- * True when one moved from a leader straight to another. */
-static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const ProxyConfig *pc)
+ * True when one moved from a leader straight to another; *left when one lost its leader. */
+static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const ProxyConfig *pc, bool *left)
 {
     bool moved = false;
+    *left = false;
     for (int r = 0; s->route_leader && r < s->n_routes; r++) {
         const ProxyBackend *was = route_leader_of(cur, r), *now = route_leader_of(s, r);
         s->route_gen[r] = cur && cur->route_gen && r < cur->n_routes ? cur->route_gen[r] : 1;
@@ -86,6 +87,7 @@ static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const Pro
             continue;
         s->route_gen[r]++;
         moved = moved || (was && now);
+        *left = *left || (was && !now);
         log_info("route %s: write leader %s -> %s", pc->routes[r].name, was ? was->name : "none",
                  now ? now->name : "none");
     }
@@ -97,7 +99,8 @@ static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const Pro
  * write leaders of one route. */
 static void publish_gap(Proxy *p, const ProxySnapshot *s, const ProxySnapshot *cur)
 {
-    ProxySnapshot *gap = proxy_snapshot_clone(s);
+    /* (cur's routing, not s's: nothing else changes before the workers have acknowledged) */
+    ProxySnapshot *gap = proxy_snapshot_clone(cur);
     for (int r = 0; r < gap->n_routes; r++)
         if (!same_backend(route_leader_of(cur, r), route_leader_of(s, r)))
             gap->route_leader[r] = -1;
@@ -124,7 +127,8 @@ static void publish(Proxy *p, ProxySnapshot *s)
     for (int i = 0; cur && i < cur->n_backends; i++)
         before += cur->backends[i].eligible;
     s->primary_gen = cur ? cur->primary_gen : 1;
-    if (number_leaders(s, cur, p->pc))
+    bool leader_left = false;
+    if (number_leaders(s, cur, p->pc, &leader_left))
         publish_gap(p, s, cur);
     if (!same_backend(was, now)) {
         s->primary_gen++;
@@ -147,6 +151,11 @@ static void publish(Proxy *p, ProxySnapshot *s)
     if (eligible != before)
         log_info("%d replica%s eligible for read-only routes", eligible, eligible == 1 ? "" : "s");
     install(p, s);
+    /* a route that lost its leader: every worker has closed its connections to it before
+     * anything else is published (the next leader may come a moment later); s stays alive
+     * as the current snapshot, this thread being the only one that replaces it */
+    if (leader_left)
+        wait_acks(p, s->version);
     proxy_snapshot_unref(cur);
 }
 
@@ -310,6 +319,10 @@ static void control_loop(Proxy *p, Dcs *dcs, PeerSite *ps)
             have_last = true;
             last_ok = now;
             ttl_ms = last.config.ttl * 1000;
+            /* an active-active group: the write leader's lease bounds how long a read is trusted */
+            for (int i = 0; last.aa && i < last.aa->n_leaders; i++)
+                if (last.aa->leaders[i].ttl > 0 && last.aa->leaders[i].ttl * 1000 < ttl_ms)
+                    ttl_ms = last.aa->leaders[i].ttl * 1000;
             atomic_store(&p->etcd_last_ok_ms, now);
             if (down_logged)
                 log_info("etcd reachable again");

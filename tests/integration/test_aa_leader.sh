@@ -171,6 +171,14 @@ WRITER=$!
 EXTRA_PIDS+=("$WRITER")
 some_increments() { [ "$(wc -l <"$ok_file")" -ge 20 ]; }
 wait_until 30 "the writer commits through the proxy" some_increments
+# a statement on the old leader that passed its write check before the handover and writes
+# after it (the select list sleeps before the row is inserted): its commit must be refused
+slow_out="$T_DIR/slow.out"
+qn "$NL" -c "insert into t select (random() * 1e15)::bigint, pg_sleep(4)::text" >"$slow_out" 2>&1 &
+SLOW=$!
+EXTRA_PIDS+=("$SLOW")
+slow_running() { [ "$(qn "$NL" -c "select count(*) from pg_stat_activity where query like 'insert into t select%pg_sleep(4)%' and state = 'active'")" = 1 ]; }
+wait_until 20 "the slow insert runs on $NL" slow_running
 out=$("$BIN" aa switchover --group shop --dcs-url "$DCS" --to "$TO" 2>&1) || fail "switchover to $TO: $out"
 log "$out"
 grep -q "write leader of group shop: $NL -> $TO" <<<"$out" || fail "unexpected switchover output: $out"
@@ -182,6 +190,10 @@ wait_until 30 "the writer commits after the switchover" more_increments
 touch "$stop_file"
 wait "$WRITER"
 via_is "$PX_WL" "$TO" || fail "the wl route does not reach $TO after the switchover"
+wait "$SLOW" && fail "the slow insert on the old leader committed after the handover: $(cat "$slow_out")"
+grep -q "a handover of this node's write lead began while this transaction was writing" "$slow_out" ||
+    fail "the slow insert failed for another reason: $(cat "$slow_out")"
+log "a statement that began writing on $NL before the handover was refused at its commit"
 want=$((base + $(wc -l <"$ok_file")))
 wait_until 60 "every node converges to counter $want without a conflict" counter_checks "$want"
 log "switchover $NL -> $TO under a writer: $((want - base)) increments, counter $want on every node, no conflict"

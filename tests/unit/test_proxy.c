@@ -441,12 +441,13 @@ static void test_aa_group_keys(void **state)
     aa_leader_key("", key, sizeof(key));
     assert_string_equal(key, "aa/leader");
     /* what the agent writes, the parser reads back */
-    char *j = aa_leader_json("c", "postgres://h:1/postgres", "d", "0/10");
+    char *j = aa_leader_json("c", "postgres://h:1/postgres", "d", "0/10", 3);
     AaGroupView w;
     memset(&w, 0, sizeof(w));
     assert_true(aa_group_take(&w, "aa/location/wa/leader", j, 1, 0, bad, sizeof(bad)));
     free(j);
     assert_string_equal(aa_group_leader(&w, "wa")->handover_to, "d");
+    assert_int_equal(aa_group_leader(&w, "wa")->ttl, 3);
     j = aa_node_json("postgres://h:1/postgres", "wa", true);
     assert_true(aa_group_take(&w, "aa/nodes/c", j, 1, 0, bad, sizeof(bad)));
     free(j);
