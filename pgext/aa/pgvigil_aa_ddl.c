@@ -43,6 +43,7 @@
 
 #include "pgvigil_aa_apply.h"
 #include "pgvigil_aa_ddl.h"
+#include "pgvigil_aa_ddl_lock.h"
 
 /* Is the relation a temporary one (by its persistence, its schema, or
  * the relation the name finds now)? */
@@ -133,6 +134,8 @@ aa_ddl_capture(PlannedStmt *pstmt, const char *queryString, ProcessUtilityContex
 	if (context != PROCESS_UTILITY_TOPLEVEL || queryString == NULL || pstmt->stmt_location < 0 ||
 		!OidIsValid(get_extension_oid("pgvigil_aa", true)) || !replicated_ddl(pstmt->utilityStmt))
 		return;
+	/* the group's DDL in one order: this node's only while it holds the lock */
+	aa_ddl_lock_take();
 	len = pstmt->stmt_len > 0 ? pstmt->stmt_len : (int) strlen(queryString + pstmt->stmt_location);
 	initStringInfo(&msg);
 	appendStringInfoString(&msg, namespace_search_path);

@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 
 #include "pgvigil_aa_apply.h"
+#include "pgvigil_aa_ddl_lock.h"
 #include "pgvigil_aa_handover.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
@@ -29,5 +30,6 @@ _PG_init(void)
 	aa_shared_request();
 	aa_seen_install();
 	aa_handover_install();
+	aa_ddl_lock_init();
 	aa_launcher_register();
 }

@@ -52,6 +52,8 @@ typedef enum {
     ROUTE_REINITIALIZE,
     ROUTE_RELOAD,
     ROUTE_RESCUE,
+    ROUTE_AA_DDL_LOCK,
+    ROUTE_AA_DDL_UNLOCK,
 } RouteId;
 
 typedef struct Route {
@@ -72,6 +74,8 @@ static const Route routes[] = {
     {"/reinitialize", ROUTE_REINITIALIZE, M_POST | M_OPTIONS},
     {"/reload", ROUTE_RELOAD, M_POST | M_OPTIONS},
     {"/rescue", ROUTE_RESCUE, M_POST | M_OPTIONS},
+    {"/aa/ddl_lock", ROUTE_AA_DDL_LOCK, M_POST | M_OPTIONS},
+    {"/aa/ddl_unlock", ROUTE_AA_DDL_UNLOCK, M_POST | M_OPTIONS},
 };
 static const Route health_route = {NULL, ROUTE_HEALTH, M_GET | M_HEAD | M_OPTIONS};
 
@@ -528,6 +532,29 @@ static unsigned handle_action(RestServer *srv, struct MHD_Connection *conn, Req 
         if (!b->rescue)
             goto unsupported;
         rc = b->rescue(b->ctx, t, &out);
+        break;
+    }
+    case ROUTE_AA_DDL_LOCK:
+    case ROUTE_AA_DDL_UNLOCK: {
+        json_t *pid = json_object_get(o, "pid"), *t = json_object_get(o, "timeout_ms");
+        const char *lsn = json_string_value(json_object_get(o, "lsn"));
+        bool lock = req->route->id == ROUTE_AA_DDL_LOCK;
+        if (!json_is_integer(pid) || json_integer_value(pid) <= 0 || json_integer_value(pid) > INT32_MAX) {
+            msg = "pid: expected a backend's process id";
+            goto bad;
+        }
+        if (lock && (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > 3600000)) {
+            msg = "timeout_ms: expected milliseconds (0 to 3600000)";
+            goto bad;
+        }
+        if (!lock && (!lsn || strlen(lsn) > 20)) {
+            msg = "lsn: expected the commit's end, e.g. \"0/3000060\"";
+            goto bad;
+        }
+        if (lock ? !b->aa_ddl_lock : !b->aa_ddl_unlock)
+            goto unsupported;
+        rc = lock ? b->aa_ddl_lock(b->ctx, (int)json_integer_value(pid), (int)json_integer_value(t), &out)
+                  : b->aa_ddl_unlock(b->ctx, (int)json_integer_value(pid), lsn, &out);
         break;
     }
     case ROUTE_CONFIG:

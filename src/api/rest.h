@@ -23,6 +23,11 @@ typedef struct RestBackend {
     /* POST /rescue {"target_time": "..."}: a delayed standby opened at that time (detached) */
     int (*rescue)(void *ctx, const char *target_time, char **body);
     int (*patch_config)(void *ctx, const char *patch_json, char **body);
+    /* POST /aa/ddl_lock {"pid": N, "timeout_ms": T} (blocks until granted or T passed) and
+     * POST /aa/ddl_unlock {"pid": N, "lsn": "X/Y"}: an active-active group's DDL lock for a
+     * backend of this node */
+    int (*aa_ddl_lock)(void *ctx, int pid, int timeout_ms, char **body);
+    int (*aa_ddl_unlock)(void *ctx, int pid, const char *lsn, char **body);
 } RestBackend;
 
 typedef struct RestServer RestServer;

@@ -19,7 +19,7 @@ static void leader_usage(FILE *out)
 {
     fputs("usage: pgvigil aa leader [--group NAME] [-c FILE | --dcs-url URLS] [--json]\n\n"
           "Show an active-active group's write leader, each location's, the nodes that can take\n"
-          "the lead, and a switchover asked or failed.\n\n" AA_GROUP_USAGE,
+          "the lead, a switchover asked or failed, and who holds the group's DDL lock.\n\n" AA_GROUP_USAGE,
           out);
 }
 
@@ -146,6 +146,12 @@ int aa_leader_cmd(int argc, char **argv)
                             sw->present ? json_pack("{s:s, s:s, s:s, s:s}", "to", sw->to, "location", sw->location,
                                                     "state", sw->state[0] ? sw->state : "asked", "error", sw->error)
                                         : json_null());
+        json_object_set_new(o, "ddl_lock", v->ddl_lock.present ? json_pack("{s:s, s:i}", "node", v->ddl_lock.node, "pid",
+                                                                         v->ddl_lock.pid)
+                                                               : json_null());
+        json_object_set_new(o, "ddl_last", v->ddl_last.present ? json_pack("{s:s, s:s}", "node", v->ddl_last.node, "lsn",
+                                                                         v->ddl_last.lsn)
+                                                               : json_null());
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
         json_decref(o);
         if (s)
@@ -165,6 +171,8 @@ int aa_leader_cmd(int argc, char **argv)
         for (int i = 0; i < v->n_nodes; i++)
             printf("node %s: %s%s%s\n", v->nodes[i].name, v->nodes[i].writable ? "can take writes" : "cannot take writes",
                    v->nodes[i].location[0] ? ", location " : "", v->nodes[i].location);
+        if (v->ddl_lock.present)
+            printf("DDL lock: held by %s (backend %d)\n", v->ddl_lock.node, v->ddl_lock.pid);
         if (v->switchover.present)
             printf("switchover to %s%s%s: %s%s%s\n", v->switchover.to, v->switchover.location[0] ? " in " : "",
                    v->switchover.location, v->switchover.state[0] ? v->switchover.state : "asked",

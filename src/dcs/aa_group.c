@@ -77,6 +77,26 @@ static bool take_switchover(AaGroupView *v, const char *value, int64_t rev)
     return true;
 }
 
+static bool take_ddl(AaDdlRec *d, const char *value, int64_t rev, bool lock)
+{
+    AaDdlRec r;
+    memset(&r, 0, sizeof(r));
+    json_t *o = json_loads(value ? value : "", 0, NULL);
+    json_t *pid = json_object_get(o, "pid");
+    bool ok = json_is_object(o) && copy_field(o, "node", r.node, sizeof(r.node), true) && r.node[0] &&
+              (lock ? json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) < INT32_MAX
+                    : copy_field(o, "lsn", r.lsn, sizeof(r.lsn), true));
+    if (ok && lock)
+        r.pid = (int)json_integer_value(pid);
+    json_decref(o);
+    if (!ok)
+        return false;
+    r.present = true;
+    r.mod_revision = rev;
+    *d = r;
+    return true;
+}
+
 bool aa_group_take(AaGroupView *v, const char *key, const char *value, int64_t mod_revision, int64_t lease,
                    char *bad, size_t badsz)
 {
@@ -108,6 +128,10 @@ bool aa_group_take(AaGroupView *v, const char *key, const char *value, int64_t m
         ok = take_node(v, name, value);
     } else if (strcmp(rest, "switchover") == 0) {
         ok = take_switchover(v, value, mod_revision);
+    } else if (strcmp(rest, "ddl_lock") == 0) {
+        ok = take_ddl(&v->ddl_lock, value, mod_revision, true);
+    } else if (strcmp(rest, "ddl_last") == 0) {
+        ok = take_ddl(&v->ddl_last, value, mod_revision, false);
     } else {
         return false;
     }
@@ -167,6 +191,16 @@ char *aa_node_json(const char *conn_url, const char *location, bool writable)
     json_t *o = json_pack("{s:s, s:b}", "conn_url", conn_url ? conn_url : "", "writable", writable);
     if (!str_empty(location))
         json_object_set_new(o, "location", json_string(location));
+    return dump(o);
+}
+
+char *aa_ddl_json(const char *node, int pid, const char *lsn)
+{
+    json_t *o = json_pack("{s:s}", "node", node);
+    if (pid > 0)
+        json_object_set_new(o, "pid", json_integer(pid));
+    if (lsn)
+        json_object_set_new(o, "lsn", json_string(lsn));
     return dump(o);
 }
 

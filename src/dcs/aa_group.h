@@ -8,7 +8,11 @@
  *       during a planned switchover, also "handover_to": "b" (writes go nowhere), then
  *       "mark": "0/3000060" (b takes the key once it has applied a's WAL past the mark)
  *   aa/switchover                {"to": "b", "location": ""} written by `pgvigil aa switchover`;
- *                                the leader adds "state": "failed", "error": "..." when it fails */
+ *                                the leader adds "state": "failed", "error": "..." when it fails
+ *   aa/ddl_lock                  {"node": "a", "pid": 1234} on the holder's lease: the group's DDL
+ *                                lock, for one backend of node a
+ *   aa/ddl_last                  {"node": "a", "lsn": "0/3000060"}: the end of the last holder's
+ *                                commit; the next holder waits to have applied it */
 #ifndef PGVIGIL_AA_GROUP_H
 #define PGVIGIL_AA_GROUP_H
 
@@ -46,12 +50,21 @@ typedef struct AaSwitchoverReq {
     int64_t mod_revision;
 } AaSwitchoverReq;
 
+typedef struct AaDdlRec {
+    bool present;
+    char node[AA_NAME_LEN];
+    int pid;                        /* aa/ddl_lock */
+    char lsn[32];                   /* aa/ddl_last */
+    int64_t mod_revision;
+} AaDdlRec;
+
 typedef struct AaGroupView {
     AaLeaderRec leaders[AA_MAX_LEADERS];
     int n_leaders;
     AaNodeRec nodes[AA_MAX_GROUP_NODES];
     int n_nodes;
     AaSwitchoverReq switchover;
+    AaDdlRec ddl_lock, ddl_last;
 } AaGroupView;
 
 /* Take one key of a range read (relative to the group prefix) into v; false when the key is not
@@ -66,6 +79,7 @@ void aa_leader_key(const char *location, char *buf, size_t sz);
 /* Values (caller frees). handover_to and mark may be NULL or "". */
 char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark, int ttl);
 char *aa_node_json(const char *conn_url, const char *location, bool writable);
+char *aa_ddl_json(const char *node, int pid, const char *lsn);   /* pid 0 / lsn NULL: left out */
 char *aa_switchover_json(const char *to, const char *location, const char *state, const char *error);
 
 #endif

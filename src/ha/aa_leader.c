@@ -9,6 +9,9 @@
 #include "dcs/dcs.h"
 #include "pg/pg.h"
 
+#include <errno.h>
+#include <signal.h>
+
 #define LOOK_EVERY_MS 100           /* how often postgres is asked and etcd waited on */
 #define QUERY_TIMEOUT_MS 1000
 #define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for writes in flight */
@@ -435,6 +438,199 @@ static void lead(Lead *d, const Cluster *c, const char *location)
         take_over(d, rec);
 }
 
+/* ---- the group's DDL lock ---- */
+
+static void ddl_set_why(Lead *d, const char *why)
+{
+    pthread_mutex_lock(&d->l->mu);
+    str_copy(d->l->ddl_why, sizeof(d->l->ddl_why), why);
+    pthread_mutex_unlock(&d->l->mu);
+}
+
+/* Release the lock of this node: the next holder waits for lsn to be applied. */
+static bool ddl_release(Lead *d, const Cluster *c, const char *lsn)
+{
+    const AaDdlRec *lk = c->aa ? &c->aa->ddl_lock : NULL;
+    if (!lk || !lk->present || strcmp(lk->node, d->node) != 0)
+        return true;                /* gone with a lease, or never written */
+    DcsCmp cmp = {"aa/ddl_lock", lk->mod_revision};
+    char *last = aa_ddl_json(d->node, 0, lsn);
+    DcsOp ops[2] = {{"aa/ddl_lock", NULL, false}, {"aa/ddl_last", last, false}};
+    bool ok = false;
+    Err err = {{0}};
+    /* (an aborted holder committed nothing: the last commit to wait for stays) */
+    bool none = strcmp(lsn, "0/0") == 0;
+    if (!d->dcs->ops->txn(d->dcs, &cmp, 1, ops, none ? 1 : 2, &ok, &err))
+        log_warn("active_active: cannot release the group's DDL lock: %s", err.msg);
+    free(last);
+    return ok;
+}
+
+/* Has this node applied node's WAL up to lsn? */
+static bool applied_up_to(Lead *d, const char *node, const char *lsn_text, char *why, size_t whysz)
+{
+    Lsn lsn;
+    char text[32];
+    if (!lsn_parse(lsn_text, &lsn) || !config_aa_name_ok(node)) {
+        str_fmt(why, whysz, "aa/ddl_last is not a record of pgvigil's");
+        return true;                /* (nothing to wait for that can be named) */
+    }
+    lsn_format(lsn, text);
+    char sql[256];
+    str_fmt(sql, sizeof(sql), "select applied_lsn >= '%s'::pg_lsn from pgvigil_aa.status() where peer = '%s'", text,
+            node);
+    Err err = {{0}};
+    PGresult *r = pg_query(&d->pg, sql, QUERY_TIMEOUT_MS, &err);
+    bool done = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    if (!r)
+        str_fmt(why, whysz, "cannot read this node's apply from %s: %s", node, err.msg);
+    else if (PQntuples(r) != 1)
+        str_fmt(why, whysz, "this node does not apply from %s, whose DDL it must apply first", node);
+    else if (!done)
+        str_fmt(why, whysz, "waiting to apply node %s's DDL (its commit ending at %s)", node, text);
+    PQclear(r);
+    return done;
+}
+
+static void ddl_service(Lead *d, const Cluster *c)
+{
+    AaLeader *l = d->l;
+    pthread_mutex_lock(&l->mu);
+    int holder = l->ddl_holder, first = l->n_ddl_waiting > 0 ? l->ddl_waiting[0] : 0;
+    bool release = l->ddl_release;
+    char lsn[32];
+    str_copy(lsn, sizeof(lsn), l->ddl_release_lsn);
+    pthread_mutex_unlock(&l->mu);
+    if (holder && !release && kill(holder, 0) != 0 && errno == ESRCH) {
+        /* the backend is gone without saying (it may have committed): a mark in the stream
+         * after anything it wrote, for the next holder to wait for */
+        Err err = {{0}};
+        PGresult *r = pg_query(&d->pg, "select pgvigil_aa.mark()", QUERY_TIMEOUT_MS, &err);
+        if (!r)
+            return;                 /* (postgres down: try again) */
+        str_copy(lsn, sizeof(lsn), PQgetvalue(r, 0, 0));
+        PQclear(r);
+        log_warn("active_active: backend %d held the group's DDL lock and is gone; released", holder);
+        release = true;
+    }
+    if (holder && release) {
+        if (!ddl_release(d, c, lsn))
+            return;
+        pthread_mutex_lock(&l->mu);
+        l->ddl_holder = 0;
+        l->ddl_release = false;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    if (holder || !first || !d->node[0])
+        return;
+    const AaDdlRec *lk = c->aa ? &c->aa->ddl_lock : NULL;
+    char why[256] = "";
+    if (lk && lk->present) {
+        if (strcmp(lk->node, d->node) == 0 && lk->pid != first && (kill(lk->pid, 0) != 0 && errno == ESRCH)) {
+            /* left by a backend of this node before the agent restarted */
+            ddl_release(d, c, "0/0");
+            return;
+        }
+        str_fmt(why, sizeof(why), "node %s holds it (backend %d)", lk->node, lk->pid);
+        ddl_set_why(d, why);
+        return;
+    }
+    const AaDdlRec *last = c->aa ? &c->aa->ddl_last : NULL;
+    if (last && last->present && strcmp(last->node, d->node) != 0 && !applied_up_to(d, last->node, last->lsn, why, sizeof(why))) {
+        ddl_set_why(d, why);
+        return;
+    }
+    if (!d->lease_ok) {
+        ddl_set_why(d, "this agent has no lease in etcd");
+        return;
+    }
+    char *v = aa_ddl_json(d->node, first, NULL);
+    bool created = false;
+    Err err = {{0}};
+    if (!d->dcs->ops->create(d->dcs, "aa/ddl_lock", v, true, &created, &err))
+        str_fmt(why, sizeof(why), "cannot write aa/ddl_lock: %s", err.msg);
+    free(v);
+    if (!created) {
+        if (!why[0] || err.msg[0] == '\0')
+            str_copy(why, sizeof(why), "another node took it first");
+        ddl_set_why(d, why);
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->ddl_holder = first;
+    l->n_ddl_waiting--;
+    memmove(l->ddl_waiting, l->ddl_waiting + 1, (size_t)l->n_ddl_waiting * sizeof(int));
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+int aa_leader_ddl_lock(AaLeader *l, int pid, int timeout_ms, char **body)
+{
+    if (!l->started) {
+        *body = str_dup("this node's agent takes no part in an active-active group (active_active.group)");
+        return 503;
+    }
+    pthread_mutex_lock(&l->mu);
+    if (l->ddl_holder == pid) {
+        pthread_mutex_unlock(&l->mu);
+        *body = str_dup("held");
+        return 200;
+    }
+    if (l->n_ddl_waiting >= AA_DDL_WAITERS) {
+        pthread_mutex_unlock(&l->mu);
+        *body = str_printf("%d backends of this node wait for the group's DDL lock already", AA_DDL_WAITERS);
+        return 503;
+    }
+    l->ddl_waiting[l->n_ddl_waiting++] = pid;
+    struct timespec until;
+    mono_deadline_after(&until, timeout_ms);
+    int rc = 0;
+    while (l->ddl_holder != pid && rc != ETIMEDOUT && !atomic_load(&l->stop))
+        rc = pthread_cond_timedwait(&l->cv, &l->mu, &until);
+    int status = 200;
+    if (l->ddl_holder != pid) {
+        for (int i = 0; i < l->n_ddl_waiting; i++)
+            if (l->ddl_waiting[i] == pid) {
+                memmove(l->ddl_waiting + i, l->ddl_waiting + i + 1, (size_t)(l->n_ddl_waiting - i - 1) * sizeof(int));
+                l->n_ddl_waiting--;
+                break;
+            }
+        *body = str_printf("not had within %d ms: %s", timeout_ms, l->ddl_why[0] ? l->ddl_why : "the agent is stopping");
+        status = 409;
+    } else {
+        *body = str_dup("held");
+    }
+    pthread_mutex_unlock(&l->mu);
+    return status;
+}
+
+int aa_leader_ddl_unlock(AaLeader *l, int pid, const char *lsn, char **body)
+{
+    Lsn parsed;
+    if (!lsn_parse(lsn, &parsed)) {
+        *body = str_printf("lsn: expected an LSN, got \"%s\"", lsn);
+        return 400;
+    }
+    if (!l->started) {
+        *body = str_dup("this node's agent takes no part in an active-active group");
+        return 503;
+    }
+    pthread_mutex_lock(&l->mu);
+    int status = 200;
+    if (l->ddl_holder != pid) {
+        *body = str_printf("backend %d does not hold the group's DDL lock here", pid);
+        status = 409;
+    } else {
+        l->ddl_release = true;
+        lsn_format(parsed, l->ddl_release_lsn);
+        *body = str_dup("released");
+    }
+    pthread_mutex_unlock(&l->mu);
+    return status;
+}
+
 static void *lead_main(void *arg)
 {
     AaLeader *l = arg;
@@ -471,6 +667,7 @@ static void *lead_main(void *arg)
             lead(&d, &c, "");
             if (cfg->aa.location)
                 lead(&d, &c, cfg->aa.location);
+            ddl_service(&d, &c);
         }
         cluster_free(&c);
         Err werr = {{0}};
@@ -494,6 +691,8 @@ void aa_leader_start(AaLeader *l, const Config *cfg, const char *conn_host, int 
     str_fmt(l->conn_url, sizeof(l->conn_url), "postgres://%s%s%s:%d/postgres", v6 ? "[" : "", conn_host, v6 ? "]" : "",
             conn_port);
     atomic_init(&l->stop, false);
+    pthread_mutex_init(&l->mu, NULL);
+    mono_cond_init(&l->cv);
     l->started = pthread_create(&l->thread, NULL, lead_main, l) == 0;
     if (!l->started)
         log_error("active_active: cannot start the write-lead thread; this node takes no part in the write lead");
@@ -504,6 +703,9 @@ void aa_leader_stop(AaLeader *l)
     if (!l->started)
         return;
     atomic_store(&l->stop, true);
+    pthread_mutex_lock(&l->mu);
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
     pthread_join(l->thread, NULL);
     l->started = false;
 }

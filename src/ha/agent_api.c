@@ -270,6 +270,18 @@ static int patch_config(void *ctx, const char *patch, char **body)
     return code;
 }
 
+static int aa_ddl_lock(void *ctx, int pid, int timeout_ms, char **body)
+{
+    Agent *a = ctx;
+    return aa_leader_ddl_lock(&a->aa_leader, pid, timeout_ms, body);
+}
+
+static int aa_ddl_unlock(void *ctx, int pid, const char *lsn, char **body)
+{
+    Agent *a = ctx;
+    return aa_leader_ddl_unlock(&a->aa_leader, pid, lsn, body);
+}
+
 RestBackend agent_rest_backend(Agent *a)
 {
     RestBackend b = {
@@ -284,6 +296,8 @@ RestBackend agent_rest_backend(Agent *a)
         .rescue = rescue,
         .reload = reload,
         .patch_config = patch_config,
+        .aa_ddl_lock = aa_ddl_lock,
+        .aa_ddl_unlock = aa_ddl_unlock,
     };
     return b;
 }

@@ -270,6 +270,17 @@ bool pg_write_config(PgNode *pg, const PgConfSpec *spec, Err *err)
         pg_archive_socket(pg, sock, sizeof(sock));
         add_param(&b, "pgvigil_archive.socket", sock);
     }
+    if (cfg->aa.group) {
+        /* an active-active node: its replicated DDL asks this agent for the group's DDL lock */
+        if (!user_overrides(cfg, spec->dyn_params, "pgvigil_aa.agent_url"))
+            add_param(&b, "pgvigil_aa.agent_url", cfg->restapi_connect_address ? cfg->restapi_connect_address
+                                                                              : cfg->restapi_listen);
+        if (cfg->restapi_auth.username && cfg->restapi_auth.password) {
+            char *auth = str_printf("%s:%s", cfg->restapi_auth.username, cfg->restapi_auth.password);
+            add_param(&b, "pgvigil_aa.agent_auth", auth);
+            free(auth);
+        }
+    }
     if (guard) {
         char lease[4200];
         pg_guard_lease_file(pg, lease, sizeof(lease));

@@ -16,58 +16,19 @@
 #    the reason and the lead stays; to a node not in the group is refused.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_proxy.sh"
-[ -f /usr/lib/postgresql/15/lib/pgvigil_aa.so ] || fail "pgvigil_aa.so is not installed (make pgext-install)"
+source "$(dirname "$0")/lib_aa_agents.sh"
 
 NODES=(a b c)
 declare -A NUM=([a]=1 [b]=2 [c]=3) LOC=([a]=vl [b]=vl [c]=wa)
-start_etcd
+AA_SCHEMA="create table counter (id int primary key, n bigint not null);
+create table t (id bigint primary key, node text)"
+aa_agents_up
 DCS="http://127.0.0.1:$E_PORT"
-# (a server that restricts output plugins must be told this one may be used)
-OPL=""
-grep -q "^output_plugin_libraries" <<<"$(/usr/lib/postgresql/15/bin/postgres --describe-config 2>/dev/null)" &&
-    OPL="
-    output_plugin_libraries: 'pgoutput, test_decoding, pgvigil_aa'"
-for n in "${NODES[@]}"; do
-    i=${NUM[$n]}
-    SCOPE="aa-$n" PG_EXTRA="  parameters:
-    shared_preload_libraries: pgvigil_aa
-    track_commit_timestamp: 'on'
-    wal_level: logical
-    max_worker_processes: 16
-    max_replication_slots: 10
-    max_wal_senders: 10$OPL" node_config "$i" "active_active:
-  group: shop
-  location: ${LOC[$n]}
-  ttl: 3"
-    start_agent "$i"
-done
-for n in "${NODES[@]}"; do wait_until 60 "node $n runs as a primary" is_primary "${NUM[$n]}"; done
-qn() { local n="$1"; shift; psql_n "${NUM[$n]}" "$@"; }
-conninfo() { echo "host=127.0.0.1 port=${PG_PORT[${NUM[$1]}]} user=postgres password=it-super dbname=postgres"; }
-for n in "${NODES[@]}"; do
-    qn "$n" -c "create table counter (id int primary key, n bigint not null)" \
-        -c "create table t (id bigint primary key, node text)" \
-        -c "create extension pgvigil_aa" \
-        -c "insert into pgvigil_aa.local_node (name, sequence_offset) values ('$n', ${NUM[$n]})" ||
-        fail "setting up node $n"
-done
-for n in "${NODES[@]}"; do
-    for o in "${NODES[@]}"; do
-        [ "$n" = "$o" ] && continue
-        qn "$o" -c "select pg_create_logical_replication_slot('aa_for_$n', 'pgvigil_aa')" >/dev/null || fail "slot on $o"
-        qn "$n" -c "insert into pgvigil_aa.peers (name, conninfo, slot_name) values ('$o', '$(conninfo "$o")', 'aa_for_$n')" ||
-            fail "peer $o on $n"
-    done
-done
 # the counter's row, written once and replicated (rows each node wrote by itself before the group
 # existed would be versions the others never saw: their first update would count as a conflict)
 qn a -c "insert into counter values (1, 0)"
 has_counter() { local n; for n in "${NODES[@]}"; do [ "$(qn "$n" -c "select n from counter where id = 1")" = 0 ] || return 1; done; }
 wait_until 60 "the counter's row reaches every node" has_counter
-aa_leader_json() { "$BIN" aa leader --group shop --dcs-url "$DCS" --json 2>/dev/null; }
-group_leader() { aa_leader_json | jq -r '.write_leader.node // ""'; }
-all_writable() { [ "$(aa_leader_json | jq '[.nodes[] | select(.writable)] | length')" = 3 ]; }
-wait_until 60 "the three nodes can take writes (aa/nodes)" all_writable
 has_leader() { [ -n "$(group_leader)" ]; }
 wait_until 30 "a node takes the group's write lead" has_leader
 wa_is_c() { [ "$(aa_leader_json | jq -r '.locations.wa.node // ""')" = c ]; }
@@ -131,7 +92,7 @@ echo "MEASURE aa_write_leader_failover_ms=$(((t1 - t0) / 1000000))"
 grep -q "gave up the write lead of group shop" "$T_DIR/node${NUM[$L]}.log" || fail "$L's agent did not say it gave the lead up"
 log "the lead went from $L to $NL after kill -9; writes follow in $(((t1 - t0) / 1000000)) ms"
 wait_until 60 "$L runs again (its agent restarts it)" is_primary "${NUM[$L]}"
-wait_until 60 "the three nodes can take writes again" all_writable
+wait_until 60 "the three nodes can take writes again" aa_all_writable
 [ "$(group_leader)" = "$NL" ] || fail "the lead moved back to $L by itself"
 
 # --- planned switchover under a writer

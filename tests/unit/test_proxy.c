@@ -458,6 +458,20 @@ static void test_aa_group_keys(void **state)
     free(j);
     assert_string_equal(w.switchover.location, "wa");
     assert_string_equal(w.switchover.state, "");
+    /* the DDL lock and the last holder's commit */
+    j = aa_ddl_json("a", 1234, NULL);
+    assert_true(aa_group_take(&w, "aa/ddl_lock", j, 5, 9, bad, sizeof(bad)));
+    free(j);
+    assert_true(w.ddl_lock.present);
+    assert_int_equal(w.ddl_lock.pid, 1234);
+    assert_int_equal(w.ddl_lock.mod_revision, 5);
+    j = aa_ddl_json("b", 0, "0/3000060");
+    assert_true(aa_group_take(&w, "aa/ddl_last", j, 6, 0, bad, sizeof(bad)));
+    free(j);
+    assert_string_equal(w.ddl_last.node, "b");
+    assert_string_equal(w.ddl_last.lsn, "0/3000060");
+    assert_false(aa_group_take(&w, "aa/ddl_lock", "{\"node\": \"a\"}", 7, 0, bad, sizeof(bad)));   /* no pid */
+    assert_false(aa_group_take(&w, "aa/ddl_last", "{\"node\": \"a\", \"lsn\": 5}", 7, 0, bad, sizeof(bad)));
 }
 
 static void test_snapshot_bad_urls(void **state)

@@ -810,6 +810,36 @@ static void test_other_actions(void **state)
     assert_int_equal(f->be.reload_calls, 1);
 }
 
+/* The DDL lock's routes: bodies checked before the backend is asked (this one has no group) */
+static void test_aa_ddl_lock_routes(void **state)
+{
+    Fixture *f = *state;
+    const char *auth = "admin:s3cret:with colon";
+    Resp r;
+    static const char *bad[][2] = {
+        {"/aa/ddl_lock", "{\"timeout_ms\": 10}"},
+        {"/aa/ddl_lock", "{\"pid\": 0, \"timeout_ms\": 10}"},
+        {"/aa/ddl_lock", "{\"pid\": 12}"},
+        {"/aa/ddl_lock", "{\"pid\": 12, \"timeout_ms\": -1}"},
+        {"/aa/ddl_unlock", "{\"pid\": 12}"},
+        {"/aa/ddl_unlock", "{\"pid\": \"12\", \"lsn\": \"0/1\"}"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        http(f->port, "POST", bad[i][0], auth, bad[i][1], &r);
+        assert_int_equal(r.code, 400);
+        resp_free(&r);
+    }
+    http(f->port, "POST", "/aa/ddl_lock", auth, "{\"pid\": 12, \"timeout_ms\": 10}", &r);
+    assert_int_equal(r.code, 501);
+    resp_free(&r);
+    http(f->port, "POST", "/aa/ddl_unlock", NULL, "{\"pid\": 12, \"lsn\": \"0/1\"}", &r);
+    assert_int_equal(r.code, 401);
+    resp_free(&r);
+    http(f->port, "GET", "/aa/ddl_lock", NULL, NULL, &r);
+    assert_int_equal(r.code, 405);
+    resp_free(&r);
+}
+
 static void test_no_auth_configured(void **state)
 {
     Fixture *f = *state;
@@ -954,6 +984,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keepalive, setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_patch_config, setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_other_actions, setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_aa_ddl_lock_routes, setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_no_auth_configured, setup_noauth, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_slow_action_does_not_block, setup_auth, teardown),
