@@ -13,12 +13,22 @@
 #   worker_pid N PEER      the pid of N's apply worker for PEER ("" if none)
 #   mark_quiet N...        remember each node's WAL position (after its clients' last writes)
 #   slots_caught_up N...   every slot on those nodes confirmed by its reader up to that position
+# With lib_netns.sh sourced before: AA_NETNS[N]=K (set before start_node N) runs node N in
+# namespace member K, listening on that member's address only (aa_host N) and trusting its
+# subnet; q N then goes through the node's unix socket (it works while N is cut off), and aa_link
+# gives each peer row that address. AA_PEER_OPTS: more conninfo options for the peer rows
+# aa_link makes (keepalives, timeouts).
 PGBIN=/usr/lib/postgresql/15/bin
 FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 [ -f "$PGBIN/../lib/pgvigil_aa.so" ] || fail "pgvigil_aa.so is not installed (make pgext-install)"
 [ -f /usr/share/postgresql/15/extension/pgvigil_aa.control ] || fail "the pgvigil_aa extension is not installed (make pgext-install)"
-declare -A PORT
+declare -A PORT AA_NETNS
 AA_NODES=()
+AA_PEER_OPTS="${AA_PEER_OPTS:-}"
+# the address node N listens on (its namespace's, or 127.0.0.1)
+aa_host() { if [ -n "${AA_NETNS[$1]:-}" ]; then netns_ip "${AA_NETNS[$1]}"; else echo 127.0.0.1; fi; }
+# the command prefix that runs a program in node N's namespace (nothing when it has none)
+_aa_in_ns() { [ -n "${AA_NETNS[$1]:-}" ] && echo "nsenter -F --net=/run/netns/$(netns_name "${AA_NETNS[$1]}")"; }
 start_node() {
     local n="$1" d="$T_DIR/node_$1"
     mkdir -p "$d" && chown postgres: "$d"
@@ -28,7 +38,7 @@ start_node() {
             fail "initdb $n: $(tail -3 "$d/initdb.log")"
         cat >>"$d/data/postgresql.conf" <<CONF
 port = ${PORT[$n]}
-listen_addresses = '127.0.0.1'
+listen_addresses = '$(aa_host "$n")'
 unix_socket_directories = '$d'
 max_connections = 30
 shared_buffers = 16MB
@@ -42,17 +52,18 @@ CONF
         if grep -q "^output_plugin_libraries" <<<"$("$PGBIN/postgres" --describe-config 2>/dev/null)"; then
             echo "output_plugin_libraries = 'pgoutput, test_decoding, pgvigil_aa'" >>"$d/data/postgresql.conf"
         fi
+        [ -n "${AA_NETNS[$n]:-}" ] && echo "host all all $NETNS_SUBNET.0/24 trust" >>"$d/data/pg_hba.conf"
     fi
     if [ -n "${AA_FAKETIME_FILE:-}" ]; then
         [ -f "$FAKETIME_LIB" ] || fail "libfaketime is not installed (scripts/setup.sh installs it)"
         # the wall clock stands still at the time in the file, read at every call; monotonic time
         # stays real, so latches and timeouts keep working
-        runuser -u postgres -- env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$AA_FAKETIME_FILE" \
+        $(_aa_in_ns "$n") runuser -u postgres -- env LD_PRELOAD="$FAKETIME_LIB" FAKETIME_TIMESTAMP_FILE="$AA_FAKETIME_FILE" \
             FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
             "$PGBIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w start >/dev/null ||
             fail "postgres $n did not start under libfaketime: $(tail -5 "$d/postgres.log")"
     else
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w start >/dev/null ||
+        $(_aa_in_ns "$n") runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w start >/dev/null ||
             fail "postgres $n did not start: $(tail -5 "$d/postgres.log")"
     fi
 }
@@ -60,9 +71,10 @@ stop_node() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$T_DIR/node_$1/data" -m
 stop_nodes() { local n; for n in "${AA_NODES[@]}"; do stop_node "$n"; done; }
 CLEANUP_HOOKS+=(stop_nodes)
 q() {
-    local n="$1"
+    local n="$1" h=127.0.0.1
     shift
-    PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -d postgres -At "$@"
+    [ -n "${AA_NETNS[$n]:-}" ] && h="$T_DIR/node_$n"
+    PGCONNECT_TIMEOUT=3 psql -X -q -v ON_ERROR_STOP=1 -h "$h" -p "${PORT[$n]}" -U postgres -d postgres -At "$@"
 }
 # the extension and the node's name; its sequence offset is its rank among the nodes started
 aa_node_init() {
@@ -79,7 +91,7 @@ aa_link() {
         y=$([ "$x" = "$n" ] && echo "$o" || echo "$n")
         q "$x" -c "select pg_create_logical_replication_slot('aa_for_$y', 'pgvigil_aa')" >/dev/null ||
             fail "slot on $x for $y"
-        q "$y" -c "insert into pgvigil_aa.peers (name, conninfo, slot_name) values ('$x', 'host=127.0.0.1 port=${PORT[$x]} user=postgres dbname=postgres', 'aa_for_$y')" ||
+        q "$y" -c "insert into pgvigil_aa.peers (name, conninfo, slot_name) values ('$x', 'host=$(aa_host "$x") port=${PORT[$x]} user=postgres dbname=postgres${AA_PEER_OPTS:+ $AA_PEER_OPTS}', 'aa_for_$y')" ||
             fail "peer $x on $y"
     done
 }
