@@ -481,8 +481,14 @@ remember_commit(XLogRecPtr local_end, XLogRecPtr remote_end)
  * open and every applied commit is flushed.  flush_now: flush first (when
  * the stream pauses, once a second in a backlog, on the peer's request).
  */
+/* the peer's last word, and whether it was asked for one since (receive_timeout) */
+static TimestampTz last_heard_at = 0;
+static bool ping_sent = false;
+
+int			aa_receive_timeout = 30000;
+
 static void
-send_feedback(WalReceiverConn *wrconn, bool force)
+send_feedback(WalReceiverConn *wrconn, bool force, bool ping)
 {
 	static XLogRecPtr last_sent = InvalidXLogRecPtr;
 	XLogRecPtr	pos;
@@ -494,7 +500,7 @@ send_feedback(WalReceiverConn *wrconn, bool force)
 	else
 		pos = in_remote_txn ? last_applied : Max(last_applied, last_received);
 
-	if (!force && pos == last_sent && !TimestampDifferenceExceeds(last_sent_at, now, FEEDBACK_INTERVAL_MS))
+	if (!force && !ping && pos == last_sent && !TimestampDifferenceExceeds(last_sent_at, now, FEEDBACK_INTERVAL_MS))
 		return;
 	resetStringInfo(reply_message);
 	pq_sendbyte(reply_message, 'r');
@@ -502,7 +508,7 @@ send_feedback(WalReceiverConn *wrconn, bool force)
 	pq_sendint64(reply_message, pos);	/* flushed */
 	pq_sendint64(reply_message, pos);	/* applied */
 	pq_sendint64(reply_message, now);
-	pq_sendbyte(reply_message, false);
+	pq_sendbyte(reply_message, ping);	/* the peer answers with a keepalive */
 	walrcv_send(wrconn, reply_message->data, reply_message->len);
 	if (aa_my_state)
 		aa_my_state->confirmed_lsn = pos;
@@ -754,6 +760,7 @@ pgvigil_aa_apply_main(Datum arg)
 					LSN_FORMAT_ARGS(options.startpoint))));
 
 	MemoryContextSwitchTo(ApplyMessageCxt);
+	last_heard_at = GetCurrentTimestamp();
 	for (;;)
 	{
 		pgsocket	fd = PGINVALID_SOCKET;
@@ -776,6 +783,8 @@ pgvigil_aa_apply_main(Datum arg)
 			s.len = len;
 			s.cursor = 0;
 			s.maxlen = -1;
+			last_heard_at = GetCurrentTimestamp();
+			ping_sent = false;
 			kind = pq_getmsgbyte(&s);
 			if (kind == 'w')
 			{
@@ -796,7 +805,7 @@ pgvigil_aa_apply_main(Datum arg)
 				reply = pq_getmsgbyte(&s);
 				note_stream(end, sent_at);
 				last_received = Max(last_received, end);
-				send_feedback(wrconn, reply);
+				send_feedback(wrconn, reply, false);
 			}
 			if (!in_remote_txn)
 			{
@@ -804,7 +813,7 @@ pgvigil_aa_apply_main(Datum arg)
 				/* a backlog keeps the socket busy: progress is confirmed every
 				 * second all the same, and a pause or shutdown is heard */
 				if (TimestampDifferenceExceeds(last_sent_at, GetCurrentTimestamp(), FEEDBACK_INTERVAL_MS))
-					send_feedback(wrconn, false);
+					send_feedback(wrconn, false, false);
 			}
 			CHECK_FOR_INTERRUPTS();
 			/* a backlog never waits on the latch: the postmaster's death is
@@ -813,7 +822,24 @@ pgvigil_aa_apply_main(Datum arg)
 				proc_exit(1);
 			len = walrcv_receive(wrconn, &buf, &fd);
 		}
-		send_feedback(wrconn, false);
+		/* a peer that says nothing: asked half way, dropped at the timeout (the
+		 * feedback sent every second keeps TCP from probing a silent peer) */
+		if (aa_receive_timeout > 0 && last_heard_at != 0)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (TimestampDifferenceExceeds(last_heard_at, now, aa_receive_timeout))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("pgvigil_aa: peer \"%s\" said nothing for %d ms (pgvigil_aa.receive_timeout): the connection is dropped",
+								aa_peer_name, aa_receive_timeout)));
+			if (!ping_sent && TimestampDifferenceExceeds(last_heard_at, now, aa_receive_timeout / 2))
+			{
+				send_feedback(wrconn, true, true);
+				ping_sent = true;
+			}
+		}
+		send_feedback(wrconn, false, false);
 		rc = WaitLatchOrSocket(MyLatch, WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							   fd, FEEDBACK_INTERVAL_MS, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)

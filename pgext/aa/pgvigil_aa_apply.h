@@ -41,6 +41,7 @@ extern bool aa_register_apply(Oid dbid, const char *peer, struct BackgroundWorke
 
 /* pgvigil_aa_launcher.c: its GUC and background worker, registered at preload */
 extern char *aa_database;
+extern int	aa_receive_timeout;		/* pgvigil_aa.receive_timeout, ms (0 none) */
 extern void aa_launcher_register(void);
 
 /* pgvigil_aa_change.c: the peer's relations and its row changes */

@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "common/base64.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -35,6 +36,7 @@ static char *agent_url = NULL;
 static char *agent_auth = NULL;
 static int	lock_timeout_ms = 30000;
 static bool held = false;
+static bool asked = false;		/* a request went out: the agent hears the end either way */
 
 /* Wait for fd to be ready for events, at most until deadline; interruptible
  * when asked.  False on timeout or error. */
@@ -61,119 +63,151 @@ wait_fd(int fd, short events, TimestampTz deadline, bool interruptible)
 
 /*
  * POST path with body to the agent; the HTTP status (0: no answer, with
- * why) and the answer's body into answer.
+ * why) and the answer's body into answer.  No palloc (it runs after a commit
+ * too); the socket is closed also when the wait is cancelled.
  */
 static int
 agent_post(const char *path, const char *body, int timeout_ms, bool interruptible, char *answer, size_t answer_sz)
 {
 	char		host[256];
+	const char *hs = agent_url, *he;
 	const char *colon = strrchr(agent_url, ':');
-	struct addrinfo hints = {0}, *res = NULL;
+	struct addrinfo hints = {0};
+	struct addrinfo *volatile res = NULL;
+	volatile int fd = -1;
+	volatile int status = 0;
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	StringInfoData req;
-	char		buf[2048];
-	size_t		got = 0;
-	int			fd = -1, status = 0;
 
 	answer[0] = '\0';
-	if (colon == NULL || colon == agent_url || (size_t) (colon - agent_url) >= sizeof(host))
+	/* host:port, [v6]:port */
+	if (agent_url[0] == '[')
+	{
+		hs = agent_url + 1;
+		he = strchr(hs, ']');
+		if (he == NULL || he[1] != ':')
+			he = NULL;
+		colon = he ? he + 1 : NULL;
+	}
+	else
+		he = colon;
+	if (colon == NULL || he == NULL || he == hs || (size_t) (he - hs) >= sizeof(host))
 	{
 		snprintf(answer, answer_sz, "pgvigil_aa.agent_url \"%s\" is not host:port", agent_url);
 		return 0;
 	}
-	memcpy(host, agent_url, colon - agent_url);
-	host[colon - agent_url] = '\0';
+	memcpy(host, hs, he - hs);
+	host[he - hs] = '\0';
 	hints.ai_socktype = SOCK_STREAM;
-	if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL)
 	{
-		snprintf(answer, answer_sz, "cannot resolve the agent's address %s", agent_url);
-		return 0;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) ||
-		!wait_fd(fd, POLLOUT, deadline, interruptible))
-	{
-		snprintf(answer, answer_sz, "cannot connect to the agent at %s", agent_url);
-		goto out;
-	}
-	{
-		int			err = 0;
-		socklen_t	len = sizeof(err);
+		struct addrinfo *r = NULL;
 
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)
+		if (getaddrinfo(host, colon + 1, &hints, &r) != 0 || r == NULL)
 		{
-			snprintf(answer, answer_sz, "cannot connect to the agent at %s: %s", agent_url, strerror(err));
-			goto out;
+			snprintf(answer, answer_sz, "cannot resolve the agent's address %s", agent_url);
+			return 0;
 		}
+		res = r;
 	}
-	initStringInfo(&req);
-	appendStringInfo(&req, "POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n",
-					 path, agent_url, strlen(body));
-	if (agent_auth && agent_auth[0])
+	PG_TRY();
 	{
-		int			enc_len = pg_b64_enc_len(strlen(agent_auth));
-		char	   *enc = palloc(enc_len + 1);
-		int			n = pg_b64_encode(agent_auth, strlen(agent_auth), enc, enc_len);
+		char		req[2048];
+		char		buf[2048];
+		size_t		got = 0;
+		int			reqlen;
+		char		auth[512] = "";
 
-		enc[Max(n, 0)] = '\0';
-		appendStringInfo(&req, "Authorization: Basic %s\r\n", enc);
-		pfree(enc);
-	}
-	appendStringInfo(&req, "\r\n%s", body);
-	for (int sent = 0; sent < req.len;)
-	{
-		ssize_t		n = send(fd, req.data + sent, req.len - sent, MSG_NOSIGNAL);
-
-		if (n > 0)
-			sent += n;
-		else if (n < 0 && (errno == EAGAIN || errno == EINTR) && wait_fd(fd, POLLOUT, deadline, interruptible))
-			continue;
-		else
+		fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0 || (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) ||
+			!wait_fd(fd, POLLOUT, deadline, interruptible))
 		{
-			snprintf(answer, answer_sz, "cannot send to the agent at %s", agent_url);
-			pfree(req.data);
-			goto out;
+			snprintf(answer, answer_sz, "cannot connect to the agent at %s", agent_url);
+			goto done;
 		}
-	}
-	pfree(req.data);
-	/* the answer, until the agent closes (HTTP/1.0) */
-	while (got < sizeof(buf) - 1)
-	{
-		ssize_t		n;
-
-		if (!wait_fd(fd, POLLIN, deadline, interruptible))
 		{
-			snprintf(answer, answer_sz, "the agent at %s did not answer within %d ms", agent_url, timeout_ms);
-			goto out;
-		}
-		n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
-		if (n == 0)
-			break;
-		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			break;
-		if (n > 0)
-			got += n;
-	}
-	buf[got] = '\0';
-	if (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1)
-	{
-		snprintf(answer, answer_sz, "the agent at %s answered something that is not HTTP", agent_url);
-		status = 0;
-		goto out;
-	}
-	{
-		char	   *b = strstr(buf, "\r\n\r\n");
+			int			err = 0;
+			socklen_t	len = sizeof(err);
 
-		if (b)
-		{
-			strlcpy(answer, b + 4, answer_sz);
-			answer[strcspn(answer, "\n")] = '\0';
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)
+			{
+				snprintf(answer, answer_sz, "cannot connect to the agent at %s: %s", agent_url, strerror(err));
+				goto done;
+			}
 		}
+		if (agent_auth && agent_auth[0] && pg_b64_enc_len(strlen(agent_auth)) < (int) sizeof(auth) - 40)
+		{
+			char		enc[512];
+			int			n = pg_b64_encode(agent_auth, strlen(agent_auth), enc, sizeof(enc) - 1);
+
+			enc[Max(n, 0)] = '\0';
+			snprintf(auth, sizeof(auth), "Authorization: Basic %s\r\n", enc);
+		}
+		reqlen = snprintf(req, sizeof(req),
+						  "POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n%s",
+						  path, agent_url, strlen(body), auth, body);
+		if (reqlen <= 0 || reqlen >= (int) sizeof(req))
+		{
+			snprintf(answer, answer_sz, "the request to the agent is too long");
+			goto done;
+		}
+		for (int sent = 0; sent < reqlen;)
+		{
+			ssize_t		n = send(fd, req + sent, reqlen - sent, MSG_NOSIGNAL);
+
+			if (n > 0)
+				sent += n;
+			else if (n < 0 && (errno == EAGAIN || errno == EINTR) && wait_fd(fd, POLLOUT, deadline, interruptible))
+				continue;
+			else
+			{
+				snprintf(answer, answer_sz, "cannot send to the agent at %s", agent_url);
+				goto done;
+			}
+		}
+		/* the answer, until the agent closes (HTTP/1.0) */
+		while (got < sizeof(buf) - 1)
+		{
+			ssize_t		n;
+
+			if (!wait_fd(fd, POLLIN, deadline, interruptible))
+			{
+				snprintf(answer, answer_sz, "the agent at %s did not answer within %d ms", agent_url, timeout_ms);
+				goto done;
+			}
+			n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+			if (n == 0)
+				break;
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				break;
+			if (n > 0)
+				got += n;
+		}
+		buf[got] = '\0';
+		{
+			int			code = 0;
+			char	   *b = strstr(buf, "\r\n\r\n");
+
+			if (sscanf(buf, "HTTP/%*d.%*d %d", &code) != 1)
+			{
+				snprintf(answer, answer_sz, "the agent at %s answered something that is not HTTP", agent_url);
+				goto done;
+			}
+			status = code;
+			if (b)
+			{
+				strlcpy(answer, b + 4, answer_sz);
+				answer[strcspn(answer, "\n")] = '\0';
+			}
+		}
+done:
+		;
 	}
-out:
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(res);
+	PG_FINALLY();
+	{
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+	}
+	PG_END_TRY();
 	return status;
 }
 
@@ -187,6 +221,7 @@ aa_ddl_lock_take(void)
 	if (held || agent_url == NULL || agent_url[0] == '\0')
 		return;
 	snprintf(body, sizeof(body), "{\"pid\": %d, \"timeout_ms\": %d}", MyProcPid, lock_timeout_ms);
+	asked = true;
 	/* (the agent answers within timeout_ms; a little more for the way there and back) */
 	status = agent_post("/aa/ddl_lock", body, lock_timeout_ms + 5000, true, answer, sizeof(answer));
 	if (status != 200)
@@ -204,9 +239,15 @@ release_at_end(XactEvent event, void *arg)
 	char		answer[512];
 	XLogRecPtr	end;
 
-	if (!held || (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE))
+	if (event == XACT_EVENT_PRE_PREPARE && held)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pgvigil_aa: a transaction with replicated DDL cannot be prepared"),
+				 errdetail("Its DDL would reach the other nodes at COMMIT PREPARED, out of the group's DDL order.")));
+	if (!asked || (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE))
 		return;
 	held = false;
+	asked = false;
 	/* an aborted (or prepared) transaction's DDL never reached the stream:
 	 * nothing to wait for */
 	end = event == XACT_EVENT_COMMIT ? XactLastCommitEnd : InvalidXLogRecPtr;

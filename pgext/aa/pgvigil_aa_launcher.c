@@ -68,6 +68,10 @@ aa_launcher_register(void)
 							"A peer away longer must be rebuilt: an update of a row deleted before could bring it back.",
 							&tombstone_retention_min, 10080, 1, INT_MAX / 60000, PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgvigil_aa.receive_timeout",
+							"How long an apply worker waits for a word from its peer before it drops the connection.",
+							"Half way, it asks the peer for one. 0: never (a silent peer is noticed when TCP gives up).",
+							&aa_receive_timeout, 30000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;

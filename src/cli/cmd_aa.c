@@ -21,9 +21,11 @@ static void usage(FILE *out)
           "       pgvigil aa leader [--group NAME] [-c FILE | --dcs-url URLS] [--json]\n"
           "       pgvigil aa switchover --to NODE [--location LOC] [--group NAME] [-c FILE | --dcs-url URLS]\n"
           "       pgvigil aa join --new NAME=CONNINFO --node NAME=CONNINFO [--node ...] [--source NAME]\n"
-          "       pgvigil aa remove --drop NAME --node NAME=CONNINFO [--node ...]\n\n"
+          "       pgvigil aa remove --drop NAME --node NAME=CONNINFO [--node ...]\n"
+          "       pgvigil aa maintenance [--nodes a,b] [--command CMD] [--group NAME] [-c FILE | --dcs-url URLS]\n\n"
           "leader and switchover: the group's write leader; join: a node with a copy of the tables;\n"
-          "remove: a node out of the group (see their --help).\n\n"
+          "remove: a node out of the group; maintenance: each node drained, restarted (or CMD run)\n"
+          "and caught up in turn (see their --help).\n\n"
           "status: "
           "Show each node of an active-active group: the apply from each peer (worker, lag in\n"
           "bytes and seconds, last applied commit, transactions, conflicts, clock difference,\n"
@@ -274,7 +276,9 @@ int cmd_aa(int argc, char **argv)
         return aa_join_cmd(argc - 1, argv + 1);
     if (strcmp(argv[1], "remove") == 0)
         return aa_remove_cmd(argc - 1, argv + 1);
-    cli_error("the subcommands are status, leader, switchover, join and remove", "unknown aa subcommand \"%s\"",
-              argv[1]);
+    if (strcmp(argv[1], "maintenance") == 0)
+        return aa_maintenance_cmd(argc - 1, argv + 1);
+    cli_error("the subcommands are status, leader, switchover, join, remove and maintenance",
+              "unknown aa subcommand \"%s\"", argv[1]);
     return EXIT_USAGE;
 }

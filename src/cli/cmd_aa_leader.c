@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-enum { OPT_GROUP = CLI_OPT_NEXT, OPT_TO, OPT_LOCATION, OPT_TIMEOUT, OPT_JSON };
+enum { OPT_GROUP = CLI_OPT_NEXT, OPT_TO, OPT_LOCATION, OPT_TIMEOUT, OPT_DRAIN, OPT_JSON };
 
 #define AA_GROUP_USAGE \
     "group selection: --group NAME with --dcs-url URLS (or -c FILE: its etcd3.hosts and\n" \
@@ -26,17 +26,19 @@ static void leader_usage(FILE *out)
 static void switchover_usage(FILE *out)
 {
     fputs("usage: pgvigil aa switchover --to NODE [--location LOC] [--timeout SECONDS]\n"
-          "                             [--group NAME] [-c FILE | --dcs-url URLS]\n\n"
-          "Move the write lead of the group (or of location LOC) to NODE. The leader stops taking\n"
-          "writes, NODE takes the lead once it has applied everything the leader committed, and\n"
-          "the proxies' write_leader routes follow. Waits until it is done (default 30 s).\n"
+          "                             [--drain-timeout SECONDS] [--group NAME] [-c FILE | --dcs-url URLS]\n\n"
+          "Move the write lead of the group (or of location LOC) to NODE. The proxies send the\n"
+          "leader no new work and its transactions in flight end (up to --drain-timeout, default\n"
+          "5 s); then it stops taking writes, NODE takes the lead once it has applied everything\n"
+          "the leader committed, and the proxies' write_leader routes follow. Waits until it is\n"
+          "done (default 30 s).\n"
           "Exit 0 when NODE leads, 1 when the switchover failed (the reason on stderr).\n\n" AA_GROUP_USAGE,
           out);
 }
 
 /* Parse the options shared by both commands; returns -1 to go on, else the exit code. */
 static int parse(int argc, char **argv, const char *cmd, void (*usage)(FILE *), CliConnOpts *conn, const char **to,
-                 const char **location, int *timeout, bool *json)
+                 const char **location, int *timeout, int *drain, bool *json)
 {
     static const struct option longopts[] = {
         CLI_CONN_LONGOPTS,
@@ -44,6 +46,7 @@ static int parse(int argc, char **argv, const char *cmd, void (*usage)(FILE *), 
         {"to", required_argument, NULL, OPT_TO},
         {"location", required_argument, NULL, OPT_LOCATION},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"drain-timeout", required_argument, NULL, OPT_DRAIN},
         {"json", no_argument, NULL, OPT_JSON},
         {0},
     };
@@ -77,6 +80,14 @@ static int parse(int argc, char **argv, const char *cmd, void (*usage)(FILE *), 
                 goto bad;
             if (!cli_parse_int(optarg, 1, 3600, timeout)) {
                 cli_error("give seconds, 1 to 3600", "--timeout: \"%s\" is not a number of seconds", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case OPT_DRAIN:
+            if (!drain)
+                goto bad;
+            if (!cli_parse_int(optarg, 0, 3600, drain)) {
+                cli_error("give seconds, 0 to 3600", "--drain-timeout: \"%s\" is not a number of seconds", optarg);
                 return EXIT_USAGE;
             }
             break;
@@ -115,7 +126,7 @@ int aa_leader_cmd(int argc, char **argv)
 {
     CliConnOpts conn;
     bool json = false;
-    int rc = parse(argc, argv, "aa leader", leader_usage, &conn, NULL, NULL, NULL, &json);
+    int rc = parse(argc, argv, "aa leader", leader_usage, &conn, NULL, NULL, NULL, NULL, &json);
     if (rc >= 0)
         return rc;
     CliCtx ctx;
@@ -149,9 +160,10 @@ int aa_leader_cmd(int argc, char **argv)
         json_object_set_new(o, "ddl_lock", v->ddl_lock.present ? json_pack("{s:s, s:i}", "node", v->ddl_lock.node, "pid",
                                                                          v->ddl_lock.pid)
                                                                : json_null());
-        json_object_set_new(o, "ddl_last", v->ddl_last.present ? json_pack("{s:s, s:s}", "node", v->ddl_last.node, "lsn",
-                                                                         v->ddl_last.lsn)
-                                                               : json_null());
+        json_t *done = json_object();
+        for (int i = 0; i < v->ddl_last.n; i++)
+            json_object_set_new(done, v->ddl_last.node[i], json_string(v->ddl_last.lsn[i]));
+        json_object_set_new(o, "ddl_last", done);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
         json_decref(o);
         if (s)
@@ -190,82 +202,63 @@ static void drop_request(CliCtx *ctx)
     ctx->dcs->ops->del(ctx->dcs, "aa/switchover", NULL, &deleted, &err);
 }
 
-int aa_switchover_cmd(int argc, char **argv)
+int aa_switchover_to(CliCtx *ctx, const char *location, const char *to, int drain_ms, int timeout)
 {
-    CliConnOpts conn;
-    const char *to = NULL, *location = "";
-    int timeout = 30;
-    int rc = parse(argc, argv, "aa switchover", switchover_usage, &conn, &to, &location, &timeout, NULL);
-    if (rc >= 0)
-        return rc;
-    if (!to) {
-        cli_error("name the new write leader", "--to NODE is required");
-        return EXIT_USAGE;
-    }
-    if (location[0] && !config_aa_name_ok(location)) {
-        cli_error("letters, digits, '-', '_', '.'", "--location: \"%s\" is not a location name", location);
-        return EXIT_USAGE;
-    }
-    CliCtx ctx;
-    if ((rc = cli_open(&conn, &ctx)) != EXIT_OK)
-        return rc;
     char w[96] = "";
     if (location[0])
         str_fmt(w, sizeof(w), " (location %s)", location);
-    const AaGroupView *v = ctx.cluster.aa;
+    const AaGroupView *v = ctx->cluster.aa;
     const AaLeaderRec *l = aa_group_leader(v, location);
     const AaNodeRec *n = aa_group_node(v, to);
-    rc = EXIT_STATE;
     if (!l) {
         cli_error("a node takes a vacant lead by itself once it can take writes", "group %s%s has no write leader",
-                  ctx.scope, w);
-    } else if (strcmp(l->node, to) == 0) {
-        printf("%s already leads group %s%s\n", to, ctx.scope, w);
-        rc = EXIT_OK;
-    } else if (!n) {
-        cli_error("see pgvigil aa leader", "%s is not a node of group %s (no aa/nodes/%s: its agent runs with "
-                  "active_active.group?)", to, ctx.scope, to);
-    } else if (!n->writable) {
-        cli_error("see its agent's log", "%s cannot take writes now", to);
-    } else if (v->switchover.present && !v->switchover.state[0]) {
-        cli_error("wait for it to end", "a switchover to %s is already under way", v->switchover.to);
-    } else {
-        rc = EXIT_OK;
+                  ctx->scope, w);
+        return EXIT_STATE;
     }
-    if (rc != EXIT_OK || strcmp(l->node, to) == 0) {
-        cli_close(&ctx);
-        return rc;
+    if (strcmp(l->node, to) == 0) {
+        printf("%s already leads group %s%s\n", to, ctx->scope, w);
+        return EXIT_OK;
+    }
+    if (!n) {
+        cli_error("see pgvigil aa leader", "%s is not a node of group %s (no aa/nodes/%s: its agent runs with "
+                  "active_active.group?)", to, ctx->scope, to);
+        return EXIT_STATE;
+    }
+    if (!n->writable || n->drained) {
+        cli_error("see its agent's log", "%s %s", to, n->drained ? "is drained for maintenance" : "cannot take writes now");
+        return EXIT_STATE;
+    }
+    if (v->switchover.present && !v->switchover.state[0]) {
+        cli_error("wait for it to end", "a switchover to %s is already under way", v->switchover.to);
+        return EXIT_STATE;
     }
     char from[AA_NAME_LEN];
     str_copy(from, sizeof(from), l->node);
-    char *req = aa_switchover_json(to, location, NULL, NULL);
+    char *req = aa_switchover_json(to, location, drain_ms, NULL, NULL);
     bool ok = false;
     Err err = {{0}};
     /* (over a failed request left by an earlier one: its revision, else the key must be absent) */
-    if (!ctx.dcs->ops->cas_rev(ctx.dcs, "aa/switchover", v->switchover.present ? v->switchover.mod_revision : 0, req,
-                               &ok, NULL, &err)) {
+    if (!ctx->dcs->ops->cas_rev(ctx->dcs, "aa/switchover", v->switchover.present ? v->switchover.mod_revision : 0, req,
+                                &ok, NULL, &err)) {
         free(req);
-        rc = cli_dcs_error(&ctx, &err);
-        cli_close(&ctx);
-        return rc;
+        return cli_dcs_error(ctx, &err);
     }
     free(req);
     if (!ok) {
         cli_error("try again", "another switchover was asked at the same time");
-        cli_close(&ctx);
         return EXIT_STATE;
     }
     int64_t t0 = mono_ms();
-    rc = EXIT_FAILED;
+    int rc = EXIT_FAILED;
     while (mono_ms() - t0 < (int64_t)timeout * 1000) {
         Err werr = {{0}};
-        ctx.dcs->ops->watch(ctx.dcs, ctx.cluster.revision, 500, &werr);
-        if (!cli_reload(&ctx, &err))
+        ctx->dcs->ops->watch(ctx->dcs, ctx->cluster.revision, 500, &werr);
+        if (!cli_reload(ctx, &err))
             continue;
-        v = ctx.cluster.aa;
+        v = ctx->cluster.aa;
         l = aa_group_leader(v, location);
         if (l && strcmp(l->node, to) == 0) {
-            printf("write leader of group %s%s: %s -> %s (%lld ms)\n", ctx.scope, w, from, to,
+            printf("write leader of group %s%s: %s -> %s (%lld ms)\n", ctx->scope, w, from, to,
                    (long long)(mono_ms() - t0));
             rc = EXIT_OK;
             break;
@@ -281,9 +274,32 @@ int aa_switchover_cmd(int argc, char **argv)
     }
     if (rc != EXIT_OK && mono_ms() - t0 >= (int64_t)timeout * 1000)
         cli_error("see pgvigil aa leader and the agents' logs", "%s does not lead group %s%s after %d s", to,
-                  ctx.scope, w, timeout);
+                  ctx->scope, w, timeout);
     if (rc != EXIT_OK)
-        drop_request(&ctx);
+        drop_request(ctx);
+    return rc;
+}
+
+int aa_switchover_cmd(int argc, char **argv)
+{
+    CliConnOpts conn;
+    const char *to = NULL, *location = "";
+    int timeout = 30, drain = 5;
+    int rc = parse(argc, argv, "aa switchover", switchover_usage, &conn, &to, &location, &timeout, &drain, NULL);
+    if (rc >= 0)
+        return rc;
+    if (!to) {
+        cli_error("name the new write leader", "--to NODE is required");
+        return EXIT_USAGE;
+    }
+    if (location[0] && !config_aa_name_ok(location)) {
+        cli_error("letters, digits, '-', '_', '.'", "--location: \"%s\" is not a location name", location);
+        return EXIT_USAGE;
+    }
+    CliCtx ctx;
+    if ((rc = cli_open(&conn, &ctx)) != EXIT_OK)
+        return rc;
+    rc = aa_switchover_to(&ctx, location, to, drain * 1000, timeout);
     cli_close(&ctx);
     return rc;
 }

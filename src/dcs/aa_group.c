@@ -53,6 +53,8 @@ static bool take_node(AaGroupView *v, const char *name, const char *value)
               copy_field(o, "conn_url", n.conn_url, sizeof(n.conn_url), true) &&
               copy_field(o, "location", n.location, sizeof(n.location), false) && (!w || json_is_boolean(w));
     n.writable = json_is_true(w);
+    ok = ok && copy_field(o, "api_url", n.api_url, sizeof(n.api_url), false);
+    n.drained = aa_group_is_drained(v, n.name);
     json_decref(o);
     if (ok)
         v->nodes[v->n_nodes++] = n;
@@ -68,6 +70,10 @@ static bool take_switchover(AaGroupView *v, const char *value, int64_t rev)
               copy_field(o, "location", s.location, sizeof(s.location), false) &&
               copy_field(o, "state", s.state, sizeof(s.state), false) &&
               copy_field(o, "error", s.error, sizeof(s.error), false);
+    json_t *drain = json_object_get(o, "drain_ms");
+    if (drain && (!json_is_integer(drain) || json_integer_value(drain) < 0 || json_integer_value(drain) > 3600000))
+        ok = false;
+    s.drain_ms = drain ? (int)json_integer_value(drain) : 0;
     json_decref(o);
     if (!ok)
         return false;
@@ -77,17 +83,41 @@ static bool take_switchover(AaGroupView *v, const char *value, int64_t rev)
     return true;
 }
 
-static bool take_ddl(AaDdlRec *d, const char *value, int64_t rev, bool lock)
+static bool take_ddl_lock(AaDdlRec *d, const char *value, int64_t rev)
 {
     AaDdlRec r;
     memset(&r, 0, sizeof(r));
     json_t *o = json_loads(value ? value : "", 0, NULL);
     json_t *pid = json_object_get(o, "pid");
     bool ok = json_is_object(o) && copy_field(o, "node", r.node, sizeof(r.node), true) && r.node[0] &&
-              (lock ? json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) < INT32_MAX
-                    : copy_field(o, "lsn", r.lsn, sizeof(r.lsn), true));
-    if (ok && lock)
+              json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) < INT32_MAX;
+    if (ok)
         r.pid = (int)json_integer_value(pid);
+    json_decref(o);
+    if (!ok)
+        return false;
+    r.present = true;
+    r.mod_revision = rev;
+    *d = r;
+    return true;
+}
+
+static bool take_ddl_done(AaDdlDone *d, const char *value, int64_t rev)
+{
+    AaDdlDone r;
+    memset(&r, 0, sizeof(r));
+    json_t *o = json_loads(value ? value : "", 0, NULL);
+    bool ok = json_is_object(o);
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        if (!ok || r.n >= AA_MAX_GROUP_NODES || !json_is_string(v) || !str_copy(r.node[r.n], AA_NAME_LEN, k) ||
+            !str_copy(r.lsn[r.n], sizeof(r.lsn[0]), json_string_value(v))) {
+            ok = false;
+            break;
+        }
+        r.n++;
+    }
     json_decref(o);
     if (!ok)
         return false;
@@ -126,12 +156,23 @@ bool aa_group_take(AaGroupView *v, const char *key, const char *value, int64_t m
         if (!*name || strchr(name, '/'))
             return false;
         ok = take_node(v, name, value);
+    } else if (strncmp(rest, "drain/", 6) == 0) {
+        const char *name = rest + 6;
+        if (!*name || strchr(name, '/'))
+            return false;
+        ok = v->n_drained < AA_MAX_GROUP_NODES && str_copy(v->drained[v->n_drained], AA_NAME_LEN, name);
+        if (ok) {
+            v->n_drained++;
+            for (int i = 0; i < v->n_nodes; i++)
+                if (strcmp(v->nodes[i].name, name) == 0)
+                    v->nodes[i].drained = true;
+        }
     } else if (strcmp(rest, "switchover") == 0) {
         ok = take_switchover(v, value, mod_revision);
     } else if (strcmp(rest, "ddl_lock") == 0) {
-        ok = take_ddl(&v->ddl_lock, value, mod_revision, true);
+        ok = take_ddl_lock(&v->ddl_lock, value, mod_revision);
     } else if (strcmp(rest, "ddl_last") == 0) {
-        ok = take_ddl(&v->ddl_last, value, mod_revision, false);
+        ok = take_ddl_done(&v->ddl_last, value, mod_revision);
     } else {
         return false;
     }
@@ -186,27 +227,41 @@ char *aa_leader_json(const char *node, const char *conn_url, const char *handove
     return dump(o);
 }
 
-char *aa_node_json(const char *conn_url, const char *location, bool writable)
+bool aa_group_is_drained(const AaGroupView *v, const char *name)
+{
+    for (int i = 0; v && i < v->n_drained; i++)
+        if (strcmp(v->drained[i], name) == 0)
+            return true;
+    return false;
+}
+
+char *aa_node_json(const char *conn_url, const char *location, bool writable, const char *api_url)
 {
     json_t *o = json_pack("{s:s, s:b}", "conn_url", conn_url ? conn_url : "", "writable", writable);
+    if (!str_empty(api_url))
+        json_object_set_new(o, "api_url", json_string(api_url));
     if (!str_empty(location))
         json_object_set_new(o, "location", json_string(location));
     return dump(o);
 }
 
-char *aa_ddl_json(const char *node, int pid, const char *lsn)
+char *aa_ddl_json(const char *node, int pid)
 {
-    json_t *o = json_pack("{s:s}", "node", node);
-    if (pid > 0)
-        json_object_set_new(o, "pid", json_integer(pid));
-    if (lsn)
-        json_object_set_new(o, "lsn", json_string(lsn));
+    return dump(json_pack("{s:s, s:i}", "node", node, "pid", pid));
+}
+
+char *aa_ddl_done_json(const AaDdlDone *d, const char *node, const char *lsn)
+{
+    json_t *o = json_object();
+    for (int i = 0; d && i < d->n; i++)
+        json_object_set_new(o, d->node[i], json_string(d->lsn[i]));
+    json_object_set_new(o, node, json_string(lsn));
     return dump(o);
 }
 
-char *aa_switchover_json(const char *to, const char *location, const char *state, const char *error)
+char *aa_switchover_json(const char *to, const char *location, int drain_ms, const char *state, const char *error)
 {
-    json_t *o = json_pack("{s:s, s:s}", "to", to, "location", location ? location : "");
+    json_t *o = json_pack("{s:s, s:s, s:i}", "to", to, "location", location ? location : "", "drain_ms", drain_ms);
     if (!str_empty(state))
         json_object_set_new(o, "state", json_string(state));
     if (!str_empty(error))

@@ -7,12 +7,14 @@
  *   aa/location/<loc>/leader     write leader, and each location's own
  *       during a planned switchover, also "handover_to": "b" (writes go nowhere), then
  *       "mark": "0/3000060" (b takes the key once it has applied a's WAL past the mark)
- *   aa/switchover                {"to": "b", "location": ""} written by `pgvigil aa switchover`;
+ *   aa/switchover                {"to": "b", "location": "", "drain_ms": 5000} written by `pgvigil aa switchover`;
  *                                the leader adds "state": "failed", "error": "..." when it fails
  *   aa/ddl_lock                  {"node": "a", "pid": 1234} on the holder's lease: the group's DDL
  *                                lock, for one backend of node a
- *   aa/ddl_last                  {"node": "a", "lsn": "0/3000060"}: the end of the last holder's
- *                                commit; the next holder waits to have applied it */
+ *   aa/ddl_last                  {"a": "0/3000060", "b": ...}: per node, the end of its last DDL
+ *                                commit; a holder waits to have applied every other node's
+ *   aa/drain/<node>              {"since": <epoch seconds>}, by `pgvigil aa maintenance`: the
+ *                                node takes no lead and the proxies send it no new work */
 #ifndef PGVIGIL_AA_GROUP_H
 #define PGVIGIL_AA_GROUP_H
 
@@ -39,10 +41,13 @@ typedef struct AaNodeRec {
     char conn_url[256];
     char location[AA_NAME_LEN];
     bool writable;                  /* its postgres answers and is not in recovery */
+    char api_url[256];              /* its agent's REST API ("" not known) */
+    bool drained;                   /* aa/drain/<node>: no new work, no lead (maintenance) */
 } AaNodeRec;
 
 typedef struct AaSwitchoverReq {
     bool present;
+    int drain_ms;                   /* how long the old leader lets its transactions in flight end */
     char to[AA_NAME_LEN];
     char location[AA_NAME_LEN];
     char state[16];                 /* "" asked, "failed" */
@@ -53,10 +58,18 @@ typedef struct AaSwitchoverReq {
 typedef struct AaDdlRec {
     bool present;
     char node[AA_NAME_LEN];
-    int pid;                        /* aa/ddl_lock */
-    char lsn[32];                   /* aa/ddl_last */
+    int pid;
     int64_t mod_revision;
 } AaDdlRec;
+
+/* aa/ddl_last: per node, where its last DDL commit ended in its WAL */
+typedef struct AaDdlDone {
+    bool present;
+    int n;
+    char node[AA_MAX_GROUP_NODES][AA_NAME_LEN];
+    char lsn[AA_MAX_GROUP_NODES][32];
+    int64_t mod_revision;
+} AaDdlDone;
 
 typedef struct AaGroupView {
     AaLeaderRec leaders[AA_MAX_LEADERS];
@@ -64,7 +77,10 @@ typedef struct AaGroupView {
     AaNodeRec nodes[AA_MAX_GROUP_NODES];
     int n_nodes;
     AaSwitchoverReq switchover;
-    AaDdlRec ddl_lock, ddl_last;
+    AaDdlRec ddl_lock;
+    AaDdlDone ddl_last;
+    char drained[AA_MAX_GROUP_NODES][AA_NAME_LEN];   /* aa/drain/<node> keys */
+    int n_drained;
 } AaGroupView;
 
 /* Take one key of a range read (relative to the group prefix) into v; false when the key is not
@@ -78,8 +94,11 @@ const AaNodeRec *aa_group_node(const AaGroupView *v, const char *name);
 void aa_leader_key(const char *location, char *buf, size_t sz);
 /* Values (caller frees). handover_to and mark may be NULL or "". */
 char *aa_leader_json(const char *node, const char *conn_url, const char *handover_to, const char *mark, int ttl);
-char *aa_node_json(const char *conn_url, const char *location, bool writable);
-char *aa_ddl_json(const char *node, int pid, const char *lsn);   /* pid 0 / lsn NULL: left out */
-char *aa_switchover_json(const char *to, const char *location, const char *state, const char *error);
+char *aa_node_json(const char *conn_url, const char *location, bool writable, const char *api_url);
+bool aa_group_is_drained(const AaGroupView *v, const char *name);
+char *aa_ddl_json(const char *node, int pid);
+/* aa/ddl_last with node's entry set to lsn (the others kept). */
+char *aa_ddl_done_json(const AaDdlDone *d, const char *node, const char *lsn);
+char *aa_switchover_json(const char *to, const char *location, int drain_ms, const char *state, const char *error);
 
 #endif

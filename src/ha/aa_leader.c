@@ -14,7 +14,8 @@
 
 #define LOOK_EVERY_MS 100           /* how often postgres is asked and etcd waited on */
 #define QUERY_TIMEOUT_MS 1000
-#define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for writes in flight */
+#define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for commits under way */
+#define DRAIN_QUIET_MS 50           /* ... and for no session here for this long, within its drain */
 
 /* The thread's state (its own; nothing else reads it). */
 typedef struct Lead {
@@ -95,7 +96,7 @@ static void publish_node(Lead *d)
 {
     if (!d->node[0] || !d->lease_ok)
         return;
-    char *v = aa_node_json(d->l->conn_url, d->aa->location, d->writable);
+    char *v = aa_node_json(d->l->conn_url, d->aa->location, d->writable, d->l->api_url);
     if (strcmp(v, d->published) != 0) {
         char key[128];
         str_fmt(key, sizeof(key), "aa/nodes/%s", d->node);
@@ -156,7 +157,7 @@ static const AaLeaderRec *leader_of(const Cluster *c, const char *location)
 
 static void set_switchover_failed(Lead *d, const AaSwitchoverReq *sw, int64_t rev, const char *error)
 {
-    char *v = aa_switchover_json(sw->to, sw->location, "failed", error);
+    char *v = aa_switchover_json(sw->to, sw->location, sw->drain_ms, "failed", error);
     DcsCmp cmp = {"aa/switchover", rev};
     DcsOp op = {"aa/switchover", v, false};
     bool ok;
@@ -218,8 +219,9 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     where(rec->location, w, sizeof(w));
     const AaNodeRec *to = aa_group_node(c->aa, sw->to);
     int64_t t0 = mono_ms();
-    if (!to || !to->writable) {
-        str_fmt(error, sizeof(error), "node %s %s", sw->to, to ? "cannot take writes now" : "is not in the group");
+    if (!to || !to->writable || to->drained) {
+        str_fmt(error, sizeof(error), "node %s %s", sw->to,
+                !to ? "is not in the group" : to->drained ? "is drained for maintenance" : "cannot take writes now");
         set_switchover_failed(d, sw, sw->mod_revision, error);
         log_warn("active_active: switchover of the write lead%s refused: %s", w, error);
         return;
@@ -231,6 +233,30 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     if (!ok)
         return;                     /* the key changed meanwhile: look again */
     Err err = {{0}};
+    /* the proxies send no new work here now; what is in flight may end (a transaction open
+     * after the drain fails at its next write or commit) */
+    int64_t drain_until = mono_ms() + sw->drain_ms, quiet_since = 0;
+    while (sw->drain_ms > 0 && mono_ms() < drain_until && !atomic_load(&d->l->stop)) {
+        renew(d, false);
+        /* no client session left, for a little while: a session a proxy routed here just
+         * before it saw the handover is still connecting (an idle session of a pool that
+         * stays is waited for until the drain's end; its next write then fails) */
+        PGresult *r = pg_query(&d->pg,
+                               "select count(*) from pg_stat_activity where backend_type = 'client backend' and "
+                               "pid <> pg_backend_pid() and application_name <> 'pgvigil'",
+                               QUERY_TIMEOUT_MS, &err);
+        bool none = r && strcmp(PQgetvalue(r, 0, 0), "0") == 0;
+        PQclear(r);
+        if (!r)
+            break;
+        if (!none)
+            quiet_since = 0;
+        else if (!quiet_since)
+            quiet_since = mono_ms();
+        else if (mono_ms() - quiet_since >= DRAIN_QUIET_MS)
+            break;
+        sleep_ms(5);
+    }
     char sql[128];
     str_fmt(sql, sizeof(sql), "select pgvigil_aa.handover_block(%d)", AA_HANDOVER_TIMEOUT_MS + 2000);
     char mark[32] = "";
@@ -388,7 +414,8 @@ static void lead(Lead *d, const Cluster *c, const char *location)
     aa_leader_key(location, key, sizeof(key));
     where(location, w, sizeof(w));
     bool mine = rec && strcmp(rec->node, d->node) == 0;
-    if (!rec && d->writable && d->lease_ok) {
+    /* (a node drained for maintenance takes no lead) */
+    if (!rec && d->writable && d->lease_ok && !aa_group_is_drained(c->aa, d->node)) {
         char *v = aa_leader_json(d->node, d->l->conn_url, NULL, NULL, d->aa->ttl);
         bool created = false;
         Err err = {{0}};
@@ -447,49 +474,72 @@ static void ddl_set_why(Lead *d, const char *why)
     pthread_mutex_unlock(&d->l->mu);
 }
 
-/* Release the lock of this node: the next holder waits for lsn to be applied. */
+/* Release this node's lock; lsn (not "0/0"): where its DDL commit ended, recorded in aa/ddl_last
+ * for the next holders to wait for, also when the lock key itself went (with a lease). */
 static bool ddl_release(Lead *d, const Cluster *c, const char *lsn)
 {
     const AaDdlRec *lk = c->aa ? &c->aa->ddl_lock : NULL;
-    if (!lk || !lk->present || strcmp(lk->node, d->node) != 0)
-        return true;                /* gone with a lease, or never written */
-    DcsCmp cmp = {"aa/ddl_lock", lk->mod_revision};
-    char *last = aa_ddl_json(d->node, 0, lsn);
-    DcsOp ops[2] = {{"aa/ddl_lock", NULL, false}, {"aa/ddl_last", last, false}};
+    const AaDdlDone *done = c->aa ? &c->aa->ddl_last : NULL;
+    bool ours = lk && lk->present && strcmp(lk->node, d->node) == 0;
+    bool record = strcmp(lsn, "0/0") != 0;
+    if (!ours && !record)
+        return true;
+    DcsCmp cmps[2];
+    DcsOp ops[2];
+    int nc = 0, no = 0;
+    char *last = NULL;
+    if (ours) {
+        cmps[nc++] = (DcsCmp){"aa/ddl_lock", lk->mod_revision};
+        ops[no++] = (DcsOp){"aa/ddl_lock", NULL, false};
+    }
+    if (record) {
+        last = aa_ddl_done_json(done, d->node, lsn);
+        cmps[nc++] = (DcsCmp){"aa/ddl_last", done && done->present ? done->mod_revision : 0};
+        ops[no++] = (DcsOp){"aa/ddl_last", last, false};
+    }
     bool ok = false;
     Err err = {{0}};
-    /* (an aborted holder committed nothing: the last commit to wait for stays) */
-    bool none = strcmp(lsn, "0/0") == 0;
-    if (!d->dcs->ops->txn(d->dcs, &cmp, 1, ops, none ? 1 : 2, &ok, &err))
+    if (!d->dcs->ops->txn(d->dcs, cmps, nc, ops, no, &ok, &err))
         log_warn("active_active: cannot release the group's DDL lock: %s", err.msg);
     free(last);
     return ok;
 }
 
-/* Has this node applied node's WAL up to lsn? */
+/* Has this node applied node's DDL up to lsn? (The replication origin's progress: it survives a
+ * restart. A node this one does not apply from, a removed one, is not waited for.) */
 static bool applied_up_to(Lead *d, const char *node, const char *lsn_text, char *why, size_t whysz)
 {
     Lsn lsn;
     char text[32];
-    if (!lsn_parse(lsn_text, &lsn) || !config_aa_name_ok(node)) {
-        str_fmt(why, whysz, "aa/ddl_last is not a record of pgvigil's");
-        return true;                /* (nothing to wait for that can be named) */
-    }
+    if (!lsn_parse(lsn_text, &lsn) || !config_aa_name_ok(node))
+        return true;                /* (not a record of ours: nothing that can be waited for) */
     lsn_format(lsn, text);
-    char sql[256];
-    str_fmt(sql, sizeof(sql), "select applied_lsn >= '%s'::pg_lsn from pgvigil_aa.status() where peer = '%s'", text,
-            node);
+    char sql[400];
+    str_fmt(sql, sizeof(sql),
+            "select not exists (select 1 from pgvigil_aa.peers where name = '%s') or "
+            "coalesce(pg_replication_origin_progress('pgvigil_aa_%s', false) >= '%s'::pg_lsn, false)",
+            node, node, text);
     Err err = {{0}};
     PGresult *r = pg_query(&d->pg, sql, QUERY_TIMEOUT_MS, &err);
     bool done = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
     if (!r)
         str_fmt(why, whysz, "cannot read this node's apply from %s: %s", node, err.msg);
-    else if (PQntuples(r) != 1)
-        str_fmt(why, whysz, "this node does not apply from %s, whose DDL it must apply first", node);
     else if (!done)
         str_fmt(why, whysz, "waiting to apply node %s's DDL (its commit ending at %s)", node, text);
     PQclear(r);
     return done;
+}
+
+/* A mark in this node's stream (after anything it committed), as text; false when postgres
+ * does not answer. */
+static bool mark_now(Lead *d, char *out, size_t sz)
+{
+    Err err = {{0}};
+    PGresult *r = pg_query(&d->pg, "select pgvigil_aa.mark()", QUERY_TIMEOUT_MS, &err);
+    if (r)
+        str_copy(out, sz, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return r != NULL;
 }
 
 static void ddl_service(Lead *d, const Cluster *c)
@@ -499,17 +549,13 @@ static void ddl_service(Lead *d, const Cluster *c)
     int holder = l->ddl_holder, first = l->n_ddl_waiting > 0 ? l->ddl_waiting[0] : 0;
     bool release = l->ddl_release;
     char lsn[32];
-    str_copy(lsn, sizeof(lsn), l->ddl_release_lsn);
+    str_copy(lsn, sizeof(lsn), l->ddl_release_lsn[0] ? l->ddl_release_lsn : "0/0");
     pthread_mutex_unlock(&l->mu);
     if (holder && !release && kill(holder, 0) != 0 && errno == ESRCH) {
         /* the backend is gone without saying (it may have committed): a mark in the stream
-         * after anything it wrote, for the next holder to wait for */
-        Err err = {{0}};
-        PGresult *r = pg_query(&d->pg, "select pgvigil_aa.mark()", QUERY_TIMEOUT_MS, &err);
-        if (!r)
+         * after anything it wrote, for the next holders to wait for */
+        if (!mark_now(d, lsn, sizeof(lsn)))
             return;                 /* (postgres down: try again) */
-        str_copy(lsn, sizeof(lsn), PQgetvalue(r, 0, 0));
-        PQclear(r);
         log_warn("active_active: backend %d held the group's DDL lock and is gone; released", holder);
         release = true;
     }
@@ -519,6 +565,7 @@ static void ddl_service(Lead *d, const Cluster *c)
         pthread_mutex_lock(&l->mu);
         l->ddl_holder = 0;
         l->ddl_release = false;
+        l->ddl_release_lsn[0] = '\0';
         pthread_cond_broadcast(&l->cv);
         pthread_mutex_unlock(&l->mu);
         return;
@@ -528,42 +575,82 @@ static void ddl_service(Lead *d, const Cluster *c)
     const AaDdlRec *lk = c->aa ? &c->aa->ddl_lock : NULL;
     char why[256] = "";
     if (lk && lk->present) {
-        if (strcmp(lk->node, d->node) == 0 && lk->pid != first && (kill(lk->pid, 0) != 0 && errno == ESRCH)) {
-            /* left by a backend of this node before the agent restarted */
-            ddl_release(d, c, "0/0");
+        if (strcmp(lk->node, d->node) == 0) {
+            /* left by a backend of this node before the agent restarted: marked and released */
+            char m[32];
+            if (mark_now(d, m, sizeof(m)))
+                ddl_release(d, c, m);
             return;
         }
         str_fmt(why, sizeof(why), "node %s holds it (backend %d)", lk->node, lk->pid);
         ddl_set_why(d, why);
         return;
     }
-    const AaDdlRec *last = c->aa ? &c->aa->ddl_last : NULL;
-    if (last && last->present && strcmp(last->node, d->node) != 0 && !applied_up_to(d, last->node, last->lsn, why, sizeof(why))) {
-        ddl_set_why(d, why);
-        return;
-    }
+    /* every other node's last DDL applied here first */
+    const AaDdlDone *done = c->aa ? &c->aa->ddl_last : NULL;
+    for (int i = 0; done && i < done->n; i++)
+        if (strcmp(done->node[i], d->node) != 0 && !applied_up_to(d, done->node[i], done->lsn[i], why, sizeof(why))) {
+            ddl_set_why(d, why);
+            return;
+        }
     if (!d->lease_ok) {
         ddl_set_why(d, "this agent has no lease in etcd");
         return;
     }
-    char *v = aa_ddl_json(d->node, first, NULL);
-    bool created = false;
+    /* taken only if aa/ddl_last is still what was checked */
+    char *v = aa_ddl_json(d->node, first);
+    DcsCmp cmps[2] = {{"aa/ddl_lock", 0}, {"aa/ddl_last", done && done->present ? done->mod_revision : 0}};
+    DcsOp op = {"aa/ddl_lock", v, true};
+    bool taken = false;
     Err err = {{0}};
-    if (!d->dcs->ops->create(d->dcs, "aa/ddl_lock", v, true, &created, &err))
+    if (!d->dcs->ops->txn(d->dcs, cmps, 2, &op, 1, &taken, &err))
         str_fmt(why, sizeof(why), "cannot write aa/ddl_lock: %s", err.msg);
-    free(v);
-    if (!created) {
-        if (!why[0] || err.msg[0] == '\0')
-            str_copy(why, sizeof(why), "another node took it first");
+    else if (!taken)
+        str_copy(why, sizeof(why), "another node took it first");
+    if (!taken) {
+        free(v);
         ddl_set_why(d, why);
         return;
     }
     pthread_mutex_lock(&l->mu);
-    l->ddl_holder = first;
-    l->n_ddl_waiting--;
-    memmove(l->ddl_waiting, l->ddl_waiting + 1, (size_t)l->n_ddl_waiting * sizeof(int));
-    pthread_cond_broadcast(&l->cv);
+    int at = -1;
+    for (int i = 0; i < l->n_ddl_waiting; i++)
+        if (l->ddl_waiting[i] == first)
+            at = i;
+    if (at >= 0) {
+        l->ddl_holder = first;
+        memmove(l->ddl_waiting + at, l->ddl_waiting + at + 1, (size_t)(l->n_ddl_waiting - at - 1) * sizeof(int));
+        l->n_ddl_waiting--;
+        pthread_cond_broadcast(&l->cv);
+    }
     pthread_mutex_unlock(&l->mu);
+    if (at < 0) {
+        /* it gave up meanwhile: the lock goes back */
+        bool deleted;
+        Err derr = {{0}};
+        d->dcs->ops->del(d->dcs, "aa/ddl_lock", v, &deleted, &derr);
+    }
+    free(v);
+}
+
+static bool queued(const AaLeader *l, int pid)
+{
+    for (int i = 0; i < l->n_ddl_waiting; i++)
+        if (l->ddl_waiting[i] == pid)
+            return true;
+    return false;
+}
+
+/* (l->mu held) the waiting thread of pid, if any, returns */
+static void unqueue(AaLeader *l, int pid)
+{
+    for (int i = 0; i < l->n_ddl_waiting; i++)
+        if (l->ddl_waiting[i] == pid) {
+            memmove(l->ddl_waiting + i, l->ddl_waiting + i + 1, (size_t)(l->n_ddl_waiting - i - 1) * sizeof(int));
+            l->n_ddl_waiting--;
+            pthread_cond_broadcast(&l->cv);
+            return;
+        }
 }
 
 int aa_leader_ddl_lock(AaLeader *l, int pid, int timeout_ms, char **body)
@@ -573,31 +660,37 @@ int aa_leader_ddl_lock(AaLeader *l, int pid, int timeout_ms, char **body)
         return 503;
     }
     pthread_mutex_lock(&l->mu);
+    struct timespec until;
+    mono_deadline_after(&until, timeout_ms);
+    int rc = 0;
+    /* its earlier transaction's release is not done yet: after it (the next holder may be
+     * another node's) */
+    while (l->ddl_holder == pid && l->ddl_release && rc != ETIMEDOUT && !atomic_load(&l->stop))
+        rc = pthread_cond_timedwait(&l->cv, &l->mu, &until);
     if (l->ddl_holder == pid) {
         pthread_mutex_unlock(&l->mu);
-        *body = str_dup("held");
-        return 200;
+        *body = str_dup(l->ddl_release ? "not had: this backend's earlier release is not done" : "held");
+        return l->ddl_release ? 409 : 200;
     }
+    for (int i = 0; i < l->n_ddl_waiting; i++)
+        if (l->ddl_waiting[i] == pid) {
+            pthread_mutex_unlock(&l->mu);
+            *body = str_printf("backend %d waits for the group's DDL lock already", pid);
+            return 409;
+        }
     if (l->n_ddl_waiting >= AA_DDL_WAITERS) {
         pthread_mutex_unlock(&l->mu);
         *body = str_printf("%d backends of this node wait for the group's DDL lock already", AA_DDL_WAITERS);
         return 503;
     }
     l->ddl_waiting[l->n_ddl_waiting++] = pid;
-    struct timespec until;
-    mono_deadline_after(&until, timeout_ms);
-    int rc = 0;
-    while (l->ddl_holder != pid && rc != ETIMEDOUT && !atomic_load(&l->stop))
+    while (l->ddl_holder != pid && rc != ETIMEDOUT && !atomic_load(&l->stop) && queued(l, pid))
         rc = pthread_cond_timedwait(&l->cv, &l->mu, &until);
     int status = 200;
     if (l->ddl_holder != pid) {
-        for (int i = 0; i < l->n_ddl_waiting; i++)
-            if (l->ddl_waiting[i] == pid) {
-                memmove(l->ddl_waiting + i, l->ddl_waiting + i + 1, (size_t)(l->n_ddl_waiting - i - 1) * sizeof(int));
-                l->n_ddl_waiting--;
-                break;
-            }
-        *body = str_printf("not had within %d ms: %s", timeout_ms, l->ddl_why[0] ? l->ddl_why : "the agent is stopping");
+        unqueue(l, pid);
+        *body = rc == ETIMEDOUT ? str_printf("not had within %d ms: %s", timeout_ms, l->ddl_why[0] ? l->ddl_why : "(no reason known)")
+                                : str_dup(atomic_load(&l->stop) ? "the agent is stopping" : "the request was withdrawn");
         status = 409;
     } else {
         *body = str_dup("held");
@@ -620,11 +713,14 @@ int aa_leader_ddl_unlock(AaLeader *l, int pid, const char *lsn, char **body)
     pthread_mutex_lock(&l->mu);
     int status = 200;
     if (l->ddl_holder != pid) {
+        /* a backend that gave up waiting (cancelled) says so too: out of the queue */
+        unqueue(l, pid);
         *body = str_printf("backend %d does not hold the group's DDL lock here", pid);
-        status = 409;
     } else {
+        Lsn kept = 0;
+        lsn_parse(l->ddl_release_lsn, &kept);
         l->ddl_release = true;
-        lsn_format(parsed, l->ddl_release_lsn);
+        lsn_format(parsed > kept ? parsed : kept, l->ddl_release_lsn);
         *body = str_dup("released");
     }
     pthread_mutex_unlock(&l->mu);
@@ -687,6 +783,8 @@ void aa_leader_start(AaLeader *l, const Config *cfg, const char *conn_host, int 
     l->cfg = cfg;
     if (!cfg->aa.group)
         return;
+    str_fmt(l->api_url, sizeof(l->api_url), "http://%s", cfg->restapi_connect_address ? cfg->restapi_connect_address
+                                                                                      : cfg->restapi_listen);
     bool v6 = strchr(conn_host, ':') != NULL;
     str_fmt(l->conn_url, sizeof(l->conn_url), "postgres://%s%s%s:%d/postgres", v6 ? "[" : "", conn_host, v6 ? "]" : "",
             conn_port);

@@ -35,6 +35,7 @@
 typedef struct AaLeader {
     const Config *cfg;          /* the agent's first file (read only) */
     char conn_url[256];         /* published for proxies: postgres://connect_address/postgres */
+    char api_url[300];          /* ... and this agent's REST API, for `pgvigil aa maintenance` */
     pthread_t thread;
     bool started;
     atomic_bool stop;

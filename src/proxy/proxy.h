@@ -44,6 +44,10 @@ typedef struct ProxySnapshot {
      * (-1 none: no leader, a handover under way, or not a write_leader route) and a generation
      * that changes whenever that target changes; NULL when the proxy has no such route */
     int *route_leader;
+    /* ... and the backend holding the route's lead even while it hands the lead over (-1
+     * none): its connections stay open (a planned switchover lets the transactions in flight
+     * end) until another backend holds the lead; the generation follows the holder */
+    int *route_holder;
     uint64_t *route_gen;
     int n_routes;
 } ProxySnapshot;

@@ -74,6 +74,12 @@ static const ProxyBackend *route_leader_of(const ProxySnapshot *s, int r)
                                                                               : NULL;
 }
 
+static const ProxyBackend *route_holder_of(const ProxySnapshot *s, int r)
+{
+    return s && s->route_holder && r < s->n_routes && s->route_holder[r] >= 0 ? &s->backends[s->route_holder[r]]
+                                                                              : NULL;
+}
+
 /* The write_leader routes' generations in s, from cur's: one up where the target changed.
  * True when one moved from a leader straight to another; *left when one lost its leader. */
 static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const ProxyConfig *pc, bool *left)
@@ -81,10 +87,18 @@ static bool number_leaders(ProxySnapshot *s, const ProxySnapshot *cur, const Pro
     bool moved = false;
     *left = false;
     for (int r = 0; s->route_leader && r < s->n_routes; r++) {
-        const ProxyBackend *was = route_leader_of(cur, r), *now = route_leader_of(s, r);
+        const ProxyBackend *was = route_holder_of(cur, r), *now = route_holder_of(s, r);
         s->route_gen[r] = cur && cur->route_gen && r < cur->n_routes ? cur->route_gen[r] : 1;
-        if (pc->routes[r].role != ROUTE_WRITE_LEADER || same_backend(was, now))
+        if (pc->routes[r].role != ROUTE_WRITE_LEADER)
             continue;
+        bool held_before = route_leader_of(cur, r) == NULL && was, held_now = route_leader_of(s, r) == NULL && now;
+        if (same_backend(was, now)) {
+            if (held_before != held_now)
+                log_info("route %s: %s", pc->routes[r].name,
+                         held_now ? "write leader handing over: new connections wait, open ones finish"
+                                  : "the handover did not happen: writes go to the same leader");
+            continue;
+        }
         s->route_gen[r]++;
         moved = moved || (was && now);
         *left = *left || (was && !now);
@@ -102,8 +116,8 @@ static void publish_gap(Proxy *p, const ProxySnapshot *s, const ProxySnapshot *c
     /* (cur's routing, not s's: nothing else changes before the workers have acknowledged) */
     ProxySnapshot *gap = proxy_snapshot_clone(cur);
     for (int r = 0; r < gap->n_routes; r++)
-        if (!same_backend(route_leader_of(cur, r), route_leader_of(s, r)))
-            gap->route_leader[r] = -1;
+        if (!same_backend(route_holder_of(cur, r), route_holder_of(s, r)))
+            gap->route_leader[r] = gap->route_holder[r] = -1;
     install(p, gap);
     wait_acks(p, gap->version);
 }

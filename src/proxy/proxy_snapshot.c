@@ -89,7 +89,7 @@ static void add_group_nodes(ProxySnapshot *s, const Cluster *c, bool allow_dns)
         if (proxy_snapshot_find(s, n->name) >= 0 || !add_backend(s, n->name, n->conn_url, allow_dns))
             continue;
         ProxyBackend *b = &s->backends[s->n_backends - 1];
-        b->replica = b->eligible = n->writable && s->etcd_ok;
+        b->replica = b->eligible = n->writable && !n->drained && s->etcd_ok;
     }
     for (int i = 0; i < v->n_leaders; i++)
         if (proxy_snapshot_find(s, v->leaders[i].node) < 0)
@@ -105,9 +105,10 @@ void proxy_snapshot_set_leaders(ProxySnapshot *s, const Cluster *c, const ProxyC
         return;
     s->n_routes = pc->n_routes;
     s->route_leader = xcalloc((size_t)pc->n_routes, sizeof(int));
+    s->route_holder = xcalloc((size_t)pc->n_routes, sizeof(int));
     s->route_gen = xcalloc((size_t)pc->n_routes, sizeof(uint64_t));
     for (int r = 0; r < pc->n_routes; r++) {
-        s->route_leader[r] = -1;
+        s->route_leader[r] = s->route_holder[r] = -1;
         if (pc->routes[r].role != ROUTE_WRITE_LEADER || !s->etcd_ok)
             continue;
         const AaLeaderRec *l = NULL;
@@ -115,8 +116,11 @@ void proxy_snapshot_set_leaders(ProxySnapshot *s, const Cluster *c, const ProxyC
             l = aa_group_leader(c->aa, pc->routes[r].location);
         if (!l)
             l = aa_group_leader(c->aa, "");
-        if (l && !l->handover_to[0])
-            s->route_leader[r] = proxy_snapshot_find(s, l->node);
+        if (!l)
+            continue;
+        s->route_holder[r] = proxy_snapshot_find(s, l->node);
+        if (!l->handover_to[0])
+            s->route_leader[r] = s->route_holder[r];
     }
 }
 
@@ -130,8 +134,10 @@ ProxySnapshot *proxy_snapshot_clone(const ProxySnapshot *s)
         memcpy(n->backends, s->backends, (size_t)s->n_backends * sizeof(ProxyBackend));
     if (s->route_leader) {
         n->route_leader = xcalloc((size_t)s->n_routes, sizeof(int));
+        n->route_holder = xcalloc((size_t)s->n_routes, sizeof(int));
         n->route_gen = xcalloc((size_t)s->n_routes, sizeof(uint64_t));
         memcpy(n->route_leader, s->route_leader, (size_t)s->n_routes * sizeof(int));
+        memcpy(n->route_holder, s->route_holder, (size_t)s->n_routes * sizeof(int));
         memcpy(n->route_gen, s->route_gen, (size_t)s->n_routes * sizeof(uint64_t));
     }
     return n;
@@ -218,7 +224,7 @@ bool proxy_snapshot_same(const ProxySnapshot *a, const ProxySnapshot *b)
     if ((a->primary < 0) != (b->primary < 0) || a->n_routes != b->n_routes)
         return false;
     for (int r = 0; r < a->n_routes; r++)
-        if (a->route_leader[r] != b->route_leader[r])
+        if (a->route_leader[r] != b->route_leader[r] || a->route_holder[r] != b->route_holder[r])
             return false;
     for (int i = 0; i < a->n_backends; i++) {
         const ProxyBackend *x = &a->backends[i], *y = &b->backends[i];
@@ -241,6 +247,7 @@ void proxy_snapshot_unref(ProxySnapshot *s)
         return;
     free(s->backends);
     free(s->route_leader);
+    free(s->route_holder);
     free(s->route_gen);
     free(s);
 }

@@ -448,7 +448,7 @@ static bool still_valid(const ProxyWorker *w, const Conn *c)
 {
     const ProxySnapshot *s = w->snap;
     if (c->to_primary && route_of(w, c)->role == ROUTE_WRITE_LEADER)
-        return s->route_leader && s->route_leader[c->route] >= 0 && c->gen == s->route_gen[c->route];
+        return s->route_holder && s->route_holder[c->route] >= 0 && c->gen == s->route_gen[c->route];
     if (c->to_primary)
         return s->primary >= 0 && c->gen == s->primary_gen;
     int i = proxy_snapshot_find(s, c->target);

@@ -53,6 +53,15 @@ wait_until 30 "a and b hold t's columns in one order" same_columns "id,x,y"
 [ -z "$(ddl_holder)" ] || fail "the DDL lock is still held by $(ddl_holder)"
 log "concurrent DDL on a and b serialized: columns id,x,y on both (b waited $(((t1 - t0) / 1000000)) ms in all)"
 
+# two DDL transactions back to back in one session (the first one's release may still be on its
+# way when the second asks), then b's: one order everywhere, the lock free at the end
+qn a -c "alter table t add column m1 int" -c "alter table t add column m2 int" || fail "a: two DDL in a row"
+qn b -c "alter table t add column m3 int" || fail "b: DDL after a's two"
+wait_until 30 "a and b hold t's columns in one order" same_columns "id,x,y,m1,m2,m3"
+lock_free() { [ -z "$(ddl_holder)" ]; }
+wait_until 10 "the DDL lock is free" lock_free
+log "two DDL transactions in one session, then one on b: id,x,y,m1,m2,m3 on both"
+
 # self-test: the same race without the lock leaves different orders
 for n in a b; do qn "$n" -c "alter system set pgvigil_aa.agent_url = ''" -c "select pg_reload_conf()" >/dev/null; done
 url_empty() { [ -z "$(qn "$1" -c "show pgvigil_aa.agent_url")" ]; }
@@ -60,7 +69,7 @@ for n in a b; do wait_until 20 "node $n runs without the lock" url_empty "$n"; d
 race a p b q 0
 both_have() { [ "$(cols a | tr ',' '\n' | grep -c '^[pq]$')" = 2 ] && [ "$(cols b | tr ',' '\n' | grep -c '^[pq]$')" = 2 ]; }
 wait_until 30 "both nodes have p and q" both_have
-same_columns "id,x,y,p,q" >/dev/null && fail "self-test: without the lock the orders agree ($(cols a)); the race did not happen"
+same_columns "id,x,y,m1,m2,m3,p,q" >/dev/null && fail "self-test: without the lock the orders agree ($(cols a)); the race did not happen"
 log "self-test: without the lock, a has $(cols a) and b has $(cols b): the check fails"
 for n in a b; do qn "$n" -c "alter system reset pgvigil_aa.agent_url" -c "select pg_reload_conf()" >/dev/null; done
 for n in a b; do wait_until 20 "node $n uses the lock again" agent_url_set "$n"; done

@@ -133,14 +133,15 @@ EXTRA_PIDS+=("$WRITER")
 some_increments() { [ "$(wc -l <"$ok_file")" -ge 20 ]; }
 wait_until 30 "the writer commits through the proxy" some_increments
 # a statement on the old leader that passed its write check before the handover and writes
-# after it (the select list sleeps before the row is inserted): its commit must be refused
+# after the drain (the select list sleeps before the row is inserted): its commit is refused
 slow_out="$T_DIR/slow.out"
 qn "$NL" -c "insert into t select (random() * 1e15)::bigint, pg_sleep(4)::text" >"$slow_out" 2>&1 &
 SLOW=$!
 EXTRA_PIDS+=("$SLOW")
 slow_running() { [ "$(qn "$NL" -c "select count(*) from pg_stat_activity where query like 'insert into t select%pg_sleep(4)%' and state = 'active'")" = 1 ]; }
 wait_until 20 "the slow insert runs on $NL" slow_running
-out=$("$BIN" aa switchover --group shop --dcs-url "$DCS" --to "$TO" 2>&1) || fail "switchover to $TO: $out"
+# (a drain of 1 s: the slow insert is still running when the refusal begins)
+out=$("$BIN" aa switchover --group shop --dcs-url "$DCS" --to "$TO" --drain-timeout 1 2>&1) || fail "switchover to $TO: $out"
 log "$out"
 grep -q "write leader of group shop: $NL -> $TO" <<<"$out" || fail "unexpected switchover output: $out"
 ms=$(sed -n 's/.*(\([0-9]*\) ms)$/\1/p' <<<"$out")

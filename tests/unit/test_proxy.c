@@ -395,6 +395,7 @@ static void test_snapshot_write_leader(void **state)
     ProxySnapshot *h = proxy_snapshot_build(&c, 1048576, true, false);
     proxy_snapshot_set_leaders(h, &c, &pc);
     assert_int_equal(h->route_leader[0], -1);
+    assert_string_equal(h->backends[h->route_holder[0]].name, "a");   /* its open connections finish */
     assert_false(proxy_snapshot_same(s, h));
     proxy_snapshot_unref(h);
     /* etcd not answering: no write leader */
@@ -448,30 +449,39 @@ static void test_aa_group_keys(void **state)
     free(j);
     assert_string_equal(aa_group_leader(&w, "wa")->handover_to, "d");
     assert_int_equal(aa_group_leader(&w, "wa")->ttl, 3);
-    j = aa_node_json("postgres://h:1/postgres", "wa", true);
+    j = aa_node_json("postgres://h:1/postgres", "wa", true, "http://h:8008");
     assert_true(aa_group_take(&w, "aa/nodes/c", j, 1, 0, bad, sizeof(bad)));
     free(j);
     assert_true(aa_group_node(&w, "c")->writable);
     assert_string_equal(aa_group_node(&w, "c")->location, "wa");
-    j = aa_switchover_json("c", "wa", NULL, NULL);
+    assert_string_equal(aa_group_node(&w, "c")->api_url, "http://h:8008");
+    assert_false(aa_group_node(&w, "c")->drained);
+    assert_true(aa_group_take(&w, "aa/drain/c", "{\"since\": 1}", 1, 0, bad, sizeof(bad)));
+    assert_true(aa_group_node(&w, "c")->drained);
+    assert_true(aa_group_is_drained(&w, "c"));
+    j = aa_switchover_json("c", "wa", 2500, NULL, NULL);
     assert_true(aa_group_take(&w, "aa/switchover", j, 1, 0, bad, sizeof(bad)));
     free(j);
     assert_string_equal(w.switchover.location, "wa");
     assert_string_equal(w.switchover.state, "");
-    /* the DDL lock and the last holder's commit */
-    j = aa_ddl_json("a", 1234, NULL);
+    assert_int_equal(w.switchover.drain_ms, 2500);
+    /* the DDL lock, and each node's last DDL commit */
+    j = aa_ddl_json("a", 1234);
     assert_true(aa_group_take(&w, "aa/ddl_lock", j, 5, 9, bad, sizeof(bad)));
     free(j);
     assert_true(w.ddl_lock.present);
     assert_int_equal(w.ddl_lock.pid, 1234);
     assert_int_equal(w.ddl_lock.mod_revision, 5);
-    j = aa_ddl_json("b", 0, "0/3000060");
+    j = aa_ddl_done_json(NULL, "b", "0/3000060");
     assert_true(aa_group_take(&w, "aa/ddl_last", j, 6, 0, bad, sizeof(bad)));
     free(j);
-    assert_string_equal(w.ddl_last.node, "b");
-    assert_string_equal(w.ddl_last.lsn, "0/3000060");
-    assert_false(aa_group_take(&w, "aa/ddl_lock", "{\"node\": \"a\"}", 7, 0, bad, sizeof(bad)));   /* no pid */
-    assert_false(aa_group_take(&w, "aa/ddl_last", "{\"node\": \"a\", \"lsn\": 5}", 7, 0, bad, sizeof(bad)));
+    j = aa_ddl_done_json(&w.ddl_last, "a", "0/10");
+    assert_true(aa_group_take(&w, "aa/ddl_last", j, 7, 0, bad, sizeof(bad)));
+    free(j);
+    assert_int_equal(w.ddl_last.n, 2);
+    assert_int_equal(w.ddl_last.mod_revision, 7);
+    assert_false(aa_group_take(&w, "aa/ddl_lock", "{\"node\": \"a\"}", 8, 0, bad, sizeof(bad)));   /* no pid */
+    assert_false(aa_group_take(&w, "aa/ddl_last", "{\"a\": 5}", 8, 0, bad, sizeof(bad)));
 }
 
 static void test_snapshot_bad_urls(void **state)
