@@ -4,8 +4,8 @@
 # then healed: the nodes converge.
 #  1. Nodes a and b (plain PostgreSQL 15 with pgvigil_aa, no agent) each run in a network
 #     namespace of their own (lib_netns.sh: a bridge, a veth per node, private addresses); each
-#     peer row reaches the other node's address, with TCP keepalives and a connect timeout, and
-#     a TCP user timeout (AA_PARTITION_PEER_OPTS replaces them).
+#     peer row reaches the other node's address with a connect timeout (AA_PARTITION_PEER_OPTS
+#     replaces it); the workers drop a peer silent for pgvigil_aa.receive_timeout (4 s here).
 #  2. A same-rows workload on both sides (aa_workload.py, rounds of it one after another: each
 #     node's client runs in its node's namespace, to its node's address) that keeps writing
 #     before, during and after the partition.
@@ -26,10 +26,9 @@ source "$(dirname "$0")/lib_aa.sh"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 T_START=$EPOCHSECONDS
 
-# a partition is noticed by TCP: keepalives while the connection is idle, a user timeout while
-# it has data unacknowledged (the worker's feedback goes out every second, so keepalive probes
-# alone would never start), a connect timeout for the retries
-AA_PEER_OPTS="${AA_PARTITION_PEER_OPTS:-keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=4000 connect_timeout=2}"
+# a partition is noticed by the worker itself (pgvigil_aa.receive_timeout, set below: it asks
+# the silent peer for a word, then drops the connection); a connect timeout for the retries
+AA_PEER_OPTS="${AA_PARTITION_PEER_OPTS:-connect_timeout=2}"
 CUT_S=$((2 * T_TTL))
 KEYS=20        # the hot set both sides write
 ROUND_OPS=100  # operations per run of aa_workload.py
@@ -39,6 +38,7 @@ AA_NETNS[a]=1
 AA_NETNS[b]=2
 start_node a
 start_node b
+for n in a b; do q "$n" -c "alter system set pgvigil_aa.receive_timeout = 4000" -c "select pg_reload_conf()" >/dev/null; done
 aa_group a b
 start_workers a b
 log "nodes a ($(aa_host a):${PORT[a]}, namespace $(netns_name 1)) and b ($(aa_host b):${PORT[b]}, namespace $(netns_name 2)); peers: $AA_PEER_OPTS"
