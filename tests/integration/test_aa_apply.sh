@@ -111,6 +111,26 @@ wait_until 60 "b has a's 20000 rows after its crash" big_done
     fail "a's 200 transactions became $(q b -c 'select count(distinct xmin::text) from big') on b"
 wait_until 30 "a and b converge after b's crash" same
 log "crash of b in the middle of a's 200 transactions (a had $before rows then): 20000 rows, 200 transactions, once each"
+wait_until 30 "b applies from a again" bash -c "$(declare -f q); $(declare -p PORT); [ \"\$(q b -c \"select count(*) from pgvigil_aa.status() where peer = 'a' and pid is not null\")\" = 1 ]"
+
+# ---- 3b. B killed -9 while it applies one large transaction of A (300000 rows, spilled to disk
+# by A's decoder): after the restart, every row once, in one local transaction
+q a -c "create table huge(id int primary key, pad text)"
+q a -c "insert into huge select g, repeat('y', 100) from generate_series(1, 300000) g" || fail "the large insert on a"
+applying() { [ "$(q b -c "select count(*) from pg_stat_activity where application_name = 'pgvigil_aa apply from a' and backend_xid is not null")" = 1 ]; }
+wait_until 60 "b's worker applies a's large transaction" applying
+pm=$(head -1 "$T_DIR/node_b/data/postmaster.pid")
+kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | tr '\n' ' ')
+kill -9 "$pm"
+wait_until 30 "b's postmaster and its children are gone" gone
+rm -f "$T_DIR/node_b/data/postmaster.pid"
+start_node b
+huge_done() { [ "$(q b -c 'select count(*) from huge')" = 300000 ]; }
+wait_until 120 "b has a's 300000 rows after its crash" huge_done
+[ "$(q b -c 'select count(distinct xmin::text) from huge')" = 1 ] ||
+    fail "a's large transaction became $(q b -c 'select count(distinct xmin::text) from huge') transactions on b"
+[ "$(q b -c 'select count(distinct id) from huge')" = 300000 ] || fail "b's copy of huge has duplicates or gaps"
+log "crash of b in the middle of a's 300000-row transaction: every row once, in one transaction"
 
 # ---- 4. status, pause and resume
 st() { q "$1" -c "select $3 from pgvigil_aa.status() where peer = '$2'"; }
