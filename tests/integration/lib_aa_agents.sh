@@ -8,6 +8,8 @@
 # slot and peer row on every other node; waits until every node can take writes (aa/nodes).
 #   qn N [psql args]   psql on node N;   conninfo N   its libpq conninfo
 #   aa_leader_json     `pgvigil aa leader --json` of the group;   group_leader   its write leader
+# aa_proxy_start ROUTES: a pgvigil proxy on the group (admin on PX_ADMIN), ROUTES the YAML list
+# items of proxy.routes (indented 4), each listen port allocated by the caller
 [ -f /usr/lib/postgresql/15/lib/pgvigil_aa.so ] || fail "pgvigil_aa.so is not installed (make pgext-install)"
 qn() { local n="$1"; shift; psql_n "${NUM[$n]}" "$@"; }
 conninfo() { echo "host=127.0.0.1 port=${PG_PORT[${NUM[$1]}]} user=postgres password=it-super dbname=postgres"; }
@@ -52,4 +54,23 @@ aa_agents_up() {
         done
     done
     wait_until 60 "the ${#NODES[@]} nodes can take writes (aa/nodes)" aa_all_writable
+}
+aa_proxy_start() {
+    alloc_port PX_ADMIN
+    cat >"$T_DIR/proxy.yml" <<YML
+scope: shop
+etcd3:
+  hosts: 127.0.0.1:$E_PORT
+proxy:
+  admin_listen: 127.0.0.1:$PX_ADMIN
+  workers: 2
+  connect_wait: 60
+  connect_timeout: 2
+  routes:
+$1
+YML
+    "$BIN" proxy -c "$T_DIR/proxy.yml" >>"$T_DIR/proxy.log" 2>&1 &
+    PX_PID=$!
+    EXTRA_PIDS+=("$PX_PID")
+    wait_until 20 "proxy admin port" curl -sf "http://127.0.0.1:$PX_ADMIN/health"
 }

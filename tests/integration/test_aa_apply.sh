@@ -94,16 +94,21 @@ for i in $(seq 0 199); do echo "insert into big select g, repeat('x', 200) from 
 wbig=$!
 some_applied() { [ "$(q b -c 'select count(*) > 0 from big')" = t ]; }
 wait_until 30 "b applies some of a's transactions" some_applied
-pm=$(head -1 "$T_DIR/node_b/data/postmaster.pid")
-kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | tr '\n' ' ')
-kill -9 "$pm"
+# crash_b: kill -9 b's postmaster; once it and its children are gone, start b again
+crash_b() {
+    local pm kids
+    pm=$(head -1 "$T_DIR/node_b/data/postmaster.pid")
+    kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | tr '\n' ' ')
+    kill -9 "$pm"
+    # (its children notice the postmaster's death and exit; then it can start again)
+    gone() { local p; for p in $pm $kids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+    wait_until 30 "b's postmaster and its children are gone" gone
+    rm -f "$T_DIR/node_b/data/postmaster.pid"
+    start_node b
+}
+crash_b
 before=$(q a -c "select count(*) from big")
 wait "$wbig" || fail "the inserts on a"
-# (its children notice the postmaster's death and exit; then it can start again)
-gone() { local p; for p in $pm $kids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
-wait_until 30 "b's postmaster and its children are gone" gone
-rm -f "$T_DIR/node_b/data/postmaster.pid"
-start_node b
 # (no start_apply: the launcher starts b's worker again by itself)
 big_done() { [ "$(q b -c 'select count(*) from big')" = 20000 ]; }
 wait_until 60 "b has a's 20000 rows after its crash" big_done
@@ -119,12 +124,7 @@ q a -c "create table huge(id int primary key, pad text)"
 q a -c "insert into huge select g, repeat('y', 100) from generate_series(1, 300000) g" || fail "the large insert on a"
 applying() { [ "$(q b -c "select count(*) from pg_stat_activity where application_name = 'pgvigil_aa apply from a' and backend_xid is not null")" = 1 ]; }
 wait_until 60 "b's worker applies a's large transaction" applying
-pm=$(head -1 "$T_DIR/node_b/data/postmaster.pid")
-kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | tr '\n' ' ')
-kill -9 "$pm"
-wait_until 30 "b's postmaster and its children are gone" gone
-rm -f "$T_DIR/node_b/data/postmaster.pid"
-start_node b
+crash_b
 huge_done() { [ "$(q b -c 'select count(*) from huge')" = 300000 ]; }
 wait_until 120 "b has a's 300000 rows after its crash" huge_done
 [ "$(q b -c 'select count(distinct xmin::text) from huge')" = 1 ] ||

@@ -37,33 +37,10 @@ L=$(group_leader)
 log "write leader: $L; location wa: c"
 
 # the proxy, on the group
-alloc_port PX_WL; alloc_port PX_WA; alloc_port PX_RO; alloc_port PX_ADMIN
-cat >"$T_DIR/proxy.yml" <<YML
-scope: shop
-etcd3:
-  hosts: 127.0.0.1:$E_PORT
-proxy:
-  admin_listen: 127.0.0.1:$PX_ADMIN
-  workers: 2
-  connect_wait: 30
-  connect_timeout: 2
-  routes:
-    - name: wl
-      listen: 127.0.0.1:$PX_WL
-      role: write_leader
-    - name: wl-wa
-      listen: 127.0.0.1:$PX_WA
-      role: write_leader
-      location: wa
-    - name: ro
-      listen: 127.0.0.1:$PX_RO
-      role: replica
-      fallback_primary: false
-YML
-"$BIN" proxy -c "$T_DIR/proxy.yml" >>"$T_DIR/proxy.log" 2>&1 &
-PX_PID=$!
-EXTRA_PIDS+=("$PX_PID")
-wait_until 20 "proxy admin port" curl -sf "http://127.0.0.1:$PX_ADMIN/health"
+alloc_port PX_WL; alloc_port PX_WA; alloc_port PX_RO
+aa_proxy_start "    - {name: wl, listen: 127.0.0.1:$PX_WL, role: write_leader}
+    - {name: wl-wa, listen: 127.0.0.1:$PX_WA, role: write_leader, location: wa}
+    - {name: ro, listen: 127.0.0.1:$PX_RO, role: replica, fallback_primary: false}"
 via() { psql_px "$1" -c "select name from pgvigil_aa.local_node" 2>/dev/null; }
 via_is() { [ "$(via "$1")" = "$2" ]; }
 wait_until 20 "the wl route reaches the leader $L" via_is "$PX_WL" "$L"

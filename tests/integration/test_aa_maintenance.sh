@@ -20,24 +20,9 @@ wait_until 30 "a node takes the group's write lead" has_leader
 running() { [ "$(qn "$1" -c "select count(*) from pgvigil_aa.status() where pid is not null")" = 2 ]; }
 for n in "${NODES[@]}"; do wait_until 30 "node $n applies from its peers" running "$n"; done
 
-alloc_port PX_WL; alloc_port PX_RO; alloc_port PX_ADMIN
-cat >"$T_DIR/proxy.yml" <<YML
-scope: shop
-etcd3:
-  hosts: 127.0.0.1:$E_PORT
-proxy:
-  admin_listen: 127.0.0.1:$PX_ADMIN
-  workers: 2
-  connect_wait: 60
-  connect_timeout: 2
-  routes:
-    - {name: wl, listen: 127.0.0.1:$PX_WL, role: write_leader}
-    - {name: ro, listen: 127.0.0.1:$PX_RO, role: replica, fallback_primary: false}
-YML
-"$BIN" proxy -c "$T_DIR/proxy.yml" >>"$T_DIR/proxy.log" 2>&1 &
-PX_PID=$!
-EXTRA_PIDS+=("$PX_PID")
-wait_until 20 "proxy admin port" curl -sf "http://127.0.0.1:$PX_ADMIN/health"
+alloc_port PX_WL; alloc_port PX_RO
+aa_proxy_start "    - {name: wl, listen: 127.0.0.1:$PX_WL, role: write_leader}
+    - {name: ro, listen: 127.0.0.1:$PX_RO, role: replica, fallback_primary: false}"
 via_ok() { psql_px "$PX_WL" -c "select 1" >/dev/null 2>&1; }
 wait_until 20 "the write route reaches the leader" via_ok
 
