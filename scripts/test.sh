@@ -61,6 +61,8 @@ int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
 # the fault checker must see each violation it checks for, in hand-made runs (no cluster)
 echo "== bench/dr verdicts self-test (no cluster)"
 if timeout 120 bash bench/dr --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
+echo "== bench/active-active verdicts self-test (no cluster)"
+if timeout 120 bash bench/active-active --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
 echo "== fault checker self-test (tests/fault/selftest.sh)"
 if timeout 300 bash tests/fault/selftest.sh; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
 echo "== fault suite (short, tests/fault/run.sh)"; if timeout 900 bash tests/fault/run.sh; then int_pass=$((int_pass + 1)); else int_fail=$((int_fail + 1)); fi
