@@ -15,7 +15,7 @@
 #define LOOK_EVERY_MS 100           /* how often postgres is asked and etcd waited on */
 #define QUERY_TIMEOUT_MS 1000
 #define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for commits under way */
-#define DRAIN_QUIET_MS 50           /* ... and for no session here for this long, within its drain */
+#define DRAIN_QUIET_MS 20           /* ... and for nothing left to drain for this long, within its drain */
 
 /* The thread's state (its own; nothing else reads it). */
 typedef struct Lead {
@@ -236,19 +236,27 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     /* the proxies send no new work here now; what is in flight may end (a transaction open
      * after the drain fails at its next write or commit) */
     int64_t drain_until = mono_ms() + sw->drain_ms, quiet_since = 0;
-    while (sw->drain_ms > 0 && mono_ms() < drain_until && !atomic_load(&d->l->stop)) {
+    char began[64] = "";
+    PGresult *hr = sw->drain_ms > 0 ? pg_query(&d->pg, "select clock_timestamp()", QUERY_TIMEOUT_MS, &err) : NULL;
+    if (hr)
+        str_copy(began, sizeof(began), PQgetvalue(hr, 0, 0));
+    PQclear(hr);
+    char drain_sql[512];
+    /* what the handover waits for: the transactions open when it began, and the sessions that
+     * connected since (a proxy routed them just before it saw the handover); not the sessions
+     * that were idle then (a pool's), whose next transactions the refusal meets */
+    str_fmt(drain_sql, sizeof(drain_sql),
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() "
+            "and application_name <> 'pgvigil' and (xact_start < '%s' or backend_start >= '%s')",
+            began, began);
+    while (began[0] && mono_ms() < drain_until && !atomic_load(&d->l->stop)) {
         renew(d, false);
-        /* no client session left, for a little while: a session a proxy routed here just
-         * before it saw the handover is still connecting (an idle session of a pool that
-         * stays is waited for until the drain's end; its next write then fails) */
-        PGresult *r = pg_query(&d->pg,
-                               "select count(*) from pg_stat_activity where backend_type = 'client backend' and "
-                               "pid <> pg_backend_pid() and application_name <> 'pgvigil'",
-                               QUERY_TIMEOUT_MS, &err);
+        PGresult *r = pg_query(&d->pg, drain_sql, QUERY_TIMEOUT_MS, &err);
         bool none = r && strcmp(PQgetvalue(r, 0, 0), "0") == 0;
         PQclear(r);
         if (!r)
             break;
+        /* (none for a little while: a session being connected is not seen yet) */
         if (!none)
             quiet_since = 0;
         else if (!quiet_since)
