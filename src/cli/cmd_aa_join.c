@@ -45,7 +45,7 @@ enum { OPT_NEW = 0x200, OPT_NODE, OPT_SOURCE, OPT_OFFSET, OPT_DROP };
 
 static void join_usage(FILE *out)
 {
-    fputs("usage: pgvigil aa join --new NAME=CONNINFO --node NAME=CONNINFO [--node ...]\n"
+    fputs("usage: pgvigil aa join --new NAME=CONNINFO [--node NAME=CONNINFO ...]\n"
           "                       [--source NAME] [--sequence-offset N]\n\n"
           "Add node NAME to the active-active group of the --node nodes (every node of the group):\n"
           "copy the tables, their tombstones (deleted keys), conflict policies and the nodes'\n"
@@ -55,7 +55,8 @@ static void join_usage(FILE *out)
           "pgvigil_aa preloaded; the extension and its name are set up here, with the next free\n"
           "sequence offset unless given. Node names: a-z, 0-9 and '_' (they name replication\n"
           "slots). Each CONNINFO must also work from the other nodes (it goes into their\n"
-          "pgvigil_aa.peers).\n",
+          "pgvigil_aa.peers). Without --node, NAME is the first node of a new group: its\n"
+          "extension and name only (sequence offset 1 unless given).\n",
           out);
 }
 
@@ -687,6 +688,36 @@ static int parse_nodes_opt(const char *arg, JNode *nodes, int *n_nodes)
     return -1;
 }
 
+/* The group's first node: the extension and its name, nothing to copy or stream yet. */
+static int first_node(JNode *nw, int offset)
+{
+    if (!connect_node(nw, false, &nw->c))
+        return EXIT_FAILED;
+    char has[8] = "", rows[16] = "";
+    bool ok = q(nw, nw->c, "select count(*) from pg_extension where extname = 'pgvigil_aa'", has, sizeof(has));
+    if (ok && strcmp(has, "0") != 0)
+        ok = q(nw, nw->c, "select (select count(*) from pgvigil_aa.local_node) + (select count(*) from pgvigil_aa.peers)",
+               rows, sizeof(rows));
+    if (ok && rows[0] && strcmp(rows, "0") != 0) {
+        cli_error("remove it from its group first (pgvigil aa remove), or start from an empty node",
+                  "node %s already has a name or peers in pgvigil_aa", nw->name);
+        ok = false;
+    }
+    char *name = ok ? lit(nw->c, nw->name) : NULL;
+    char *sql = ok ? str_printf("insert into pgvigil_aa.local_node (name, sequence_offset) values (%s, %d)", name,
+                                offset ? offset : 1)
+                   : NULL;
+    ok = ok && q(nw, nw->c, "create extension if not exists pgvigil_aa", NULL, 0) && q(nw, nw->c, sql, NULL, 0);
+    free(sql);
+    free(name);
+    if (ok)
+        printf("node %s starts the group (sequence offset %d); add nodes with pgvigil aa join --new NAME=CONNINFO "
+               "--node %s=CONNINFO\n", nw->name, offset ? offset : 1, nw->name);
+    PQfinish(nw->c);
+    nw->c = NULL;
+    return ok ? EXIT_OK : EXIT_FAILED;
+}
+
 int aa_join_cmd(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -732,10 +763,12 @@ int aa_join_cmd(int argc, char **argv)
             return cli_bad_option("aa join", opt, argv);
         }
     }
-    if (!have_new || n_nodes == 0 || optind < argc) {
+    if (!have_new || optind < argc) {
         cli_error("see pgvigil aa join --help", "give --new NAME=CONNINFO and every node of the group as --node");
         return EXIT_USAGE;
     }
+    if (n_nodes == 0)
+        return first_node(&nw, offset);
     for (int i = 0; i < n_nodes; i++)
         for (int k = 0; k < i; k++)
             if (strcmp(nodes[i].name, nodes[k].name) == 0) {

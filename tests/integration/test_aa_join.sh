@@ -192,4 +192,11 @@ q a -c "insert into t values (4000000, 'after', 0)"
 on_b() { [ "$(q b -c "select count(*) from t where id = 4000000")" = 1 ]; }
 wait_until 30 "a's write reaches b after c left" on_b
 log "c removed: no slot, peer or origin of it left on a and b, none on c, nor its name; a and b still replicate"
+# the first node of a new group: its extension and name only
+start_node d
+out=$("$BIN" aa join --new "d=$(ci d)" 2>&1) || fail "join of a first node: $out"
+grep -q "node d starts the group (sequence offset 1)" <<<"$out" || fail "unexpected output: $out"
+[ "$(q d -c "select name || ' ' || sequence_offset from pgvigil_aa.local_node")" = "d 1" ] || fail "d's name and offset"
+"$BIN" aa join --new "d=$(ci d)" >/dev/null 2>&1 && fail "a second start of the same node succeeded"
+log "a first node: $out"
 echo "PASS [$T_NAME]"
