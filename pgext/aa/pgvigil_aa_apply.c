@@ -31,6 +31,7 @@
 #include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "replication/logicalproto.h"
 #include "replication/origin.h"
 #include "replication/walreceiver.h"
@@ -484,6 +485,7 @@ remember_commit(XLogRecPtr local_end, XLogRecPtr remote_end)
 /* the peer's last word, and whether it was asked for one since (receive_timeout) */
 static TimestampTz last_heard_at = 0;
 static bool ping_sent = false;
+static TimestampTz ping_sent_at = 0;
 
 int			aa_receive_timeout = 30000;
 
@@ -647,6 +649,7 @@ pgvigil_aa_apply_main(Datum arg)
 
 	strlcpy(aa_peer_name, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 
@@ -822,22 +825,30 @@ pgvigil_aa_apply_main(Datum arg)
 				proc_exit(1);
 			len = walrcv_receive(wrconn, &buf, &fd);
 		}
-		/* a peer that says nothing: asked half way, dropped at the timeout (the
-		 * feedback sent every second keeps TCP from probing a silent peer) */
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		/* a peer that says nothing: asked for a word half way, dropped when the
+		 * question stayed unanswered for the other half (the feedback sent every
+		 * second keeps TCP from probing a silent peer; time this worker spent
+		 * applying is not the peer's silence: it asks first) */
 		if (aa_receive_timeout > 0 && last_heard_at != 0)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 
-			if (TimestampDifferenceExceeds(last_heard_at, now, aa_receive_timeout))
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("pgvigil_aa: peer \"%s\" said nothing for %d ms (pgvigil_aa.receive_timeout): the connection is dropped",
-								aa_peer_name, aa_receive_timeout)));
 			if (!ping_sent && TimestampDifferenceExceeds(last_heard_at, now, aa_receive_timeout / 2))
 			{
 				send_feedback(wrconn, true, true);
 				ping_sent = true;
+				ping_sent_at = now;
 			}
+			else if (ping_sent && TimestampDifferenceExceeds(ping_sent_at, now, aa_receive_timeout / 2))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("pgvigil_aa: peer \"%s\" said nothing for %d ms (pgvigil_aa.receive_timeout): the connection is dropped",
+								aa_peer_name, aa_receive_timeout)));
 		}
 		send_feedback(wrconn, false, false);
 		rc = WaitLatchOrSocket(MyLatch, WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -691,6 +691,10 @@ static int parse_nodes_opt(const char *arg, JNode *nodes, int *n_nodes)
 /* The group's first node: the extension and its name, nothing to copy or stream yet. */
 static int first_node(JNode *nw, int offset)
 {
+    if (offset > 64) {
+        cli_error("1 to 64 (the default sequence_step)", "--sequence-offset %d is above the step of a new group", offset);
+        return EXIT_USAGE;
+    }
     if (!connect_node(nw, false, &nw->c))
         return EXIT_FAILED;
     char has[8] = "", rows[16] = "";

@@ -224,6 +224,10 @@ int aa_switchover_to(CliCtx *ctx, const char *location, const char *to, int drai
                   "active_active.group?)", to, ctx->scope, to);
         return EXIT_STATE;
     }
+    if (location[0] && strcmp(n->location, location) != 0) {
+        cli_error("choose a node of that location", "%s is not in location %s", to, location);
+        return EXIT_STATE;
+    }
     if (!n->writable || n->drained) {
         cli_error("see its agent's log", "%s %s", to, n->drained ? "is drained for maintenance" : "cannot take writes now");
         return EXIT_STATE;

@@ -42,6 +42,8 @@ static char *drain_key(const char *node)
     return str_printf("aa/drain/%s", node);
 }
 
+#define SWITCHOVER_DRAIN_S 5         /* the drain of a lead's switchover, at most */
+
 static bool set_drained(CliCtx *ctx, const char *node, bool on)
 {
     char *key = drain_key(node);
@@ -57,8 +59,10 @@ static bool set_drained(CliCtx *ctx, const char *node, bool on)
     }
     if (!ok)
         cli_error("check etcd", "%s: %s", key, err.msg);
+    else if (!(ok = cli_reload(ctx, &err)))
+        cli_error("check etcd", "reading group %s: %s", ctx->scope, err.msg);
     free(key);
-    return ok && cli_reload(ctx, &err);
+    return ok;
 }
 
 /* One value of a query on node's postgres ("" NULL), false when it cannot be had. */
@@ -85,8 +89,8 @@ static bool node_query(const AaNodeRec *n, const char *sql, char *out, size_t sz
     return ok;
 }
 
-/* The node to take a lead of location from node `from`: writable, not drained, of that location
- * when there is one. */
+/* The node to take a lead of location ("" the group's) from node `from`: writable, not drained,
+ * of that location; NULL when there is none. */
 static const AaNodeRec *lead_target(const AaGroupView *v, const char *from, const char *location)
 {
     const AaNodeRec *any = NULL;
@@ -94,8 +98,8 @@ static const AaNodeRec *lead_target(const AaGroupView *v, const char *from, cons
         const AaNodeRec *n = &v->nodes[i];
         if (strcmp(n->name, from) == 0 || !n->writable || n->drained)
             continue;
-        if (location[0] && strcmp(n->location, location) == 0)
-            return n;
+        if (location[0] && strcmp(n->location, location) != 0)
+            continue;           /* (a location's lead stays in the location) */
         if (!any)
             any = n;
     }
@@ -120,9 +124,11 @@ static bool caught_up(const AaGroupView *v, const AaNodeRec *node, char *why, si
     free(sql);
     for (int i = 0; ok && i < v->n_nodes; i++) {
         const AaNodeRec *o = &v->nodes[i];
-        if (strcmp(o->name, node->name) == 0)
+        /* (a node that cannot take writes now, its postgres down say, is not waited for) */
+        if (strcmp(o->name, node->name) == 0 || !o->writable)
             continue;
-        sql = str_printf("select count(*) from pgvigil_aa.status() where peer = '%s' and (pid is null or lag_bytes > 0)",
+        sql = str_printf("select count(*) from pgvigil_aa.status() s join pgvigil_aa.peers p on p.name = s.peer "
+                         "where s.peer = '%s' and p.enabled and (s.pid is null or s.lag_bytes > 0)",
                          node->name);
         ok = node_query(o, sql, val, sizeof(val), why, whysz);
         if (ok && strcmp(val, "0") != 0) {
@@ -150,18 +156,28 @@ static bool one_node(CliCtx *ctx, const char *name, const char *command, int dra
         char location[AA_NAME_LEN];
         str_copy(location, sizeof(location), v->leaders[i].location);
         const AaNodeRec *to = lead_target(v, name, location);
+        if (!to && location[0]) {
+            /* no other node there: the key goes when its postgres stops, the location's route
+             * follows the group's leader meanwhile */
+            printf("node %s: no other node of location %s takes its lead; the location's writes go to the group's "
+                   "leader while it is away\n", name, location);
+            continue;
+        }
         if (!to) {
-            cli_error("bring another node of the group up first", "no other node can take the write lead%s%s of %s",
-                      location[0] ? " of location " : "", location, name);
+            cli_error("bring another node of the group up first", "no other node can take the write lead of %s", name);
             return false;
         }
         char to_name[AA_NAME_LEN];
         str_copy(to_name, sizeof(to_name), to->name);
-        if (aa_switchover_to(ctx, location, to_name, drain_s * 1000, drain_s + 30) != EXIT_OK)
+        /* (the switchover's drain is short: new sessions wait for it in the proxies) */
+        int sw_drain = drain_s < SWITCHOVER_DRAIN_S ? drain_s : SWITCHOVER_DRAIN_S;
+        if (aa_switchover_to(ctx, location, to_name, sw_drain * 1000, sw_drain + 30) != EXIT_OK)
             return false;
         Err err = {{0}};
-        if (!cli_reload(ctx, &err))
+        if (!cli_reload(ctx, &err)) {
+            cli_error("check etcd", "reading group %s: %s", ctx->scope, err.msg);
             return false;
+        }
         v = ctx->cluster.aa;
         i = -1;                     /* the view changed: look again from the start */
     }
@@ -324,6 +340,8 @@ int aa_maintenance_cmd(int argc, char **argv)
     if (rc != EXIT_OK)
         return rc;
     if (undrain) {
+        if (!config_aa_name_ok(undrain))
+            cli_error("letters, digits, '-', '_', '.'", "--undrain: \"%s\" is not a node name", undrain);
         rc = config_aa_name_ok(undrain) && set_drained(&ctx, undrain, false) ? EXIT_OK : EXIT_FAILED;
         if (rc == EXIT_OK)
             printf("node %s: undrained\n", undrain);

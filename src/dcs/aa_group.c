@@ -111,11 +111,15 @@ static bool take_ddl_done(AaDdlDone *d, const char *value, int64_t rev)
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v) {
-        if (!ok || r.n >= AA_MAX_GROUP_NODES || !json_is_string(v) || !str_copy(r.node[r.n], AA_NAME_LEN, k) ||
-            !str_copy(r.lsn[r.n], sizeof(r.lsn[0]), json_string_value(v))) {
+        if (!ok || !json_is_string(v)) {
             ok = false;
             break;
         }
+        /* (more nodes than a view holds, or a name too long: left out, the key still counts) */
+        if (r.n >= AA_MAX_GROUP_NODES || strlen(k) >= AA_NAME_LEN || strlen(json_string_value(v)) >= sizeof(r.lsn[0]))
+            continue;
+        str_copy(r.node[r.n], AA_NAME_LEN, k);
+        str_copy(r.lsn[r.n], sizeof(r.lsn[0]), json_string_value(v));
         r.n++;
     }
     json_decref(o);

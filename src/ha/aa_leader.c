@@ -1,6 +1,7 @@
 /* The write lead of an active-active group, the agent's side (see aa_leader.h). */
 #include "common/common.h"
 #include "ha/aa_leader.h"
+#include "ha/tcp_peers.h"
 #include "common/log.h"
 #include "common/lsn.h"
 #include "common/timeutil.h"
@@ -16,6 +17,7 @@
 #define QUERY_TIMEOUT_MS 1000
 #define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for commits under way */
 #define DRAIN_QUIET_MS 20           /* ... and for nothing left to drain for this long, within its drain */
+#define DRAIN_MAX_MS 60000          /* (the thread does nothing else meanwhile) */
 
 /* The thread's state (its own; nothing else reads it). */
 typedef struct Lead {
@@ -211,6 +213,30 @@ static bool take_back(Lead *d, const char *location, const char *key)
     return false;
 }
 
+/* Connections postgres accepted and does not report yet (still authenticating): the TCP
+ * connections to its port whose other end is no session's client_port. 0 when unknown. */
+static int connecting(Lead *d)
+{
+    int ports[512];
+    int n = tcp_peers_on_port(d->pg.port, ports, (int)ARRAY_LEN(ports));
+    if (n <= 0)
+        return 0;
+    Err err = {{0}};
+    PGresult *r = pg_query(&d->pg, "select client_port from pg_stat_activity where client_port is not null",
+                           QUERY_TIMEOUT_MS, &err);
+    if (!r)
+        return 0;
+    int unknown = 0;
+    for (int i = 0; i < n; i++) {
+        bool seen = false;
+        for (int k = 0; k < PQntuples(r) && !seen; k++)
+            seen = atoi(PQgetvalue(r, k, 0)) == ports[i];
+        unknown += !seen;
+    }
+    PQclear(r);
+    return unknown;
+}
+
 /* The old leader's part of a switchover; returns with the key handed over, or taken back. */
 static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const AaSwitchoverReq *sw)
 {
@@ -219,9 +245,11 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     where(rec->location, w, sizeof(w));
     const AaNodeRec *to = aa_group_node(c->aa, sw->to);
     int64_t t0 = mono_ms();
-    if (!to || !to->writable || to->drained) {
+    bool elsewhere = to && rec->location[0] && strcmp(to->location, rec->location) != 0;
+    if (!to || !to->writable || to->drained || elsewhere) {
         str_fmt(error, sizeof(error), "node %s %s", sw->to,
-                !to ? "is not in the group" : to->drained ? "is drained for maintenance" : "cannot take writes now");
+                !to ? "is not in the group" : to->drained ? "is drained for maintenance"
+                : elsewhere ? "is not in the location" : "cannot take writes now");
         set_switchover_failed(d, sw, sw->mod_revision, error);
         log_warn("active_active: switchover of the write lead%s refused: %s", w, error);
         return;
@@ -235,20 +263,24 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
     Err err = {{0}};
     /* the proxies send no new work here now; what is in flight may end (a transaction open
      * after the drain fails at its next write or commit) */
-    int64_t drain_until = mono_ms() + sw->drain_ms, quiet_since = 0;
+    int drain_ms = sw->drain_ms < DRAIN_MAX_MS ? sw->drain_ms : DRAIN_MAX_MS;
+    int64_t drain_until = mono_ms() + drain_ms, quiet_since = 0;
     char began[64] = "";
-    PGresult *hr = sw->drain_ms > 0 ? pg_query(&d->pg, "select clock_timestamp()", QUERY_TIMEOUT_MS, &err) : NULL;
+    PGresult *hr = drain_ms > 0 ? pg_query(&d->pg, "select extract(epoch from clock_timestamp())", QUERY_TIMEOUT_MS, &err)
+                                : NULL;
     if (hr)
         str_copy(began, sizeof(began), PQgetvalue(hr, 0, 0));
     PQclear(hr);
-    char drain_sql[512];
+    char drain_sql[640];
     /* what the handover waits for: the transactions open when it began, and the sessions that
-     * connected since (a proxy routed them just before it saw the handover); not the sessions
-     * that were idle then (a pool's), whose next transactions the refusal meets */
+     * connected within a second of it (a proxy routed them just before it saw the handover, or
+     * they were about to begin); not the older sessions idle then (a pool's), whose next
+     * transactions the refusal meets */
     str_fmt(drain_sql, sizeof(drain_sql),
             "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() "
-            "and application_name <> 'pgvigil' and (xact_start < '%s' or backend_start >= '%s')",
-            began, began);
+            "and application_name <> 'pgvigil' and (xact_start < to_timestamp(%s) or backend_start between "
+            "to_timestamp(%s) - interval '1 s' and to_timestamp(%s) + interval '1 s')",
+            began, began, began);
     while (began[0] && mono_ms() < drain_until && !atomic_load(&d->l->stop)) {
         renew(d, false);
         PGresult *r = pg_query(&d->pg, drain_sql, QUERY_TIMEOUT_MS, &err);
@@ -256,6 +288,8 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
         PQclear(r);
         if (!r)
             break;
+        if (none && connecting(d) > 0)
+            none = false;
         /* (none for a little while: a session being connected is not seen yet) */
         if (!none)
             quiet_since = 0;
@@ -265,6 +299,8 @@ static void hand_over(Lead *d, const Cluster *c, const AaLeaderRec *rec, const A
             break;
         sleep_ms(5);
     }
+    /* (the new leader's time to catch up counts from here, not from the drain's start) */
+    t0 = mono_ms();
     char sql[128];
     str_fmt(sql, sizeof(sql), "select pgvigil_aa.handover_block(%d)", AA_HANDOVER_TIMEOUT_MS + 2000);
     char mark[32] = "";
@@ -584,7 +620,15 @@ static void ddl_service(Lead *d, const Cluster *c)
     char why[256] = "";
     if (lk && lk->present) {
         if (strcmp(lk->node, d->node) == 0) {
-            /* left by a backend of this node before the agent restarted: marked and released */
+            /* left by a backend of this node before the agent restarted: still there, it holds
+             * it on (its release comes here); gone, marked and released */
+            if (kill(lk->pid, 0) == 0 || errno != ESRCH) {
+                pthread_mutex_lock(&l->mu);
+                if (!l->ddl_holder)
+                    l->ddl_holder = lk->pid;
+                pthread_mutex_unlock(&l->mu);
+                return;
+            }
             char m[32];
             if (mark_now(d, m, sizeof(m)))
                 ddl_release(d, c, m);

@@ -89,7 +89,9 @@ static void add_group_nodes(ProxySnapshot *s, const Cluster *c, bool allow_dns)
         if (proxy_snapshot_find(s, n->name) >= 0 || !add_backend(s, n->name, n->conn_url, allow_dns))
             continue;
         ProxyBackend *b = &s->backends[s->n_backends - 1];
-        b->replica = b->eligible = n->writable && !n->drained && s->etcd_ok;
+        /* (a drained node gets no new sessions; its open ones finish) */
+        b->replica = n->writable && s->etcd_ok;
+        b->eligible = b->replica && !n->drained;
     }
     for (int i = 0; i < v->n_leaders; i++)
         if (proxy_snapshot_find(s, v->leaders[i].node) < 0)

@@ -112,10 +112,10 @@ wait_until 30 "the writer commits through the proxy" some_increments
 # a statement on the old leader that passed its write check before the handover and writes
 # after the drain (the select list sleeps before the row is inserted): its commit is refused
 slow_out="$T_DIR/slow.out"
-qn "$NL" -c "insert into t select (random() * 1e15)::bigint, pg_sleep(4)::text" >"$slow_out" 2>&1 &
+qn "$NL" -c "insert into t select (random() * 1e15)::bigint, pg_sleep(8)::text" >"$slow_out" 2>&1 &
 SLOW=$!
 EXTRA_PIDS+=("$SLOW")
-slow_running() { [ "$(qn "$NL" -c "select count(*) from pg_stat_activity where query like 'insert into t select%pg_sleep(4)%' and state = 'active'")" = 1 ]; }
+slow_running() { [ "$(qn "$NL" -c "select count(*) from pg_stat_activity where query like 'insert into t select%pg_sleep(8)%' and state = 'active'")" = 1 ]; }
 wait_until 20 "the slow insert runs on $NL" slow_running
 # (a drain of 1 s: the slow insert is still running when the refusal begins)
 out=$("$BIN" aa switchover --group shop --dcs-url "$DCS" --to "$TO" --drain-timeout 1 2>&1) || fail "switchover to $TO: $out"

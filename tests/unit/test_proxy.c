@@ -379,6 +379,18 @@ static void test_snapshot_write_leader(void **state)
     assert_int_equal(s->primary, -1);
     assert_true(s->backends[proxy_snapshot_find(s, "a")].eligible);
     assert_false(s->backends[proxy_snapshot_find(s, "b")].eligible);   /* cannot take writes: no reads either */
+    {
+        /* drained for maintenance: no new sessions, the open ones stay (still a replica) */
+        Cluster dc;
+        cluster_init(&dc);
+        take(&dc, "aa/drain/a", "{\"since\": 1}", 1);
+        take(&dc, "aa/nodes/a", "{\"conn_url\": \"postgres://127.0.0.1:5001/postgres\", \"writable\": true}", 2);
+        ProxySnapshot *ds = proxy_snapshot_build(&dc, 1048576, true, false);
+        assert_true(ds->backends[proxy_snapshot_find(ds, "a")].replica);
+        assert_false(ds->backends[proxy_snapshot_find(ds, "a")].eligible);
+        proxy_snapshot_unref(ds);
+        cluster_free(&dc);
+    }
     assert_string_equal(s->backends[s->route_leader[0]].name, "a");
     assert_string_equal(s->backends[s->route_leader[1]].name, "c");
     assert_string_equal(s->backends[s->route_leader[2]].name, "a");    /* no leader in xx: the group's */
