@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #define LOOK_EVERY_MS 100           /* how often postgres is asked and etcd waited on */
+#define REREAD_MS 1000              /* the group read again at least this often */
 #define QUERY_TIMEOUT_MS 1000
 #define INFLIGHT_WAIT_MS 1000       /* a handover waits this long for commits under way */
 #define DRAIN_QUIET_MS 20           /* ... and for nothing left to drain for this long, within its drain */
@@ -799,28 +800,35 @@ static void *lead_main(void *arg)
     pg_node_init(&d.pg, cfg);
     log_info("active_active: taking part in the write lead of group %s%s%s", cfg->aa.group,
              cfg->aa.location ? ", location " : "", cfg->aa.location ? cfg->aa.location : "");
-    int64_t rev = 0;
+    /* the group's view, read again when the watch saw a change (this thread's own writes
+     * included) and at least every second; postgres is asked at every look */
+    Cluster c;
+    cluster_init(&c);
+    bool have = false, changed = true;
+    int64_t read_at = 0;
     while (!atomic_load(&l->stop)) {
         look_at_postgres(&d);
         renew(&d, false);
         publish_node(&d);
-        Cluster c;
-        if (!read_group(&d, &c)) {
+        if (changed || !have || mono_ms() - read_at >= REREAD_MS) {
             cluster_free(&c);
-            sleep_ms(200);
-            continue;
+            have = read_group(&d, &c);
+            read_at = mono_ms();
+            if (!have) {
+                sleep_ms(200);
+                continue;
+            }
         }
-        rev = c.revision;
         if (d.node[0]) {
             lead(&d, &c, "");
             if (cfg->aa.location)
                 lead(&d, &c, cfg->aa.location);
             ddl_service(&d, &c);
         }
-        cluster_free(&c);
         Err werr = {{0}};
-        d.dcs->ops->watch(d.dcs, rev, LOOK_EVERY_MS, &werr);
+        changed = d.dcs->ops->watch(d.dcs, c.revision, LOOK_EVERY_MS, &werr) || werr.msg[0];
     }
+    cluster_free(&c);
     /* the keys on the lease (node record, leader keys) go at once */
     if (d.lease_ok)
         d.dcs->ops->revoke(d.dcs, &err);
