@@ -35,9 +35,10 @@ done
 
 # a unit test that hangs fails (15 min: far beyond the slowest, test_etcd under valgrind, ~30 s)
 unit_pass=0; unit_fail=0
+failed_list=()   # every failed check by name, repeated at the very end where a log's tail shows it
 for t in "${asan_units[@]}"; do
     echo "== unit (asan) $t"
-    if timeout -k 10 900 "$t"; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); echo "FAILED: $t"; fi
+    if timeout -k 10 900 "$t"; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); failed_list+=("$t (asan)"); echo "FAILED: $t"; fi
 done
 vg_out=$(mktemp /tmp/pgvigil-valgrind.XXXXXX)
 for t in "${plain_units[@]}"; do
@@ -46,7 +47,7 @@ for t in "${plain_units[@]}"; do
         --error-exitcode=9 "$t" >"$vg_out" 2>&1; then
         unit_pass=$((unit_pass+1))
     else
-        unit_fail=$((unit_fail+1)); echo "FAILED under valgrind: $t"; tail -30 "$vg_out"
+        unit_fail=$((unit_fail+1)); failed_list+=("$t (valgrind)"); echo "FAILED under valgrind: $t"; tail -30 "$vg_out"
     fi
 done
 rm -f "$vg_out"
@@ -55,16 +56,31 @@ echo "unit: $unit_pass passed, $unit_fail failed"
 bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-10}" | tee /tmp/pgvigil-fuzz.out
 read -r fz_pass fz_fail < <(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-fuzz.out | tail -1)
 unit_pass=$((unit_pass + ${fz_pass:-0})); unit_fail=$((unit_fail + ${fz_fail:-1}))
+[ "${fz_fail:-1}" -eq 0 ] || failed_list+=("fuzz (tests/fuzz/run.sh)")
 PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
 read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
 int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
+if [ "$int_fail" -gt 0 ]; then
+    int_names=$(sed -n 's/^failed: //p' /tmp/pgvigil-integration.out | tail -1)
+    failed_list+=(${int_names:-"integration (tests/integration/run.sh)"})
+    int_out_dir=$(sed -n 's/^output of the failed tests kept in //p' /tmp/pgvigil-integration.out | tail -1)
+fi
 # the fault checker must see each violation it checks for, in hand-made runs (no cluster)
 echo "== bench/dr verdicts self-test (no cluster)"
-if timeout 120 bash bench/dr --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
+if timeout 120 bash bench/dr --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); failed_list+=("bench/dr --selftest"); fi
 echo "== bench/active-active verdicts self-test (no cluster)"
-if timeout 120 bash bench/active-active --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
+if timeout 120 bash bench/active-active --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); failed_list+=("bench/active-active --selftest"); fi
 echo "== fault checker self-test (tests/fault/selftest.sh)"
-if timeout 300 bash tests/fault/selftest.sh; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); fi
-echo "== fault suite (short, tests/fault/run.sh)"; if timeout 900 bash tests/fault/run.sh; then int_pass=$((int_pass + 1)); else int_fail=$((int_fail + 1)); fi
+if timeout 300 bash tests/fault/selftest.sh; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); failed_list+=("tests/fault/selftest.sh"); fi
+echo "== fault suite (short, tests/fault/run.sh)"; if timeout 900 bash tests/fault/run.sh; then int_pass=$((int_pass + 1)); else int_fail=$((int_fail + 1)); failed_list+=("tests/fault/run.sh"); fi
+# the failed integration tests' last lines again, then the names: a log read from its end shows them
+if [ -n "${int_out_dir:-}" ]; then
+    for f in "$int_out_dir"/*.out; do
+        [ -f "$f" ] || continue
+        echo "== last lines of $(basename "$f" .out) (whole output above, and in $f)"
+        tail -25 "$f"
+    done
+fi
+[ ${#failed_list[@]} -gt 0 ] && echo "failed: ${failed_list[*]}"
 echo "total: $((unit_pass + int_pass)) passed, $((unit_fail + int_fail)) failed"
 [ $((unit_fail + int_fail)) -eq 0 ]
