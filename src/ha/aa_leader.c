@@ -519,13 +519,43 @@ static void ddl_set_why(Lead *d, const char *why)
     pthread_mutex_unlock(&d->l->mu);
 }
 
-/* Release this node's lock; lsn (not "0/0"): where its DDL commit ended, recorded in aa/ddl_last
- * for the next holders to wait for, also when the lock key itself went (with a lease). */
-static bool ddl_release(Lead *d, const Cluster *c, const char *lsn)
+/* aa/ddl_lock and aa/ddl_last as etcd has them now, into v (zeroed first). The group's view can
+ * be a second old when a watch was slow to answer; deciding from it could release a lock by
+ * rewriting only aa/ddl_last (the key itself left behind, blocking the group until the lease
+ * ends), or take this node's just-released key for a new holder's. */
+static bool ddl_keys_now(Lead *d, AaGroupView *v, char *why, size_t whysz)
 {
-    const AaDdlRec *lk = c->aa ? &c->aa->ddl_lock : NULL;
-    const AaDdlDone *done = c->aa ? &c->aa->ddl_last : NULL;
-    bool ours = lk && lk->present && strcmp(lk->node, d->node) == 0;
+    static const char *const keys[] = {"aa/ddl_lock", "aa/ddl_last"};
+    memset(v, 0, sizeof(*v));
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char *value = NULL;
+        int64_t rev = 0, lease = 0;
+        Err err = {{0}};
+        if (!d->dcs->ops->get(d->dcs, keys[i], &value, &rev, &lease, &err)) {
+            str_fmt(why, whysz, "cannot read %s: %s", keys[i], err.msg);
+            return false;
+        }
+        if (value)
+            aa_group_take(v, keys[i], value, rev, lease, NULL, 0);
+        free(value);
+    }
+    return true;
+}
+
+/* Release this node's lock; lsn (not "0/0"): where its DDL commit ended, recorded in aa/ddl_last
+ * for the next holders to wait for, also when the lock key itself went (with a lease). From the
+ * keys as they are now (ddl_keys_now), in one transaction that holds only if they still are. */
+static bool ddl_release(Lead *d, const char *lsn)
+{
+    AaGroupView now;
+    char why[300];
+    if (!ddl_keys_now(d, &now, why, sizeof(why))) {
+        log_warn("active_active: cannot release the group's DDL lock: %s", why);
+        return false;
+    }
+    const AaDdlRec *lk = &now.ddl_lock;
+    const AaDdlDone *done = &now.ddl_last;
+    bool ours = lk->present && strcmp(lk->node, d->node) == 0;
     bool record = strcmp(lsn, "0/0") != 0;
     if (!ours && !record)
         return true;
@@ -539,7 +569,7 @@ static bool ddl_release(Lead *d, const Cluster *c, const char *lsn)
     }
     if (record) {
         last = aa_ddl_done_json(done, d->node, lsn);
-        cmps[nc++] = (DcsCmp){"aa/ddl_last", done && done->present ? done->mod_revision : 0};
+        cmps[nc++] = (DcsCmp){"aa/ddl_last", done->present ? done->mod_revision : 0};
         ops[no++] = (DcsOp){"aa/ddl_last", last, false};
     }
     bool ok = false;
@@ -587,7 +617,7 @@ static bool mark_now(Lead *d, char *out, size_t sz)
     return r != NULL;
 }
 
-static void ddl_service(Lead *d, const Cluster *c)
+static void ddl_service(Lead *d)
 {
     AaLeader *l = d->l;
     pthread_mutex_lock(&l->mu);
@@ -605,7 +635,7 @@ static void ddl_service(Lead *d, const Cluster *c)
         release = true;
     }
     if (holder && release) {
-        if (!ddl_release(d, c, lsn))
+        if (!ddl_release(d, lsn))
             return;
         pthread_mutex_lock(&l->mu);
         l->ddl_holder = 0;
@@ -617,9 +647,14 @@ static void ddl_service(Lead *d, const Cluster *c)
     }
     if (holder || !first || !d->node[0])
         return;
-    const AaDdlRec *lk = c->aa ? &c->aa->ddl_lock : NULL;
-    char why[256] = "";
-    if (lk && lk->present) {
+    AaGroupView now;
+    char why[300] = "";
+    if (!ddl_keys_now(d, &now, why, sizeof(why))) {
+        ddl_set_why(d, why);
+        return;
+    }
+    const AaDdlRec *lk = &now.ddl_lock;
+    if (lk->present) {
         if (strcmp(lk->node, d->node) == 0) {
             /* left by a backend of this node before the agent restarted: still there, it holds
              * it on (its release comes here); gone, marked and released */
@@ -632,7 +667,7 @@ static void ddl_service(Lead *d, const Cluster *c)
             }
             char m[32];
             if (mark_now(d, m, sizeof(m)))
-                ddl_release(d, c, m);
+                ddl_release(d, m);
             return;
         }
         str_fmt(why, sizeof(why), "node %s holds it (backend %d)", lk->node, lk->pid);
@@ -640,8 +675,8 @@ static void ddl_service(Lead *d, const Cluster *c)
         return;
     }
     /* every other node's last DDL applied here first */
-    const AaDdlDone *done = c->aa ? &c->aa->ddl_last : NULL;
-    for (int i = 0; done && i < done->n; i++)
+    const AaDdlDone *done = &now.ddl_last;
+    for (int i = 0; i < done->n; i++)
         if (strcmp(done->node[i], d->node) != 0 && !applied_up_to(d, done->node[i], done->lsn[i], why, sizeof(why))) {
             ddl_set_why(d, why);
             return;
@@ -652,7 +687,7 @@ static void ddl_service(Lead *d, const Cluster *c)
     }
     /* taken only if aa/ddl_last is still what was checked */
     char *v = aa_ddl_json(d->node, first);
-    DcsCmp cmps[2] = {{"aa/ddl_lock", 0}, {"aa/ddl_last", done && done->present ? done->mod_revision : 0}};
+    DcsCmp cmps[2] = {{"aa/ddl_lock", 0}, {"aa/ddl_last", done->present ? done->mod_revision : 0}};
     DcsOp op = {"aa/ddl_lock", v, true};
     bool taken = false;
     Err err = {{0}};
@@ -823,7 +858,7 @@ static void *lead_main(void *arg)
             lead(&d, &c, "");
             if (cfg->aa.location)
                 lead(&d, &c, cfg->aa.location);
-            ddl_service(&d, &c);
+            ddl_service(&d);
         }
         Err werr = {{0}};
         changed = d.dcs->ops->watch(d.dcs, c.revision, LOOK_EVERY_MS, &werr) || werr.msg[0];

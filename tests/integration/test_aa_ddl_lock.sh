@@ -30,7 +30,12 @@ same_columns() {
     [ "$ca" = "$1" ] && [ "$cb" = "$1" ] || { echo "a: $ca / b: $cb (want $1)"; return 1; }
 }
 ddl_holder() { aa_leader_json | jq -r '.ddl_lock.node // ""'; }
-holder_is() { [ "$(ddl_holder)" = "$1" ]; }
+# (on a timeout, wait_until shows what the group looked like)
+holder_is() {
+    local j
+    j=$(aa_leader_json) || return 2
+    [ "$(jq -r '.ddl_lock.node // ""' <<<"$j")" = "$1" ] || { echo "$j"; return 1; }
+}
 # race N1 COL1 N2 COL2: N1 adds COL1 in a transaction held open 3 s; once it runs, N2 adds COL2
 race() {
     local n1="$1" c1="$2" n2="$3" c2="$4" locked="$5"
