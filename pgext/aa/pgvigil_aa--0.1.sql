@@ -186,7 +186,14 @@ CREATE EVENT TRIGGER pgvigil_aa_distinct_new_sequences ON ddl_command_end
     EXECUTE FUNCTION @extschema@.distinct_new_sequences();
 ALTER EVENT TRIGGER pgvigil_aa_distinct_new_sequences ENABLE ALWAYS;
 
--- pause and resume the apply from a peer: the launcher stops or starts its worker within a second
+-- a change of the peers (pause, resume, join, remove) wakes the launcher when it commits
+CREATE FUNCTION @extschema@.peers_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'pgvigil_aa_peers_changed' LANGUAGE C;
+CREATE TRIGGER peers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.peers
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.peers_changed();
+
+-- pause and resume the apply from a peer: the launcher stops or starts its worker at once (and
+-- looks again every second)
 CREATE FUNCTION @extschema@.pause(peer text) RETURNS void
     LANGUAGE sql SET search_path = pg_catalog
     AS $$ UPDATE pgvigil_aa.peers SET enabled = false WHERE name = peer $$;

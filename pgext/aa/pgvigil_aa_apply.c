@@ -51,6 +51,7 @@
 
 #include "pgvigil_aa_apply.h"
 #include "pgvigil_aa_ddl.h"
+#include "pgvigil_aa_direct.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
 #include "pgvigil_aa_tombstone.h"
@@ -226,6 +227,7 @@ begin_remote(StringInfo s)
 	if (aa_my_state)
 		aa_my_state->applying_commit_ts = begin.committime;
 	aa_change_begin_transaction();
+	aa_direct_forget();
 	/* what the writer had seen: nothing, until its transaction says more */
 	{
 		static AaSeen none;
@@ -249,21 +251,15 @@ commit_remote(StringInfo s)
 	if (!in_remote_txn)
 		ereport(ERROR,
 				(errmsg("pgvigil_aa: peer \"%s\" sent COMMIT outside a transaction", aa_peer_name)));
+	aa_direct_close_all();
 	/* what has been applied from the peer, for the causality messages after
 	 * a restart (pgvigil_aa_seen.c): in the same commit */
-	{
-		Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, PG_LSNOID};
-		Datum		values[3] = {CStringGetTextDatum(aa_peer_name), TimestampTzGetDatum(commit.committime),
-		LSNGetDatum(commit.end_lsn)};
-
-		PushActiveSnapshot(GetTransactionSnapshot());
-		/* (applied_lsn: what a snapshot of this node holds from the peer, for a
-		 * node that joins with a copy of this one) */
-		aa_spi_exec("UPDATE pgvigil_aa.peers SET applied_commit_ts = greatest(applied_commit_ts, $2), applied_lsn = $3 WHERE name = $1",
-					3, types, values, NULL, 1);
-		aa_change_end_transaction();
-		PopActiveSnapshot();
-	}
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* (applied_lsn: what a snapshot of this node holds from the peer, for a
+	 * node that joins with a copy of this one) */
+	aa_direct_note_applied(aa_peer_name, commit.committime, commit.end_lsn);
+	aa_change_end_transaction();
+	PopActiveSnapshot();
 	SPI_finish();
 	/* the origin's progress and the remote commit time go into this very commit */
 	replorigin_session_origin_lsn = commit.end_lsn;
@@ -307,6 +303,7 @@ handle_message(StringInfo s)
 	content = pq_getmsgbytes(s, len);
 	if (strcmp(prefix, AA_DDL_PREFIX) == 0)
 	{
+		aa_direct_close_all();	/* (DDL wants its tables unused) */
 		aa_ddl_apply(content, len);
 		return;
 	}

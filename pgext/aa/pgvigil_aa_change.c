@@ -47,6 +47,7 @@
 #include "utils/snapmgr.h"
 
 #include "pgvigil_aa_apply.h"
+#include "pgvigil_aa_direct.h"
 #include "pgvigil_aa_resolve.h"
 #include "pgvigil_aa_seen.h"
 #include "pgvigil_aa_shared.h"
@@ -82,6 +83,7 @@ typedef struct AaRel
 	Oid		   *key_output;
 	int			nunique;
 	AaUnique   *unique;
+	AaDirectRel *direct;		/* NULL: every change through statements */
 } AaRel;
 
 /* One version of a row here: a live row, or a deleted key's tombstone. */
@@ -123,7 +125,9 @@ aa_handle_relation(StringInfo s)
 	bool		found;
 	AaRel	   *r = hash_search(relations, &lr->remoteid, HASH_ENTER, &found);
 
-	/* described again: it changed; what this node needs is looked up again */
+	/* described again: it changed; what this node needs is looked up again
+	 * (and no executor state of the old description stays open) */
+	aa_direct_close_all();
 	r->rel = lr;
 	r->resolved = false;
 	MemoryContextSwitchTo(old);
@@ -277,6 +281,9 @@ get_rel(LogicalRepRelId remoteid)
 		getTypeOutputInfo(typid, &r->key_output[k], &varlena);
 	}
 	find_unique_indexes(r);
+	/* (a unique index besides the key: a change may meet a row in its way
+	 * there, which only the statements resolve) */
+	r->direct = r->nunique == 0 ? aa_direct_prepare(r->relid, lr, localatt) : NULL;
 	r->resolved = true;
 	MemoryContextSwitchTo(old);
 	return r;
@@ -378,9 +385,8 @@ unchanged_column(LogicalRepTupleData *tup)
 /* who wrote the version whose xmin is given, and when (what
  * pg_xact_commit_timestamp_origin says, without a query) */
 static void
-read_writer(const char *xmin, LocalRow *out)
+writer_of(TransactionId xid, LocalRow *out)
 {
-	TransactionId xid = (TransactionId) strtoul(xmin, NULL, 10);
 	TimestampTz ts = 0;
 	RepOriginId origin = InvalidRepOriginId;
 	char	   *roname = NULL;
@@ -390,6 +396,12 @@ read_writer(const char *xmin, LocalRow *out)
 	if (out->has_ts && origin != InvalidRepOriginId && !replorigin_by_oid(origin, true, &roname))
 		roname = NULL;
 	out->node = aa_origin_node(roname);
+}
+
+static void
+read_writer(const char *xmin, LocalRow *out)
+{
+	writer_of((TransactionId) strtoul(xmin, NULL, 10), out);
 }
 
 static void
@@ -517,6 +529,70 @@ peer_saw(LocalRow *v)
 	if (!v->has_ts)
 		return true;
 	return aa_seen_has(aa_applying_seen, v->node, v->ts);
+}
+
+/* ---- the changes without a conflict, through the access methods */
+
+/* Is the key's row here, written by a version the peer had seen?  Then
+ * the direct path applies the change (the row is locked). */
+static bool
+direct_found_seen(AaRel *r, LogicalRepTupleData *keytup)
+{
+	TransactionId xmin;
+	bool		usable;
+	LocalRow	v;
+
+	if (!aa_direct_find(r->direct, keytup, &xmin, &usable))
+		return false;
+	memset(&v, 0, sizeof(v));
+	v.found = true;
+	writer_of(xmin, &v);
+	return peer_saw(&v);
+}
+
+/* Is the key deleted here by a delete the peer had not seen (the newest
+ * of its tombstone and the table's, as read_tombstone orders them)? */
+static bool
+direct_tombstone_unseen(AaRel *r, LogicalRepTupleData *keytup)
+{
+	TransactionId xmins[2];
+	int			n = aa_direct_tombstones(r->direct, key_array(r, keytup), xmins);
+	LocalRow	newest;
+
+	for (int i = 0; i < n; i++)
+	{
+		LocalRow	v;
+
+		memset(&v, 0, sizeof(v));
+		writer_of(xmins[i], &v);
+		if (i == 0 || (v.has_ts && (!newest.has_ts || v.ts > newest.ts)))
+			newest = v;
+	}
+	return n > 0 && !peer_saw(&newest);
+}
+
+/* A remote insert without a conflict: the row is new here (and its key not
+ * deleted by a delete the peer had not seen), or its version is one the
+ * peer had seen.  False: nothing done, the statements take it. */
+static bool
+direct_insert(AaRel *r, LogicalRepTupleData *tup)
+{
+	TransactionId xmin;
+	bool		usable;
+	LocalRow	v;
+
+	if (aa_direct_find(r->direct, tup, &xmin, &usable))
+	{
+		memset(&v, 0, sizeof(v));
+		v.found = true;
+		writer_of(xmin, &v);
+		if (!peer_saw(&v))
+			return false;
+		aa_direct_update_found(r->direct, tup);
+		return true;
+	}
+	return usable && unchanged_column(tup) < 0 && !direct_tombstone_unseen(r, tup) &&
+		aa_direct_insert(r->direct, tup);
 }
 
 static void
@@ -1050,6 +1126,11 @@ aa_apply_insert(StringInfo s)
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
+	if (r->direct && direct_insert(r, &newtup))
+	{
+		END_ERROR_CONTEXT();
+		return;
+	}
 	read_local(r, &newtup, &local);
 	if (!local.found)
 	{
@@ -1117,6 +1198,12 @@ aa_apply_update(StringInfo s)
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
+	if (r->direct && direct_found_seen(r, keytup))
+	{
+		aa_direct_update_found(r->direct, &newtup);
+		END_ERROR_CONTEXT();
+		return;
+	}
 	read_local(r, keytup, &local);
 	if (local.found && peer_saw(&local))
 	{
@@ -1186,6 +1273,12 @@ aa_apply_delete(StringInfo s)
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
+	if (r->direct && direct_found_seen(r, &oldtup))
+	{
+		aa_direct_delete_found(r->direct);
+		END_ERROR_CONTEXT();
+		return;
+	}
 	read_local(r, &oldtup, &local);
 	if (local.found && peer_saw(&local))
 	{
@@ -1234,6 +1327,7 @@ aa_apply_truncate(StringInfo s)
 	ListCell   *lc;
 	StringInfoData sql;
 
+	aa_direct_close_all();		/* (TRUNCATE wants its tables unused) */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "TRUNCATE ONLY ");
 	foreach(lc, relids)

@@ -20,12 +20,14 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -187,6 +189,48 @@ reconcile(void)
 	}
 }
 
+/*
+ * pgvigil_aa.peers changed (a peer paused, resumed, added or removed): the
+ * launcher is woken when the transaction commits, not at its next look a
+ * second later.  A statement trigger on the table; the apply workers' own
+ * bookkeeping there (session_replication_role = replica) does not fire it.
+ */
+static bool peers_changed = false;
+static bool wake_registered = false;
+
+static void
+wake_launcher_at_commit(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && peers_changed && aa_shared)
+	{
+		Latch	   *latch;
+
+		LWLockAcquire(aa_shared->lock, LW_SHARED);
+		latch = aa_shared->launcher_latch;
+		LWLockRelease(aa_shared->lock);
+		if (latch)
+			SetLatch(latch);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE)
+		peers_changed = false;
+}
+
+PG_FUNCTION_INFO_V1(pgvigil_aa_peers_changed);
+
+Datum
+pgvigil_aa_peers_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errmsg("pgvigil_aa_peers_changed: not called as a trigger")));
+	if (!wake_registered)
+	{
+		RegisterXactCallback(wake_launcher_at_commit, NULL);
+		wake_registered = true;
+	}
+	peers_changed = true;
+	return PointerGetDatum(NULL);
+}
+
 void
 pgvigil_aa_launcher_main(Datum arg)
 {
@@ -196,6 +240,12 @@ pgvigil_aa_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(aa_database, NULL, 0);
 	/* (its own writes, the tombstones it prunes, are nothing to tell the peers) */
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	if (aa_shared)
+	{
+		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
+		aa_shared->launcher_latch = MyLatch;
+		LWLockRelease(aa_shared->lock);
+	}
 	ereport(LOG, (errmsg("pgvigil_aa launcher: keeping the apply workers of database \"%s\" running", aa_database)));
 	for (;;)
 	{

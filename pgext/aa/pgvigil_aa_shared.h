@@ -19,6 +19,7 @@
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 
 #define AA_MAX_PEERS 64
@@ -48,6 +49,7 @@ typedef struct AaShared
 	TimestampTz handover_until;	/* clients' writes refused until then (pgvigil_aa_handover.c) */
 	uint64		handover_seq;	/* handovers begun since the server started */
 	pg_atomic_uint32 committing;	/* clients' transactions between their commit check and its end */
+	Latch	   *launcher_latch;	/* the launcher's, set when pgvigil_aa.peers changed (NULL: none yet) */
 	AaPeerState peers[AA_MAX_PEERS];
 } AaShared;
 
