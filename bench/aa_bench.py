@@ -687,6 +687,9 @@ def cmd_summary(a):
             return None
 
     def fmt(d, k):
+        if k == "p1.rounds" and d.get(k):
+            # (each round's rate, compact: "14.8k 12.2k 9.3k")
+            return " ".join(f"{float(x) / 1000:.1f}k" for x in d[k].split())
         v = num(d, k)
         if v is None:
             return d.get(k, "-")
@@ -707,7 +710,8 @@ def cmd_summary(a):
 
     head = [f"steps {' '.join(sorted(steps))}"] if steps != {"1", "2", "3", "4"} else []
     if steps & {"1", "2", "3", "4"}:
-        head.append(f"pgbench scale {meta.get('scale', '?')}, {meta.get('duration', '?')} s pgbench runs,"
+        head.append(f"pgbench scale {meta.get('scale', '?')}, {meta.get('duration', '?')} s pgbench runs"
+                    f" ({meta.get('capacity_rounds', '1')} rounds of step 1),"
                     f" {meta.get('same_rows_seconds', '?')} s same rows on {meta.get('keys', '?')} keys,"
                     f" {meta.get('tie_steps', '?')} tie steps on {meta.get('tie_keys', '?')} keys")
     if "5" in steps:
@@ -726,6 +730,7 @@ def cmd_summary(a):
     print()
     if "1" in steps:
         row("1. backlog replay, transactions/s (from resume)", "p1.replay_tps")
+        row("   each round, transactions/s (median counts)", "p1.rounds")
         row("   backlog replay, WAL MB/s (from resume)", "p1.wal_mbps")
         row("   transactions/s from the reader's connection", "p1.replay_tps_connected")
         row("   backlog, transactions", "p1.tx")

@@ -191,6 +191,9 @@ CREATE FUNCTION @extschema@.peers_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'pgvigil_aa_peers_changed' LANGUAGE C;
 CREATE TRIGGER peers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.peers
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.peers_changed();
+-- (also for `pgvigil aa join`, which writes as a replica; the apply workers write their progress
+-- there without firing triggers)
+ALTER TABLE @extschema@.peers ENABLE ALWAYS TRIGGER peers_changed;
 
 -- pause and resume the apply from a peer: the launcher stops or starts its worker at once (and
 -- looks again every second)

@@ -547,7 +547,10 @@ direct_found_seen(AaRel *r, LogicalRepTupleData *keytup)
 	memset(&v, 0, sizeof(v));
 	v.found = true;
 	writer_of(xmin, &v);
-	return peer_saw(&v);
+	if (peer_saw(&v))
+		return true;
+	aa_direct_release(r->direct);
+	return false;
 }
 
 /* Is the key deleted here by a delete the peer had not seen (the newest
@@ -587,7 +590,10 @@ direct_insert(AaRel *r, LogicalRepTupleData *tup)
 		v.found = true;
 		writer_of(xmin, &v);
 		if (!peer_saw(&v))
+		{
+			aa_direct_release(r->direct);
 			return false;
+		}
 		aa_direct_update_found(r->direct, tup);
 		return true;
 	}

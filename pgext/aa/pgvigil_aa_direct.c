@@ -36,6 +36,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -150,7 +151,9 @@ table_qualifies(AaDirectRel *d, Relation rel)
 
 		if (att->attisdropped)
 			continue;
-		if (att->attgenerated)
+		/* (GENERATED ALWAYS AS IDENTITY: the statements refuse its values,
+		 * and both paths must agree) */
+		if (att->attgenerated || att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
 			return false;
 		for (int i = 0; i < d->remote->natts; i++)
 			if (d->localatt[i] == att->attnum)
@@ -293,8 +296,10 @@ static Datum
 remote_value(AaDirectRel *d, LogicalRepTupleData *tup, int i, bool *isnull)
 {
 	*isnull = tup->colstatus[i] == LOGICALREP_COLUMN_NULL;
+	/* (a NULL too: a domain's input function checks its NOT NULL, as the
+	 * statement's cast would; a strict one returns at once) */
 	if (*isnull)
-		return (Datum) 0;
+		return InputFunctionCall(&d->input[i], NULL, d->ioparam[i], d->typmod[i]);
 	if (tup->colstatus[i] != LOGICALREP_COLUMN_TEXT)
 		elog(ERROR, "pgvigil_aa: unexpected column status '%c'", tup->colstatus[i]);
 	return InputFunctionCall(&d->input[i], tup->colvalues[i].data, d->ioparam[i], d->typmod[i]);
@@ -346,9 +351,13 @@ aa_direct_find(AaDirectRel *d, LogicalRepTupleData *keytup, TransactionId *xmin,
 			break;
 		/* changed or deleted meanwhile: look again */
 		if (res != TM_Updated && res != TM_Deleted)
-			elog(ERROR, "pgvigil_aa: unexpected result %d locking a row of %s", (int) res,
-				 RelationGetRelationName(d->rel));
+			elog(ERROR, "pgvigil_aa: locking a row of %s to apply a change: %s", RelationGetRelationName(d->rel),
+				 res == TM_Invisible ? "the row is invisible" : res == TM_SelfModified ?
+				 "the row was changed by this transaction after the lookup" : "unexpected result");
 	}
+	/* the index page left (a pin held between changes would hold up a
+	 * VACUUM's cleanup lock, unseen by the deadlock detector) */
+	index_rescan(d->scan, d->skey, d->nkeys, NULL, 0);
 	MemoryContextSwitchTo(old);
 	if (found)
 		*xmin = DatumGetTransactionId(slot_getsysattr(d->local, MinTransactionIdAttributeNumber, &isnull));
@@ -365,6 +374,13 @@ step_begin(AaDirectRel *d)
 	AfterTriggerBeginQuery();
 }
 
+void
+aa_direct_release(AaDirectRel *d)
+{
+	if (d->state == DIRECT_OPEN)
+		ExecClearTuple(d->local);
+}
+
 static void
 step_end(AaDirectRel *d)
 {
@@ -375,6 +391,7 @@ step_end(AaDirectRel *d)
 
 	AfterTriggerEndQuery(d->estate);
 	MemoryContextSwitchTo(old);
+	ExecClearTuple(d->local);	/* (its heap page's pin) */
 	ResetPerTupleExprContext(d->estate);
 	CommandCounterIncrement();
 }
@@ -401,7 +418,10 @@ aa_direct_update_found(AaDirectRel *d, LogicalRepTupleData *newtup)
 		changed = true;
 	}
 	if (!changed)
+	{
+		ExecClearTuple(d->local);
 		return;
+	}
 	ExecStoreVirtualTuple(d->newslot);
 	step_begin(d);
 	ExecSimpleRelationUpdate(d->rri, d->estate, &d->epq, d->local, d->newslot);
@@ -444,6 +464,8 @@ aa_direct_insert(AaDirectRel *d, LogicalRepTupleData *tup)
 	step_begin(d);
 	if (rel->rd_att->constr)
 		ExecConstraints(d->rri, d->newslot, d->estate);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(d->rri, d->newslot, d->estate, true);
 	for (;;)
 	{
 		ItemPointerData conflict;
@@ -599,6 +621,11 @@ aa_direct_note_applied(const char *peer, TimestampTz commit_ts, XLogRecPtr lsn)
 		peers_relid = get_relname_relid("peers", get_namespace_oid("pgvigil_aa", false));
 		ts_att = get_attnum(peers_relid, "applied_commit_ts") - 1;
 		lsn_att = get_attnum(peers_relid, "applied_lsn") - 1;
+		if (ts_att < 0 || lsn_att < 0)
+		{
+			peers_relid = InvalidOid;
+			elog(ERROR, "pgvigil_aa: pgvigil_aa.peers has no column applied_commit_ts or applied_lsn");
+		}
 	}
 	rel = table_open(peers_relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);

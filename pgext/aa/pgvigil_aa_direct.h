@@ -37,6 +37,10 @@ extern bool aa_direct_find(AaDirectRel *d, LogicalRepTupleData *keytup, Transact
 extern void aa_direct_update_found(AaDirectRel *d, LogicalRepTupleData *newtup);
 extern void aa_direct_delete_found(AaDirectRel *d);
 
+/* The row aa_direct_find found, let go (its page's pin) when the change
+ * goes to the statements instead. */
+extern void aa_direct_release(AaDirectRel *d);
+
 /* Insert tup (every column sent); false, with nothing written, when a row
  * is in its way on a unique index. */
 extern bool aa_direct_insert(AaDirectRel *d, LogicalRepTupleData *tup);
