@@ -24,11 +24,13 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/sysattr.h"
 #include "access/commit_ts.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -43,6 +45,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
@@ -73,6 +76,7 @@ typedef struct AaRel
 	char	   *qualname;
 	char	  **typnames;		/* local type of each remote column, without its
 								 * modifier (see stmt_param) */
+	bool	   *always_identity;	/* a GENERATED ALWAYS identity column here */
 	/* the key in local column order: remote column numbers, and how each
 	 * value's text becomes the canonical text tombstones hold */
 	int			nkeys;
@@ -181,6 +185,20 @@ find_unique_indexes(AaRel *r)
 	}
 }
 
+/* Is the column GENERATED ALWAYS AS IDENTITY? */
+static bool
+always_identity(Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	bool		always;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "pgvigil_aa: cache lookup failed for column %d of relation %u", attnum, relid);
+	always = ((Form_pg_attribute) GETSTRUCT(tup))->attidentity == ATTRIBUTE_IDENTITY_ALWAYS;
+	ReleaseSysCache(tup);
+	return always;
+}
+
 static AaRel *
 get_rel(LogicalRepRelId remoteid)
 {
@@ -223,6 +241,7 @@ get_rel(LogicalRepRelId remoteid)
 				 errhint("Give it a primary key or a replica identity index.")));
 	r->qualname = quote_qualified_identifier(lr->nspname, lr->relname);
 	r->typnames = palloc(sizeof(char *) * lr->natts);
+	r->always_identity = palloc0(sizeof(bool) * lr->natts);
 	localatt = palloc(sizeof(AttrNumber) * lr->natts);
 	typids = palloc(sizeof(Oid) * lr->natts);
 	for (int i = 0; i < lr->natts; i++)
@@ -245,6 +264,7 @@ get_rel(LogicalRepRelId remoteid)
 		 */
 		get_atttypetypmodcoll(r->relid, localatt[i], &typids[i], &typmod, &collid);
 		r->typnames[i] = format_type_with_typemod(typids[i], -1);
+		r->always_identity[i] = always_identity(r->relid, localatt[i]);
 	}
 
 	/* the key: the same columns here as on the peer, or rows would be
@@ -883,7 +903,9 @@ do_update(AaRel *r, LogicalRepTupleData *keytup, LogicalRepTupleData *newtup)
 	appendStringInfo(&st.sql, "UPDATE ONLY %s aa_l SET ", r->qualname);
 	for (int i = 0; i < r->rel->natts; i++)
 	{
-		if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+		/* (a GENERATED ALWAYS identity value is never set by an UPDATE: the
+		 * row keeps the one it was inserted with, everywhere) */
+		if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED || r->always_identity[i])
 			continue;
 		if (!first)
 			appendStringInfoString(&st.sql, ", ");
@@ -916,7 +938,8 @@ insert_row(AaRel *r, LogicalRepTupleData *tup, bool on_conflict_nothing)
 	appendStringInfo(&st.sql, "INSERT INTO %s AS aa_l (", r->qualname);
 	for (int i = 0; i < r->rel->natts; i++)
 		appendStringInfo(&st.sql, "%s%s", i ? ", " : "", quote_identifier(r->rel->attnames[i]));
-	appendStringInfoString(&st.sql, ") VALUES (");
+	/* (the peer's values, also of a GENERATED ALWAYS identity column) */
+	appendStringInfoString(&st.sql, ") OVERRIDING SYSTEM VALUE VALUES (");
 	for (int i = 0; i < r->rel->natts; i++)
 	{
 		if (i)

@@ -151,9 +151,7 @@ table_qualifies(AaDirectRel *d, Relation rel)
 
 		if (att->attisdropped)
 			continue;
-		/* (GENERATED ALWAYS AS IDENTITY: the statements refuse its values,
-		 * and both paths must agree) */
-		if (att->attgenerated || att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
+		if (att->attgenerated)
 			return false;
 		for (int i = 0; i < d->remote->natts; i++)
 			if (d->localatt[i] == att->attnum)
