@@ -689,7 +689,7 @@ def cmd_summary(a):
     def fmt(d, k):
         if k == "p1.rounds" and d.get(k):
             # (each round's rate, compact: "14.8k 12.2k 9.3k")
-            return " ".join(f"{float(x) / 1000:.1f}k" for x in d[k].split())
+            return " ".join(x if x == "timeout" else f"{float(x) / 1000:.1f}k" for x in d[k].split())
         v = num(d, k)
         if v is None:
             return d.get(k, "-")

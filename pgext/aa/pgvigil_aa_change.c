@@ -304,6 +304,10 @@ get_rel(LogicalRepRelId remoteid)
 	/* (a unique index besides the key: a change may meet a row in its way
 	 * there, which only the statements resolve) */
 	r->direct = r->nunique == 0 ? aa_direct_prepare(r->relid, lr, localatt) : NULL;
+	if (r->nunique > 0)
+		ereport(LOG,
+				(errmsg("pgvigil_aa: the changes of table \"%s.%s\" from peer \"%s\" go through statements: %s",
+						lr->nspname, lr->relname, aa_peer_name, "a unique index besides the key")));
 	r->resolved = true;
 	MemoryContextSwitchTo(old);
 	return r;

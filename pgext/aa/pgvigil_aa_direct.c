@@ -53,6 +53,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "pgvigil_aa_apply.h"
 #include "pgvigil_aa_direct.h"
 
 typedef enum
@@ -71,7 +72,9 @@ struct AaDirectRel
 	FmgrInfo   *input;			/* its input function */
 	Oid		   *ioparam;
 	int32	   *typmod;
+	bool	   *always_identity;	/* GENERATED ALWAYS AS IDENTITY here */
 	int			natts;			/* the local table's columns, when prepared */
+	bool		said;			/* why its changes take the statements, logged */
 
 	/* this transaction's */
 	DirectState state;
@@ -120,6 +123,7 @@ aa_direct_prepare(Oid relid, LogicalRepRelation *remote, const AttrNumber *local
 	d->input = palloc(sizeof(FmgrInfo) * remote->natts);
 	d->ioparam = palloc(sizeof(Oid) * remote->natts);
 	d->typmod = palloc(sizeof(int32) * remote->natts);
+	d->always_identity = palloc(sizeof(bool) * remote->natts);
 	for (int i = 0; i < remote->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, localatt[i] - 1);
@@ -128,6 +132,7 @@ aa_direct_prepare(Oid relid, LogicalRepRelation *remote, const AttrNumber *local
 		d->localatt[i] = localatt[i];
 		d->typid[i] = att->atttypid;
 		d->typmod[i] = att->atttypmod;
+		d->always_identity[i] = att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS;
 		getTypeInputInfo(att->atttypid, &infunc, &d->ioparam[i]);
 		fmgr_info(infunc, &d->input[i]);
 	}
@@ -135,15 +140,21 @@ aa_direct_prepare(Oid relid, LogicalRepRelation *remote, const AttrNumber *local
 	return d;
 }
 
-/* Does the table, as it is now, qualify (see the header comment)? */
-static bool
-table_qualifies(AaDirectRel *d, Relation rel)
+/* Why the table, as it is now, does not qualify (see the header comment);
+ * NULL when it does. */
+static const char *
+not_qualified(AaDirectRel *d, Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
-		!OidIsValid(RelationGetReplicaIndex(rel)) || desc->natts != d->natts)
-		return false;
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		return "not a plain table";
+	if (rel->rd_rules != NULL)
+		return "it has a rule";
+	if (!OidIsValid(RelationGetReplicaIndex(rel)))
+		return "no key index";
+	if (desc->natts != d->natts)
+		return "its columns changed";
 	for (int a = 0; a < desc->natts; a++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, a);
@@ -152,12 +163,12 @@ table_qualifies(AaDirectRel *d, Relation rel)
 		if (att->attisdropped)
 			continue;
 		if (att->attgenerated)
-			return false;
+			return "a generated column";
 		for (int i = 0; i < d->remote->natts; i++)
 			if (d->localatt[i] == att->attnum)
 				sent = att->atttypid == d->typid[i] && att->atttypmod == d->typmod[i];
 		if (!sent)
-			return false;
+			return "a column here that the peer does not send";
 	}
 	if (rel->trigdesc)
 		for (int t = 0; t < rel->trigdesc->numtriggers; t++)
@@ -171,9 +182,22 @@ table_qualifies(AaDirectRel *d, Relation rel)
 
 			if ((trig->tgenabled == TRIGGER_FIRES_ALWAYS || trig->tgenabled == TRIGGER_FIRES_ON_REPLICA) &&
 				!tombstone && !truncate)
-				return false;
+				return "a trigger that fires for the apply";
 		}
-	return true;
+	return NULL;
+}
+
+/* Once per description of the table: why its changes take the statements
+ * (slower: an operator wants to know). */
+static void
+say_statements(AaDirectRel *d, Relation rel, const char *why)
+{
+	if (d->said)
+		return;
+	d->said = true;
+	ereport(LOG,
+			(errmsg("pgvigil_aa: the changes of table \"%s.%s\" from peer \"%s\" go through statements: %s",
+					get_namespace_name(RelationGetNamespace(rel)), RelationGetRelationName(rel), aa_peer_name, why)));
 }
 
 static void
@@ -230,6 +254,7 @@ open_direct(AaDirectRel *d)
 	RangeTblEntry *rte;
 	TupleDesc	desc;
 	bool		ok = true;
+	const char *why = NULL;
 
 	if (d->state != DIRECT_CLOSED)
 		return d->state == DIRECT_OPEN;
@@ -238,8 +263,10 @@ open_direct(AaDirectRel *d)
 	used = d;
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	d->rel = table_open(d->relid, RowExclusiveLock);
-	if (!table_qualifies(d, d->rel))
+	why = not_qualified(d, d->rel);
+	if (why)
 	{
+		say_statements(d, d->rel, why);
 		table_close(d->rel, NoLock);
 		d->rel = NULL;
 		d->state = DIRECT_UNUSABLE;
@@ -268,12 +295,18 @@ open_direct(AaDirectRel *d)
 		Form_pg_index index = d->rri->ri_IndexRelationDescs[i]->rd_index;
 
 		if (index->indexrelid == d->keyindex ? !index->indimmediate : (index->indisunique || index->indisexclusion))
+		{
 			ok = false;
+			why = index->indexrelid == d->keyindex ? "its key is deferrable" : "a unique index besides the key";
+		}
 	}
 	for (int i = 0; i < d->rri->ri_NumIndices && ok; i++)
 		if (RelationGetRelid(d->rri->ri_IndexRelationDescs[i]) == d->keyindex)
 			ok = begin_key_scan(d, d->rri->ri_IndexRelationDescs[i]);
-	ok = ok && d->scan != NULL;
+	if (ok && d->scan == NULL)
+		ok = false;
+	if (!ok && !why)
+		why = "a key column the peer does not send, or one without an equality operator";
 	EvalPlanQualInit(&d->epq, d->estate, NULL, NIL, -1);
 	d->newslot = ExecInitExtraTupleSlot(d->estate, desc, &TTSOpsVirtual);
 	d->local = table_slot_create(d->rel, &d->estate->es_tupleTable);
@@ -282,6 +315,7 @@ open_direct(AaDirectRel *d)
 	MemoryContextSwitchTo(old);
 	if (!ok)
 	{
+		say_statements(d, d->rel, why);
 		close_one(d);
 		d->state = DIRECT_UNUSABLE;
 	}
@@ -409,8 +443,9 @@ aa_direct_update_found(AaDirectRel *d, LogicalRepTupleData *newtup)
 	{
 		AttrNumber	a = d->localatt[i] - 1;
 
-		/* (unchanged: stored out of line and not sent, kept) */
-		if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
+		/* (unchanged: stored out of line and not sent, kept; a GENERATED
+		 * ALWAYS identity value is kept too, as the statements keep it) */
+		if (newtup->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED || d->always_identity[i])
 			continue;
 		d->newslot->tts_values[a] = remote_value(d, newtup, i, &d->newslot->tts_isnull[a]);
 		changed = true;

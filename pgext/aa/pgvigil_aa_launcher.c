@@ -26,6 +26,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -231,6 +232,19 @@ pgvigil_aa_peers_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* (a launcher that exits leaves no latch of its own for commits to set) */
+static void
+forget_launcher_latch(int code, Datum arg)
+{
+	if (aa_shared)
+	{
+		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
+		if (aa_shared->launcher_latch == MyLatch)
+			aa_shared->launcher_latch = NULL;
+		LWLockRelease(aa_shared->lock);
+	}
+}
+
 void
 pgvigil_aa_launcher_main(Datum arg)
 {
@@ -245,6 +259,7 @@ pgvigil_aa_launcher_main(Datum arg)
 		LWLockAcquire(aa_shared->lock, LW_EXCLUSIVE);
 		aa_shared->launcher_latch = MyLatch;
 		LWLockRelease(aa_shared->lock);
+		before_shmem_exit(forget_launcher_latch, (Datum) 0);
 	}
 	ereport(LOG, (errmsg("pgvigil_aa launcher: keeping the apply workers of database \"%s\" running", aa_database)));
 	for (;;)

@@ -535,9 +535,15 @@ static bool ddl_keys_now(Lead *d, AaGroupView *v, char *why, size_t whysz)
             str_fmt(why, whysz, "cannot read %s: %s", keys[i], err.msg);
             return false;
         }
+        char bad[200] = "";
         if (value)
-            aa_group_take(v, keys[i], value, rev, lease, NULL, 0);
+            aa_group_take(v, keys[i], value, rev, lease, bad, sizeof(bad));
         free(value);
+        if (bad[0]) {
+            /* (never taken for "no key": a grant would then fail for ever as "taken first") */
+            str_copy(why, whysz, bad);
+            return false;
+        }
     }
     return true;
 }

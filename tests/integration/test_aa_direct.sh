@@ -11,8 +11,10 @@
 #     applied insert and each applied update.
 #  3. a table with a column on B only, with a default (statements): B's rows have A's values and
 #     the default.
-#  4. a table with a domain column: a NULL from A that B's domain refuses stops the apply, naming
-#     the domain, on either path.
+#  4. a table with a domain column, one of each path: a NULL from A that B's domain refuses stops
+#     the apply, naming the domain, until the domain allows it.
+#  Which path each table takes is checked too: B's log names each table that takes the
+#  statements, and why, and no other.
 #  5. GENERATED ALWAYS identity keys, on a table of each path: inserts and updates reach B.
 #  6. The check can fail: a row changed on B alone (under an origin: not sent) is seen.
 source "$(dirname "$0")/lib.sh"
@@ -89,10 +91,22 @@ q a -c "insert into dom values (1, 5)" -c "insert into dom values (2, null)" || 
 refused() { grep -q 'domain public.posint does not allow null values' "$T_DIR/node_b/postgres.log"; }
 wait_until 60 "b's apply stops on the NULL its domain refuses" refused
 [ "$(q b -c "select count(*) from dom where id = 2")" = 0 ] || fail "b took a NULL its domain refuses"
-log "a NULL that b's domain refuses: the apply stops, naming the domain"
 q b -c "set session_replication_role = replica" -c "alter domain posint drop not null" >/dev/null
 dom_done() { [ "$(q b -c "select count(*) from dom")" = 2 ]; }
 wait_until 60 "b applies dom once its domain allows the NULL" dom_done
+# the same through statements (a unique index besides the key)
+q b -c "set session_replication_role = replica" -c "create domain posint2 as int not null check (value > 0)" \
+    -c "create table dom2(id int primary key, u int unique, p posint2)" >/dev/null || fail "b's second domain"
+q a -c "set session_replication_role = replica" -c "create table dom2(id int primary key, u int unique, p int)" >/dev/null ||
+    fail "a's dom2"
+q a -c "insert into dom2 values (1, 1, 5)" -c "insert into dom2 values (2, 2, null)" || fail "writes of dom2 on a"
+refused2() { grep -A2 'domain public.posint2 does not allow null values' "$T_DIR/node_b/postgres.log" | grep -q 'public.dom2'; }
+wait_until 60 "b's apply stops on the NULL its domain refuses, through statements" refused2
+q b -c "set session_replication_role = replica" -c "alter domain posint2 drop not null" >/dev/null
+dom2_done() { [ "$(q b -c "select count(*) from dom2")" = 2 ]; }
+wait_until 60 "b applies dom2 once its domain allows the NULL" dom2_done
+log "a NULL that b's domain refuses: the apply stops, naming the domain, on either path, until the domain allows it"
+
 
 # 5. identity keys: ident (the direct path), ident2 (statements: a second unique index)
 q a -c "create table ident(id int generated always as identity primary key, v text)" \
@@ -106,6 +120,18 @@ ident_rows() { q "$1" -c "select string_agg(id || v, ',' order by id) from $2"; 
 ident_done() { [ "$(ident_rows b ident)" = "$(ident_rows a ident)" ] && [ "$(ident_rows b ident2)" = "$(ident_rows a ident2)" ]; }
 wait_until 60 "b applies a's writes of the identity tables" ident_done
 log "GENERATED ALWAYS identity keys: a's inserts and updates on b, on both paths"
+
+# which tables took the statements, by b's log (and why); the others took the direct path
+said_statements() { grep -q "the changes of table \"public.$1\" from peer \"a\" go through statements: $2" "$T_DIR/node_b/postgres.log"; }
+said_statements trig "a trigger that fires for the apply" || fail "b's log does not say trig takes the statements"
+said_statements extra "a column here that the peer does not send" || fail "b's log does not say extra takes the statements"
+said_statements ident2 "a unique index besides the key" || fail "b's log does not say ident2 takes the statements"
+said_statements dom2 "a unique index besides the key" || fail "b's log does not say dom2 takes the statements"
+for t in plain ident dom; do
+    ! grep -q "the changes of table \"public.$t\" from peer" "$T_DIR/node_b/postgres.log" ||
+        fail "$t, which qualifies, took the statements: $(grep "the changes of table \"public.$t\"" "$T_DIR/node_b/postgres.log" | head -1)"
+done
+log "b's log names trig, extra, ident2 and dom2 as taking the statements, with why, and no other table"
 
 # 6. self-test: a change on b alone is seen
 # (under an origin of its own: a change made under any origin is not sent)
