@@ -557,24 +557,32 @@ peer_saw(LocalRow *v)
 
 /* ---- the changes without a conflict, through the access methods */
 
-/* Is the key's row here, written by a version the peer had seen?  Then
- * the direct path applies the change (the row is locked). */
-static bool
-direct_found_seen(AaRel *r, LogicalRepTupleData *keytup)
+typedef enum
+{
+	DIRECT_NO,					/* the table takes the statements */
+	DIRECT_MISSING,				/* no row of the key here */
+	DIRECT_SEEN,				/* a version the peer had seen, locked */
+	DIRECT_UNSEEN				/* another: the statements decide */
+} DirectLookup;
+
+/* The key's row through the direct path, and whether the peer had seen its
+ * version (only then is it kept locked for the direct path). */
+static DirectLookup
+direct_lookup(AaRel *r, LogicalRepTupleData *keytup)
 {
 	TransactionId xmin;
 	bool		usable;
 	LocalRow	v;
 
 	if (!aa_direct_find(r->direct, keytup, &xmin, &usable))
-		return false;
+		return usable ? DIRECT_MISSING : DIRECT_NO;
 	memset(&v, 0, sizeof(v));
 	v.found = true;
 	writer_of(xmin, &v);
 	if (peer_saw(&v))
-		return true;
+		return DIRECT_SEEN;
 	aa_direct_release(r->direct);
-	return false;
+	return DIRECT_UNSEEN;
 }
 
 /* Is the key deleted here by a delete the peer had not seen (the newest
@@ -604,25 +612,16 @@ direct_tombstone_unseen(AaRel *r, LogicalRepTupleData *keytup)
 static bool
 direct_insert(AaRel *r, LogicalRepTupleData *tup)
 {
-	TransactionId xmin;
-	bool		usable;
-	LocalRow	v;
-
-	if (aa_direct_find(r->direct, tup, &xmin, &usable))
+	switch (direct_lookup(r, tup))
 	{
-		memset(&v, 0, sizeof(v));
-		v.found = true;
-		writer_of(xmin, &v);
-		if (!peer_saw(&v))
-		{
-			aa_direct_release(r->direct);
+		case DIRECT_SEEN:
+			aa_direct_update_found(r->direct, tup);
+			return true;
+		case DIRECT_MISSING:
+			return unchanged_column(tup) < 0 && !direct_tombstone_unseen(r, tup) && aa_direct_insert(r->direct, tup);
+		default:
 			return false;
-		}
-		aa_direct_update_found(r->direct, tup);
-		return true;
 	}
-	return usable && unchanged_column(tup) < 0 && !direct_tombstone_unseen(r, tup) &&
-		aa_direct_insert(r->direct, tup);
 }
 
 static void
@@ -1231,7 +1230,7 @@ aa_apply_update(StringInfo s)
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
-	if (r->direct && direct_found_seen(r, keytup))
+	if (r->direct && direct_lookup(r, keytup) == DIRECT_SEEN)
 	{
 		aa_direct_update_found(r->direct, &newtup);
 		END_ERROR_CONTEXT();
@@ -1306,7 +1305,7 @@ aa_apply_delete(StringInfo s)
 	bool		wins;
 
 	WITH_ERROR_CONTEXT(r);
-	if (r->direct && direct_found_seen(r, &oldtup))
+	if (r->direct && direct_lookup(r, &oldtup) == DIRECT_SEEN)
 	{
 		aa_direct_delete_found(r->direct);
 		END_ERROR_CONTEXT();
