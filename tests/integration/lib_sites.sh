@@ -131,9 +131,23 @@ $SITE_B_STANDBY_EXTRA}"
     wait_until 60 "node1 bootstraps site a" is_primary 1
     start_agent 2
     wait_until 90 "node2 streams from node1" streams_from 2 1
+    # SITES_BUSY_A: site a commits without pause while node3 copies it, so that its copy holds
+    # commits written after the point where it is consistent (a delayed node3 must stream anyway)
+    local busy=""
+    if [ -n "${SITES_BUSY_A:-}" ]; then
+        psql_n 1 -c "create table sites_busy(at timestamptz)" >/dev/null || fail "sites_busy on node1"
+        ( while :; do psql_n 1 -c "insert into sites_busy values (now())" >/dev/null 2>&1; done ) &
+        busy=$!
+        EXTRA_PIDS+=("$busy")
+    fi
     start_agent 3
     wait_until 120 "node3 is site b's standby leader" site_role_is 3 "Standby Leader"
     wait_until 60 "node3 streams from node1 (site a's primary)" streams_from 3 1
+    if [ -n "$busy" ]; then
+        kill "$busy"
+        wait "$busy" 2>/dev/null
+        psql_n 1 -c "select count(*) from sites_busy" | sed 's/^/site a committed while node3 was copied: /'
+    fi
     # node4 clones node3 with pg_basebackup, which on a standby starts at a restartpoint: that
     # needs a checkpoint record node3 replayed after its own start, and an idle site a writes
     # none until checkpoint_timeout (a CI run waited 120 s for node4). A node3 that applies WAL

@@ -16,7 +16,11 @@ source "$(dirname "$0")/lib_sites.sh"
 export PGVIGIL_TEST_PROMOTE_AT_STOP="$T_DIR/promote-at-stop"   # (the agents' test hook: see below)
 
 sites_setup
-SITE_B_STANDBY_EXTRA="      recovery_min_apply_delay: 1h" sites_start
+# (site a busy while node3 copies it: the copy holds commits that node3, delayed, would otherwise
+# wait an hour to replay before it receives anything)
+SITES_BUSY_A=1 SITE_B_STANDBY_EXTRA="      recovery_min_apply_delay: 1h" sites_start
+grep -q "create replica: streaming from the source: taking the apply delay (1h)" "$T_DIR/node3.log" ||
+    fail "node3's copy did not stream before it took its apply delay"
 psql_n 1 -c "create table precious(id int primary key)" -c "insert into precious select generate_series(1, 10)"
 sleep 1.5   # (a target time strictly between the rows and the mistake)
 T=$(psql_n 1 -c "select now()")
