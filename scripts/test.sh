@@ -22,6 +22,7 @@ asan_units=("${units[@]/#/build-asan/tests/}")
 plain_units=("${units[@]/#/build/tests/}")
 
 echo "== build"
+phase_at() { echo "-- $* at $SECONDS s into the run"; }   # where the run's time goes
 bash scripts/setup.sh || build_failed "scripts/setup.sh (dependencies, and make of build/pgvigil)"
 make -s -j2 asan || build_failed "make asan (build-asan/pgvigil, which the integration tests run)"
 # removed first, so that a binary of an earlier build cannot survive a failed link
@@ -33,6 +34,7 @@ for t in build/pgvigil build-asan/pgvigil "${asan_units[@]}" "${plain_units[@]}"
     [ -x "$t" ] || build_failed "$t is missing after the build"
 done
 
+phase_at "unit tests"
 # a unit test that hangs fails (15 min: far beyond the slowest, test_etcd under valgrind, ~30 s)
 unit_pass=0; unit_fail=0
 failed_list=()   # every failed check by name, repeated at the very end where a log's tail shows it
@@ -52,11 +54,13 @@ for t in "${plain_units[@]}"; do
 done
 rm -f "$vg_out"
 echo "unit: $unit_pass passed, $unit_fail failed"
+phase_at "fuzzing"
 # every parser of untrusted input, fuzzed for a short while from its seeds (libFuzzer, clang)
 bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-10}" | tee /tmp/pgvigil-fuzz.out
 read -r fz_pass fz_fail < <(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-fuzz.out | tail -1)
 unit_pass=$((unit_pass + ${fz_pass:-0})); unit_fail=$((unit_fail + ${fz_fail:-1}))
 [ "${fz_fail:-1}" -eq 0 ] || failed_list+=("fuzz (tests/fuzz/run.sh)")
+phase_at "integration tests"
 PGVIGIL_BIN="$(pwd)/build-asan/pgvigil" bash tests/integration/run.sh | tee /tmp/pgvigil-integration.out
 read -r int_pass int_fail < <(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/pgvigil-integration.out | tail -1)
 int_pass=${int_pass:-0}; int_fail=${int_fail:-1}
@@ -65,6 +69,7 @@ if [ "$int_fail" -gt 0 ]; then
     failed_list+=(${int_names:-"integration (tests/integration/run.sh)"})
     int_out_dir=$(sed -n 's/^output of the failed tests kept in //p' /tmp/pgvigil-integration.out | tail -1)
 fi
+phase_at "self-tests and the fault suite"
 # the fault checker must see each violation it checks for, in hand-made runs (no cluster)
 echo "== bench/dr verdicts self-test (no cluster)"
 if timeout 120 bash bench/dr --selftest; then unit_pass=$((unit_pass + 1)); else unit_fail=$((unit_fail + 1)); failed_list+=("bench/dr --selftest"); fi
@@ -82,5 +87,6 @@ if [ -n "${int_out_dir:-}" ]; then
     done
 fi
 [ ${#failed_list[@]} -gt 0 ] && echo "failed: ${failed_list[*]}"
+phase_at "the end"
 echo "total: $((unit_pass + int_pass)) passed, $((unit_fail + int_fail)) failed"
 [ $((unit_fail + int_fail)) -eq 0 ]
