@@ -38,21 +38,40 @@ phase_at "unit tests"
 # a unit test that hangs fails (15 min: far beyond the slowest, test_etcd under valgrind, ~30 s)
 unit_pass=0; unit_fail=0
 failed_list=()   # every failed check by name, repeated at the very end where a log's tail shows it
+# Two lanes at once, each test's output to a file of its own: the ASan/UBSan builds (mostly
+# waiting on the etcd, BIND and HTTP servers they start) and the valgrind ones (CPU). Each unit
+# test takes free ports and temporary directories of its own, so the lanes never meet.
+unit_dir=$(mktemp -d /tmp/pgvigil-units.XXXXXX)
+run_unit() {   # run_unit asan|valgrind TEST: output in $unit_dir/KIND.NAME.out, exit status in .rc
+    local out="$unit_dir/$1.$(basename "$2").out"
+    if [ "$1" = asan ]; then
+        timeout -k 10 900 "$2" >"$out" 2>&1
+    else
+        timeout -k 10 900 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+            --errors-for-leak-kinds=definite,indirect --error-exitcode=9 "$2" >"$out" 2>&1
+    fi
+    echo $? >"$out.rc"
+}
+( for t in "${asan_units[@]}"; do run_unit asan "$t"; done ) &
+asan_lane=$!
+for t in "${plain_units[@]}"; do run_unit valgrind "$t"; done
+wait "$asan_lane"
 for t in "${asan_units[@]}"; do
     echo "== unit (asan) $t"
-    if timeout -k 10 900 "$t"; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); failed_list+=("$t (asan)"); echo "FAILED: $t"; fi
+    out="$unit_dir/asan.$(basename "$t").out"
+    cat "$out"
+    if [ "$(cat "$out.rc" 2>/dev/null)" = 0 ]; then unit_pass=$((unit_pass+1)); else unit_fail=$((unit_fail+1)); failed_list+=("$t (asan)"); echo "FAILED: $t"; fi
 done
-vg_out=$(mktemp /tmp/pgvigil-valgrind.XXXXXX)
 for t in "${plain_units[@]}"; do
     echo "== unit (valgrind) $t"
-    if timeout -k 10 900 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
-        --error-exitcode=9 "$t" >"$vg_out" 2>&1; then
+    out="$unit_dir/valgrind.$(basename "$t").out"
+    if [ "$(cat "$out.rc" 2>/dev/null)" = 0 ]; then
         unit_pass=$((unit_pass+1))
     else
-        unit_fail=$((unit_fail+1)); failed_list+=("$t (valgrind)"); echo "FAILED under valgrind: $t"; tail -30 "$vg_out"
+        unit_fail=$((unit_fail+1)); failed_list+=("$t (valgrind)"); echo "FAILED under valgrind: $t"; tail -30 "$out"
     fi
 done
-rm -f "$vg_out"
+rm -rf "$unit_dir"
 echo "unit: $unit_pass passed, $unit_fail failed"
 phase_at "fuzzing"
 # every parser of untrusted input, fuzzed for a short while from its seeds (libFuzzer, clang)
