@@ -259,10 +259,18 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
             log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
             a->start_diverged = true;
         }
+        /* a replica of this cluster's leader: the same words in its log spare the wait for
+         * NOT_STREAMING_REWIND_MS (the old leader's site rejoining after a site failover) */
+        if (!a->following_remote && now - a->not_streaming_since > NOT_ACCEPTING_CHECK_MS && !a->follow_diverged &&
+            pg_log_shows_divergence(&a->pg)) {
+            log_warn("postgres cannot follow the timeline of leader %s (see its log); it needs pg_rewind", a->following);
+            a->follow_diverged = true;
+        }
     } else if (!(a->start_diverged && a->following_remote && replica_following)) {
         /* (once postgres said it cannot follow, its walreceiver still "streams" for a moment on
          * each retry, up to the fork: that is no reason to start counting again) */
         a->not_streaming_since = 0;
+        a->follow_diverged = false;
     }
     /* a standby that runs but never becomes consistent may have gone past the fork of the
      * timeline it should follow (its recovery stops there for good): its log says so */
@@ -297,6 +305,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     o->my_sysid = st->sysid[0] ? st->sysid : ci->sysid;
     o->pg_down_ms = a->pg_down_since ? now - a->pg_down_since : 0;
     o->not_streaming_ms = a->not_streaming_since ? now - a->not_streaming_since : 0;
+    o->follow_diverged = a->follow_diverged && a->not_streaming_since;
 }
 
 static const char *state_name(const Agent *a)

@@ -139,6 +139,7 @@ typedef struct Agent {
     int start_failures;         /* consecutive failed starts */
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
+    bool follow_diverged;       /* a replica's postgres said it cannot follow the leader's timeline */
     int64_t not_accepting_since; /* postgres runs but refuses connections (starting, recovering) */
     int64_t leaderless_since;   /* monotonic; 0 while a leader key exists */
     Lsn stopped_checkpoint;     /* cleanly stopped: the shutdown checkpoint (published as position) */

@@ -765,7 +765,7 @@ void agent_collect_job(Agent *a)
         if (j.kind != JOB_REWIND)
             a->start_failures = ok ? 0 : a->start_failures + 1;
         if (ok)
-            a->start_diverged = false;
+            a->start_diverged = a->follow_diverged = false;
         if (ok && a->rescued && j.kind != JOB_REWIND) {
             /* rebuilt: the rescued data directory is gone, the member takes part again */
             a->rescued = false;

@@ -316,8 +316,8 @@ static void decide_standby_leader(const Observation *o, Decision *d)
      * slot or removed WAL is not cured by a rewind.) */
     /* (the timeline it runs on: the new timeline's history file may have been fetched already) */
     int mine = o->pg_timeline > 0 ? o->pg_timeline : o->my_timeline;
-    if (o->not_streaming_ms > NOT_STREAMING_REWIND_MS && o->start_diverged && o->remote_timeline > mine &&
-        c->config.use_pg_rewind && c->config.standby.host) {
+    if (o->not_streaming_ms > 0 && o->start_diverged && o->remote_timeline > mine && c->config.use_pg_rewind &&
+        c->config.standby.host) {
         decide_remote(d, ACT_REWIND, "not streaming from %s for %lld s while it answers: timelines diverged, rewinding",
                       src, (long long)(o->not_streaming_ms / 1000));
         return;
@@ -391,6 +391,11 @@ static void decide_follower(const Observation *o, Decision *d)
     if (strcmp(o->following, leader) != 0) {
         decide(d, ACT_FOLLOW, leader, "leader is %s: re-pointing replication (was following %s)", leader,
                o->following[0] ? o->following : "nobody");
+        return;
+    }
+    if (leader_running && o->not_streaming_ms > 0 && o->follow_diverged && c->config.use_pg_rewind) {
+        decide(d, ACT_REWIND, leader, "postgres cannot follow the timeline of %s (not streaming for %lld s, its log "
+               "says why): rewinding", leader, (long long)(o->not_streaming_ms / 1000));
         return;
     }
     if (leader_running && o->not_streaming_ms > NOT_STREAMING_REWIND_MS && c->config.use_pg_rewind) {

@@ -61,6 +61,8 @@ typedef struct Observation {
     int start_failures;        /* consecutive failed starts */
     bool data_dir_foreign;     /* not empty and not a PostgreSQL data directory at all */
     int64_t not_streaming_ms;  /* replica following a leader but not streaming for this long */
+    bool follow_diverged;      /* ... and postgres says it went past the fork of the leader's
+                                  timeline (its log, after a few seconds of not streaming) */
     int64_t leaderless_ms;     /* how long no leader key has been seen (0 when there is one) */
     bool reinit_on_rewind_failure; /* postgresql.remove_data_directory_on_rewind_failure */
 

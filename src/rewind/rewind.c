@@ -391,7 +391,8 @@ static bool apply_plan(const char *dd, Plan *p, PGconn *c, mode_t fmode, mode_t 
         return false;
     }
 #endif
-    qsort(p->remove, p->n_remove, sizeof(char *), cmp_desc);
+    if (p->n_remove > 1)   /* (an empty plan's list is NULL, which qsort must not get) */
+        qsort(p->remove, p->n_remove, sizeof(char *), cmp_desc);
     for (size_t i = 0; i < p->n_remove; i++) {
         str_fmt(path, sizeof(path), "%s/%s", dd, p->remove[i]);
         struct stat sb;
@@ -718,13 +719,18 @@ static bool plan_rewind(Ctx *x, Err *err)
     TargetWal tw = {.dir = wal, .restore_command = x->o->restore_command, .seg_size = x->tgt.wal_segment_size};
     bool found = target_last_checkpoint(&tw, waldump, st->common_tli, x->th.e[idx].begin, st->fork, &st->checkpoint,
                                         &st->redo, err);
-    found = found && target_changed_blocks(&tw, &x->th, st->redo, tgt_end, &x->sum, err);
+    /* where the target's records must be read to: a standby's minimum recovery point is the end of
+     * the last record it replayed; a checkpoint location is where its record starts, so that
+     * record must be read whole (its end lies past its start) */
+    Lsn need_end = x->tgt.min_recovery_point > x->tgt.checkpoint ? x->tgt.min_recovery_point : x->tgt.checkpoint + 1;
+    found = found && target_changed_blocks(&tw, &x->th, st->redo, need_end, &x->sum, err);
     st->restored_segments = tw.restored;
     if (!found)
         return false;
     if (!list_local(x->o->data_dir, "", &x->tgt_files, err))
         return false;
-    qsort(x->tgt_files.f, x->tgt_files.n, sizeof(SourceFile), cmp_path);
+    if (x->tgt_files.n > 1)
+        qsort(x->tgt_files.f, x->tgt_files.n, sizeof(SourceFile), cmp_path);
     if (!list_local(x->o->data_dir, "pg_wal", &x->tgt_wal, err))
         return false;
     SourceList status = {0};

@@ -67,7 +67,8 @@ bool source_list(PGconn *c, SourceList *out, Err *err)
         f->size = strtoll(PQgetvalue(r, i, 2), NULL, 10);
     }
     PQclear(r);
-    qsort(out->f, out->n, sizeof(SourceFile), cmp_source_file);
+    if (out->n > 1)
+        qsort(out->f, out->n, sizeof(SourceFile), cmp_source_file);
     return true;
 }
 

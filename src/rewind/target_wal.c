@@ -124,7 +124,8 @@ bool target_last_checkpoint(TargetWal *w, const char *waldump, uint32_t tli, Lsn
     return false;
 }
 
-bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn upto, WalSummary *out, Err *err)
+bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn need_end, WalSummary *out,
+                           Err *err)
 {
     const char *pg_wal_dir = w->dir;
     uint32_t seg_size = w->seg_size;
@@ -135,7 +136,7 @@ bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn
         char name[25], path[4200];
         wal_segment_name(tli, seg, seg_size, name);
         str_fmt(path, sizeof(path), "%s/%s", pg_wal_dir, name);
-        bool needed = seg <= upto;
+        bool needed = seg < need_end;
         size_t n = 0;
         Err e = {{0}};
         if (needed && !have_segment(w, name, err)) {
@@ -166,20 +167,20 @@ bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn
                 return false;
             }
         }
-        if (!complete && seg + seg_size <= upto) {
+        if (!complete && seg + seg_size < need_end) {
             wal_summary_free(out);
             char u[LSN_BUFSZ];
-            err_set(err, "%s: the records end before %s", path, lsn_format(upto, u));
+            err_set(err, "%s: the records end before %s", path, lsn_format(need_end, u));
             return false;
         }
         if (!complete)
             break;   /* the records end in this segment */
     }
-    /* every record up to the last one needed was read (the one that starts at upto included) */
-    if (!have || out->end <= upto) {
+    /* every record up to the last one needed was read whole */
+    if (!have || out->end < need_end) {
         char u[LSN_BUFSZ];
         wal_summary_free(out);
-        err_set(err, "%s: the target's WAL could not be read up to %s", pg_wal_dir, lsn_format(upto, u));
+        err_set(err, "%s: the target's WAL could not be read up to %s", pg_wal_dir, lsn_format(need_end, u));
         return false;
     }
     return true;

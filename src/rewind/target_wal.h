@@ -25,8 +25,10 @@ bool target_last_checkpoint(TargetWal *w, const char *waldump, uint32_t tli, Lsn
                             Lsn *redo, Err *err);
 
 /* The blocks changed by the records from the segment of from on, along the target's history h,
- * until its WAL ends; the WAL up to must be there or be restored (else false with err). */
-bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn upto, WalSummary *out, Err *err);
+ * until its WAL ends; records must be there (or be restored) whole up to need_end, the end of
+ * the last record the target's data files may hold changes of (else false with err). */
+bool target_changed_blocks(TargetWal *w, const TimelineHistory *h, Lsn from, Lsn need_end, WalSummary *out,
+                           Err *err);
 
 /* The pg_wal file name of the segment starting at seg_start on timeline tli. */
 void wal_segment_name(uint32_t tli, Lsn seg_start, uint32_t seg_size, char out[25]);

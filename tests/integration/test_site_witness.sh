@@ -89,6 +89,7 @@ log "MEASURE witness_failover a_last_write_after_cut_ms=$((last_a - t_cut)) b_fi
 # ---- 4. healed: a becomes b's standby cluster, rewinds, and takes no write
 n_a=$(acks "$T_DIR/acks-a")
 netns_heal_all
+t_heal=$(date +%s%3N)
 wait_until 60 "site a is a standby cluster" eval '[ -n "$(site_config a | jq -r ".standby_cluster.host // empty")" ]'
 wait_until 120 "site a's leader follows site b" eval 'site_role_is 1 "Standby Leader" || site_role_is 2 "Standby Leader"'
 a_lead=$(site_leader a)
@@ -99,6 +100,12 @@ wait_until 120 "$a_lead replays site b's writes" has_b_rows "${a_lead#node}"
 other_a=node1
 [ "$a_lead" = node1 ] && other_a=node2
 wait_until 120 "$other_a replays site b's writes" has_b_rows "${other_a#node}"
+log "MEASURE witness_failback both_a_nodes_replay_b_ms=$(( $(date +%s%3N) - t_heal ))"
+# pgvigil's own rewind did both (a fallback to pg_rewind says "not done, nothing changed")
+for n in 1 2; do
+    ! grep -h "rewind of .* not done, nothing changed\|rewind failed" "$T_DIR/node$n.log" ||
+        fail "node$n's rewind was not pgvigil rewind's (above)"
+done
 [ "$(acks "$T_DIR/acks-a")" = "$n_a" ] || fail "site a acknowledged writes after the heal: $(tail -2 "$T_DIR/acks-a")"
 [ "$(witness_key)" = site-b ] || fail "the witness names $(witness_key), not site-b"
 # what a acknowledged after b's last received write is listed before the rewind

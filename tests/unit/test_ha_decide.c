@@ -234,6 +234,8 @@ static void t_follow_node3(Fx *f) { f->o.following = "node3"; }
 static void t_follow_none(Fx *f) { f->o.following = ""; }
 static void t_not_streaming(Fx *f) { f->o.not_streaming_ms = 15001; }
 static void t_not_streaming_limit(Fx *f) { f->o.not_streaming_ms = 15000; }
+static void t_not_streaming_short(Fx *f) { f->o.not_streaming_ms = 6000; }
+static void t_follow_diverged(Fx *f) { f->o.follow_diverged = true; }
 
 /* my identity */
 static void t_nofailover(Fx *f) { f->o.tags.nofailover = true; }
@@ -615,6 +617,11 @@ static void test_follower(void **state)
         {"replica not streaming, exactly the limit", as_replica, {t_not_streaming_limit}, ACT_WAIT, NULL, NULL, false},
         {"replica not streaming, leader not running", as_replica, {t_not_streaming, t_leader_stopped}, ACT_WAIT, NULL, NULL, false},
         {"replica not streaming, pg_rewind disabled", as_replica, {t_not_streaming, t_no_pg_rewind}, ACT_WAIT, NULL, NULL, false},
+        {"replica not streaming whose log shows the fork: rewinds before the limit", as_replica, {t_not_streaming_short, t_follow_diverged}, ACT_REWIND, "node1", "cannot follow the timeline of node1", false},
+        {"replica not streaming for a moment, nothing in its log: waits", as_replica, {t_not_streaming_short}, ACT_WAIT, NULL, NULL, false},
+        {"replica's log shows the fork, streaming now: no rewind", as_replica, {t_follow_diverged}, ACT_WAIT, NULL, NULL, false},
+        {"replica's log shows the fork, leader not running", as_replica, {t_not_streaming_short, t_follow_diverged, t_leader_stopped}, ACT_WAIT, NULL, NULL, false},
+        {"replica's log shows the fork, pg_rewind disabled", as_replica, {t_not_streaming_short, t_follow_diverged, t_no_pg_rewind}, ACT_WAIT, NULL, NULL, false},
         {"replica, renewal failed", as_replica, {t_lease_fail, t_past_margin}, ACT_WAIT, NULL, NULL, false},
         {"replica ignores a switchover request", as_replica, {t_so_node2}, ACT_WAIT, NULL, "following", false},
         {"replica ignores a failover request to itself while a leader exists", as_replica, {t_fo_node2}, ACT_WAIT, NULL, "following", false},
@@ -788,7 +795,8 @@ static void test_standby_cluster(void **state)
         {"standby leader not streaming from a source on a newer timeline, diverged", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3, t_diverged_flag}, ACT_REWIND, "@source", "timelines diverged", false},
         {"standby leader diverged, the source's history file already fetched", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3, t_diverged_flag, t_history_fetched}, ACT_REWIND, "@source", "timelines diverged", false},
         {"standby leader not streaming, newer timeline, postgres says nothing of a fork: no rewind", as_leader, {t_standby_leader, t_not_streaming, t_source_tl3}, ACT_KEEP_LEADER, NULL, NULL, false},
-        {"standby leader not streaming, exactly the limit", as_leader, {t_standby_leader, t_not_streaming_limit, t_source_tl3, t_diverged_flag}, ACT_KEEP_LEADER, NULL, NULL, false},
+        {"standby leader diverged, said so after a few seconds: no wait for the limit", as_leader, {t_standby_leader, t_not_streaming_short, t_source_tl3, t_diverged_flag}, ACT_REWIND, "@source", "timelines diverged", false},
+        {"standby leader diverged once, streaming now: no rewind", as_leader, {t_standby_leader, t_source_tl3, t_diverged_flag}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"standby leader runs but cannot recover past the fork", as_leader, {t_standby_leader, t_not_accepting, t_diverged_running}, ACT_REWIND, "@source", "cannot recover past the fork", false},
         {"standby leader not streaming from a source on its own timeline: no rewind", as_leader, {t_standby_leader, t_not_streaming}, ACT_KEEP_LEADER, NULL, NULL, false},
         {"standby leader: the last rewind attempt never ran, retry later", as_leader, {t_standby_leader, t_was_primary, t_start_failed}, ACT_WAIT, NULL, "retrying in", false},
@@ -964,7 +972,8 @@ static void randomize(Fx *f)
     o->following = follows[rnd(4)];
     o->rewind_failed = rnd(4) == 0;
     o->start_failed = rnd(4) == 0;
-    o->not_streaming_ms = rnd(3) == 0 ? 20000 : 0;
+    o->not_streaming_ms = rnd(3) == 0 ? 20000 : rnd(2) == 0 ? 6000 : 0;
+    o->follow_diverged = rnd(4) == 0;
     o->reinit_on_rewind_failure = rnd(2);
     o->following_remote = rnd(2);
     o->site_unchecked = rnd(6) == 0;
