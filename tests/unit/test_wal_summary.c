@@ -2,10 +2,13 @@
  * (page headers, records split across pages and across segments), with the records that change
  * whole files (relation created or truncated, database copied), a record whose headers cross
  * into the next segment (found only once both summaries are put together), a stop LSN, the stored
- * form and its damage checks, and relation file names. The comparison with pg_waldump on real WAL
- * is in tests/integration/test_wal_summary.sh. */
+ * form and its damage checks, and relation file names; and how far a rewind needs its target's
+ * WAL (target_changed_blocks). The comparison with pg_waldump on real WAL is in
+ * tests/integration/test_wal_summary.sh. */
 #include "backup/wal_summary.h"
 #include "common/common.h"
+#include "common/fileutil.h"
+#include "rewind/target_wal.h"
 
 #include <setjmp.h>
 #include <stdlib.h>
@@ -321,6 +324,52 @@ static void test_stop_lsn(void **state)
     free(cut);
 }
 
+/* A rewind reads the target's WAL up to need_end, an end position: a standby's minimum recovery
+ * point is where its last replayed record ends, and its WAL may stop exactly there; a checkpoint
+ * location is where that record starts, and the record must then be read whole. */
+static void test_rewind_target_end(void **state)
+{
+    (void)state;
+    /* segment 0 of a standby whose WAL stops after the records of its first two pages */
+    unsigned char *seg = calloc(1, SEG);
+    memcpy(seg, wal->buf, PAGE * 2);
+    WalSummary c;
+    Err err = {{0}};
+    assert_true(wal_summary_parse(seg, SEG, 0, 0, &c, &err));
+    assert_false(c.complete);
+    uint64_t last_end = c.end;   /* what its minimum recovery point would be */
+    wal_summary_free(&c);
+    char dir[] = "/tmp/pgvigil-test-target-wal.XXXXXX", name[25], path[200];
+    assert_non_null(mkdtemp(dir));
+    wal_segment_name(1, 0, SEG, name);
+    str_fmt(path, sizeof(path), "%s/%s", dir, name);
+    assert_true(file_write_atomic(path, (const char *)seg, SEG, 0600, &err));
+    TimelineHistory h;
+    assert_true(timeline_parse(1, "", &h, &err));
+    TargetWal tw = {.dir = dir, .seg_size = SEG};
+    WalSummary out;
+
+    /* read to the end of its last record: enough */
+    assert_true(target_changed_blocks(&tw, &h, 0, last_end, &out, &err));
+    assert_true(has_block(&out, REL_A, 0, 7));
+    assert_true(has_block(&out, REL_A, 0, 12));
+    wal_summary_free(&out);
+    /* a checkpoint-like location: the record starting there is read whole */
+    assert_true(target_changed_blocks(&tw, &h, 0, lsn_third + 1, &out, &err));
+    wal_summary_free(&out);
+    /* a byte more than the WAL holds: refused, naming the position */
+    memset(&err, 0, sizeof(err));
+    assert_false(target_changed_blocks(&tw, &h, 0, last_end + 1, &out, &err));
+    assert_non_null(strstr(err.msg, "could not be read up to"));
+    /* a need in the next segment, when the records of this one stop before its end */
+    memset(&err, 0, sizeof(err));
+    assert_false(target_changed_blocks(&tw, &h, 0, SEG + 100, &out, &err));
+    assert_non_null(strstr(err.msg, "the records end before"));
+
+    assert_true(dir_remove_all(dir, &err));
+    free(seg);
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -396,6 +445,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_records),
         cmocka_unit_test(test_stop_lsn),
+        cmocka_unit_test(test_rewind_target_end),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_stored_form),
         cmocka_unit_test(test_relpath),
