@@ -35,7 +35,8 @@ static int cmp_rel(const void *a, const void *b)
 static void print_summary(const WalSummary *s, bool blocks)
 {
     WalRelBlocks *rels = xmalloc((s->n_rels + 1) * sizeof(WalRelBlocks));
-    memcpy(rels, s->rels, s->n_rels * sizeof(WalRelBlocks));
+    if (s->n_rels > 0)   /* (no relations: s->rels may be NULL) */
+        memcpy(rels, s->rels, s->n_rels * sizeof(WalRelBlocks));
     qsort(rels, s->n_rels, sizeof(WalRelBlocks), cmp_rel);
     for (size_t i = 0; i < s->n_rels; i++) {
         const WalRelBlocks *r = &rels[i];

@@ -262,7 +262,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
         /* a replica of this cluster's leader: the same words in its log spare the wait for
          * NOT_STREAMING_REWIND_MS (the old leader's site rejoining after a site failover) */
         if (!a->following_remote && now - a->not_streaming_since > NOT_ACCEPTING_CHECK_MS && !a->follow_diverged &&
-            pg_log_shows_divergence(&a->pg)) {
+            pg_log_shows_divergence_since(&a->pg, a->log_streamed_at)) {
             log_warn("postgres cannot follow the timeline of leader %s (see its log); it needs pg_rewind", a->following);
             a->follow_diverged = true;
         }
@@ -271,6 +271,8 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
          * each retry, up to the fork: that is no reason to start counting again) */
         a->not_streaming_since = 0;
         a->follow_diverged = false;
+        if (replica_following)
+            a->log_streamed_at = pg_log_size(&a->pg);
     }
     /* a standby that runs but never becomes consistent may have gone past the fork of the
      * timeline it should follow (its recovery stops there for good): its log says so */

@@ -140,6 +140,8 @@ typedef struct Agent {
     int64_t pg_down_since;      /* 0 when up */
     int64_t not_streaming_since;
     bool follow_diverged;       /* a replica's postgres said it cannot follow the leader's timeline */
+    long log_streamed_at;       /* the server log's size when the replica was last seen streaming:
+                                 * what it says of a fork is read from there on */
     int64_t not_accepting_since; /* postgres runs but refuses connections (starting, recovering) */
     int64_t leaderless_since;   /* monotonic; 0 while a leader key exists */
     Lsn stopped_checkpoint;     /* cleanly stopped: the shutdown checkpoint (published as position) */

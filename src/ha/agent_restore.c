@@ -38,16 +38,19 @@ static bool discard_data_dir(PgNode *pg, Err *err)
     return dir_remove_all(pg->cfg->pg_data_dir, err);
 }
 
-/* How long a new copy may go without replaying or streaming before it takes its apply delay. */
-#define COPY_STREAM_IDLE_MS 30000
+/* How long a new copy may run without its apply delay, waiting to stream from the source. */
+#define COPY_STREAM_WAIT_MS 30000
 
-/* Start a new copy of the job's target as its standby. A standby leader with an apply delay
+/* Start what pg_basebackup copied as the job's standby. A standby leader with an apply delay
  * (standby_cluster.recovery_min_apply_delay) first runs without it, until it streams from the
  * source: PostgreSQL starts its WAL receiver only when replay has used up the WAL it holds, and
- * with the delay on, a commit among what the copy holds (written while it was made) stops
- * replay for the whole delay, so nothing would be received from the source in that time. What
- * it applies without the delay was written before the copy was done: the copy is as new. */
-static bool start_new_copy(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
+ * with the delay on, a commit among what the copy holds past the end of the backup (written
+ * while the copy ended: a's heartbeat) stops replay for the whole delay, so nothing would be
+ * received from the source in that time. What it applies without the delay is those few
+ * records, and what streams in before the reload takes effect (a fraction of a second): the
+ * copy is as new. (A copy restored from the repository keeps its delay from the start: it
+ * replays the archive, which may hold the last hour's mistakes.) */
+static bool start_copied_standby(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)
 {
     if (!j->remote || !j->min_apply_delay[0])
         return agent_write_job_conf(pg, j, true, false, NULL, err) && pg_start(pg, start_timeout, err);
@@ -56,35 +59,31 @@ static bool start_new_copy(Agent *a, Job *j, PgNode *pg, int start_timeout, Err 
     j->min_apply_delay[0] = '\0';
     bool ok = agent_write_job_conf(pg, j, true, false, NULL, err) && pg_start(pg, start_timeout, err);
     str_copy(j->min_apply_delay, sizeof(j->min_apply_delay), delay);
-    if (!ok)
-        return false;
-    char replayed[64] = "";
     bool streaming = false;
-    int64_t idle_until = mono_ms() + COPY_STREAM_IDLE_MS;
-    while (!streaming && !a->cancel_jobs && mono_ms() < idle_until) {
+    int64_t deadline = mono_ms() + COPY_STREAM_WAIT_MS;
+    while (ok && !streaming && !a->cancel_jobs && mono_ms() < deadline) {
         Err qe = {{0}};
-        PGresult *r = pg_query(pg, "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), ''), "
-                                   "coalesce(pg_last_wal_replay_lsn()::text, '')", 2000, &qe);
-        if (r && PQntuples(r) == 1) {
-            streaming = strcmp(PQgetvalue(r, 0, 0), "streaming") == 0;
-            if (strcmp(PQgetvalue(r, 0, 1), replayed) != 0) {  /* still replaying (the archive) */
-                str_copy(replayed, sizeof(replayed), PQgetvalue(r, 0, 1));
-                idle_until = mono_ms() + COPY_STREAM_IDLE_MS;
-            }
-        } else {
+        PGresult *r = pg_query(pg, "SELECT status FROM pg_stat_wal_receiver", 2000, &qe);
+        streaming = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "streaming") == 0;
+        if (!r)
             pg_node_close(pg);
-        }
         PQclear(r);
         if (!streaming)
             sleep_ms(200);
     }
-    if (streaming)
+    if (ok && streaming)
         log_info("create replica: streaming from the source: taking the apply delay (%s)", delay);
-    else
-        log_warn("create replica: not streaming from the source (%s:%d) after replaying what the copy holds: taking "
-                 "the apply delay (%s) now; PostgreSQL connects to the source when replay needs WAL",
-                 j->host, j->port, delay);
-    return agent_write_job_conf(pg, j, true, false, NULL, err) && pg_reload(pg, err);
+    else if (ok)
+        log_warn("create replica: not streaming from the source (%s:%d) after %d s: taking the apply delay (%s) now; "
+                 "PostgreSQL connects to the source when replay needs WAL", j->host, j->port,
+                 COPY_STREAM_WAIT_MS / 1000, delay);
+    /* the delay in the configuration in any case: a failed start may leave postgres running */
+    Err de = {{0}};
+    bool delayed = agent_write_job_conf(pg, j, true, false, NULL, &de) &&
+                   (pg_postmaster_pid(pg->cfg->pg_data_dir) == 0 || pg_reload(pg, &de));
+    if (ok && !delayed)
+        *err = de;
+    return ok && delayed;
 }
 
 /* The backup to restore for a replica of the job's target, from the node's repository. */
@@ -187,7 +186,7 @@ static bool replica_from_repository(Agent *a, Job *j, PgNode *pg, int start_time
     }
     repo_free(r);
     /* standby.signal, primary_conninfo to the leader, restore_command from the repository */
-    ok = ok && start_new_copy(a, j, pg, start_timeout, err);
+    ok = ok && agent_write_job_conf(pg, j, true, false, NULL, err) && pg_start(pg, start_timeout, err);
     if (ok)
         log_info("create replica: restored from the repository (backup %s), not copied from %s: recovering from the "
                  "archive, then streaming from %s:%d", j->restored, j->target, j->host, j->port);
@@ -199,7 +198,7 @@ static bool replica_from_leader(Agent *a, Job *j, PgNode *pg, int start_timeout,
 {
     log_info("cloning from %s (%s:%d) with pg_basebackup", j->remote ? "the standby_cluster source" : j->target, j->host,
              j->port);
-    return pg_basebackup(pg, j->host, j->port, err) && start_new_copy(a, j, pg, start_timeout, err);
+    return pg_basebackup(pg, j->host, j->port, err) && start_copied_standby(a, j, pg, start_timeout, err);
 }
 
 bool agent_create_replica(Agent *a, Job *j, PgNode *pg, int start_timeout, Err *err)

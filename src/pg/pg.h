@@ -186,6 +186,11 @@ bool pg_rewind_marked_failed(const PgNode *pg);
  * was told to follow forked ("requested timeline N does not contain minimum recovery point",
  * "is not a child of this server's history")? Read from the end of the server log. */
 bool pg_log_shows_divergence(const PgNode *pg);
+/* The same, from byte `since` of the server log on (what was written after a moment the caller
+ * marked with pg_log_size()), or from the last start when that came later. */
+bool pg_log_shows_divergence_since(const PgNode *pg, long since);
+/* The server log's size now (0 when it cannot be read). */
+long pg_log_size(const PgNode *pg);
 bool pg_checkpoint(PgNode *pg, Err *err);
 /* Kill the postmaster of data_dir and every process it forked (backends included) with
  * SIGKILL, at once; used by fencing. True once the postmaster is gone (within timeout_ms). */

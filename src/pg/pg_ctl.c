@@ -737,14 +737,18 @@ static int kill_attached(unsigned long key)
     return n;
 }
 
-bool pg_log_shows_divergence(const PgNode *pg)
+bool pg_log_shows_divergence_since(const PgNode *pg, long since)
 {
     FILE *f = fopen(pg->log_path, "r");
     if (!f)
         return false;
     char tail[8193];
     size_t n = 0;
-    if (fseek(f, -(long)(sizeof(tail) - 1), SEEK_END) != 0)
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    long from = size > (long)sizeof(tail) - 1 ? size - (long)(sizeof(tail) - 1) : 0;
+    if (since > from && since <= size)
+        from = since;
+    if (size < 0 || fseek(f, from, SEEK_SET) != 0)
         rewind(f);
     n = fread(tail, 1, sizeof(tail) - 1, f);
     fclose(f);
@@ -753,13 +757,24 @@ bool pg_log_shows_divergence(const PgNode *pg)
     const char *start = NULL;
     for (const char *p = tail; (p = strstr(p, "starting PostgreSQL")) != NULL; p++)
         start = p;
-    const char *from = start ? start : tail;
+    const char *text = start ? start : tail;
     /* what a standby says when it went past the fork of the timeline it should follow */
-    return strstr(from, "does not contain minimum recovery point") || strstr(from, "is not a child of this server's history") ||
-           strstr(from, "is not a child of database system timeline") || strstr(from, "is not in this server's history") ||
-           strstr(from, "of the primary is behind recovery timeline") ||
+    return strstr(text, "does not contain minimum recovery point") || strstr(text, "is not a child of this server's history") ||
+           strstr(text, "is not a child of database system timeline") || strstr(text, "is not in this server's history") ||
+           strstr(text, "of the primary is behind recovery timeline") ||
            /* a running standby that replayed past the point where the new timeline forked */
-           strstr(from, "forked off current database system timeline");
+           strstr(text, "forked off current database system timeline");
+}
+
+bool pg_log_shows_divergence(const PgNode *pg)
+{
+    return pg_log_shows_divergence_since(pg, 0);
+}
+
+long pg_log_size(const PgNode *pg)
+{
+    struct stat sb;
+    return stat(pg->log_path, &sb) == 0 ? (long)sb.st_size : 0;
 }
 
 bool pg_kill_postmaster(const char *data_dir, int timeout_ms)

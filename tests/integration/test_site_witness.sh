@@ -101,10 +101,10 @@ other_a=node1
 [ "$a_lead" = node1 ] && other_a=node2
 wait_until 120 "$other_a replays site b's writes" has_b_rows "${other_a#node}"
 log "MEASURE witness_failback both_a_nodes_replay_b_ms=$(( $(date +%s%3N) - t_heal ))"
-# pgvigil's own rewind did both (a fallback to pg_rewind says "not done, nothing changed")
+# pgvigil's own rewind did both: it says what it copied, and a fallback says "running pg_rewind"
 for n in 1 2; do
-    ! grep -h "rewind of .* not done, nothing changed\|rewind failed" "$T_DIR/node$n.log" ||
-        fail "node$n's rewind was not pgvigil rewind's (above)"
+    grep -q "pgvigil rewind: copied" "$T_DIR/node$n.log" || fail "node$n was not rewound by pgvigil rewind"
+    ! grep -h "running pg_rewind\|rewind failed" "$T_DIR/node$n.log" || fail "node$n's rewind fell back (above)"
 done
 [ "$(acks "$T_DIR/acks-a")" = "$n_a" ] || fail "site a acknowledged writes after the heal: $(tail -2 "$T_DIR/acks-a")"
 [ "$(witness_key)" = site-b ] || fail "the witness names $(witness_key), not site-b"
