@@ -222,6 +222,10 @@ static void load_cluster(Agent *a)
 
 /* how long a running postgres may refuse connections before its log is read for a divergence */
 #define NOT_ACCEPTING_CHECK_MS 5000
+/* ... and how long a running standby may go without streaming before its log is read for one:
+ * its walreceiver tries again every wal_retrieve_retry_interval (1 s as pgvigil writes it), and
+ * postgres says at the first try that it cannot follow */
+#define NOT_STREAMING_CHECK_MS 2000
 
 static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
 {
@@ -254,14 +258,14 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
         if (!a->not_streaming_since)
             a->not_streaming_since = now;
         /* what postgres says about it decides a standby leader's rewind */
-        if (a->following_remote && now - a->not_streaming_since > NOT_ACCEPTING_CHECK_MS && !a->start_diverged &&
+        if (a->following_remote && now - a->not_streaming_since > NOT_STREAMING_CHECK_MS && !a->start_diverged &&
             pg_log_shows_divergence(&a->pg)) {
             log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
             a->start_diverged = true;
         }
         /* a replica of this cluster's leader: the same words in its log spare the wait for
          * NOT_STREAMING_REWIND_MS (the old leader's site rejoining after a site failover) */
-        if (!a->following_remote && now - a->not_streaming_since > NOT_ACCEPTING_CHECK_MS && !a->follow_diverged &&
+        if (!a->following_remote && now - a->not_streaming_since > NOT_STREAMING_CHECK_MS && !a->follow_diverged &&
             pg_log_shows_divergence_since(&a->pg, a->log_streamed_at)) {
             log_warn("postgres cannot follow the timeline of leader %s (see its log); it needs pg_rewind", a->following);
             a->follow_diverged = true;
