@@ -230,6 +230,7 @@ static void load_cluster(Agent *a)
 static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
 {
     PgState *st = &a->pgst;
+    long log_size = pg_log_size(&a->pg);   /* before the look: what it says later is after it */
     pg_observe(&a->pg, st);
     int64_t now = mono_ms();
     if (st->running) {
@@ -259,7 +260,7 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
             a->not_streaming_since = now;
         /* what postgres says about it decides a standby leader's rewind */
         if (a->following_remote && now - a->not_streaming_since > NOT_STREAMING_CHECK_MS && !a->start_diverged &&
-            pg_log_shows_divergence(&a->pg)) {
+            pg_log_shows_divergence_since(&a->pg, a->log_streamed_at)) {
             log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
             a->start_diverged = true;
         }
@@ -270,13 +271,21 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
             log_warn("postgres cannot follow the timeline of leader %s (see its log); it needs pg_rewind", a->following);
             a->follow_diverged = true;
         }
-    } else if (!(a->start_diverged && a->following_remote && replica_following)) {
-        /* (once postgres said it cannot follow, its walreceiver still "streams" for a moment on
-         * each retry, up to the fork: that is no reason to start counting again) */
-        a->not_streaming_since = 0;
-        a->follow_diverged = false;
-        if (replica_following)
-            a->log_streamed_at = pg_log_size(&a->pg);
+    } else {
+        /* once postgres said it cannot follow, its walreceiver still "streams" for a moment on
+         * each retry, up to the fork, on its own timeline: that is no reason to start counting
+         * again. Streaming on the source's timeline is: it follows after all. */
+        bool retrying = a->start_diverged && a->following_remote && replica_following;
+        if (retrying && st->streaming && src.known && st->timeline >= src.timeline) {
+            log_info("standby leader: streaming on the source's timeline %d: it follows after all", st->timeline);
+            a->start_diverged = retrying = false;
+        }
+        if (!retrying) {
+            a->not_streaming_since = 0;
+            a->follow_diverged = false;
+            if (replica_following)
+                a->log_streamed_at = log_size;
+        }
     }
     /* a standby that runs but never becomes consistent may have gone past the fork of the
      * timeline it should follow (its recovery stops there for good): its log says so */

@@ -83,6 +83,8 @@ static bool start_copied_standby(Agent *a, Job *j, PgNode *pg, int start_timeout
                    (pg_postmaster_pid(pg->cfg->pg_data_dir) == 0 || pg_reload(pg, &de));
     if (ok && !delayed)
         *err = de;
+    else if (!delayed)
+        log_error("create replica: the apply delay (%s) could not be written back: %s", delay, de.msg);
     return ok && delayed;
 }
 

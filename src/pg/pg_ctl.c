@@ -748,8 +748,10 @@ bool pg_log_shows_divergence_since(const PgNode *pg, long since)
     long from = size > (long)sizeof(tail) - 1 ? size - (long)(sizeof(tail) - 1) : 0;
     if (since > from && since <= size)
         from = since;
-    if (size < 0 || fseek(f, from, SEEK_SET) != 0)
-        rewind(f);
+    if (size < 0 || fseek(f, from, SEEK_SET) != 0) {
+        fclose(f);   /* (the start of the file would be old text) */
+        return false;
+    }
     n = fread(tail, 1, sizeof(tail) - 1, f);
     fclose(f);
     tail[n] = '\0';
