@@ -258,18 +258,18 @@ static void observe_pg(Agent *a, Observation *o, ControlInfo *ci)
     if (replica_following && !st->streaming) {
         if (!a->not_streaming_since)
             a->not_streaming_since = now;
-        /* what postgres says about it decides a standby leader's rewind */
-        if (a->following_remote && now - a->not_streaming_since > NOT_STREAMING_CHECK_MS && !a->start_diverged &&
+        /* what postgres says about it decides a standby leader's rewind, and spares a replica of
+         * this cluster's leader the wait for NOT_STREAMING_REWIND_MS (the old primary site's
+         * members after a site failover) */
+        bool *diverged = a->following_remote ? &a->start_diverged : &a->follow_diverged;
+        if (!*diverged && now - a->not_streaming_since > NOT_STREAMING_CHECK_MS &&
             pg_log_shows_divergence_since(&a->pg, a->log_streamed_at)) {
-            log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
-            a->start_diverged = true;
-        }
-        /* a replica of this cluster's leader: the same words in its log spare the wait for
-         * NOT_STREAMING_REWIND_MS (the old leader's site rejoining after a site failover) */
-        if (!a->following_remote && now - a->not_streaming_since > NOT_STREAMING_CHECK_MS && !a->follow_diverged &&
-            pg_log_shows_divergence_since(&a->pg, a->log_streamed_at)) {
-            log_warn("postgres cannot follow the timeline of leader %s (see its log); it needs pg_rewind", a->following);
-            a->follow_diverged = true;
+            if (a->following_remote)
+                log_warn("standby leader: postgres cannot follow the source's timeline (see its log); it needs pg_rewind");
+            else
+                log_warn("postgres cannot follow the timeline of leader %s (see its log); it needs pg_rewind",
+                         a->following);
+            *diverged = true;
         }
     } else {
         /* once postgres said it cannot follow, its walreceiver still "streams" for a moment on

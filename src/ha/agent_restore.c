@@ -61,15 +61,12 @@ static bool start_copied_standby(Agent *a, Job *j, PgNode *pg, int start_timeout
     str_copy(j->min_apply_delay, sizeof(j->min_apply_delay), delay);
     bool streaming = false;
     int64_t deadline = mono_ms() + COPY_STREAM_WAIT_MS;
-    while (ok && !streaming && !a->cancel_jobs && mono_ms() < deadline) {
-        Err qe = {{0}};
-        PGresult *r = pg_query(pg, "SELECT status FROM pg_stat_wal_receiver", 2000, &qe);
-        streaming = r && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "streaming") == 0;
-        if (!r)
-            pg_node_close(pg);
-        PQclear(r);
-        if (!streaming)
-            sleep_ms(200);
+    while (ok && !a->cancel_jobs && mono_ms() < deadline) {
+        PgState st;
+        pg_observe(pg, &st);
+        if ((streaming = st.streaming))
+            break;
+        sleep_ms(200);
     }
     if (ok && streaming)
         log_info("create replica: streaming from the source: taking the apply delay (%s)", delay);
